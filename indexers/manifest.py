@@ -1,0 +1,157 @@
+"""The manifest of a published index version: everything needed to reproduce or refuse it."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_SCHEMA_VERSION = 1
+
+
+class CorruptRegistryError(RuntimeError):
+    """A registry file is missing, truncated or inconsistent (names the file and a repair)."""
+
+
+class IndexCompatibilityError(RuntimeError):
+    """A published index does not match the embedder in use (names both sides)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Contents of ``manifest.json``.
+
+    Attributes:
+        schema_version: manifest format version.
+        index_name: index name.
+        version: version id, e.g. ``v0003``.
+        created_at: ISO-8601 UTC time of publishing.
+        params: every params value the build used (``params.yaml`` as validated).
+        params_hash: sha256 of ``params`` (sorted JSON).
+        chunker: ``{"strategy", "fingerprint", "options", "context"}``.
+        embedding: ``{"model_id", "revision", "dim", "normalize"}``.
+        index: ``{"kind", "metric", ...}`` FAISS settings.
+        counts: ``{"documents", "chunks", "vectors", "quarantined"}``.
+        inputs: ``[{"uri", "doc_id", "sha256"}]`` of every input document, sorted by uri.
+        files: ``{file name: sha256}`` of every file in the version folder but the manifest.
+        git_commit: commit of the working tree that built it, when there is one.
+        dvc_lock_sha256: sha256 of ``dvc.lock`` when there is one.
+        parent_version: the version a refresh started from, else ``None``.
+        stats: free-form run statistics (wall time per stage, cache hits, ...).
+    """
+
+    index_name: str
+    version: str
+    created_at: str
+    params: dict[str, Any]
+    params_hash: str
+    chunker: dict[str, Any]
+    embedding: dict[str, Any]
+    index: dict[str, Any]
+    counts: dict[str, int]
+    inputs: list[dict[str, str]]
+    files: dict[str, str] = field(default_factory=dict)
+    git_commit: str | None = None
+    dvc_lock_sha256: str | None = None
+    parent_version: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (round-trips through :meth:`from_dict`)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "Manifest":
+        """Build from a dict; raises :class:`CorruptRegistryError` naming ``source``."""
+        if not isinstance(data, dict):
+            raise CorruptRegistryError(f"{source}: manifest is not a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise CorruptRegistryError(f"{source}: manifest lacks field(s) {', '.join(missing)}")
+        if data.get("schema_version", MANIFEST_SCHEMA_VERSION) != MANIFEST_SCHEMA_VERSION:
+            raise CorruptRegistryError(
+                f"{source}: manifest schema_version {data.get('schema_version')} is not "
+                f"{MANIFEST_SCHEMA_VERSION}; rebuild the index with this ragline"
+            )
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """sha256 (hex) of the sorted-key JSON of a params dict."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` via a temporary file, fsync and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename inside it is durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """Read ``<folder>/manifest.json``.
+
+    Raises:
+        CorruptRegistryError: missing, truncated or invalid manifest (names the file).
+    """
+    path = folder / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise CorruptRegistryError(
+            f"{path}: manifest missing; remove the folder or run `ragline index gc` to repair"
+        ) from e
+    except json.JSONDecodeError as e:
+        raise CorruptRegistryError(
+            f"{path}: manifest is not valid JSON ({e.msg} at line {e.lineno}); the version is "
+            f"damaged: point aliases elsewhere with `ragline index promote` and delete {folder}"
+        ) from e
+    return Manifest.from_dict(data, source=str(path))
+
+
+def check_embedder(manifest: Manifest, model_id: str, revision: str, dim: int, normalize: bool) -> None:
+    """Refuse to query an index built with another embedder.
+
+    Raises:
+        IndexCompatibilityError: model, revision, dim or normalization differ (names both).
+    """
+    want = {"model_id": model_id, "revision": revision, "dim": dim, "normalize": normalize}
+    have = {k: manifest.embedding.get(k) for k in want}
+    diffs = [f"{k}: index has {have[k]!r}, query embedder has {want[k]!r}" for k in want if have[k] != want[k]]
+    if diffs:
+        raise IndexCompatibilityError(
+            f"index {manifest.index_name}@{manifest.version} was built with another embedder ("
+            + "; ".join(diffs) + "); rebuild it or query with the matching --model"
+        )

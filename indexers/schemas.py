@@ -1,0 +1,115 @@
+"""Declared Arrow schemas of every table ragline writes (Parquet in a published version).
+
+Each schema carries ``ragline.schema_version`` metadata; readers refuse other versions with
+:class:`SchemaMismatchError` instead of guessing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+_META = {b"ragline.schema_version": str(SCHEMA_VERSION).encode()}
+
+
+class SchemaMismatchError(ValueError):
+    """A table's schema is not the one this ragline version reads (names file and field)."""
+
+
+ELEMENT_TYPE = pa.struct(
+    [
+        ("type", pa.string()),
+        ("char_start", pa.int64()),
+        ("char_end", pa.int64()),
+        ("page", pa.int32()),
+        ("section_path", pa.list_(pa.string())),
+    ]
+)
+
+DOCUMENTS_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("uri", pa.string()),
+        ("sha256", pa.string()),
+        ("mime_type", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("title", pa.string()),
+        ("text", pa.large_string()),
+        ("elements", pa.list_(ELEMENT_TYPE)),
+    ],
+    metadata=_META,
+)
+
+CHUNKS_SCHEMA = pa.schema(
+    [
+        ("row", pa.int64()),  # FAISS id of the chunk's vector in this version
+        ("chunk_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("uri", pa.string()),
+        ("char_start", pa.int64()),
+        ("char_end", pa.int64()),
+        ("token_count", pa.int32()),
+        ("page", pa.int32()),
+        ("section_path", pa.list_(pa.string())),
+        ("oversized", pa.bool_()),
+        ("text", pa.large_string()),
+        ("context", pa.string()),  # prefix embedded before the text (chunk.context), else ""
+    ],
+    metadata=_META,
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+        ("sha256", pa.string()),
+    ],
+    metadata=_META,
+)
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    """Schema of ``embeddings.parquet``: chunk_id and a float32 vector of ``dim`` values."""
+    return pa.schema(
+        [("chunk_id", pa.string()), ("vector", pa.list_(pa.float32(), dim))], metadata=_META
+    )
+
+
+def write_table(table: pa.Table, path: str | Path, schema: pa.Schema) -> None:
+    """Cast ``table`` to ``schema`` and write it as Parquet (zstd).
+
+    Raises:
+        SchemaMismatchError: a column is missing or cannot be cast.
+    """
+    try:
+        table = table.select(schema.names).cast(schema)
+    except (KeyError, pa.ArrowInvalid, ValueError) as e:
+        raise SchemaMismatchError(f"{path}: table does not fit the declared schema: {e}") from e
+    pq.write_table(table, str(path), compression="zstd")
+
+
+def read_table(path: str | Path, schema: pa.Schema) -> pa.Table:
+    """Read a Parquet table and check it against ``schema``.
+
+    Raises:
+        SchemaMismatchError: other schema version or other columns/types.
+        OSError: the file is missing or unreadable.
+    """
+    try:
+        table = pq.read_table(str(path))
+    except pa.ArrowInvalid as e:
+        raise OSError(f"{path}: not a readable Parquet file ({e})") from e
+    meta = table.schema.metadata or {}
+    found = meta.get(b"ragline.schema_version", b"?").decode()
+    if found != str(SCHEMA_VERSION):
+        raise SchemaMismatchError(
+            f"{path}: schema version {found}, this ragline reads {SCHEMA_VERSION}; rebuild the index"
+        )
+    if not table.schema.equals(schema, check_metadata=False):
+        raise SchemaMismatchError(f"{path}: columns {table.schema.names} do not match {schema.names}")
+    return table

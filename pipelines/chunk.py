@@ -1,0 +1,76 @@
+"""Stage ``chunk``: split every document with the strategy from ``chunk:`` params."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import pyarrow as pa
+
+from chunkers.base import Chunk, Chunker, EmbedFn
+from chunkers.registry import get_chunker
+from indexers.schemas import CHUNKS_SCHEMA
+from pipelines.config import ChunkConfig
+from pipelines.load import Document, QuarantineRecord
+
+STAGE = "chunk"
+
+
+def make_chunker(cfg: ChunkConfig, embed_fn: EmbedFn | None = None) -> Chunker:
+    """The chunker ``cfg`` describes (options the strategy does not take are left out).
+
+    Raises:
+        ConfigError: unknown strategy, unknown option or invalid value.
+    """
+    return get_chunker(cfg.strategy, embed_fn=embed_fn, **cfg.strategy_options())
+
+
+def context_prefix(doc: Document, chunk: Chunk) -> str:
+    """``"Title > Section > Subsection\\n\\n"`` for contextual embedding (title not repeated)."""
+    parts = [doc.title] + [s for s in chunk.section_path if s != doc.title]
+    return " > ".join(p for p in parts if p) + "\n\n"
+
+
+def chunk_documents(
+    docs: Sequence[Document],
+    cfg: ChunkConfig,
+    embed_fn: EmbedFn | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[pa.Table, list[QuarantineRecord]]:
+    """Stage ``chunk``: chunk every document.
+
+    Args:
+        docs: loaded documents.
+        cfg: the ``chunk:`` params.
+        embed_fn: embedder callable for the semantic strategy.
+        progress: called with 1 per finished document.
+
+    Returns:
+        ``(chunks, quarantine)``: an Arrow table of ``CHUNKS_SCHEMA`` (``row`` = position,
+        the FAISS id) and records of documents the chunker failed on.
+    """
+    chunker = make_chunker(cfg, embed_fn)
+    rows: list[dict] = []
+    bad: list[QuarantineRecord] = []
+    for doc in docs:
+        try:
+            chunks = chunker.chunk(doc.text, doc_id=doc.doc_id, elements=doc.elements)
+        except Exception as e:  # a strategy bug on one document must not kill the run
+            bad.append(QuarantineRecord(doc.uri, STAGE, type(e).__name__, f"{doc.uri}: {e}", doc.sha256))
+            chunks = []
+        for c in chunks:
+            rows.append({
+                "row": len(rows), "chunk_id": c.chunk_id, "doc_id": c.doc_id, "uri": doc.uri,
+                "char_start": c.char_start, "char_end": c.char_end, "token_count": c.token_count,
+                "page": c.page, "section_path": list(c.section_path), "oversized": c.oversized,
+                "text": c.text, "context": context_prefix(doc, c) if cfg.context else "",
+            })
+        if progress:
+            progress(1)
+    return pa.Table.from_pylist(rows, schema=CHUNKS_SCHEMA), bad
+
+
+def chunker_record(cfg: ChunkConfig) -> dict:
+    """What a manifest records of the chunker: strategy, fingerprint, options, context."""
+    chunker = make_chunker(cfg, embed_fn=(lambda texts: None) if cfg.strategy == "semantic" else None)
+    return {"strategy": cfg.strategy, "fingerprint": chunker.fingerprint,
+            "options": cfg.strategy_options(), "context": cfg.context}

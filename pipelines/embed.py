@@ -1,0 +1,61 @@
+"""Stage ``embed``: vectors for every chunk, through the persistent embedding cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from indexers.cache import EmbeddingCache, embed_with_cache
+from indexers.embedders import Embedder, info_of
+from indexers.schemas import embeddings_schema
+
+
+def embedding_texts(chunks: pa.Table) -> list[str]:
+    """The text embedded for each chunk: its ``context`` prefix (may be empty) + its text."""
+    return [c + t for c, t in zip(chunks.column("context").to_pylist(), chunks.column("text").to_pylist())]
+
+
+def embed_chunks(
+    chunks: pa.Table,
+    embedder: Embedder,
+    cache_dir: str | Path | None,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Stage ``embed``.
+
+    Args:
+        chunks: table of ``CHUNKS_SCHEMA``.
+        embedder: the embedder.
+        cache_dir: ``paths.cache`` (``None`` disables the cache).
+        batch_size: texts per forward pass.
+        progress: called with the number of chunks finished since the last call.
+
+    Returns:
+        ``(vectors, n_computed)``: float32 (n_chunks, dim) in chunk-row order (L2-normalized
+        when the embedder normalizes) and the number of texts embedded now (cache misses).
+    """
+    cache = EmbeddingCache(cache_dir, info_of(embedder)) if cache_dir is not None else None
+    try:
+        return embed_with_cache(embedding_texts(chunks), embedder, cache, batch_size, progress)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def vectors_to_table(chunk_ids: list[str], vectors: np.ndarray) -> pa.Table:
+    """``embeddings.parquet`` table: chunk_id + fixed-size float32 vector."""
+    dim = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+    vec = pa.FixedSizeListArray.from_arrays(flat, dim)
+    return pa.Table.from_arrays([pa.array(chunk_ids, pa.string()), vec], schema=embeddings_schema(dim))
+
+
+def vectors_from_table(table: pa.Table) -> np.ndarray:
+    """float32 (n, dim) from an ``embeddings.parquet`` table."""
+    col = table.column("vector").combine_chunks()
+    dim = col.type.list_size
+    return col.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)

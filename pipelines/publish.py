@@ -1,0 +1,124 @@
+"""Stages ``index`` and ``publish``: build the FAISS index and publish an immutable version."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from indexers.embedders import EmbedderInfo
+from indexers.faiss_index import FaissSpec, build_faiss_index, write_faiss_index
+from indexers.manifest import Manifest, params_hash
+from indexers.registry import DEFAULT_ALIAS, IndexRegistry
+from indexers.retriever import CHUNKS_FILE, DOCUMENTS_FILE, INDEX_FILE, QUARANTINE_FILE
+from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_table
+from pipelines.config import IndexConfig, Params
+from pipelines.chunk import chunker_record
+
+
+def faiss_spec(cfg: IndexConfig) -> FaissSpec:
+    """The FAISS settings of the ``index:`` params."""
+    return FaissSpec(cfg.kind, cfg.metric, cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
+
+
+def build_index(vectors: np.ndarray, cfg: IndexConfig):
+    """Stage ``index``: a FAISS index over float32 (n, dim) vectors (row i = chunk row i)."""
+    return build_faiss_index(vectors, faiss_spec(cfg))
+
+
+def git_commit(cwd: str | Path = ".") -> str | None:
+    """HEAD commit of the git work tree at ``cwd`` (``+dirty`` appended when it has changes), or None."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def dvc_lock_sha256(cwd: str | Path = ".") -> str | None:
+    """sha256 of ``dvc.lock`` at ``cwd`` when it exists."""
+    p = Path(cwd) / "dvc.lock"
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None
+
+
+def publish_index(
+    registry: IndexRegistry,
+    params: Params,
+    documents: pa.Table,
+    chunks: pa.Table,
+    vectors: np.ndarray,
+    quarantine: pa.Table,
+    embedder: EmbedderInfo,
+    stats: dict[str, Any] | None = None,
+    parent_version: str | None = None,
+    aliases: Sequence[str] = (DEFAULT_ALIAS,),
+) -> Manifest:
+    """Stage ``publish``: build the index and publish ``<root>/<name>/<version>/`` atomically.
+
+    Args:
+        registry: the registry to publish into.
+        params: validated params (recorded whole, with their hash).
+        documents: table of ``DOCUMENTS_SCHEMA``.
+        chunks: table of ``CHUNKS_SCHEMA``; row i is FAISS id i.
+        vectors: float32 (n_chunks, dim).
+        quarantine: table of ``QUARANTINE_SCHEMA``.
+        embedder: identity of the embedder that made ``vectors``.
+        stats: run statistics to record (wall times, cache hits, ...).
+        parent_version: the version a refresh started from.
+        aliases: aliases moved to the new version once it is complete.
+
+    Returns:
+        The written manifest.
+
+    Raises:
+        ValueError: vectors and chunks disagree in count, or vectors are not ``embedder.dim`` wide.
+        LockTimeoutError: another publish held the index too long.
+    """
+    if vectors.shape != (chunks.num_rows, embedder.dim):
+        raise ValueError(f"vectors have shape {vectors.shape}, expected ({chunks.num_rows}, {embedder.dim})")
+    name = params.index.name
+    index = build_index(vectors, params.index)
+    param_values = params.to_dict()
+    inputs = sorted(
+        ({"uri": u, "doc_id": d, "sha256": s} for u, d, s in zip(
+            documents.column("uri").to_pylist(), documents.column("doc_id").to_pylist(),
+            documents.column("sha256").to_pylist())),
+        key=lambda r: r["uri"],
+    )
+
+    def write(folder: Path, version: str) -> Manifest:
+        write_table(documents, folder / DOCUMENTS_FILE, DOCUMENTS_SCHEMA)
+        write_table(chunks, folder / CHUNKS_FILE, CHUNKS_SCHEMA)
+        write_table(quarantine, folder / QUARANTINE_FILE, QUARANTINE_SCHEMA)
+        write_faiss_index(index, folder / INDEX_FILE)
+        return Manifest(
+            index_name=name,
+            version=version,
+            created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            params=param_values,
+            params_hash=params_hash(param_values),
+            chunker=chunker_record(params.chunk),
+            embedding={"model_id": embedder.model_id, "revision": embedder.revision,
+                       "dim": embedder.dim, "normalize": embedder.normalize},
+            index={"kind": params.index.kind, "metric": params.index.metric, "ntotal": int(index.ntotal),
+                   **({"hnsw_m": params.index.hnsw_m, "hnsw_ef_construction": params.index.hnsw_ef_construction,
+                       "hnsw_ef_search": params.index.hnsw_ef_search} if params.index.kind == "hnsw" else {})},
+            counts={"documents": documents.num_rows, "chunks": chunks.num_rows,
+                    "vectors": int(index.ntotal), "quarantined": quarantine.num_rows},
+            inputs=inputs,
+            git_commit=git_commit(),
+            dvc_lock_sha256=dvc_lock_sha256(),
+            parent_version=parent_version,
+            stats=dict(stats or {}),
+        )
+
+    return registry.publish(name, write, aliases=tuple(aliases), lock_timeout_s=params.index.lock_timeout_s)
