@@ -70,7 +70,9 @@ class TokenChunker:
         while start < n_tokens:
             end = min(start + self.config.max_tokens, n_tokens)
             cs, ce = int(bounds[start]), int(bounds[end])
-            if ce > cs and text[cs:ce].strip():
+            # A window can map to the same characters as the previous one when tokens split
+            # multi-byte characters and the overlap is large: it adds no text, skip it.
+            if ce > cs and text[cs:ce].strip() and (not out or ce > out[-1][1]):
                 out.append((cs, ce, end - start))
             if end == n_tokens:
                 break

@@ -96,7 +96,8 @@ class TokenIndex:
 
     Attributes:
         n_tokens: number of tokens of the whole document.
-        prefix: int64 array (len(text) + 1,), nondecreasing, ``prefix[-1] == n_tokens``.
+        prefix: int32 array (len(text) + 1,), nondecreasing, ``prefix[-1] == n_tokens``
+            (4 bytes per character of the document).
     """
 
     __slots__ = ("n_tokens", "prefix")
@@ -105,7 +106,7 @@ class TokenIndex:
         _, bounds = encode_with_char_offsets(text, name)
         self.n_tokens = len(bounds) - 1
         counts = np.bincount(bounds[1:], minlength=len(text) + 1)
-        self.prefix: np.ndarray = np.cumsum(counts, dtype=np.int64)
+        self.prefix: np.ndarray = np.cumsum(counts, dtype=np.int32)
 
     def count(self, start: int, end: int) -> int:
         """Tokens of the half-open character span ``[start, end)``."""

@@ -1,0 +1,258 @@
+"""Recursive splitting over a separator hierarchy, packed greedily to a token budget."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from chunkers import _validate as v
+from chunkers.base import Chunk, ConfigError, ElementSpan, fingerprint_of, make_chunks
+from chunkers.segment import sentence_spans, strip_span
+from chunkers.tokenizer import ENCODING_NAME, TokenIndex
+
+#: The separator hierarchy, coarse to fine. Tokens are always the last resort.
+LEVELS: tuple[str, ...] = ("paragraph", "line", "sentence", "word")
+
+#: A span as :func:`chunkers.base.make_chunks` takes it:
+#: ``(char_start, char_end, token_count, oversized)``.
+Span = tuple[int, int, int, bool]
+
+_PARAGRAPH = re.compile(r"\n\s*\n")
+_LINE = re.compile(r"\n")
+_WORD = re.compile(r"\s+")
+_NON_SPACE = re.compile(r"\S")
+
+
+@dataclass(frozen=True, slots=True)
+class RecursiveChunkerConfig:
+    """Configuration of :class:`RecursiveChunker`.
+
+    Attributes:
+        max_tokens: budget of every chunk in cl100k_base tokens (> 0).
+        overlap_tokens: at most this many tokens of the previous chunk start the next one,
+            taken as whole pieces of the level being packed (0 <= overlap < max_tokens).
+        levels: the separator levels to use, coarse to fine, drawn from ``"paragraph"``
+            (a blank line), ``"line"`` (``\\n``), ``"sentence"`` (see
+            :func:`chunkers.segment.sentence_spans`) and ``"word"`` (a whitespace run).
+            Token windows are always the last resort.
+        encoding: tiktoken encoding name.
+    """
+
+    max_tokens: int = 256
+    overlap_tokens: int = 0
+    levels: tuple[str, ...] = LEVELS
+    encoding: str = ENCODING_NAME
+
+    def __post_init__(self) -> None:
+        v.positive_int("max_tokens", self.max_tokens)
+        v.non_negative_int("overlap_tokens", self.overlap_tokens)
+        v.smaller_than("overlap_tokens", self.overlap_tokens, "max_tokens", self.max_tokens)
+        levels = v.choices("levels", self.levels, LEVELS)
+        if list(levels) != sorted(levels, key=LEVELS.index):
+            raise ConfigError(
+                f"chunk.levels must go from coarse to fine ({', '.join(LEVELS)}), got {list(levels)!r}"
+            )
+        object.__setattr__(self, "levels", levels)  # lists from YAML become tuples
+        v.encoding_name("encoding", self.encoding)
+
+
+class RecursiveChunker:
+    """Split at the coarsest separator that works, recursing into pieces that are too long.
+
+    The text is cut at every separator of the first level (blank lines); consecutive pieces
+    are packed greedily into chunks of at most ``max_tokens`` tokens; a piece that alone
+    exceeds the budget is cut at the next level (lines, then sentences, then whitespace)
+    and packed the same way, on its own. Windows of tokens are the last resort. A separator
+    stays with the piece that follows it, and chunks are trimmed of surrounding whitespace.
+
+    Offsets are computed while splitting. The document is tokenized once and every span is
+    counted from that tokenization (:class:`chunkers.tokenizer.TokenIndex`), so
+    ``token_count`` is measured in the *document's* tokens: encoding a chunk's text on its
+    own can differ by a token or two at its edges. A chunk is flagged ``oversized`` only
+    when a single character needs more than ``max_tokens`` tokens (possible only for
+    ``max_tokens < 4``).
+
+    Source: LangChain's ``RecursiveCharacterTextSplitter`` (separators ``["\\n\\n", "\\n",
+    " ", ""]``, greedy merge with overlap) and Chonkie's ``RecursiveChunker`` (recursive
+    rules down to tokens), with lengths in tokens.
+    """
+
+    name = "recursive"
+    version = 1
+
+    def __init__(self, config: RecursiveChunkerConfig | None = None, **kwargs: object) -> None:
+        if config is not None and kwargs:
+            raise ConfigError(f"pass either a config or keyword values, not both (got {sorted(kwargs)})")
+        self.config = config if config is not None else RecursiveChunkerConfig(**kwargs)  # type: ignore[arg-type]
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex chars over (name, version, config)."""
+        return fingerprint_of(self.name, self.version, self.config)
+
+    def spans(self, text: str) -> list[Span]:
+        """``(char_start, char_end, token_count, oversized)`` of every chunk, in order."""
+        if not text.strip():
+            return []
+        cfg = self.config
+        index = TokenIndex(text, cfg.encoding)
+        return recursive_spans(
+            text, index, 0, len(text),
+            max_tokens=cfg.max_tokens, overlap_tokens=cfg.overlap_tokens, levels=cfg.levels,
+        )
+
+    def chunk(
+        self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None
+    ) -> list[Chunk]:
+        """Chunk one document's normalized text.
+
+        Args:
+            text: the document's normalized text.
+            doc_id: id of the document (part of every chunk id).
+            elements: optional element spans, used only for page and section path.
+
+        Returns:
+            Chunks in document order, each at most ``max_tokens`` tokens unless flagged
+            ``oversized``; empty for empty or whitespace-only text.
+        """
+        return make_chunks(text, self.spans(text), doc_id=doc_id, fingerprint=self.fingerprint, elements=elements)
+
+
+def recursive_spans(
+    text: str,
+    index: TokenIndex,
+    start: int,
+    end: int,
+    *,
+    max_tokens: int,
+    overlap_tokens: int = 0,
+    levels: Sequence[str] = LEVELS,
+) -> list[Span]:
+    """Recursively split ``text[start:end]`` into spans of at most ``max_tokens`` tokens.
+
+    The building block of :class:`RecursiveChunker`, also used by the other strategies to
+    split a sentence, element or group that alone exceeds their budget.
+
+    Args:
+        text: the whole document text (offsets are into it).
+        index: token index of ``text``.
+        start: start offset (characters) of the range to split.
+        end: end offset (characters, exclusive).
+        max_tokens: budget per span (tokens).
+        overlap_tokens: tokens of overlap between consecutive spans of one level (< max).
+        levels: separator levels, coarse to fine (see :data:`LEVELS`).
+
+    Returns:
+        Trimmed, non-empty ``(char_start, char_end, token_count, oversized)`` spans in order.
+    """
+    packer = _Packer(text, index, max_tokens, overlap_tokens, tuple(levels))
+    packer.split(start, end, 0)
+    return packer.out
+
+
+def _cuts(text: str, level: str, start: int, end: int) -> list[int]:
+    """Cut offsets of one separator level strictly inside ``(start, end)``."""
+    if level == "paragraph":
+        return [m.start() for m in _PARAGRAPH.finditer(text, start, end) if m.start() > start]
+    if level == "line":
+        return [m.start() for m in _LINE.finditer(text, start, end) if m.start() > start]
+    if level == "word":
+        return [m.start() for m in _WORD.finditer(text, start, end) if m.start() > start]
+    if level == "sentence":
+        return [e for _, e in sentence_spans(text, start, end)[:-1]]
+    raise ValueError(f"unknown separator level {level!r}")
+
+
+class _Packer:
+    """Greedy packing state for one call of :func:`recursive_spans`."""
+
+    __slots__ = ("text", "index", "prefix", "max_tokens", "overlap", "levels", "out")
+
+    def __init__(self, text: str, index: TokenIndex, max_tokens: int, overlap: int, levels: tuple[str, ...]):
+        self.text = text
+        self.index = index
+        self.prefix = index.prefix
+        self.max_tokens = max_tokens
+        self.overlap = overlap
+        self.levels = levels
+        self.out: list[Span] = []
+
+    def emit(self, start: int, end: int) -> None:
+        s, e = strip_span(self.text, start, end)
+        if s < e:
+            n = int(self.prefix[e] - self.prefix[s])
+            self.out.append((s, e, n, n > self.max_tokens))
+
+    def split(self, start: int, end: int, depth: int) -> None:
+        """Emit ``[start, end)`` trimmed if it fits the budget, else split it from level ``depth`` on."""
+        start, end = strip_span(self.text, start, end)
+        if start >= end:
+            return
+        if self.prefix[end] - self.prefix[start] <= self.max_tokens:
+            self.emit(start, end)
+            return
+        while depth < len(self.levels):
+            cuts = _cuts(self.text, self.levels[depth], start, end)
+            if cuts:
+                self._pack([start, *cuts, end], depth)
+                return
+            depth += 1
+        self._token_windows(start, end)
+
+    def _pack(self, bounds: list[int], depth: int) -> None:
+        """Greedily pack the pieces ``[bounds[k], bounds[k+1])`` of one level.
+
+        A chunk of pieces ``i..j`` is counted from the first non-blank character of piece
+        ``i`` (the separator that opens a piece is trimmed off a chunk that starts with it)
+        to the end of piece ``j``, which never undercounts the emitted, trimmed chunk.
+        """
+        text, budget, overlap = self.text, self.max_tokens, self.overlap
+        n = len(bounds) - 1
+        firsts = []  # first non-blank offset of every piece (its end when blank)
+        for k in range(n):
+            m = _NON_SPACE.search(text, bounds[k], bounds[k + 1])
+            firsts.append(m.start() if m else bounds[k + 1])
+        pre = self.prefix[bounds].tolist()  # tokens before each piece bound
+        pre_first = self.prefix[firsts].tolist()  # tokens before each piece's first non-blank
+        i = 0  # first piece of the open chunk
+        done = 0  # pieces before this one are already in an emitted chunk
+        j = 0
+        while j < n:
+            if pre[j + 1] - pre_first[j] > budget:  # a piece too long on its own: next level
+                if j > done:
+                    self.emit(bounds[i], bounds[j])
+                self.split(bounds[j], bounds[j + 1], depth + 1)
+                j += 1
+                i = done = j
+                continue
+            if pre[j + 1] - pre_first[i] > budget:  # piece j does not fit: close the chunk
+                self.emit(bounds[i], bounds[j])
+                done = j
+                if overlap:
+                    i += 1
+                    while pre[j] - pre_first[i] > overlap or pre[j + 1] - pre_first[i] > budget:
+                        i += 1
+                else:
+                    i = j
+            j += 1
+        if n > done:
+            self.emit(bounds[i], bounds[n])
+
+    def _token_windows(self, start: int, end: int) -> None:
+        """Last resort: windows of at most ``max_tokens`` tokens cut at token ends."""
+        index, budget, overlap = self.index, self.max_tokens, self.overlap
+        a = start
+        while a < end:
+            if index.count(a, end) <= budget:
+                self.emit(a, end)
+                return
+            c = index.last_cut_within(a, budget)
+            if c <= a:  # one character needs more tokens than the budget: indivisible
+                c = min(index.next_token_end(a), end)
+                self.emit(a, c)
+                a = c
+                continue
+            self.emit(a, c)
+            nxt = index.first_cut_with(c, overlap) if overlap else c
+            a = nxt if nxt > a else c

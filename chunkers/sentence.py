@@ -1,0 +1,142 @@
+"""Whole sentences packed greedily to a token budget, with an overlap counted in sentences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from chunkers import _validate as v
+from chunkers.base import Chunk, ConfigError, ElementSpan, fingerprint_of, make_chunks
+from chunkers.recursive import Span, recursive_spans
+from chunkers.segment import sentence_spans
+from chunkers.tokenizer import ENCODING_NAME, TokenIndex
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceChunkerConfig:
+    """Configuration of :class:`SentenceChunker`.
+
+    Attributes:
+        max_tokens: budget of every chunk in cl100k_base tokens (> 0).
+        overlap_sentences: number of trailing sentences of a chunk repeated at the start of
+            the next one (>= 0); fewer are repeated when they would not fit the budget.
+        encoding: tiktoken encoding name.
+    """
+
+    max_tokens: int = 256
+    overlap_sentences: int = 0
+    encoding: str = ENCODING_NAME
+
+    def __post_init__(self) -> None:
+        v.positive_int("max_tokens", self.max_tokens)
+        v.non_negative_int("overlap_sentences", self.overlap_sentences)
+        v.encoding_name("encoding", self.encoding)
+
+
+class SentenceChunker:
+    """Pack whole sentences into chunks of at most ``max_tokens`` tokens.
+
+    Sentences come from the rule-based splitter :func:`chunkers.segment.sentence_spans`
+    (terminal punctuation followed by whitespace, CJK full stops, line breaks). Consecutive
+    sentences are packed greedily; the next chunk starts with the last
+    ``overlap_sentences`` sentences of the previous one (as many as fit). A sentence longer
+    than the budget is split on its own with the recursive strategy (words, then tokens).
+    ``token_count`` is measured in the document's tokenization
+    (:class:`chunkers.tokenizer.TokenIndex`).
+
+    Source: the sentence-packing chunkers of LlamaIndex (``SentenceSplitter``) and Chonkie
+    (``SentenceChunker``); here the overlap is counted in whole sentences.
+    """
+
+    name = "sentence"
+    version = 1
+
+    def __init__(self, config: SentenceChunkerConfig | None = None, **kwargs: object) -> None:
+        if config is not None and kwargs:
+            raise ConfigError(f"pass either a config or keyword values, not both (got {sorted(kwargs)})")
+        self.config = config if config is not None else SentenceChunkerConfig(**kwargs)  # type: ignore[arg-type]
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex chars over (name, version, config)."""
+        return fingerprint_of(self.name, self.version, self.config)
+
+    def spans(self, text: str) -> list[Span]:
+        """``(char_start, char_end, token_count, oversized)`` of every chunk, in order."""
+        sentences = sentence_spans(text)
+        if not sentences:
+            return []
+        index = TokenIndex(text, self.config.encoding)
+        return pack_sentences(
+            text, index, sentences,
+            max_tokens=self.config.max_tokens, overlap_sentences=self.config.overlap_sentences,
+        )
+
+    def chunk(
+        self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None
+    ) -> list[Chunk]:
+        """Chunk one document's normalized text.
+
+        Args:
+            text: the document's normalized text.
+            doc_id: id of the document (part of every chunk id).
+            elements: optional element spans, used only for page and section path.
+
+        Returns:
+            Chunks in document order, each at most ``max_tokens`` tokens unless flagged
+            ``oversized``; empty for empty or whitespace-only text.
+        """
+        return make_chunks(text, self.spans(text), doc_id=doc_id, fingerprint=self.fingerprint, elements=elements)
+
+
+def pack_sentences(
+    text: str,
+    index: TokenIndex,
+    sentences: Sequence[tuple[int, int]],
+    *,
+    max_tokens: int,
+    overlap_sentences: int = 0,
+) -> list[Span]:
+    """Greedily pack consecutive sentences into spans of at most ``max_tokens`` tokens.
+
+    Args:
+        text: the whole document text.
+        index: token index of ``text``.
+        sentences: trimmed ``(char_start, char_end)`` sentence spans in document order.
+        max_tokens: budget per span (tokens); a chunk's count runs from its first
+            sentence's start to its last sentence's end, whitespace between included.
+        overlap_sentences: trailing sentences repeated at the start of the next span.
+
+    Returns:
+        ``(char_start, char_end, token_count, oversized)`` spans in order. A sentence over
+        the budget is split by :func:`chunkers.recursive.recursive_spans`.
+    """
+    prefix = index.prefix
+    starts = prefix[[s for s, _ in sentences]].tolist()
+    ends = prefix[[e for _, e in sentences]].tolist()
+    out: list[Span] = []
+    n = len(sentences)
+    i = done = j = 0
+
+    def emit(first: int, last: int) -> None:  # sentences first..last inclusive
+        out.append((sentences[first][0], sentences[last][1], ends[last] - starts[first], False))
+
+    while j < n:
+        if ends[j] - starts[j] > max_tokens:  # one sentence over the budget: split it alone
+            if j > done:
+                emit(i, j - 1)
+            s, e = sentences[j]
+            out.extend(recursive_spans(text, index, s, e, max_tokens=max_tokens))
+            j += 1
+            i = done = j
+            continue
+        if ends[j] - starts[i] > max_tokens:  # sentence j does not fit: close the chunk
+            emit(i, j - 1)
+            done = j
+            i = max(j - overlap_sentences, i + 1)
+            while ends[j] - starts[i] > max_tokens:
+                i += 1
+        j += 1
+    if n > done:
+        emit(i, n - 1)
+    return out

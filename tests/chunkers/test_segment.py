@@ -1,0 +1,59 @@
+"""Sentence splitting with offsets, and whitespace trimming."""
+
+from __future__ import annotations
+
+from hypothesis import given
+
+from chunkers.segment import sentence_spans, strip_span
+from tests.chunkers.strategies import PROPERTY_SETTINGS, documents, whitespace_only
+
+
+def _sentences(text: str) -> list[str]:
+    return [text[s:e] for s, e in sentence_spans(text)]
+
+
+def test_terminal_punctuation_closers_and_line_breaks() -> None:
+    text = 'It rained. "Really?" she asked! Yes...\nHeading\n\n  Last one'
+    assert _sentences(text) == ["It rained.", '"Really?"', "she asked!", "Yes...", "Heading", "Last one"]
+
+
+def test_abbreviations_initials_and_decimals_do_not_end_sentences() -> None:
+    text = "Dr. Smith met J. Doe at 3.14 p.m. on Jan. 5. They left, e.g. early."
+    assert _sentences(text) == ["Dr. Smith met J. Doe at 3.14 p.m. on Jan. 5.", "They left, e.g. early."]
+
+
+def test_cjk_full_stops_need_no_space() -> None:
+    assert _sentences("你好。世界！好吗？") == ["你好。", "世界！", "好吗？"]
+
+
+def test_lowercase_sentence_starts_still_split() -> None:
+    # The finance corpus is lowercased: a lowercase next word must not block a boundary.
+    assert _sentences("the year ended. the company grew.") == ["the year ended.", "the company grew."]
+
+
+def test_range_arguments_limit_the_scan() -> None:
+    text = "Skip me. Take this. And this. Not this."
+    assert [text[s:e] for s, e in sentence_spans(text, 9, 29)] == ["Take this.", "And this."]
+
+
+def test_strip_span() -> None:
+    assert strip_span("  ab \x1c\n", 0, 7) == (2, 4)
+    assert strip_span(" \t\n", 0, 3) == (3, 3)
+
+
+@PROPERTY_SETTINGS
+@given(documents())
+def test_sentences_are_trimmed_ordered_and_cover_the_text(text: str) -> None:
+    covered = 0
+    for s, e in sentence_spans(text):
+        assert covered <= s < e
+        assert not text[covered:s].strip()
+        assert text[s:e] == text[s:e].strip()
+        covered = e
+    assert not text[covered:].strip()
+
+
+@PROPERTY_SETTINGS
+@given(whitespace_only)
+def test_whitespace_only_has_no_sentences(text: str) -> None:
+    assert sentence_spans(text) == []
