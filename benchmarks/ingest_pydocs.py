@@ -1,0 +1,118 @@
+"""Ingest benchmark on Python's HTML documentation (Debian's python3.11-doc, 530 pages).
+
+Measures, in one run on the same machine:
+  1. the end-to-end ingest (Prefect flow: discover, load, chunk, embed, publish) into a fresh
+     workspace with an empty embedding cache;
+  2. embedding the very same chunk texts alone (fresh model, no cache).
+and prints documents/s, chunks/s, peak RSS, and the ratio ingest wall / embed-only wall
+(target ≤ 1.5: everything that is not embedding costs at most half as much again).
+
+    .venv/bin/python benchmarks/ingest_pydocs.py [--limit N] [--workers 2] [--workdir DIR] [--json]
+
+Needs `apt-get install python3.11-doc`. Ratios, not absolute times, are the result: the
+machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.offline import set_offline_env  # noqa: E402
+
+set_offline_env()
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+DOCS = Path("/usr/share/doc/python3.11-doc/html")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", type=Path, default=DOCS, help="folder of HTML pages")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N pages (0 = all)")
+    ap.add_argument("--workers", type=int, default=2, help="load.workers")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the index here (default: temp dir, deleted)")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    args = ap.parse_args()
+    if not args.source.is_dir():
+        print(f"error: {args.source} not found; apt-get install python3.11-doc", file=sys.stderr)
+        return 2
+
+    from indexers.embedders import SentenceTransformerEmbedder
+    from indexers.registry import IndexRegistry
+    from indexers.retriever import PublishedIndex
+    from pipelines.config import Params
+    from pipelines.embed import embedding_texts
+    from pipelines.flows import ingest_flow
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="ragline-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    source = args.source
+    if args.limit:
+        source = work / "pages"
+        shutil.rmtree(source, ignore_errors=True)
+        pages = sorted(p for p in args.source.rglob("*.html"))[: args.limit]
+        for p in pages:
+            dst = source / p.relative_to(args.source)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, dst)
+    params = Params().to_dict()
+    params["load"].update(sources=[str(source)], include=["**/*.html"], workers=args.workers)
+    params["index"].update(name="pydocs", root=str(work / "indexes"))
+    params["paths"].update(cache=str(work / "cache"))
+    shutil.rmtree(work / "cache", ignore_errors=True)
+
+    t0 = time.perf_counter()
+    summary = ingest_flow([], params)
+    ingest_s = time.perf_counter() - t0
+    if summary.version is None:
+        print(f"error: ingest published nothing: {summary.failed}", file=sys.stderr)
+        return 1
+
+    published = PublishedIndex.open(IndexRegistry(work / "indexes"), "pydocs@latest")
+    texts = embedding_texts(published.chunks)
+    embedder = SentenceTransformerEmbedder()
+    t1 = time.perf_counter()
+    embedder.warm_up()
+    embedder.embed(texts, batch_size=Params().embed.batch_size)
+    embed_s = time.perf_counter() - t1
+
+    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result = {
+        "documents": summary.documents,
+        "chunks": summary.chunks,
+        "quarantined": len(summary.quarantine),
+        "stage_seconds": summary.stage_seconds,
+        "ingest_wall_s": round(ingest_s, 2),
+        "embed_only_wall_s": round(embed_s, 2),
+        "ratio_ingest_to_embed": round(ingest_s / embed_s, 3),
+        "documents_per_s": round(summary.documents / ingest_s, 2),
+        "chunks_per_s": round(summary.chunks / ingest_s, 2),
+        "peak_rss_mib": round(rss_self, 1),
+        "peak_rss_children_mib": round(rss_children, 1),
+        "target_ratio": 1.5,
+        "index": str(work / "indexes"),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for k, v in result.items():
+            print(f"{k:>24}: {v}")
+        print(f"{'target met':>24}: {result['ratio_ingest_to_embed'] <= 1.5}")
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""dvc.yaml runs the same stages; a chunk param change reruns chunk and later stages only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def _run(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture()
+def dvc_copy(tmp_path: Path) -> Path:
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    for name in ("chunkers", "indexers", "pipelines"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "data" / "sample", tmp_path / "data" / "sample")
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["embed"]["model"] = "hashing"
+    params["load"]["workers"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], tmp_path)
+    _run([str(BIN / "dvc"), "init", "-q"], tmp_path)
+    return tmp_path
+
+
+def _ran_stages(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+def test_repro_then_chunk_param_change_reruns_from_chunk(dvc_copy: Path) -> None:
+    first = _run([str(BIN / "dvc"), "repro", "publish"], dvc_copy)
+    assert set(_ran_stages(first)) >= {"load", "chunk", "embed", "publish"}
+    published = json.loads((dvc_copy / "build" / "published.json").read_text())
+    assert published["version"] == "v0001" and published["counts"]["documents"] == 10
+
+    again = _run([str(BIN / "dvc"), "repro", "publish"], dvc_copy)
+    assert _ran_stages(again) == []
+
+    params = yaml.safe_load((dvc_copy / "params.yaml").read_text())
+    params["chunk"]["max_tokens"] = 120
+    (dvc_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = _run([str(BIN / "dvc"), "repro", "publish"], dvc_copy)
+    ran = _ran_stages(changed)
+    assert "load" not in ran
+    assert {"chunk", "embed", "publish"} <= set(ran)
+    second = json.loads((dvc_copy / "build" / "published.json").read_text())
+    assert second["version"] == "v0002"
+    assert second["counts"]["chunks"] > published["counts"]["chunks"]
+    lock = yaml.safe_load((dvc_copy / "dvc.lock").read_text())
+    assert lock["stages"]["chunk"]["params"]["params.yaml"]["chunk"]["max_tokens"] == 120
+    assert set(lock["stages"]["load"]["params"]["params.yaml"]) == {"load"}

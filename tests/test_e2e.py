@@ -1,0 +1,97 @@
+"""End to end with the real model (all-MiniLM-L6-v2 from its installed package), offline."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from indexers.embedders import SentenceTransformerEmbedder
+from indexers.registry import IndexRegistry
+from indexers.retriever import PublishedIndex
+from pipelines.cli import app
+from tests.conftest import SAMPLE_QUESTIONS, write_params
+
+pytestmark = pytest.mark.slow
+
+
+def _is_local(address: object) -> bool:
+    if isinstance(address, (str, bytes)) and not isinstance(address, tuple):
+        return True  # AF_UNIX path
+    host = address[0] if isinstance(address, tuple) else address
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture()
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Block every non-loopback connection and name resolution; returns the attempts made."""
+    attempts: list[str] = []
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def guard(address: object) -> None:
+        if not _is_local(address):
+            attempts.append(repr(address))
+            raise OSError(f"network blocked by test: {address!r}")
+
+    def connect(self, address):  # type: ignore[no-untyped-def]
+        guard(address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):  # type: ignore[no-untyped-def]
+        guard(address)
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        guard((host, 0))
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return attempts
+
+
+def test_sample_corpus_offline_every_question_finds_its_document(
+    workspace: Path, prefect_harness, no_network: list[str]
+) -> None:
+    write_params(workspace, embed={"model": "all-MiniLM-L6-v2"})
+    result = CliRunner().invoke(app, ["ingest", "data/sample", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["documents"] == 10 and summary["quarantined"] == 0
+
+    published = PublishedIndex.open(IndexRegistry("indexes"), "sample@latest")
+    embedder = SentenceTransformerEmbedder()
+    assert published.manifest.embedding == {
+        "model_id": "all-MiniLM-L6-v2", "revision": embedder.revision, "dim": 384, "normalize": True,
+    }
+    questions = [json.loads(line) for line in SAMPLE_QUESTIONS.read_text().splitlines() if line.strip()]
+    assert len(questions) >= 10
+    hits = published.search_vectors(embedder.embed([q["question"] for q in questions]), k=5)
+    misses = [q["question"] for q, h in zip(questions, hits)
+              if f"data/sample/{q['doc']}" not in [x.uri for x in h]]
+    assert misses == []
+    assert no_network == []
+
+
+def test_cli_query_with_the_real_model(workspace: Path, prefect_harness, no_network: list[str]) -> None:
+    write_params(workspace, embed={"model": "all-MiniLM-L6-v2"})
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", "data/sample"]).exit_code == 0
+    result = runner.invoke(app, ["query", "How long does a worker bee take to develop?", "--json", "-k", "3"])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    assert hits[0]["source"] == "data/sample/colony-roles.html"
+    assert 0.0 < hits[0]["score"] <= 1.0 + 1e-6
+    assert no_network == []

@@ -1,0 +1,146 @@
+"""The ingest flow and the CLI around it, with the deterministic hashing embedder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from indexers.embedders import HashingEmbedder
+from indexers.registry import IndexRegistry
+from indexers.retriever import PublishedIndex
+from indexers.schemas import QUARANTINE_SCHEMA, read_table
+from pipelines.cli import app
+from pipelines.config import load_params
+from pipelines.load import documents_from_table
+from tests.badfiles import EXPECTED, make_bad_files
+from tests.conftest import write_params
+
+runner = CliRunner()
+
+
+def _ingest(*args: str):
+    return runner.invoke(app, ["ingest", *args], catch_exceptions=False)
+
+
+@pytest.fixture()
+def ingested(workspace: Path, prefect_harness) -> Path:
+    result = _ingest("data/sample", "--json")
+    assert result.exit_code == 0, result.output
+    return workspace
+
+
+def test_ingest_publishes_a_complete_version(ingested: Path) -> None:
+    reg = IndexRegistry("indexes")
+    assert reg.versions("sample") == ["v0001"]
+    assert reg.aliases("sample") == {"latest": "v0001"}
+    assert reg.verify("sample", "v0001") == []
+    m = reg.manifest("sample", "v0001")
+    assert m.counts == {"documents": 10, "chunks": m.counts["chunks"], "vectors": m.counts["chunks"], "quarantined": 0}
+    assert m.embedding == {"model_id": "hashing", "revision": "hashing-v2-d256", "dim": 256, "normalize": True}
+    assert m.chunker["strategy"] == "token" and len(m.chunker["fingerprint"]) == 16
+    assert m.params == load_params("params.yaml").to_dict()
+    assert len(m.params_hash) == 64
+    assert sorted(i["uri"] for i in m.inputs) == sorted(f"data/sample/{p.name}" for p in Path("data/sample").iterdir())
+    assert set(m.files) >= {"documents.parquet", "chunks.parquet", "quarantine.parquet", "index.faiss"}
+    assert m.created_at.endswith("+00:00")
+    # nothing half-written is left behind
+    assert [p.name for p in Path("indexes/sample").iterdir() if p.name.startswith(".staging")] == []
+
+
+def test_published_chunks_slice_their_documents(ingested: Path) -> None:
+    idx = PublishedIndex.open(IndexRegistry("indexes"), "sample@latest")
+    import pyarrow.parquet as pq
+
+    docs = {d.doc_id: d for d in documents_from_table(pq.read_table(idx.path / "documents.parquet"))}
+    rows = idx.chunks.to_pylist()
+    assert [r["row"] for r in rows] == list(range(len(rows)))
+    assert len({r["chunk_id"] for r in rows}) == len(rows)
+    for r in rows:
+        assert docs[r["doc_id"]].text[r["char_start"] : r["char_end"]] == r["text"]
+        assert 0 < r["token_count"] <= 200
+    # vectors in the index are the embedder's vectors of each chunk's text, L2-normalized
+    vecs = idx.index.reconstruct_n(0, idx.index.ntotal)
+    np.testing.assert_allclose(vecs, HashingEmbedder().embed([r["text"] for r in rows]), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+
+
+def test_second_ingest_reuses_the_embedding_cache_and_keeps_ids(ingested: Path) -> None:
+    result = _ingest("data/sample", "--json")
+    summary = json.loads(result.stdout)
+    assert summary["version"] == "v0002"
+    assert summary["embedded"] == 0 and summary["cache_hits"] == summary["chunks"]
+    reg = IndexRegistry("indexes")
+    a = PublishedIndex.open(reg, "sample@v0001").chunks.column("chunk_id").to_pylist()
+    b = PublishedIndex.open(reg, "sample@v0002").chunks.column("chunk_id").to_pylist()
+    assert a == b
+    assert reg.aliases("sample") == {"latest": "v0002"}
+
+
+def test_query_json_has_every_field(ingested: Path) -> None:
+    result = runner.invoke(app, ["query", "varroa mites alcohol wash", "--json", "-k", "3"])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert set(hits[0]) == {"rank", "score", "chunk_id", "doc_id", "source", "page", "char_start",
+                            "char_end", "section_path", "text"}
+    assert hits[0]["source"] == "data/sample/varroa-mites.pdf"
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+
+
+def test_query_table_output(ingested: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    import pipelines.cli
+
+    monkeypatch.setattr(pipelines.cli, "out", Console(width=200))
+    result = runner.invoke(app, ["query", "smoker fuel pine needles burlap puffs entrance", "-k", "2"])
+    assert result.exit_code == 0
+    assert "sample@v0001" in result.stdout and "protective-equipment.txt" in result.stdout
+
+
+def test_index_list(ingested: Path) -> None:
+    rows = json.loads(runner.invoke(app, ["index", "list", "--json"]).stdout)
+    assert [(r["index"], r["version"], r["aliases"], r["documents"]) for r in rows] == [("sample", "v0001", ["latest"], 10)]
+
+
+def test_query_missing_index_is_one_clear_line(workspace: Path) -> None:
+    result = runner.invoke(app, ["query", "bees", "--index", "nope"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "no index named 'nope'" in result.stderr and "Traceback" not in result.output
+
+
+def test_query_with_another_embedder_is_refused(ingested: Path) -> None:
+    result = runner.invoke(app, ["query", "bees", "--model", "hashing:32"])
+    assert result.exit_code == 1
+    assert "built with another embedder" in result.stderr
+    assert "dim: index has 256, query embedder has 32" in result.stderr
+
+
+def test_bad_files_are_quarantined_published_and_summarized(workspace: Path, prefect_harness) -> None:
+    make_bad_files(workspace / "data" / "sample" / "bad")
+    write_params(workspace, load={"max_failed_fraction": 0.5})
+    result = _ingest("data/sample", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["documents"] == 10 and summary["quarantined"] == len(EXPECTED)
+    reg = IndexRegistry("indexes")
+    q = read_table(reg.version_dir("sample", "v0001") / "quarantine.parquet", QUARANTINE_SCHEMA).to_pylist()
+    assert sorted(Path(r["path"]).name for r in q) == sorted(EXPECTED)
+    assert all(r["stage"] == "load" and r["message"] for r in q)
+    # the human summary prints the quarantine table
+    text = _ingest("data/sample")
+    assert "quarantine" in text.stdout and "BrokenSymlink" in text.stdout
+
+
+def test_failure_rate_over_threshold_exits_nonzero_and_publishes_nothing(workspace: Path, prefect_harness) -> None:
+    make_bad_files(workspace / "data" / "sample" / "bad")
+    write_params(workspace, load={"max_failed_fraction": 0.25})
+    result = _ingest("data/sample")
+    assert result.exit_code == 1
+    assert "max_failed_fraction=0.25" in result.stderr
+    assert IndexRegistry("indexes").versions("sample") == []

@@ -1,0 +1,143 @@
+"""Stage load: discovery, element offsets, and quarantine of every kind of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import LoadConfig
+from pipelines.errors import FailureRateExceeded
+from pipelines.load import (
+    Document,
+    QuarantineRecord,
+    SourceFile,
+    check_failure_rate,
+    discover_files,
+    doc_id_for,
+    documents_from_table,
+    documents_to_table,
+    load_document,
+    load_documents,
+)
+from tests.badfiles import EXPECTED, make_bad_files
+from tests.conftest import SAMPLE
+
+CFG = LoadConfig(workers=1)
+
+
+@pytest.fixture(scope="module")
+def sample_docs() -> list[Document]:
+    docs, bad = load_documents(discover_files([SAMPLE]), CFG)
+    assert bad == []
+    return docs
+
+
+def test_discover_include_exclude(tmp_path: Path) -> None:
+    for rel in ["a.md", "sub/b.md", "sub/c.txt", ".hidden.md", "sub/.git/d.md"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    uris = [f.uri for f in discover_files([tmp_path], include=["**/*.md"])]
+    assert uris == [(tmp_path / "a.md").as_posix(), (tmp_path / "sub/b.md").as_posix()]
+    uris = [f.uri for f in discover_files([tmp_path], exclude=["sub/*"])]
+    assert uris == [(tmp_path / "a.md").as_posix()]
+
+
+def test_discover_missing_source_names_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope"):
+        discover_files([tmp_path / "nope"])
+
+
+def test_every_sample_format_loads_with_elements(sample_docs: list[Document]) -> None:
+    by_suffix = {Path(d.uri).suffix for d in sample_docs}
+    assert by_suffix == {".pdf", ".html", ".md", ".docx", ".pptx", ".txt"}
+    assert len(sample_docs) == 10
+    for d in sample_docs:
+        assert d.doc_id == doc_id_for(d.uri)
+        assert len(d.sha256) == 64
+        assert d.elements, d.uri
+        # element spans are exact slices, in order, separated by the blank-line joiner
+        prev_end = None
+        for e in d.elements:
+            piece = d.text[e.char_start : e.char_end]
+            assert piece and piece == piece.strip(), (d.uri, e)
+            if prev_end is not None:
+                assert d.text[prev_end : e.char_start] == "\n\n"
+            prev_end = e.char_end
+        assert prev_end == len(d.text)
+
+
+def test_text_pdf_yields_elements_with_pages(sample_docs: list[Document]) -> None:
+    """Regression: offline, unstructured's spaCy download failure made PDF partition return
+    zero elements silently. The packaged-model hook must keep PDF text extraction working."""
+    pdfs = [d for d in sample_docs if d.uri.endswith(".pdf")]
+    assert len(pdfs) == 2
+    for d in pdfs:
+        assert len(d.elements) >= 5
+        assert {e.page for e in d.elements} >= {1}
+    varroa = next(d for d in pdfs if "varroa" in d.uri)
+    assert max(e.page for e in varroa.elements) == 2
+    assert "alcohol wash" in varroa.text.lower()
+
+
+def test_section_paths_follow_headings(sample_docs: list[Document]) -> None:
+    html = next(d for d in sample_docs if d.uri.endswith("colony-roles.html"))
+    assert html.title == "Roles in the Honey Bee Colony"
+    paths = {e.section_path for e in html.elements}
+    assert ("Roles in the Honey Bee Colony", "Development times") in paths
+    assert all(p[0] == "Roles in the Honey Bee Colony" for p in paths if p)
+
+
+def test_documents_table_round_trip(sample_docs: list[Document]) -> None:
+    assert documents_from_table(documents_to_table(sample_docs)) == sample_docs
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bad_file_is_quarantined_with_named_reason(tmp_path: Path, name: str) -> None:
+    expected = make_bad_files(tmp_path)[name]
+    path = tmp_path / name
+    result = load_document(SourceFile(path, path.as_posix()), CFG)
+    assert isinstance(result, QuarantineRecord), result
+    assert result.stage == "load"
+    assert result.path == path.as_posix()
+    assert name in result.message
+    if expected is None:
+        assert result.error_type
+    else:
+        assert result.error_type == expected
+
+
+def test_file_over_max_size_is_quarantined(tmp_path: Path) -> None:
+    path = tmp_path / "big.txt"
+    path.write_text("bees " * 5000)  # 25 000 bytes
+    small = LoadConfig(workers=1, max_file_mb=0.01)
+    result = load_document(SourceFile(path, path.as_posix()), small)
+    assert isinstance(result, QuarantineRecord)
+    assert result.error_type == "FileTooLarge"
+    assert "load.max_file_mb=0.01" in result.message
+    assert isinstance(load_document(SourceFile(path, path.as_posix()), CFG), Document)
+
+
+def test_zero_elements_is_a_failure_not_a_silent_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipelines.load as load
+
+    monkeypatch.setattr(load, "_partition", lambda *a, **k: [])
+    path = tmp_path / "a.md"
+    path.write_text("# Title\n\ntext")
+    result = load_document(SourceFile(path, path.as_posix()), CFG)
+    assert isinstance(result, QuarantineRecord) and result.error_type == "NoElements"
+
+
+def test_bad_files_do_not_stop_the_others(tmp_path: Path) -> None:
+    make_bad_files(tmp_path / "bad")
+    (tmp_path / "good.md").write_text("# Good\n\nA fine document about drones.\n")
+    docs, bad = load_documents(discover_files([tmp_path]), CFG)
+    assert [Path(d.uri).name for d in docs] == ["good.md"]
+    assert sorted(Path(q.path).name for q in bad) == sorted(EXPECTED)
+
+
+def test_failure_rate_threshold() -> None:
+    bad = [QuarantineRecord(f"f{i}", "load", "EmptyFile", "m") for i in range(3)]
+    check_failure_rate(10, bad, 0.3)  # 30 % is allowed
+    with pytest.raises(FailureRateExceeded, match=r"3 of 10 files.*max_failed_fraction=0.2"):
+        check_failure_rate(10, bad, 0.2)
