@@ -153,17 +153,23 @@ class SentenceTransformerEmbedder:
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_STOPWORDS = frozenset(
+    "the and for are but not you all any can had her was one our out has him his how its may new "
+    "now old see two who did does this that with from they them then than into your what when which "
+    "will would there their been have were also more most some such only over very".split()
+)
 
 
 class HashingEmbedder:
-    """Deterministic fake embedder for fast tests: hashed bag of lower-cased words.
+    """Deterministic fake embedder for fast tests: hashed set of lower-cased content words.
 
-    Texts sharing words get similar vectors, so retrieval tests stay meaningful; nothing is
-    loaded. Vectors are float32 (n, dim), L2-normalized when ``normalize`` (zero text gives a
+    Each distinct word of 3+ characters that is not a stopword adds ±1 to two of ``dim``
+    buckets, so texts sharing words get similar vectors and retrieval tests stay meaningful;
+    nothing is loaded. Vectors are float32 (n, dim), L2-normalized when ``normalize`` (zero text gives a
     zero vector). Source: the hashing trick (Weinberger et al., ICML 2009).
     """
 
-    def __init__(self, dim: int = 64, normalize: bool = True) -> None:
+    def __init__(self, dim: int = 256, normalize: bool = True) -> None:
         self.model_id = HASHING_MODEL
         self.normalize = normalize
         self._dim = dim
@@ -171,7 +177,7 @@ class HashingEmbedder:
     @property
     def revision(self) -> str:
         """Fixed revision string of the hashing scheme."""
-        return f"hashing-v1-d{self._dim}"
+        return f"hashing-v2-d{self._dim}"
 
     @property
     def dim(self) -> int:
@@ -185,9 +191,13 @@ class HashingEmbedder:
         """Embed texts; returns float32 (len(texts), dim)."""
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         for i, text in enumerate(texts):
-            for word in _WORD.findall(text.lower()):
-                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-                out[i, h % self._dim] += 1.0 if (h >> 63) else -1.0
+            for word in set(_WORD.findall(text.lower())):
+                if len(word) < 3 or word in _STOPWORDS:
+                    continue
+                digest = hashlib.blake2b(word.encode(), digest_size=16).digest()
+                for part in (digest[:8], digest[8:]):  # two buckets per word: collisions rarely cancel
+                    h = int.from_bytes(part, "little")
+                    out[i, h % self._dim] += 1.0 if (h >> 63) else -1.0
         if self.normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             np.divide(out, norms, out=out, where=norms > 0)
@@ -202,6 +212,6 @@ def make_embedder(model: str, normalize: bool = True) -> Embedder:
         FileNotFoundError: the model is not the packaged one and not a local folder.
     """
     if model == HASHING_MODEL or model.startswith(HASHING_MODEL + ":"):
-        dim = int(model.split(":", 1)[1]) if ":" in model else 64
+        dim = int(model.split(":", 1)[1]) if ":" in model else 256
         return HashingEmbedder(dim=dim, normalize=normalize)
     return SentenceTransformerEmbedder(model, normalize=normalize)

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import pyarrow as pa
 
 from chunkers.base import Chunk, Chunker, EmbedFn
-from chunkers.registry import get_chunker
+from chunkers.registry import config_keys, get_chunker
 from indexers.schemas import CHUNKS_SCHEMA
 from pipelines.config import ChunkConfig
 from pipelines.load import Document, QuarantineRecord
@@ -15,13 +15,22 @@ from pipelines.load import Document, QuarantineRecord
 STAGE = "chunk"
 
 
-def make_chunker(cfg: ChunkConfig, embed_fn: EmbedFn | None = None) -> Chunker:
+def make_chunker(cfg: ChunkConfig, embed_fn: EmbedFn | None = None, embed_model: str = "") -> Chunker:
     """The chunker ``cfg`` describes (options the strategy does not take are left out).
+
+    Args:
+        cfg: the ``chunk:`` params.
+        embed_fn: embedder callable, for strategies that need one (semantic).
+        embed_model: ``embed.model``; strategies whose output depends on the embedder take it
+            into their fingerprint (so chunk ids change with the model), unless set explicitly.
 
     Raises:
         ConfigError: unknown strategy, unknown option or invalid value.
     """
-    return get_chunker(cfg.strategy, embed_fn=embed_fn, **cfg.strategy_options())
+    options = cfg.strategy_options()
+    if embed_model and "embedding_model" in config_keys(cfg.strategy):
+        options.setdefault("embedding_model", embed_model)
+    return get_chunker(cfg.strategy, embed_fn=embed_fn, **options)
 
 
 def context_prefix(doc: Document, chunk: Chunk) -> str:
@@ -35,6 +44,7 @@ def chunk_documents(
     cfg: ChunkConfig,
     embed_fn: EmbedFn | None = None,
     progress: Callable[[int], None] | None = None,
+    embed_model: str = "",
 ) -> tuple[pa.Table, list[QuarantineRecord]]:
     """Stage ``chunk``: chunk every document.
 
@@ -43,12 +53,13 @@ def chunk_documents(
         cfg: the ``chunk:`` params.
         embed_fn: embedder callable for the semantic strategy.
         progress: called with 1 per finished document.
+        embed_model: ``embed.model`` (see :func:`make_chunker`).
 
     Returns:
         ``(chunks, quarantine)``: an Arrow table of ``CHUNKS_SCHEMA`` (``row`` = position,
         the FAISS id) and records of documents the chunker failed on.
     """
-    chunker = make_chunker(cfg, embed_fn)
+    chunker = make_chunker(cfg, embed_fn, embed_model)
     rows: list[dict] = []
     bad: list[QuarantineRecord] = []
     for doc in docs:
@@ -69,8 +80,9 @@ def chunk_documents(
     return pa.Table.from_pylist(rows, schema=CHUNKS_SCHEMA), bad
 
 
-def chunker_record(cfg: ChunkConfig) -> dict:
+def chunker_record(cfg: ChunkConfig, embed_model: str = "") -> dict:
     """What a manifest records of the chunker: strategy, fingerprint, options, context."""
-    chunker = make_chunker(cfg, embed_fn=(lambda texts: None) if cfg.strategy == "semantic" else None)
+    chunker = make_chunker(cfg, embed_fn=(lambda texts: None) if cfg.strategy == "semantic" else None,
+                           embed_model=embed_model)
     return {"strategy": cfg.strategy, "fingerprint": chunker.fingerprint,
             "options": cfg.strategy_options(), "context": cfg.context}
