@@ -6,13 +6,14 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install test-fast bench clean help
+.PHONY: run test install test-fast bench bench-peers clean help
 
 help:
 	@echo "make run        ingest data/sample into the index 'sample' and answer a sample query"
 	@echo "make test       run the whole test suite (unit + end-to-end with the real model)"
 	@echo "make test-fast  unit tests only (no real model)"
 	@echo "make bench      ingest benchmark on Python's HTML docs (needs python3.11-doc)"
+	@echo "make bench-peers  ragline's chunkers vs LangChain/Chonkie/LlamaIndex on chunking-eval (peers in benchmarks/.venv-peers)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,21 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest_pydocs.py
+
+# Peer chunkers live only in benchmarks/.venv-peers (pinned in benchmarks/requirements-peers.txt),
+# never in ragline's dependencies. That venv sees the project venv through one .pth line, so
+# ragline and its pinned stack are shared; -c constraints.txt keeps shared packages at our pins.
+PEERS_VENV  := benchmarks/.venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+$(PEERS_STAMP): benchmarks/requirements-peers.txt constraints.txt $(STAMP)
+	$(PYTHON) -m venv $(PEERS_VENV)
+	echo "import site; site.addsitedir('$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")')" \
+	  > "$$($(PEERS_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_ragline_project_venv.pth"
+	$(PEERS_VENV)/bin/pip install --disable-pip-version-check -c constraints.txt -r benchmarks/requirements-peers.txt
+	touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)
+	$(PEERS_VENV)/bin/python benchmarks/peer_chunkers.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build indexes .ragline .pytest_cache

@@ -43,6 +43,10 @@ class Manifest:
         dvc_lock_sha256: sha256 of ``dvc.lock`` when there is one.
         parent_version: the version a refresh started from, else ``None``.
         stats: free-form run statistics (wall time per stage, cache hits, ...).
+        dvc_stage_deps: ``{path: md5}`` of the data files the DVC ``publish`` stage read, as
+            ``dvc.lock`` records them once ``dvc repro`` finishes (``dvc.lock`` is written after
+            the stage runs, so this, not ``dvc_lock_sha256``, links a version to the commit of
+            ``dvc.lock`` that reproduces it); empty outside ``dvc repro``.
     """
 
     index_name: str
@@ -60,6 +64,7 @@ class Manifest:
     dvc_lock_sha256: str | None = None
     parent_version: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    dvc_stage_deps: dict[str, str] = field(default_factory=dict)
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,7 +141,8 @@ def read_manifest(folder: Path) -> Manifest:
     except json.JSONDecodeError as e:
         raise CorruptRegistryError(
             f"{path}: manifest is not valid JSON ({e.msg} at line {e.lineno}); the version is "
-            f"damaged: point aliases elsewhere with `ragline index promote` and delete {folder}"
+            f"damaged: point each alias on it elsewhere with `ragline index promote VERSION --index "
+            f"{folder.parent.name} --alias ALIAS`, then delete {folder}"
         ) from e
     return Manifest.from_dict(data, source=str(path))
 

@@ -27,6 +27,7 @@ from indexers.registry import IndexRegistry, LockTimeoutError, RegistryError  # 
 from indexers.schemas import SchemaMismatchError  # noqa: E402
 from pipelines.config import Params, load_params  # noqa: E402
 from pipelines.errors import PipelineError  # noqa: E402
+from runner.cli import flow_app  # noqa: E402
 
 app = typer.Typer(
     name="ragline",
@@ -39,6 +40,7 @@ index_app = typer.Typer(help="List and inspect index versions and aliases.", no_
 stage_app = typer.Typer(help="Run one pipeline stage on files (what dvc.yaml calls).", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 app.add_typer(stage_app, name="stage")
+app.add_typer(flow_app, name="flow")
 
 out = Console()
 err = Console(stderr=True)
@@ -257,6 +259,7 @@ def stage_publish(params_file: Path = ParamsOpt) -> None:
     from indexers.embedders import info_of, make_embedder
     from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, read_table
     from pipelines.embed import vectors_from_table
+    from pipelines.lineage import dvc_stage_deps
     from pipelines.publish import publish_index
 
     p = load_params(params_file)
@@ -268,6 +271,7 @@ def stage_publish(params_file: Path = ParamsOpt) -> None:
     manifest = publish_index(
         IndexRegistry(p.index.root), p, read_table(p.paths.documents, DOCUMENTS_SCHEMA), chunks,
         vectors_from_table(emb), read_table(p.paths.quarantine, QUARANTINE_SCHEMA), info_of(embedder),
+        dvc_stage_deps=dvc_stage_deps(p),
     )
     _mkparent(p.paths.published)
     Path(p.paths.published).write_text(json.dumps(
@@ -285,6 +289,10 @@ def _ids_hash(chunks: Any) -> str:
 def _mkparent(*paths: str) -> None:
     for path in paths:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+import pipelines.cli_eval  # noqa: E402,F401  registers `ragline eval ...` and `ragline experiment ...`
+import pipelines.cli_registry  # noqa: E402,F401  registers `ragline refresh` and `ragline index show|diff|promote|rollback|gc|restore`
 
 
 def main() -> None:

@@ -129,6 +129,61 @@ class PathsConfig(_Section):
     cache: str = ".ragline/cache"
 
 
+class EvalConfig(_Section):
+    """``eval:`` — the chunking evaluation (``ragline eval chunking``, DVC stage ``eval``).
+
+    Attributes:
+        dataset: folder with ``corpora/*.md`` and ``questions.csv`` (or ``questions.jsonl``).
+        k: chunks retrieved per question.
+        limit_questions: evaluate at most this many questions (``null``: all of them).
+        corpora: evaluate only these corpus ids (empty: all).
+        metrics: metrics JSON the DVC stage writes (``dvc exp show`` compares it); outside
+            the git-ignored ``build/`` because DVC experiments commit only files git tracks.
+        plots: recall-vs-IoU points the DVC stage writes (``dvc plots show``).
+    """
+
+    dataset: str = "../shared/datasets/chunking-eval"
+    k: int = Field(default=5, ge=1, le=1000)
+    limit_questions: int | None = Field(default=None, ge=1)
+    corpora: list[str] = Field(default_factory=list)
+    metrics: str = "metrics/chunking.json"
+    plots: str = "metrics/chunking_recall_iou.json"
+
+
+class RefreshConfig(_Section):
+    """``refresh:`` — the scheduled incremental refresh (``ragline refresh``).
+
+    Attributes:
+        cron: schedule of ``ragline refresh --serve`` (5-field cron, in ``timezone``).
+        timezone: IANA time zone of ``cron``.
+        promote_aliases: aliases to move to each newly published version, each through the
+            promotion gate (``promote:``); ``latest`` always moves.
+    """
+
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+    promote_aliases: list[str] = Field(default_factory=list)
+
+
+class PromoteConfig(_Section):
+    """``promote:`` — the gate an alias must pass before it moves (``ragline index promote``).
+
+    Attributes:
+        gate: ``none``, or ``doc_recall``: document recall@k on ``questions`` must be at least
+            ``min_doc_recall``.
+        gated_aliases: aliases the gate guards; other aliases move freely.
+        questions: JSONL file of ``{"question", "doc"}`` objects.
+        k: chunks retrieved per question.
+        min_doc_recall: the lowest recall (0..1) that lets the alias move.
+    """
+
+    gate: Literal["none", "doc_recall"] = "none"
+    gated_aliases: list[str] = Field(default_factory=lambda: ["prod"])
+    questions: str = "data/sample-questions.jsonl"
+    k: int = Field(default=5, ge=1, le=1000)
+    min_doc_recall: float = Field(default=0.8, ge=0, le=1)
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
 
@@ -139,6 +194,9 @@ class Params(_Section):
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    refresh: RefreshConfig = Field(default_factory=RefreshConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict of every value (round-trips through :meth:`from_dict`)."""

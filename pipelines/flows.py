@@ -156,3 +156,212 @@ def ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
     summary.version = manifest.version
     summary.total_seconds = round(time.perf_counter() - t0, 3)
     return summary
+
+
+# ---------------- chunking experiments (grid of chunk configs → leaderboard + plot) ----------------
+@task(name="load-eval-dataset", cache_policy=NO_CACHE)
+def load_eval_dataset_task(root: str, corpora: list[str], limit_questions: int | None):
+    from pipelines.evaluate_chunking import load_dataset
+
+    return load_dataset(root, corpora, limit_questions)
+
+
+@task(name="eval-chunking", task_run_name="eval {label}", cache_policy=NO_CACHE)
+def eval_chunking_task(label: str, dataset, params: Params, k: int, embedder: Embedder):
+    from pipelines.evaluate_chunking import evaluate_chunking
+
+    return evaluate_chunking(dataset, params, k, embedder, progress=REPORTER.get().stage)
+
+
+@task(name="write-leaderboard", retries=1, retry_delay_seconds=[1], cache_policy=NO_CACHE)
+def write_leaderboard_task(results: list, out_dir: str, name: str, meta: dict[str, Any]):
+    from pipelines.experiments import write_experiment_outputs
+
+    return write_experiment_outputs(results, out_dir, name, meta)
+
+
+@flow(name="chunking-experiment", validate_parameters=False, log_prints=False)
+def chunking_experiment_flow(grid: dict[str, Any], params: dict[str, Any], out_dir: str, source: str = "<grid>"):
+    """Evaluate every configuration of a chunking grid on one dataset (one embedder, one
+    question set, the embedding cache shared by all) and write the leaderboard and plot.
+
+    Args:
+        grid: the grid mapping (see :mod:`pipelines.experiments`).
+        params: validated params as a dict (``Params.to_dict()``).
+        out_dir: folder for leaderboard.csv, leaderboard.md, recall_vs_iou.png, results.json.
+        source: grid file name for error messages.
+
+    Returns:
+        :class:`pipelines.experiments.ExperimentSummary`.
+    """
+    from pipelines.experiments import ExperimentSummary, plan_grid
+
+    t0 = time.perf_counter()
+    plan = plan_grid(grid, Params.from_dict(params), source)
+    dataset = load_eval_dataset_task(plan.dataset, list(plan.corpora), plan.limit_questions)
+    embedder = load_model_task(plan.base)
+    results = [eval_chunking_task(label, dataset, plan.params_for(i), plan.k, embedder)
+               for i, label in enumerate(plan.labels)]
+    meta = {"dataset": plan.dataset, "k": plan.k, "questions": len(dataset.questions),
+            "corpora": ", ".join(dataset.corpora), "embedder": plan.base.embed.model,
+            "configurations": len(plan.points)}
+    rows, files = write_leaderboard_task(results, out_dir, plan.name, meta)
+    return ExperimentSummary(plan.name, out_dir, tuple(rows), files,
+                             tuple(f"{p}: {why}" for p, why in plan.skipped), round(time.perf_counter() - t0, 3))
+
+
+# ---------------- incremental refresh (plain functions in pipelines/refresh.py) ----------------
+def _retry_on_io(task, task_run, state) -> bool:
+    """Retry I/O failures only: a damaged registry or a missing source fails the same way again."""
+    exc = state.data
+    return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError)
+
+
+@task(name="plan-refresh", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io, cache_policy=NO_CACHE)
+def plan_refresh_task(params: Params, sources: list[str]):
+    from pipelines.refresh import plan_refresh
+
+    return plan_refresh(params, IndexRegistry(params.index.root, params.index.lock_timeout_s), sources or None)
+
+
+@task(name="read-parent", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io, cache_policy=NO_CACHE)
+def read_parent_task(params: Params, version: str):
+    from pipelines.refresh import read_parent
+
+    return read_parent(IndexRegistry(params.index.root), params.index.name, version)
+
+
+@task(name="assemble", cache_policy=NO_CACHE)
+def assemble_task(plan, parent, docs, quarantine, params: Params, embedder: Embedder | None):
+    from pipelines.refresh import assemble
+
+    embed_fn = ((lambda texts: embedder.embed(list(texts)))
+                if params.chunk.strategy == "semantic" and embedder is not None else None)
+    with REPORTER.get().stage("chunk", len(docs)) as advance:
+        return assemble(plan, parent, docs, quarantine, params, embed_fn=embed_fn, progress=advance)
+
+
+@task(name="embed-new", cache_policy=NO_CACHE)
+def fill_vectors_task(assembly, params: Params, embedder: Embedder | None):
+    from pipelines.refresh import fill_vectors
+
+    with REPORTER.get().stage("embed", int(assembly.need_embed.sum())) as advance:
+        return fill_vectors(assembly, embedder, params.paths.cache, params.embed.batch_size, progress=advance)
+
+
+@task(name="publish-refresh", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
+      cache_policy=NO_CACHE)
+def publish_refresh_task(params: Params, assembly, vectors, info, parent_version: str | None, stats: dict):
+    return publish_index(IndexRegistry(params.index.root, params.index.lock_timeout_s), params, assembly.documents,
+                         assembly.chunks, vectors, quarantine_to_table(assembly.quarantine), info, stats=stats,
+                         parent_version=parent_version)
+
+
+@flow(name="refresh", validate_parameters=False, log_prints=False)
+def refresh_flow(
+    params: dict[str, Any] | None = None,
+    sources: list[str] | None = None,
+    params_file: str | None = None,
+    index: str | None = None,
+):
+    """Refresh ``index.name`` incrementally: publish a new version only when something changed.
+
+    Holds the index lock (``index.lock_timeout_s``) from planning to publishing, so two
+    refreshes never publish at once. The steps are the plain functions of
+    :mod:`pipelines.refresh`; see there for what is carried over and what is redone.
+
+    Args:
+        params: validated params as a dict; when ``None``, read from ``params_file`` (at run
+            time, so a scheduled deployment picks up edits).
+        sources: folders or files overriding ``load.sources``.
+        params_file: params file used when ``params`` is ``None`` (default ``params.yaml``).
+        index: index name overriding ``index.name``.
+
+    Returns:
+        :class:`pipelines.refresh.RefreshSummary`; ``version`` is ``None`` when nothing changed
+        or the run failed (``failed`` says why).
+
+    Raises:
+        LockTimeoutError: another refresh or publish held the index past the timeout.
+    """
+    from indexers.faults import crash_point
+    from pipelines.errors import FailureRateExceeded
+    from pipelines.refresh import RefreshSummary, embedder_info_for, refresh_params
+    from pipelines.promote import PromotionRefused, promote
+
+    p = refresh_params(params, params_file, index, sources)
+    registry = IndexRegistry(p.index.root, p.index.lock_timeout_s)
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with registry.lock(p.index.name):
+        with _timed(times, "plan"):
+            plan = plan_refresh_task(p, [])
+        crash_point("refresh:planned")
+        summary = RefreshSummary.from_plan(plan)
+        summary.stage_seconds = times
+        if plan.nothing_to_do:
+            summary.total_seconds = round(time.perf_counter() - t0, 3)
+            return summary
+        parent = read_parent_task(p, plan.parent_version) if plan.parent_version else None
+        files = plan.to_load()
+        with _timed(times, "load"):
+            docs, bad = load_task(files, p) if files else ([], [])
+        crash_point("refresh:loaded")
+        needs_model = (parent is None or bool(docs) or plan.reembed_all or plan.rechunk_all
+                       or p.chunk.strategy == "semantic")
+        embedder = None
+        if needs_model:
+            with _timed(times, "load-model"):
+                embedder = load_model_task(p)
+        with _timed(times, "chunk"):
+            assembly = assemble_task(plan, parent, docs, bad, p, embedder)
+        summary.quarantine, summary.kept_previous = assembly.quarantine, assembly.kept_previous
+        summary.documents, summary.chunks = assembly.documents.num_rows, assembly.chunks.num_rows
+        summary.carried_chunks = assembly.carried_chunks
+        try:
+            check_failure_rate(len(plan.files), assembly.quarantine, p.load.max_failed_fraction)
+        except FailureRateExceeded as e:  # report, publish nothing
+            summary.failed = str(e)
+            summary.total_seconds = round(time.perf_counter() - t0, 3)
+            return summary
+        info = embedder_info_for(plan, parent, assembly, p)
+        if info is None and embedder is None:
+            with _timed(times, "load-model"):
+                embedder = load_model_task(p)
+        with _timed(times, "embed"):
+            vectors, summary.embedded_chunks, summary.computed = fill_vectors_task(assembly, p, embedder)
+        crash_point("refresh:embedded")
+        info = info or info_of(embedder)
+        stats = {"stage_seconds": times, "refresh": summary.counts(), "embedded": summary.computed,
+                 "embedded_chunks": summary.embedded_chunks, "carried_chunks": summary.carried_chunks,
+                 "kept_previous": summary.kept_previous, "reasons": summary.reasons}
+        with _timed(times, "publish"):
+            manifest = publish_refresh_task(p, assembly, vectors, info, plan.parent_version, stats)
+        summary.version = manifest.version
+        for alias in p.refresh.promote_aliases:
+            try:
+                move, gate = promote(registry, p, p.index.name, manifest.version, alias)
+                summary.promotions.append({"alias": alias, "moved": True, "from": move.from_version,
+                                           "to": move.to_version, "reason": gate.reason})
+            except PromotionRefused as e:
+                summary.promotions.append({"alias": alias, "moved": False, "reason": str(e)})
+    summary.total_seconds = round(time.perf_counter() - t0, 3)
+    return summary
+
+
+@flow(name="scheduled-refresh", validate_parameters=False, log_prints=False)
+def scheduled_refresh_flow(
+    params_file: str = "params.yaml", index: str | None = None, sources: list[str] | None = None
+) -> dict[str, Any]:
+    """What ``ragline refresh --serve`` deploys: read params at run time, run :func:`refresh_flow`.
+
+    The runner ships this flow to a fresh process with cloudpickle, which copies the function
+    by value; its body therefore refers to no module global (this module's tasks reach the
+    progress ContextVar, which cannot be pickled) and imports what it needs when it runs.
+
+    Returns:
+        The refresh summary as a dict.
+    """
+    from pipelines.flows import refresh_flow as run_refresh
+
+    return run_refresh(params_file=params_file, index=index, sources=sources).to_dict()

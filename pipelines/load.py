@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import html
 import mimetypes
 import os
+import re
 import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -64,7 +66,7 @@ class Document:
         sha256: sha256 (hex) of the file's bytes.
         mime_type: MIME type from the file suffix.
         size_bytes: file size in bytes.
-        title: first Title element, else the file stem.
+        title: the HTML ``<title>``, else the first Title element, else the file stem.
         text: normalized text: NFC, ``\\n`` line ends, elements joined by ``\\n\\n``.
         elements: element spans into ``text`` in document order.
     """
@@ -227,7 +229,22 @@ def _section_paths(elements: list) -> list[tuple[str, ...]]:
     return out
 
 
-def _build_document(src: SourceFile, sha: str, mime: str, size: int, raw_elements: list) -> Document:
+_HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _title_hint(suffix: str, data: bytes) -> str:
+    """The ``<title>`` of an HTML page (first 64 KiB), else ``""``."""
+    if suffix not in (".html", ".htm"):
+        return ""
+    m = _HTML_TITLE.search(data[:65536])
+    if not m:
+        return ""
+    return normalize_text(html.unescape(" ".join(m.group(1).decode("utf-8", "replace").split())))
+
+
+def _build_document(
+    src: SourceFile, sha: str, mime: str, size: int, raw_elements: list, title_hint: str = ""
+) -> Document:
     sections = _section_paths(raw_elements)
     parts: list[str] = []
     spans: list[ElementSpan] = []
@@ -252,7 +269,7 @@ def _build_document(src: SourceFile, sha: str, mime: str, size: int, raw_element
         sha256=sha,
         mime_type=mime,
         size_bytes=size,
-        title=title or Path(src.uri).stem,
+        title=title_hint or title or Path(src.uri).stem,
         text="\n\n".join(parts),
         elements=tuple(spans),
     )
@@ -296,7 +313,7 @@ def load_document(src: SourceFile, cfg: LoadConfig) -> Document | QuarantineReco
             raise
         except Exception as e:  # parser libraries raise anything; keep the type name
             raise _LoadFailure(type(e).__name__, f"{src.uri}: {type(e).__name__}: {e}".strip()) from e
-        return _build_document(src, sha, mime, size, raw)
+        return _build_document(src, sha, mime, size, raw, _title_hint(suffix, data))
     except _LoadFailure as f:
         return QuarantineRecord(src.uri, STAGE, f.error_type, str(f), sha)
     except OSError as e:

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from indexers.bm25 import write_bm25
 from indexers.embedders import EmbedderInfo
 from indexers.faiss_index import FaissSpec, build_faiss_index, write_faiss_index
 from indexers.manifest import Manifest, params_hash
@@ -61,6 +62,7 @@ def publish_index(
     stats: dict[str, Any] | None = None,
     parent_version: str | None = None,
     aliases: Sequence[str] = (DEFAULT_ALIAS,),
+    dvc_stage_deps: dict[str, str] | None = None,
 ) -> Manifest:
     """Stage ``publish``: build the index and publish ``<root>/<name>/<version>/`` atomically.
 
@@ -75,6 +77,7 @@ def publish_index(
         stats: run statistics to record (wall times, cache hits, ...).
         parent_version: the version a refresh started from.
         aliases: aliases moved to the new version once it is complete.
+        dvc_stage_deps: ``{path: md5}`` of the DVC publish stage's data inputs (``ragline stage publish``).
 
     Returns:
         The written manifest.
@@ -100,6 +103,7 @@ def publish_index(
         write_table(chunks, folder / CHUNKS_FILE, CHUNKS_SCHEMA)
         write_table(quarantine, folder / QUARANTINE_FILE, QUARANTINE_SCHEMA)
         write_faiss_index(index, folder / INDEX_FILE)
+        write_bm25(chunks, folder)  # bm25.npz + bm25.json: BM25 for bm25/hybrid retrieval
         return Manifest(
             index_name=name,
             version=version,
@@ -119,6 +123,7 @@ def publish_index(
             dvc_lock_sha256=dvc_lock_sha256(),
             parent_version=parent_version,
             stats=dict(stats or {}),
+            dvc_stage_deps=dict(dvc_stage_deps or {}),
         )
 
     return registry.publish(name, write, aliases=tuple(aliases), lock_timeout_s=params.index.lock_timeout_s)

@@ -1,0 +1,246 @@
+"""BM25 lexical index over a version's chunks, built with bm25s and published with the version.
+
+The index is bm25s's eager sparse score matrix (one row per vocabulary token, one column per
+chunk row, so column ``i`` is FAISS id ``i``; numpy only, no scipy) saved as two top-level files of the version
+folder, which the registry hashes into the manifest like every other file:
+
+- ``bm25.npz``: the CSR arrays ``data`` (float32 BM25 term scores), ``indices`` (int32 chunk
+  rows) and ``indptr`` (int64), one row per vocabulary token.
+- ``bm25.json``: format version, BM25 parameters, tokenizer settings, chunk count, vocabulary.
+
+Text indexed per chunk is what the chunk's vector embeds: its ``context`` prefix (may be
+empty) followed by its ``text``. Tokenization is ``bm25s.tokenize``: lower-case, the
+scikit-learn token pattern ``(?u)\\b\\w\\w+\\b``, English stopwords, no stemming (bm25s's
+stemmer needs PyStemmer, which ragline does not install). Nothing reaches the network.
+
+Sources: Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond"
+(Foundations and Trends in IR, 2009); Lù, "BM25S: Orders of magnitude faster lexical search
+via eager sparse scoring" (arXiv:2407.03618, 2024), library ``bm25s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+BM25_ARRAYS_FILE = "bm25.npz"
+BM25_META_FILE = "bm25.json"
+BM25_FILES = (BM25_ARRAYS_FILE, BM25_META_FILE)
+BM25_FORMAT = 1
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BM25Spec:
+    """BM25 scoring and tokenization settings (recorded in ``bm25.json``).
+
+    Attributes:
+        k1: term-frequency saturation (Robertson & Zaragoza 2009; 1.5 is bm25s's default).
+        b: document-length normalization in [0, 1].
+        method: bm25s scoring variant (``lucene`` = Lucene's BM25, the bm25s default).
+        stopwords: bm25s stopword list name (``en``) or ``none``.
+    """
+
+    k1: float = 1.5
+    b: float = 0.75
+    method: str = "lucene"
+    stopwords: str = "en"
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {"k1": self.k1, "b": self.b, "method": self.method, "stopwords": self.stopwords}
+
+
+def bm25_texts(chunks: pa.Table) -> list[str]:
+    """Per chunk row, the text BM25 indexes: ``context`` prefix + ``text`` (as embedded)."""
+    return [c + t for c, t in zip(chunks.column("context").to_pylist(), chunks.column("text").to_pylist())]
+
+
+def tokenize(texts: Sequence[str], spec: BM25Spec) -> list[list[str]]:
+    """Tokenize texts exactly as the index was built (``bm25s.tokenize``, strings out)."""
+    import bm25s
+
+    if not texts:
+        return []
+    stop = None if spec.stopwords == "none" else spec.stopwords
+    out = bm25s.tokenize(list(texts), stopwords=stop, return_ids=False, show_progress=False)
+    return [list(t) for t in out]
+
+
+class BM25Index:
+    """A BM25 index over the chunk rows of one version.
+
+    The score matrix is in CSR form with one row per vocabulary token: the chunk rows holding
+    token ``t`` are ``indices[indptr[t]:indptr[t + 1]]`` and their BM25 term scores the same
+    slice of ``data`` (bm25s's eager scores).
+
+    Args:
+        data: float32 (nnz,) precomputed BM25 term scores.
+        indices: int32 (nnz,) chunk rows.
+        indptr: int64 (n_vocab + 1,) row pointers.
+        n_chunks: number of chunk rows.
+        vocab: token -> vocabulary row.
+        spec: the settings it was built with.
+    """
+
+    def __init__(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_chunks: int,
+                 vocab: dict[str, int], spec: BM25Spec) -> None:
+        self.data = np.asarray(data, dtype=np.float32)
+        self.indices = np.asarray(indices, dtype=np.int32)
+        self.indptr = np.asarray(indptr, dtype=np.int64)
+        self.n_chunks = int(n_chunks)
+        self.vocab = vocab
+        self.spec = spec
+
+    @property
+    def n_vocab(self) -> int:
+        """Vocabulary size."""
+        return len(self.indptr) - 1
+
+    # ---------- building ----------
+    @classmethod
+    def build(cls, texts: Sequence[str], spec: BM25Spec = BM25Spec()) -> "BM25Index":
+        """Index ``texts`` (row i = chunk row i) with bm25s.
+
+        Args:
+            texts: one text per chunk row (see :func:`bm25_texts`).
+            spec: BM25 settings.
+
+        Returns:
+            The index; empty texts are allowed (they never match).
+        """
+        import bm25s
+
+        n = len(texts)
+        tokens = tokenize(texts, spec)
+        vocab: dict[str, int] = {}
+        ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in tokens]
+        if not vocab:
+            return cls(np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(1, np.int64), n, {}, spec)
+        model = bm25s.BM25(k1=spec.k1, b=spec.b, method=spec.method)
+        model.index((ids, vocab), create_empty_token=False, show_progress=False)
+        s = model.scores
+        return cls(s["data"], s["indices"], s["indptr"], n, dict(model.vocab_dict), spec)
+
+    @classmethod
+    def from_chunks(cls, chunks: pa.Table, spec: BM25Spec = BM25Spec()) -> "BM25Index":
+        """Index the chunk table of a version (``CHUNKS_SCHEMA``)."""
+        return cls.build(bm25_texts(chunks), spec)
+
+    # ---------- files ----------
+    def write(self, folder: Path) -> None:
+        """Write ``bm25.npz`` and ``bm25.json`` at the top level of ``folder``."""
+        folder = Path(folder)
+        with open(folder / BM25_ARRAYS_FILE, "wb") as f:
+            np.savez(f, data=self.data, indices=self.indices, indptr=self.indptr)
+        meta = {"format": BM25_FORMAT, "library": "bm25s", "library_version": _bm25s_version(),
+                "spec": self.spec.to_dict(), "n_chunks": self.n_chunks, "n_vocab": self.n_vocab,
+                "tokenizer": {"lower": True, "token_pattern": r"(?u)\b\w\w+\b", "stemmer": None},
+                "vocab": self.vocab}
+        (folder / BM25_META_FILE).write_text(json.dumps(meta, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+
+    @classmethod
+    def read(cls, folder: Path) -> "BM25Index":
+        """Read the files :meth:`write` wrote.
+
+        Raises:
+            FileNotFoundError: the version has no BM25 files.
+            OSError: the files are damaged or of another format.
+        """
+        folder = Path(folder)
+        meta_path = folder / BM25_META_FILE
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            with np.load(folder / BM25_ARRAYS_FILE) as z:
+                data, indices, indptr = z["data"], z["indices"], z["indptr"]
+        except FileNotFoundError:
+            raise
+        except (json.JSONDecodeError, ValueError, KeyError, OSError) as e:
+            raise OSError(f"{folder}: BM25 files are damaged ({e}); rebuild the index") from e
+        if meta.get("format") != BM25_FORMAT:
+            raise OSError(f"{meta_path}: BM25 format {meta.get('format')!r}, this ragline reads {BM25_FORMAT}")
+        if len(indptr) != int(meta["n_vocab"]) + 1 or len(data) != len(indices):
+            raise OSError(f"{folder}: BM25 arrays do not match {BM25_META_FILE}; rebuild the index")
+        spec = BM25Spec(**meta["spec"])
+        return cls(data, indices, indptr, int(meta["n_chunks"]), {str(k): int(v) for k, v in meta["vocab"].items()}, spec)
+
+    @classmethod
+    def open(cls, folder: Path, chunks: pa.Table) -> "BM25Index":
+        """Read the version's BM25 files, or build them from ``chunks`` when the version predates them.
+
+        Args:
+            folder: the version folder.
+            chunks: the version's chunk table (used only when the files are absent).
+
+        Raises:
+            OSError: the files exist but are damaged or do not match ``chunks``.
+        """
+        folder = Path(folder)
+        if not (folder / BM25_META_FILE).exists():
+            log.info("%s has no %s (published before BM25); building BM25 from chunks.parquet (%d chunks)",
+                     folder, BM25_META_FILE, chunks.num_rows)
+            return cls.from_chunks(chunks)
+        index = cls.read(folder)
+        if index.n_chunks != chunks.num_rows:
+            raise OSError(f"{folder / BM25_META_FILE}: BM25 covers {index.n_chunks} chunks but chunks.parquet "
+                          f"has {chunks.num_rows}; the version is damaged")
+        return index
+
+    # ---------- searching ----------
+    def query_ids(self, query: str) -> np.ndarray:
+        """int64 vocabulary rows of the query's tokens (unknown tokens dropped, repeats kept)."""
+        toks = tokenize([query], self.spec)[0]
+        return np.asarray([self.vocab[t] for t in toks if t in self.vocab], dtype=np.int64)
+
+    def scores(self, query: str) -> np.ndarray:
+        """float32 (n_chunks,) BM25 score of every chunk row for ``query`` (0 = no shared term)."""
+        out = np.zeros(self.n_chunks, dtype=np.float32)
+        for t in self.query_ids(query).tolist():
+            lo, hi = self.indptr[t], self.indptr[t + 1]
+            out[self.indices[lo:hi]] += self.data[lo:hi]  # rows are unique within one token's slice
+        return out
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k chunk rows by BM25 score; rows with score 0 (no shared term) are never returned.
+
+        Args:
+            query: the query text.
+            k: maximum number of rows.
+            allowed: optional bool (n_chunks,) mask; rows where it is False are skipped.
+
+        Returns:
+            ``(rows, scores)``: int64 (k',) rows and float32 (k',) scores, best first
+            (ties broken by lower row), k' <= k.
+        """
+        s = self.scores(query)
+        if allowed is not None:
+            s = np.where(allowed, s, 0.0).astype(np.float32)
+        candidates = np.flatnonzero(s > 0)
+        if len(candidates) == 0 or k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if len(candidates) > k:
+            part = np.argpartition(-s[candidates], k - 1)[:k]
+            candidates = candidates[part]
+        order = np.lexsort((candidates, -s[candidates]))
+        rows = candidates[order].astype(np.int64)
+        return rows, s[rows]
+
+
+def _bm25s_version() -> str:
+    import bm25s
+
+    return str(getattr(bm25s, "__version__", "unknown"))
+
+
+def write_bm25(chunks: pa.Table, folder: Path, spec: BM25Spec = BM25Spec()) -> BM25Index:
+    """Build the BM25 index of a version's chunks and write it into ``folder`` (publish step)."""
+    index = BM25Index.from_chunks(chunks, spec)
+    index.write(folder)
+    return index

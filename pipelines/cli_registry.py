@@ -1,0 +1,356 @@
+"""``ragline refresh`` and the registry commands ``ragline index show|diff|promote|rollback|gc|restore``.
+
+Registered on the typer apps of :mod:`pipelines.cli` (imported there once). Prefect is only
+imported when a refresh has something to do, so a refresh with no changes costs a directory
+scan, file hashes and one manifest read.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from indexers.registry import VERSION_RE, IndexRegistry, RegistryError
+from pipelines.cli import JsonOpt, ParamsOpt, _print_json, app, clean_errors, err, index_app, out
+from pipelines.config import Params, load_params
+from pipelines.errors import PipelineError
+
+IndexOpt = typer.Option(None, "--index", "-i", help="Index name (default: index.name).")
+
+
+def _registry(params: Params) -> IndexRegistry:
+    return IndexRegistry(params.index.root, params.index.lock_timeout_s)
+
+
+def _name(params: Params, index: str | None) -> str:
+    return index or params.index.name
+
+
+def _existing(reg: IndexRegistry, name: str) -> None:
+    if not reg.index_dir(name).is_dir() or not reg.versions(name):
+        raise RegistryError(f"no index named {name!r} under {reg.root}/ (indexes: {', '.join(reg.names()) or 'none'}); "
+                            "run `ragline refresh` first")
+
+
+# ---------------------------------------------------------------- refresh
+@app.command()
+@clean_errors
+def refresh(
+    sources: list[str] = typer.Argument(None, help="Folders or files (default: load.sources from params)."),
+    params_file: Path = ParamsOpt,
+    index: Optional[str] = IndexOpt,
+    as_json: bool = JsonOpt,
+    serve: bool = typer.Option(False, "--serve", help="Serve a Prefect deployment that refreshes on a schedule (blocks)."),
+    cron: Optional[str] = typer.Option(None, "--cron", help="Cron schedule for --serve (default: refresh.cron)."),
+    interval_s: Optional[float] = typer.Option(None, "--interval-s", min=1.0,
+                                               help="Refresh every this many seconds (--serve; instead of cron)."),
+) -> None:
+    """Publish a new version with only what changed since `latest` (an ingest when nothing exists).
+
+    Unchanged documents keep their chunks and vectors; added and changed ones are parsed,
+    chunked and embedded (through the embedding cache); removed ones are dropped. Prints the
+    diff counts; when nothing changed, says so and publishes nothing (exit 0).
+    """
+    from pipelines.refresh import RefreshSummary, plan_refresh, refresh_params
+
+    t0 = time.perf_counter()
+    params = refresh_params(None, params_file, index, list(sources or []))
+    if serve:
+        _serve(params, params_file, index, list(sources or []), cron, interval_s)
+        return
+    reg = _registry(params)
+    with reg.lock(params.index.name):
+        plan = plan_refresh(params, reg)
+        if plan.nothing_to_do:
+            summary = RefreshSummary.from_plan(plan)
+            summary.total_seconds = round(time.perf_counter() - t0, 3)
+        else:
+            from pipelines.flows import REPORTER, refresh_flow
+            from pipelines.progress import RichReporter
+
+            token = REPORTER.set(RichReporter())
+            try:
+                summary = refresh_flow(params=params.to_dict())
+            finally:
+                REPORTER.reset(token)
+    if as_json:
+        _print_json(summary.to_dict())
+    else:
+        _print_refresh(summary)
+    if summary.failed:
+        err.print(f"[bold red]error:[/] {summary.failed}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _print_refresh(s: Any) -> None:
+    c = s.counts()
+    diff = f"{c['added']} added, {c['changed']} changed, {c['removed']} removed, {c['unchanged']} unchanged"
+    if s.nothing_changed:
+        out.print(f"refresh {s.index}: nothing changed since {s.parent_version} ({diff}); nothing published",
+                  highlight=False)
+        return
+    title = f"refresh → {s.index}@{s.version or '(not published)'}" + (f" (from {s.parent_version})" if s.parent_version else "")
+    t = Table(title=title, show_header=False)
+    t.add_row("documents", f"{diff}")
+    if s.still_quarantined:
+        t.add_row("still quarantined (unchanged)", str(len(s.still_quarantined)))
+    t.add_row("documents / chunks in version", f"{s.documents} / {s.chunks}")
+    t.add_row("chunks carried over", str(s.carried_chunks))
+    t.add_row("chunks embedded (model / cache)", f"{s.embedded_chunks} ({s.computed} / {s.embedded_chunks - s.computed})")
+    t.add_row("quarantined files", str(len(s.quarantine)))
+    for why in s.reasons:
+        t.add_row("redone", why)
+    for uri in s.kept_previous:
+        t.add_row("kept previous version", uri)
+    for p in s.promotions:
+        t.add_row(f"alias {p['alias']}", ("moved: " if p["moved"] else "not moved: ") + p["reason"])
+    for stage, secs in s.stage_seconds.items():
+        t.add_row(f"wall time: {stage}", f"{secs:.2f} s")
+    t.add_row("wall time: total", f"{s.total_seconds:.2f} s")
+    out.print(t)
+    if s.quarantine:
+        q = Table(title="quarantine")
+        for col in ("path", "stage", "error", "message"):
+            q.add_column(col, overflow="fold")
+        for r in s.quarantine:
+            q.add_row(r.path, r.stage, r.error_type, r.message)
+        out.print(q)
+
+
+def _serve(params: Params, params_file: Path, index: str | None, sources: list[str],
+           cron: str | None, interval_s: float | None) -> None:
+    from prefect.schedules import Cron, Interval
+    from prefect.settings import PREFECT_API_URL
+
+    from pipelines.flows import scheduled_refresh_flow
+
+    if not PREFECT_API_URL.value():
+        raise PipelineError(
+            "a schedule needs a Prefect server (a temporary one runs no scheduler): start one with "
+            "`prefect server start`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api` and rerun"
+        )
+
+    schedule = (Interval(interval_s, timezone=params.refresh.timezone) if interval_s
+                else Cron(cron or params.refresh.cron, timezone=params.refresh.timezone))
+    name = f"refresh-{params.index.name}"
+    when = f"every {interval_s:g} s" if interval_s else f"cron '{cron or params.refresh.cron}' ({params.refresh.timezone})"
+    err.print(f"serving deployment scheduled-refresh/{name}: {when}; Ctrl-C stops it", highlight=False)
+    scheduled_refresh_flow.serve(
+        name=name,
+        schedules=[schedule],
+        parameters={"params_file": str(params_file.resolve()), "index": index, "sources": sources or None},
+        description=f"Incremental refresh of index {params.index.name} (ragline refresh)",
+        print_starting_message=False,
+        limit=1,  # one refresh at a time; late runs queue instead of piling up
+    )
+
+
+# ---------------------------------------------------------------- registry
+def _ref(params: Params, index: str | None, what: str) -> str:
+    """NAME@X from VERSION, ALIAS or NAME@X."""
+    return what if "@" in what else f"{_name(params, index)}@{what}"
+
+
+@index_app.command("show")
+@clean_errors
+def index_show(
+    ref: str = typer.Argument("latest", help="VERSION, ALIAS or NAME@VERSION|ALIAS (default: latest)."),
+    index: Optional[str] = IndexOpt,
+    params_file: Path = ParamsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show a version's manifest summary, the aliases pointing at it and whether its files are intact."""
+    params = load_params(params_file)
+    reg = _registry(params)
+    name, version = reg.resolve(_ref(params, index, ref))
+    m = reg.manifest(name, version)
+    aliases = sorted(a for a, v in reg.aliases(name).items() if v == version)
+    damaged = reg.verify(name, version)
+    info = {
+        "index": name, "version": version, "created_at": m.created_at, "aliases": aliases,
+        "parent_version": m.parent_version, "counts": m.counts, "params_hash": m.params_hash,
+        "chunker": m.chunker, "embedding": m.embedding, "faiss": m.index, "git_commit": m.git_commit,
+        "dvc_lock_sha256": m.dvc_lock_sha256, "dvc_stage_deps": getattr(m, "dvc_stage_deps", {}),
+        "files_intact": not damaged, "damaged_files": damaged, "stats": m.stats,
+    }
+    sel = ref.partition("@")[2] if "@" in ref else ref
+    if not VERSION_RE.match(sel):
+        info["alias_history"] = reg.alias_history(name, sel)
+    if as_json:
+        _print_json(info)
+        return
+    t = Table(title=f"{name}@{version}", show_header=False)
+    for key in ("created_at", "aliases", "parent_version", "counts", "params_hash", "chunker", "embedding",
+                "faiss", "git_commit", "dvc_lock_sha256", "dvc_stage_deps", "files_intact", "damaged_files"):
+        val = info[key]
+        t.add_row(key, ", ".join(val) if key == "aliases" else str(val))
+    refresh_stats = m.stats.get("refresh")
+    if refresh_stats:
+        t.add_row("refresh diff", str(refresh_stats))
+    if "alias_history" in info:
+        t.add_row(f"history of {sel}", " → ".join(h["version"] for h in info["alias_history"]) + f" → {version}")
+    out.print(t)
+
+
+@index_app.command("diff")
+@clean_errors
+def index_diff(
+    a: str = typer.Argument(..., help="Older VERSION or ALIAS."),
+    b: str = typer.Argument("latest", help="Newer VERSION or ALIAS (default: latest)."),
+    index: Optional[str] = IndexOpt,
+    params_file: Path = ParamsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Documents added, removed and changed between two versions, and their chunk counts."""
+    params = load_params(params_file)
+    reg = _registry(params)
+    d = reg.diff_versions(_name(params, index), a, b)
+    if as_json:
+        _print_json(d.to_dict())
+        return
+    out.print(f"{d.name}: {d.a} → {d.b}: {len(d.added)} added, {len(d.removed)} removed, {len(d.changed)} changed, "
+              f"{d.unchanged} unchanged documents; chunks {d.chunks_a} → {d.chunks_b} "
+              f"(+{d.chunks_added} / -{d.chunks_removed} chunk ids)", highlight=False)
+    if d.doc_chunks:
+        t = Table()
+        for col in ("document", "change", f"chunks in {d.a}", f"chunks in {d.b}"):
+            t.add_column(col, overflow="fold")
+        kind = {**{u: "added" for u in d.added}, **{u: "removed" for u in d.removed}, **{u: "changed" for u in d.changed}}
+        for uri, (ca, cb) in d.doc_chunks.items():
+            t.add_row(uri, kind[uri], str(ca), str(cb))
+        out.print(t)
+    if d.params_changed:
+        out.print(f"params changed: {', '.join(d.params_changed)}", highlight=False)
+    if d.chunker_changed or d.embedding_changed:
+        out.print(f"chunker changed: {d.chunker_changed}; embedder changed: {d.embedding_changed}", highlight=False)
+
+
+@index_app.command("promote")
+@clean_errors
+def index_promote(
+    version: str = typer.Argument(..., help="VERSION (or an ALIAS whose target to take)."),
+    alias: str = typer.Option(..., "--alias", "-a", help="Alias to move, e.g. prod."),
+    index: Optional[str] = IndexOpt,
+    force: bool = typer.Option(False, "--force", help="Skip the promotion gate (recorded in the alias history)."),
+    params_file: Path = ParamsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Move ALIAS to VERSION, if the promotion gate (promote: in params) passes."""
+    from pipelines.promote import promote
+
+    params = load_params(params_file)
+    reg = _registry(params)
+    name = _name(params, index)
+    _existing(reg, name)
+    move, gate = promote(reg, params, name, version, alias, force=force)
+    if as_json:
+        _print_json({"index": name, "alias": alias, "from": move.from_version, "to": move.to_version,
+                     "gate": gate.to_dict()})
+        return
+    out.print(f"{name}@{alias}: {move.from_version or '(new)'} → {move.to_version} ({gate.reason})", highlight=False)
+
+
+@index_app.command("rollback")
+@clean_errors
+def index_rollback(
+    alias: str = typer.Option(..., "--alias", "-a", help="Alias to move back, e.g. prod."),
+    index: Optional[str] = IndexOpt,
+    params_file: Path = ParamsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Move ALIAS back to the version it pointed at before its last move (repeat to go further back)."""
+    params = load_params(params_file)
+    reg = _registry(params)
+    name = _name(params, index)
+    _existing(reg, name)
+    move = reg.rollback_alias(name, alias)
+    if as_json:
+        _print_json({"index": name, "alias": alias, "from": move.from_version, "to": move.to_version})
+        return
+    out.print(f"{name}@{alias}: rolled back {move.from_version} → {move.to_version}", highlight=False)
+
+
+@index_app.command("gc")
+@clean_errors
+def index_gc(
+    keep: int = typer.Option(..., "--keep", "-k", min=0, help="Newest versions to keep besides those aliases need."),
+    index: Optional[str] = IndexOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be deleted."),
+    params_file: Path = ParamsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Delete old versions no alias points at (or could roll back to), and leftovers of crashed runs."""
+    params = load_params(params_file)
+    reg = _registry(params)
+    name = _name(params, index)
+    report = reg.gc(name, keep, dry_run=dry_run)
+    if as_json:
+        _print_json({"index": name, **report.to_dict()})
+        return
+    verb = "would delete" if dry_run else "deleted"
+    out.print(f"{name}: {verb} {len(report.deleted)} version(s): {', '.join(report.deleted) or '-'}", highlight=False)
+    for v, why in report.kept.items():
+        out.print(f"  kept {v}: {', '.join(why)}", highlight=False)
+    if report.leftovers:
+        out.print(f"  {'would remove' if dry_run else 'removed'} leftovers of dead processes: {', '.join(report.leftovers)}",
+                  highlight=False)
+
+
+@index_app.command("restore")
+@clean_errors
+def index_restore(
+    version: str = typer.Argument(..., help="The VERSION (or ALIAS) to rebuild from its git commit and DVC data."),
+    index: Optional[str] = IndexOpt,
+    force: bool = typer.Option(False, "--force", help="`dvc repro --force`: recompute every stage, not only what changed."),
+    pull: bool = typer.Option(False, "--pull", help="`dvc pull` (fetch from the DVC remote) instead of `dvc checkout`."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the commit and the commands; run nothing."),
+    params_file: Path = ParamsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Rebuild VERSION from the git commit whose dvc.lock records its inputs, and check it equals VERSION.
+
+    Runs `git checkout COMMIT -- params.yaml dvc.lock *.dvc`, `dvc checkout` (or `dvc pull`),
+    `dvc repro publish` in the current folder (a git + DVC repository), then compares the version it
+    published with VERSION: vector count, chunk ids, vectors within 1e-6, params hash.
+    Exit 1 when they differ. Return to your branch's state with
+    `git checkout HEAD -- params.yaml dvc.lock *.dvc && dvc checkout`.
+    """
+    import json
+
+    from pipelines.lineage import LineageError, compare_versions, find_dvc_commit, restore_commands, run_commands
+
+    params = load_params(params_file)
+    reg = _registry(params)
+    name, recorded = reg.resolve(_ref(params, index, version))
+    manifest = reg.manifest(name, recorded)
+    commit = find_dvc_commit(manifest)
+    if commit is None:
+        raise LineageError(f"no commit of dvc.lock in this repository records the inputs of {name}@{recorded}; "
+                           "commit dvc.lock after each `dvc repro` so versions can be restored")
+    commands = restore_commands(commit, force=force, pull=pull)
+    if dry_run:
+        if as_json:
+            _print_json({"index": name, "version": recorded, "commit": commit, "commands": commands})
+        else:
+            out.print(f"{name}@{recorded} was built from commit {commit}; restore with:", highlight=False)
+            for c in commands:
+                out.print("  " + " ".join(c), highlight=False)
+        return
+    run_commands(commands, echo=None if as_json else (lambda c: err.print(f"$ {c}", highlight=False)))
+    rebuilt_params = load_params(params_file)
+    published = json.loads(Path(rebuilt_params.paths.published).read_text())
+    if published.get("index") != name:
+        raise LineageError(f"{rebuilt_params.paths.published} names index {published.get('index')!r}, not {name!r}")
+    cmp = compare_versions(IndexRegistry(rebuilt_params.index.root), name, recorded, published["version"])
+    if as_json:
+        _print_json({"index": name, "version": recorded, "commit": commit, **cmp.to_dict()})
+    else:
+        out.print(f"{name}@{recorded} (commit {commit[:12]}) rebuilt as {cmp.rebuilt}: vectors {cmp.vectors[0]} / "
+                  f"{cmp.vectors[1]}, chunk ids equal: {cmp.chunk_ids_equal}, max |Δ| = {cmp.max_abs_diff}, "
+                  f"params hash equal: {cmp.params_hash_equal} → {'EQUAL' if cmp.equal else 'DIFFERENT'}", highlight=False)
+    if not cmp.equal:
+        raise typer.Exit(1)

@@ -1,0 +1,630 @@
+"""Incremental refresh: redo only what changed since the version being refreshed.
+
+A refresh compares the sources' current files (sha256 of their bytes) with the ``inputs`` of
+the manifest of the index's ``latest`` version (its *parent*) and sorts every document into
+added, changed, removed or unchanged. Only added and changed files are parsed, chunked and
+embedded; unchanged documents carry their document rows, chunk rows and vectors (read back
+from the parent's FAISS index) into the new version without recomputation; removed documents
+are dropped. When the chunker or the embedder differs from the parent's, unchanged documents
+are re-chunked from their stored text and/or re-embedded, through the embedding cache, which
+still skips every text embedded before.
+
+Failures: a changed file that no longer parses is quarantined and its previous version is
+kept (and listed in :attr:`RefreshSummary.kept_previous`). A file that failed in the parent
+and has not changed since is not retried; its quarantine record is carried over.
+
+Everything here is a plain function; :mod:`pipelines.flows` composes them as Prefect tasks,
+and ``ragline refresh`` calls :func:`plan_refresh` before starting Prefect, so a refresh
+with nothing to do costs a directory scan and file hashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from indexers.embedders import Embedder, EmbedderInfo, make_embedder
+from indexers.faiss_index import read_faiss_index
+from indexers.manifest import MANIFEST_FILE, CorruptRegistryError, Manifest
+from indexers.registry import DEFAULT_ALIAS, IndexRef, IndexRegistry, RegistryError
+from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, read_table
+from pipelines.chunk import chunk_documents, chunker_record
+from pipelines.config import Params, load_params
+from pipelines.embed import embed_chunks
+from pipelines.load import (
+    Document,
+    QuarantineRecord,
+    SourceFile,
+    discover_files,
+    doc_id_for,
+    documents_from_table,
+    documents_to_table,
+    file_sha256,
+    quarantine_from_table,
+)
+
+#: ``load:`` keys whose change means every document must be parsed again.
+RELOAD_KEYS = ("strategy", "max_file_mb")
+#: ``index:`` keys whose change means the FAISS index must be rebuilt (vectors are kept).
+INDEX_KEYS = ("kind", "metric", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search")
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedFile:
+    """A discovered file and its content hash.
+
+    Attributes:
+        source: the file (path and URI).
+        doc_id: id of the document it becomes (from the URI).
+        sha256: sha256 (hex) of its bytes, ``""`` when it cannot be read (broken symlink, ...).
+    """
+
+    source: SourceFile
+    doc_id: str
+    sha256: str
+
+    @property
+    def uri(self) -> str:
+        """The file's source URI."""
+        return self.source.uri
+
+
+@dataclass(frozen=True)
+class InputDiff:
+    """How the current files differ from the parent version's inputs (URIs, sorted).
+
+    Attributes:
+        added: files the parent does not have.
+        changed: files whose sha256 differs from the parent's.
+        removed: parent documents whose file is gone (or no longer matches include/exclude).
+        unchanged: files with the parent's sha256.
+        still_quarantined: files the parent quarantined whose bytes have not changed since
+            (not retried; when the parent kept an earlier version of one, it stays).
+    """
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    still_quarantined: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """True when no document was added, changed or removed."""
+        return not (self.added or self.changed or self.removed)
+
+    def counts(self) -> dict[str, int]:
+        """``{"added", "changed", "removed", "unchanged", "still_quarantined"}`` counts."""
+        return {k: len(getattr(self, k)) for k in ("added", "changed", "removed", "unchanged", "still_quarantined")}
+
+
+@dataclass(frozen=True)
+class RefreshPlan:
+    """What a refresh will do, decided before anything is loaded.
+
+    Attributes:
+        index: index name.
+        parent_version: the version refreshed (``latest``), ``None`` for a first build.
+        files: every current file, sorted by URI.
+        diff: the input diff against the parent.
+        reload_all: ``load.strategy``/``load.max_file_mb`` changed: parse every file again.
+        rechunk_all: the chunker record (strategy, fingerprint, options, context) changed.
+        reembed_all: the embedder identity (model, revision, normalization) changed.
+        reindex: the FAISS settings changed (vectors are reused).
+        reasons: human-readable reasons for the four flags above.
+    """
+
+    index: str
+    parent_version: str | None
+    files: tuple[ScannedFile, ...]
+    diff: InputDiff
+    reload_all: bool = False
+    rechunk_all: bool = False
+    reembed_all: bool = False
+    reindex: bool = False
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """True when a parent exists and neither the files nor the content settings changed."""
+        return (self.parent_version is not None and self.diff.empty and not
+                (self.reload_all or self.rechunk_all or self.reembed_all or self.reindex))
+
+    def to_load(self) -> list[SourceFile]:
+        """Files to parse now: added and changed ones (every file with ``reload_all``)."""
+        if self.reload_all or self.parent_version is None:
+            return [f.source for f in self.files]
+        todo = set(self.diff.added) | set(self.diff.changed)
+        return [f.source for f in self.files if f.uri in todo]
+
+
+@dataclass
+class ParentData:
+    """The tables and vectors of the version being refreshed.
+
+    Attributes:
+        version: its version id.
+        manifest: its manifest.
+        documents: ``DOCUMENTS_SCHEMA`` table.
+        chunks: ``CHUNKS_SCHEMA`` table (row i = FAISS id i).
+        vectors: float32 (n_chunks, dim), reconstructed from its FAISS index.
+        quarantine: its quarantine records.
+    """
+
+    version: str
+    manifest: Manifest
+    documents: pa.Table
+    chunks: pa.Table
+    vectors: np.ndarray
+    quarantine: list[QuarantineRecord]
+
+
+@dataclass
+class Assembly:
+    """The new version's tables before embedding.
+
+    Attributes:
+        documents: ``DOCUMENTS_SCHEMA`` table, sorted by URI.
+        chunks: ``CHUNKS_SCHEMA`` table in document order, ``row`` renumbered 0..n-1.
+        carried_vectors: float32 (n_chunks, parent dim) holding the parent's vectors on the rows
+            where ``need_embed`` is False (other rows are zero), or ``None`` without a parent.
+        need_embed: bool (n_chunks,): rows whose vectors the embed stage must produce.
+        quarantine: quarantine records of the new version.
+        kept_previous: URIs whose new content failed and whose parent version was kept.
+        carried_docs: documents taken from the parent without parsing.
+    """
+
+    documents: pa.Table
+    chunks: pa.Table
+    carried_vectors: np.ndarray | None
+    need_embed: np.ndarray
+    quarantine: list[QuarantineRecord]
+    kept_previous: list[str]
+    carried_docs: int
+
+    @property
+    def carried_chunks(self) -> int:
+        """Chunks whose rows and vectors come from the parent unchanged."""
+        return int((~self.need_embed).sum())
+
+
+@dataclass
+class RefreshSummary:
+    """What a refresh did (printed by the CLI; ``--json`` prints :meth:`to_dict`).
+
+    Attributes:
+        index: index name.
+        version: the published version, ``None`` when nothing was published.
+        parent_version: the version refreshed.
+        added, changed, removed: URIs of the input diff.
+        unchanged: number of unchanged documents.
+        still_quarantined: unchanged files the parent already quarantined (not retried).
+        documents, chunks: counts in the new version.
+        carried_chunks: chunks (and vectors) copied from the parent.
+        embedded_chunks: chunks whose vectors the embed stage produced (added/changed documents,
+            plus everything re-chunked or re-embedded after a settings change).
+        computed: texts the model embedded now (embedding-cache misses among ``embedded_chunks``).
+        quarantine: quarantine records of this run.
+        kept_previous: URIs whose new content failed and whose previous version stays.
+        reasons: why unchanged documents were redone (settings changes).
+        promotions: promotion results for ``refresh.promote_aliases``.
+        stage_seconds: wall time per stage.
+        total_seconds: wall time of the run.
+        failed: set when the run failed and published nothing.
+        nothing_changed: nothing to do; nothing published.
+    """
+
+    index: str
+    version: str | None
+    parent_version: str | None
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    still_quarantined: list[str] = field(default_factory=list)
+    documents: int = 0
+    chunks: int = 0
+    carried_chunks: int = 0
+    embedded_chunks: int = 0
+    computed: int = 0
+    quarantine: list[QuarantineRecord] = field(default_factory=list)
+    kept_previous: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    promotions: list[dict[str, Any]] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    total_seconds: float = 0.0
+    failed: str | None = None
+    nothing_changed: bool = False
+
+    @classmethod
+    def from_plan(cls, plan: RefreshPlan) -> "RefreshSummary":
+        """A summary holding the plan's diff (and nothing done yet)."""
+        d = plan.diff
+        return cls(index=plan.index, version=None, parent_version=plan.parent_version,
+                   added=list(d.added), changed=list(d.changed), removed=list(d.removed),
+                   unchanged=len(d.unchanged), still_quarantined=list(d.still_quarantined),
+                   reasons=list(plan.reasons), nothing_changed=plan.nothing_to_do)
+
+    def counts(self) -> dict[str, int]:
+        """Diff counts: added, changed, removed, unchanged."""
+        return {"added": len(self.added), "changed": len(self.changed), "removed": len(self.removed),
+                "unchanged": self.unchanged}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (adds ``counts`` and ``quarantined``)."""
+        d = asdict(self)
+        d["counts"] = self.counts()
+        d["quarantined"] = len(self.quarantine)
+        return d
+
+
+# ---------------------------------------------------------------- planning
+def refresh_params(
+    params: dict[str, Any] | None = None,
+    params_file: str | Path | None = None,
+    index: str | None = None,
+    sources: Sequence[str] | None = None,
+) -> Params:
+    """Params for a refresh: ``params`` (a dict) or the file, with ``index.name`` and
+    ``load.sources`` overridden when given (so the manifest records what was really read).
+
+    Raises:
+        ConfigError: invalid params.
+    """
+    p = Params.from_dict(params) if params is not None else load_params(params_file or "params.yaml")
+    if not index and not sources:
+        return p
+    data = p.to_dict()
+    if index:
+        data["index"]["name"] = index
+    if sources:
+        data["load"]["sources"] = [str(s) for s in sources]
+    return Params.from_dict(data, source=f"{params_file or 'params'} (+ command-line overrides)")
+
+
+def scan_sources(sources: Sequence[str | Path], params: Params) -> list[ScannedFile]:
+    """Discover the files under ``sources`` (``load.include``/``exclude``) and hash them.
+
+    Returns:
+        One :class:`ScannedFile` per file, sorted by URI; unreadable files get ``sha256=""``.
+
+    Raises:
+        FileNotFoundError: a source does not exist.
+    """
+    out = []
+    for f in discover_files(sources, params.load.include, params.load.exclude):
+        try:
+            sha = file_sha256(f.path)
+        except OSError:
+            sha = ""
+        out.append(ScannedFile(f, doc_id_for(f.uri), sha))
+    return out
+
+
+def diff_inputs(
+    files: Sequence[ScannedFile],
+    parent_inputs: Sequence[dict[str, str]],
+    parent_quarantine: dict[str, str] | None = None,
+) -> InputDiff:
+    """Sort files into added / changed / removed / unchanged / still-quarantined.
+
+    Args:
+        files: current files (from :func:`scan_sources`).
+        parent_inputs: the parent manifest's ``inputs`` (``uri``, ``doc_id``, ``sha256``).
+        parent_quarantine: URI -> sha256 of the files the parent quarantined.
+
+    Returns:
+        The diff; every list sorted by URI.
+    """
+    parent = {r["uri"]: r["sha256"] for r in parent_inputs}
+    bad = parent_quarantine or {}
+    added, changed, unchanged, still_bad = [], [], [], []
+    for f in files:
+        if f.uri in parent and parent[f.uri] == f.sha256 and f.sha256:
+            unchanged.append(f.uri)
+        elif f.uri in bad and bad[f.uri] == f.sha256:
+            still_bad.append(f.uri)
+        elif f.uri in parent:
+            changed.append(f.uri)
+        else:
+            added.append(f.uri)
+    current = {f.uri for f in files}
+    removed = [u for u in parent if u not in current]
+    return InputDiff(*(tuple(sorted(x)) for x in (added, changed, removed, unchanged, still_bad)))
+
+
+def embedder_identity(params: Params) -> tuple[str, str, bool]:
+    """``(model_id, revision, normalize)`` of ``embed:`` without loading model weights."""
+    e = make_embedder(params.embed.model, params.embed.normalize)
+    return e.model_id, e.revision, e.normalize
+
+
+def parent_version(registry: IndexRegistry, name: str) -> str | None:
+    """The version a refresh of ``name`` starts from: the target of its ``latest`` alias.
+
+    Returns:
+        ``None`` when the index has no version yet (the refresh is a first build).
+
+    Raises:
+        RegistryError: versions exist but no ``latest`` alias (says how to set one).
+        CorruptRegistryError: the alias file is damaged or names a missing version.
+    """
+    if registry.alias_record(name, DEFAULT_ALIAS) is not None:
+        return registry.resolve(IndexRef(name, DEFAULT_ALIAS))[1]
+    versions = registry.versions(name)
+    if versions:
+        raise RegistryError(
+            f"index {name!r} has versions ({', '.join(versions)}) but no alias {DEFAULT_ALIAS!r} to refresh "
+            f"from; set it with `ragline index promote {versions[-1]} --index {name} --alias {DEFAULT_ALIAS}`"
+        )
+    return None
+
+
+def _parent_quarantine(registry: IndexRegistry, name: str, version: str) -> dict[str, str]:
+    path = registry.version_dir(name, version) / "quarantine.parquet"
+    if not path.exists():
+        return {}
+    t = read_table(path, QUARANTINE_SCHEMA)
+    return dict(zip(t.column("path").to_pylist(), t.column("sha256").to_pylist()))
+
+
+def plan_refresh(params: Params, registry: IndexRegistry, sources: Sequence[str | Path] | None = None) -> RefreshPlan:
+    """Decide what a refresh of ``params.index.name`` must redo (reads no document content).
+
+    Args:
+        params: validated params (``load.sources`` are scanned unless ``sources`` is given).
+        registry: the registry holding the index.
+        sources: folders or files overriding ``load.sources``.
+
+    Returns:
+        The plan; :attr:`RefreshPlan.nothing_to_do` says whether to publish at all.
+
+    Raises:
+        FileNotFoundError: a source does not exist.
+        RegistryError, CorruptRegistryError: see :func:`parent_version`; a damaged parent manifest.
+    """
+    name = params.index.name
+    files = tuple(scan_sources(list(sources or params.load.sources), params))
+    parent = parent_version(registry, name)
+    if parent is None:
+        return RefreshPlan(name, None, files, InputDiff(added=tuple(f.uri for f in files)))
+    m = registry.manifest(name, parent)
+    diff = diff_inputs(files, m.inputs, _parent_quarantine(registry, name, parent))
+    reasons: list[str] = []
+    old_load = m.params.get("load", {})
+    load_changed = [k for k in RELOAD_KEYS if old_load.get(k) != getattr(params.load, k)]
+    if load_changed:
+        reasons.append(f"load.{'/'.join(load_changed)} changed: every file is parsed again")
+    rec = chunker_record(params.chunk)
+    rechunk = rec != m.chunker
+    if rechunk:
+        reasons.append(f"chunker changed ({m.chunker.get('strategy')}:{m.chunker.get('fingerprint')} -> "
+                       f"{rec['strategy']}:{rec['fingerprint']}): every document is re-chunked")
+    model_id, revision, normalize = embedder_identity(params)
+    old_e = m.embedding
+    reembed = (old_e.get("model_id"), old_e.get("revision"), old_e.get("normalize")) != (model_id, revision, normalize)
+    if reembed:
+        reasons.append(f"embedder changed ({old_e.get('model_id')} {old_e.get('revision')} -> {model_id} {revision}): "
+                       "every chunk is embedded again (through the embedding cache)")
+    old_index = m.params.get("index", {})
+    index_changed = [k for k in INDEX_KEYS if old_index.get(k) != getattr(params.index, k)]
+    if index_changed:
+        reasons.append(f"index.{'/'.join(index_changed)} changed: the FAISS index is rebuilt")
+    return RefreshPlan(name, parent, files, diff, reload_all=bool(load_changed), rechunk_all=rechunk,
+                       reembed_all=reembed, reindex=bool(index_changed), reasons=tuple(reasons))
+
+
+# ---------------------------------------------------------------- carrying over
+def read_parent(registry: IndexRegistry, name: str, version: str) -> ParentData:
+    """Read a version's tables and its vectors (reconstructed from the FAISS index).
+
+    Raises:
+        CorruptRegistryError: the index and the chunk table disagree in size, or the manifest is damaged.
+        OSError, SchemaMismatchError: a damaged data file.
+    """
+    m = registry.manifest(name, version)
+    folder = registry.version_dir(name, version)
+    chunks = read_table(folder / "chunks.parquet", CHUNKS_SCHEMA)
+    index = read_faiss_index(folder / "index.faiss")
+    if index.ntotal != chunks.num_rows:
+        raise CorruptRegistryError(
+            f"{folder}: index holds {index.ntotal} vectors but chunks.parquet {chunks.num_rows} rows; the version "
+            f"is damaged: `ragline index promote VERSION --index {name} --alias {DEFAULT_ALIAS}` to another version"
+        )
+    vectors = (index.reconstruct_n(0, index.ntotal) if index.ntotal
+               else np.zeros((0, index.d), dtype=np.float32))
+    q = folder / "quarantine.parquet"
+    quarantine = quarantine_from_table(read_table(q, QUARANTINE_SCHEMA)) if q.exists() else []
+    if not (folder / MANIFEST_FILE).exists():  # pragma: no cover - manifest() already checked
+        raise CorruptRegistryError(f"{folder / MANIFEST_FILE}: missing")
+    return ParentData(version, m, read_table(folder / "documents.parquet", DOCUMENTS_SCHEMA), chunks,
+                      np.ascontiguousarray(vectors, dtype=np.float32), quarantine)
+
+
+def _rows_by_uri(table: pa.Table) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, u in enumerate(table.column("uri").to_pylist()):
+        out.setdefault(u, []).append(i)
+    return out
+
+
+def _kept_note(rec: QuarantineRecord, parent: str) -> QuarantineRecord:
+    return replace(rec, message=f"{rec.message} (previous version from {parent} kept in the index)")
+
+
+def assemble(
+    plan: RefreshPlan,
+    parent: ParentData | None,
+    new_docs: Sequence[Document],
+    load_quarantine: Sequence[QuarantineRecord],
+    params: Params,
+    embed_fn: Callable[[Sequence[str]], np.ndarray] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Assembly:
+    """Build the new version's documents and chunks from new documents and the parent.
+
+    New documents are chunked here; unchanged documents are carried from ``parent`` (rows,
+    chunks and vectors), or re-chunked from their stored text when ``plan.rechunk_all``.
+    A file that failed now keeps its parent version when there is one. Documents are ordered
+    by URI and chunks by document then position, exactly as a full ingest orders them.
+
+    Args:
+        plan: the refresh plan.
+        parent: the parent's data (``None`` for a first build).
+        new_docs: documents parsed now (``plan.to_load()``).
+        load_quarantine: files that failed to parse now.
+        params: validated params (``chunk:`` is used).
+        embed_fn: embedder callable for the semantic chunking strategy.
+        progress: called with 1 per chunked document.
+
+    Returns:
+        The assembly; ``need_embed`` marks the rows the embed stage must fill.
+    """
+    scanned = {f.uri: f for f in plan.files}
+    # records of files that failed now carry the sha256 the scan saw, so an unchanged bad file
+    # is recognised as such by the next refresh and not retried
+    quarantine = [q if q.sha256 or q.path not in scanned else replace(q, sha256=scanned[q.path].sha256)
+                  for q in load_quarantine]
+    new_chunks, chunk_bad = chunk_documents(list(new_docs), params.chunk, embed_fn=embed_fn, progress=progress)
+    quarantine += chunk_bad
+    failed_now = {q.path for q in quarantine}
+    chunk_failed = {q.path for q in chunk_bad}
+    new_by_uri = {d.uri: d for d in new_docs if d.uri not in chunk_failed}
+
+    parent_docs = _rows_by_uri(parent.documents) if parent else {}
+    kept_previous: list[str] = []
+    carried: list[str] = []
+    still_bad = set(plan.diff.still_quarantined)
+    loaded_now = {s.uri for s in plan.to_load()}
+    if parent:
+        quarantine += [rec for rec in parent.quarantine if rec.path in still_bad and rec.path not in loaded_now]
+    for f in plan.files:
+        u = f.uri
+        if u in new_by_uri:
+            continue
+        if u in parent_docs and (u in failed_now or u in still_bad):
+            kept_previous.append(u)
+            carried.append(u)
+        elif u in parent_docs and u not in failed_now:
+            carried.append(u)
+    if parent and kept_previous:
+        kp = set(kept_previous)
+        quarantine = [_kept_note(q, parent.version) if q.path in kp and "previous version" not in q.message else q
+                      for q in quarantine]
+
+    carried_set = set(carried)
+    # documents: parent rows for carried URIs + rows of new documents, ordered by URI
+    new_doc_table = documents_to_table(list(new_by_uri.values()))
+    doc_sources: list[tuple[int, int]] = []  # (0 = parent / 1 = new, row)
+    new_doc_rows = {u: i for i, u in enumerate(new_doc_table.column("uri").to_pylist())}
+    for f in plan.files:
+        if f.uri in new_doc_rows:
+            doc_sources.append((1, new_doc_rows[f.uri]))
+        elif f.uri in carried_set:
+            doc_sources.append((0, parent_docs[f.uri][0]))
+    documents = _take_sources([parent.documents if parent else None, new_doc_table], doc_sources, DOCUMENTS_SCHEMA)
+
+    # chunks: carried or re-chunked for carried URIs, new chunks for new URIs
+    rechunked = None
+    if parent and plan.rechunk_all and carried:
+        kept_docs = documents_from_table(parent.documents.take(pa.array([parent_docs[u][0] for u in carried])))
+        rechunked, rebad = chunk_documents(kept_docs, params.chunk, embed_fn=embed_fn, progress=progress)
+        quarantine += rebad
+        lost = {q.path for q in rebad}
+        if lost:
+            carried_set -= lost
+            documents = documents.filter(pc.invert(pc.is_in(documents.column("uri"), pa.array(sorted(lost)))))
+    parent_chunk_rows = _rows_by_uri(parent.chunks) if parent else {}
+    new_chunk_rows = _rows_by_uri(new_chunks)
+    re_rows = _rows_by_uri(rechunked) if rechunked is not None else {}
+    sources: list[tuple[int, int]] = []  # (0 parent / 1 new / 2 rechunked, row)
+    for f in plan.files:
+        u = f.uri
+        if u in new_by_uri:
+            sources += [(1, r) for r in new_chunk_rows.get(u, [])]
+        elif u in carried_set:
+            if rechunked is not None:
+                sources += [(2, r) for r in re_rows.get(u, [])]
+            else:
+                sources += [(0, r) for r in parent_chunk_rows.get(u, [])]
+    tables = [parent.chunks if parent else None, new_chunks, rechunked]
+    chunks = _take_sources(tables, sources, CHUNKS_SCHEMA)
+    chunks = chunks.set_column(0, "row", pa.array(np.arange(chunks.num_rows, dtype=np.int64)))
+    need = np.array([s != 0 or plan.reembed_all for s, _ in sources], dtype=bool)
+    carried_vectors = None
+    if parent is not None:
+        carried_vectors = np.zeros((len(sources), parent.vectors.shape[1]), dtype=np.float32)
+        rows = [(i, r) for i, (s, r) in enumerate(sources) if s == 0 and not need[i]]
+        if rows:
+            dst, src = zip(*rows)
+            carried_vectors[list(dst)] = parent.vectors[list(src)]
+    return Assembly(documents, chunks, carried_vectors, need, quarantine, kept_previous,
+                    carried_docs=len(carried_set))
+
+
+def _take_sources(tables: list[pa.Table | None], sources: list[tuple[int, int]], schema: pa.Schema) -> pa.Table:
+    """Rows ``(table index, row)`` of several same-schema tables, in the given order."""
+    parts = [t.cast(schema) if t is not None else schema.empty_table() for t in tables]
+    offsets = np.cumsum([0] + [p.num_rows for p in parts])
+    combined = pa.concat_tables(parts)
+    idx = np.array([offsets[s] + r for s, r in sources], dtype=np.int64)
+    return combined.take(pa.array(idx, type=pa.int64())).cast(schema)
+
+
+def fill_vectors(
+    assembly: Assembly,
+    embedder: Embedder | None,
+    cache_dir: str | Path | None,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, int, int]:
+    """Embed the rows the assembly marks (through the embedding cache) and merge the carried vectors.
+
+    Args:
+        assembly: from :func:`assemble`.
+        embedder: the embedder; may be ``None`` when no row needs embedding and a parent exists.
+        cache_dir: ``paths.cache``.
+        batch_size: texts per forward pass.
+        progress: called with the number of chunks finished since the last call.
+
+    Returns:
+        ``(vectors, embedded, computed)``: float32 (n_chunks, dim) in chunk-row order, the number
+        of chunks embedded by this stage, and how many of their texts the model computed now.
+
+    Raises:
+        ValueError: ``embedder`` is ``None`` but needed.
+    """
+    idx = np.flatnonzero(assembly.need_embed)
+    n = assembly.chunks.num_rows
+    if embedder is None and (len(idx) or assembly.carried_vectors is None):
+        raise ValueError("fill_vectors needs an embedder: rows need embedding or there is no parent")
+    if len(idx):
+        new, computed = embed_chunks(assembly.chunks.take(pa.array(idx, type=pa.int64())), embedder,
+                                     cache_dir, batch_size, progress=progress)
+        dim = new.shape[1]
+    else:
+        new, computed = None, 0
+        dim = assembly.carried_vectors.shape[1] if assembly.carried_vectors is not None else embedder.dim
+    out = np.zeros((n, dim), dtype=np.float32)
+    if assembly.carried_vectors is not None and (~assembly.need_embed).any():
+        out[~assembly.need_embed] = assembly.carried_vectors[~assembly.need_embed]
+    if new is not None:
+        out[idx] = new
+    return out, int(len(idx)), int(computed)
+
+
+def embedder_info_for(plan: RefreshPlan, parent: ParentData | None, assembly: Assembly, params: Params) -> EmbedderInfo | None:
+    """The embedder identity of the new version when no model needs loading, else ``None``.
+
+    A refresh that only carries vectors (removals, quarantined changes, FAISS settings) keeps
+    the parent's embedder, whose identity the parent manifest records.
+    """
+    if parent is None or plan.reembed_all or assembly.need_embed.any() or params.chunk.strategy == "semantic":
+        return None
+    e = parent.manifest.embedding
+    return EmbedderInfo(e["model_id"], e["revision"], int(e["dim"]), bool(e["normalize"]))

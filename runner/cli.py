@@ -1,0 +1,330 @@
+"""``ragline flow``: run, batch, evaluate, compare and serve retrieval-grounded flows.
+
+Registered in ``pipelines/cli.py`` with ``app.add_typer(flow_app, name="flow")``. Heavy
+imports happen inside the commands so ``ragline --help`` stays fast. Known errors end with
+one line on stderr and exit code 1; every command takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+flow_app = typer.Typer(help="Run, batch, evaluate, compare and serve retrieval-grounded flows.", no_args_is_help=True)
+
+out = Console()
+err = Console(stderr=True)
+
+ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file (its index.root is the default registry).")
+IndexRootOpt = typer.Option(None, "--index-root", help="Registry folder (default: index.root of --params, else ./indexes).")
+VariantOpt = typer.Option(None, "--variant", "-v", help="A variant declared in the flow's variants.")
+JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from chunkers.base import ConfigError
+    from indexers.manifest import CorruptRegistryError, IndexCompatibilityError
+    from indexers.registry import RegistryError
+    from indexers.schemas import SchemaMismatchError
+    from runner.errors import FlowError
+
+    return (FlowError, ConfigError, RegistryError, CorruptRegistryError, IndexCompatibilityError,
+            SchemaMismatchError, FileNotFoundError)
+
+
+def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn known errors into one line (or one line per problem) on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _known_errors() as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True, markup=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def index_root(params_file: Path, override: Optional[Path]) -> Path:
+    """The registry folder: ``--index-root``, else ``index.root`` of the params file, else ``indexes``."""
+    if override is not None:
+        return override
+    if params_file.is_file():
+        try:
+            data = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            data = {}
+        root = (data.get("index") or {}).get("root") if isinstance(data, dict) else None
+        if isinstance(root, str) and root:
+            return Path(root)
+    return Path("indexes")
+
+
+def _prepare(flow_dir: Path, variant: Optional[str], params_file: Path, root: Optional[Path]) -> Any:
+    from pipelines.offline import set_offline_env
+    from runner.engine import FlowRunner
+    from runner.spec import load_flow
+
+    set_offline_env()
+    flow = load_flow(flow_dir, variant)
+    runner = FlowRunner(flow, index_root(params_file, root))
+    runner.warm_up()
+    return flow, runner
+
+
+def _parse_inputs(items: list[str]) -> dict[str, Any]:
+    from runner.errors import FlowInputError
+
+    inputs: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise FlowInputError(f"--input {item!r}: use NAME=VALUE, e.g. question=\"...\"")
+        inputs[name.strip()] = value
+    return inputs
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@flow_app.command("validate")
+@clean_errors
+def validate(
+    flow_dir: Path = typer.Argument(..., help="Flow folder (holding flow.yaml)."),
+    variant: Optional[str] = VariantOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Validate a flow (and all its variants) without running it; print its node order."""
+    from runner.spec import load_flow
+
+    flow = load_flow(flow_dir, variant)
+    info = {"flow": flow.name, "variant": flow.variant, "order": list(flow.order),
+            "deps": {k: list(v) for k, v in flow.deps.items()}, "variants": list(flow.spec.variants)}
+    if as_json:
+        _print_json(info)
+        return
+    out.print(f"{flow.file}: ok — {' → '.join(flow.order)}"
+              + (f"; variants: {', '.join(flow.spec.variants)}" if flow.spec.variants else ""))
+
+
+@flow_app.command("test")
+@clean_errors
+def test(
+    flow_dir: Path = typer.Argument(..., help="Flow folder (holding flow.yaml)."),
+    inputs: list[str] = typer.Option([], "--input", "-i", help="NAME=VALUE, repeatable."),
+    variant: Optional[str] = VariantOpt,
+    params_file: Path = ParamsOpt,
+    root: Optional[Path] = IndexRootOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run a flow once and print the answer, its citations and a per-node trace."""
+    flow, runner = _prepare(flow_dir, variant, params_file, root)
+    try:
+        result = runner.run(_parse_inputs(inputs))
+    finally:
+        runner.close()
+    if as_json:
+        _print_json({**result.to_dict(), "flow": flow.name, "variant": flow.variant,
+                     "indexes": [{k: i[k] for k in ("node", "ref", "name", "version")} for i in runner.indexes]})
+        return
+    idx = ", ".join(f"{i['name']}@{i['version']}" for i in runner.indexes) or "none"
+    out.rule(f"{flow.name}{' [' + flow.variant + ']' if flow.variant else ''} · index {idx}")
+    for name, value in result.outputs.items():
+        if name == "citations":
+            continue
+        out.print(f"[bold]{name}[/]: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}",
+                  highlight=False, soft_wrap=True)
+    t = Table(title="citations")
+    for col in ("n", "source", "page", "chunk_id", "chars", "quote"):
+        t.add_column(col, overflow="fold")
+    for c in result.citations:
+        quote = " … ".join(q["text"] for q in c.get("quotes", []))
+        t.add_row(str(c["id"]), str(c.get("source")), "" if c.get("page") is None else str(c["page"]),
+                  c["chunk_id"][:12], f"{c.get('char_start')}-{c.get('char_end')}", _short(quote, 100))
+    out.print(t)
+    tr = Table(title=f"trace ({result.latency_ms:.1f} ms total)")
+    for col in ("node", "type", "inputs", "output", "ms", "tokens"):
+        tr.add_column(col, overflow="fold")
+    for n in result.trace:
+        tok = "" if not n.tokens else f"{n.tokens.get('prompt', 0)}+{n.tokens.get('completion', 0)}"
+        output = f"{len(n.output)} chunks: " + ", ".join(
+            f"{c['source'].rsplit('/', 1)[-1]}#{c['rank']}" for c in n.output) if n.type == "retrieve" else _short(n.output, 100)
+        tr.add_row(n.node, n.type, _short(n.inputs, 80), _short(output, 120), f"{n.latency_ms:.1f}", tok)
+    out.print(tr)
+
+
+@flow_app.command("batch")
+@clean_errors
+def batch(
+    flow_dir: Path = typer.Argument(..., help="Flow folder (holding flow.yaml)."),
+    data: Path = typer.Option(..., "--data", "-d", help="JSONL file, one JSON object per line."),
+    columns: list[str] = typer.Option([], "--column", "-c",
+                                      help="INPUT=EXPR, e.g. question='${data.question}' (default: same-named fields)."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, max=64, help="Lines run concurrently (threads)."),
+    variant: Optional[str] = VariantOpt,
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Parent folder of run directories."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Run folder name (default: UTC time + flow + variant)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N lines."),
+    params_file: Path = ParamsOpt,
+    root: Optional[Path] = IndexRootOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run a flow over a JSONL file; write outputs, traces, metrics and a copy of the flow to a run directory."""
+    from runner.batch import parse_columns, run_batch
+
+    flow, runner = _prepare(flow_dir, variant, params_file, root)
+    try:
+        summary = run_batch(flow, data, parse_columns(columns, flow), runner, runs_dir, workers, run_id, limit)
+    finally:
+        runner.close()
+    if as_json:
+        _print_json(summary.to_dict())
+        return
+    m = summary.metrics
+    t = Table(title=f"batch {flow.name}{' [' + flow.variant + ']' if flow.variant else ''} → {summary.run_dir}",
+              show_header=False)
+    t.add_row("lines ok / failed", f"{m['ok']} / {m['failed']}")
+    t.add_row("wall time", f"{m['wall_s']:.2f} s")
+    t.add_row("throughput", f"{m['throughput_qps']:.2f} lines/s")
+    t.add_row("latency p50 / p95", f"{m['latency_ms']['p50']:.1f} / {m['latency_ms']['p95']:.1f} ms")
+    t.add_row("retrieval p50 / p95", f"{m['retrieval_latency_ms']['p50']:.1f} / {m['retrieval_latency_ms']['p95']:.1f} ms")
+    t.add_row("tokens (total)", str(m["tokens"]["total"]))
+    out.print(t)
+    if m["failed"]:
+        from runner.batch import OUTPUTS_FILE
+
+        err.print(f"{m['failed']} line(s) failed; see status/error in {summary.run_dir / OUTPUTS_FILE}", highlight=False)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
+
+
+@flow_app.command("eval")
+@clean_errors
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory from `ragline flow batch`."),
+    labels: Path = typer.Option(..., "--labels", "-l", help="JSONL labels: docs / spans / answer per line."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", min=1, help="Depth for ranking and span metrics (default: all retrieved)."),
+    key: Optional[str] = typer.Option(None, "--key", help="Field matching labels to data lines (default: line numbers)."),
+    support_threshold: float = typer.Option(0.8, "--support-threshold", min=0.0, max=1.0,
+                                            help="Share of a sentence's content terms a cited chunk must contain."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Score a run against labels: hit@k, MRR, nDCG@k, recall@k, span recall/precision/IoU, citations, groundedness, latency, tokens."""
+    from runner.evaluate import EVAL_FILE, evaluate_run
+
+    result = evaluate_run(run_dir, labels, k, key, support_threshold)
+    if as_json:
+        _print_json(result)
+        return
+    t = Table(title=f"eval {result['run']} (k={result['k']}, {result['scored']} scored, {result['failed']} failed)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for section in ("retrieval", "spans", "answers"):
+        for name, v in result[section].items():
+            if v is not None:
+                t.add_row(name, _fmt(v))
+    for name, p in result["latency_ms"].items():
+        t.add_row(f"latency {name} p50 / p95 (ms)", f"{p['p50']:.1f} / {p['p95']:.1f}")
+    t.add_row("tokens total / mean", f"{result['tokens']['total']} / {result['tokens']['mean_total']:.1f}")
+    out.print(t)
+    for problem in result["label_errors"]:
+        err.print(f"warning: skipped label line: {problem}", highlight=False, soft_wrap=True)
+    out.print(f"written: {run_dir / EVAL_FILE}", highlight=False)
+
+
+@flow_app.command("compare")
+@clean_errors
+def compare(
+    run_a: Path = typer.Argument(..., help="First run directory (A)."),
+    run_b: Path = typer.Argument(..., help="Second run directory (B)."),
+    show_all: bool = typer.Option(False, "--all", help="Every metric (means, maxima, per-node p95, eval copies)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Print the metrics of two runs side by side with their deltas (B − A)."""
+    from runner.evaluate import compare_runs
+
+    result = compare_runs(run_a, run_b, full=show_all)
+    if as_json:
+        _print_json(result)
+        return
+    a, b = result["a"], result["b"]
+    t = Table(title="compare runs")
+    t.add_column("metric")
+    t.add_column(f"A: {a['run_id']}", justify="right", overflow="fold")
+    t.add_column(f"B: {b['run_id']}", justify="right", overflow="fold")
+    t.add_column("Δ (B − A)", justify="right")
+    t.add_row("variant", str(a["variant"]), str(b["variant"]), "")
+    t.add_row("index", ", ".join(a["indexes"]), ", ".join(b["indexes"]), "")
+    for r in result["rows"]:
+        if isinstance(r["a"], (list, dict)) or isinstance(r["b"], (list, dict)):
+            continue
+        d = r["delta"]
+        text = "" if d is None else (f"{d:+d}" if isinstance(d, int) else f"{d:+.4f}")
+        delta = "" if d is None else (f"[green]{text}[/]" if d > 0 else f"[red]{text}[/]" if d < 0 else "0")
+        t.add_row(r["metric"], _fmt(r["a"]), _fmt(r["b"]), delta)
+    out.print(t)
+    if not (a["evaluated"] and b["evaluated"]):
+        err.print("note: run `ragline flow eval RUN --labels FILE` on both runs to compare quality metrics too",
+                  highlight=False)
+
+
+@flow_app.command("serve")
+@clean_errors
+def serve(
+    flow_dir: Path = typer.Argument(..., help="Flow folder (holding flow.yaml)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (127.0.0.1 = this machine only)."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535, help="TCP port."),
+    variant: Optional[str] = VariantOpt,
+    api_key_env: str = typer.Option("RAGLINE_API_KEY", "--api-key-env",
+                                    help="Environment variable holding the API key; when set, requests need it."),
+    require_key: bool = typer.Option(False, "--require-key", help="Refuse to start when the API key variable is unset."),
+    max_body_kb: int = typer.Option(64, "--max-body-kb", min=1, max=65536, help="Largest request body (KiB)."),
+    params_file: Path = ParamsOpt,
+    root: Optional[Path] = IndexRootOpt,
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve a flow with FastAPI: POST /score, GET /healthz, GET /metadata, OpenAPI at /openapi.json."""
+    import os
+
+    import uvicorn
+
+    from runner.errors import FlowInputError
+    from runner.serve import create_app
+
+    key = os.environ.get(api_key_env) or None
+    if require_key and key is None:
+        raise FlowInputError(f"--require-key: environment variable {api_key_env} is not set")
+    flow, runner = _prepare(flow_dir, variant, params_file, root)
+    app = create_app(runner, api_key=key, max_body_bytes=max_body_kb * 1024)
+    idx = ", ".join(f"{i['name']}@{i['version']}" for i in runner.indexes) or "none"
+    err.print(f"serving flow {flow.name}{' [' + flow.variant + ']' if flow.variant else ''} (index {idx}) on "
+              f"http://{host}:{port}; API key {'required' if key else 'not configured'}", highlight=False)
+    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: no API key ({api_key_env} unset) and bound to {host}: anyone who can reach this "
+                  "port can call /score", highlight=False)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+    finally:
+        runner.close()

@@ -1,0 +1,242 @@
+"""Node executors: ``retrieve``, ``prompt``, ``llm`` and ``python``.
+
+A node is prepared once (indexes opened, templates compiled, functions imported, HTTP
+clients made) and then run many times, possibly from several threads. ``run(values)`` takes
+the node's reference-bearing fields already resolved and returns a :class:`NodeOutput`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from runner.errors import FlowSpecError
+from runner.spec import (
+    Flow,
+    LlmNodeSpec,
+    PageRange,
+    PromptNodeSpec,
+    PythonNodeSpec,
+    RetrieveNodeSpec,
+    load_python_function,
+)
+
+
+@dataclass(frozen=True)
+class NodeOutput:
+    """A node's result.
+
+    Attributes:
+        value: the output (JSON-ready).
+        tokens: ``{"prompt", "completion", "total"}`` when the node counts tokens, else ``None``.
+    """
+
+    value: Any
+    tokens: dict | None = None
+
+
+def template_env(folder: Path) -> Any:
+    """The Jinja2 environment of a flow: sandboxed, StrictUndefined, templates from the flow folder."""
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
+        autoescape=False, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+    )
+
+
+# ---------------------------------------------------------------- retrieve
+_RETRIEVERS: dict[tuple[str, str, str], Any] = {}
+_RETRIEVERS_LOCK = threading.Lock()
+
+
+def open_retriever(root: str | Path, ref: str) -> Any:
+    """A :class:`indexers.hybrid.Retriever` for ``ref`` under ``root``, shared per (root, name, version).
+
+    The alias is resolved now: a prepared flow keeps the version it resolved even if the
+    alias moves later.
+
+    Raises:
+        RegistryError, CorruptRegistryError, OSError, SchemaMismatchError, IndexCompatibilityError.
+    """
+    from indexers.hybrid import Retriever
+    from indexers.registry import IndexRegistry
+
+    registry = IndexRegistry(root)
+    name, version = registry.resolve(ref)
+    key = (str(Path(root).resolve()), name, version)
+    with _RETRIEVERS_LOCK:
+        if key not in _RETRIEVERS:
+            _RETRIEVERS[key] = Retriever.open(registry, f"{name}@{version}")
+        return _RETRIEVERS[key]
+
+
+def _as_tuple(value: Any, kind: type, field: str) -> tuple:
+    if value is None:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for v in items:
+        if kind is int and isinstance(v, str) and v.strip().lstrip("-").isdigit():
+            v = int(v)
+        if not isinstance(v, kind) or isinstance(v, bool):
+            raise TypeError(f"filter {field}: expected {kind.__name__} values, got {v!r}")
+        out.append(v)
+    return tuple(out)
+
+
+class RetrieveNode:
+    """Runs a retrieve node: ``{"query", "filters"}`` in, list of chunk dicts out."""
+
+    def __init__(self, spec: RetrieveNodeSpec, index_root: str | Path, where: str) -> None:
+        from indexers.hybrid import RetrievalSpec
+
+        self.spec = spec
+        self.root = Path(spec.root) if spec.root else Path(index_root)
+        try:
+            self.retriever = open_retriever(self.root, spec.index)
+        except LookupError as e:  # RegistryError: unknown index / alias / version
+            raise FlowSpecError(f"{where}: {e}") from e
+        self.retrieval = RetrievalSpec(
+            k=spec.k, mode=spec.mode, fusion=spec.fusion, dense_weight=spec.weights.dense,
+            bm25_weight=spec.weights.bm25, rrf_k=spec.rrf_k, candidates=spec.candidates,
+        )
+
+    @property
+    def index_info(self) -> dict:
+        """Name, version, path and manifest summary of the version this node searches."""
+        p = self.retriever.published
+        m = p.manifest
+        return {"ref": self.spec.index, "name": p.name, "version": p.version, "path": str(p.path),
+                "created_at": m.created_at, "params_hash": m.params_hash, "counts": dict(m.counts),
+                "embedding": dict(m.embedding), "chunker": dict(m.chunker), "files": dict(m.files)}
+
+    def _filter(self, f: dict) -> Any:
+        from indexers.hybrid import ChunkFilter
+
+        page = f.get("page")
+        page_min = page_max = None
+        pages: tuple = ()
+        if isinstance(page, dict):
+            rng = PageRange.model_validate(page)
+            page_min, page_max = rng.min, rng.max
+        else:
+            pages = _as_tuple(page, int, "page")
+        return ChunkFilter(
+            sources=_as_tuple(f.get("source"), str, "source"), doc_ids=_as_tuple(f.get("doc_id"), str, "doc_id"),
+            pages=pages, page_min=page_min, page_max=page_max, sections=_as_tuple(f.get("section"), str, "section"),
+        )
+
+    def run(self, values: dict) -> NodeOutput:
+        """Search; ``values["query"]`` must be a non-empty string."""
+        query = values["query"]
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        hits = self.retriever.search(query, self.retrieval, self._filter(values.get("filters") or {}))
+        return NodeOutput([h.to_dict() for h in hits])
+
+
+# ---------------------------------------------------------------- prompt
+class PromptNode:
+    """Renders a Jinja2 template (StrictUndefined) over the node's ``inputs``."""
+
+    def __init__(self, spec: PromptNodeSpec, folder: Path, where: str) -> None:
+        self.spec = spec
+        self.where = where
+        env = template_env(folder)
+        if spec.template is not None:
+            self.template_name = str(folder / spec.template)
+            self.template = env.get_template(spec.template)
+        else:
+            self.template_name = "<template_text>"
+            self.template = env.from_string(spec.template_text or "")
+
+    def run(self, values: dict) -> NodeOutput:
+        """Render; a missing variable raises ``UndefinedError`` naming the template file and line."""
+        import jinja2
+
+        from chunkers.tokenizer import count_tokens
+
+        try:
+            text = self.template.render(**values["inputs"])
+        except jinja2.UndefinedError as e:
+            line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
+                         if f.filename == self.template_name or f.filename == "<template>"), None)
+            loc = f"{self.template_name}:{line}" if line else self.template_name
+            raise jinja2.UndefinedError(f"{loc} ({self.where}): {e.message}") from e
+        return NodeOutput(text, {"prompt": count_tokens(text), "completion": 0, "total": count_tokens(text)})
+
+
+# ---------------------------------------------------------------- llm
+class LlmNode:
+    """Calls the node's provider: ``{"prompt", "question", "chunks"}`` in, answer + citations out."""
+
+    def __init__(self, spec: LlmNodeSpec, where: str) -> None:
+        from runner.providers import ExtractiveProvider, OpenAIProvider
+
+        self.spec = spec
+        if spec.provider == "openai":
+            self.provider: Any = OpenAIProvider.from_spec(spec, where)
+        else:
+            self.provider = ExtractiveProvider(spec.max_answer_tokens, spec.max_sentences)
+
+    def run(self, values: dict) -> NodeOutput:
+        """Answer; raises :class:`ProviderError` on endpoint failures."""
+        chunks = values.get("chunks")
+        prompt = values.get("prompt")
+        question = values.get("question")
+        for name, v in (("prompt", prompt), ("question", question)):
+            if v is not None and not isinstance(v, str):
+                raise TypeError(f"{name} must be a string, got {type(v).__name__}")
+        if self.spec.provider == "openai":
+            result = self.provider.complete(prompt, chunks, question)
+        else:
+            result = self.provider.complete(question, chunks, prompt)
+        return NodeOutput(result.to_dict(), result.usage.to_dict())
+
+    def close(self) -> None:
+        """Release the provider's HTTP client."""
+        close = getattr(self.provider, "close", None)
+        if close:
+            close()
+
+
+# ---------------------------------------------------------------- python
+class PythonNode:
+    """Calls ``module:function`` from the flow folder with the node's ``inputs`` as keyword arguments."""
+
+    def __init__(self, spec: PythonNodeSpec, folder: Path) -> None:
+        self.spec = spec
+        self.fn: Callable[..., Any] = load_python_function(folder, spec.function)
+
+    def run(self, values: dict) -> NodeOutput:
+        """Call the function; its result must be JSON-serializable."""
+        out = self.fn(**values["inputs"])
+        try:
+            json.dumps(out)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{self.spec.function} returned a value that is not JSON-serializable: {e}") from e
+        return NodeOutput(out)
+
+
+def make_node(spec: Any, flow: Flow, index: int, index_root: str | Path) -> Any:
+    """Prepare the executor of ``spec`` (the ``index``-th node of ``flow``).
+
+    Raises:
+        FlowSpecError: an index alias or version does not exist, an API key variable is unset.
+    """
+    where = flow.where("nodes", index, "index" if isinstance(spec, RetrieveNodeSpec) else "type")
+    if isinstance(spec, RetrieveNodeSpec):
+        return RetrieveNode(spec, index_root, where)
+    if isinstance(spec, PromptNodeSpec):
+        return PromptNode(spec, flow.folder, flow.where("nodes", index, "template"))
+    if isinstance(spec, LlmNodeSpec):
+        return LlmNode(spec, flow.where("nodes", index, "api_key_env" if spec.api_key_env else "provider"))
+    if isinstance(spec, PythonNodeSpec):
+        return PythonNode(spec, flow.folder)
+    raise FlowSpecError(f"{where}: unknown node type {type(spec).__name__}")  # pragma: no cover

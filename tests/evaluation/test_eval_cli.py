@@ -1,0 +1,106 @@
+"""`ragline eval chunking` end to end on a small slice, with the hashing embedder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from tests.conftest import write_params
+
+runner = CliRunner()
+
+
+def _eval(*args: str) -> dict:
+    res = runner.invoke(app, ["eval", "chunking", *args, "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def test_eval_reports_metrics_and_reuses_the_cache(workspace: Path, mini_dataset: Path) -> None:
+    write_params(workspace, chunk={"strategy": "recursive", "max_tokens": 96, "overlap_tokens": 0})
+    first = _eval("--dataset", str(mini_dataset), "--limit-questions", "20")
+    assert first["overall"]["questions"] == 20
+    assert sorted(first["corpora"]) == ["state_of_the_union", "wikitexts"]
+    assert sum(c["questions"] for c in first["corpora"].values()) == 20
+    assert sum(c["chunks"] for c in first["corpora"].values()) == first["chunks"] > 0
+    assert first["mean_chunk_tokens"] <= 96
+    assert first["embedded_now"] == first["chunks"] + 20 and first["cache_hits"] == 0
+    for key in ("recall", "precision", "iou", "precision_omega"):
+        assert 0.0 < first["overall"][key] <= 1.0
+    # another k re-embeds nothing; precision_Ω depends only on the chunking
+    second = _eval("--dataset", str(mini_dataset), "--limit-questions", "20", "-k", "2")
+    assert second["embedded_now"] == 0 and second["cache_hits"] == first["chunks"] + 20
+    assert second["overall"]["precision_omega"] == first["overall"]["precision_omega"]
+    assert second["overall"]["recall"] <= first["overall"]["recall"]
+
+
+def test_retrieving_every_chunk_gives_full_recall(workspace: Path, mini_dataset: Path) -> None:
+    write_params(workspace, chunk={"strategy": "token", "max_tokens": 400, "overlap_tokens": 0})
+    n = _eval("--dataset", str(mini_dataset), "-k", "1")["chunks"]
+    everything = _eval("--dataset", str(mini_dataset), "-k", str(n))
+    # token windows tile each corpus, so k = all chunks covers every reference ...
+    assert everything["overall"]["recall"] == 1.0
+    # ... and precision is the reference share of everything retrieved
+    assert everything["overall"]["precision"] < 0.05
+
+
+def test_table_output_and_dvc_files(workspace: Path, mini_dataset: Path) -> None:
+    res = runner.invoke(app, ["eval", "chunking", "--dataset", str(mini_dataset), "--corpora", "wikitexts",
+                              "--limit-questions", "5", "--metrics-out", "m/chunking.json", "--plots-out", "p/points.json"])
+    assert res.exit_code == 0, res.output
+    assert "wikitexts" in res.stdout and "all" in res.stdout and "state_of_the_union" not in res.stdout
+    metrics = json.loads((workspace / "m" / "chunking.json").read_text())
+    assert set(metrics) == {"recall", "precision", "iou", "precision_omega", "questions", "k", "chunks",
+                            "mean_chunk_tokens", "chunk_seconds", "embed_seconds"}
+    assert metrics["questions"] == 5 and metrics["k"] == 5
+    points = json.loads((workspace / "p" / "points.json").read_text())
+    assert [p["corpus"] for p in points] == ["all", "wikitexts"]
+    assert points[0]["recall"] == metrics["recall"] and points[0]["iou"] == metrics["iou"]
+
+
+def test_eval_defaults_come_from_the_eval_params_section(workspace: Path, mini_dataset: Path) -> None:
+    write_params(workspace, eval={"dataset": str(mini_dataset), "k": 3, "limit_questions": 4, "corpora": ["wikitexts"]})
+    out = _eval()
+    assert (out["k"], out["overall"]["questions"], list(out["corpora"])) == (3, 4, ["wikitexts"])
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"chunk": {"strategy": "nope"}}, r"chunk.strategy.*unknown strategy 'nope'; allowed: recursive, semantic, sentence, structure, token"),
+    ({"chunk": {"max_tokenz": 100}}, r"unknown chunk option\(s\) max_tokenz; allowed: .*max_tokens"),
+    ({"chunk": {"strategy": "token", "max_tokens": 50, "overlap_tokens": 50}}, r"overlap_tokens"),
+    ({"eval": {"k": 0}}, r"eval.k"),
+    ({"eval": {"limit": 3}}, r"eval.limit"),
+])
+def test_bad_params_fail_with_one_line_naming_the_key(workspace: Path, mini_dataset: Path, section: dict, message: str) -> None:
+    write_params(workspace, **section)
+    res = runner.invoke(app, ["eval", "chunking", "--dataset", str(mini_dataset), "--limit-questions", "2"])
+    assert res.exit_code == 1
+    assert "Traceback" not in res.output
+    assert __import__("re").search(message, " ".join(res.stderr.split())), res.stderr
+
+
+def test_unknown_corpus_and_missing_dataset_fail_cleanly(workspace: Path, mini_dataset: Path) -> None:
+    res = runner.invoke(app, ["eval", "chunking", "--dataset", str(mini_dataset), "--corpora", "wikitexts,nope"])
+    assert res.exit_code == 1 and "unknown corpus id(s) nope" in res.stderr
+    res = runner.invoke(app, ["eval", "chunking", "--dataset", str(workspace / "missing")])
+    assert res.exit_code == 1 and "no corpora/ folder" in res.stderr
+
+
+def test_semantic_strategy_embeds_sentences_through_the_cache(workspace: Path, mini_dataset: Path) -> None:
+    from indexers.cache import EmbeddingCache
+    from indexers.embedders import info_of, make_embedder
+
+    write_params(workspace, chunk={"strategy": "semantic", "max_tokens": 128})
+    first = _eval("--dataset", str(mini_dataset), "--limit-questions", "6")
+    cache = EmbeddingCache(".ragline/cache", info_of(make_embedder("hashing")))
+    try:
+        stored = len(cache)
+    finally:
+        cache.close()
+    assert stored > first["embedded_now"]  # the breakpoint sentences were cached too
+    second = _eval("--dataset", str(mini_dataset), "--limit-questions", "6")
+    assert second["embedded_now"] == 0 and second["overall"] == first["overall"]

@@ -1,0 +1,88 @@
+"""BM25 index: same scores as bm25s, round trip through the version files, publish and old versions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import pytest
+
+from indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index
+from indexers.registry import IndexRegistry
+from indexers.retriever import PublishedIndex
+from tests.runner.helpers import publish_paragraphs
+
+TEXTS = ["the cat sat on the mat", "dogs chase cats", "a quick brown fox", "cat food and cat toys", ""]
+
+
+def test_scores_equal_bm25s_reference() -> None:
+    ix = BM25Index.build(TEXTS)
+    ref = bm25s.BM25()
+    ref.index(bm25s.tokenize(TEXTS, stopwords="en", show_progress=False), show_progress=False)
+    for query in (["cat", "toys"], ["fox"], ["dogs", "chase"]):
+        np.testing.assert_allclose(ix.scores(" ".join(query)), ref.get_scores(query), rtol=1e-6)
+
+
+def test_search_order_filter_and_no_zero_scores() -> None:
+    ix = BM25Index.build(TEXTS)
+    rows, scores = ix.search("cat toys", 10)
+    assert rows.tolist() == [3, 0]  # "cats" is another token: row 1 shares no term
+    assert scores[0] > scores[1] > 0
+    rows, _ = ix.search("cat toys", 10, allowed=np.array([True, True, True, False, True]))
+    assert rows.tolist() == [0]
+    assert ix.search("unknown words only", 5)[0].tolist() == []
+    assert ix.search("the and of", 5)[0].tolist() == []  # stopwords only
+
+
+def test_write_read_round_trip(tmp_path: Path) -> None:
+    ix = BM25Index.build(TEXTS)
+    ix.write(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [BM25_META_FILE, BM25_ARRAYS_FILE]
+    back = BM25Index.read(tmp_path)
+    assert back.vocab == ix.vocab and back.n_chunks == 5
+    np.testing.assert_array_equal(back.scores("cat fox"), ix.scores("cat fox"))
+
+
+def test_damaged_files_are_reported(tmp_path: Path) -> None:
+    BM25Index.build(TEXTS).write(tmp_path)
+    (tmp_path / BM25_META_FILE).write_text("{not json")
+    with pytest.raises(OSError, match="BM25 files are damaged"):
+        BM25Index.read(tmp_path)
+
+
+def test_published_version_carries_hashed_bm25_files(tmp_path: Path) -> None:
+    root = tmp_path / "indexes"
+    m = publish_paragraphs(root, "docs", {"a.md": [("Prime the pump with water.", None)],
+                                          "b.md": [("Bake bread at 230 degrees.", None)]})
+    assert BM25_ARRAYS_FILE in m.files and BM25_META_FILE in m.files
+    reg = IndexRegistry(root)
+    assert reg.verify("docs", m.version) == []
+    meta = json.loads((reg.version_dir("docs", m.version) / BM25_META_FILE).read_text())
+    assert meta["n_chunks"] == 2 and meta["spec"]["stopwords"] == "en"
+
+
+def test_old_version_without_bm25_builds_it_from_chunks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "indexes"
+    m = publish_paragraphs(root, "docs", {"a.md": [("Prime the pump with water.", None)],
+                                          "b.md": [("Bake bread at 230 degrees.", None)]})
+    folder = IndexRegistry(root).version_dir("docs", m.version)
+    for name in (BM25_ARRAYS_FILE, BM25_META_FILE):
+        (folder / name).unlink()
+    published = PublishedIndex.open(IndexRegistry(root), "docs")
+    with caplog.at_level(logging.INFO, logger="indexers.bm25"):
+        ix = BM25Index.open(folder, published.chunks)
+    assert "building BM25 from chunks.parquet (2 chunks)" in caplog.text
+    assert ix.search("bread", 5)[0].tolist() == [1]
+
+
+def test_open_refuses_bm25_of_another_chunk_count(tmp_path: Path) -> None:
+    root = tmp_path / "indexes"
+    m = publish_paragraphs(root, "docs", {"a.md": [("Prime the pump.", None), ("Bake bread.", None)]})
+    folder = IndexRegistry(root).version_dir("docs", m.version)
+    BM25Index.build(["only one text"]).write(folder)
+    published = PublishedIndex.open(IndexRegistry(root), "docs")
+    with pytest.raises(OSError, match="covers 1 chunks but chunks.parquet has 2"):
+        BM25Index.open(folder, published.chunks)

@@ -1,0 +1,96 @@
+"""Fusion arithmetic, retrieval modes and metadata filters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexers.hybrid import ChunkFilter, RetrievalSpec, Retriever, min_max, rrf_fuse, weighted_fuse
+from indexers.registry import IndexRegistry
+from tests.runner.conftest import CORPUS
+from tests.runner.helpers import publish_paragraphs
+
+
+def test_rrf_matches_the_formula() -> None:
+    fused = rrf_fuse({"dense": [7, 3, 5], "bm25": [3, 9]}, {"dense": 1.0, "bm25": 2.0}, rrf_k=60)
+    assert fused[3] == pytest.approx(1 / 62 + 2 / 61)
+    assert fused[7] == pytest.approx(1 / 61)
+    assert fused[9] == pytest.approx(2 / 62)
+    assert fused[5] == pytest.approx(1 / 63)
+
+
+def test_weighted_fusion_uses_min_max_scores() -> None:
+    np.testing.assert_allclose(min_max(np.array([2.0, 4.0, 3.0])), [0.0, 1.0, 0.5])
+    np.testing.assert_allclose(min_max(np.array([5.0, 5.0])), [1.0, 1.0])
+    fused = weighted_fuse({"dense": ([1, 2, 3], [0.9, 0.5, 0.1]), "bm25": ([3, 4], [10.0, 2.0])},
+                          {"dense": 0.5, "bm25": 0.5})
+    assert fused == pytest.approx({1: 0.5, 2: 0.25, 3: 0.5, 4: 0.0})
+
+
+def test_spec_validation_names_the_field() -> None:
+    with pytest.raises(ValueError, match="unknown mode 'sparse'"):
+        RetrievalSpec(mode="sparse")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        RetrievalSpec(k=0)
+
+
+@pytest.fixture(scope="module")
+def retriever(tmp_path_factory: pytest.TempPathFactory) -> Retriever:
+    root = tmp_path_factory.mktemp("hy") / "indexes"
+    publish_paragraphs(root, "mini", CORPUS)
+    return Retriever.open(IndexRegistry(root), "mini@latest")
+
+
+def _sources(hits: list) -> list[str]:
+    return [h.source for h in hits]
+
+
+def test_bm25_mode_ranks_the_exact_term_match_first(retriever: Retriever) -> None:
+    hits = retriever.search("impeller seal", RetrievalSpec(k=3, mode="bm25"))
+    assert [h.text for h in hits] == ["Replace the impeller seal every two years or after 500 hours of running."]
+    assert hits[0].retriever_ranks == {"bm25": 1} and hits[0].page == 2
+
+
+def test_every_mode_returns_k_ranked_hits(retriever: Retriever) -> None:
+    for mode in ("dense", "hybrid"):
+        hits = retriever.search("prune roses in winter", RetrievalSpec(k=4, mode=mode))
+        assert [h.rank for h in hits] == [1, 2, 3, 4]
+        assert len({h.chunk_id for h in hits}) == 4
+        assert hits[0].source == "garden/roses.md"
+
+
+def test_hybrid_fuses_both_lists_and_is_deterministic(retriever: Retriever) -> None:
+    spec = RetrievalSpec(k=5, mode="hybrid", fusion="rrf")
+    a = retriever.search("sourdough dough ferment", spec)
+    b = retriever.search("sourdough dough ferment", spec)
+    assert [h.chunk_id for h in a] == [h.chunk_id for h in b]
+    top = a[0]
+    assert top.source == "kitchen/bread.txt" and set(top.retriever_ranks) == {"dense", "bm25"}
+    assert top.score == pytest.approx(sum(1 / (60 + r) for r in top.retriever_ranks.values()))
+    w = retriever.search("sourdough dough ferment", RetrievalSpec(k=5, mode="hybrid", fusion="weighted",
+                                                                  dense_weight=0.0, bm25_weight=1.0))
+    assert w[0].score == pytest.approx(1.0)  # the best BM25 row after min-max
+
+
+def test_filters_restrict_every_mode(retriever: Retriever) -> None:
+    only_pdf = ChunkFilter(sources=("*.pdf",))
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = retriever.search("water", RetrievalSpec(k=10, mode=mode), only_pdf)
+        assert hits and set(_sources(hits)) == {"manuals/pump.pdf"}
+    pages = retriever.search("pump", RetrievalSpec(k=10, mode="dense"), ChunkFilter(page_min=2, page_max=3))
+    assert sorted(h.page for h in pages) == [2, 3]
+    by_name = retriever.search("roses", RetrievalSpec(k=10, mode="dense"), ChunkFilter(sources=("roses.md",)))
+    assert set(_sources(by_name)) == {"garden/roses.md"} and len(by_name) == 2
+    none = retriever.search("roses", RetrievalSpec(k=10, mode="dense"), ChunkFilter(doc_ids=("nope",)))
+    assert none == []
+
+
+def test_old_version_without_bm25_still_serves_bm25(tmp_path: Path) -> None:
+    root = tmp_path / "indexes"
+    m = publish_paragraphs(root, "old", CORPUS)
+    for f in ("bm25.npz", "bm25.json"):
+        (IndexRegistry(root).version_dir("old", m.version) / f).unlink()
+    r = Retriever.open(IndexRegistry(root), "old")
+    assert r.search("impeller", RetrievalSpec(k=1, mode="bm25"))[0].page == 2

@@ -1,0 +1,66 @@
+"""Fixtures of the refresh/registry tests: a light sample workspace (no PDF/DOCX/PPTX, so
+parsing stays fast), versions published straight from texts, and the environment that lets a
+`ragline` subprocess use the session's Prefect test API instead of starting its own."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from chunkers.base import ElementSpan
+from indexers.embedders import info_of, make_embedder
+from indexers.manifest import Manifest
+from indexers.registry import IndexRegistry
+from pipelines.chunk import chunk_documents
+from pipelines.config import Params, load_params
+from pipelines.embed import embed_chunks
+from pipelines.load import Document, doc_id_for, documents_to_table, quarantine_to_table
+from pipelines.publish import publish_index
+
+HEAVY_FORMATS = (".pdf", ".docx", ".pptx")
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture()
+def light_workspace(workspace: Path) -> Path:
+    """The ``workspace`` fixture without the PDF/DOCX/PPTX samples (6 md/txt/html documents)."""
+    for p in (workspace / "data" / "sample").iterdir():
+        if p.suffix in HEAVY_FORMATS:
+            p.unlink()
+    return workspace
+
+
+@pytest.fixture()
+def subprocess_env(prefect_harness) -> dict[str, str]:
+    """Environment for `ragline` subprocesses: the venv first on PATH, the session's Prefect API."""
+    import prefect.settings
+
+    return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PREFECT_API_URL": prefect.settings.PREFECT_API_URL.value(), "PYTHONUNBUFFERED": "1"}
+
+
+def text_document(uri: str, text: str) -> Document:
+    """A one-element plain-text :class:`Document` (no parsing)."""
+    return Document(doc_id_for(uri), uri, hashlib.sha256(text.encode()).hexdigest(), "text/plain",
+                    len(text.encode()), Path(uri).stem, text, (ElementSpan("NarrativeText", 0, len(text)),))
+
+
+def publish_texts(params: Params, texts: dict[str, str]) -> Manifest:
+    """Publish ``{uri: text}`` as a new version of ``params.index.name`` (hashing embedder, no Prefect)."""
+    docs = [text_document(u, t) for u, t in sorted(texts.items())]
+    chunks, bad = chunk_documents(docs, params.chunk)
+    if bad:
+        raise RuntimeError(f"chunking failed: {bad}")
+    embedder = make_embedder(params.embed.model, params.embed.normalize)
+    vectors, _ = embed_chunks(chunks, embedder, params.paths.cache)
+    return publish_index(IndexRegistry(params.index.root), params, documents_to_table(docs), chunks, vectors,
+                         quarantine_to_table([]), info_of(embedder))
+
+
+def params_here() -> Params:
+    """params.yaml of the current (workspace) directory."""
+    return load_params("params.yaml")

@@ -1,0 +1,94 @@
+"""SIGKILL at every injected point of a refresh: the registry stays consistent and the next
+refresh succeeds, reusing the embedding cache."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from indexers.cache import text_sha256
+from indexers.embedders import info_of, make_embedder
+from indexers.faults import CRASH_ENV, CRASH_POINTS
+from indexers.registry import VERSION_RE, IndexRegistry
+from indexers.retriever import PublishedIndex
+from pipelines.embed import embedding_texts
+from tests.refresh.conftest import VENV_BIN, params_here
+
+SRC = Path("data/sample")
+#: points after which the new chunks' vectors are in the embedding cache
+AFTER_EMBED = CRASH_POINTS[CRASH_POINTS.index("refresh:embedded"):]
+#: points that leave a staging folder behind
+LEAVES_STAGING = ("publish:staging-written", "publish:manifest-written")
+#: the point crashed with an edited document (parse + embed in the crashed run, so the next
+#: refresh must find the vectors in the cache); at the others the crashed refresh removes a
+#: document (no parsing, no model: keeps this test's subprocesses cheap)
+EDIT_AT = ("refresh:embedded",)
+
+
+def cached_keys(params) -> set[str]:
+    path = Path(params.paths.cache) / "embeddings" / f"{info_of(make_embedder(params.embed.model)).cache_key}.sqlite"
+    with sqlite3.connect(path) as db:
+        return {k for (k,) in db.execute("SELECT key FROM vectors")}
+
+
+def assert_consistent(reg: IndexRegistry, name: str) -> None:
+    """Every alias resolves to a complete, loadable version; only vNNNN folders with manifests are versions."""
+    versions = reg.versions(name)
+    assert versions and all(VERSION_RE.match(v) for v in versions)
+    for v in versions:
+        assert reg.verify(name, v) == [], v
+    for alias, v in reg.aliases(name).items():
+        assert v in versions, alias
+        opened = PublishedIndex.open(reg, f"{name}@{alias}")
+        assert opened.index.ntotal == opened.chunks.num_rows == opened.manifest.counts["chunks"]
+
+
+def test_sigkill_at_each_point_leaves_registry_consistent(light_workspace: Path, subprocess_env, prefect_harness) -> None:
+    from pipelines.flows import refresh_flow
+
+    p = params_here()
+    reg = IndexRegistry(p.index.root)
+    for point in CRASH_POINTS:  # one short note per removal below
+        (SRC / f"note-{point.replace(':', '-')}.txt").write_text(f"Apiary note before {point}: check the brood.\n")
+    assert refresh_flow(params=p.to_dict()).version == "v0001"
+    for i, point in enumerate(CRASH_POINTS):
+        if point in EDIT_AT:
+            target = SRC / "swarming.md"
+            target.write_text(target.read_text() + f"\n\nCrash drill {i}: {point} with smoke, veil and hive tool {i}.\n")
+        else:
+            (SRC / f"note-{point.replace(':', '-')}.txt").unlink()
+        docs = sorted(SRC.iterdir())
+        latest_before = reg.resolve(f"{p.index.name}@latest")[1]
+        staging_before = set(reg.index_dir(p.index.name).glob(".staging-*"))
+        r = subprocess.run([str(VENV_BIN / "ragline"), "refresh"], env={**subprocess_env, CRASH_ENV: point},
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == -signal.SIGKILL, f"{point}: exit {r.returncode}\n{r.stderr[-3000:]}"
+        staging = set(reg.index_dir(p.index.name).glob(".staging-*")) - staging_before
+        assert bool(staging) == (point in LEAVES_STAGING), (point, staging)
+        assert_consistent(reg, p.index.name)
+        latest_after = reg.resolve(f"{p.index.name}@latest")[1]
+        assert (latest_after != latest_before) == (point == "publish:aliased"), point
+
+        keys_before = cached_keys(p)
+        s = refresh_flow(params=p.to_dict())  # the next refresh, no crash
+        assert s.failed is None, point
+        if point == "publish:aliased":  # the crashed run had published and moved latest already
+            assert s.nothing_changed
+            continue
+        chunks = PublishedIndex.open(reg, f"{p.index.name}@{s.version}").chunks
+        texts = {text_sha256(t) for t in embedding_texts(chunks)}
+        assert s.computed == len(texts - keys_before), point
+        if point in EDIT_AT and point in AFTER_EMBED:
+            assert s.computed == 0 and s.embedded_chunks > 0, point
+        assert_consistent(reg, p.index.name)
+        m = reg.manifest(p.index.name, s.version)
+        assert {r["uri"] for r in m.inputs} == {str(d) for d in docs}
+
+    leftovers = {x.name for x in reg.leftovers(p.index.name)}
+    assert leftovers and all(x.startswith((".staging-", ".latest.json.")) for x in leftovers)
+    report = reg.gc(p.index.name, keep=100)
+    assert set(report.leftovers) == leftovers and report.deleted == []
+    assert reg.leftovers(p.index.name) == []
+    assert_consistent(reg, p.index.name)

@@ -1,0 +1,192 @@
+"""Incremental refresh (Prefect flow, hashing embedder): only what changed is redone, and the
+result equals a full build of the same files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from indexers.embedders import make_embedder
+from indexers.faiss_index import read_faiss_index
+from indexers.registry import IndexRegistry
+from pipelines.embed import embedding_texts
+from pipelines.refresh import InputDiff, ScannedFile, diff_inputs, plan_refresh
+from pipelines.load import SourceFile
+from tests.conftest import write_params
+from tests.refresh.conftest import params_here
+
+SRC = Path("data/sample")
+
+
+def refresh(**overrides):
+    from pipelines.flows import refresh_flow
+
+    return refresh_flow(params=params_here().to_dict(), **overrides)
+
+
+def version_data(root: str, name: str, version: str):
+    folder = Path(root) / name / version
+    chunks = pq.read_table(folder / "chunks.parquet")
+    index = read_faiss_index(folder / "index.faiss")
+    return chunks, index.reconstruct_n(0, index.ntotal)
+
+
+def full_build(name: str):
+    """A full ingest of the current files into index ``name`` (the reference)."""
+    from pipelines.flows import ingest_flow
+
+    data = params_here().to_dict()
+    data["index"]["name"] = name
+    summary = ingest_flow([], data)
+    return version_data(data["index"]["root"], name, summary.version)
+
+
+def scanned(uri: str, sha: str) -> ScannedFile:
+    return ScannedFile(SourceFile(Path(uri), uri), uri, sha)
+
+
+def test_diff_inputs_sorts_every_case() -> None:
+    parent = [{"uri": u, "doc_id": u, "sha256": s} for u, s in [("a", "1"), ("b", "2"), ("c", "3"), ("q", "9")]]
+    files = [scanned("a", "1"), scanned("b", "22"), scanned("d", "4"), scanned("e", "5"), scanned("q", "99"),
+             scanned("x", "")]
+    d = diff_inputs(files, parent, parent_quarantine={"e": "5", "q": "99", "x": ""})
+    assert d == InputDiff(added=("d",), changed=("b",), removed=("c",), unchanged=("a",),
+                          still_quarantined=("e", "q", "x"))
+    assert not d.empty and d.counts() == {"added": 1, "changed": 1, "removed": 1, "unchanged": 1, "still_quarantined": 3}
+    assert diff_inputs(files[:1], parent[:1]).empty
+
+
+def test_first_refresh_builds_and_second_does_nothing(light_workspace: Path, prefect_harness) -> None:
+    s1 = refresh()
+    assert (s1.version, s1.parent_version, len(s1.added), s1.unchanged) == ("v0001", None, 6, 0)
+    assert s1.embedded_chunks == s1.chunks == s1.computed and s1.carried_chunks == 0
+    p = params_here()
+    plan = plan_refresh(p, IndexRegistry(p.index.root))
+    assert plan.nothing_to_do and plan.diff.counts()["unchanged"] == 6
+    s2 = refresh()
+    assert s2.nothing_changed and s2.version is None and s2.unchanged == 6
+    assert IndexRegistry(p.index.root).versions("sample") == ["v0001"]
+
+
+def test_refresh_redoes_only_added_and_changed_and_equals_full_build(light_workspace: Path, prefect_harness) -> None:
+    refresh()
+    v1_chunks, v1_vecs = version_data("indexes", "sample", "v0001")
+    (SRC / "swarming.md").write_text((SRC / "swarming.md").read_text() + "\n\nA late swarm in September rarely survives winter.\n")
+    (SRC / "wintering.html").unlink()
+    (SRC / "drones.md").write_text("# Drones\n\nDrones are male honey bees that mate with queens in flight.\n")
+
+    s = refresh()
+    assert (s.version, s.parent_version) == ("v0002", "v0001")
+    assert (s.added, s.changed, s.removed, s.unchanged) == (
+        ["data/sample/drones.md"], ["data/sample/swarming.md"], ["data/sample/wintering.html"], 4)
+    chunks, vecs = version_data("indexes", "sample", "v0002")
+    uris = chunks.column("uri").to_pylist()
+    redone = {"data/sample/drones.md", "data/sample/swarming.md"}
+    assert s.embedded_chunks == sum(u in redone for u in uris)
+    assert s.carried_chunks == sum(u not in redone for u in uris) == sum(
+        u not in redone | {"data/sample/wintering.html"} for u in v1_chunks.column("uri").to_pylist())
+    # texts embedded now = texts of the redone chunks that no earlier version embedded
+    old_texts = set(embedding_texts(v1_chunks))
+    new_texts = {t for t, u in zip(embedding_texts(chunks), uris) if u in redone}
+    assert s.computed == len(new_texts - old_texts) < s.embedded_chunks
+    # carried vectors are the parent's, bit for bit
+    v1_rows = {cid: i for i, cid in enumerate(v1_chunks.column("chunk_id").to_pylist())}
+    for i, (cid, u) in enumerate(zip(chunks.column("chunk_id").to_pylist(), uris)):
+        if u not in redone:
+            assert np.array_equal(vecs[i], v1_vecs[v1_rows[cid]])
+    assert chunks.column("row").to_pylist() == list(range(chunks.num_rows))
+    # the refreshed version equals a full build of the same files
+    full_chunks, full_vecs = full_build("full")
+    assert chunks.column("chunk_id").to_pylist() == full_chunks.column("chunk_id").to_pylist()
+    np.testing.assert_allclose(vecs, full_vecs, atol=1e-6)
+    m = IndexRegistry("indexes").manifest("sample", "v0002")
+    assert [r["uri"] for r in m.inputs] == sorted(str(p) for p in SRC.iterdir())
+    assert m.parent_version == "v0001" and m.stats["refresh"] == s.counts()
+
+
+def test_removal_only_refresh_loads_no_model_and_embeds_nothing(light_workspace: Path, prefect_harness) -> None:
+    refresh()
+    (SRC / "swarming.md").unlink()
+    s = refresh()
+    assert s.removed == ["data/sample/swarming.md"] and s.embedded_chunks == 0 and s.computed == 0
+    assert "load-model" not in s.stage_seconds and "load" in s.stage_seconds
+    assert s.carried_chunks == s.chunks
+
+
+def test_failed_parse_keeps_previous_version_until_fixed(light_workspace: Path, prefect_harness) -> None:
+    refresh()
+    v1_chunks, _ = version_data("indexes", "sample", "v0001")
+    good = (SRC / "hive-anatomy.md").read_bytes()
+    (SRC / "hive-anatomy.md").write_bytes(b"# Hive\n\x00\x01binary garbage\x00")
+    s = refresh()
+    uri = "data/sample/hive-anatomy.md"
+    assert s.version == "v0002" and s.changed == [uri] and s.kept_previous == [uri]
+    [rec] = s.quarantine
+    assert rec.path == uri and rec.error_type == "BinaryContent" and "previous version from v0001 kept" in rec.message
+    chunks, _ = version_data("indexes", "sample", "v0002")
+
+    def of(t, u):
+        return [c for c, x in zip(t.column("chunk_id").to_pylist(), t.column("uri").to_pylist()) if x == u]
+
+    assert of(chunks, uri) == of(v1_chunks, uri) != []
+    # the broken bytes are not retried while unchanged, and the old version stays
+    p = params_here()
+    plan = plan_refresh(p, IndexRegistry(p.index.root))
+    assert plan.nothing_to_do and plan.diff.still_quarantined == (uri,)
+    (SRC / "hive-anatomy.md").write_bytes(good + b"\n\nFixed and extended.\n")
+    s = refresh()
+    assert s.version == "v0003" and s.changed == [uri] and s.kept_previous == [] and s.quarantine == []
+
+
+@pytest.mark.parametrize(
+    ("section", "change", "flag"),
+    [("chunk", {"max_tokens": 60}, "rechunk_all"), ("embed", {"model": "hashing:32"}, "reembed_all"),
+     ("index", {"kind": "hnsw"}, "reindex")],
+)
+def test_settings_change_redoes_what_it_affects(light_workspace: Path, prefect_harness, section, change, flag) -> None:
+    first = refresh()
+    first_dim = make_embedder(params_here().embed.model).dim
+    write_params(light_workspace, **{section: change})
+    p = params_here()
+    plan = plan_refresh(p, IndexRegistry(p.index.root))
+    assert getattr(plan, flag) and plan.diff.empty and not plan.nothing_to_do and len(plan.reasons) == 1
+    s = refresh()
+    assert s.version == "v0002" and s.reasons == list(plan.reasons)
+    chunks, vecs = version_data("indexes", "sample", "v0002")
+    if flag == "reindex":  # vectors carried, only the FAISS index is rebuilt
+        assert s.embedded_chunks == 0 and s.carried_chunks == s.chunks == first.chunks
+        assert IndexRegistry("indexes").manifest("sample", "v0002").index["kind"] == "hnsw"
+    else:
+        assert s.carried_chunks == 0 and s.embedded_chunks == s.chunks
+    full_chunks, full_vecs = full_build(f"full-{flag}")
+    assert chunks.column("chunk_id").to_pylist() == full_chunks.column("chunk_id").to_pylist()
+    np.testing.assert_allclose(vecs, full_vecs, atol=1e-6)
+    assert vecs.shape[1] == make_embedder(params_here().embed.model).dim == (32 if flag == "reembed_all" else first_dim)
+
+
+def test_refresh_promotes_through_the_gate(light_workspace: Path, prefect_harness) -> None:
+    from tests.conftest import SAMPLE_QUESTIONS
+
+    qs = light_workspace / "q.jsonl"
+    qs.write_text(SAMPLE_QUESTIONS.read_text())
+    write_params(light_workspace, refresh={"promote_aliases": ["prod"]},
+                 promote={"gate": "doc_recall", "questions": "q.jsonl", "k": 1000, "min_doc_recall": 1.0})
+    # k above the chunk count retrieves every document, so exactly the questions whose document
+    # is in this workspace (no PDF/DOCX/PPTX) hit
+    import json
+
+    docs = [json.loads(line)["doc"] for line in qs.read_text().splitlines() if line.strip()]
+    expected = sum((SRC / d).exists() for d in docs) / len(docs)
+    assert 0 < expected < 1
+    s = refresh()
+    assert s.version == "v0001"
+    assert s.promotions == [{"alias": "prod", "moved": False, "reason": s.promotions[0]["reason"]}]
+    assert f"doc_recall@1000 = {expected:.3f} < promote.min_doc_recall = 1" in s.promotions[0]["reason"]
+    write_params(light_workspace, promote={"min_doc_recall": expected})
+    (SRC / "drones.md").write_text("# Drones\n\nDrones are male bees.\n")
+    s = refresh()
+    assert s.promotions[0]["moved"] and s.promotions[0]["to"] == "v0002"
+    assert IndexRegistry("indexes").aliases("sample") == {"latest": "v0002", "prod": "v0002"}

@@ -1,0 +1,54 @@
+"""Test helpers: publish a tiny index from paragraphs (one chunk per paragraph, hashing vectors)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pyarrow as pa
+
+from indexers.embedders import Embedder, HashingEmbedder, info_of
+from indexers.manifest import Manifest
+from indexers.registry import IndexRegistry
+from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA
+
+
+def paragraphs_tables(corpus: Mapping[str, Sequence[tuple[str, int | None]]]) -> tuple[pa.Table, pa.Table]:
+    """Documents (paragraphs joined by a blank line) and chunks (one per paragraph, exact offsets)."""
+    docs, chunks = [], []
+    for uri, paras in corpus.items():
+        doc_id = hashlib.sha256(uri.encode()).hexdigest()[:32]
+        text, elements, pos = "", [], 0
+        for i, (para, page) in enumerate(paras):
+            if i:
+                text += "\n\n"
+                pos += 2
+            start, end = pos, pos + len(para)
+            text += para
+            pos = end
+            elements.append({"type": "NarrativeText", "char_start": start, "char_end": end, "page": page,
+                             "section_path": []})
+            chunks.append({"row": len(chunks), "chunk_id": hashlib.sha256(f"{doc_id}:{start}:{end}".encode()).hexdigest()[:32],
+                           "doc_id": doc_id, "uri": uri, "char_start": start, "char_end": end,
+                           "token_count": len(para.split()), "page": page, "section_path": [], "oversized": False,
+                           "text": para, "context": ""})
+        docs.append({"doc_id": doc_id, "uri": uri, "sha256": hashlib.sha256(text.encode()).hexdigest(),
+                     "mime_type": "text/plain", "size_bytes": len(text.encode()), "title": uri, "text": text,
+                     "elements": elements})
+    return pa.Table.from_pylist(docs, schema=DOCUMENTS_SCHEMA), pa.Table.from_pylist(chunks, schema=CHUNKS_SCHEMA)
+
+
+def publish_paragraphs(root: Path, name: str, corpus: Mapping[str, Sequence[tuple[str, int | None]]],
+                       aliases: tuple[str, ...] = ("latest",), embedder: Embedder | None = None) -> Manifest:
+    """Publish ``corpus`` as a new version of ``name`` under ``root`` (default: hashing embedder, 64 dims)."""
+    from pipelines.config import Params
+    from pipelines.load import quarantine_to_table
+    from pipelines.publish import publish_index
+
+    documents, chunks = paragraphs_tables(corpus)
+    embedder = embedder or HashingEmbedder()
+    vectors = embedder.embed(chunks.column("text").to_pylist())
+    params = Params.from_dict({"embed": {"model": embedder.model_id}, "index": {"name": name, "root": str(root)}})
+    return publish_index(IndexRegistry(root), params, documents, chunks, vectors, quarantine_to_table([]),
+                         info_of(embedder), aliases=aliases)
