@@ -225,7 +225,7 @@ def stage_chunk(params_file: Path = ParamsOpt) -> None:
     if p.chunk.strategy == "semantic":
         embedder = make_embedder(p.embed.model, p.embed.normalize)
         embed_fn = lambda texts: embedder.embed(list(texts))  # noqa: E731
-    chunks, bad = chunk_documents(docs, p.chunk, embed_fn=embed_fn)
+    chunks, bad = chunk_documents(docs, p.chunk, embed_fn=embed_fn, embed_model=p.embed.model)
     _mkparent(p.paths.chunks)
     write_table(chunks, p.paths.chunks, CHUNKS_SCHEMA)
     out.print(f"chunk: {chunks.num_rows} chunks from {len(docs)} documents ({len(bad)} failed) → {p.paths.chunks}")

@@ -92,7 +92,8 @@ def load_task(files, params: Params):
 def chunk_task(docs, params: Params, embedder: Embedder):
     embed_fn = (lambda texts: embedder.embed(list(texts))) if params.chunk.strategy == "semantic" else None
     with REPORTER.get().stage("chunk", len(docs)) as advance:
-        return chunk_documents(docs, params.chunk, embed_fn=embed_fn, progress=advance)
+        return chunk_documents(docs, params.chunk, embed_fn=embed_fn, progress=advance,
+                               embed_model=params.embed.model)
 
 
 @task(name="load-model", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)

@@ -110,7 +110,7 @@ def publish_index(
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             params=param_values,
             params_hash=params_hash(param_values),
-            chunker=chunker_record(params.chunk),
+            chunker=chunker_record(params.chunk, params.embed.model),
             embedding={"model_id": embedder.model_id, "revision": embedder.revision,
                        "dim": embedder.dim, "normalize": embedder.normalize},
             index={"kind": params.index.kind, "metric": params.index.metric, "ntotal": int(index.ntotal),

@@ -400,7 +400,7 @@ def plan_refresh(params: Params, registry: IndexRegistry, sources: Sequence[str 
     load_changed = [k for k in RELOAD_KEYS if old_load.get(k) != getattr(params.load, k)]
     if load_changed:
         reasons.append(f"load.{'/'.join(load_changed)} changed: every file is parsed again")
-    rec = chunker_record(params.chunk)
+    rec = chunker_record(params.chunk, params.embed.model)
     rechunk = rec != m.chunker
     if rechunk:
         reasons.append(f"chunker changed ({m.chunker.get('strategy')}:{m.chunker.get('fingerprint')} -> "
@@ -490,7 +490,8 @@ def assemble(
     # is recognised as such by the next refresh and not retried
     quarantine = [q if q.sha256 or q.path not in scanned else replace(q, sha256=scanned[q.path].sha256)
                   for q in load_quarantine]
-    new_chunks, chunk_bad = chunk_documents(list(new_docs), params.chunk, embed_fn=embed_fn, progress=progress)
+    new_chunks, chunk_bad = chunk_documents(list(new_docs), params.chunk, embed_fn=embed_fn, progress=progress,
+                                              embed_model=params.embed.model)
     quarantine += chunk_bad
     failed_now = {q.path for q in quarantine}
     chunk_failed = {q.path for q in chunk_bad}
@@ -533,7 +534,8 @@ def assemble(
     rechunked = None
     if parent and plan.rechunk_all and carried:
         kept_docs = documents_from_table(parent.documents.take(pa.array([parent_docs[u][0] for u in carried])))
-        rechunked, rebad = chunk_documents(kept_docs, params.chunk, embed_fn=embed_fn, progress=progress)
+        rechunked, rebad = chunk_documents(kept_docs, params.chunk, embed_fn=embed_fn, progress=progress,
+                                                embed_model=params.embed.model)
         quarantine += rebad
         lost = {q.path for q in rebad}
         if lost:
