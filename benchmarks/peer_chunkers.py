@@ -74,6 +74,7 @@ DEFAULT_OURS = (
     "sentence:max_tokens=200,overlap_sentences=1",
     "token:max_tokens=200,overlap_tokens=50",
     "token:max_tokens=200,overlap_tokens=50,context=true",
+    "sentence:max_tokens=200,overlap_sentences=1,context=true",
 )
 
 
@@ -297,7 +298,7 @@ def targets(rows: list[Row]) -> list[tuple[str, bool, str]]:
     if best:
         out.append((f"best ragline config recall >= {TARGET_RECALL} with IoU >= {TARGET_IOU}",
                     best.metrics.recall >= TARGET_RECALL and best.metrics.iou >= TARGET_IOU,
-                    f"{best.name} {best.config}: recall {best.metrics.recall:.3f}, IoU {best.metrics.iou:.3f}"))
+                    f"{best.config}: recall {best.metrics.recall:.3f}, IoU {best.metrics.iou:.3f}"))
     if ours and peers:
         bp = max(peers, key=lambda r: (r.metrics.recall, r.metrics.iou))
         beat = [r for r in ours if r.metrics.recall > bp.metrics.recall and r.metrics.iou >= bp.metrics.iou]

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from chunkers.base import ConfigError
@@ -128,12 +129,12 @@ def experiment_run(
     t = Table(title=f"experiment {summary.name}: leaderboard ({summary.seconds:.1f} s)", box=box.SIMPLE_HEAD)
     for col in ("#", "config", "recall", "prec", "IoU", "prec_Ω", "Pareto", "chunks", "tokens",
                 "MB/s", "embedded"):
-        t.add_column(col, justify="left" if col == "config" else "right")
+        t.add_column(col, justify="left" if col == "config" else "right", no_wrap=col == "config")
     for r in summary.rows:
         t.add_row(str(r["rank"]), r["config"], f"{r['recall']:.3f}", f"{r['precision']:.3f}", f"{r['iou']:.3f}",
                   f"{r['precision_omega']:.3f}", "✓" if r["pareto"] else "", str(r["chunks"]),
                   f"{r['mean_chunk_tokens']:.0f}", f"{r['chunk_mb_per_s']:.2f}", str(r["embedded_now"]))
-    out.print(t)
+    (out if out.is_terminal else Console(width=120)).print(t)  # labels need more than 80 columns
     for kind, path in summary.files.items():
         out.print(f"{kind}: {path}", highlight=False)
     for s in summary.skipped:

@@ -535,7 +535,8 @@ def evaluate_chunking(
         chunk_documents([replace(docs[0], text="Warm up. Then time.", elements=())], params.chunk)
     with stage("chunk", len(docs)) as advance:
         t0 = time.perf_counter()
-        chunks, bad = chunk_documents(docs, params.chunk, embed_fn=embed_fn, progress=advance)
+        chunks, bad = chunk_documents(docs, params.chunk, embed_fn=embed_fn, progress=advance,
+                                      embed_model=params.embed.model)
         chunk_seconds = time.perf_counter() - t0
     if bad:
         raise PipelineError("; ".join(f"chunking {b.path} failed: {b.error_type}: {b.message}" for b in bad))
@@ -557,7 +558,7 @@ def evaluate_chunking(
         corpora.append(CorpusResult(cid, MetricMeans.of(per_question[by_corpus[cid]]), int(sel.sum()),
                                     float(tokens[sel].mean()) if sel.any() else 0.0, len(text)))
     info = info_of(embedder)
-    record = chunker_record(params.chunk)
+    record = chunker_record(params.chunk, params.embed.model)
     n_texts = chunks.num_rows + len(dataset.questions)
     return ChunkingEvalResult(
         dataset=dataset.root, k=k,

@@ -165,7 +165,7 @@ def plan_grid(grid: dict[str, Any], params: Params, source: str = "<grid>") -> E
     for point in raw_points:
         try:
             p = Params.from_dict({**base.to_dict(), "chunk": point}, source=f"{source}: point {_short(point)}")
-            record = chunker_record(p.chunk)
+            record = chunker_record(p.chunk, p.embed.model)
         except ConfigError as e:
             if spec.skip_invalid:
                 skipped.append((point, str(e)))
