@@ -66,14 +66,18 @@ def eval_chunking(
     corpora: Optional[str] = typer.Option(None, "--corpora", help="Comma-separated corpus ids (default: eval.corpora, all)."),
     metrics_out: Optional[Path] = typer.Option(None, "--metrics-out", help="Also write the flat metrics JSON here (DVC)."),
     plots_out: Optional[Path] = typer.Option(None, "--plots-out", help="Also write recall-vs-IoU points here (DVC plots)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Search mode: dense | bm25 | hybrid (default: eval.mode)."),
+    fusion: Optional[str] = typer.Option(None, "--fusion", help="Hybrid fusion: rrf | weighted (default: eval.fusion)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Chunk, embed (through the cache) and index a span-labelled dataset with the params'
     chunk settings; report recall, precision, IoU and precision_Ω at k, overall and per corpus."""
-    from pipelines.evaluate_chunking import config_label, evaluate_chunking, load_dataset, write_metrics
+    from pipelines.evaluate_chunking import (config_label, evaluate_chunking, load_dataset, retrieval_label,
+                                             write_metrics)
     from pipelines.progress import RichReporter
 
     params, default_dataset = dvc_project_params(load_params(params_file))
+    params = _with_search_mode(params, mode, fusion)
     k = params.eval.k if k is None else k
     if k < 1:
         raise ConfigError(f"-k must be >= 1 (got {k})")
@@ -85,7 +89,7 @@ def eval_chunking(
     if as_json:
         _print_json(result.to_dict())
         return
-    t = Table(title=f"{config_label(result.chunk)} on {data.name}: k={k}, {result.overall.questions} questions, "
+    t = Table(title=f"{config_label(result.chunk)}, {retrieval_label(result.retrieval)} on {data.name}: k={k}, {result.overall.questions} questions, "
                     f"{result.embedder['model_id']}")
     t.box = box.SIMPLE_HEAD
     for col in ("corpus", "n", "recall", "prec", "IoU", "prec_Ω", "chunks", "tokens"):
@@ -102,6 +106,19 @@ def eval_chunking(
     out.print(f"chunking {result.chunk_seconds:.2f} s ({result.chunk_mb_per_s:.2f} MB/s) · embedding "
               f"{result.embed_seconds:.2f} s ({result.embedded_now} embedded now, {result.cache_hits} from cache)",
               highlight=False)
+
+
+def _with_search_mode(params: Params, mode: str | None, fusion: str | None) -> Params:
+    """``params`` with ``--mode``/``--fusion`` applied to ``eval:`` (validated: unknown values
+    raise :class:`ConfigError` naming ``eval.mode``/``eval.fusion``)."""
+    if mode is None and fusion is None:
+        return params
+    data = params.to_dict()
+    if mode is not None:
+        data["eval"]["mode"] = mode
+    if fusion is not None:
+        data["eval"]["fusion"] = fusion
+    return Params.from_dict(data, source="--mode/--fusion")
 
 
 @experiment_app.command("run")

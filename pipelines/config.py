@@ -129,6 +129,13 @@ class PathsConfig(_Section):
     cache: str = ".ragline/cache"
 
 
+class EvalWeights(_Section):
+    """``eval.weights`` — hybrid fusion weights (>= 0) of the dense and BM25 retrievers."""
+
+    dense: float = Field(default=0.5, ge=0)
+    bm25: float = Field(default=0.5, ge=0)
+
+
 class EvalConfig(_Section):
     """``eval:`` — the chunking evaluation (``ragline eval chunking``, DVC stage ``eval``).
 
@@ -140,6 +147,11 @@ class EvalConfig(_Section):
         metrics: metrics JSON the DVC stage writes (``dvc exp show`` compares it); outside
             the git-ignored ``build/`` because DVC experiments commit only files git tracks.
         plots: recall-vs-IoU points the DVC stage writes (``dvc plots show``).
+        mode: search mode: ``dense`` (FAISS), ``bm25`` (:mod:`indexers.bm25` over the same
+            chunks) or ``hybrid`` (both, fused by :mod:`indexers.hybrid`).
+        fusion: ``rrf`` | ``weighted`` (hybrid only; see :mod:`indexers.hybrid`).
+        weights: fusion weights of the two retrievers (hybrid only).
+        candidates: rows each retriever contributes before fusion (hybrid only; raised to ``k``).
     """
 
     dataset: str = "../shared/datasets/chunking-eval"
@@ -148,6 +160,10 @@ class EvalConfig(_Section):
     corpora: list[str] = Field(default_factory=list)
     metrics: str = "metrics/chunking.json"
     plots: str = "metrics/chunking_recall_iou.json"
+    mode: Literal["dense", "bm25", "hybrid"] = "dense"
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    weights: EvalWeights = Field(default_factory=lambda: EvalWeights())
+    candidates: int = Field(default=50, ge=1, le=10000)
 
 
 class RefreshConfig(_Section):

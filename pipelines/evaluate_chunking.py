@@ -43,11 +43,13 @@ import numpy as np
 import pyarrow as pa
 
 from chunkers.base import ConfigError, ElementSpan
+from indexers.bm25 import BM25Index
 from indexers.cache import EmbeddingCache, embed_with_cache
 from indexers.embedders import Embedder, info_of, make_embedder
 from indexers.faiss_index import FaissSpec, build_faiss_index, search
+from indexers.hybrid import FUSIONS, MODES, rrf_fuse, weighted_fuse
 from pipelines.chunk import chunk_documents, chunker_record
-from pipelines.config import Params
+from pipelines.config import EvalConfig, Params
 from pipelines.embed import embed_chunks
 from pipelines.errors import PipelineError
 from pipelines.load import Document, doc_id_for
@@ -434,6 +436,8 @@ class ChunkingEvalResult:
         embedded_now: texts embedded by the model in this run (cache misses).
         cache_hits: texts whose vectors came from the cache.
         per_question: per-question ``(recall, precision, iou, precision_omega)``, float64 (n, 4).
+        retrieval: search mode, e.g. ``{"mode": "hybrid", "fusion": "weighted", "weights":
+            {"dense": 0.5, "bm25": 0.5}, "candidates": 50}`` (``{"mode": "dense"}`` for dense).
     """
 
     dataset: str
@@ -451,6 +455,7 @@ class ChunkingEvalResult:
     embedded_now: int
     cache_hits: int
     per_question: np.ndarray = field(repr=False, compare=False)
+    retrieval: dict[str, Any] = field(default_factory=lambda: {"mode": "dense"})
 
     @property
     def chunk_mb_per_s(self) -> float:
@@ -470,6 +475,7 @@ class ChunkingEvalResult:
         o = self.overall
         return {"recall": round(o.recall, 4), "precision": round(o.precision, 4), "iou": round(o.iou, 4),
                 "precision_omega": round(o.precision_omega, 4), "questions": o.questions, "k": self.k,
+                "mode": self.retrieval["mode"],
                 "chunks": self.chunks, "mean_chunk_tokens": round(self.mean_chunk_tokens, 1),
                 "chunk_seconds": round(self.chunk_seconds, 3), "embed_seconds": round(self.embed_seconds, 3)}
 
@@ -495,6 +501,18 @@ def config_label(chunk: Mapping[str, Any]) -> str:
     return label + (" +ctx" if chunk.get("context") else "")
 
 
+def retrieval_label(retrieval: Mapping[str, Any]) -> str:
+    """Short label of a search mode: ``dense``, ``bm25``, ``hybrid rrf`` or ``hybrid weighted 0.5/0.5``."""
+    mode = str(retrieval.get("mode", "dense"))
+    if mode != "hybrid":
+        return mode
+    w = retrieval.get("weights", {})
+    label = f"hybrid {retrieval.get('fusion', 'rrf')}"
+    if w and w.get("dense") != w.get("bm25"):
+        label += f" {w.get('dense'):g}/{w.get('bm25'):g}"
+    return label
+
+
 # -------------------------------------------------------------------------- evaluation
 def evaluate_chunking(
     dataset: EvalDataset,
@@ -508,7 +526,8 @@ def evaluate_chunking(
     Args:
         dataset: the loaded dataset.
         params: validated params; uses ``chunk:``, ``embed:`` (model, batch size,
-            normalization), ``index:`` (kind, metric, HNSW settings) and ``paths.cache``.
+            normalization), ``index:`` (kind, metric, HNSW settings), ``paths.cache`` and
+            ``eval.mode``/``fusion``/``weights``/``candidates`` (the search mode).
         k: chunks retrieved per question (>= 1).
         embedder: an embedder to reuse (default: built from ``embed.model``).
         progress: optional ``progress(stage, total)`` returning a context manager that yields
@@ -518,11 +537,12 @@ def evaluate_chunking(
         The result; every chunk's offsets index the corpus text directly.
 
     Raises:
-        ConfigError: invalid ``chunk:`` params or ``k`` < 1.
+        ConfigError: invalid ``chunk:`` params, an unknown ``eval.mode``/``eval.fusion`` or ``k`` < 1.
         PipelineError: the chunker failed on a corpus.
     """
     if k < 1:
         raise ConfigError(f"k must be >= 1 (got {k})")
+    check_retrieval(params.eval)
     embedder = embedder or make_embedder(params.embed.model, params.embed.normalize)
     stage = progress or _no_progress
     cache_dir = params.paths.cache
@@ -548,7 +568,8 @@ def evaluate_chunking(
         embed_seconds = time.perf_counter() - t0
     spec = FaissSpec(params.index.kind, params.index.metric, params.index.hnsw_m,
                      params.index.hnsw_ef_construction, params.index.hnsw_ef_search)
-    _, rows = search(build_faiss_index(vectors, spec), qvecs, k)
+    rows = retrieve_rows(params.eval, build_faiss_index(vectors, spec), qvecs, chunks,
+                         [q.question for q in dataset.questions], k, l2=params.index.metric == "l2")
     per_question, by_corpus = _score(dataset, chunks, rows)
     tokens = np.asarray(chunks.column("token_count").to_numpy(), dtype=np.float64)
     corpus_of = np.asarray(chunks.column("uri").to_pylist(), dtype=object)
@@ -570,8 +591,85 @@ def evaluate_chunking(
         corpus_bytes=sum(len(t.encode("utf-8")) for t in dataset.corpora.values()),
         chunk_seconds=chunk_seconds, embed_seconds=embed_seconds,
         embedded_now=computed + q_computed, cache_hits=n_texts - computed - q_computed,
-        per_question=per_question,
+        per_question=per_question, retrieval=retrieval_record(params.eval),
     )
+
+
+def check_retrieval(ev: EvalConfig) -> None:
+    """Raise :class:`ConfigError` naming ``eval.mode``/``eval.fusion`` when a value is unknown
+    (params validation already refuses them; this guards configs built without validation)."""
+    if ev.mode not in MODES:
+        raise ConfigError(f"eval.mode: unknown search mode {ev.mode!r}; allowed: {', '.join(MODES)}")
+    if ev.fusion not in FUSIONS:
+        raise ConfigError(f"eval.fusion: unknown fusion {ev.fusion!r}; allowed: {', '.join(FUSIONS)}")
+
+
+def retrieval_record(ev: EvalConfig) -> dict[str, Any]:
+    """The search mode as reported (``{"mode": "dense"}``, or with fusion settings for hybrid)."""
+    if ev.mode in ("dense", "bm25"):
+        return {"mode": ev.mode}
+    return {"mode": ev.mode, "fusion": ev.fusion, "weights": {"dense": ev.weights.dense, "bm25": ev.weights.bm25},
+            "candidates": ev.candidates}
+
+
+def retrieve_rows(
+    ev: EvalConfig, index: Any, qvecs: np.ndarray, chunks: pa.Table, questions: Sequence[str], k: int,
+    l2: bool = False,
+) -> np.ndarray:
+    """Top-``k`` chunk rows per question in the search mode ``ev.mode``.
+
+    Dense search is FAISS over the chunk vectors; BM25 is :class:`indexers.bm25.BM25Index`
+    over the same chunk rows (``context`` + ``text``, as embedded); hybrid fuses both lists of
+    ``max(ev.candidates, k)`` rows with :func:`indexers.hybrid.rrf_fuse` or
+    :func:`indexers.hybrid.weighted_fuse`, ties broken as :class:`indexers.hybrid.Retriever`
+    breaks them (better single-retriever rank, then lower row).
+
+    Args:
+        ev: the ``eval:`` params (mode, fusion, weights, candidates).
+        index: FAISS index of the chunk vectors (row i = chunk row i).
+        qvecs: float32 (n_questions, dim) question vectors (unused for ``bm25``).
+        chunks: the chunk table (``CHUNKS_SCHEMA``).
+        questions: question texts, in the order of ``qvecs``.
+        k: rows per question.
+        l2: the FAISS metric is L2 (lower is better; negated before fusion).
+
+    Returns:
+        int64 (n_questions, k) rows, best first, -1 where fewer than ``k`` were found.
+
+    Raises:
+        ConfigError: unknown ``eval.mode`` or ``eval.fusion``.
+    """
+    check_retrieval(ev)
+    if ev.mode == "dense":
+        _, rows = search(index, qvecs, k)
+        return rows
+    out = np.full((len(questions), k), -1, dtype=np.int64)
+    bm25 = BM25Index.from_chunks(chunks)
+    if ev.mode == "bm25":
+        for i, q in enumerate(questions):
+            r, _ = bm25.search(q, k)
+            out[i, : len(r)] = r
+        return out
+    depth = max(ev.candidates, k)
+    dscores, drows = search(index, qvecs, depth)
+    weights = {"dense": ev.weights.dense, "bm25": ev.weights.bm25}
+    for i, q in enumerate(questions):
+        keep = drows[i] >= 0
+        d_rows = drows[i][keep].tolist()
+        d_scores = (-dscores[i][keep] if l2 else dscores[i][keep]).tolist()
+        b_rows, b_scores = bm25.search(q, depth)
+        lists = {"dense": (d_rows, d_scores), "bm25": (b_rows.tolist(), b_scores.tolist())}
+        if ev.fusion == "rrf":
+            fused = rrf_fuse({n: r for n, (r, _) in lists.items()}, weights)
+        else:
+            fused = weighted_fuse(lists, weights)
+        best_rank: dict[int, int] = {}
+        for r_list, _ in lists.values():
+            for rank, row in enumerate(r_list, start=1):
+                best_rank[row] = min(best_rank.get(row, rank), rank)
+        order = sorted(fused, key=lambda r: (-fused[r], best_rank[r], r))[:k]
+        out[i, : len(order)] = order
+    return out
 
 
 def score_chunks(
@@ -648,6 +746,7 @@ def write_metrics(result: ChunkingEvalResult, metrics_path: str | Path | None, p
 __all__ = [
     "DatasetError", "Reference", "Question", "EvalDataset", "load_dataset", "corpus_elements", "corpus_documents",
     "union_spans", "spans_length", "intersect_spans", "subtract_spans", "retrieval_scores", "omega_precision",
-    "MetricMeans", "CorpusResult", "ChunkingEvalResult", "config_label", "evaluate_chunking", "score_chunks",
+    "MetricMeans", "CorpusResult", "ChunkingEvalResult", "config_label", "retrieval_label", "evaluate_chunking", "score_chunks",
+    "check_retrieval", "retrieval_record", "retrieve_rows",
     "write_metrics",
 ]
