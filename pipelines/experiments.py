@@ -17,6 +17,11 @@ A grid file (see ``grids/chunking.yaml``)::
     configs:                       # optional extra points, taken as they are
       - {strategy: sentence, max_tokens: 128, overlap_sentences: 1}
 
+Besides chunk options, a grid or config may vary the search mode with ``mode``
+(``dense | bm25 | hybrid``) and ``fusion`` (``rrf | weighted``); they set ``eval.mode`` and
+``eval.fusion`` of that point (default: the params' ``eval:``), and a non-dense point's label
+ends with the mode, e.g. ``token 200/0 [hybrid weighted]``.
+
 Points that configure the same chunker (a strategy ignores options it does not take, e.g.
 ``sentence`` and ``overlap_tokens``) are run once. The Prefect flow that runs a grid is
 :func:`pipelines.flows.chunking_experiment_flow`; this module holds the plain functions.
@@ -40,7 +45,7 @@ from chunkers.base import ConfigError
 from chunkers.registry import STRATEGIES, config_keys
 from pipelines.chunk import chunker_record
 from pipelines.config import Params
-from pipelines.evaluate_chunking import ChunkingEvalResult, config_label
+from pipelines.evaluate_chunking import ChunkingEvalResult, config_label, retrieval_label, retrieval_record
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,8 @@ LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_MD = "leaderboard.md"
 PLOT_PNG = "recall_vs_iou.png"
 RESULTS_JSON = "results.json"
+#: Grid keys that set ``eval:`` values of a point rather than ``chunk:`` options.
+GRID_EVAL_KEYS = ("mode", "fusion")
 
 
 class GridSpec(BaseModel):
@@ -80,6 +87,7 @@ class ExperimentPlan:
         k: chunks retrieved per question.
         limit_questions: question limit or ``None``.
         corpora: corpus ids to keep (empty: all).
+        searches: per point, the ``eval:`` values it sets (``mode``/``fusion``; empty: none).
     """
 
     name: str
@@ -91,11 +99,14 @@ class ExperimentPlan:
     k: int
     limit_questions: int | None
     corpora: tuple[str, ...]
+    searches: tuple[dict[str, Any], ...] = ()
 
     def params_for(self, i: int) -> Params:
         """The full params of point ``i``."""
         data = self.base.to_dict()
         data["chunk"] = dict(self.points[i])
+        if self.searches:
+            data["eval"] = {**data["eval"], **self.searches[i]}
         return Params.from_dict(data, source=f"grid point {self.labels[i]}")
 
 
@@ -159,12 +170,16 @@ def plan_grid(grid: dict[str, Any], params: Params, source: str = "<grid>") -> E
     if not raw_points:
         raise ConfigError(f"{source}: no configurations; give grid: and/or configs:")
     points: list[dict[str, Any]] = []
+    searches: list[dict[str, Any]] = []
     labels: list[str] = []
     skipped: list[tuple[dict[str, Any], str]] = []
     seen: set[str] = set()
     for point in raw_points:
+        search = {k: point[k] for k in GRID_EVAL_KEYS if k in point}
+        chunk = {k: v for k, v in point.items() if k not in GRID_EVAL_KEYS}
         try:
-            p = Params.from_dict({**base.to_dict(), "chunk": point}, source=f"{source}: point {_short(point)}")
+            p = Params.from_dict({**base.to_dict(), "chunk": chunk, "eval": {**base.eval.model_dump(mode="json"), **search}},
+                                 source=f"{source}: point {_short(point)}")
             record = chunker_record(p.chunk, p.embed.model)
         except ConfigError as e:
             if spec.skip_invalid:
@@ -172,12 +187,14 @@ def plan_grid(grid: dict[str, Any], params: Params, source: str = "<grid>") -> E
                 log.warning("skipping grid point %s: %s", _short(point), e)
                 continue
             raise ConfigError(f"{source}: point {_short(point)}: {e}") from e
-        key = json.dumps([record["fingerprint"], record["context"]])
+        retrieval = retrieval_record(p.eval)
+        key = json.dumps([record["fingerprint"], record["context"], retrieval], sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
         points.append(p.chunk.model_dump(mode="json"))
-        labels.append(config_label(record))
+        searches.append(search)
+        labels.append(run_label(record, retrieval))
     if not points:
         raise ConfigError(f"{source}: every grid point is invalid")
     ev = base.eval
@@ -185,13 +202,19 @@ def plan_grid(grid: dict[str, Any], params: Params, source: str = "<grid>") -> E
         name=spec.name, base=base, points=tuple(points), labels=tuple(labels), skipped=tuple(skipped),
         dataset=spec.dataset or ev.dataset, k=spec.k or ev.k,
         limit_questions=spec.limit_questions if spec.limit_questions is not None else ev.limit_questions,
-        corpora=tuple(spec.corpora if spec.corpora is not None else ev.corpora),
+        corpora=tuple(spec.corpora if spec.corpora is not None else ev.corpora), searches=tuple(searches),
     )
+
+
+def run_label(chunk: dict[str, Any], retrieval: dict[str, Any]) -> str:
+    """:func:`config_label`, plus ``[mode]`` when the search mode is not dense."""
+    label = config_label(chunk)
+    return label if retrieval.get("mode", "dense") == "dense" else f"{label} [{retrieval_label(retrieval)}]"
 
 
 def _check_keys(spec: GridSpec, source: str) -> None:
     """Unknown chunk keys and strategies are errors even with ``skip_invalid``."""
-    allowed = {k for name in STRATEGIES for k in config_keys(name)} | {"strategy", "context"}
+    allowed = {k for name in STRATEGIES for k in config_keys(name)} | {"strategy", "context", *GRID_EVAL_KEYS}
     named = [(f"grid.{k}", k) for k in spec.grid] + [
         (f"configs[{i}].{k}", k) for i, c in enumerate(spec.configs) for k in c]
     for where, key in named:
@@ -236,7 +259,7 @@ class ExperimentSummary:
 
 #: Leaderboard columns, in order.
 LEADERBOARD_COLUMNS = (
-    "rank", "config", "strategy", "options", "context", "recall", "precision", "iou", "precision_omega",
+    "rank", "config", "strategy", "options", "context", "mode", "recall", "precision", "iou", "precision_omega",
     "pareto", "chunks", "mean_chunk_tokens", "chunk_seconds", "chunk_mb_per_s", "embed_seconds",
     "embedded_now", "questions", "k", "fingerprint",
 )
@@ -252,8 +275,9 @@ def leaderboard_rows(results: Sequence[ChunkingEvalResult]) -> list[dict[str, An
     for r in results:
         o = r.overall
         rows.append({
-            "config": config_label(r.chunk), "strategy": r.chunk["strategy"],
+            "config": run_label(r.chunk, r.retrieval), "strategy": r.chunk["strategy"],
             "options": json.dumps(r.chunk["options"], sort_keys=True), "context": bool(r.chunk["context"]),
+            "mode": retrieval_label(r.retrieval),
             "recall": round(o.recall, 4), "precision": round(o.precision, 4), "iou": round(o.iou, 4),
             "precision_omega": round(o.precision_omega, 4), "chunks": r.chunks,
             "mean_chunk_tokens": round(r.mean_chunk_tokens, 1), "chunk_seconds": round(r.chunk_seconds, 3),

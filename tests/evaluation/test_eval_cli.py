@@ -54,7 +54,7 @@ def test_table_output_and_dvc_files(workspace: Path, mini_dataset: Path) -> None
     assert res.exit_code == 0, res.output
     assert "wikitexts" in res.stdout and "all" in res.stdout and "state_of_the_union" not in res.stdout
     metrics = json.loads((workspace / "m" / "chunking.json").read_text())
-    assert set(metrics) == {"recall", "precision", "iou", "precision_omega", "questions", "k", "chunks",
+    assert set(metrics) == {"recall", "precision", "iou", "precision_omega", "questions", "k", "mode", "chunks",
                             "mean_chunk_tokens", "chunk_seconds", "embed_seconds"}
     assert metrics["questions"] == 5 and metrics["k"] == 5
     points = json.loads((workspace / "p" / "points.json").read_text())

@@ -1,0 +1,120 @@
+"""Search modes of the chunking evaluation: dense, BM25 and hybrid (eval.mode / --mode)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from chunkers.base import ConfigError
+from indexers.bm25 import BM25Index
+from indexers.embedders import HashingEmbedder
+from indexers.faiss_index import FaissSpec, build_faiss_index, search
+from pipelines.chunk import chunk_documents
+from pipelines.cli import app
+from pipelines.config import EvalConfig, Params
+from pipelines.evaluate_chunking import (check_retrieval, corpus_documents, evaluate_chunking, load_dataset,
+                                         retrieve_rows)
+from pipelines.experiments import plan_grid
+from tests.conftest import write_params
+
+CHUNK = {"strategy": "token", "max_tokens": 96, "overlap_tokens": 0, "context": False}
+
+
+def _params(tmp_path: Path, **ev: object) -> Params:
+    return Params.from_dict({"chunk": CHUNK, "embed": {"model": "hashing"}, "paths": {"cache": str(tmp_path / "cache")},
+                             "eval": ev})
+
+
+@pytest.mark.parametrize("ev, retrieval", [
+    ({}, {"mode": "dense"}),
+    ({"mode": "bm25"}, {"mode": "bm25"}),
+    ({"mode": "hybrid"}, {"mode": "hybrid", "fusion": "rrf", "weights": {"dense": 0.5, "bm25": 0.5}, "candidates": 50}),
+    ({"mode": "hybrid", "fusion": "weighted", "weights": {"dense": 0.3, "bm25": 0.7}, "candidates": 20},
+     {"mode": "hybrid", "fusion": "weighted", "weights": {"dense": 0.3, "bm25": 0.7}, "candidates": 20}),
+])
+def test_every_mode_gives_metrics(tmp_path: Path, mini_dataset: Path, ev: dict, retrieval: dict) -> None:
+    data = load_dataset(mini_dataset, limit_questions=12)
+    result = evaluate_chunking(data, _params(tmp_path, **ev), k=3, embedder=HashingEmbedder(dim=64))
+    assert result.retrieval == retrieval
+    assert result.to_dict()["retrieval"] == retrieval and result.metrics_dict()["mode"] == retrieval["mode"]
+    assert result.overall.questions == 12
+    for key in ("recall", "precision", "iou", "precision_omega"):
+        assert 0.0 < getattr(result.overall, key) <= 1.0
+
+
+def _setup(tmp_path: Path, mini_dataset: Path):
+    data = load_dataset(mini_dataset)
+    chunks, bad = chunk_documents(corpus_documents(data), Params.from_dict({"chunk": CHUNK}).chunk)
+    assert not bad
+    emb = HashingEmbedder(dim=64)
+    texts = [c + t for c, t in zip(chunks.column("context").to_pylist(), chunks.column("text").to_pylist())]
+    index = build_faiss_index(emb.embed(texts), FaissSpec("flat", "ip", 32, 200, 64))
+    questions = [q.question for q in data.questions]
+    return chunks, index, emb.embed(questions), questions
+
+
+def test_bm25_mode_returns_the_bm25_index_ranking(tmp_path: Path, mini_dataset: Path) -> None:
+    chunks, index, qvecs, questions = _setup(tmp_path, mini_dataset)
+    rows = retrieve_rows(EvalConfig(mode="bm25"), index, qvecs, chunks, questions, 4)
+    bm25 = BM25Index.from_chunks(chunks)
+    assert rows.shape == (len(questions), 4)
+    for i, q in enumerate(questions):
+        expected = bm25.search(q, 4)[0].tolist()
+        assert rows[i].tolist() == expected + [-1] * (4 - len(expected))
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "weighted"])
+def test_hybrid_with_one_zero_weight_is_the_other_retriever(tmp_path: Path, mini_dataset: Path, fusion: str) -> None:
+    chunks, index, qvecs, questions = _setup(tmp_path, mini_dataset)
+    k = 3
+    _, dense = search(index, qvecs, 50)  # the candidate depth: FAISS orders tied scores by depth
+    dense = dense[:, :k]
+    only_dense = retrieve_rows(EvalConfig(mode="hybrid", fusion=fusion, weights={"dense": 1, "bm25": 0}),
+                               index, qvecs, chunks, questions, k)
+    assert only_dense.tolist() == dense.tolist()
+    bm25 = BM25Index.from_chunks(chunks)
+    only_bm25 = retrieve_rows(EvalConfig(mode="hybrid", fusion=fusion, weights={"dense": 0, "bm25": 1}),
+                              index, qvecs, chunks, questions, k)
+    for i, q in enumerate(questions):
+        expected = bm25.search(q, 50)[0].tolist()
+        if len(expected) > k:  # enough BM25 candidates that none of the top k ties at 0 with dense-only rows
+            assert only_bm25[i].tolist() == expected[:k]
+
+
+def test_unknown_mode_is_a_config_error_naming_eval_mode(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"eval\.mode: .*'sparse'"):
+        Params.from_dict({"eval": {"mode": "sparse"}})
+    with pytest.raises(ConfigError, match=r"eval\.fusion"):
+        Params.from_dict({"eval": {"fusion": "max"}})
+    with pytest.raises(ConfigError, match=r"eval\.mode: unknown search mode 'sparse'; allowed: dense, bm25, hybrid"):
+        check_retrieval(EvalConfig.model_construct(mode="sparse", fusion="rrf"))
+
+
+def test_cli_mode_and_fusion_options(workspace: Path, mini_dataset: Path) -> None:
+    write_params(workspace, chunk=CHUNK)
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "chunking", "--dataset", str(mini_dataset), "--limit-questions", "6",
+                              "--mode", "hybrid", "--fusion", "weighted", "--metrics-out", "m.json", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["retrieval"]["mode"] == "hybrid" and out["retrieval"]["fusion"] == "weighted"
+    assert json.loads((workspace / "m.json").read_text())["mode"] == "hybrid"
+    res = runner.invoke(app, ["eval", "chunking", "--dataset", str(mini_dataset), "--mode", "sparse"])
+    assert res.exit_code == 1 and "eval.mode" in res.stderr
+
+
+def test_grids_vary_the_mode() -> None:
+    plan = plan_grid({"grid": {"max_tokens": [128], "mode": ["dense", "bm25", "hybrid"]},
+                      "configs": [{"max_tokens": 128, "mode": "hybrid", "fusion": "weighted"},
+                                  {"max_tokens": 128, "mode": "dense", "fusion": "weighted"}]}, Params())
+    # dense ignores fusion: the last point repeats the first
+    assert plan.labels == ("token 128/0", "token 128/0 [bm25]", "token 128/0 [hybrid rrf]",
+                           "token 128/0 [hybrid weighted]")
+    assert [plan.params_for(i).eval.mode for i in range(4)] == ["dense", "bm25", "hybrid", "hybrid"]
+    assert plan.params_for(3).eval.fusion == "weighted" and "mode" not in plan.points[3]
+    with pytest.raises(ConfigError, match=r"eval\.mode"):
+        plan_grid({"grid": {"mode": ["sparse"]}}, Params(), source="g.yaml")
