@@ -181,3 +181,51 @@ def make_chunks(
             )
         )
     return out
+
+
+class SpanChunker:
+    """The body every strategy shares: config handling, the fingerprint, and :meth:`chunk`
+    built from the strategy's ``spans(text)``.
+
+    A strategy sets ``name``, ``version`` and ``config_class`` (a frozen, validated
+    dataclass) and implements ``spans(text) -> [(char_start, char_end, token_count[, oversized])]``.
+    """
+
+    name: str
+    version: int
+    config_class: type
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        """Take a config, or its fields as keyword values (not both).
+
+        Raises:
+            ConfigError: both given, or an invalid field value.
+        """
+        if config is not None and kwargs:
+            raise ConfigError(f"pass either a config or keyword values, not both (got {sorted(kwargs)})")
+        self.config = config if config is not None else self.config_class(**kwargs)
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex chars over (name, version, config)."""
+        return fingerprint_of(self.name, self.version, self.config)
+
+    def spans(self, text: str) -> list:
+        """``(char_start, char_end, token_count[, oversized])`` of every chunk, in order."""
+        raise NotImplementedError
+
+    def chunk(
+        self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None
+    ) -> list[Chunk]:
+        """Chunk one document's normalized text.
+
+        Args:
+            text: the document's normalized text.
+            doc_id: id of the document (part of every chunk id).
+            elements: optional element spans, used only for page and section path.
+
+        Returns:
+            Chunks in document order, each at most ``max_tokens`` tokens unless flagged
+            ``oversized``; empty for empty or whitespace-only text.
+        """
+        return make_chunks(text, self.spans(text), doc_id=doc_id, fingerprint=self.fingerprint, elements=elements)

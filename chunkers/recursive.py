@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from chunkers import _validate as v
-from chunkers.base import Chunk, ConfigError, ElementSpan, fingerprint_of, make_chunks
+from chunkers.base import ConfigError, SpanChunker
 from chunkers.segment import sentence_spans, strip_span
 from chunkers.tokenizer import ENCODING_NAME, TokenIndex
 
@@ -57,7 +57,7 @@ class RecursiveChunkerConfig:
         v.encoding_name("encoding", self.encoding)
 
 
-class RecursiveChunker:
+class RecursiveChunker(SpanChunker):
     """Split at the coarsest separator that works, recursing into pieces that are too long.
 
     The text is cut at every separator of the first level (blank lines); consecutive pieces
@@ -81,15 +81,7 @@ class RecursiveChunker:
     name = "recursive"
     version = 1
 
-    def __init__(self, config: RecursiveChunkerConfig | None = None, **kwargs: object) -> None:
-        if config is not None and kwargs:
-            raise ConfigError(f"pass either a config or keyword values, not both (got {sorted(kwargs)})")
-        self.config = config if config is not None else RecursiveChunkerConfig(**kwargs)  # type: ignore[arg-type]
-
-    @property
-    def fingerprint(self) -> str:
-        """16 hex chars over (name, version, config)."""
-        return fingerprint_of(self.name, self.version, self.config)
+    config_class = RecursiveChunkerConfig
 
     def spans(self, text: str) -> list[Span]:
         """``(char_start, char_end, token_count, oversized)`` of every chunk, in order."""
@@ -101,22 +93,6 @@ class RecursiveChunker:
             text, index, 0, len(text),
             max_tokens=cfg.max_tokens, overlap_tokens=cfg.overlap_tokens, levels=cfg.levels,
         )
-
-    def chunk(
-        self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None
-    ) -> list[Chunk]:
-        """Chunk one document's normalized text.
-
-        Args:
-            text: the document's normalized text.
-            doc_id: id of the document (part of every chunk id).
-            elements: optional element spans, used only for page and section path.
-
-        Returns:
-            Chunks in document order, each at most ``max_tokens`` tokens unless flagged
-            ``oversized``; empty for empty or whitespace-only text.
-        """
-        return make_chunks(text, self.spans(text), doc_id=doc_id, fingerprint=self.fingerprint, elements=elements)
 
 
 def recursive_spans(

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from chunkers import _validate as v
-from chunkers.base import Chunk, ConfigError, ElementSpan, EmbedFn, fingerprint_of, make_chunks
+from chunkers.base import ConfigError, EmbedFn, SpanChunker
 from chunkers.recursive import Span
 from chunkers.segment import sentence_spans
 from chunkers.sentence import pack_sentences
@@ -52,7 +52,7 @@ class SemanticChunkerConfig:
         v.encoding_name("encoding", self.encoding)
 
 
-class SemanticChunker:
+class SemanticChunker(SpanChunker):
     """Split where the meaning shifts: the breakpoint method over sentence embeddings.
 
     1. Split the text into sentences (:func:`chunkers.segment.sentence_spans`).
@@ -76,6 +76,7 @@ class SemanticChunker:
     version = 1
     #: The registry passes ``embed_fn`` only to strategies that declare they need it.
     needs_embedder = True
+    config_class = SemanticChunkerConfig
 
     def __init__(
         self,
@@ -94,20 +95,13 @@ class SemanticChunker:
         Raises:
             ConfigError: if ``embed_fn`` is missing or not callable, or the config is invalid.
         """
-        if config is not None and kwargs:
-            raise ConfigError(f"pass either a config or keyword values, not both (got {sorted(kwargs)})")
-        self.config = config if config is not None else SemanticChunkerConfig(**kwargs)  # type: ignore[arg-type]
+        super().__init__(config, **kwargs)
         if embed_fn is None or not callable(embed_fn):
             raise ConfigError(
                 "chunk.strategy 'semantic' needs an embedder: pass embed_fn= (a callable "
                 "list[str] -> float32 array (n, dim)) to SemanticChunker or get_chunker"
             )
         self.embed_fn = embed_fn
-
-    @property
-    def fingerprint(self) -> str:
-        """16 hex chars over (name, version, config), the config naming the embedder."""
-        return fingerprint_of(self.name, self.version, self.config)
 
     def spans(self, text: str) -> list[Span]:
         """``(char_start, char_end, token_count, oversized)`` of every chunk, in order.
@@ -167,23 +161,3 @@ class SemanticChunker:
         unit = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
         cos = np.einsum("ij,ij->i", unit[:-1], unit[1:])
         return 1.0 - np.clip(cos, -1.0, 1.0)
-
-    def chunk(
-        self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None
-    ) -> list[Chunk]:
-        """Chunk one document's normalized text.
-
-        Args:
-            text: the document's normalized text.
-            doc_id: id of the document (part of every chunk id).
-            elements: optional element spans, used only for page and section path.
-
-        Returns:
-            Chunks in document order, each at most ``max_tokens`` tokens unless flagged
-            ``oversized``; empty for empty or whitespace-only text (the embedder is not
-            called then).
-
-        Raises:
-            EmbeddingError: if ``embed_fn`` does not return one finite vector per sentence.
-        """
-        return make_chunks(text, self.spans(text), doc_id=doc_id, fingerprint=self.fingerprint, elements=elements)

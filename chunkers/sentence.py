@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from chunkers import _validate as v
-from chunkers.base import Chunk, ConfigError, ElementSpan, fingerprint_of, make_chunks
+from chunkers.base import SpanChunker
 from chunkers.recursive import Span, recursive_spans
 from chunkers.segment import sentence_spans
 from chunkers.tokenizer import ENCODING_NAME, TokenIndex
@@ -33,7 +33,7 @@ class SentenceChunkerConfig:
         v.encoding_name("encoding", self.encoding)
 
 
-class SentenceChunker:
+class SentenceChunker(SpanChunker):
     """Pack whole sentences into chunks of at most ``max_tokens`` tokens.
 
     Sentences come from the rule-based splitter :func:`chunkers.segment.sentence_spans`
@@ -51,15 +51,7 @@ class SentenceChunker:
     name = "sentence"
     version = 1
 
-    def __init__(self, config: SentenceChunkerConfig | None = None, **kwargs: object) -> None:
-        if config is not None and kwargs:
-            raise ConfigError(f"pass either a config or keyword values, not both (got {sorted(kwargs)})")
-        self.config = config if config is not None else SentenceChunkerConfig(**kwargs)  # type: ignore[arg-type]
-
-    @property
-    def fingerprint(self) -> str:
-        """16 hex chars over (name, version, config)."""
-        return fingerprint_of(self.name, self.version, self.config)
+    config_class = SentenceChunkerConfig
 
     def spans(self, text: str) -> list[Span]:
         """``(char_start, char_end, token_count, oversized)`` of every chunk, in order."""
@@ -71,22 +63,6 @@ class SentenceChunker:
             text, index, sentences,
             max_tokens=self.config.max_tokens, overlap_sentences=self.config.overlap_sentences,
         )
-
-    def chunk(
-        self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None
-    ) -> list[Chunk]:
-        """Chunk one document's normalized text.
-
-        Args:
-            text: the document's normalized text.
-            doc_id: id of the document (part of every chunk id).
-            elements: optional element spans, used only for page and section path.
-
-        Returns:
-            Chunks in document order, each at most ``max_tokens`` tokens unless flagged
-            ``oversized``; empty for empty or whitespace-only text.
-        """
-        return make_chunks(text, self.spans(text), doc_id=doc_id, fingerprint=self.fingerprint, elements=elements)
 
 
 def pack_sentences(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from chunkers import _validate as v
-from chunkers.base import Chunk, ConfigError, ElementSpan, fingerprint_of, make_chunks
+from chunkers.base import Chunk, ElementSpan, SpanChunker, make_chunks
 from chunkers.recursive import Span, recursive_spans
 from chunkers.segment import strip_span
 from chunkers.tokenizer import ENCODING_NAME, TokenIndex
@@ -45,7 +45,7 @@ class StructureChunkerConfig:
         v.encoding_name("encoding", self.encoding)
 
 
-class StructureChunker:
+class StructureChunker(SpanChunker):
     """Pack whole document elements into chunks that stay inside one section.
 
     Walks the elements in order (see :func:`normalize_elements`) and packs them greedily
@@ -71,15 +71,7 @@ class StructureChunker:
     name = "structure"
     version = 1
 
-    def __init__(self, config: StructureChunkerConfig | None = None, **kwargs: object) -> None:
-        if config is not None and kwargs:
-            raise ConfigError(f"pass either a config or keyword values, not both (got {sorted(kwargs)})")
-        self.config = config if config is not None else StructureChunkerConfig(**kwargs)  # type: ignore[arg-type]
-
-    @property
-    def fingerprint(self) -> str:
-        """16 hex chars over (name, version, config)."""
-        return fingerprint_of(self.name, self.version, self.config)
+    config_class = StructureChunkerConfig
 
     def chunk(
         self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from chunkers import _validate as v
-from chunkers.base import Chunk, ConfigError, ElementSpan, fingerprint_of, make_chunks
+from chunkers.base import SpanChunker
 from chunkers.tokenizer import ENCODING_NAME, encode_with_char_offsets
 
 
@@ -31,7 +31,7 @@ class TokenChunkerConfig:
         v.encoding_name("encoding", self.encoding)
 
 
-class TokenChunker:
+class TokenChunker(SpanChunker):
     """Split text into windows of ``max_tokens`` tokens, consecutive windows sharing
     ``overlap_tokens`` tokens.
 
@@ -48,15 +48,7 @@ class TokenChunker:
     name = "token"
     version = 1
 
-    def __init__(self, config: TokenChunkerConfig | None = None, **kwargs: int | str) -> None:
-        if config is not None and kwargs:
-            raise ConfigError(f"pass either a config or keyword values, not both (got {sorted(kwargs)})")
-        self.config = config if config is not None else TokenChunkerConfig(**kwargs)  # type: ignore[arg-type]
-
-    @property
-    def fingerprint(self) -> str:
-        """16 hex chars over (name, version, config)."""
-        return fingerprint_of(self.name, self.version, self.config)
+    config_class = TokenChunkerConfig
 
     def spans(self, text: str) -> list[tuple[int, int, int]]:
         """``(char_start, char_end, token_count)`` of every window, in order."""
@@ -78,18 +70,3 @@ class TokenChunker:
                 break
             start += step
         return out
-
-    def chunk(
-        self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None
-    ) -> list[Chunk]:
-        """Chunk one document's normalized text.
-
-        Args:
-            text: the document's normalized text.
-            doc_id: id of the document (part of every chunk id).
-            elements: optional element spans, used only for page and section path.
-
-        Returns:
-            Chunks in document order; empty for empty or whitespace-only text.
-        """
-        return make_chunks(text, self.spans(text), doc_id=doc_id, fingerprint=self.fingerprint, elements=elements)
