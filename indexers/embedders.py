@@ -204,14 +204,31 @@ class HashingEmbedder:
         return out
 
 
-def make_embedder(model: str, normalize: bool = True) -> Embedder:
-    """Embedder for an ``embed.model`` value: ``hashing`` gives the fake, anything else
-    :class:`SentenceTransformerEmbedder`.
+def make_embedder(model: str, normalize: bool = True, backend: str = "torch",
+                  cache_dir: str | Path | None = None, threads: int | None = None) -> Embedder:
+    """Embedder for an ``embed.model`` value: ``hashing`` gives the fake, anything else the
+    model on ``backend``.
+
+    Args:
+        model: ``hashing[:DIM]``, ``all-MiniLM-L6-v2`` or a local sentence-transformers folder.
+        normalize: L2-normalize the vectors.
+        backend: ``"torch"`` (:class:`SentenceTransformerEmbedder`, used to build indexes) or
+            ``"onnx"`` (:class:`indexers.onnx_embedder.OnnxEmbedder`: the same vectors within
+            1e-4, about 2-3x faster for one query; used to embed queries).
+        cache_dir: the ONNX export cache (``onnx`` only; default ``.ragline/cache``).
+        threads: ONNX Runtime intra-op threads (``onnx`` only; ``None``: 2, or 1 on one core).
 
     Raises:
         FileNotFoundError: the model is not the packaged one and not a local folder.
+        ValueError: unknown backend.
     """
     if model == HASHING_MODEL or model.startswith(HASHING_MODEL + ":"):
         dim = int(model.split(":", 1)[1]) if ":" in model else 256
         return HashingEmbedder(dim=dim, normalize=normalize)
+    if backend == "onnx":
+        from indexers.onnx_embedder import OnnxEmbedder
+
+        return OnnxEmbedder(model, normalize=normalize, cache_dir=cache_dir, threads=threads)
+    if backend != "torch":
+        raise ValueError(f"embedding backend {backend!r}: use 'torch' or 'onnx'")
     return SentenceTransformerEmbedder(model, normalize=normalize)

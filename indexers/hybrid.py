@@ -24,10 +24,12 @@ pass the filter.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import posixpath
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
 import faiss
@@ -197,13 +199,15 @@ def weighted_fuse(scored: Mapping[str, tuple[Sequence[int], Sequence[float]]], w
     return fused
 
 
-def embedder_for(manifest: Manifest) -> Embedder:
-    """The embedder a manifest names (``hashing`` with the recorded dim, or the packaged/local model)."""
+def embedder_for(manifest: Manifest, backend: str = "onnx", cache_dir: str | Path | None = None,
+                 threads: int | None = None) -> Embedder:
+    """The query embedder a manifest names (``hashing`` with the recorded dim, or the
+    packaged/local model on ``backend``: see :func:`indexers.embedders.make_embedder`)."""
     emb = manifest.embedding
     model = str(emb.get("model_id"))
     if model == HASHING_MODEL:
         model = f"{HASHING_MODEL}:{int(emb['dim'])}"
-    return make_embedder(model, bool(emb.get("normalize", True)))
+    return make_embedder(model, bool(emb.get("normalize", True)), backend=backend, cache_dir=cache_dir, threads=threads)
 
 
 class Retriever:
@@ -212,7 +216,8 @@ class Retriever:
     Args:
         published: the loaded version.
         bm25: its BM25 index (:meth:`BM25Index.open`).
-        embedder: the query embedder; checked against the manifest.
+        embedder: the query embedder; checked against the manifest. Calls into it are
+            serialized unless it declares ``thread_safe = True`` (the ONNX embedder does).
 
     Raises:
         IndexCompatibilityError: ``embedder`` did not build this index.
@@ -223,7 +228,7 @@ class Retriever:
         self.published = published
         self.bm25 = bm25
         self.embedder = embedder
-        self._embed_lock = threading.Lock()
+        self._embed_lock = contextlib.nullcontext() if getattr(embedder, "thread_safe", False) else threading.Lock()
         self._mask_cache: dict[ChunkFilter, np.ndarray] = {}
         cols = published.chunks
         self._chunk_id = cols.column("chunk_id").to_pylist()
@@ -237,8 +242,12 @@ class Retriever:
         self._l2 = published.manifest.index.get("metric") == "l2"
 
     @classmethod
-    def open(cls, registry: IndexRegistry, ref: str, embedder: Embedder | None = None) -> "Retriever":
+    def open(cls, registry: IndexRegistry, ref: str, embedder: Embedder | None = None, backend: str = "onnx",
+             cache_dir: str | Path | None = None, threads: int | None = None) -> "Retriever":
         """Load ``NAME[@ALIAS|@VERSION]``: FAISS index, chunks, BM25 (built on the fly for old versions).
+
+        Without ``embedder``, queries are embedded by the model the manifest names, on
+        ``backend`` (``onnx`` or ``torch``) with ``threads`` and the ONNX ``cache_dir``.
 
         Raises:
             RegistryError: unknown index, alias or version.
@@ -247,7 +256,7 @@ class Retriever:
         """
         published = PublishedIndex.open(registry, ref)
         bm25 = BM25Index.open(published.path, published.chunks)
-        return cls(published, bm25, embedder or embedder_for(published.manifest))
+        return cls(published, bm25, embedder or embedder_for(published.manifest, backend, cache_dir, threads))
 
     @property
     def n_chunks(self) -> int:

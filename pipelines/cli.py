@@ -133,6 +133,8 @@ def query(
     k: int = typer.Option(5, "-k", "--k", min=1, help="Number of chunks to return."),
     params_file: Path = ParamsOpt,
     model: Optional[str] = typer.Option(None, "--model", help="Embedding model (default: embed.model)."),
+    query_backend: str = typer.Option("onnx", "--query-backend", help="Query embedding: onnx (ONNX Runtime, same vectors, "
+                                      "no torch import once exported into paths.cache) or torch."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Search a published index version and print the ranked chunks."""
@@ -142,7 +144,10 @@ def query(
     params = load_params(params_file)
     ref = index or params.index.name
     published = PublishedIndex.open(IndexRegistry(params.index.root), ref)
-    embedder = make_embedder(model or params.embed.model, params.embed.normalize)
+    if query_backend not in ("onnx", "torch"):
+        raise ConfigError(f"--query-backend {query_backend!r}: use onnx or torch")
+    embedder = make_embedder(model or params.embed.model, params.embed.normalize, backend=query_backend,
+                             cache_dir=params.paths.cache)
     hits = published.search_text(embedder, text, k)
     if as_json:
         _print_json([h.to_dict() for h in hits])

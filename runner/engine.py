@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from runner.errors import FlowInputError, NodeError
-from runner.nodes import LlmNode, NodeOutput, RetrieveNode, make_node
+from runner.nodes import LlmNode, NodeOutput, QueryEmbedding, RetrieveNode, make_node
 from runner.spec import Flow, InputSpec, follow, resolve_value
 
 _TYPES = {"string": str, "integer": int, "number": float, "boolean": bool, "list": list, "object": dict}
@@ -110,22 +110,27 @@ class FlowRunner:
     Args:
         flow: the validated flow.
         index_root: registry folder for retrieve nodes without their own ``root``.
+        query: how retrieve nodes embed queries (:class:`runner.nodes.QueryEmbedding`): ONNX
+            Runtime with two non-spinning threads by default. The vectors equal torch's within 1e-4, so
+            the choice changes latency, not results.
         torch_threads: torch intra-op threads set by :meth:`warm_up` when a retrieve node embeds
-            queries with a torch model (process-wide; ``None`` keeps torch's default). One
-            thread suits one short query per call: on a busy 2-core machine two threads made
-            a MiniLM query embedding take ~950 ms at p50 against ~17 ms with one.
+            queries with torch (``query.backend == "torch"`` or an ONNX fallback; process-wide;
+            ``None`` keeps torch's default). One thread suits one short query per call: on a
+            busy 2-core machine two threads made a MiniLM query take ~950 ms at p50 against ~17 ms.
 
     Raises:
         FlowSpecError: an index alias or version does not exist, an API key variable is unset.
         CorruptRegistryError, OSError, IndexCompatibilityError: a damaged or incompatible index.
     """
 
-    def __init__(self, flow: Flow, index_root: str | Path = "indexes", torch_threads: int | None = 1) -> None:
+    def __init__(self, flow: Flow, index_root: str | Path = "indexes", query: QueryEmbedding = QueryEmbedding(),
+                 torch_threads: int | None = 1) -> None:
         self.flow = flow
         self.index_root = Path(index_root)
+        self.query = query
         self.torch_threads = torch_threads
         specs = {n.name: (i, n) for i, n in enumerate(flow.spec.nodes)}
-        self.nodes = {name: make_node(specs[name][1], flow, specs[name][0], index_root) for name in flow.order}
+        self.nodes = {name: make_node(specs[name][1], flow, specs[name][0], index_root, query) for name in flow.order}
         self.specs = {name: specs[name][1] for name in flow.order}
         self.inputs_model = inputs_model(flow)
         retrieves = [n for n in flow.order if isinstance(self.nodes[n], RetrieveNode)]
@@ -146,7 +151,12 @@ class FlowRunner:
 
         count_tokens("warm up")
         retrievers = [n.retriever for n in self.nodes.values() if isinstance(n, RetrieveNode)]
-        if self.torch_threads and any(isinstance(r.embedder, SentenceTransformerEmbedder) for r in retrievers):
+        for r in retrievers:
+            warm = getattr(r.embedder, "warm_up", None)
+            if warm:
+                warm()  # loads (or exports) the model; an ONNX fallback to torch is known after this
+        if self.torch_threads and any(isinstance(r.embedder, SentenceTransformerEmbedder)
+                                      or getattr(r.embedder, "uses_torch", False) for r in retrievers):
             import torch
 
             torch.set_num_threads(self.torch_threads)
