@@ -9,13 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chunkers.base import ConfigError
 from chunkers.registry import STRATEGIES, config_keys
+
+if TYPE_CHECKING:
+    from indexers.bm25 import BM25Spec
 
 
 class _Section(BaseModel):
@@ -106,6 +109,9 @@ class IndexConfig(_Section):
         hnsw_ef_construction: HNSW build-time beam width.
         hnsw_ef_search: HNSW query-time beam width.
         lock_timeout_s: seconds a publish waits for another one on the same index.
+        bm25_k1: BM25 term-frequency saturation of the BM25 index published with each version
+            (Robertson & Zaragoza 2009; bm25s's default 1.5).
+        bm25_b: BM25 document-length normalization in [0, 1] (default 0.75).
     """
 
     name: str = Field(default="sample", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -116,6 +122,14 @@ class IndexConfig(_Section):
     hnsw_ef_construction: int = Field(default=200, ge=8)
     hnsw_ef_search: int = Field(default=64, ge=1)
     lock_timeout_s: float = Field(default=600.0, ge=0)
+    bm25_k1: float = Field(default=1.5, ge=0)
+    bm25_b: float = Field(default=0.75, ge=0, le=1)
+
+    def bm25_spec(self) -> BM25Spec:
+        """The :class:`indexers.bm25.BM25Spec` these params give."""
+        from indexers.bm25 import BM25Spec
+
+        return BM25Spec(k1=self.bm25_k1, b=self.bm25_b)
 
 
 class PathsConfig(_Section):

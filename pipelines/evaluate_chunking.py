@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from chunkers.base import ConfigError, ElementSpan
-from indexers.bm25 import BM25Index
+from indexers.bm25 import BM25Index, BM25Spec
 from indexers.cache import EmbeddingCache, embed_with_cache
 from indexers.embedders import Embedder, info_of, make_embedder
 from indexers.faiss_index import FaissSpec, build_faiss_index, search
@@ -569,7 +569,8 @@ def evaluate_chunking(
     spec = FaissSpec(params.index.kind, params.index.metric, params.index.hnsw_m,
                      params.index.hnsw_ef_construction, params.index.hnsw_ef_search)
     rows = retrieve_rows(params.eval, build_faiss_index(vectors, spec), qvecs, chunks,
-                         [q.question for q in dataset.questions], k, l2=params.index.metric == "l2")
+                         [q.question for q in dataset.questions], k, l2=params.index.metric == "l2",
+                         bm25_spec=params.index.bm25_spec())
     per_question, by_corpus = _score(dataset, chunks, rows)
     tokens = np.asarray(chunks.column("token_count").to_numpy(), dtype=np.float64)
     corpus_of = np.asarray(chunks.column("uri").to_pylist(), dtype=object)
@@ -614,7 +615,7 @@ def retrieval_record(ev: EvalConfig) -> dict[str, Any]:
 
 def retrieve_rows(
     ev: EvalConfig, index: Any, qvecs: np.ndarray, chunks: pa.Table, questions: Sequence[str], k: int,
-    l2: bool = False,
+    l2: bool = False, bm25_spec: BM25Spec = BM25Spec(),
 ) -> np.ndarray:
     """Top-``k`` chunk rows per question in the search mode ``ev.mode``.
 
@@ -632,6 +633,7 @@ def retrieve_rows(
         questions: question texts, in the order of ``qvecs``.
         k: rows per question.
         l2: the FAISS metric is L2 (lower is better; negated before fusion).
+        bm25_spec: BM25 k1 / b (``index.bm25_k1`` / ``index.bm25_b``).
 
     Returns:
         int64 (n_questions, k) rows, best first, -1 where fewer than ``k`` were found.
@@ -644,7 +646,7 @@ def retrieve_rows(
         _, rows = search(index, qvecs, k)
         return rows
     out = np.full((len(questions), k), -1, dtype=np.int64)
-    bm25 = BM25Index.from_chunks(chunks)
+    bm25 = BM25Index.from_chunks(chunks, bm25_spec)
     if ev.mode == "bm25":
         for i, q in enumerate(questions):
             r, _ = bm25.search(q, k)

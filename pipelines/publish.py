@@ -103,7 +103,7 @@ def publish_index(
         write_table(chunks, folder / CHUNKS_FILE, CHUNKS_SCHEMA)
         write_table(quarantine, folder / QUARANTINE_FILE, QUARANTINE_SCHEMA)
         write_faiss_index(index, folder / INDEX_FILE)
-        write_bm25(chunks, folder)  # bm25.npz + bm25.json: BM25 for bm25/hybrid retrieval
+        write_bm25(chunks, folder, params.index.bm25_spec())  # bm25.npz + bm25.json: for bm25/hybrid retrieval
         return Manifest(
             index_name=name,
             version=version,

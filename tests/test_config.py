@@ -32,6 +32,7 @@ def test_section_hash_changes_only_with_its_section() -> None:
         ({"load": {"strategy": "magic"}}, r"load\.strategy"),
         ({"load": {"max_failed_fraction": 2}}, r"load\.max_failed_fraction"),
         ({"index": {"kind": "annoy"}}, r"index\.kind"),
+        ({"index": {"bm25_b": 1.5}}, r"index\.bm25_b"),
         ({"embed": {"batch": 3}}, r"embed\.batch"),
         ({"chunk": {"strategy": "paragraphs"}}, r"chunk\.strategy.*allowed: .*token"),
         ({"chunk": {"max_tokenz": 100}}, r"max_tokenz.*allowed"),

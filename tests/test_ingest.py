@@ -144,3 +144,17 @@ def test_failure_rate_over_threshold_exits_nonzero_and_publishes_nothing(workspa
     assert result.exit_code == 1
     assert "max_failed_fraction=0.25" in result.stderr
     assert IndexRegistry("indexes").versions("sample") == []
+
+
+def test_bm25_params_are_published_with_the_version(workspace: Path, prefect_harness) -> None:
+    from indexers.bm25 import BM25Index
+
+    write_params(workspace, index={"bm25_k1": 0.9, "bm25_b": 0.3})
+    assert _ingest("data/sample").exit_code == 0
+    published = PublishedIndex.open(IndexRegistry("indexes"), "sample@latest")
+    meta = json.loads((published.path / "bm25.json").read_text())
+    assert meta["spec"]["k1"] == 0.9 and meta["spec"]["b"] == 0.3
+    opened = BM25Index.open(published.path, published.chunks)
+    default = BM25Index.from_chunks(published.chunks)
+    q = "varroa mites alcohol wash"
+    assert not np.allclose(opened.scores(q), default.scores(q))  # the published scores use k1/b from params
