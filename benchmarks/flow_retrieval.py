@@ -44,11 +44,11 @@ MODES = {"dense": ("dense", "onnx"), "bm25": ("bm25", "onnx"), "hybrid (rrf)": (
 
 def build_index(dataset_dir: Path, out: Path, params_file: Path) -> tuple[Path, Path, dict]:
     """Chunk + embed + publish the corpora; write the questions as JSONL (question, corpus_id, references)."""
-    from indexers.embedders import info_of, make_embedder
+    from indexers.embedders import info_of
     from indexers.registry import IndexRegistry
     from pipelines.chunk import chunk_documents
     from pipelines.config import Params, load_params
-    from pipelines.embed import embed_chunks
+    from pipelines.embed import embed_chunks, index_embedder
     from pipelines.evaluate_chunking import corpus_documents, load_dataset
     from pipelines.load import documents_to_table, quarantine_to_table
     from pipelines.publish import publish_index
@@ -64,7 +64,7 @@ def build_index(dataset_dir: Path, out: Path, params_file: Path) -> tuple[Path, 
     chunks, bad = chunk_documents(docs, params.chunk)
     if bad:
         raise SystemExit(f"chunking failed: {bad}")
-    embedder = make_embedder(params.embed.model, params.embed.normalize)
+    embedder = index_embedder(params)
     vectors, computed = embed_chunks(chunks, embedder, params.paths.cache, params.embed.batch_size)
     build_s = time.perf_counter() - t0
     if root.exists():

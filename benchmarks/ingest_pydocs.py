@@ -3,11 +3,15 @@
 Measures, in one run on the same machine:
   1. the end-to-end ingest (Prefect flow: discover, load, chunk, embed, publish) into a fresh
      workspace with an empty embedding cache;
-  2. embedding the very same chunk texts alone (fresh model, no cache).
+  2. embedding the very same chunk texts alone (fresh embedder of the same ``embed.backend``,
+     no cache);
+  3. with ``--compare-torch`` (and ``embed.backend`` onnx), embedding them alone once more with
+     sentence-transformers on torch, for the torch / ONNX ratio.
 and prints documents/s, chunks/s, peak RSS, and the ratio ingest wall / embed-only wall
 (target ≤ 1.5: everything that is not embedding costs at most half as much again).
 
-    .venv/bin/python benchmarks/ingest_pydocs.py [--limit N] [--workers 2] [--workdir DIR] [--json]
+    .venv/bin/python benchmarks/ingest_pydocs.py [--limit N] [--workers 2] [--workdir DIR]
+                                                 [--backend onnx|torch] [--compare-torch] [--json]
 
 Needs `apt-get install python3.11-doc`. Ratios, not absolute times, are the result: the
 machines are shared and noisy.
@@ -41,6 +45,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="only the first N pages (0 = all)")
     ap.add_argument("--workers", type=int, default=2, help="load.workers")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the index here (default: temp dir, deleted)")
+    ap.add_argument("--backend", choices=["onnx", "torch"], default=None, help="embed.backend (default: params default)")
+    ap.add_argument("--compare-torch", action="store_true", help="also time embedding alone on torch")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
     if not args.source.is_dir():
@@ -51,7 +57,7 @@ def main() -> int:
     from indexers.registry import IndexRegistry
     from indexers.retriever import PublishedIndex
     from pipelines.config import Params
-    from pipelines.embed import embedding_texts
+    from pipelines.embed import embedding_texts, index_embedder
     from pipelines.flows import ingest_flow
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ragline-bench-"))
@@ -69,6 +75,8 @@ def main() -> int:
     params["load"].update(sources=[str(source)], include=["**/*.html"], workers=args.workers)
     params["index"].update(name="pydocs", root=str(work / "indexes"))
     params["paths"].update(cache=str(work / "cache"))
+    if args.backend:
+        params["embed"]["backend"] = args.backend
     shutil.rmtree(work / "cache", ignore_errors=True)
 
     t0 = time.perf_counter()
@@ -80,11 +88,19 @@ def main() -> int:
 
     published = PublishedIndex.open(IndexRegistry(work / "indexes"), "pydocs@latest")
     texts = embedding_texts(published.chunks)
-    embedder = SentenceTransformerEmbedder()
+    p = Params.from_dict(params)
+    embedder = index_embedder(p)  # the export made by the ingest is reused: this times embedding only
     t1 = time.perf_counter()
     embedder.warm_up()
-    embedder.embed(texts, batch_size=Params().embed.batch_size)
+    embedder.embed(texts, batch_size=p.embed.batch_size)
     embed_s = time.perf_counter() - t1
+    torch_s = None
+    if args.compare_torch and p.embed.backend == "onnx":
+        torch_embedder = SentenceTransformerEmbedder(p.embed.model, p.embed.normalize)
+        t2 = time.perf_counter()
+        torch_embedder.warm_up()
+        torch_embedder.embed(texts, batch_size=p.embed.batch_size)
+        torch_s = time.perf_counter() - t2
 
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -96,6 +112,9 @@ def main() -> int:
         "ingest_wall_s": round(ingest_s, 2),
         "embed_only_wall_s": round(embed_s, 2),
         "ratio_ingest_to_embed": round(ingest_s / embed_s, 3),
+        "embed_backend": p.embed.backend,
+        "embed_only_torch_wall_s": None if torch_s is None else round(torch_s, 2),
+        "ratio_torch_to_onnx_embed": None if torch_s is None else round(torch_s / embed_s, 3),
         "documents_per_s": round(summary.documents / ingest_s, 2),
         "chunks_per_s": round(summary.chunks / ingest_s, 2),
         "peak_rss_mib": round(rss_self, 1),

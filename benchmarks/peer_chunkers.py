@@ -52,7 +52,8 @@ set_offline_env()
 from chunkers.registry import get_chunker  # noqa: E402
 from chunkers.tokenizer import get_encoding  # noqa: E402
 from indexers.cache import EmbeddingCache, embed_with_cache  # noqa: E402
-from indexers.embedders import info_of, make_embedder  # noqa: E402
+from indexers.embedders import info_of  # noqa: E402
+from pipelines.embed import index_embedder  # noqa: E402
 from indexers.faiss_index import FaissSpec, build_faiss_index, search  # noqa: E402
 from pipelines.config import Params, load_params  # noqa: E402
 from pipelines.evaluate_chunking import (  # noqa: E402
@@ -375,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = Params.from_dict(data)
     dataset_dir = args.dataset or str((REPO / base.eval.dataset).resolve())
     dataset = load_dataset(dataset_dir, None, args.limit_questions)
-    embedder = make_embedder(base.embed.model, base.embed.normalize)
+    embedder = index_embedder(base)
     rows: list[Row] = []
     for spec in args.ours or DEFAULT_OURS:
         print(f"ragline {spec} ...", file=sys.stderr, flush=True)

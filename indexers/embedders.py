@@ -70,6 +70,25 @@ def _weights_sha256(folder: Path) -> str:
     return h.hexdigest()
 
 
+def _pooled_dim(folder: Path) -> int | None:
+    """Output dim of a Transformer -> Pooling [-> Normalize] sentence-transformers folder, read
+    from ``modules.json`` and the pooling config; ``None`` for any other layout."""
+    import json
+
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            return None
+        cfg = json.loads((folder / modules[1]["path"] / "config.json").read_text(encoding="utf-8"))
+        modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
+        if modes not in (["pooling_mode_mean_tokens"], ["pooling_mode_cls_token"], ["pooling_mode_max_tokens"]):
+            return None  # concatenated poolings multiply the dim
+        return int(cfg["word_embedding_dimension"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
 class SentenceTransformerEmbedder:
     """sentence-transformers model loaded from a local folder, never from the hub.
 
@@ -123,7 +142,16 @@ class SentenceTransformerEmbedder:
 
     @property
     def dim(self) -> int:
-        """Output dimension (384 for all-MiniLM-L6-v2)."""
+        """Output dimension (384 for all-MiniLM-L6-v2).
+
+        Read from the folder's pooling config when the model is Transformer -> Pooling
+        [-> Normalize] (no weights loaded, so a fully cached run never loads the model);
+        otherwise from the loaded model.
+        """
+        if self._model is None:
+            dim = _pooled_dim(self._path)
+            if dim is not None:
+                return dim
         self.warm_up()
         return int(self._model.get_embedding_dimension())  # type: ignore[union-attr]
 

@@ -38,6 +38,7 @@ import numpy as np
 from indexers.embedders import PACKAGED_MODEL, SentenceTransformerEmbedder, _weights_sha256
 
 OPSET = 17
+RUN_ROWS = 8  # rows per ONNX Runtime call when embedding many texts
 PARITY_ATOL = 1e-4
 DEFAULT_CACHE = Path(".ragline/cache")
 PROBES = (
@@ -309,15 +310,28 @@ class OnnxEmbedder:
         return self._fallback.dim if self._fallback is not None else self._dim
 
     def embed(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Embed texts; float32 (len(texts), dim), L2-normalized when ``normalize``."""
+        """Embed texts; float32 (len(texts), dim), L2-normalized when ``normalize``.
+
+        ``batch_size`` caps the rows per ONNX Runtime call (at most ``RUN_ROWS``); ``progress``
+        is accepted for the :class:`~indexers.embedders.Embedder` protocol (callers show
+        their own progress per batch).
+        """
         self.warm_up()
         if self._fallback is not None:
             return self._fallback.embed(texts, batch_size, progress)
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        parts = [_run(self._session, self._tok, list(texts[i:i + batch_size]), self._names)
-                 for i in range(0, len(texts), batch_size)]
-        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if len(texts) == 1:
+            out = _run(self._session, self._tok, [texts[0]], self._names)
+        else:
+            # Longest first, in runs of at most RUN_ROWS similar lengths: little padding, and
+            # small runs stay in cache (8 rows: 30 chunks/s here; 64 rows: 23 chunks/s).
+            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+            step = max(1, min(batch_size, RUN_ROWS))
+            out = np.empty((len(texts), self._dim), dtype=np.float32)
+            for i in range(0, len(order), step):
+                rows = order[i:i + step]
+                out[rows] = _run(self._session, self._tok, [texts[r] for r in rows], self._names)
         if self.normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             np.divide(out, norms, out=out, where=norms > 0)

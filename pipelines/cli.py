@@ -219,16 +219,16 @@ def stage_load(params_file: Path = ParamsOpt) -> None:
 @clean_errors
 def stage_chunk(params_file: Path = ParamsOpt) -> None:
     """Stage chunk: paths.documents → paths.chunks."""
-    from indexers.embedders import make_embedder
     from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, read_table, write_table
     from pipelines.chunk import chunk_documents
+    from pipelines.embed import index_embedder
     from pipelines.load import documents_from_table
 
     p = load_params(params_file)
     docs = documents_from_table(read_table(p.paths.documents, DOCUMENTS_SCHEMA))
     embed_fn = None
     if p.chunk.strategy == "semantic":
-        embedder = make_embedder(p.embed.model, p.embed.normalize)
+        embedder = index_embedder(p)
         embed_fn = lambda texts: embedder.embed(list(texts))  # noqa: E731
     chunks, bad = chunk_documents(docs, p.chunk, embed_fn=embed_fn, embed_model=p.embed.model)
     _mkparent(p.paths.chunks)
@@ -242,13 +242,12 @@ def stage_embed(params_file: Path = ParamsOpt) -> None:
     """Stage embed: paths.chunks → paths.embeddings (through the embedding cache)."""
     import pyarrow.parquet as pq
 
-    from indexers.embedders import make_embedder
     from indexers.schemas import CHUNKS_SCHEMA, read_table
-    from pipelines.embed import embed_chunks, vectors_to_table
+    from pipelines.embed import embed_chunks, index_embedder, vectors_to_table
 
     p = load_params(params_file)
     chunks = read_table(p.paths.chunks, CHUNKS_SCHEMA)
-    embedder = make_embedder(p.embed.model, p.embed.normalize)
+    embedder = index_embedder(p)
     vectors, computed = embed_chunks(chunks, embedder, p.paths.cache, p.embed.batch_size)
     _mkparent(p.paths.embeddings)
     pq.write_table(vectors_to_table(chunks.column("chunk_id").to_pylist(), vectors), p.paths.embeddings)
@@ -261,9 +260,9 @@ def stage_publish(params_file: Path = ParamsOpt) -> None:
     """Stage index + publish: tables → a new version of index.name; writes paths.published."""
     import pyarrow.parquet as pq
 
-    from indexers.embedders import info_of, make_embedder
+    from indexers.embedders import info_of
     from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, read_table
-    from pipelines.embed import vectors_from_table
+    from pipelines.embed import index_embedder, vectors_from_table
     from pipelines.lineage import dvc_stage_deps
     from pipelines.publish import publish_index
 
@@ -272,7 +271,7 @@ def stage_publish(params_file: Path = ParamsOpt) -> None:
     emb = pq.read_table(p.paths.embeddings)
     if emb.column("chunk_id").to_pylist() != chunks.column("chunk_id").to_pylist():
         raise PipelineError(f"{p.paths.embeddings} does not match {p.paths.chunks}; run `dvc repro`")
-    embedder = make_embedder(p.embed.model, p.embed.normalize)
+    embedder = index_embedder(p)
     manifest = publish_index(
         IndexRegistry(p.index.root), p, read_table(p.paths.documents, DOCUMENTS_SCHEMA), chunks,
         vectors_from_table(emb), read_table(p.paths.quarantine, QUARANTINE_SCHEMA), info_of(embedder),

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pyarrow as pa
 
 from indexers.cache import EmbeddingCache, embed_with_cache
-from indexers.embedders import Embedder, info_of
+from indexers.embedders import Embedder, info_of, make_embedder
 from indexers.schemas import embeddings_schema
+
+if TYPE_CHECKING:
+    from pipelines.config import Params
+
+
+def index_embedder(params: Params, model: str | None = None, normalize: bool | None = None) -> Embedder:
+    """The embedder ``embed:`` describes, for indexing: ``embed.backend`` on every core
+    (ONNX exports go to ``paths.cache``). Cheap: weights load on first use.
+
+    Args:
+        params: the run's params.
+        model, normalize: override ``embed.model`` / ``embed.normalize`` (e.g. from a manifest).
+
+    Raises:
+        FileNotFoundError: the model is neither the packaged one nor a local folder.
+    """
+    return make_embedder(model or params.embed.model, params.embed.normalize if normalize is None else normalize,
+                         backend=params.embed.backend, cache_dir=params.paths.cache, threads=os.cpu_count() or 1)
 
 
 def embedding_texts(chunks: pa.Table) -> list[str]:

@@ -45,12 +45,12 @@ import pyarrow as pa
 from chunkers.base import ConfigError, ElementSpan
 from indexers.bm25 import BM25Index, BM25Spec
 from indexers.cache import EmbeddingCache, embed_with_cache
-from indexers.embedders import Embedder, info_of, make_embedder
+from indexers.embedders import Embedder, info_of
 from indexers.faiss_index import FaissSpec, build_faiss_index, search
 from indexers.hybrid import FUSIONS, MODES, rrf_fuse, weighted_fuse
 from pipelines.chunk import chunk_documents, chunker_record
 from pipelines.config import EvalConfig, Params
-from pipelines.embed import embed_chunks
+from pipelines.embed import embed_chunks, index_embedder
 from pipelines.errors import PipelineError
 from pipelines.load import Document, doc_id_for
 
@@ -241,7 +241,7 @@ def corpus_elements(text: str) -> tuple[ElementSpan, ...]:
     pos = 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
-        start, end = pos, pos + len(body)
+        start = pos
         pos += len(line)
         stripped = body.strip()
         if not stripped:
@@ -543,7 +543,7 @@ def evaluate_chunking(
     if k < 1:
         raise ConfigError(f"k must be >= 1 (got {k})")
     check_retrieval(params.eval)
-    embedder = embedder or make_embedder(params.embed.model, params.embed.normalize)
+    embedder = embedder or index_embedder(params)
     stage = progress or _no_progress
     cache_dir = params.paths.cache
     docs = corpus_documents(dataset)

@@ -26,11 +26,11 @@ set_offline_env()
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from indexers.embedders import Embedder, info_of, make_embedder  # noqa: E402
+from indexers.embedders import Embedder, info_of  # noqa: E402
 from indexers.registry import IndexRegistry  # noqa: E402
 from pipelines.chunk import chunk_documents  # noqa: E402
 from pipelines.config import Params  # noqa: E402
-from pipelines.embed import embed_chunks  # noqa: E402
+from pipelines.embed import embed_chunks, index_embedder  # noqa: E402
 from pipelines.load import (  # noqa: E402
     QuarantineRecord,
     check_failure_rate,
@@ -98,7 +98,7 @@ def chunk_task(docs, params: Params, embedder: Embedder):
 
 @task(name="load-model", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def load_model_task(params: Params) -> Embedder:
-    embedder = make_embedder(params.embed.model, params.embed.normalize)
+    embedder = index_embedder(params)
     getattr(embedder, "warm_up", lambda: None)()
     return embedder
 

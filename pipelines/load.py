@@ -19,11 +19,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from chunkers.base import ElementSpan
 from pipelines.config import LoadConfig
 from pipelines.errors import FailureRateExceeded
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: file suffix -> MIME type of every format ragline partitions.
 SUPPORTED_TYPES: dict[str, str] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from indexers.embedders import make_embedder
+from pipelines.embed import index_embedder
 from indexers.registry import AliasMove, IndexRegistry
 from indexers.retriever import PublishedIndex
 from pipelines.config import Params
@@ -80,7 +80,7 @@ def evaluate_gate(registry: IndexRegistry, params: Params, name: str, version: s
     questions = load_questions(cfg.questions)
     published = PublishedIndex.open(registry, f"{name}@{version}")
     m = published.manifest
-    embedder = make_embedder(m.params.get("embed", {}).get("model", params.embed.model), bool(m.embedding["normalize"]))
+    embedder = index_embedder(params, m.params.get("embed", {}).get("model"), bool(m.embedding["normalize"]))
     result = doc_recall_at_k(published, embedder, questions, cfg.k)
     passed = result.recall >= cfg.min_doc_recall
     metric = f"doc_recall@{cfg.k}"

@@ -28,14 +28,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from indexers.embedders import Embedder, EmbedderInfo, make_embedder
+from indexers.embedders import Embedder, EmbedderInfo
 from indexers.faiss_index import read_faiss_index
 from indexers.manifest import MANIFEST_FILE, CorruptRegistryError, Manifest
 from indexers.registry import DEFAULT_ALIAS, IndexRef, IndexRegistry, RegistryError
 from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, read_table
 from pipelines.chunk import chunk_documents, chunker_record
 from pipelines.config import Params, load_params
-from pipelines.embed import embed_chunks
+from pipelines.embed import embed_chunks, index_embedder
 from pipelines.load import (
     Document,
     QuarantineRecord,
@@ -340,7 +340,7 @@ def diff_inputs(
 
 def embedder_identity(params: Params) -> tuple[str, str, bool]:
     """``(model_id, revision, normalize)`` of ``embed:`` without loading model weights."""
-    e = make_embedder(params.embed.model, params.embed.normalize)
+    e = index_embedder(params)
     return e.model_id, e.revision, e.normalize
 
 

@@ -33,6 +33,7 @@ def test_section_hash_changes_only_with_its_section() -> None:
         ({"load": {"max_failed_fraction": 2}}, r"load\.max_failed_fraction"),
         ({"index": {"kind": "annoy"}}, r"index\.kind"),
         ({"index": {"bm25_b": 1.5}}, r"index\.bm25_b"),
+        ({"embed": {"backend": "tensorflow"}}, r"embed\.backend"),
         ({"embed": {"batch": 3}}, r"embed\.batch"),
         ({"chunk": {"strategy": "paragraphs"}}, r"chunk\.strategy.*allowed: .*token"),
         ({"chunk": {"max_tokenz": 100}}, r"max_tokenz.*allowed"),

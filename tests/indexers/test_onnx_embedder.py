@@ -156,3 +156,40 @@ def test_unknown_backend_and_bad_threads_are_refused() -> None:
     with pytest.raises(ValueError, match="threads"):
         OnnxEmbedder(threads=0)
     assert make_embedder("hashing:32", backend="onnx").dim == 32  # the test fake ignores the backend
+
+
+@pytest.mark.slow
+def test_torch_embedder_dim_is_read_without_loading_the_model(tmp_path: Path) -> None:
+    e = SentenceTransformerEmbedder()
+    assert e.dim == 384 and e._model is None  # a fully cached eval rerun needs only this
+    e.warm_up()
+    assert e.dim == int(e._model.get_embedding_dimension())
+    # a layout the pooling config cannot describe (two pooling modes) is not guessed
+    from indexers.embedders import _pooled_dim
+
+    folder = _folder(tmp_path, ["Transformer", "Pooling"], {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True})
+    assert _pooled_dim(folder) is None
+    assert _pooled_dim(_folder(tmp_path / "b", ["Transformer", "Pooling"], {"pooling_mode_cls_token": True})) == 8
+
+
+@pytest.mark.slow
+def test_embed_stage_backends_share_the_cache_and_agree(tmp_path: Path, onnx_cache: Path) -> None:
+    import pyarrow as pa
+
+    from pipelines.config import Params
+    from pipelines.embed import embed_chunks, index_embedder
+
+    texts = [f"Chunk {i}: " + "frames of capped brood and pollen " * (i % 7 + 1) for i in range(40)]
+    chunks = pa.table({"text": texts, "context": [""] * len(texts)})
+    vecs = {}
+    for backend in ("onnx", "torch"):
+        p = Params.from_dict({"embed": {"backend": backend}, "paths": {"cache": str(onnx_cache)}})
+        e = index_embedder(p)
+        assert type(e).__name__ == ("OnnxEmbedder" if backend == "onnx" else "SentenceTransformerEmbedder")
+        vecs[backend], computed = embed_chunks(chunks, e, tmp_path / backend, batch_size=16)
+        assert computed == len(texts)
+    assert np.abs(vecs["onnx"] - vecs["torch"]).max() < 1e-4  # sorted runs of 8 rows, unsorted torch batches
+    # one cache serves both backends (same model identity): the second backend computes nothing
+    onnx = index_embedder(Params.from_dict({"paths": {"cache": str(onnx_cache)}}))
+    again, computed = embed_chunks(chunks, onnx, tmp_path / "torch", batch_size=16)
+    assert computed == 0 and np.array_equal(again, vecs["torch"])
