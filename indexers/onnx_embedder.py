@@ -103,10 +103,13 @@ def export_onnx(folder: Path, dest: Path, opset: int = OPSET) -> dict:
         OnnxExportError: unsupported layout, export failure, or parity above ``PARITY_ATOL``.
     """
     layout = model_layout(folder)
-    import torch
-    from sentence_transformers import SentenceTransformer
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        st = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    except Exception as e:  # missing or unreadable files, an import failure
+        raise OnnxExportError(f"loading {folder} with sentence-transformers failed: {type(e).__name__}: {e}") from e
     bert = st[0].auto_model.eval()
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in st.tokenizer.model_input_names]
     pooling, normalize = layout["pooling"], layout["normalize"]
@@ -271,7 +274,7 @@ class OnnxEmbedder:
                 return
             try:
                 self._load()
-            except OnnxExportError as e:
+            except (OnnxExportError, OSError) as e:  # OSError: e.g. a read-only cache folder
                 self._fallback_reason = str(e)
                 print(f"ragline: ONNX query embedding unavailable, using sentence-transformers: {e}", file=sys.stderr)
                 fb = SentenceTransformerEmbedder(self.model_id, normalize=self.normalize)

@@ -112,10 +112,16 @@ def _print_summary(summary: Any) -> None:
     t.add_row("chunks", str(summary.chunks))
     t.add_row("embedded now / from cache", f"{summary.embedded} / {summary.cache_hits}")
     t.add_row("quarantined files", str(len(summary.quarantine)))
+    print_run_tail(t, summary)
+
+
+def print_run_tail(table: Table, summary: Any) -> None:
+    """Add the wall time per stage and in total to an ingest/refresh summary ``table``, print
+    it, then the quarantine table when files were quarantined."""
     for stage, secs in summary.stage_seconds.items():
-        t.add_row(f"wall time: {stage}", f"{secs:.2f} s")
-    t.add_row("wall time: total", f"{summary.total_seconds:.2f} s")
-    out.print(t)
+        table.add_row(f"wall time: {stage}", f"{secs:.2f} s")
+    table.add_row("wall time: total", f"{summary.total_seconds:.2f} s")
+    out.print(table)
     if summary.quarantine:
         q = Table(title="quarantine")
         for col in ("path", "stage", "error", "message"):

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from indexers.registry import VERSION_RE, IndexRegistry, RegistryError
-from pipelines.cli import JsonOpt, ParamsOpt, _print_json, app, clean_errors, err, index_app, out
+from pipelines.cli import JsonOpt, ParamsOpt, _print_json, app, clean_errors, err, index_app, out, print_run_tail
 from pipelines.config import Params, load_params
 from pipelines.errors import PipelineError
 
@@ -108,17 +108,7 @@ def _print_refresh(s: Any) -> None:
         t.add_row("kept previous version", uri)
     for p in s.promotions:
         t.add_row(f"alias {p['alias']}", ("moved: " if p["moved"] else "not moved: ") + p["reason"])
-    for stage, secs in s.stage_seconds.items():
-        t.add_row(f"wall time: {stage}", f"{secs:.2f} s")
-    t.add_row("wall time: total", f"{s.total_seconds:.2f} s")
-    out.print(t)
-    if s.quarantine:
-        q = Table(title="quarantine")
-        for col in ("path", "stage", "error", "message"):
-            q.add_column(col, overflow="fold")
-        for r in s.quarantine:
-            q.add_row(r.path, r.stage, r.error_type, r.message)
-        out.print(q)
+    print_run_tail(t, s)
 
 
 def _serve(params: Params, params_file: Path, index: str | None, sources: list[str],

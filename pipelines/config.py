@@ -91,7 +91,7 @@ class EmbedConfig(_Section):
         batch_size: texts per forward pass.
         normalize: L2-normalize vectors (required for inner-product = cosine search).
         backend: ``onnx`` (ONNX Runtime on every core: the model exported once and checked
-            against sentence-transformers within 1e-4; about 1.8x faster here) or ``torch``
+            against sentence-transformers within 1e-4; 1.46x faster on the Python docs, benchmarks/ingest_pydocs.py) or ``torch``
             (sentence-transformers). Both give the same vectors to within 1e-4 and share the
             embedding cache; a model the exporter cannot handle falls back to torch.
     """
