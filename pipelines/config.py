@@ -25,6 +25,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Default ``load.html_drop``: site navigation, search boxes, and page-level banner/footer.
+HTML_BOILERPLATE = (
+    "nav", "[role=navigation]", "[role=search]", "body > header", "body > footer", "[role=banner]",
+    "[role=contentinfo]",
+)
+
+
 class LoadConfig(_Section):
     """``load:`` — discovery and parsing.
 
@@ -36,6 +43,9 @@ class LoadConfig(_Section):
         max_file_mb: files larger than this many MiB are quarantined.
         max_failed_fraction: the run fails when more than this fraction of files is quarantined.
         workers: processes that partition documents in parallel.
+        html_drop: CSS selectors of HTML boilerplate removed before partitioning: by default
+            navigation and search landmarks and the page-level header and footer (ARIA
+            landmark roles, W3C WAI-ARIA 1.2). ``[]`` keeps everything.
     """
 
     sources: list[str] = Field(default_factory=lambda: ["data/sample"])
@@ -45,6 +55,19 @@ class LoadConfig(_Section):
     max_file_mb: float = Field(default=50.0, gt=0)
     max_failed_fraction: float = Field(default=0.25, ge=0, le=1)
     workers: int = Field(default=1, ge=1, le=64)
+    html_drop: list[str] = Field(default_factory=lambda: list(HTML_BOILERPLATE))
+
+    @field_validator("html_drop")
+    @classmethod
+    def _selectors_parse(cls, v: list[str]) -> list[str]:
+        import soupsieve
+
+        for sel in v:
+            try:
+                soupsieve.compile(sel)
+            except Exception as e:  # soupsieve.SelectorSyntaxError and friends
+                raise ValueError(f"CSS selector {sel!r} does not parse: {e}") from e
+        return v
 
 
 class ChunkConfig(_Section):

@@ -188,7 +188,26 @@ def _read_text(path: Path, data: bytes) -> str:
         ) from e
 
 
-def _partition(path: Path, suffix: str, data: bytes, strategy: str) -> list:
+def strip_html(text: str, selectors: Sequence[str]) -> str:
+    """Remove the elements matching any CSS selector (``load.html_drop``) from an HTML page.
+
+    Returns the page unchanged when nothing matches (so offsets of untouched pages never
+    move); otherwise the serialized remaining tree (BeautifulSoup with the lxml parser).
+    """
+    if not selectors:
+        return text
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(text, "lxml")
+    hits = soup.select(", ".join(selectors))
+    if not hits:
+        return text
+    for el in hits:
+        el.decompose()
+    return str(soup)
+
+
+def _partition(path: Path, suffix: str, data: bytes, strategy: str, html_drop: Sequence[str] = ()) -> list:
     from pipelines.offline import install_unstructured_nlp
 
     install_unstructured_nlp()
@@ -199,7 +218,7 @@ def _partition(path: Path, suffix: str, data: bytes, strategy: str) -> list:
         if suffix in (".html", ".htm"):
             from unstructured.partition.html import partition_html
 
-            return partition_html(text=text)
+            return partition_html(text=strip_html(text, html_drop))
         if suffix in (".md", ".markdown"):
             from unstructured.partition.md import partition_md
 
@@ -311,7 +330,7 @@ def load_document(src: SourceFile, cfg: LoadConfig) -> Document | QuarantineReco
         data = path.read_bytes()
         sha = hashlib.sha256(data).hexdigest()
         try:
-            raw = _partition(path, suffix, data, cfg.strategy)
+            raw = _partition(path, suffix, data, cfg.strategy, cfg.html_drop)
         except _LoadFailure:
             raise
         except Exception as e:  # parser libraries raise anything; keep the type name

@@ -49,7 +49,7 @@ from pipelines.load import (
 )
 
 #: ``load:`` keys whose change means every document must be parsed again.
-RELOAD_KEYS = ("strategy", "max_file_mb")
+RELOAD_KEYS = ("strategy", "max_file_mb", "html_drop")
 #: ``index:`` keys whose change means the FAISS index must be rebuilt (vectors are kept).
 INDEX_KEYS = ("kind", "metric", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search")
 

@@ -141,3 +141,42 @@ def test_failure_rate_threshold() -> None:
     check_failure_rate(10, bad, 0.3)  # 30 % is allowed
     with pytest.raises(FailureRateExceeded, match=r"3 of 10 files.*max_failed_fraction=0.2"):
         check_failure_rate(10, bad, 0.2)
+
+
+PAGE = """<!DOCTYPE html><html><head><title>Hive tools</title></head><body>
+<header><a href="/">Site home</a> | <a href="/shop">Shop</a></header>
+<div class="related" role="navigation" aria-label="related navigation"><h3>Navigation</h3>
+<ul><li class="right"><a href="genindex.html">index</a></li><li class="right"><a href="prev.html">previous</a> |</li></ul></div>
+<div class="sphinxsidebar" role="navigation"><h3>Table of Contents</h3><ul><li>Lifting frames</li><li>Scraping</li></ul>
+<div role="search"><h3>Quick search</h3><p>Type a word and press Enter.</p></div></div>
+<div class="body" role="main"><article><header><h1>The hive tool</h1></header>
+<p>A hive tool is a flat steel lever used to pry apart frames glued with propolis.</p>
+<aside><p>Tip: keep a spare hive tool in the smoker box.</p></aside>
+</article></div>
+<footer><p>Copyright 2026 Example Apiary. All rights reserved.</p></footer>
+</body></html>"""
+
+
+def test_html_boilerplate_is_dropped_before_partitioning(tmp_path: Path) -> None:
+    (tmp_path / "tools.html").write_text(PAGE, encoding="utf-8")
+    [src] = discover_files([tmp_path])
+    doc = load_document(src, CFG)
+    assert isinstance(doc, Document), doc
+    assert "flat steel lever" in doc.text and "The hive tool" in doc.text  # an article's own header stays
+    assert "spare hive tool" in doc.text  # <aside> is content unless a selector says otherwise
+    noise = ("Navigation", "previous", "Table of Contents", "Scraping", "Quick search", "Type a word")
+    assert [n for n in noise if n in doc.text] == []
+    kept = load_document(src, LoadConfig(workers=1, html_drop=[]))  # what unstructured alone keeps
+    assert [n for n in noise if n not in kept.text] == []
+    custom = load_document(src, LoadConfig(workers=1, html_drop=["aside"]))
+    assert "spare hive tool" not in custom.text and "Table of Contents" in custom.text
+
+
+def test_html_drop_selector_that_does_not_parse_is_named() -> None:
+    from chunkers.base import ConfigError
+    from pipelines.config import Params
+
+    data = Params().to_dict()
+    data["load"]["html_drop"] = ["nav", "div[role="]
+    with pytest.raises(ConfigError, match=r"load\.html_drop.*div\[role="):
+        Params.from_dict(data, source="params.yaml")

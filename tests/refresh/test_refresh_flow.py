@@ -144,7 +144,7 @@ def test_failed_parse_keeps_previous_version_until_fixed(light_workspace: Path, 
 @pytest.mark.parametrize(
     ("section", "change", "flag"),
     [("chunk", {"max_tokens": 60}, "rechunk_all"), ("embed", {"model": "hashing:32"}, "reembed_all"),
-     ("index", {"kind": "hnsw"}, "reindex")],
+     ("index", {"kind": "hnsw"}, "reindex"), ("load", {"html_drop": ["nav", "aside"]}, "reload_all")],
 )
 def test_settings_change_redoes_what_it_affects(light_workspace: Path, prefect_harness, section, change, flag) -> None:
     first = refresh()
