@@ -87,7 +87,9 @@ def test_scheduled_run_publishes_a_version(light_workspace: Path, prefect_harnes
     serve = subprocess.Popen([str(VENV_BIN / "ragline"), "refresh", "--serve", "--interval-s", "3"], env=env,
                              stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait(lambda: len(reg.versions("sample")) > 1 or serve.poll() is not None, 240, "a scheduled run to publish")
+        # wait for the alias, not the version folder: the folder appears (rename) just before `latest` moves
+        _wait(lambda: reg.resolve("sample@latest")[1] != first.version or serve.poll() is not None, 240,
+              "a scheduled run to publish and move latest")
         assert serve.poll() is None, log.read_text()[-3000:]
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
