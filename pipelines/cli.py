@@ -97,10 +97,15 @@ def ingest(
         summary = ingest_flow(list(sources or []), params.to_dict())
     finally:
         REPORTER.reset(token)
+    finish_run(summary, as_json, _print_summary)
+
+
+def finish_run(summary: Any, as_json: bool, print_table: Callable[[Any], None]) -> None:
+    """Print an ingest/refresh summary (JSON or ``print_table``); exit 1 naming the failure if it failed."""
     if as_json:
         _print_json(summary.to_dict())
     else:
-        _print_summary(summary)
+        print_table(summary)
     if summary.failed:
         err.print(f"[bold red]error:[/] {summary.failed}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)

@@ -15,7 +15,18 @@ import typer
 from rich.table import Table
 
 from indexers.registry import VERSION_RE, IndexRegistry, RegistryError
-from pipelines.cli import JsonOpt, ParamsOpt, _print_json, app, clean_errors, err, index_app, out, print_run_tail
+from pipelines.cli import (
+    JsonOpt,
+    ParamsOpt,
+    _print_json,
+    app,
+    clean_errors,
+    err,
+    finish_run,
+    index_app,
+    out,
+    print_run_tail,
+)
 from pipelines.config import Params, load_params
 from pipelines.errors import PipelineError
 
@@ -77,13 +88,7 @@ def refresh(
                 summary = refresh_flow(params=params.to_dict())
             finally:
                 REPORTER.reset(token)
-    if as_json:
-        _print_json(summary.to_dict())
-    else:
-        _print_refresh(summary)
-    if summary.failed:
-        err.print(f"[bold red]error:[/] {summary.failed}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+    finish_run(summary, as_json, _print_refresh)
 
 
 def _print_refresh(s: Any) -> None:

@@ -132,7 +132,7 @@ class RetrieveNode:
         p = self.retriever.published
         m = p.manifest
         e = self.retriever.embedder
-        query = {"backend": getattr(e, "backend", "hashing" if e.model_id == "hashing" else "torch")}
+        query = {"backend": getattr(e, "backend", type(e).__name__)}
         if hasattr(e, "threads"):
             query["threads"] = e.threads
         return {"ref": self.spec.index, "name": p.name, "version": p.version, "path": str(p.path),

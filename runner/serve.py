@@ -165,7 +165,7 @@ def create_app(runner: FlowRunner, api_key: Optional[str] = None,
             "outputs": list(flow.spec.outputs), "nodes": [{"name": n.name, "type": n.type} for n in flow.spec.nodes],
             "order": list(flow.order),
             "indexes": [{k: i[k] for k in ("node", "ref", "name", "version", "created_at", "params_hash", "counts",
-                                           "embedding", "chunker")} for i in indexes],
+                                           "embedding", "chunker", "query_embedding")} for i in indexes],
         }
 
     def score(body: Inputs, request: Request, trace: bool = False) -> ScoreResponse:  # type: ignore[valid-type]

@@ -135,7 +135,7 @@ def _folder(tmp_path: Path, modules: list[str], pooling: dict, tokenizer: bool =
 
 def test_model_layout_accepts_transformer_pooling_normalize(tmp_path: Path) -> None:
     f = _folder(tmp_path, ["Transformer", "Pooling", "Normalize"], {"pooling_mode_mean_tokens": True})
-    assert model_layout(f) == {"pooling": "mean", "normalize": True, "max_seq_length": 128}
+    assert model_layout(f) == {"pooling": "mean", "normalize": True, "max_seq_length": 128, "dim": 8}
 
 
 @pytest.mark.parametrize("modules,pooling,tokenizer,needle", [
@@ -165,11 +165,12 @@ def test_torch_embedder_dim_is_read_without_loading_the_model(tmp_path: Path) ->
     e.warm_up()
     assert e.dim == int(e._model.get_embedding_dimension())
     # a layout the pooling config cannot describe (two pooling modes) is not guessed
-    from indexers.embedders import _pooled_dim
+    from indexers.embedders import pooling_layout
 
     folder = _folder(tmp_path, ["Transformer", "Pooling"], {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True})
-    assert _pooled_dim(folder) is None
-    assert _pooled_dim(_folder(tmp_path / "b", ["Transformer", "Pooling"], {"pooling_mode_cls_token": True})) == 8
+    with pytest.raises(ValueError, match="config.json"):
+        pooling_layout(folder)
+    assert pooling_layout(_folder(tmp_path / "b", ["Transformer", "Pooling"], {"pooling_mode_cls_token": True}))["dim"] == 8
 
 
 @pytest.mark.slow

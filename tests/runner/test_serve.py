@@ -104,6 +104,7 @@ def test_metadata(server: str) -> None:
     m = httpx.get(f"{server}/metadata", headers={"X-API-Key": KEY}).json()
     assert m["flow"] == "qa" and m["order"] == ["retrieve", "prompt", "answer", "sources"]
     assert m["indexes"][0]["version"] == "v0001" and m["indexes"][0]["embedding"]["model_id"] == "hashing"
+    assert m["indexes"][0]["query_embedding"] == {"backend": "hashing"}
     assert "bm25" in m["variants"] and m["inputs"]["question"]["max_chars"] == 2000
 
 
