@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from chunkers.registry import get_chunker  # noqa: E402
+from ragline.chunkers.registry import get_chunker  # noqa: E402
 
 #: Where the chunking-eval corpora live: shared/ sits beside the repository checkout.
 CORPORA = REPO.parent / "shared" / "datasets" / "chunking-eval" / "corpora"

@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.offline import set_offline_env  # noqa: E402
+from ragline.pipelines.offline import set_offline_env  # noqa: E402
 
 set_offline_env()
 
@@ -44,14 +44,14 @@ MODES = {"dense": ("dense", "onnx"), "bm25": ("bm25", "onnx"), "hybrid (rrf)": (
 
 def build_index(dataset_dir: Path, out: Path, params_file: Path) -> tuple[Path, Path, dict]:
     """Chunk + embed + publish the corpora; write the questions as JSONL (question, corpus_id, references)."""
-    from indexers.embedders import info_of
-    from indexers.registry import IndexRegistry
-    from pipelines.chunk import chunk_documents
-    from pipelines.config import Params, load_params
-    from pipelines.embed import embed_chunks, index_embedder
-    from pipelines.evaluate_chunking import corpus_documents, load_dataset
-    from pipelines.load import documents_to_table, quarantine_to_table
-    from pipelines.publish import publish_index
+    from ragline.indexers.embedders import info_of
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.chunk import chunk_documents
+    from ragline.pipelines.config import Params, load_params
+    from ragline.pipelines.embed import embed_chunks, index_embedder
+    from ragline.pipelines.evaluate_chunking import corpus_documents, load_dataset
+    from ragline.pipelines.load import documents_to_table, quarantine_to_table
+    from ragline.pipelines.publish import publish_index
 
     base = load_params(params_file)
     root = out / "indexes"
@@ -97,7 +97,7 @@ def components(runners: dict, questions: Path, limit: int | None) -> dict:
     """Where retrieval time goes: query embedding per backend, FAISS search, BM25 scoring, each timed alone."""
     import numpy as np
 
-    from runner.batch import percentiles
+    from ragline.runner.batch import percentiles
 
     qs = [json.loads(line)["question"] for line in questions.read_text().splitlines() if line][:limit]
     retriever = runners["onnx"].nodes["retrieve"].retriever
@@ -128,11 +128,11 @@ def main() -> None:
     ap.add_argument("--query-threads", type=int, default=None, help="ONNX Runtime threads per query (default 2)")
     args = ap.parse_args()
 
-    from runner.batch import parse_columns, run_batch
-    from runner.engine import FlowRunner
-    from runner.evaluate import evaluate_run
-    from runner.nodes import QueryEmbedding
-    from runner.spec import load_flow
+    from ragline.runner.batch import parse_columns, run_batch
+    from ragline.runner.engine import FlowRunner
+    from ragline.runner.evaluate import evaluate_run
+    from ragline.runner.nodes import QueryEmbedding
+    from ragline.runner.spec import load_flow
 
     args.out.mkdir(parents=True, exist_ok=True)
     root, questions, info = build_index(args.dataset, args.out, args.params)

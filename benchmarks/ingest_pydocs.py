@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.offline import set_offline_env  # noqa: E402
+from ragline.pipelines.offline import set_offline_env  # noqa: E402
 
 set_offline_env()
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -53,12 +53,12 @@ def main() -> int:
         print(f"error: {args.source} not found; apt-get install python3.11-doc", file=sys.stderr)
         return 2
 
-    from indexers.embedders import SentenceTransformerEmbedder
-    from indexers.registry import IndexRegistry
-    from indexers.retriever import PublishedIndex
-    from pipelines.config import Params
-    from pipelines.embed import embedding_texts, index_embedder
-    from pipelines.flows import ingest_flow
+    from ragline.indexers.embedders import SentenceTransformerEmbedder
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.indexers.retriever import PublishedIndex
+    from ragline.pipelines.config import Params
+    from ragline.pipelines.embed import embedding_texts, index_embedder
+    from ragline.pipelines.flows import ingest_flow
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ragline-bench-"))
     work.mkdir(parents=True, exist_ok=True)

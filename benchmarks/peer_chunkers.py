@@ -45,18 +45,18 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.offline import set_offline_env  # noqa: E402
+from ragline.pipelines.offline import set_offline_env  # noqa: E402
 
 set_offline_env()
 
-from chunkers.registry import get_chunker  # noqa: E402
-from chunkers.tokenizer import get_encoding  # noqa: E402
-from indexers.cache import EmbeddingCache, embed_with_cache  # noqa: E402
-from indexers.embedders import info_of  # noqa: E402
-from pipelines.embed import index_embedder  # noqa: E402
-from indexers.faiss_index import FaissSpec, build_faiss_index, search  # noqa: E402
-from pipelines.config import Params, load_params  # noqa: E402
-from pipelines.evaluate_chunking import (  # noqa: E402
+from ragline.chunkers.registry import get_chunker  # noqa: E402
+from ragline.chunkers.tokenizer import get_encoding  # noqa: E402
+from ragline.indexers.cache import EmbeddingCache, embed_with_cache  # noqa: E402
+from ragline.indexers.embedders import info_of  # noqa: E402
+from ragline.pipelines.embed import index_embedder  # noqa: E402
+from ragline.indexers.faiss_index import FaissSpec, build_faiss_index, search  # noqa: E402
+from ragline.pipelines.config import Params, load_params  # noqa: E402
+from ragline.pipelines.evaluate_chunking import (  # noqa: E402
     EvalDataset,
     MetricMeans,
     config_label,

@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.offline import set_offline_env  # noqa: E402
+from ragline.pipelines.offline import set_offline_env  # noqa: E402
 
 set_offline_env()
 
@@ -64,8 +64,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from indexers.embedders import SentenceTransformerEmbedder
-    from indexers.onnx_embedder import OnnxEmbedder, _session
+    from ragline.indexers.embedders import SentenceTransformerEmbedder
+    from ragline.indexers.onnx_embedder import OnnxEmbedder, _session
 
     with open(QUESTIONS, newline="", encoding="utf-8") as f:
         queries = [r["question"] for r in csv.DictReader(f)][: args.limit]

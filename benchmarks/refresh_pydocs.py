@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.offline import set_offline_env  # noqa: E402
+from ragline.pipelines.offline import set_offline_env  # noqa: E402
 
 set_offline_env()
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -83,9 +83,9 @@ def main() -> int:
     import yaml
     from prefect import flow
 
-    from indexers.registry import IndexRegistry
-    from pipelines.config import Params
-    from pipelines.flows import refresh_flow
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.config import Params
+    from ragline.pipelines.flows import refresh_flow
 
     rng = random.Random(args.seed)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ragline-refresh-bench-"))

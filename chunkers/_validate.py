@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from chunkers.base import ConfigError
+from ragline.chunkers.base import ConfigError
 
 
 def positive_int(field: str, value: Any) -> None:
@@ -48,7 +48,7 @@ def number_in_range(field: str, value: Any, low: float, high: float) -> None:
 
 def encoding_name(field: str, value: Any) -> None:
     """Require a non-empty string naming a tiktoken encoding that is installed locally."""
-    from chunkers.tokenizer import get_encoding
+    from ragline.chunkers.tokenizer import get_encoding
 
     if not isinstance(value, str) or not value:
         raise ConfigError(f"chunk.{field} must be a tiktoken encoding name, got {value!r}")

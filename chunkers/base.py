@@ -13,61 +13,14 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 
-class ConfigError(ValueError):
-    """A chunker or pipeline configuration value is invalid (names the key and the allowed values)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ElementSpan:
-    """One element of a loaded document, as the chunkers see it.
-
-    Attributes:
-        type: unstructured element category, e.g. ``"Title"``, ``"NarrativeText"``,
-            ``"ListItem"``, ``"Table"``.
-        char_start: half-open start offset (characters) into the document's normalized text.
-        char_end: half-open end offset (characters).
-        page: 1-based page number when the format has pages, else ``None``.
-        section_path: titles of the enclosing sections, outermost first.
-    """
-
-    type: str
-    char_start: int
-    char_end: int
-    page: int | None = None
-    section_path: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """One chunk of one document.
-
-    Attributes:
-        chunk_id: 32 hex chars, ``sha256(doc_id, char_start, char_end, fingerprint)``.
-        doc_id: id of the document the chunk belongs to.
-        char_start: half-open start offset (characters) into the document's normalized text.
-        char_end: half-open end offset (characters); ``text == doc_text[char_start:char_end]``.
-        token_count: number of cl100k_base tokens of ``text``.
-        text: the chunk's text, exactly the document slice.
-        page: page of the element the chunk starts in, or ``None``.
-        section_path: section-title path of the element the chunk starts in.
-        oversized: True when the chunk is a single indivisible unit longer than ``max_tokens``.
-    """
-
-    chunk_id: str
-    doc_id: str
-    char_start: int
-    char_end: int
-    token_count: int
-    text: str
-    page: int | None = None
-    section_path: tuple[str, ...] = ()
-    oversized: bool = False
+from ragline.core.errors import ConfigError  # noqa: E402,F401  (re-exported)
+from ragline.core.records import Chunk, ElementSpan  # noqa: E402,F401  (re-exported)
 
 
 @runtime_checkable

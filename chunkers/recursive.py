@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from chunkers import _validate as v
-from chunkers.base import ConfigError, SpanChunker
-from chunkers.segment import sentence_spans, strip_span
-from chunkers.tokenizer import ENCODING_NAME, TokenIndex
+from ragline.chunkers import _validate as v
+from ragline.chunkers.base import ConfigError, SpanChunker
+from ragline.chunkers.segment import sentence_spans, strip_span
+from ragline.chunkers.tokenizer import ENCODING_NAME, TokenIndex
 
 #: The separator hierarchy, coarse to fine. Tokens are always the last resort.
 LEVELS: tuple[str, ...] = ("paragraph", "line", "sentence", "word")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from chunkers.base import Chunker, ConfigError
-from chunkers.recursive import RecursiveChunker, RecursiveChunkerConfig
-from chunkers.semantic import SemanticChunker, SemanticChunkerConfig
-from chunkers.sentence import SentenceChunker, SentenceChunkerConfig
-from chunkers.structure import StructureChunker, StructureChunkerConfig
-from chunkers.token import TokenChunker, TokenChunkerConfig
+from ragline.chunkers.base import Chunker, ConfigError
+from ragline.chunkers.recursive import RecursiveChunker, RecursiveChunkerConfig
+from ragline.chunkers.semantic import SemanticChunker, SemanticChunkerConfig
+from ragline.chunkers.sentence import SentenceChunker, SentenceChunkerConfig
+from ragline.chunkers.structure import StructureChunker, StructureChunkerConfig
+from ragline.chunkers.token import TokenChunker, TokenChunkerConfig
 
 #: name -> (chunker factory taking a config, config dataclass)
 STRATEGIES: dict[str, tuple[Callable[..., Chunker], type]] = {

@@ -7,12 +7,12 @@ from typing import Sequence
 
 import numpy as np
 
-from chunkers import _validate as v
-from chunkers.base import ConfigError, EmbedFn, SpanChunker
-from chunkers.recursive import Span
-from chunkers.segment import sentence_spans
-from chunkers.sentence import pack_sentences
-from chunkers.tokenizer import ENCODING_NAME, TokenIndex
+from ragline.chunkers import _validate as v
+from ragline.chunkers.base import ConfigError, EmbedFn, SpanChunker
+from ragline.chunkers.recursive import Span
+from ragline.chunkers.segment import sentence_spans
+from ragline.chunkers.sentence import pack_sentences
+from ragline.chunkers.tokenizer import ENCODING_NAME, TokenIndex
 
 
 class EmbeddingError(ValueError):

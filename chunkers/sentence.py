@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from chunkers import _validate as v
-from chunkers.base import SpanChunker
-from chunkers.recursive import Span, recursive_spans
-from chunkers.segment import sentence_spans
-from chunkers.tokenizer import ENCODING_NAME, TokenIndex
+from ragline.chunkers import _validate as v
+from ragline.chunkers.base import SpanChunker
+from ragline.chunkers.recursive import Span, recursive_spans
+from ragline.chunkers.segment import sentence_spans
+from ragline.chunkers.tokenizer import ENCODING_NAME, TokenIndex
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,11 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from chunkers import _validate as v
-from chunkers.base import Chunk, ElementSpan, SpanChunker, make_chunks
-from chunkers.recursive import Span, recursive_spans
-from chunkers.segment import strip_span
-from chunkers.tokenizer import ENCODING_NAME, TokenIndex
+from ragline.chunkers import _validate as v
+from ragline.chunkers.base import Chunk, ElementSpan, SpanChunker, make_chunks
+from ragline.chunkers.recursive import Span, recursive_spans
+from ragline.chunkers.segment import strip_span
+from ragline.chunkers.tokenizer import ENCODING_NAME, TokenIndex
 
 #: Element types that open a new chunk (unstructured's category for headings).
 TITLE_TYPES = frozenset({"Title"})

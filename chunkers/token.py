@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
-from chunkers import _validate as v
-from chunkers.base import SpanChunker
-from chunkers.tokenizer import ENCODING_NAME, encode_with_char_offsets
+from ragline.chunkers import _validate as v
+from ragline.chunkers.base import SpanChunker
+from ragline.chunkers.tokenizer import ENCODING_NAME, encode_with_char_offsets
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,19 +8,19 @@ changed document only misses for its own changed chunks.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from indexers.embedders import Embedder, EmbedderInfo, info_of
+from ragline.core.hashing import sha256_text
+from ragline.indexers.embedders import Embedder, EmbedderInfo, info_of
 
 
 def text_sha256(text: str) -> str:
     """sha256 (hex) of the UTF-8 bytes of a text: the per-text part of a cache key."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_text(text)
 
 
 class EmbeddingCache:

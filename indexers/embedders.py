@@ -291,7 +291,7 @@ def make_embedder(model: str, normalize: bool = True, backend: str = "torch",
         dim = int(model.split(":", 1)[1]) if ":" in model else 256
         return HashingEmbedder(dim=dim, normalize=normalize)
     if backend == "onnx":
-        from indexers.onnx_embedder import OnnxEmbedder
+        from ragline.indexers.onnx_embedder import OnnxEmbedder
 
         return OnnxEmbedder(model, normalize=normalize, cache_dir=cache_dir, threads=threads)
     if backend != "torch":

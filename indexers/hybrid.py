@@ -35,11 +35,11 @@ from typing import Literal, Mapping, Sequence
 import faiss
 import numpy as np
 
-from indexers.bm25 import BM25Index
-from indexers.embedders import HASHING_MODEL, Embedder, make_embedder
-from indexers.manifest import Manifest
-from indexers.registry import IndexRegistry
-from indexers.retriever import PublishedIndex
+from ragline.indexers.bm25 import BM25Index
+from ragline.indexers.embedders import HASHING_MODEL, Embedder, make_embedder
+from ragline.indexers.manifest import Manifest
+from ragline.indexers.registry import IndexRegistry
+from ragline.indexers.retriever import PublishedIndex
 
 Mode = Literal["dense", "bm25", "hybrid"]
 Fusion = Literal["rrf", "weighted"]

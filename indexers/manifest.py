@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,12 +12,9 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
 
 
-class CorruptRegistryError(RuntimeError):
-    """A registry file is missing, truncated or inconsistent (names the file and a repair)."""
-
-
-class IndexCompatibilityError(RuntimeError):
-    """A published index does not match the embedder in use (names both sides)."""
+from ragline.core.errors import CorruptRegistryError, IndexCompatibilityError  # noqa: E402,F401  (re-exported)
+from ragline.core.hashing import json_sha256, sha256_file  # noqa: E402,F401  (re-exported)
+from ragline.core.io import fsync_dir, write_json_atomic  # noqa: E402,F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -92,37 +87,7 @@ class Manifest:
 
 def params_hash(params: dict[str, Any]) -> str:
     """sha256 (hex) of the sorted-key JSON of a params dict."""
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file, fsync and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename inside it is durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return json_sha256(params)
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from indexers.embedders import (
+from ragline.indexers.embedders import (
     PACKAGED_MODEL,
     SentenceTransformerEmbedder,
     pooling_layout,

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 
 from filelock import FileLock, Timeout
 
-from indexers.manifest import (
+from ragline.indexers.manifest import (
     MANIFEST_FILE,
     CorruptRegistryError,
     Manifest,
@@ -41,7 +41,7 @@ from indexers.manifest import (
     sha256_file,
     write_json_atomic,
 )
-from indexers.faults import crash_point
+from ragline.indexers.faults import crash_point
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -54,12 +54,13 @@ _LOCKS: dict[str, FileLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-class RegistryError(LookupError):
-    """An index, version or alias does not exist (the message says what does)."""
-
-
-class LockTimeoutError(RuntimeError):
-    """Another process holds the index's publish lock past the timeout."""
+from ragline.core.errors import (  # noqa: E402  (re-exported: callers import them from here too)
+    AliasNotFound,
+    IndexNotFound,
+    LockTimeoutError,
+    RegistryError,
+    VersionNotFound,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +223,7 @@ class IndexRegistry:
         """
         folder = self.version_dir(name, version)
         if not folder.is_dir():
-            raise RegistryError(
+            raise VersionNotFound(
                 f"index {name!r} has no version {version!r}; versions: {', '.join(self.versions(name)) or 'none'}"
             )
         return read_manifest(folder)
@@ -275,14 +276,14 @@ class IndexRegistry:
         r = IndexRef.parse(ref) if isinstance(ref, str) else ref
         if not self.index_dir(r.name).is_dir():
             known = ", ".join(self.names()) or "none"
-            raise RegistryError(f"no index named {r.name!r} under {self.root}/ (indexes: {known}); run `ragline ingest` first")
+            raise IndexNotFound(f"no index named {r.name!r} under {self.root}/ (indexes: {known}); run `ragline ingest` first")
         if VERSION_RE.match(r.selector):
             self.manifest(r.name, r.selector)
             return r.name, r.selector
         data = self._read_alias(r.name, r.selector)
         if data is None:
             known = ", ".join(self.aliases(r.name)) or "none"
-            raise RegistryError(f"index {r.name!r} has no alias {r.selector!r} (aliases: {known})")
+            raise AliasNotFound(f"index {r.name!r} has no alias {r.selector!r} (aliases: {known})")
         version = data["version"]
         if not (self.version_dir(r.name, version) / MANIFEST_FILE).exists():
             raise CorruptRegistryError(
@@ -344,15 +345,7 @@ class IndexRegistry:
     def _write_alias(self, name: str, alias: str, record: dict) -> None:
         path = self._alias_path(name, alias)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        crash_point("alias:tmp-written")
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        write_json_atomic(path, record, before_replace=lambda: crash_point("alias:tmp-written"))
 
     def set_alias(self, name: str, alias: str, version: str, meta: dict[str, Any] | None = None) -> AliasMove:
         """Point ``alias`` at ``version`` atomically, appending the old target to its history.

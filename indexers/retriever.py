@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from indexers.embedders import Embedder, info_of
-from indexers.faiss_index import read_faiss_index, search
-from indexers.manifest import CorruptRegistryError, Manifest, check_embedder
-from indexers.registry import IndexRegistry
-from indexers.schemas import CHUNKS_SCHEMA, read_table
+from ragline.indexers.embedders import Embedder, info_of
+from ragline.indexers.faiss_index import read_faiss_index, search
+from ragline.indexers.manifest import CorruptRegistryError, Manifest, check_embedder
+from ragline.indexers.registry import IndexRegistry
+from ragline.core.schemas import CHUNKS_SCHEMA, read_table
 
 INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.parquet"

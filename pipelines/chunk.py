@@ -6,11 +6,11 @@ from typing import Callable, Sequence
 
 import pyarrow as pa
 
-from chunkers.base import Chunk, Chunker, EmbedFn
-from chunkers.registry import config_keys, get_chunker
-from indexers.schemas import CHUNKS_SCHEMA
-from pipelines.config import ChunkConfig
-from pipelines.load import Document, QuarantineRecord
+from ragline.chunkers.base import Chunk, Chunker, EmbedFn
+from ragline.chunkers.registry import config_keys, get_chunker
+from ragline.core.schemas import CHUNKS_SCHEMA
+from ragline.pipelines.config import ChunkConfig
+from ragline.pipelines.load import Document, QuarantineRecord
 
 STAGE = "chunk"
 

@@ -17,17 +17,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.offline import set_offline_env
+from ragline.pipelines.offline import set_offline_env
 
 set_offline_env()
 
-from chunkers.base import ConfigError  # noqa: E402
-from indexers.manifest import CorruptRegistryError, IndexCompatibilityError  # noqa: E402
-from indexers.registry import IndexRegistry, LockTimeoutError, RegistryError  # noqa: E402
-from indexers.schemas import SchemaMismatchError  # noqa: E402
-from pipelines.config import Params, load_params  # noqa: E402
-from pipelines.errors import PipelineError  # noqa: E402
-from runner.cli import flow_app  # noqa: E402
+from ragline.chunkers.base import ConfigError  # noqa: E402
+from ragline.indexers.manifest import CorruptRegistryError, IndexCompatibilityError  # noqa: E402
+from ragline.indexers.registry import IndexRegistry, LockTimeoutError, RegistryError  # noqa: E402
+from ragline.core.schemas import SchemaMismatchError  # noqa: E402
+from ragline.pipelines.config import Params, load_params  # noqa: E402
+from ragline.pipelines.errors import PipelineError  # noqa: E402
+from ragline.runner.cli import flow_app  # noqa: E402
 
 app = typer.Typer(
     name="ragline",
@@ -88,8 +88,8 @@ def ingest(
     as_json: bool = JsonOpt,
 ) -> None:
     """Load, chunk, embed and publish SOURCES as a new version of an index (Prefect flow)."""
-    from pipelines.flows import REPORTER, ingest_flow
-    from pipelines.progress import RichReporter
+    from ragline.pipelines.flows import REPORTER, ingest_flow
+    from ragline.pipelines.progress import RichReporter
 
     params = _params(params_file, index)
     token = REPORTER.set(RichReporter())
@@ -149,8 +149,8 @@ def query(
     as_json: bool = JsonOpt,
 ) -> None:
     """Search a published index version and print the ranked chunks."""
-    from indexers.embedders import make_embedder
-    from indexers.retriever import PublishedIndex
+    from ragline.indexers.embedders import make_embedder
+    from ragline.indexers.retriever import PublishedIndex
 
     params = load_params(params_file)
     ref = index or params.index.name
@@ -213,8 +213,8 @@ def index_list(
 @clean_errors
 def stage_load(params_file: Path = ParamsOpt) -> None:
     """Stage load: load.sources → paths.documents + paths.quarantine."""
-    from indexers.schemas import DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_table
-    from pipelines.load import check_failure_rate, discover_files, documents_to_table, load_documents, quarantine_to_table
+    from ragline.core.schemas import DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_table
+    from ragline.pipelines.load import check_failure_rate, discover_files, documents_to_table, load_documents, quarantine_to_table
 
     p = load_params(params_file)
     files = discover_files(p.load.sources, p.load.include, p.load.exclude)
@@ -230,10 +230,10 @@ def stage_load(params_file: Path = ParamsOpt) -> None:
 @clean_errors
 def stage_chunk(params_file: Path = ParamsOpt) -> None:
     """Stage chunk: paths.documents → paths.chunks."""
-    from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, read_table, write_table
-    from pipelines.chunk import chunk_documents
-    from pipelines.embed import index_embedder
-    from pipelines.load import documents_from_table
+    from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, read_table, write_table
+    from ragline.pipelines.chunk import chunk_documents
+    from ragline.pipelines.embed import index_embedder
+    from ragline.pipelines.load import documents_from_table
 
     p = load_params(params_file)
     docs = documents_from_table(read_table(p.paths.documents, DOCUMENTS_SCHEMA))
@@ -253,8 +253,8 @@ def stage_embed(params_file: Path = ParamsOpt) -> None:
     """Stage embed: paths.chunks → paths.embeddings (through the embedding cache)."""
     import pyarrow.parquet as pq
 
-    from indexers.schemas import CHUNKS_SCHEMA, read_table
-    from pipelines.embed import embed_chunks, index_embedder, vectors_to_table
+    from ragline.core.schemas import CHUNKS_SCHEMA, read_table
+    from ragline.pipelines.embed import embed_chunks, index_embedder, vectors_to_table
 
     p = load_params(params_file)
     chunks = read_table(p.paths.chunks, CHUNKS_SCHEMA)
@@ -271,11 +271,11 @@ def stage_publish(params_file: Path = ParamsOpt) -> None:
     """Stage index + publish: tables → a new version of index.name; writes paths.published."""
     import pyarrow.parquet as pq
 
-    from indexers.embedders import info_of
-    from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, read_table
-    from pipelines.embed import index_embedder, vectors_from_table
-    from pipelines.lineage import dvc_stage_deps
-    from pipelines.publish import publish_index
+    from ragline.indexers.embedders import info_of
+    from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, read_table
+    from ragline.pipelines.embed import index_embedder, vectors_from_table
+    from ragline.pipelines.lineage import dvc_stage_deps
+    from ragline.pipelines.publish import publish_index
 
     p = load_params(params_file)
     chunks = read_table(p.paths.chunks, CHUNKS_SCHEMA)
@@ -306,8 +306,8 @@ def _mkparent(*paths: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-import pipelines.cli_eval  # noqa: E402,F401  registers `ragline eval ...` and `ragline experiment ...`
-import pipelines.cli_registry  # noqa: E402,F401  registers `ragline refresh` and `ragline index show|diff|promote|rollback|gc|restore`
+import ragline.pipelines.cli_eval  # noqa: E402,F401  registers `ragline eval ...` and `ragline experiment ...`
+import ragline.pipelines.cli_registry  # noqa: E402,F401  registers `ragline refresh` and `ragline index show|diff|promote|rollback|gc|restore`
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from chunkers.base import ConfigError
-from pipelines.cli import JsonOpt, ParamsOpt, _print_json, app, clean_errors, err, out
-from pipelines.config import Params, load_params
+from ragline.chunkers.base import ConfigError
+from ragline.pipelines.cli import JsonOpt, ParamsOpt, _print_json, app, clean_errors, err, out
+from ragline.pipelines.config import Params, load_params
 
 eval_app = typer.Typer(help="Measure ragline on labelled data (chunking: span-labelled questions).",
                        no_args_is_help=True)
@@ -72,9 +72,9 @@ def eval_chunking(
 ) -> None:
     """Chunk, embed (through the cache) and index a span-labelled dataset with the params'
     chunk settings; report recall, precision, IoU and precision_Ω at k, overall and per corpus."""
-    from pipelines.evaluate_chunking import (config_label, evaluate_chunking, load_dataset, retrieval_label,
+    from ragline.pipelines.evaluate_chunking import (config_label, evaluate_chunking, load_dataset, retrieval_label,
                                              write_metrics)
-    from pipelines.progress import RichReporter
+    from ragline.pipelines.progress import RichReporter
 
     params, default_dataset = dvc_project_params(load_params(params_file))
     params = _with_search_mode(params, mode, fusion)
@@ -131,7 +131,7 @@ def experiment_run(
 ) -> None:
     """Run a chunking grid (strategies × max_tokens × overlap × context) as a Prefect flow;
     write leaderboard.csv, leaderboard.md and recall_vs_iou.png."""
-    from pipelines.experiments import plan_grid, read_grid
+    from ragline.pipelines.experiments import plan_grid, read_grid
 
     params = load_params(params_file)
     grid = read_grid(grid_file)
@@ -159,8 +159,8 @@ def experiment_run(
 
 
 def _run_flow(grid: dict[str, Any], params: Params, out_dir: str, source: str) -> Any:
-    from pipelines.flows import REPORTER, chunking_experiment_flow
-    from pipelines.progress import RichReporter
+    from ragline.pipelines.flows import REPORTER, chunking_experiment_flow
+    from ragline.pipelines.progress import RichReporter
 
     token = REPORTER.set(RichReporter())
     try:

@@ -14,8 +14,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from indexers.registry import VERSION_RE, IndexRegistry, RegistryError
-from pipelines.cli import (
+from ragline.indexers.registry import VERSION_RE, IndexRegistry, RegistryError
+from ragline.pipelines.cli import (
     JsonOpt,
     ParamsOpt,
     _print_json,
@@ -27,8 +27,8 @@ from pipelines.cli import (
     out,
     print_run_tail,
 )
-from pipelines.config import Params, load_params
-from pipelines.errors import PipelineError
+from ragline.pipelines.config import Params, load_params
+from ragline.pipelines.errors import PipelineError
 
 IndexOpt = typer.Option(None, "--index", "-i", help="Index name (default: index.name).")
 
@@ -66,7 +66,7 @@ def refresh(
     chunked and embedded (through the embedding cache); removed ones are dropped. Prints the
     diff counts; when nothing changed, says so and publishes nothing (exit 0).
     """
-    from pipelines.refresh import RefreshSummary, plan_refresh, refresh_params
+    from ragline.pipelines.refresh import RefreshSummary, plan_refresh, refresh_params
 
     t0 = time.perf_counter()
     params = refresh_params(None, params_file, index, list(sources or []))
@@ -80,8 +80,8 @@ def refresh(
             summary = RefreshSummary.from_plan(plan)
             summary.total_seconds = round(time.perf_counter() - t0, 3)
         else:
-            from pipelines.flows import REPORTER, refresh_flow
-            from pipelines.progress import RichReporter
+            from ragline.pipelines.flows import REPORTER, refresh_flow
+            from ragline.pipelines.progress import RichReporter
 
             token = REPORTER.set(RichReporter())
             try:
@@ -121,7 +121,7 @@ def _serve(params: Params, params_file: Path, index: str | None, sources: list[s
     from prefect.schedules import Cron, Interval
     from prefect.settings import PREFECT_API_URL
 
-    from pipelines.flows import scheduled_refresh_flow
+    from ragline.pipelines.flows import scheduled_refresh_flow
 
     if not PREFECT_API_URL.value():
         raise PipelineError(
@@ -235,7 +235,7 @@ def index_promote(
     as_json: bool = JsonOpt,
 ) -> None:
     """Move ALIAS to VERSION, if the promotion gate (promote: in params) passes."""
-    from pipelines.promote import promote
+    from ragline.pipelines.promote import promote
 
     params = load_params(params_file)
     reg = _registry(params)
@@ -316,7 +316,7 @@ def index_restore(
     """
     import json
 
-    from pipelines.lineage import LineageError, compare_versions, find_dvc_commit, restore_commands, run_commands
+    from ragline.pipelines.lineage import LineageError, compare_versions, find_dvc_commit, restore_commands, run_commands
 
     params = load_params(params_file)
     reg = _registry(params)

@@ -6,19 +6,18 @@ raises :class:`~chunkers.base.ConfigError` naming the file, the key and the allo
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chunkers.base import ConfigError
-from chunkers.registry import STRATEGIES, config_keys
+from ragline.core.errors import ConfigError
+from ragline.core.hashing import json_sha256
+from ragline.chunkers.registry import STRATEGIES, config_keys
 
 if TYPE_CHECKING:
-    from indexers.bm25 import BM25Spec
+    from ragline.indexers.bm25 import BM25Spec
 
 
 class _Section(BaseModel):
@@ -155,7 +154,7 @@ class IndexConfig(_Section):
 
     def bm25_spec(self) -> BM25Spec:
         """The :class:`indexers.bm25.BM25Spec` these params give."""
-        from indexers.bm25 import BM25Spec
+        from ragline.indexers.bm25 import BM25Spec
 
         return BM25Spec(k1=self.bm25_k1, b=self.bm25_b)
 
@@ -277,7 +276,7 @@ class Params(_Section):
         data = self.to_dict()
         if sections:
             data = {k: data[k] for k in sections}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        return json_sha256(data)
 
 
 def load_params(path: str | Path | None = "params.yaml") -> Params:

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import pyarrow as pa
 
-from indexers.cache import EmbeddingCache, embed_with_cache
-from indexers.embedders import Embedder, info_of, make_embedder
-from indexers.schemas import embeddings_schema
+from ragline.indexers.cache import EmbeddingCache, embed_with_cache
+from ragline.indexers.embedders import Embedder, info_of, make_embedder
+from ragline.core.schemas import embeddings_schema
 
 if TYPE_CHECKING:
-    from pipelines.config import Params
+    from ragline.pipelines.config import Params
 
 
 def index_embedder(params: Params, model: str | None = None, normalize: bool | None = None) -> Embedder:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from chunkers.base import ConfigError
+from ragline.core.errors import ConfigError, RaglineError
 
 
-class PipelineError(RuntimeError):
+class PipelineError(RaglineError, RuntimeError):
     """Base class of pipeline failures that end a run with one clear line."""
 
 

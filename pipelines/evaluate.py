@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from indexers.embedders import Embedder
-from indexers.retriever import PublishedIndex
-from pipelines.errors import PipelineError
+from ragline.indexers.embedders import Embedder
+from ragline.indexers.retriever import PublishedIndex
+from ragline.pipelines.errors import PipelineError
 
 
 class QuestionsError(PipelineError):

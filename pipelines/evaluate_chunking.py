@@ -42,17 +42,17 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from chunkers.base import ConfigError, ElementSpan
-from indexers.bm25 import BM25Index, BM25Spec
-from indexers.cache import EmbeddingCache, embed_with_cache
-from indexers.embedders import Embedder, info_of
-from indexers.faiss_index import FaissSpec, build_faiss_index, search
-from indexers.hybrid import FUSIONS, MODES, rrf_fuse, weighted_fuse
-from pipelines.chunk import chunk_documents, chunker_record
-from pipelines.config import EvalConfig, Params
-from pipelines.embed import embed_chunks, index_embedder
-from pipelines.errors import PipelineError
-from pipelines.load import Document, doc_id_for
+from ragline.chunkers.base import ConfigError, ElementSpan
+from ragline.indexers.bm25 import BM25Index, BM25Spec
+from ragline.indexers.cache import EmbeddingCache, embed_with_cache
+from ragline.indexers.embedders import Embedder, info_of
+from ragline.indexers.faiss_index import FaissSpec, build_faiss_index, search
+from ragline.indexers.hybrid import FUSIONS, MODES, rrf_fuse, weighted_fuse
+from ragline.pipelines.chunk import chunk_documents, chunker_record
+from ragline.pipelines.config import EvalConfig, Params
+from ragline.pipelines.embed import embed_chunks, index_embedder
+from ragline.pipelines.errors import PipelineError
+from ragline.pipelines.load import Document, doc_id_for
 
 #: A half-open character span ``(start, end)``.
 Span = tuple[int, int]

@@ -41,11 +41,11 @@ from typing import Any, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chunkers.base import ConfigError
-from chunkers.registry import STRATEGIES, config_keys
-from pipelines.chunk import chunker_record
-from pipelines.config import Params
-from pipelines.evaluate_chunking import ChunkingEvalResult, config_label, retrieval_label, retrieval_record
+from ragline.chunkers.base import ConfigError
+from ragline.chunkers.registry import STRATEGIES, config_keys
+from ragline.pipelines.chunk import chunker_record
+from ragline.pipelines.config import Params
+from ragline.pipelines.evaluate_chunking import ChunkingEvalResult, config_label, retrieval_label, retrieval_record
 
 log = logging.getLogger(__name__)
 

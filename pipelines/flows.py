@@ -19,19 +19,19 @@ from typing import Any, Iterator
 
 from contextlib import contextmanager
 
-from pipelines.offline import set_offline_env
+from ragline.pipelines.offline import set_offline_env
 
 set_offline_env()
 
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from indexers.embedders import Embedder, info_of  # noqa: E402
-from indexers.registry import IndexRegistry  # noqa: E402
-from pipelines.chunk import chunk_documents  # noqa: E402
-from pipelines.config import Params  # noqa: E402
-from pipelines.embed import embed_chunks, index_embedder  # noqa: E402
-from pipelines.load import (  # noqa: E402
+from ragline.indexers.embedders import Embedder, info_of  # noqa: E402
+from ragline.indexers.registry import IndexRegistry  # noqa: E402
+from ragline.pipelines.chunk import chunk_documents  # noqa: E402
+from ragline.pipelines.config import Params  # noqa: E402
+from ragline.pipelines.embed import embed_chunks, index_embedder  # noqa: E402
+from ragline.pipelines.load import (  # noqa: E402
     QuarantineRecord,
     check_failure_rate,
     discover_files,
@@ -39,8 +39,8 @@ from pipelines.load import (  # noqa: E402
     load_documents,
     quarantine_to_table,
 )
-from pipelines.progress import Reporter  # noqa: E402
-from pipelines.publish import publish_index  # noqa: E402
+from ragline.pipelines.progress import Reporter  # noqa: E402
+from ragline.pipelines.publish import publish_index  # noqa: E402
 
 #: Progress reporter for the current run (set by the CLI; tasks run in the caller's context).
 REPORTER: contextvars.ContextVar[Reporter] = contextvars.ContextVar("ragline_reporter", default=Reporter())
@@ -162,21 +162,21 @@ def ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
 # ---------------- chunking experiments (grid of chunk configs → leaderboard + plot) ----------------
 @task(name="load-eval-dataset", cache_policy=NO_CACHE)
 def load_eval_dataset_task(root: str, corpora: list[str], limit_questions: int | None):
-    from pipelines.evaluate_chunking import load_dataset
+    from ragline.pipelines.evaluate_chunking import load_dataset
 
     return load_dataset(root, corpora, limit_questions)
 
 
 @task(name="eval-chunking", task_run_name="eval {label}", cache_policy=NO_CACHE)
 def eval_chunking_task(label: str, dataset, params: Params, k: int, embedder: Embedder):
-    from pipelines.evaluate_chunking import evaluate_chunking
+    from ragline.pipelines.evaluate_chunking import evaluate_chunking
 
     return evaluate_chunking(dataset, params, k, embedder, progress=REPORTER.get().stage)
 
 
 @task(name="write-leaderboard", retries=1, retry_delay_seconds=[1], cache_policy=NO_CACHE)
 def write_leaderboard_task(results: list, out_dir: str, name: str, meta: dict[str, Any]):
-    from pipelines.experiments import write_experiment_outputs
+    from ragline.pipelines.experiments import write_experiment_outputs
 
     return write_experiment_outputs(results, out_dir, name, meta)
 
@@ -195,7 +195,7 @@ def chunking_experiment_flow(grid: dict[str, Any], params: dict[str, Any], out_d
     Returns:
         :class:`pipelines.experiments.ExperimentSummary`.
     """
-    from pipelines.experiments import ExperimentSummary, plan_grid
+    from ragline.pipelines.experiments import ExperimentSummary, plan_grid
 
     t0 = time.perf_counter()
     plan = plan_grid(grid, Params.from_dict(params), source)
@@ -220,21 +220,21 @@ def _retry_on_io(task, task_run, state) -> bool:
 
 @task(name="plan-refresh", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io, cache_policy=NO_CACHE)
 def plan_refresh_task(params: Params, sources: list[str]):
-    from pipelines.refresh import plan_refresh
+    from ragline.pipelines.refresh import plan_refresh
 
     return plan_refresh(params, IndexRegistry(params.index.root, params.index.lock_timeout_s), sources or None)
 
 
 @task(name="read-parent", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io, cache_policy=NO_CACHE)
 def read_parent_task(params: Params, version: str):
-    from pipelines.refresh import read_parent
+    from ragline.pipelines.refresh import read_parent
 
     return read_parent(IndexRegistry(params.index.root), params.index.name, version)
 
 
 @task(name="assemble", cache_policy=NO_CACHE)
 def assemble_task(plan, parent, docs, quarantine, params: Params, embedder: Embedder | None):
-    from pipelines.refresh import assemble
+    from ragline.pipelines.refresh import assemble
 
     embed_fn = ((lambda texts: embedder.embed(list(texts)))
                 if params.chunk.strategy == "semantic" and embedder is not None else None)
@@ -244,7 +244,7 @@ def assemble_task(plan, parent, docs, quarantine, params: Params, embedder: Embe
 
 @task(name="embed-new", cache_policy=NO_CACHE)
 def fill_vectors_task(assembly, params: Params, embedder: Embedder | None):
-    from pipelines.refresh import fill_vectors
+    from ragline.pipelines.refresh import fill_vectors
 
     with REPORTER.get().stage("embed", int(assembly.need_embed.sum())) as advance:
         return fill_vectors(assembly, embedder, params.paths.cache, params.embed.batch_size, progress=advance)
@@ -285,10 +285,10 @@ def refresh_flow(
     Raises:
         LockTimeoutError: another refresh or publish held the index past the timeout.
     """
-    from indexers.faults import crash_point
-    from pipelines.errors import FailureRateExceeded
-    from pipelines.refresh import RefreshSummary, embedder_info_for, refresh_params
-    from pipelines.promote import PromotionRefused, promote
+    from ragline.indexers.faults import crash_point
+    from ragline.pipelines.errors import FailureRateExceeded
+    from ragline.pipelines.refresh import RefreshSummary, embedder_info_for, refresh_params
+    from ragline.pipelines.promote import PromotionRefused, promote
 
     p = refresh_params(params, params_file, index, sources)
     registry = IndexRegistry(p.index.root, p.index.lock_timeout_s)
@@ -363,6 +363,6 @@ def scheduled_refresh_flow(
     Returns:
         The refresh summary as a dict.
     """
-    from pipelines.flows import refresh_flow as run_refresh
+    from ragline.pipelines.flows import refresh_flow as run_refresh
 
     return run_refresh(params_file=params_file, index=index, sources=sources).to_dict()

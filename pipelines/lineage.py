@@ -28,11 +28,11 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from indexers.faiss_index import read_faiss_index
-from indexers.manifest import Manifest
-from indexers.registry import IndexRegistry
-from pipelines.config import Params
-from pipelines.errors import PipelineError
+from ragline.indexers.faiss_index import read_faiss_index
+from ragline.indexers.manifest import Manifest
+from ragline.indexers.registry import IndexRegistry
+from ragline.pipelines.config import Params
+from ragline.pipelines.errors import PipelineError
 
 #: The dvc.yaml stage that publishes the index (``dvc repro publish`` runs it and its upstream stages).
 PUBLISH_STAGE = "publish"

@@ -9,7 +9,6 @@ character offsets into that text. Files that cannot be loaded become
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import html
 import mimetypes
 import os
@@ -21,9 +20,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from chunkers.base import ElementSpan
-from pipelines.config import LoadConfig
-from pipelines.errors import FailureRateExceeded
+from ragline.core.hashing import doc_id_for, sha256_bytes
+from ragline.core.records import Document, ElementSpan, QuarantineRecord
+from ragline.pipelines.config import LoadConfig
+from ragline.pipelines.errors import FailureRateExceeded
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -58,63 +58,6 @@ class SourceFile:
     path: Path
     uri: str
 
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """One loaded document.
-
-    Attributes:
-        doc_id: 32 hex chars, sha256 of the source URI.
-        uri: source URI.
-        sha256: sha256 (hex) of the file's bytes.
-        mime_type: MIME type from the file suffix.
-        size_bytes: file size in bytes.
-        title: the HTML ``<title>``, else the first Title element, else the file stem.
-        text: normalized text: NFC, ``\\n`` line ends, elements joined by ``\\n\\n``.
-        elements: element spans into ``text`` in document order.
-    """
-
-    doc_id: str
-    uri: str
-    sha256: str
-    mime_type: str
-    size_bytes: int
-    title: str
-    text: str
-    elements: tuple[ElementSpan, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineRecord:
-    """A file (or document) that a stage could not process.
-
-    Attributes:
-        path: source URI of the file.
-        stage: stage that failed (``load``, ``chunk``, ``embed``).
-        error_type: short error class, e.g. ``EmptyFile``, ``UnsupportedType``, ``PDFSyntaxError``.
-        message: what went wrong and, where possible, what to do.
-        sha256: the file's sha256 when it could be read, else ``""``.
-    """
-
-    path: str
-    stage: str
-    error_type: str
-    message: str
-    sha256: str = ""
-
-
-def doc_id_for(uri: str) -> str:
-    """Document id: first 32 hex chars of sha256 of the source URI (stable across runs)."""
-    return hashlib.sha256(uri.encode("utf-8")).hexdigest()[:32]
-
-
-def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
@@ -208,7 +151,7 @@ def strip_html(text: str, selectors: Sequence[str]) -> str:
 
 
 def _partition(path: Path, suffix: str, data: bytes, strategy: str, html_drop: Sequence[str] = ()) -> list:
-    from pipelines.offline import install_unstructured_nlp
+    from ragline.pipelines.offline import install_unstructured_nlp
 
     install_unstructured_nlp()
     if suffix in TEXT_SUFFIXES:
@@ -328,7 +271,7 @@ def load_document(src: SourceFile, cfg: LoadConfig) -> Document | QuarantineReco
                 f"{src.uri}: {size / 1048576:.1f} MiB exceeds load.max_file_mb={cfg.max_file_mb}",
             )
         data = path.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha256_bytes(data)
         try:
             raw = _partition(path, suffix, data, cfg.strategy, cfg.html_drop)
         except _LoadFailure:
@@ -397,10 +340,10 @@ def check_failure_rate(n_files: int, quarantine: Iterable[QuarantineRecord], max
 
 
 def documents_to_table(docs: Sequence[Document]) -> "pa.Table":
-    """Documents as an Arrow table of :data:`indexers.schemas.DOCUMENTS_SCHEMA`."""
+    """Documents as an Arrow table of :data:`ragline.core.schemas.DOCUMENTS_SCHEMA`."""
     import pyarrow as pa
 
-    from indexers.schemas import DOCUMENTS_SCHEMA
+    from ragline.core.schemas import DOCUMENTS_SCHEMA
 
     rows = [
         {
@@ -433,10 +376,10 @@ def documents_from_table(table: "pa.Table") -> list[Document]:
 
 
 def quarantine_to_table(records: Sequence[QuarantineRecord]) -> "pa.Table":
-    """Quarantine records as an Arrow table of :data:`indexers.schemas.QUARANTINE_SCHEMA`."""
+    """Quarantine records as an Arrow table of :data:`ragline.core.schemas.QUARANTINE_SCHEMA`."""
     import pyarrow as pa
 
-    from indexers.schemas import QUARANTINE_SCHEMA
+    from ragline.core.schemas import QUARANTINE_SCHEMA
 
     return pa.Table.from_pylist(
         [{"path": q.path, "stage": q.stage, "error_type": q.error_type, "message": q.message, "sha256": q.sha256}

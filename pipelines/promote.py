@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipelines.embed import index_embedder
-from indexers.registry import AliasMove, IndexRegistry
-from indexers.retriever import PublishedIndex
-from pipelines.config import Params
-from pipelines.errors import PipelineError
-from pipelines.evaluate import doc_recall_at_k, load_questions
+from ragline.pipelines.embed import index_embedder
+from ragline.indexers.registry import AliasMove, IndexRegistry
+from ragline.indexers.retriever import PublishedIndex
+from ragline.pipelines.config import Params
+from ragline.pipelines.errors import PipelineError
+from ragline.pipelines.evaluate import doc_recall_at_k, load_questions
 
 
 class PromotionRefused(PipelineError):

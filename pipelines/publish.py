@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import subprocess
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,15 +10,16 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from indexers.bm25 import write_bm25
-from indexers.embedders import EmbedderInfo
-from indexers.faiss_index import FaissSpec, build_faiss_index, write_faiss_index
-from indexers.manifest import Manifest, params_hash
-from indexers.registry import DEFAULT_ALIAS, IndexRegistry
-from indexers.retriever import CHUNKS_FILE, DOCUMENTS_FILE, INDEX_FILE, QUARANTINE_FILE
-from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_table
-from pipelines.config import IndexConfig, Params
-from pipelines.chunk import chunker_record
+from ragline.core.hashing import sha256_file
+from ragline.indexers.bm25 import write_bm25
+from ragline.indexers.embedders import EmbedderInfo
+from ragline.indexers.faiss_index import FaissSpec, build_faiss_index, write_faiss_index
+from ragline.indexers.manifest import Manifest, params_hash
+from ragline.indexers.registry import DEFAULT_ALIAS, IndexRegistry
+from ragline.indexers.retriever import CHUNKS_FILE, DOCUMENTS_FILE, INDEX_FILE, QUARANTINE_FILE
+from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_table
+from ragline.pipelines.config import IndexConfig, Params
+from ragline.pipelines.chunk import chunker_record
 
 
 def faiss_spec(cfg: IndexConfig) -> FaissSpec:
@@ -48,7 +48,7 @@ def git_commit(cwd: str | Path = ".") -> str | None:
 def dvc_lock_sha256(cwd: str | Path = ".") -> str | None:
     """sha256 of ``dvc.lock`` at ``cwd`` when it exists."""
     p = Path(cwd) / "dvc.lock"
-    return hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None
+    return sha256_file(p) if p.exists() else None
 
 
 def publish_index(

@@ -28,15 +28,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from indexers.embedders import Embedder, EmbedderInfo
-from indexers.faiss_index import read_faiss_index
-from indexers.manifest import MANIFEST_FILE, CorruptRegistryError, Manifest
-from indexers.registry import DEFAULT_ALIAS, IndexRef, IndexRegistry, RegistryError
-from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, read_table
-from pipelines.chunk import chunk_documents, chunker_record
-from pipelines.config import Params, load_params
-from pipelines.embed import embed_chunks, index_embedder
-from pipelines.load import (
+from ragline.core.hashing import sha256_file
+from ragline.indexers.embedders import Embedder, EmbedderInfo
+from ragline.indexers.faiss_index import read_faiss_index
+from ragline.indexers.manifest import MANIFEST_FILE, CorruptRegistryError, Manifest
+from ragline.indexers.registry import DEFAULT_ALIAS, IndexRef, IndexRegistry, RegistryError
+from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, read_table
+from ragline.pipelines.chunk import chunk_documents, chunker_record
+from ragline.pipelines.config import Params, load_params
+from ragline.pipelines.embed import embed_chunks, index_embedder
+from ragline.pipelines.load import (
     Document,
     QuarantineRecord,
     SourceFile,
@@ -44,7 +45,6 @@ from pipelines.load import (
     doc_id_for,
     documents_from_table,
     documents_to_table,
-    file_sha256,
     quarantine_from_table,
 )
 
@@ -299,7 +299,7 @@ def scan_sources(sources: Sequence[str | Path], params: Params) -> list[ScannedF
     out = []
     for f in discover_files(sources, params.load.include, params.load.exclude):
         try:
-            sha = file_sha256(f.path)
+            sha = sha256_file(f.path)
         except OSError:
             sha = ""
         out.append(ScannedFile(f, doc_id_for(f.uri), sha))

@@ -19,7 +19,6 @@ A line that does not parse, lacks a mapped field or fails in a node is recorded 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 import time
@@ -30,9 +29,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from runner.engine import FlowRunner
-from runner.errors import DataError, FlowError, FlowInputError, NodeError
-from runner.spec import Flow, follow, iter_refs, resolve_value
+from ragline.core.hashing import sha256_file
+from ragline.runner.engine import FlowRunner
+from ragline.runner.errors import DataError, FlowError, FlowInputError, NodeError
+from ragline.runner.spec import Flow, follow, iter_refs, resolve_value
 
 OUTPUTS_FILE = "outputs.jsonl"
 TRACES_FILE = "traces.jsonl"
@@ -161,14 +161,6 @@ def _run_one(runner: FlowRunner, item: DataLine, columns: dict[str, str], data_p
                    retrieved=result.retrieved, latency_ms=round(result.latency_ms, 3), node_latency_ms=node_ms,
                    tokens=result.tokens)
     return rec, {"line": item.line, "id": rec["id"], "trace": trace}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def new_run_dir(runs_dir: str | Path, flow: Flow, run_id: str | None = None) -> Path:
@@ -308,7 +300,7 @@ def run_batch(
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     run_info = {
         "run_id": run_dir.name, "flow": flow.name, "flow_folder": str(flow.folder), "variant": flow.variant,
-        "data": str(data_path), "data_sha256": _sha256(data_path), "columns": columns, "workers": workers,
+        "data": str(data_path), "data_sha256": sha256_file(data_path), "columns": columns, "workers": workers,
         "limit": limit, "started_at": started_at,
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "indexes": [{"node": i["node"], "ref": i["ref"], "name": i["name"], "version": i["version"]} for i in runner.indexes],

@@ -34,11 +34,11 @@ QueryThreadsOpt = typer.Option(None, "--query-threads", min=1, max=64,
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from chunkers.base import ConfigError
-    from indexers.manifest import CorruptRegistryError, IndexCompatibilityError
-    from indexers.registry import RegistryError
-    from indexers.schemas import SchemaMismatchError
-    from runner.errors import FlowError
+    from ragline.chunkers.base import ConfigError
+    from ragline.indexers.manifest import CorruptRegistryError, IndexCompatibilityError
+    from ragline.indexers.registry import RegistryError
+    from ragline.core.schemas import SchemaMismatchError
+    from ragline.runner.errors import FlowError
 
     return (FlowError, ConfigError, RegistryError, CorruptRegistryError, IndexCompatibilityError,
             SchemaMismatchError, FileNotFoundError)
@@ -84,11 +84,11 @@ def index_root(params_file: Path, override: Optional[Path]) -> Path:
 
 def _prepare(flow_dir: Path, variant: Optional[str], params_file: Path, root: Optional[Path],
              query_backend: str = "onnx", query_threads: Optional[int] = None) -> Any:
-    from pipelines.offline import set_offline_env
-    from runner.engine import FlowRunner
-    from runner.errors import FlowInputError
-    from runner.nodes import QueryEmbedding
-    from runner.spec import load_flow
+    from ragline.pipelines.offline import set_offline_env
+    from ragline.runner.engine import FlowRunner
+    from ragline.runner.errors import FlowInputError
+    from ragline.runner.nodes import QueryEmbedding
+    from ragline.runner.spec import load_flow
 
     set_offline_env()
     if query_backend not in ("onnx", "torch"):
@@ -101,7 +101,7 @@ def _prepare(flow_dir: Path, variant: Optional[str], params_file: Path, root: Op
 
 
 def _parse_inputs(items: list[str]) -> dict[str, Any]:
-    from runner.errors import FlowInputError
+    from ragline.runner.errors import FlowInputError
 
     inputs: dict[str, Any] = {}
     for item in items:
@@ -126,7 +126,7 @@ def validate(
     as_json: bool = JsonOpt,
 ) -> None:
     """Validate a flow (and all its variants) without running it; print its node order."""
-    from runner.spec import load_flow
+    from ragline.runner.spec import load_flow
 
     flow = load_flow(flow_dir, variant)
     info = {"flow": flow.name, "variant": flow.variant, "order": list(flow.order),
@@ -205,7 +205,7 @@ def batch(
     as_json: bool = JsonOpt,
 ) -> None:
     """Run a flow over a JSONL file; write outputs, traces, metrics and a copy of the flow to a run directory."""
-    from runner.batch import parse_columns, run_batch
+    from ragline.runner.batch import parse_columns, run_batch
 
     flow, runner = _prepare(flow_dir, variant, params_file, root, query_backend, query_threads)
     try:
@@ -226,7 +226,7 @@ def batch(
     t.add_row("tokens (total)", str(m["tokens"]["total"]))
     out.print(t)
     if m["failed"]:
-        from runner.batch import OUTPUTS_FILE
+        from ragline.runner.batch import OUTPUTS_FILE
 
         err.print(f"{m['failed']} line(s) failed; see status/error in {summary.run_dir / OUTPUTS_FILE}", highlight=False)
 
@@ -251,7 +251,7 @@ def evaluate(
     as_json: bool = JsonOpt,
 ) -> None:
     """Score a run against labels: hit@k, MRR, nDCG@k, recall@k, span recall/precision/IoU, citations, groundedness, latency, tokens."""
-    from runner.evaluate import EVAL_FILE, evaluate_run
+    from ragline.runner.evaluate import EVAL_FILE, evaluate_run
 
     result = evaluate_run(run_dir, labels, k, key, support_threshold)
     if as_json:
@@ -282,7 +282,7 @@ def compare(
     as_json: bool = JsonOpt,
 ) -> None:
     """Print the metrics of two runs side by side with their deltas (B − A)."""
-    from runner.evaluate import compare_runs
+    from ragline.runner.evaluate import compare_runs
 
     result = compare_runs(run_a, run_b, full=show_all)
     if as_json:
@@ -331,8 +331,8 @@ def serve(
 
     import uvicorn
 
-    from runner.errors import FlowInputError
-    from runner.serve import create_app
+    from ragline.runner.errors import FlowInputError
+    from ragline.runner.serve import create_app
 
     key = os.environ.get(api_key_env) or None
     if require_key and key is None:

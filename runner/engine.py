@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from runner.errors import FlowInputError, NodeError
-from runner.nodes import LlmNode, NodeOutput, QueryEmbedding, RetrieveNode, make_node
-from runner.spec import Flow, InputSpec, follow, resolve_value
+from ragline.runner.errors import FlowInputError, NodeError
+from ragline.runner.nodes import LlmNode, NodeOutput, QueryEmbedding, RetrieveNode, make_node
+from ragline.runner.spec import Flow, InputSpec, follow, resolve_value
 
 _TYPES = {"string": str, "integer": int, "number": float, "boolean": bool, "list": list, "object": dict}
 
@@ -145,9 +145,9 @@ class FlowRunner:
 
     def warm_up(self) -> None:
         """Load embedding models and the tokenizer now (the first query would otherwise pay for it)."""
-        from chunkers.tokenizer import count_tokens
+        from ragline.chunkers.tokenizer import count_tokens
 
-        from indexers.embedders import SentenceTransformerEmbedder
+        from ragline.indexers.embedders import SentenceTransformerEmbedder
 
         count_tokens("warm up")
         retrievers = [n.retriever for n in self.nodes.values() if isinstance(n, RetrieveNode)]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ragline.core.errors import RaglineError
 
-class FlowError(Exception):
+
+class FlowError(RaglineError):
     """Base class of flow-runner failures that end a command with one clear line."""
 
 

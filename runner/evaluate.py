@@ -54,9 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from runner.batch import load_run, percentiles, read_jsonl
-from runner.errors import DataError
-from runner.text import answer_sentences, markers, support, terms
+from ragline.runner.batch import load_run, percentiles, read_jsonl
+from ragline.runner.errors import DataError
+from ragline.runner.text import answer_sentences, markers, support, terms
 
 EVAL_FILE = "eval.json"
 EVAL_LINES_FILE = "eval.jsonl"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from runner.errors import FlowSpecError
-from runner.spec import (
+from ragline.runner.errors import FlowSpecError
+from ragline.runner.spec import (
     Flow,
     LlmNodeSpec,
     PageRange,
@@ -81,8 +81,8 @@ def open_retriever(root: str | Path, ref: str, query: QueryEmbedding = QueryEmbe
     Raises:
         RegistryError, CorruptRegistryError, OSError, SchemaMismatchError, IndexCompatibilityError.
     """
-    from indexers.hybrid import Retriever
-    from indexers.registry import IndexRegistry
+    from ragline.indexers.hybrid import Retriever
+    from ragline.indexers.registry import IndexRegistry
 
     registry = IndexRegistry(root)
     name, version = registry.resolve(ref)
@@ -113,7 +113,7 @@ class RetrieveNode:
 
     def __init__(self, spec: RetrieveNodeSpec, index_root: str | Path, where: str,
                  query: QueryEmbedding = QueryEmbedding()) -> None:
-        from indexers.hybrid import RetrievalSpec
+        from ragline.indexers.hybrid import RetrievalSpec
 
         self.spec = spec
         self.root = Path(spec.root) if spec.root else Path(index_root)
@@ -141,7 +141,7 @@ class RetrieveNode:
                 "query_embedding": query}
 
     def _filter(self, f: dict) -> Any:
-        from indexers.hybrid import ChunkFilter
+        from ragline.indexers.hybrid import ChunkFilter
 
         page = f.get("page")
         page_min = page_max = None
@@ -184,7 +184,7 @@ class PromptNode:
         """Render; a missing variable raises ``UndefinedError`` naming the template file and line."""
         import jinja2
 
-        from chunkers.tokenizer import count_tokens
+        from ragline.chunkers.tokenizer import count_tokens
 
         try:
             text = self.template.render(**values["inputs"])
@@ -201,7 +201,7 @@ class LlmNode:
     """Calls the node's provider: ``{"prompt", "question", "chunks"}`` in, answer + citations out."""
 
     def __init__(self, spec: LlmNodeSpec, where: str) -> None:
-        from runner.providers import ExtractiveProvider, OpenAIProvider
+        from ragline.runner.providers import ExtractiveProvider, OpenAIProvider
 
         self.spec = spec
         if spec.provider == "openai":

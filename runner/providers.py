@@ -16,9 +16,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from chunkers.tokenizer import count_tokens
-from runner.errors import FlowSpecError, ProviderError
-from runner.text import answer_sentences, markers, split_sentences, strip_markers, terms
+from ragline.chunkers.tokenizer import count_tokens
+from ragline.runner.errors import FlowSpecError, ProviderError
+from ragline.runner.text import answer_sentences, markers, split_sentences, strip_markers, terms
 
 FALLBACK_NOTE = "no retrieved sentence shares a content term with the question; citing the best-ranked chunk"
 

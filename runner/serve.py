@@ -26,8 +26,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from runner.engine import FlowRunner
-from runner.errors import FlowInputError, NodeError, ProviderError
+from ragline.runner.engine import FlowRunner
+from ragline.runner.errors import FlowInputError, NodeError, ProviderError
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 

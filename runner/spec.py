@@ -40,7 +40,7 @@ from typing import Annotated, Any, ClassVar, Iterator, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from runner.errors import FlowSpecError
+from ragline.runner.errors import FlowSpecError
 
 FLOW_FILE = "flow.yaml"
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -640,7 +640,7 @@ def _check_template(spec: PromptNodeSpec, i: int, folder: Path, file: Path, line
     import jinja2
     import jinja2.meta
 
-    from runner.nodes import template_env
+    from ragline.runner.nodes import template_env
 
     loc = ("nodes", i, "template" if spec.template is not None else "template_text")
     where = _where(file, lines, loc, raw)

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from chunkers.base import Chunk, Chunker, ElementSpan, make_chunk_id
-from chunkers.tokenizer import encode_with_char_offsets
+from ragline.chunkers.base import Chunk, Chunker, ElementSpan, make_chunk_id
+from ragline.chunkers.tokenizer import encode_with_char_offsets
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 

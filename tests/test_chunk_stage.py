@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from indexers.embedders import HashingEmbedder
-from pipelines.chunk import chunk_documents, chunker_record
-from pipelines.config import ChunkConfig
-from pipelines.load import Document, doc_id_for
+from ragline.indexers.embedders import HashingEmbedder
+from ragline.pipelines.chunk import chunk_documents, chunker_record
+from ragline.pipelines.config import ChunkConfig
+from ragline.pipelines.load import Document, doc_id_for
 
 TEXT = ("Bees make honey. Honey is stored in comb. " * 6 + "Varroa mites harm bees. Mites spread viruses. " * 6).strip()
 DOC = Document(doc_id_for("a.txt"), "a.txt", "0" * 64, "text/plain", len(TEXT), "a", TEXT, ())

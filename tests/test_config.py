@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from chunkers.base import ConfigError
-from pipelines.config import Params, load_params
+from ragline.chunkers.base import ConfigError
+from ragline.pipelines.config import Params, load_params
 from tests.conftest import REPO
 
 
@@ -48,7 +48,7 @@ def test_bad_values_name_the_key(patch: dict, message: str) -> None:
 
 
 def test_overlap_not_below_max_is_rejected_when_building_the_chunker() -> None:
-    from pipelines.chunk import make_chunker
+    from ragline.pipelines.chunk import make_chunker
 
     data = Params().to_dict()
     data["chunk"].update(max_tokens=100, overlap_tokens=100)

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from pipelines.cli import app
+from ragline.pipelines.cli import app
 from tests.conftest import REPO
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from indexers.embedders import SentenceTransformerEmbedder
-from indexers.registry import IndexRegistry
-from indexers.retriever import PublishedIndex
-from pipelines.cli import app
+from ragline.indexers.embedders import SentenceTransformerEmbedder
+from ragline.indexers.registry import IndexRegistry
+from ragline.indexers.retriever import PublishedIndex
+from ragline.pipelines.cli import app
 from tests.conftest import SAMPLE_QUESTIONS, write_params
 
 pytestmark = pytest.mark.slow

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from indexers.embedders import HashingEmbedder
-from indexers.registry import IndexRegistry
-from indexers.retriever import PublishedIndex
-from indexers.schemas import QUARANTINE_SCHEMA, read_table
-from pipelines.cli import app
-from pipelines.config import load_params
-from pipelines.load import documents_from_table
+from ragline.indexers.embedders import HashingEmbedder
+from ragline.indexers.registry import IndexRegistry
+from ragline.indexers.retriever import PublishedIndex
+from ragline.core.schemas import QUARANTINE_SCHEMA, read_table
+from ragline.pipelines.cli import app
+from ragline.pipelines.config import load_params
+from ragline.pipelines.load import documents_from_table
 from tests.badfiles import EXPECTED, make_bad_files
 from tests.conftest import write_params
 
@@ -94,9 +94,9 @@ def test_query_json_has_every_field(ingested: Path) -> None:
 def test_query_table_output(ingested: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    import pipelines.cli
+    import ragline.pipelines.cli as pipelines_cli
 
-    monkeypatch.setattr(pipelines.cli, "out", Console(width=200))
+    monkeypatch.setattr(pipelines_cli, "out", Console(width=200))
     result = runner.invoke(app, ["query", "smoker fuel pine needles burlap puffs entrance", "-k", "2"])
     assert result.exit_code == 0
     assert "sample@v0001" in result.stdout and "protective-equipment.txt" in result.stdout
@@ -147,7 +147,7 @@ def test_failure_rate_over_threshold_exits_nonzero_and_publishes_nothing(workspa
 
 
 def test_bm25_params_are_published_with_the_version(workspace: Path, prefect_harness) -> None:
-    from indexers.bm25 import BM25Index
+    from ragline.indexers.bm25 import BM25Index
 
     write_params(workspace, index={"bm25_k1": 0.9, "bm25_b": 0.3})
     assert _ingest("data/sample").exit_code == 0

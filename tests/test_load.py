@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import LoadConfig
-from pipelines.errors import FailureRateExceeded
-from pipelines.load import (
+from ragline.pipelines.config import LoadConfig
+from ragline.pipelines.errors import FailureRateExceeded
+from ragline.pipelines.load import (
     Document,
     QuarantineRecord,
     SourceFile,
@@ -119,7 +119,7 @@ def test_file_over_max_size_is_quarantined(tmp_path: Path) -> None:
 
 
 def test_zero_elements_is_a_failure_not_a_silent_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipelines.load as load
+    import ragline.pipelines.load as load
 
     monkeypatch.setattr(load, "_partition", lambda *a, **k: [])
     path = tmp_path / "a.md"
@@ -173,8 +173,8 @@ def test_html_boilerplate_is_dropped_before_partitioning(tmp_path: Path) -> None
 
 
 def test_html_drop_selector_that_does_not_parse_is_named() -> None:
-    from chunkers.base import ConfigError
-    from pipelines.config import Params
+    from ragline.chunkers.base import ConfigError
+    from ragline.pipelines.config import Params
 
     data = Params().to_dict()
     data["load"]["html_drop"] = ["nav", "div[role="]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chunkers.registry import get_chunker
+from ragline.chunkers.registry import get_chunker
 from tests.chunkers.strategies import fake_embed
 from tests.invariants import assert_chunk_invariants
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chunkers.base import ElementSpan
-from chunkers.recursive import LEVELS, RecursiveChunker
+from ragline.chunkers.base import ElementSpan
+from ragline.chunkers.recursive import LEVELS, RecursiveChunker
 from tests.chunkers.strategies import PROPERTY_SETTINGS, documents, max_tokens_values, whitespace_only
 from tests.invariants import assert_chunk_invariants
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from chunkers.base import Chunker, ConfigError
-from chunkers.registry import STRATEGIES, config_keys, get_chunker
-from chunkers.token import TokenChunker, TokenChunkerConfig
+from ragline.chunkers.base import Chunker, ConfigError
+from ragline.chunkers.registry import STRATEGIES, config_keys, get_chunker
+from ragline.chunkers.token import TokenChunker, TokenChunkerConfig
 from tests.chunkers.strategies import fake_embed
 
 ALL = ["token", "recursive", "sentence", "structure", "semantic"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 
-from chunkers.segment import sentence_spans, strip_span
+from ragline.chunkers.segment import sentence_spans, strip_span
 from tests.chunkers.strategies import PROPERTY_SETTINGS, documents, whitespace_only
 
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chunkers.base import ConfigError
-from chunkers.semantic import EmbeddingError, SemanticChunker
+from ragline.chunkers.base import ConfigError
+from ragline.chunkers.semantic import EmbeddingError, SemanticChunker
 from tests.chunkers.strategies import PROPERTY_SETTINGS, documents, fake_embed, max_tokens_values, whitespace_only
 from tests.invariants import assert_chunk_invariants
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chunkers.base import ElementSpan
-from chunkers.structure import StructureChunker, normalize_elements, paragraph_elements
-from chunkers.tokenizer import TokenIndex
+from ragline.chunkers.base import ElementSpan
+from ragline.chunkers.structure import StructureChunker, normalize_elements, paragraph_elements
+from ragline.chunkers.tokenizer import TokenIndex
 from tests.chunkers.strategies import PROPERTY_SETTINGS, documents, max_tokens_values, whitespace_only
 from tests.invariants import assert_chunk_invariants
 

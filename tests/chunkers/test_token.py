@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chunkers.token import TokenChunker
+from ragline.chunkers.token import TokenChunker
 from tests.chunkers.strategies import PROPERTY_SETTINGS, documents, max_tokens_values, whitespace_only
 from tests.invariants import assert_chunk_invariants
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chunkers.tokenizer import TokenIndex, count_tokens
+from ragline.chunkers.tokenizer import TokenIndex, count_tokens
 from tests.chunkers.strategies import PROPERTY_SETTINGS, documents
 
 

@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from chunkers.base import ElementSpan
-from indexers.embedders import HashingEmbedder, make_embedder
-from indexers.registry import IndexRegistry
-from indexers.retriever import PublishedIndex
-from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, read_table
-from pipelines.chunk import chunk_documents
-from pipelines.cli import app
-from pipelines.config import ChunkConfig
-from pipelines.embed import embed_chunks, embedding_texts, vectors_from_table
-from pipelines.load import Document, documents_from_table
+from ragline.chunkers.base import ElementSpan
+from ragline.indexers.embedders import HashingEmbedder, make_embedder
+from ragline.indexers.registry import IndexRegistry
+from ragline.indexers.retriever import PublishedIndex
+from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, read_table
+from ragline.pipelines.chunk import chunk_documents
+from ragline.pipelines.cli import app
+from ragline.pipelines.config import ChunkConfig
+from ragline.pipelines.embed import embed_chunks, embedding_texts, vectors_from_table
+from ragline.pipelines.load import Document, documents_from_table
 from tests.conftest import write_params
 
 TEXT = "Bees\n\nWorkers forage for nectar and pollen.\n\nDrones\n\nDrones mate with queens and then die."

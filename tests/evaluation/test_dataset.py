@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from chunkers.base import ConfigError
-from pipelines.evaluate_chunking import DatasetError, corpus_documents, corpus_elements, load_dataset
+from ragline.chunkers.base import ConfigError
+from ragline.pipelines.evaluate_chunking import DatasetError, corpus_documents, corpus_elements, load_dataset
 
 
 def test_csv_dataset_loads_with_offsets_into_unchanged_text(mini_dataset: Path) -> None:

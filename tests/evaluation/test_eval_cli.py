@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.cli import app
+from ragline.pipelines.cli import app
 from tests.conftest import write_params
 
 runner = CliRunner()
@@ -91,8 +91,8 @@ def test_unknown_corpus_and_missing_dataset_fail_cleanly(workspace: Path, mini_d
 
 
 def test_semantic_strategy_embeds_sentences_through_the_cache(workspace: Path, mini_dataset: Path) -> None:
-    from indexers.cache import EmbeddingCache
-    from indexers.embedders import info_of, make_embedder
+    from ragline.indexers.cache import EmbeddingCache
+    from ragline.indexers.embedders import info_of, make_embedder
 
     write_params(workspace, chunk={"strategy": "semantic", "max_tokens": 128})
     first = _eval("--dataset", str(mini_dataset), "--limit-questions", "6")

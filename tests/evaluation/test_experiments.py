@@ -10,10 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from chunkers.base import ConfigError
-from pipelines.cli import app
-from pipelines.config import Params
-from pipelines.experiments import LEADERBOARD_COLUMNS, plan_grid
+from ragline.chunkers.base import ConfigError
+from ragline.pipelines.cli import app
+from ragline.pipelines.config import Params
+from ragline.pipelines.experiments import LEADERBOARD_COLUMNS, plan_grid
 
 REPO = Path(__file__).resolve().parents[2]
 

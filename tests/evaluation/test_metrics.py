@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.evaluate_chunking import (
+from ragline.pipelines.evaluate_chunking import (
     intersect_spans,
     omega_precision,
     retrieval_scores,

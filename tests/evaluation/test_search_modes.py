@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from chunkers.base import ConfigError
-from indexers.bm25 import BM25Index
-from indexers.embedders import HashingEmbedder
-from indexers.faiss_index import FaissSpec, build_faiss_index, search
-from pipelines.chunk import chunk_documents
-from pipelines.cli import app
-from pipelines.config import EvalConfig, Params
-from pipelines.evaluate_chunking import (check_retrieval, corpus_documents, evaluate_chunking, load_dataset,
+from ragline.chunkers.base import ConfigError
+from ragline.indexers.bm25 import BM25Index
+from ragline.indexers.embedders import HashingEmbedder
+from ragline.indexers.faiss_index import FaissSpec, build_faiss_index, search
+from ragline.pipelines.chunk import chunk_documents
+from ragline.pipelines.cli import app
+from ragline.pipelines.config import EvalConfig, Params
+from ragline.pipelines.evaluate_chunking import (check_retrieval, corpus_documents, evaluate_chunking, load_dataset,
                                          retrieve_rows)
-from pipelines.experiments import plan_grid
+from ragline.pipelines.experiments import plan_grid
 from tests.conftest import write_params
 
 CHUNK = {"strategy": "token", "max_tokens": 96, "overlap_tokens": 0, "context": False}

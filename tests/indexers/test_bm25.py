@@ -10,9 +10,9 @@ import bm25s
 import numpy as np
 import pytest
 
-from indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index
-from indexers.registry import IndexRegistry
-from indexers.retriever import PublishedIndex
+from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index
+from ragline.indexers.registry import IndexRegistry
+from ragline.indexers.retriever import PublishedIndex
 from tests.runner.helpers import publish_paragraphs
 
 TEXTS = ["the cat sat on the mat", "dogs chase cats", "a quick brown fox", "cat food and cat toys", ""]
@@ -72,7 +72,7 @@ def test_old_version_without_bm25_builds_it_from_chunks(tmp_path: Path, caplog: 
     for name in (BM25_ARRAYS_FILE, BM25_META_FILE):
         (folder / name).unlink()
     published = PublishedIndex.open(IndexRegistry(root), "docs")
-    with caplog.at_level(logging.INFO, logger="indexers.bm25"):
+    with caplog.at_level(logging.INFO, logger="ragline.indexers.bm25"):
         ix = BM25Index.open(folder, published.chunks)
     assert "building BM25 from chunks.parquet (2 chunks)" in caplog.text
     assert ix.search("bread", 5)[0].tolist() == [1]

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexers.hybrid import ChunkFilter, RetrievalSpec, Retriever, min_max, rrf_fuse, weighted_fuse
-from indexers.registry import IndexRegistry
+from ragline.indexers.hybrid import ChunkFilter, RetrievalSpec, Retriever, min_max, rrf_fuse, weighted_fuse
+from ragline.indexers.registry import IndexRegistry
 from tests.runner.conftest import CORPUS
 from tests.runner.helpers import publish_paragraphs
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexers import onnx_embedder
-from indexers.embedders import SentenceTransformerEmbedder, info_of, make_embedder
-from indexers.onnx_embedder import OnnxEmbedder, OnnxExportError, model_layout
+from ragline.indexers import onnx_embedder
+from ragline.indexers.embedders import SentenceTransformerEmbedder, info_of, make_embedder
+from ragline.indexers.onnx_embedder import OnnxEmbedder, OnnxExportError, model_layout
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = [
@@ -69,8 +69,8 @@ def test_cached_export_is_reused_and_the_query_path_imports_no_torch(onnx_cache:
     assert again.backend == "onnx" and again.onnx_path.stat().st_mtime_ns == mtime
     code = (
         "import sys, json\n"
-        "from pipelines.offline import set_offline_env; set_offline_env()\n"
-        "from indexers.onnx_embedder import OnnxEmbedder\n"
+        "from ragline.pipelines.offline import set_offline_env; set_offline_env()\n"
+        "from ragline.indexers.onnx_embedder import OnnxEmbedder\n"
         f"e = OnnxEmbedder(cache_dir={str(onnx_cache)!r})\n"
         f"v = e.embed({TEXTS[:1]!r})\n"
         "print(json.dumps({'torch': 'torch' in sys.modules, 'st': 'sentence_transformers' in sys.modules,"
@@ -165,7 +165,7 @@ def test_torch_embedder_dim_is_read_without_loading_the_model(tmp_path: Path) ->
     e.warm_up()
     assert e.dim == int(e._model.get_embedding_dimension())
     # a layout the pooling config cannot describe (two pooling modes) is not guessed
-    from indexers.embedders import pooling_layout
+    from ragline.indexers.embedders import pooling_layout
 
     folder = _folder(tmp_path, ["Transformer", "Pooling"], {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True})
     with pytest.raises(ValueError, match="config.json"):
@@ -177,8 +177,8 @@ def test_torch_embedder_dim_is_read_without_loading_the_model(tmp_path: Path) ->
 def test_embed_stage_backends_share_the_cache_and_agree(tmp_path: Path, onnx_cache: Path) -> None:
     import pyarrow as pa
 
-    from pipelines.config import Params
-    from pipelines.embed import embed_chunks, index_embedder
+    from ragline.pipelines.config import Params
+    from ragline.pipelines.embed import embed_chunks, index_embedder
 
     texts = [f"Chunk {i}: " + "frames of capped brood and pollen " * (i % 7 + 1) for i in range(40)]
     chunks = pa.table({"text": texts, "context": [""] * len(texts)})

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from chunkers.base import ElementSpan
-from indexers.embedders import info_of, make_embedder
-from indexers.manifest import Manifest
-from indexers.registry import IndexRegistry
-from pipelines.chunk import chunk_documents
-from pipelines.config import Params, load_params
-from pipelines.embed import embed_chunks
-from pipelines.load import Document, doc_id_for, documents_to_table, quarantine_to_table
-from pipelines.publish import publish_index
+from ragline.chunkers.base import ElementSpan
+from ragline.indexers.embedders import info_of, make_embedder
+from ragline.indexers.manifest import Manifest
+from ragline.indexers.registry import IndexRegistry
+from ragline.pipelines.chunk import chunk_documents
+from ragline.pipelines.config import Params, load_params
+from ragline.pipelines.embed import embed_chunks
+from ragline.pipelines.load import Document, doc_id_for, documents_to_table, quarantine_to_table
+from ragline.pipelines.publish import publish_index
 
 HEAVY_FORMATS = (".pdf", ".docx", ".pptx")
 VENV_BIN = Path(sys.executable).parent

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from indexers.registry import IndexRegistry, LockTimeoutError
-from pipelines.cli import app
+from ragline.indexers.registry import IndexRegistry, LockTimeoutError
+from ragline.pipelines.cli import app
 from tests.conftest import write_params
 from tests.refresh.conftest import params_here
 
@@ -19,7 +19,7 @@ runner = CliRunner()
 
 NO_CHANGE_PROBE = """
 import json, sys
-from pipelines.cli import app
+from ragline.pipelines.cli import app
 try:
     app(["refresh", "--json"], standalone_mode=False)
 finally:
@@ -38,7 +38,7 @@ time.sleep(float(sys.argv[2]))
 
 
 def test_no_change_refresh_exits_0_without_prefect_or_models(light_workspace: Path, prefect_harness) -> None:
-    from pipelines.flows import refresh_flow
+    from ragline.pipelines.flows import refresh_flow
 
     first = refresh_flow(params=params_here().to_dict())
     r = subprocess.run([sys.executable, "-c", NO_CHANGE_PROBE], capture_output=True, text=True, timeout=120)
@@ -89,7 +89,7 @@ def test_lock_is_exclusive_between_processes_and_reentrant_within_one(workspace:
             with reg.lock("sample", timeout_s=0):  # same process: re-entrant, no wait
                 pass
             probe = subprocess.run([sys.executable, "-c",
-                                    "import sys; from indexers.registry import IndexRegistry as R\n"
+                                    "import sys; from ragline.indexers.registry import IndexRegistry as R\n"
                                     "with R('indexes').lock('sample', timeout_s=0.2): pass"],
                                    capture_output=True, text=True, timeout=60)
         assert waited > 0.3 and holder.wait(timeout=30) == 0

@@ -8,12 +8,12 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from indexers.cache import text_sha256
-from indexers.embedders import info_of, make_embedder
-from indexers.faults import CRASH_ENV, CRASH_POINTS
-from indexers.registry import VERSION_RE, IndexRegistry
-from indexers.retriever import PublishedIndex
-from pipelines.embed import embedding_texts
+from ragline.indexers.cache import text_sha256
+from ragline.indexers.embedders import info_of, make_embedder
+from ragline.indexers.faults import CRASH_ENV, CRASH_POINTS
+from ragline.indexers.registry import VERSION_RE, IndexRegistry
+from ragline.indexers.retriever import PublishedIndex
+from ragline.pipelines.embed import embedding_texts
 from tests.refresh.conftest import VENV_BIN, params_here
 
 SRC = Path("data/sample")
@@ -46,7 +46,7 @@ def assert_consistent(reg: IndexRegistry, name: str) -> None:
 
 
 def test_sigkill_at_each_point_leaves_registry_consistent(light_workspace: Path, subprocess_env, prefect_harness) -> None:
-    from pipelines.flows import refresh_flow
+    from ragline.pipelines.flows import refresh_flow
 
     p = params_here()
     reg = IndexRegistry(p.index.root)

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from indexers.faiss_index import read_faiss_index
-from indexers.registry import IndexRegistry
-from pipelines.lineage import dvc_md5, find_dvc_commit, lock_publish_deps
+from ragline.indexers.faiss_index import read_faiss_index
+from ragline.indexers.registry import IndexRegistry
+from ragline.pipelines.lineage import dvc_md5, find_dvc_commit, lock_publish_deps
 from tests.conftest import REPO, SAMPLE
 from tests.refresh.conftest import VENV_BIN
 
@@ -119,7 +119,7 @@ def test_rollback_rebuilds_the_recorded_version(dvc_repo: Path) -> None:
 def test_restore_refuses_a_version_not_built_by_dvc(workspace: Path) -> None:
     from typer.testing import CliRunner
 
-    from pipelines.cli import app
+    from ragline.pipelines.cli import app
     from tests.refresh.conftest import params_here, publish_texts
 
     publish_texts(params_here(), {"d/a.txt": "one document"})

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from indexers.embedders import HashingEmbedder
-from indexers.registry import IndexRegistry
-from indexers.retriever import PublishedIndex
-from pipelines.cli import app
-from pipelines.evaluate import DocQuestion, QuestionsError, doc_matches, doc_recall_at_k, load_questions
+from ragline.indexers.embedders import HashingEmbedder
+from ragline.indexers.registry import IndexRegistry
+from ragline.indexers.retriever import PublishedIndex
+from ragline.pipelines.cli import app
+from ragline.pipelines.evaluate import DocQuestion, QuestionsError, doc_matches, doc_recall_at_k, load_questions
 from tests.conftest import write_params
 from tests.refresh.conftest import params_here, publish_texts
 

@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from indexers.embedders import make_embedder
-from indexers.faiss_index import read_faiss_index
-from indexers.registry import IndexRegistry
-from pipelines.embed import embedding_texts
-from pipelines.refresh import InputDiff, ScannedFile, diff_inputs, plan_refresh
-from pipelines.load import SourceFile
+from ragline.indexers.embedders import make_embedder
+from ragline.indexers.faiss_index import read_faiss_index
+from ragline.indexers.registry import IndexRegistry
+from ragline.pipelines.embed import embedding_texts
+from ragline.pipelines.refresh import InputDiff, ScannedFile, diff_inputs, plan_refresh
+from ragline.pipelines.load import SourceFile
 from tests.conftest import write_params
 from tests.refresh.conftest import params_here
 
@@ -22,7 +22,7 @@ SRC = Path("data/sample")
 
 
 def refresh(**overrides):
-    from pipelines.flows import refresh_flow
+    from ragline.pipelines.flows import refresh_flow
 
     return refresh_flow(params=params_here().to_dict(), **overrides)
 
@@ -36,7 +36,7 @@ def version_data(root: str, name: str, version: str):
 
 def full_build(name: str):
     """A full ingest of the current files into index ``name`` (the reference)."""
-    from pipelines.flows import ingest_flow
+    from ragline.pipelines.flows import ingest_flow
 
     data = params_here().to_dict()
     data["index"]["name"] = name

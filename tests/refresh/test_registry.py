@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from indexers.manifest import CorruptRegistryError
-from indexers.registry import IndexRegistry, RegistryError
-from pipelines.cli import app
+from ragline.indexers.manifest import CorruptRegistryError
+from ragline.indexers.registry import IndexRegistry, RegistryError
+from ragline.pipelines.cli import app
 from tests.conftest import write_params
 from tests.refresh.conftest import params_here, publish_texts
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from indexers.registry import IndexRegistry
-from pipelines.cli import app
+from ragline.indexers.registry import IndexRegistry
+from ragline.pipelines.cli import app
 from tests.refresh.conftest import VENV_BIN, params_here
 
 
@@ -76,7 +76,7 @@ def test_serve_without_server_says_how_to_start_one(workspace: Path) -> None:
 
 
 def test_scheduled_run_publishes_a_version(light_workspace: Path, prefect_harness, prefect_server: str) -> None:
-    from pipelines.flows import refresh_flow
+    from ragline.pipelines.flows import refresh_flow
 
     reg = IndexRegistry(params_here().index.root)
     first = refresh_flow(params=params_here().to_dict())  # v0001, here (the scheduled run then has no parsing to do)

@@ -44,13 +44,13 @@ def mini_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sample_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry holding index ``sample`` built from data/sample (token chunks, hashing embedder)."""
-    from indexers.embedders import HashingEmbedder, info_of
-    from indexers.registry import IndexRegistry
-    from pipelines.chunk import chunk_documents
-    from pipelines.config import LoadConfig, Params
-    from pipelines.embed import embed_chunks
-    from pipelines.load import discover_files, documents_to_table, load_documents, quarantine_to_table
-    from pipelines.publish import publish_index
+    from ragline.indexers.embedders import HashingEmbedder, info_of
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.chunk import chunk_documents
+    from ragline.pipelines.config import LoadConfig, Params
+    from ragline.pipelines.embed import embed_chunks
+    from ragline.pipelines.load import discover_files, documents_to_table, load_documents, quarantine_to_table
+    from ragline.pipelines.publish import publish_index
 
     root = tmp_path_factory.mktemp("sample-registry") / "indexes"
     params = Params.from_dict({"embed": {"model": "hashing"}, "index": {"name": "sample", "root": str(root)},

@@ -8,10 +8,10 @@ from typing import Mapping, Sequence
 
 import pyarrow as pa
 
-from indexers.embedders import Embedder, HashingEmbedder, info_of
-from indexers.manifest import Manifest
-from indexers.registry import IndexRegistry
-from indexers.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA
+from ragline.indexers.embedders import Embedder, HashingEmbedder, info_of
+from ragline.indexers.manifest import Manifest
+from ragline.indexers.registry import IndexRegistry
+from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA
 
 
 def paragraphs_tables(corpus: Mapping[str, Sequence[tuple[str, int | None]]]) -> tuple[pa.Table, pa.Table]:
@@ -42,9 +42,9 @@ def paragraphs_tables(corpus: Mapping[str, Sequence[tuple[str, int | None]]]) ->
 def publish_paragraphs(root: Path, name: str, corpus: Mapping[str, Sequence[tuple[str, int | None]]],
                        aliases: tuple[str, ...] = ("latest",), embedder: Embedder | None = None) -> Manifest:
     """Publish ``corpus`` as a new version of ``name`` under ``root`` (default: hashing embedder, 64 dims)."""
-    from pipelines.config import Params
-    from pipelines.load import quarantine_to_table
-    from pipelines.publish import publish_index
+    from ragline.pipelines.config import Params
+    from ragline.pipelines.load import quarantine_to_table
+    from ragline.pipelines.publish import publish_index
 
     documents, chunks = paragraphs_tables(corpus)
     embedder = embedder or HashingEmbedder()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.batch import load_run, parse_columns, run_batch
-from runner.engine import FlowRunner
-from runner.errors import DataError, FlowInputError
-from runner.evaluate import Span, answer_scores, compare_runs, doc_scores, evaluate_run, span_scores
-from runner.spec import load_flow
+from ragline.runner.batch import load_run, parse_columns, run_batch
+from ragline.runner.engine import FlowRunner
+from ragline.runner.errors import DataError, FlowInputError
+from ragline.runner.evaluate import Span, answer_scores, compare_runs, doc_scores, evaluate_run, span_scores
+from ragline.runner.spec import load_flow
 
 LINES = [
     '{"id": "q1", "q": "How often should the impeller seal be replaced?", "doc": "pump.pdf", "answer": "every two years"}',

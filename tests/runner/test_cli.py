@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.cli import app
+from ragline.pipelines.cli import app
 from tests.conftest import REPO, SAMPLE_QUESTIONS
 
 QUESTION = "How many days does a worker bee need to develop from the egg to an adult?"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.engine import FlowRunner
-from runner.errors import FlowInputError, FlowSpecError, NodeError
-from runner.spec import load_flow
+from ragline.runner.engine import FlowRunner
+from ragline.runner.errors import FlowInputError, FlowSpecError, NodeError
+from ragline.runner.spec import load_flow
 from tests.runner.fake_openai import FakeOpenAI, Reply
 
 PUMP_Q = "How often should the impeller seal be replaced?"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from chunkers.tokenizer import count_tokens
-from runner.errors import FlowSpecError, ProviderError
-from runner.providers import FALLBACK_NOTE, ExtractiveProvider, OpenAIProvider
-from runner.spec import LlmNodeSpec
+from ragline.chunkers.tokenizer import count_tokens
+from ragline.runner.errors import FlowSpecError, ProviderError
+from ragline.runner.providers import FALLBACK_NOTE, ExtractiveProvider, OpenAIProvider
+from ragline.runner.spec import LlmNodeSpec
 from tests.runner.fake_openai import FakeOpenAI, Reply
 
 C1 = ("Worker bees live about six weeks in summer. A queen emerges 16 days after the egg is laid, "

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from runner.engine import FlowRunner
-from runner.spec import load_flow
+from ragline.runner.engine import FlowRunner
+from ragline.runner.spec import load_flow
 from tests.runner.conftest import CORPUS
 from tests.runner.helpers import publish_paragraphs
 
 
 @pytest.mark.slow
 def test_hybrid_flow_on_a_real_model_index(tmp_path: Path, mini_flow: Path) -> None:
-    from indexers.embedders import SentenceTransformerEmbedder
+    from ragline.indexers.embedders import SentenceTransformerEmbedder
 
     root = tmp_path / "indexes"
     publish_paragraphs(root, "mini", CORPUS, embedder=SentenceTransformerEmbedder())
@@ -31,9 +31,9 @@ def test_hybrid_flow_on_a_real_model_index(tmp_path: Path, mini_flow: Path) -> N
 
 @pytest.mark.slow
 def test_onnx_and_torch_query_backends_retrieve_the_same_chunks(tmp_path: Path, mini_flow: Path) -> None:
-    from indexers.embedders import SentenceTransformerEmbedder
-    from indexers.onnx_embedder import default_threads
-    from runner.nodes import QueryEmbedding
+    from ragline.indexers.embedders import SentenceTransformerEmbedder
+    from ragline.indexers.onnx_embedder import default_threads
+    from ragline.runner.nodes import QueryEmbedding
 
     root = tmp_path / "indexes"
     publish_paragraphs(root, "mini", CORPUS, embedder=SentenceTransformerEmbedder())  # built with torch

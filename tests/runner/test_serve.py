@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import uvicorn
 
-from runner.engine import FlowRunner
-from runner.serve import create_app
-from runner.spec import load_flow
+from ragline.runner.engine import FlowRunner
+from ragline.runner.serve import create_app
+from ragline.runner.spec import load_flow
 from tests.conftest import REPO
 from tests.runner.fake_openai import FakeOpenAI, Reply
 
@@ -190,7 +190,7 @@ def test_cli_serve_subprocess(tmp_path: Path, sample_registry: Path) -> None:
         port = s.getsockname()[1]
     env = {**os.environ, "RAGLINE_API_KEY": KEY}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "flow", "serve", str(REPO / "flows" / "qa"), "--port", str(port),
+        [sys.executable, "-m", "ragline.pipelines.cli", "flow", "serve", str(REPO / "flows" / "qa"), "--port", str(port),
          "--index-root", str(sample_registry), "--log-level", "warning"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import FlowSpecError
-from runner.spec import load_flow, parse_ref, topological_order
+from ragline.runner.errors import FlowSpecError
+from ragline.runner.spec import load_flow, parse_ref, topological_order
 from tests.conftest import REPO
 
 BASE = """\

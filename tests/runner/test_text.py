@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.text import answer_sentences, markers, s_stem, split_sentences, strip_markers, support, terms
+from ragline.runner.text import answer_sentences, markers, s_stem, split_sentences, strip_markers, support, terms
 
 
 def test_sentences_keep_exact_offsets() -> None:

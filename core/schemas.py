@@ -15,8 +15,7 @@ SCHEMA_VERSION = 1
 _META = {b"ragline.schema_version": str(SCHEMA_VERSION).encode()}
 
 
-class SchemaMismatchError(ValueError):
-    """A table's schema is not the one this ragline version reads (names file and field)."""
+from ragline.core.errors import SchemaMismatchError  # noqa: E402  (re-exported)
 
 
 ELEMENT_TYPE = pa.struct(

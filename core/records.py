@@ -1,0 +1,100 @@
+"""The records every layer passes around: documents, their element spans, chunks, quarantine records.
+
+Records are frozen dataclasses; offsets are half-open character offsets into the document's
+normalized text, and ``chunk.text == document.text[chunk.char_start:chunk.char_end]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ElementSpan:
+    """One element of a loaded document, as the chunkers see it.
+
+    Attributes:
+        type: unstructured element category, e.g. ``"Title"``, ``"NarrativeText"``,
+            ``"ListItem"``, ``"Table"``.
+        char_start: half-open start offset (characters) into the document's normalized text.
+        char_end: half-open end offset (characters).
+        page: 1-based page number when the format has pages, else ``None``.
+        section_path: titles of the enclosing sections, outermost first.
+    """
+
+    type: str
+    char_start: int
+    char_end: int
+    page: int | None = None
+    section_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One chunk of one document.
+
+    Attributes:
+        chunk_id: 32 hex chars, ``sha256(doc_id, char_start, char_end, fingerprint)``.
+        doc_id: id of the document the chunk belongs to.
+        char_start: half-open start offset (characters) into the document's normalized text.
+        char_end: half-open end offset (characters); ``text == doc_text[char_start:char_end]``.
+        token_count: number of cl100k_base tokens of ``text``.
+        text: the chunk's text, exactly the document slice.
+        page: page of the element the chunk starts in, or ``None``.
+        section_path: section-title path of the element the chunk starts in.
+        oversized: True when the chunk is a single indivisible unit longer than ``max_tokens``.
+    """
+
+    chunk_id: str
+    doc_id: str
+    char_start: int
+    char_end: int
+    token_count: int
+    text: str
+    page: int | None = None
+    section_path: tuple[str, ...] = ()
+    oversized: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One loaded document.
+
+    Attributes:
+        doc_id: 32 hex chars, sha256 of the source URI.
+        uri: source URI.
+        sha256: sha256 (hex) of the file's bytes.
+        mime_type: MIME type from the file suffix.
+        size_bytes: file size in bytes.
+        title: the HTML ``<title>``, else the first Title element, else the file stem.
+        text: normalized text: NFC, ``\\n`` line ends, elements joined by ``\\n\\n``.
+        elements: element spans into ``text`` in document order.
+    """
+
+    doc_id: str
+    uri: str
+    sha256: str
+    mime_type: str
+    size_bytes: int
+    title: str
+    text: str
+    elements: tuple[ElementSpan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRecord:
+    """A file (or document) that a stage could not process.
+
+    Attributes:
+        path: source URI of the file.
+        stage: stage that failed (``load``, ``chunk``, ``embed``).
+        error_type: short error class, e.g. ``EmptyFile``, ``UnsupportedType``, ``PDFSyntaxError``.
+        message: what went wrong and, where possible, what to do.
+        sha256: the file's sha256 when it could be read, else ``""``.
+    """
+
+    path: str
+    stage: str
+    error_type: str
+    message: str
+    sha256: str = ""
