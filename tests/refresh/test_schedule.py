@@ -99,3 +99,22 @@ def test_scheduled_run_publishes_a_version(light_workspace: Path, prefect_harnes
     assert m.parent_version == first.version and m.stats["refresh"]["removed"] == 1
     assert m.counts["documents"] == first.documents - 1
     assert reg.resolve("sample@latest")[1] in reg.versions("sample")[1:]
+
+
+def test_prefect_cli_lists_deployments_and_flow_runs(prefect_server: str, tmp_path: Path) -> None:
+    """Regression: with fastapi >= 0.151, `prefect deployment ls` and `prefect flow-run ls` got
+    `422 Unprocessable Entity for url .../api/deployments/filter` from the server this test
+    starts (the client sends `"limit": null`; constraints.txt pins fastapi 0.150.0)."""
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_HOME": str(tmp_path)}
+    script = ("from prefect import flow\n"
+              "@flow(name='ux-probe')\n"
+              "def probe():\n    return 1\n"
+              "probe()\n")
+    run = subprocess.run([str(VENV_BIN / "python"), "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for cmd in (["deployment", "ls"], ["flow-run", "ls"]):
+        r = subprocess.run([str(VENV_BIN / "prefect"), *cmd], env={**env, "COLUMNS": "200"}, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, f"prefect {' '.join(cmd)}: {r.stdout[-1500:]}{r.stderr[-1500:]}"
+        assert "422" not in r.stdout + r.stderr and "Traceback" not in r.stderr
+    assert "ux-probe" in r.stdout  # flow-run ls shows the run made above
