@@ -42,6 +42,10 @@ class Manifest:
             ``dvc.lock`` records them once ``dvc repro`` finishes (``dvc.lock`` is written after
             the stage runs, so this, not ``dvc_lock_sha256``, links a version to the commit of
             ``dvc.lock`` that reproduces it); empty outside ``dvc repro``.
+        sources: the folders, files or URLs the version was built from, as given and normalized
+            (what ``ragline refresh`` scans when it is given none); defaults to
+            ``params["load"]["sources"]``, which the ingest and refresh commands set to them
+            (and which manifests written before this field hold).
     """
 
     index_name: str
@@ -60,7 +64,15 @@ class Manifest:
     parent_version: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     dvc_stage_deps: dict[str, str] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
     schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            load = self.params.get("load") if isinstance(self.params, dict) else None
+            given = load.get("sources") if isinstance(load, dict) else None
+            if isinstance(given, list):
+                object.__setattr__(self, "sources", [str(s) for s in given])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (round-trips through :meth:`from_dict`)."""

@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from rich import box as rich_box
 from rich.console import Console
 from rich.table import Table
 
 from ragline.pipelines.offline import set_offline_env
+from ragline.pipelines.verbosity import quiet_libraries
 
 set_offline_env()
+quiet_libraries()
 
 from ragline.chunkers.base import ConfigError  # noqa: E402
 from ragline.indexers.manifest import CorruptRegistryError, IndexCompatibilityError  # noqa: E402
@@ -36,6 +39,64 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+class Output:
+    """How much a command prints: ``-q`` (0: results and errors), default (1), ``-v`` (2+: library logs)."""
+
+    level: int = 1
+
+    @property
+    def quiet(self) -> bool:
+        """True with ``-q``."""
+        return self.level <= 0
+
+
+OUTPUT = Output()
+
+
+def configure_output(level: int) -> None:
+    """Set the output level (0 quiet, 1 default, 2 verbose, 3 debug) and the library log levels
+    (:func:`pipelines.verbosity.quiet_libraries`); Prefect is imported later, lazily."""
+    OUTPUT.level = level
+    quiet_libraries(level, override_env=level != 1)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ragline")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without an install
+        return "unknown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"ragline {_version()}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only results and errors: no progress bars, "
+                               "no warnings from libraries, a one-line summary for ingest/refresh."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                help="Also show the INFO log lines of Prefect and other libraries (-vv: DEBUG)."),
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print ragline's version and exit."),
+) -> None:
+    """Ingest documents into versioned FAISS indexes, query them, and manage the registry.
+
+    Options before the command (`ragline -q ingest data/sample`) apply to every command.
+    """
+    configure_output(0 if quiet else 1 + verbose)
+
+
+def make_reporter():
+    """The progress reporter for a command: bars on a terminal (stderr), none with -q or when piped."""
+    from ragline.pipelines.progress import Reporter, RichReporter
+
+    return Reporter() if OUTPUT.quiet else RichReporter()
 index_app = typer.Typer(help="List and inspect index versions and aliases.", no_args_is_help=True)
 stage_app = typer.Typer(help="Run one pipeline stage on files (what dvc.yaml calls).", no_args_is_help=True)
 app.add_typer(index_app, name="index")
@@ -87,14 +148,25 @@ def ingest(
     index: Optional[str] = typer.Option(None, "--index", "-i", help="Index name (default: index.name)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Load, chunk, embed and publish SOURCES as a new version of an index (Prefect flow)."""
-    from ragline.pipelines.flows import REPORTER, ingest_flow
-    from ragline.pipelines.progress import RichReporter
+    """Load, chunk, embed and publish SOURCES as a new version of an index (Prefect flow).
+
+    The manifest records the sources (as given, normalized), so `ragline refresh --index NAME`
+    later refreshes the same ones.
+    """
+    from ragline.pipelines.load import discover_files
+    from ragline.pipelines.refresh import normalize_sources, refresh_params
 
     params = _params(params_file, index)
-    token = REPORTER.set(RichReporter())
+    params = refresh_params(params.to_dict(), None, None, normalize_sources(sources or params.load.sources))
+    # argument errors (a missing source, no file to ingest) end here, before Prefect starts
+    if not discover_files(params.load.sources, params.load.include, params.load.exclude):
+        raise PipelineError(f"no files to ingest under {', '.join(params.load.sources)} "
+                            f"(load.include {params.load.include}, load.exclude {params.load.exclude})")
+    from ragline.pipelines.flows import REPORTER, ingest_flow
+
+    token = REPORTER.set(make_reporter())
     try:
-        summary = ingest_flow(list(sources or []), params.to_dict())
+        summary = ingest_flow(list(params.load.sources), params.to_dict())
     finally:
         REPORTER.reset(token)
     finish_run(summary, as_json, _print_summary)
@@ -104,11 +176,27 @@ def finish_run(summary: Any, as_json: bool, print_table: Callable[[Any], None]) 
     """Print an ingest/refresh summary (JSON or ``print_table``); exit 1 naming the failure if it failed."""
     if as_json:
         _print_json(summary.to_dict())
+    elif OUTPUT.quiet:
+        out.print(_one_line(summary), highlight=False, soft_wrap=True)
     else:
         print_table(summary)
     if summary.failed:
         err.print(f"[bold red]error:[/] {summary.failed}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _one_line(summary: Any) -> str:
+    """The -q summary of an ingest or refresh: where it published and the counts."""
+    if getattr(summary, "nothing_changed", False):
+        return f"{summary.index}: nothing changed since {summary.parent_version}; nothing published"
+    where = f"{summary.index}@{summary.version}" if summary.version else f"{summary.index}: nothing published"
+    counts = getattr(summary, "counts", None)
+    diff = ""
+    if callable(counts):
+        c = counts()
+        diff = f"{c['added']} added, {c['changed']} changed, {c['removed']} removed; "
+    return (f"{where}: {diff}{summary.documents} documents, {summary.chunks} chunks, "
+            f"{len(summary.quarantine)} quarantined, {summary.total_seconds:.1f} s")
 
 
 def _print_summary(summary: Any) -> None:
@@ -146,6 +234,8 @@ def query(
     model: Optional[str] = typer.Option(None, "--model", help="Embedding model (default: embed.model)."),
     query_backend: str = typer.Option("onnx", "--query-backend", help="Query embedding: onnx (ONNX Runtime, same vectors, "
                                       "no torch import once exported into paths.cache) or torch."),
+    query_threads: Optional[int] = typer.Option(None, "--query-threads", min=1, max=64,
+                                                help="ONNX Runtime threads for query embedding (default 2)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Search a published index version and print the ranked chunks."""
@@ -158,19 +248,49 @@ def query(
     if query_backend not in ("onnx", "torch"):
         raise ConfigError(f"--query-backend {query_backend!r}: use onnx or torch")
     embedder = make_embedder(model or params.embed.model, params.embed.normalize, backend=query_backend,
-                             cache_dir=params.paths.cache)
+                             cache_dir=params.paths.cache, threads=query_threads)
     hits = published.search_text(embedder, text, k)
     if as_json:
         _print_json([h.to_dict() for h in hits])
         return
-    t = Table(title=f"{published.name}@{published.version}: {text}")
-    for col in ("rank", "score", "source", "page", "chars", "snippet"):
-        t.add_column(col, overflow="fold")
-    for h in hits:
-        snippet = " ".join(h.text.split())
-        t.add_row(str(h.rank), f"{h.score:.3f}", h.uri, "" if h.page is None else str(h.page),
-                  f"{h.char_start}-{h.char_end}", snippet[:160] + ("…" if len(snippet) > 160 else ""))
-    out.print(t)
+    print_hits(f"{published.name}@{published.version}: {text}",
+               [(h.rank, h.score, h.uri, h.page, h.char_start, h.char_end, h.text) for h in hits])
+
+
+#: Below this console width, tables switch to a narrower (or vertical) layout.
+WIDE = 110
+
+
+def print_hits(title: str, hits: list[tuple[int, float, str, int | None, int, int, str]]) -> None:
+    """Print ranked hits ``(rank, score, source, page, char_start, char_end, text)``.
+
+    On a wide console, one table row per hit with a snippet column; below :data:`WIDE`
+    columns, one block per hit: a line with rank, score, source, page and offsets, then the
+    snippet wrapped to the console's width, so nothing is squeezed into a 20-character column.
+    """
+    from rich.padding import Padding
+    from rich.text import Text
+
+    if out.width >= WIDE:
+        t = Table(title=title)
+        for col in ("rank", "score", "source", "page", "chars"):
+            t.add_column(col, no_wrap=col != "source", overflow="fold")
+        t.add_column("snippet", overflow="fold", ratio=1, min_width=30)
+        for rank, score, source, page, start, end, text in hits:
+            snippet = " ".join(text.split())
+            t.add_row(str(rank), f"{score:.3f}", source, "" if page is None else str(page), f"{start}-{end}",
+                      snippet[:160] + ("…" if len(snippet) > 160 else ""))
+        out.print(t)
+        return
+    out.print(Text(title, style="bold"), soft_wrap=True)
+    for rank, score, source, page, start, end, text in hits:
+        head = Text(f"{rank}. ", style="bold")
+        head.append(f"{score:.3f}  ")
+        head.append(source, style="cyan")
+        head.append(("" if page is None else f"  page {page}") + f"  chars {start}-{end}")
+        out.print(head, soft_wrap=True)
+        snippet = " ".join(text.split())
+        out.print(Padding(Text(snippet[:240] + ("…" if len(snippet) > 240 else "")), (0, 0, 0, 3)))
 
 
 @index_app.command("list")
@@ -199,13 +319,27 @@ def index_list(
     if as_json:
         _print_json(rows)
         return
-    t = Table(title=f"indexes under {reg.root}/")
-    for col in ("index", "version", "aliases", "created_at", "documents", "chunks", "quarantined", "chunker", "params_hash"):
-        t.add_column(col)
+    wide = out.width >= WIDE
+    # narrow consoles (80 columns): fewer, shorter columns; headers never truncated (min_width)
+    cols = (("index", "version", "aliases", "created_at", "documents", "chunks", "quarantined", "chunker", "params_hash")
+            if wide else ("index", "version", "aliases", "created", "docs", "chunks", "quar."))
+    t = Table(title=f"indexes under {reg.root}/", box=None if not wide else rich_box.SQUARE, header_style="bold")
+    for col in cols:
+        t.add_column(col, min_width=len(col), overflow="fold",
+                     justify="right" if col in ("documents", "docs", "chunks", "quarantined", "quar.") else "left")
     for r in rows:
-        t.add_row(r["index"], r["version"], ", ".join(r["aliases"]), r["created_at"], str(r["documents"]),
-                  str(r["chunks"]), str(r["quarantined"]), r["chunker"], r["params_hash"])
+        if wide:
+            t.add_row(r["index"], r["version"], ", ".join(r["aliases"]), r["created_at"], str(r["documents"]),
+                      str(r["chunks"]), str(r["quarantined"]), r["chunker"], r["params_hash"])
+        else:
+            t.add_row(r["index"], r["version"], ", ".join(r["aliases"]), _short_time(r["created_at"]),
+                      str(r["documents"]), str(r["chunks"]), str(r["quarantined"]))
     out.print(t)
+
+
+def _short_time(iso: str) -> str:
+    """``2026-12-02T06:05:30+00:00`` → ``2026-12-02 06:05`` (UTC as recorded)."""
+    return iso[:16].replace("T", " ") if iso else ""
 
 
 # ---------------- DVC stages: same stage functions, tables on disk ----------------

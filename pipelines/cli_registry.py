@@ -51,10 +51,14 @@ def _existing(reg: IndexRegistry, name: str) -> None:
 @app.command()
 @clean_errors
 def refresh(
-    sources: list[str] = typer.Argument(None, help="Folders or files (default: load.sources from params)."),
+    sources: list[str] = typer.Argument(None, help="Folders or files (default: the sources the index was built from, "
+                                        "as its manifest records them; load.sources for a new index)."),
     params_file: Path = ParamsOpt,
     index: Optional[str] = IndexOpt,
     as_json: bool = JsonOpt,
+    replace_sources: bool = typer.Option(False, "--replace-sources",
+                                         help="Refresh from SOURCES although the index was built from others "
+                                              "(documents only in the old sources are removed)."),
     serve: bool = typer.Option(False, "--serve", help="Serve a Prefect deployment that refreshes on a schedule (blocks)."),
     cron: Optional[str] = typer.Option(None, "--cron", help="Cron schedule for --serve (default: refresh.cron)."),
     interval_s: Optional[float] = typer.Option(None, "--interval-s", min=1.0,
@@ -63,27 +67,35 @@ def refresh(
     """Publish a new version with only what changed since `latest` (an ingest when nothing exists).
 
     Unchanged documents keep their chunks and vectors; added and changed ones are parsed,
-    chunked and embedded (through the embedding cache); removed ones are dropped. Prints the
-    diff counts; when nothing changed, says so and publishes nothing (exit 0).
+    chunked and embedded (through the embedding cache); removed ones are dropped. Files that
+    cannot be parsed (unsupported type, empty) are skipped, not counted as added. Prints the
+    diff counts; when nothing changed, says so and publishes nothing (exit 0, Prefect not started).
+    Without SOURCES, the sources the index was built from are refreshed; other SOURCES are
+    refused (naming both) unless --replace-sources is given.
     """
-    from ragline.pipelines.refresh import RefreshSummary, plan_refresh, refresh_params
+    from ragline.pipelines.refresh import RefreshSummary, plan_refresh, refresh_params, resolve_sources
 
     t0 = time.perf_counter()
-    params = refresh_params(None, params_file, index, list(sources or []))
+    params = refresh_params(None, params_file, index)
     if serve:
+        if replace_sources:
+            raise PipelineError("--replace-sources does not go with --serve: run `ragline refresh --replace-sources "
+                                "SOURCES` once, then serve the schedule")
+        resolve_sources(params, _registry(params), list(sources or []))  # refuse other sources now, not at 2 am
         _serve(params, params_file, index, list(sources or []), cron, interval_s)
         return
     reg = _registry(params)
     with reg.lock(params.index.name):
+        params = resolve_sources(params, reg, list(sources or []), replace_sources)
         plan = plan_refresh(params, reg)
         if plan.nothing_to_do:
             summary = RefreshSummary.from_plan(plan)
             summary.total_seconds = round(time.perf_counter() - t0, 3)
         else:
+            from ragline.pipelines.cli import make_reporter
             from ragline.pipelines.flows import REPORTER, refresh_flow
-            from ragline.pipelines.progress import RichReporter
 
-            token = REPORTER.set(RichReporter())
+            token = REPORTER.set(make_reporter())
             try:
                 summary = refresh_flow(params=params.to_dict())
             finally:
@@ -94,13 +106,18 @@ def refresh(
 def _print_refresh(s: Any) -> None:
     c = s.counts()
     diff = f"{c['added']} added, {c['changed']} changed, {c['removed']} removed, {c['unchanged']} unchanged"
+    skipped = f"; {c['skipped']} skipped (not parseable)" if c.get("skipped") else ""
     if s.nothing_changed:
-        out.print(f"refresh {s.index}: nothing changed since {s.parent_version} ({diff}); nothing published",
+        out.print(f"refresh {s.index}: nothing changed since {s.parent_version} ({diff}{skipped}); nothing published",
                   highlight=False)
         return
     title = f"refresh → {s.index}@{s.version or '(not published)'}" + (f" (from {s.parent_version})" if s.parent_version else "")
     t = Table(title=title, show_header=False)
     t.add_row("documents", f"{diff}")
+    if s.sources:
+        t.add_row("sources", ", ".join(s.sources))
+    if s.skipped:
+        t.add_row("skipped (not parseable)", str(len(s.skipped)))
     if s.still_quarantined:
         t.add_row("still quarantined (unchanged)", str(len(s.still_quarantined)))
     t.add_row("documents / chunks in version", f"{s.documents} / {s.chunks}")
@@ -153,42 +170,77 @@ def _ref(params: Params, index: str | None, what: str) -> str:
 @index_app.command("show")
 @clean_errors
 def index_show(
-    ref: str = typer.Argument("latest", help="VERSION, ALIAS or NAME@VERSION|ALIAS (default: latest)."),
-    index: Optional[str] = IndexOpt,
+    ref: Optional[str] = typer.Argument(None, help="VERSION, ALIAS or NAME@VERSION|ALIAS (default: latest, or what "
+                                                   "--index NAME@ALIAS names)."),
+    index: Optional[str] = typer.Option(None, "--index", "-i", help="NAME[@ALIAS|@VERSION] (default: index.name)."),
     params_file: Path = ParamsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Show a version's manifest summary, the aliases pointing at it and whether its files are intact."""
     params = load_params(params_file)
     reg = _registry(params)
-    name, version = reg.resolve(_ref(params, index, ref))
+    name_part, _, index_sel = (index or "").partition("@")
+    what = ref or index_sel or "latest"
+    name, version = reg.resolve(what if "@" in what else f"{name_part or params.index.name}@{what}")
     m = reg.manifest(name, version)
     aliases = sorted(a for a, v in reg.aliases(name).items() if v == version)
     damaged = reg.verify(name, version)
     info = {
         "index": name, "version": version, "created_at": m.created_at, "aliases": aliases,
-        "parent_version": m.parent_version, "counts": m.counts, "params_hash": m.params_hash,
+        "parent_version": m.parent_version, "sources": m.sources, "counts": m.counts, "params_hash": m.params_hash,
         "chunker": m.chunker, "embedding": m.embedding, "faiss": m.index, "git_commit": m.git_commit,
         "dvc_lock_sha256": m.dvc_lock_sha256, "dvc_stage_deps": getattr(m, "dvc_stage_deps", {}),
         "files_intact": not damaged, "damaged_files": damaged, "stats": m.stats,
     }
-    sel = ref.partition("@")[2] if "@" in ref else ref
+    sel = what.partition("@")[2] if "@" in what else what
     if not VERSION_RE.match(sel):
         info["alias_history"] = reg.alias_history(name, sel)
     if as_json:
         _print_json(info)
         return
-    t = Table(title=f"{name}@{version}", show_header=False)
-    for key in ("created_at", "aliases", "parent_version", "counts", "params_hash", "chunker", "embedding",
-                "faiss", "git_commit", "dvc_lock_sha256", "dvc_stage_deps", "files_intact", "damaged_files"):
-        val = info[key]
-        t.add_row(key, ", ".join(val) if key == "aliases" else str(val))
+    out.print(_show_table(info, m, sel), soft_wrap=False)
+
+
+def _show_table(info: dict[str, Any], m: Any, sel: str) -> Table:
+    """``index show`` as label/value rows of plain words (no Python reprs)."""
+    from rich.markup import escape
+
+    def kv(d: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(d.items())) if d else "-"
+
+    c, ch, e, fx = m.counts, m.chunker, m.embedding, m.index
+    t = Table(title=f"{info['index']}@{info['version']}", show_header=False, box=None, padding=(0, 2, 0, 0))
+    t.add_column("field", style="bold", no_wrap=True)
+    t.add_column("value", overflow="fold")
+    rows: list[tuple[str, str]] = [
+        ("aliases", ", ".join(info["aliases"]) or "-"),
+        ("created", info["created_at"].replace("T", " ")),
+        ("parent version", info["parent_version"] or "- (a full build)"),
+        ("sources", ", ".join(info["sources"]) or "-"),
+        ("counts", f"{c.get('documents', 0)} documents, {c.get('chunks', 0)} chunks, {c.get('vectors', 0)} vectors, "
+                   f"{c.get('quarantined', 0)} quarantined"),
+        ("chunker", f"{ch.get('strategy')} ({kv(ch.get('options') or {})})"
+                    + (", context" if ch.get("context") else "") + f"; fingerprint {ch.get('fingerprint')}"),
+        ("embedding", f"{e.get('model_id')}, dim {e.get('dim')}, " + ("normalized" if e.get("normalize") else "not normalized")
+                      + f"; revision {str(e.get('revision'))[:16]}"),
+        ("faiss", f"{fx.get('kind')}, metric {fx.get('metric')}"
+                  + "".join(f", {k} {v}" for k, v in fx.items() if k not in ("kind", "metric", "ntotal"))),
+        ("params hash", info["params_hash"][:16]),
+        ("git commit", info["git_commit"] or "-"),
+        ("dvc.lock", info["dvc_lock_sha256"][:16] if info["dvc_lock_sha256"] else "-"),
+        ("files", "intact (sha256 checked)" if info["files_intact"] else "DAMAGED: " + ", ".join(info["damaged_files"])),
+    ]
     refresh_stats = m.stats.get("refresh")
     if refresh_stats:
-        t.add_row("refresh diff", str(refresh_stats))
+        rows.append(("refresh diff", ", ".join(f"{v} {k}" for k, v in refresh_stats.items())))
+    secs = (m.stats.get("stage_seconds") or {})
+    if secs:
+        rows.append(("wall time", ", ".join(f"{k} {v:.1f} s" for k, v in secs.items())))
     if "alias_history" in info:
-        t.add_row(f"history of {sel}", " → ".join(h["version"] for h in info["alias_history"]) + f" → {version}")
-    out.print(t)
+        rows.append((f"history of {sel}", " → ".join([h["version"] for h in info["alias_history"]] + [info["version"]])))
+    for k, v in rows:
+        t.add_row(k, escape(str(v)))
+    return t
 
 
 @index_app.command("diff")

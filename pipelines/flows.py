@@ -20,8 +20,10 @@ from typing import Any, Iterator
 from contextlib import contextmanager
 
 from ragline.pipelines.offline import set_offline_env
+from ragline.pipelines.verbosity import quiet_libraries
 
 set_offline_env()
+quiet_libraries()  # before Prefect's import: its INFO lines and bm25s's DEBUG line are not shown by default
 
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
@@ -127,11 +129,14 @@ def ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
         The run summary; ``failed`` is set (and nothing published) when the quarantined share
         exceeds ``load.max_failed_fraction``.
     """
-    p = Params.from_dict(params)
+    from ragline.pipelines.refresh import normalize_sources, refresh_params
+
+    # the manifest records the sources read (load.sources, as given and normalized)
+    p = refresh_params(params, None, None, normalize_sources(sources)) if sources else Params.from_dict(params)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     with _timed(times, "discover"):
-        files = discover_task(sources or p.load.sources, p)
+        files = discover_task(list(p.load.sources), p)
     with _timed(times, "load"):
         docs, quarantine = load_task(files, p)
     with _timed(times, "load-model"):
@@ -274,7 +279,10 @@ def refresh_flow(
     Args:
         params: validated params as a dict; when ``None``, read from ``params_file`` (at run
             time, so a scheduled deployment picks up edits).
-        sources: folders or files overriding ``load.sources``.
+        sources: folders or files overriding ``load.sources`` (with ``params``); with
+            ``params_file``, checked against the sources the index was built from
+            (:func:`pipelines.refresh.resolve_sources`: other sources are refused), and those
+            recorded sources are used when none are given.
         params_file: params file used when ``params`` is ``None`` (default ``params.yaml``).
         index: index name overriding ``index.name``.
 
@@ -287,14 +295,16 @@ def refresh_flow(
     """
     from ragline.indexers.faults import crash_point
     from ragline.pipelines.errors import FailureRateExceeded
-    from ragline.pipelines.refresh import RefreshSummary, embedder_info_for, refresh_params
+    from ragline.pipelines.refresh import RefreshSummary, embedder_info_for, refresh_params, resolve_sources
     from ragline.pipelines.promote import PromotionRefused, promote
 
-    p = refresh_params(params, params_file, index, sources)
+    p = refresh_params(params, params_file, index, sources if params is not None else None)
     registry = IndexRegistry(p.index.root, p.index.lock_timeout_s)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     with registry.lock(p.index.name):
+        if params is None:  # a scheduled run: the sources the index was built from, unless others are given
+            p = resolve_sources(p, registry, sources)
         with _timed(times, "plan"):
             plan = plan_refresh_task(p, [])
         crash_point("refresh:planned")

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ragline.core.errors import ConfigError
 from ragline.core.hashing import sha256_file
 from ragline.indexers.embedders import Embedder, EmbedderInfo
 from ragline.indexers.faiss_index import read_faiss_index
@@ -38,6 +39,7 @@ from ragline.pipelines.chunk import chunk_documents, chunker_record
 from ragline.pipelines.config import Params, load_params
 from ragline.pipelines.embed import embed_chunks, index_embedder
 from ragline.pipelines.load import (
+    SUPPORTED_TYPES,
     Document,
     QuarantineRecord,
     SourceFile,
@@ -85,6 +87,9 @@ class InputDiff:
         unchanged: files with the parent's sha256.
         still_quarantined: files the parent quarantined whose bytes have not changed since
             (not retried; when the parent kept an earlier version of one, it stays).
+        skipped: files the parent has no document for that load refuses without parsing
+            (unsupported type, empty, over ``load.max_file_mb``, unreadable): not documents,
+            so they never make a refresh publish; when one runs they are quarantined again.
     """
 
     added: tuple[str, ...] = ()
@@ -92,15 +97,17 @@ class InputDiff:
     removed: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
     still_quarantined: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
-        """True when no document was added, changed or removed."""
+        """True when no document was added, changed or removed (skipped files do not count)."""
         return not (self.added or self.changed or self.removed)
 
     def counts(self) -> dict[str, int]:
-        """``{"added", "changed", "removed", "unchanged", "still_quarantined"}`` counts."""
-        return {k: len(getattr(self, k)) for k in ("added", "changed", "removed", "unchanged", "still_quarantined")}
+        """``{"added", "changed", "removed", "unchanged", "still_quarantined", "skipped"}`` counts."""
+        return {k: len(getattr(self, k))
+                for k in ("added", "changed", "removed", "unchanged", "still_quarantined", "skipped")}
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,7 @@ class RefreshPlan:
         reembed_all: the embedder identity (model, revision, normalization) changed.
         reindex: the FAISS settings changed (vectors are reused).
         reasons: human-readable reasons for the four flags above.
+        sources: the sources scanned (normalized).
     """
 
     index: str
@@ -128,6 +136,7 @@ class RefreshPlan:
     reembed_all: bool = False
     reindex: bool = False
     reasons: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
 
     @property
     def nothing_to_do(self) -> bool:
@@ -139,7 +148,7 @@ class RefreshPlan:
         """Files to parse now: added and changed ones (every file with ``reload_all``)."""
         if self.reload_all or self.parent_version is None:
             return [f.source for f in self.files]
-        todo = set(self.diff.added) | set(self.diff.changed)
+        todo = set(self.diff.added) | set(self.diff.changed) | set(self.diff.skipped)
         return [f.source for f in self.files if f.uri in todo]
 
 
@@ -204,6 +213,8 @@ class RefreshSummary:
         added, changed, removed: URIs of the input diff.
         unchanged: number of unchanged documents.
         still_quarantined: unchanged files the parent already quarantined (not retried).
+        skipped: files load refuses without parsing (see :attr:`InputDiff.skipped`).
+        sources: the sources scanned (as recorded in the manifest).
         documents, chunks: counts in the new version.
         carried_chunks: chunks (and vectors) copied from the parent.
         embedded_chunks: chunks whose vectors the embed stage produced (added/changed documents,
@@ -227,6 +238,8 @@ class RefreshSummary:
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
     still_quarantined: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
     documents: int = 0
     chunks: int = 0
     carried_chunks: int = 0
@@ -248,12 +261,13 @@ class RefreshSummary:
         return cls(index=plan.index, version=None, parent_version=plan.parent_version,
                    added=list(d.added), changed=list(d.changed), removed=list(d.removed),
                    unchanged=len(d.unchanged), still_quarantined=list(d.still_quarantined),
+                   skipped=list(d.skipped), sources=list(plan.sources),
                    reasons=list(plan.reasons), nothing_changed=plan.nothing_to_do)
 
     def counts(self) -> dict[str, int]:
-        """Diff counts: added, changed, removed, unchanged."""
+        """Diff counts: added, changed, removed, unchanged, skipped."""
         return {"added": len(self.added), "changed": len(self.changed), "removed": len(self.removed),
-                "unchanged": self.unchanged}
+                "unchanged": self.unchanged, "skipped": len(self.skipped)}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (adds ``counts`` and ``quarantined``)."""
@@ -287,6 +301,90 @@ def refresh_params(
     return Params.from_dict(data, source=f"{params_file or 'params'} (+ command-line overrides)")
 
 
+class SourcesChanged(ConfigError):
+    """A refresh was given other sources than the ones the index was built from."""
+
+
+def normalize_sources(sources: Sequence[str | Path]) -> list[str]:
+    """Sources as given, normalized and without duplicates (first occurrence kept).
+
+    A local path is normalized as :class:`pathlib.Path` reads it, the form document URIs are
+    built from (``docs/`` and ``./docs`` both become ``docs``; relative paths stay relative,
+    ``..`` is kept); a URL (``scheme://...``) loses trailing slashes only.
+    """
+    out: list[str] = []
+    for s in sources:
+        s = str(s)
+        n = s.rstrip("/") if "://" in s else Path(s).as_posix()
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def recorded_sources(registry: IndexRegistry, name: str) -> tuple[str | None, list[str]]:
+    """``(parent version, sources its manifest records)``; ``(None, [])`` for an index with no version."""
+    parent = parent_version(registry, name)
+    if parent is None:
+        return None, []
+    return parent, normalize_sources(registry.manifest(name, parent).sources)
+
+
+def resolve_sources(
+    params: Params, registry: IndexRegistry, sources: Sequence[str | Path] | None = None,
+    replace_sources: bool = False,
+) -> Params:
+    """Params whose ``load.sources`` are the sources a refresh of ``params.index.name`` scans.
+
+    Without ``sources``, these are the sources the ``latest`` version was built from (its
+    manifest's ``sources``), so ``ragline ingest docs --index mydocs`` then
+    ``ragline refresh --index mydocs`` refreshes ``docs``, not ``load.sources``. For an index
+    with no version yet, ``sources`` or else ``load.sources``.
+
+    Raises:
+        SourcesChanged: ``sources`` differ (as a set, normalized) from the recorded ones and
+            ``replace_sources`` is False; the message names both sets.
+        RegistryError, CorruptRegistryError: see :func:`parent_version`.
+    """
+    name = params.index.name
+    given = normalize_sources(sources or [])
+    parent, recorded = recorded_sources(registry, name)
+    if not recorded:
+        chosen = given or normalize_sources(params.load.sources)
+    elif not given:
+        chosen = recorded
+    elif set(given) != set(recorded) and not replace_sources:
+        raise SourcesChanged(
+            f"index {name!r} was built from {', '.join(recorded)} ({name}@{parent}), but this refresh names "
+            f"{', '.join(given)}; documents of the old sources would be removed. Run `ragline refresh --index {name}` "
+            "to refresh the recorded sources, or add --replace-sources to replace them"
+        )
+    else:
+        chosen = given
+    data = params.to_dict()
+    data["load"]["sources"] = chosen
+    return Params.from_dict(data, source=f"params (+ sources {', '.join(chosen)})")
+
+
+def skip_reason(f: ScannedFile, max_file_mb: float) -> str | None:
+    """Why load refuses ``f`` without parsing it, or ``None`` when it would be parsed.
+
+    The checks are the cheap ones :func:`pipelines.load.load_document` makes before reading
+    the bytes: unsupported type, unreadable (broken symlink), empty, larger than ``max_file_mb``.
+    """
+    path = f.source.path
+    if path.suffix.lower() not in SUPPORTED_TYPES:
+        return "unsupported type"
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "unreadable"
+    if size == 0:
+        return "empty"
+    if size > max_file_mb * 1024 * 1024:
+        return "too large"
+    return None
+
+
 def scan_sources(sources: Sequence[str | Path], params: Params) -> list[ScannedFile]:
     """Discover the files under ``sources`` (``load.include``/``exclude``) and hash them.
 
@@ -310,20 +408,23 @@ def diff_inputs(
     files: Sequence[ScannedFile],
     parent_inputs: Sequence[dict[str, str]],
     parent_quarantine: dict[str, str] | None = None,
+    skip: Callable[[ScannedFile], object] | None = None,
 ) -> InputDiff:
-    """Sort files into added / changed / removed / unchanged / still-quarantined.
+    """Sort files into added / changed / removed / unchanged / still-quarantined / skipped.
 
     Args:
         files: current files (from :func:`scan_sources`).
         parent_inputs: the parent manifest's ``inputs`` (``uri``, ``doc_id``, ``sha256``).
         parent_quarantine: URI -> sha256 of the files the parent quarantined.
+        skip: truthy for a file load refuses without parsing (:func:`skip_reason`); such a
+            file that the parent has no document for is ``skipped``, not ``added``.
 
     Returns:
         The diff; every list sorted by URI.
     """
     parent = {r["uri"]: r["sha256"] for r in parent_inputs}
     bad = parent_quarantine or {}
-    added, changed, unchanged, still_bad = [], [], [], []
+    added, changed, unchanged, still_bad, skipped = [], [], [], [], []
     for f in files:
         if f.uri in parent and parent[f.uri] == f.sha256 and f.sha256:
             unchanged.append(f.uri)
@@ -331,11 +432,13 @@ def diff_inputs(
             still_bad.append(f.uri)
         elif f.uri in parent:
             changed.append(f.uri)
+        elif skip is not None and skip(f):
+            skipped.append(f.uri)
         else:
             added.append(f.uri)
     current = {f.uri for f in files}
     removed = [u for u in parent if u not in current]
-    return InputDiff(*(tuple(sorted(x)) for x in (added, changed, removed, unchanged, still_bad)))
+    return InputDiff(*(tuple(sorted(x)) for x in (added, changed, removed, unchanged, still_bad, skipped)))
 
 
 def embedder_identity(params: Params) -> tuple[str, str, bool]:
@@ -389,12 +492,17 @@ def plan_refresh(params: Params, registry: IndexRegistry, sources: Sequence[str 
         RegistryError, CorruptRegistryError: see :func:`parent_version`; a damaged parent manifest.
     """
     name = params.index.name
-    files = tuple(scan_sources(list(sources or params.load.sources), params))
+    scanned = normalize_sources(list(sources or params.load.sources))
+    files = tuple(scan_sources(scanned, params))
     parent = parent_version(registry, name)
+
+    def skip(f: ScannedFile) -> str | None:
+        return skip_reason(f, params.load.max_file_mb)
+
     if parent is None:
-        return RefreshPlan(name, None, files, InputDiff(added=tuple(f.uri for f in files)))
+        return RefreshPlan(name, None, files, diff_inputs(files, [], {}, skip), sources=tuple(scanned))
     m = registry.manifest(name, parent)
-    diff = diff_inputs(files, m.inputs, _parent_quarantine(registry, name, parent))
+    diff = diff_inputs(files, m.inputs, _parent_quarantine(registry, name, parent), skip)
     reasons: list[str] = []
     old_load = m.params.get("load", {})
     load_changed = [k for k in RELOAD_KEYS if old_load.get(k) != getattr(params.load, k)]
@@ -416,7 +524,8 @@ def plan_refresh(params: Params, registry: IndexRegistry, sources: Sequence[str 
     if index_changed:
         reasons.append(f"index.{'/'.join(index_changed)} changed: the FAISS index is rebuilt")
     return RefreshPlan(name, parent, files, diff, reload_all=bool(load_changed), rechunk_all=rechunk,
-                       reembed_all=reembed, reindex=bool(index_changed), reasons=tuple(reasons))
+                       reembed_all=reembed, reindex=bool(index_changed), reasons=tuple(reasons),
+                       sources=tuple(scanned))
 
 
 # ---------------------------------------------------------------- carrying over

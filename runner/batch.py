@@ -83,7 +83,9 @@ def read_jsonl(path: str | Path) -> Iterator[DataLine]:
 def parse_columns(items: Sequence[str], flow: Flow) -> dict[str, str]:
     """Parse ``--column NAME=EXPR`` options (EXPR: ``${data.FIELD}`` or a literal).
 
-    Without options, every flow input maps to the data field of the same name.
+    Without options, every flow input maps to the data field of the same name. An input the
+    flow declares with a ``default`` is mapped only on lines that have the field (see
+    :func:`run_batch`); a required input whose field is missing fails that line.
 
     Raises:
         FlowInputError: malformed option, unknown input name or bad reference (names the option).
@@ -119,7 +121,14 @@ def percentiles(values: Sequence[float]) -> dict:
             "mean": round(float(a.mean()), 3), "max": round(float(a.max()), 3)}
 
 
-def _run_one(runner: FlowRunner, item: DataLine, columns: dict[str, str], data_path: Path) -> tuple[dict, dict]:
+class _MissingField(KeyError):
+    """A ``${data.FIELD}`` reference to a field the line does not have."""
+
+
+def _run_one(runner: FlowRunner, item: DataLine, columns: dict[str, str], data_path: Path,
+             optional: frozenset[str] = frozenset()) -> tuple[dict, dict]:
+    """Run one data line; ``optional`` inputs (declared with a default) are mapped only when
+    the line has the fields their column names, else the flow's default applies."""
     rec: dict[str, Any] = {"line": item.line, "id": (item.data or {}).get("id"), "status": "failed", "error": None,
                            "data": item.data, "inputs": None, "outputs": None, "citations": [], "retrieved": [],
                            "latency_ms": None, "node_latency_ms": {}, "tokens": None}
@@ -132,7 +141,7 @@ def _run_one(runner: FlowRunner, item: DataLine, columns: dict[str, str], data_p
         if ref.kind != "data":
             raise KeyError(f"{ref.text}: only ${{data.*}} is allowed in --column")
         if ref.name not in item.data:
-            raise KeyError(f"{ref.text}: line has no field {ref.name!r} (fields: {', '.join(item.data) or 'none'})")
+            raise _MissingField(f"{ref.text}: line has no field {ref.name!r} (fields: {', '.join(item.data) or 'none'})")
         return follow(item.data[ref.name], ref.path, ref.text)
 
     try:
@@ -140,6 +149,10 @@ def _run_one(runner: FlowRunner, item: DataLine, columns: dict[str, str], data_p
         for name, expr in columns.items():
             try:
                 inputs[name] = resolve_value(expr, lookup)
+            except _MissingField as e:
+                if name in optional:
+                    continue  # an optional input: the line does not give it, the flow's default applies
+                raise FlowInputError(f"{data_path}:{item.line}: column {name}: {e.args[0]}") from e
             except KeyError as e:
                 raise FlowInputError(f"{data_path}:{item.line}: column {name}: {e.args[0]}") from e
         rec["inputs"] = inputs
@@ -278,6 +291,7 @@ def run_batch(
     run_dir = new_run_dir(runs_dir, flow, run_id)
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     _copy_flow(flow, run_dir, runner)
+    optional = frozenset(n for n, spec in flow.spec.inputs.items() if not spec.required)
     t0 = time.perf_counter()
     records: list[dict] = []
     with open(run_dir / OUTPUTS_FILE, "w", encoding="utf-8") as out_f, \
@@ -290,10 +304,10 @@ def run_batch(
 
         if workers == 1:
             for item in lines:
-                emit(_run_one(runner, item, columns, data_path))
+                emit(_run_one(runner, item, columns, data_path, optional))
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flow-batch") as pool:
-                for pair in pool.map(lambda it: _run_one(runner, it, columns, data_path), lines):
+                for pair in pool.map(lambda it: _run_one(runner, it, columns, data_path, optional), lines):
                     emit(pair)
     wall = time.perf_counter() - t0
     metrics = batch_metrics(records, wall, flow)

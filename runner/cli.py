@@ -123,12 +123,19 @@ def _short(value: Any, limit: int = 160) -> str:
 def validate(
     flow_dir: Path = typer.Argument(..., help="Flow folder (holding flow.yaml)."),
     variant: Optional[str] = VariantOpt,
+    params_file: Path = ParamsOpt,
+    root: Optional[Path] = IndexRootOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Validate a flow (and all its variants) without running it; print its node order."""
-    from ragline.runner.spec import load_flow
+    """Validate a flow (and all its variants) without running it: spec, references, templates,
+    functions, and every index and alias its retrieve nodes name; print its node order."""
+    from ragline.runner.errors import FlowSpecError
+    from ragline.runner.spec import check_indexes, load_flow
 
     flow = load_flow(flow_dir, variant)
+    problems = check_indexes(flow, index_root(params_file, root))
+    if problems:
+        raise FlowSpecError("\n".join(problems))
     info = {"flow": flow.name, "variant": flow.variant, "order": list(flow.order),
             "deps": {k: list(v) for k, v in flow.deps.items()}, "variants": list(flow.spec.variants)}
     if as_json:
@@ -212,10 +219,11 @@ def batch(
         summary = run_batch(flow, data, parse_columns(columns, flow), runner, runs_dir, workers, run_id, limit)
     finally:
         runner.close()
+    m = summary.metrics
     if as_json:
         _print_json(summary.to_dict())
+        _fail_if_lines_failed(m, summary.run_dir)
         return
-    m = summary.metrics
     t = Table(title=f"batch {flow.name}{' [' + flow.variant + ']' if flow.variant else ''} → {summary.run_dir}",
               show_header=False)
     t.add_row("lines ok / failed", f"{m['ok']} / {m['failed']}")
@@ -225,10 +233,24 @@ def batch(
     t.add_row("retrieval p50 / p95", f"{m['retrieval_latency_ms']['p50']:.1f} / {m['retrieval_latency_ms']['p95']:.1f} ms")
     t.add_row("tokens (total)", str(m["tokens"]["total"]))
     out.print(t)
-    if m["failed"]:
-        from ragline.runner.batch import OUTPUTS_FILE
+    _fail_if_lines_failed(m, summary.run_dir)
 
-        err.print(f"{m['failed']} line(s) failed; see status/error in {summary.run_dir / OUTPUTS_FILE}", highlight=False)
+
+def _fail_if_lines_failed(metrics: dict, run_dir: Path) -> None:
+    """Exit 1 naming how many lines failed (and one error) when any did; the run directory is kept."""
+    if not metrics["failed"]:
+        return
+    from ragline.runner.batch import OUTPUTS_FILE, load_run
+
+    first = ""
+    try:
+        first = next((r["error"] for r in load_run(run_dir)[2] if r.get("status") != "ok" and r.get("error")), "")
+    except Exception:  # the summary line matters more than the example error
+        first = ""
+    total = metrics["failed"] + metrics["ok"]
+    err.print(f"[bold red]error:[/] {metrics['failed']} of {total} line(s) failed; see status/error in "
+              f"{run_dir / OUTPUTS_FILE}" + (f"; first: {first}" if first else ""), highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def _fmt(v: Any) -> str:
@@ -256,6 +278,7 @@ def evaluate(
     result = evaluate_run(run_dir, labels, k, key, support_threshold)
     if as_json:
         _print_json(result)
+        _fail_if_nothing_scored(result, run_dir)
         return
     t = Table(title=f"eval {result['run']} (k={result['k']}, {result['scored']} scored, {result['failed']} failed)")
     t.add_column("metric")
@@ -271,6 +294,17 @@ def evaluate(
     for problem in result["label_errors"]:
         err.print(f"warning: skipped label line: {problem}", highlight=False, soft_wrap=True)
     out.print(f"written: {run_dir / EVAL_FILE}", highlight=False)
+    _fail_if_nothing_scored(result, run_dir)
+
+
+def _fail_if_nothing_scored(result: dict, run_dir: Path) -> None:
+    """Exit 1 when no line of the run could be scored (every line failed or had no label)."""
+    if result.get("scored"):
+        return
+    err.print(f"[bold red]error:[/] no line of {run_dir} was scored ({result.get('failed', 0)} failed, "
+              f"{result.get('labelled', 0)} labelled); metrics over zero lines mean nothing", highlight=False,
+              soft_wrap=True)
+    raise typer.Exit(1)
 
 
 @flow_app.command("compare")

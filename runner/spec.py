@@ -746,6 +746,52 @@ def validate_flow(folder: Path, file: Path, raw: dict, lines: dict, variant: str
     return Flow(folder=folder, file=file, spec=spec, variant=variant, order=tuple(order), deps=deps, raw=data, lines=lines)
 
 
+def check_indexes(flow: Flow, index_root: str | Path, variants: bool = True) -> list[str]:
+    """Resolve the index (and alias or version) every retrieve node names, in the flow and,
+    with ``variants``, in each of its variants.
+
+    Args:
+        flow: a validated flow (:func:`load_flow`).
+        index_root: registry folder for retrieve nodes without their own ``root``.
+        variants: also check each variant declared in the flow.
+
+    Returns:
+        One ``flow.yaml:LINE: nodes[i].index: problem`` message per node whose index, alias or
+        version does not resolve (the registry's message: which indexes/aliases exist); empty
+        when all resolve.
+    """
+    from ragline.core.errors import RaglineError
+    from ragline.indexers.registry import IndexRegistry
+
+    flows = [flow]
+    if variants:
+        flows += [validate_flow(flow.folder, flow.file, _base_raw(flow), flow.lines, v)
+                  for v in flow.spec.variants if v != flow.variant]
+    problems: list[str] = []
+    seen: set[tuple[str, str, str]] = set()
+    for f in flows:
+        for i, node in enumerate(f.spec.nodes):
+            if not isinstance(node, RetrieveNodeSpec):
+                continue
+            root = str(node.root or index_root)
+            key = (root, node.index, f.where("nodes", i, "index"))
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                IndexRegistry(root).resolve(node.index if "@" in node.index else f"{node.index}@latest")
+            except RaglineError as e:
+                label = f" (variant {f.variant})" if f.variant else ""
+                problems.append(f"{key[2]}: index {node.index}{label}: {e}")
+    return problems
+
+
+def _base_raw(flow: Flow) -> dict:
+    """The flow's YAML mapping before any variant was applied."""
+    _, raw, _ = read_flow_yaml(flow.folder)
+    return raw
+
+
 def load_flow(folder: str | Path, variant: str | None = None) -> Flow:
     """Load and validate a flow folder; every variant is validated too.
 

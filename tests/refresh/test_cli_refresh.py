@@ -45,7 +45,7 @@ def test_no_change_refresh_exits_0_without_prefect_or_models(light_workspace: Pa
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["nothing_changed"] and out["version"] is None and out["parent_version"] == first.version
-    assert out["counts"] == {"added": 0, "changed": 0, "removed": 0, "unchanged": first.documents}
+    assert out["counts"] == {"added": 0, "changed": 0, "removed": 0, "unchanged": first.documents, "skipped": 0}
     assert "HEAVY=[]" in r.stderr
     text = runner.invoke(app, ["refresh"])
     assert text.exit_code == 0

@@ -55,7 +55,7 @@ def test_diff_inputs_sorts_every_case() -> None:
     d = diff_inputs(files, parent, parent_quarantine={"e": "5", "q": "99", "x": ""})
     assert d == InputDiff(added=("d",), changed=("b",), removed=("c",), unchanged=("a",),
                           still_quarantined=("e", "q", "x"))
-    assert not d.empty and d.counts() == {"added": 1, "changed": 1, "removed": 1, "unchanged": 1, "still_quarantined": 3}
+    assert not d.empty and d.counts() == {"added": 1, "changed": 1, "removed": 1, "unchanged": 1, "still_quarantined": 3, "skipped": 0}
     assert diff_inputs(files[:1], parent[:1]).empty
 
 

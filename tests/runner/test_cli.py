@@ -80,5 +80,5 @@ def test_errors_are_one_clear_line(cli: CliRunner, sample_registry: Path, tmp_pa
     assert r.exit_code == 1 and "topic: Extra inputs are not permitted" in r.output
     r = invoke(cli, "flow", "eval", tmp_path, "--labels", SAMPLE_QUESTIONS)
     assert r.exit_code == 1 and "not a run directory (no run.json)" in r.output
-    r = invoke(cli, "flow", "validate", REPO / "flows" / "qa")
+    r = invoke(cli, "flow", "validate", REPO / "flows" / "qa", "--index-root", sample_registry)
     assert r.exit_code == 0 and "retrieve → prompt → answer → sources" in r.output
