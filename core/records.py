@@ -6,7 +6,7 @@ normalized text, and ``chunk.text == document.text[chunk.char_start:chunk.char_e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,10 @@ class Document:
         title: the HTML ``<title>``, else the first Title element, else the file stem.
         text: normalized text: NFC, ``\\n`` line ends, elements joined by ``\\n\\n``.
         elements: element spans into ``text`` in document order.
+        metadata: document-level facts from the format (an e-mail's ``subject``, ``from``,
+            ``to``, ``cc``, ``date``, ``attachments``, ``attachments_skipped``); ``{}`` when none.
+        encoding: codec the text was decoded with (``"utf-8"``, ``"utf-16"``, ``"cp1252"``,
+            ...); ``None`` for binary formats (PDF, DOCX, PPTX, XLSX, ...).
     """
 
     doc_id: str
@@ -79,6 +83,8 @@ class Document:
     title: str
     text: str
     elements: tuple[ElementSpan, ...]
+    metadata: dict[str, str] = field(default_factory=dict)
+    encoding: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,9 @@ import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 1
 _META = {b"ragline.schema_version": str(SCHEMA_VERSION).encode()}
+#: field metadata of a column added to a schema after its version shipped: a file without it
+#: reads with nulls in its place (no version bump, no rebuild).
+_OPTIONAL = {b"ragline.optional": b"1"}
 
 
 from ragline.core.errors import SchemaMismatchError  # noqa: E402  (re-exported)
@@ -38,6 +41,10 @@ DOCUMENTS_SCHEMA = pa.schema(
         ("title", pa.string()),
         ("text", pa.large_string()),
         ("elements", pa.list_(ELEMENT_TYPE)),
+        # added after schema version 1 shipped: optional, so tables written before them read
+        # back with nulls (see read_table)
+        pa.field("metadata", pa.map_(pa.string(), pa.string()), metadata=_OPTIONAL),  # e-mail headers, ...
+        pa.field("encoding", pa.string(), metadata=_OPTIONAL),  # codec of a text file, null for binary formats
     ],
     metadata=_META,
 )
@@ -96,7 +103,8 @@ def read_table(path: str | Path, schema: pa.Schema) -> pa.Table:
     """Read a Parquet table and check it against ``schema``.
 
     Raises:
-        SchemaMismatchError: other schema version or other columns/types.
+        SchemaMismatchError: other schema version or other columns/types (a column marked
+            optional in ``schema`` that the file lacks is added as nulls, not an error).
         OSError: the file is missing or unreadable.
     """
     try:
@@ -109,6 +117,12 @@ def read_table(path: str | Path, schema: pa.Schema) -> pa.Table:
         raise SchemaMismatchError(
             f"{path}: schema version {found}, this ragline reads {SCHEMA_VERSION}; rebuild the index"
         )
+    missing = [f for f in schema if f.name not in table.schema.names]
+    if missing and all((f.metadata or {}).get(b"ragline.optional") == b"1" for f in missing):
+        # columns added later as optional: a table written before them reads with nulls
+        for f in missing:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+        table = table.select(schema.names)
     if not table.schema.equals(schema, check_metadata=False):
         raise SchemaMismatchError(f"{path}: columns {table.schema.names} do not match {schema.names}")
     return table

@@ -24,10 +24,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-#: Default ``load.html_drop``: site navigation, search boxes, and page-level banner/footer.
+#: Permalink anchors beside headings (the ``¶``/``#`` signs): Sphinx and MkDocs
+#: ``a.headerlink``, Jupyter ``a.anchor-link``, VitePress/markdown-it-anchor ``a.header-anchor``,
+#: Docusaurus ``a.hash-link``, AnchorJS ``a.anchorjs-link``.
+HTML_PERMALINKS = ("a.headerlink", "a.anchor-link", "a.header-anchor", "a.hash-link", "a.anchorjs-link")
+#: Default ``load.html_drop``: site navigation, search boxes, page-level banner/footer, permalinks.
 HTML_BOILERPLATE = (
     "nav", "[role=navigation]", "[role=search]", "body > header", "body > footer", "[role=banner]",
-    "[role=contentinfo]",
+    "[role=contentinfo]", *HTML_PERMALINKS,
 )
 
 
@@ -44,7 +48,8 @@ class LoadConfig(_Section):
         workers: processes that partition documents in parallel.
         html_drop: CSS selectors of HTML boilerplate removed before partitioning: by default
             navigation and search landmarks and the page-level header and footer (ARIA
-            landmark roles, W3C WAI-ARIA 1.2). ``[]`` keeps everything.
+            landmark roles, W3C WAI-ARIA 1.2), and heading permalink anchors
+            (:data:`HTML_PERMALINKS`). ``[]`` keeps everything.
     """
 
     sources: list[str] = Field(default_factory=lambda: ["data/sample"])

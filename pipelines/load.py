@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from ragline.core.hashing import doc_id_for, sha256_bytes
 from ragline.core.records import Document, ElementSpan, QuarantineRecord
+from ragline.pipelines import formats
 from ragline.pipelines.config import LoadConfig
 from ragline.pipelines.errors import FailureRateExceeded
 
@@ -40,9 +41,10 @@ SUPPORTED_TYPES: dict[str, str] = {
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
     ".eml": "message/rfc822",
+    **formats.FORMAT_TYPES,
 }
-#: suffixes whose bytes must be text (decoded here as UTF-8 before partitioning).
-TEXT_SUFFIXES = {".html", ".htm", ".md", ".markdown", ".txt", ".text"}
+#: suffixes whose bytes must be text (decoded by :func:`formats.decode_text` before partitioning).
+TEXT_SUFFIXES = {".html", ".htm", ".md", ".markdown", ".txt", ".text", *formats.TEXT_PARTITIONERS}
 STAGE = "load"
 
 
@@ -118,17 +120,14 @@ class _LoadFailure(Exception):
         self.error_type = error_type
 
 
-def _read_text(path: Path, data: bytes) -> str:
-    if b"\x00" in data[:8192]:
+def _read_text(path: Path, data: bytes) -> tuple[str, str]:
+    """``(text, encoding)`` of a text file (:func:`formats.decode_text`: BOM, UTF-8, detected)."""
+    if formats.bom_encoding(data) is None and b"\x00" in data[:8192]:  # UTF-16/32 with a BOM hold NULs
         raise _LoadFailure("BinaryContent", f"{path}: binary content (NUL bytes) in a text file")
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise _LoadFailure(
-            "DecodeError",
-            f"{path}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); "
-            "re-encode the file as UTF-8",
-        ) from e
+        return formats.decode_text(data)
+    except formats.FormatError as e:
+        raise _LoadFailure(e.error_type, f"{path}: {e}") from e
 
 
 def strip_html(text: str, selectors: Sequence[str]) -> str:
@@ -154,21 +153,25 @@ def _partition(path: Path, suffix: str, data: bytes, strategy: str, html_drop: S
     from ragline.pipelines.offline import install_unstructured_nlp
 
     install_unstructured_nlp()
+    if suffix in formats.BYTES_PARTITIONERS:
+        return formats.BYTES_PARTITIONERS[suffix](data)
+    if suffix == ".eml":
+        return _partition_email(data, strategy, html_drop)
     if suffix in TEXT_SUFFIXES:
-        text = _read_text(path, data)
+        text, encoding = _read_text(path, data)
         if not text.strip():
             raise _LoadFailure("EmptyFile", f"{path}: only whitespace")
-        if suffix in (".html", ".htm"):
-            from unstructured.partition.html import partition_html
-
-            return partition_html(text=strip_html(text, html_drop))
-        if suffix in (".md", ".markdown"):
+        if suffix in formats.TEXT_PARTITIONERS:
+            parsed = formats.TEXT_PARTITIONERS[suffix](text)
+        elif suffix in (".html", ".htm"):
+            parsed = _partition_html(text, html_drop)
+        elif suffix in (".md", ".markdown"):
             from unstructured.partition.md import partition_md
 
-            return partition_md(text=text)
-        from unstructured.partition.text import partition_text
-
-        return partition_text(text=text)
+            parsed = partition_md(text=text)
+        else:
+            parsed = _partition_plain(text)
+        return formats.Partition(parsed, encoding=encoding)
     if suffix == ".pdf":
         from unstructured.partition.pdf import partition_pdf
 
@@ -176,6 +179,43 @@ def _partition(path: Path, suffix: str, data: bytes, strategy: str, html_drop: S
     from unstructured.partition.auto import partition
 
     return partition(filename=str(path), strategy=strategy)
+
+
+def _partition_html(text: str, html_drop: Sequence[str]) -> list:
+    from unstructured.partition.html import partition_html
+
+    return partition_html(text=strip_html(text, html_drop))
+
+
+def _partition_plain(text: str) -> list:
+    from unstructured.partition.text import partition_text
+
+    return partition_text(text=text)
+
+
+def _partition_email(data: bytes, strategy: str, html_drop: Sequence[str]) -> "formats.Partition":
+    """An e-mail (:func:`formats.partition_email`); attachments go through :func:`_partition`."""
+    import tempfile
+
+    def attachment(name: str, blob: bytes) -> list:
+        suffix = Path(name).suffix.lower()
+        with tempfile.TemporaryDirectory(prefix="ragline-attachment-") as tmp:
+            p = Path(tmp) / name
+            p.write_bytes(blob)
+            return list(_partition(p, suffix, blob, strategy, html_drop))
+
+    return formats.partition_email(
+        data, _partition_plain, lambda text: _partition_html(text, html_drop), attachment,
+        supported=[s for s in SUPPORTED_TYPES if s != ".eml"],
+    )
+
+
+_PERMALINK = "\u00b6"  # ¶, the Sphinx/MkDocs permalink sign
+
+
+def _section_title(text: str) -> str:
+    """A heading as a section-path entry: normalized, without a trailing permalink ``¶``."""
+    return normalize_text(text).rstrip(_PERMALINK).rstrip()
 
 
 def _section_paths(elements: list) -> list[tuple[str, ...]]:
@@ -188,7 +228,7 @@ def _section_paths(elements: list) -> list[tuple[str, ...]]:
         while cur is not None and cur.id not in seen:
             seen.add(cur.id)
             if cur.category == "Title":
-                path.append(normalize_text(cur.text))
+                path.append(_section_title(cur.text))
             cur = by_id.get(cur.metadata.parent_id)
         out.append(tuple(reversed(path)))
     return out
@@ -225,7 +265,7 @@ def _build_document(
         parts.append(text)
         pos += len(text)
         if not title and el.category == "Title":
-            title = text
+            title = _section_title(text)
     if not parts:
         raise _LoadFailure("NoElements", f"{src.uri}: partition returned no text elements")
     return Document(
@@ -234,9 +274,11 @@ def _build_document(
         sha256=sha,
         mime_type=mime,
         size_bytes=size,
-        title=title_hint or title or Path(src.uri).stem,
+        title=title_hint or getattr(raw_elements, "title", "") or title or Path(src.uri).stem,
         text="\n\n".join(parts),
         elements=tuple(spans),
+        metadata=dict(getattr(raw_elements, "metadata", {}) or {}),
+        encoding=getattr(raw_elements, "encoding", None),
     )
 
 
@@ -276,6 +318,8 @@ def load_document(src: SourceFile, cfg: LoadConfig) -> Document | QuarantineReco
             raw = _partition(path, suffix, data, cfg.strategy, cfg.html_drop)
         except _LoadFailure:
             raise
+        except formats.FormatError as e:  # a malformed file of a supported format: its own reason
+            raise _LoadFailure(e.error_type, f"{src.uri}: {e}") from e
         except Exception as e:  # parser libraries raise anything; keep the type name
             raise _LoadFailure(type(e).__name__, f"{src.uri}: {type(e).__name__}: {e}".strip()) from e
         return _build_document(src, sha, mime, size, raw, _title_hint(suffix, data))
@@ -354,6 +398,7 @@ def documents_to_table(docs: Sequence[Document]) -> "pa.Table":
                  "section_path": list(e.section_path)}
                 for e in d.elements
             ],
+            "metadata": d.metadata or None, "encoding": d.encoding,
         }
         for d in docs
     ]
@@ -370,6 +415,8 @@ def documents_from_table(table: "pa.Table") -> list[Document]:
                 ElementSpan(e["type"], e["char_start"], e["char_end"], e["page"], tuple(e["section_path"] or ()))
                 for e in r["elements"]
             ),
+            metadata=dict(r.get("metadata") or ()),
+            encoding=r.get("encoding"),
         )
         for r in table.to_pylist()
     ]

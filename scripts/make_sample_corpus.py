@@ -6,8 +6,8 @@ Usage::
     .venv/bin/python scripts/make_sample_corpus.py            # (re)generate the corpus
     .venv/bin/python scripts/make_sample_corpus.py --check    # verify the corpus on disk
 
-The corpus is ten short documents about beekeeping in six formats (PDF, HTML,
-Markdown, DOCX, PPTX, TXT).  ``data/sample-questions.jsonl`` (outside the
+The corpus is twelve short documents about beekeeping in eight formats (PDF, HTML,
+Markdown, DOCX, PPTX, TXT, CSV, EML).  ``data/sample-questions.jsonl`` (outside the
 ingested folder) holds evaluation questions; each names the one document that
 answers it and a short answer phrase that occurs verbatim in that document.
 
@@ -552,6 +552,82 @@ QUEEN_REARING_SLIDES = [
 ]
 
 # file name -> (format, content)
+# A hive-inspection log: one row per inspection (a CSV table).
+INSPECTION_LOG_HEADER = ["date", "hive", "frames of brood", "queen seen", "temper", "varroa per 100 bees", "notes"]
+INSPECTION_LOG_ROWS = [
+    ["2024-04-06", "Hive 1", "4", "yes", "calm", "0.5", "first inspection of the year; stores light, fed fondant"],
+    ["2024-04-06", "Hive 2", "3", "no", "calm", "0.8", "eggs present so queen is laying; added a super"],
+    ["2024-04-06", "Hive 3", "5", "yes", "nervous", "1.0", "drone brood appearing on the outer frames"],
+    ["2024-04-20", "Hive 1", "6", "yes", "calm", "0.7", "brood pattern compact; added a second brood box"],
+    ["2024-04-20", "Hive 2", "5", "yes", "calm", "0.9", "marked the queen with a blue dot"],
+    ["2024-04-20", "Hive 3", "7", "no", "nervous", "1.2", "play cups along the bottom bars, none charged"],
+    ["2024-05-04", "Hive 1", "8", "yes", "calm", "1.1", "strong nectar flow from the oilseed rape"],
+    ["2024-05-04", "Hive 2", "6", "yes", "calm", "1.0", "drawn foundation in the super"],
+    ["2024-05-04", "Hive 3", "8", "no", "defensive", "1.6", "three charged queen cells; made an artificial swarm"],
+    ["2024-05-18", "Hive 1", "9", "yes", "calm", "1.3", "clipped the queen's wing before swarm season"],
+    ["2024-05-18", "Hive 2", "7", "yes", "calm", "1.2", "second super added"],
+    ["2024-05-18", "Hive 3", "4", "no", "calm", "0.9", "virgin queen seen running on the comb"],
+    ["2024-06-01", "Hive 1", "9", "yes", "calm", "1.8", "removed two frames of capped drone brood"],
+    ["2024-06-01", "Hive 2", "8", "yes", "nervous", "2.1", "chalkbrood mummies on the landing board"],
+    ["2024-06-01", "Hive 3", "2", "no", "calm", "1.0", "no eggs yet; waiting for the new queen to mate"],
+    ["2024-06-15", "Hive 1", "8", "yes", "calm", "2.4", "took off a full super of spring honey"],
+    ["2024-06-15", "Hive 2", "8", "yes", "calm", "2.6", "requeened after chalkbrood spread to six frames"],
+    ["2024-06-15", "Hive 3", "5", "yes", "calm", "1.1", "new queen laying well; marked her green"],
+    ["2024-07-06", "Hive 1", "7", "yes", "calm", "3.2", "mite count rising; planned treatment after harvest"],
+    ["2024-07-06", "Hive 2", "6", "yes", "calm", "2.0", "new queen accepted; brood on seven frames"],
+    ["2024-07-06", "Hive 3", "7", "yes", "calm", "1.4", "heather supers put on for the moors"],
+    ["2024-08-03", "Hive 1", "5", "yes", "defensive", "3.9", "harvested summer honey; robbing at the entrance"],
+    ["2024-08-03", "Hive 2", "5", "yes", "calm", "2.2", "fitted an entrance reducer against wasps"],
+    ["2024-08-03", "Hive 3", "6", "yes", "calm", "1.7", "moved to the heather on the moors"],
+    ["2024-08-24", "Hive 1", "5", "yes", "calm", "4.5", "started a thymol treatment, four weeks, supers off"],
+    ["2024-08-24", "Hive 2", "5", "yes", "calm", "2.5", "started a thymol treatment alongside Hive 1"],
+    ["2024-08-24", "Hive 3", "5", "yes", "calm", "1.9", "brought home from the moors with two full heather supers"],
+    ["2024-09-21", "Hive 1", "4", "yes", "calm", "0.6", "treatment finished; fed 10 litres of thick syrup"],
+    ["2024-09-21", "Hive 2", "4", "yes", "calm", "0.5", "fed 8 litres of thick syrup; mouse guard fitted"],
+    ["2024-09-21", "Hive 3", "5", "yes", "calm", "0.8", "heavy with heather honey; no feeding needed this autumn"],
+]
+
+# An e-mail from one club member to another about a swarm (RFC 5322, one attachment).
+SWARM_EMAIL = {
+    "subject": "Swarm caught at the allotments on Saturday",
+    "from": "Margaret Hale <margaret.hale@example.org>",
+    "to": "Tom Fletcher <tom.fletcher@example.org>",
+    "cc": "Apiary club <club@example.org>",
+    "date": "Sun, 12 May 2024 18:42:00 +0100",
+    "body": [
+        "Hi Tom,",
+        "You asked how the swarm call went on Saturday, so here is the whole story for the club "
+        "newsletter. The allotment society phoned me at about half past one: a swarm the size of a "
+        "rugby ball was hanging from the lowest branch of the damson tree beside plot 14, roughly "
+        "two metres up. By the time I arrived the cluster was quiet and the scouts were still "
+        "dancing on its surface, which told me the bees had not yet chosen a new home.",
+        "I laid a white sheet under the branch, propped an empty nucleus box on it with the "
+        "entrance facing the cluster, and gave the branch one sharp shake. Most of the bees dropped "
+        "straight into the box. Within a few minutes workers at the entrance were fanning with "
+        "their abdomens raised, which is the surest sign that the queen is inside. I left the box "
+        "in place until dusk so that the flying bees could join the others, then closed the "
+        "entrance with foam and drove it home.",
+        "On Sunday morning I hived the swarm onto six frames of foundation and one frame of drawn "
+        "comb, with no brood, and I will feed a light syrup for a week so that they draw comb "
+        "quickly. I weighed the box before and after, and the swarm came to 1.8 kilograms of bees, "
+        "which is about fourteen thousand workers. I could not find the queen, so I will look for "
+        "eggs in ten days rather than disturb them now.",
+        "Nobody at the allotments was stung. Two children watched the whole thing from behind the "
+        "shed and asked very good questions about why the bees were so calm; a swarm has gorged on "
+        "honey before leaving and has no brood or stores to defend.",
+        "I have attached my checklist for swarm collection in case the club wants to print it.",
+        "Best wishes,",
+        "Margaret",
+    ],
+    "attachment": ("swarm-collection-checklist.txt",
+                   "SWARM COLLECTION CHECKLIST\n\n"
+                   "* Veil, gloves and a lit smoker, although a swarm rarely needs smoke.\n"
+                   "* A nucleus box or a cardboard box with a lid, and a white sheet.\n"
+                   "* Secateurs and a soft brush for bees on awkward branches.\n"
+                   "* Foam or mesh to close the entrance for the journey.\n"
+                   "* The finder's phone number and permission to enter the land.\n"),
+}
+
 DOCUMENTS = {
     "hive-anatomy.md": ("md", HIVE_ANATOMY),
     "colony-roles.html": ("html", COLONY_ROLES),
@@ -563,6 +639,8 @@ DOCUMENTS = {
     "pollination-services.pdf": ("pdf", POLLINATION),
     "protective-equipment.txt": ("txt", PROTECTIVE),
     "wintering.html": ("html", WINTERING),
+    "inspection-log.csv": ("csv", None),
+    "swarm-call.eml": ("eml", SWARM_EMAIL),
 }
 
 
@@ -741,6 +819,41 @@ def write_pptx(path: Path) -> None:
     path.write_bytes(_normalize_zip(buf.getvalue()))
 
 
+def write_csv(path: Path) -> None:
+    import csv
+
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(INSPECTION_LOG_HEADER)
+    writer.writerows(INSPECTION_LOG_ROWS)
+    path.write_bytes(buf.getvalue().encode("utf-8"))
+
+
+def write_eml(path: Path, doc: dict) -> None:
+    from email.message import EmailMessage
+    from email.policy import SMTP
+
+    m = EmailMessage()
+    for key in ("subject", "from", "to", "cc", "date"):
+        m[key.capitalize()] = doc[key]
+    m["Message-ID"] = "<swarm-call-2024-05-12@example.org>"
+    m.set_content("\n\n".join(doc["body"]) + "\n", cte="7bit")
+    name, text = doc["attachment"]
+    m.add_attachment(text.encode("utf-8"), maintype="text", subtype="plain", filename=name)
+    m.set_boundary("ragline-sample-boundary")  # fixed, so the bytes are reproducible
+    path.write_bytes(m.as_bytes(policy=SMTP))
+
+
+def _email_text(path: Path) -> str:
+    from email import policy
+    from email.parser import BytesParser
+
+    msg = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+    parts = [msg.get_body(preferencelist=("plain",)).get_content()]
+    parts += [a.get_content() for a in msg.iter_attachments()]
+    return "\n".join(parts)
+
+
 def generate(out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -758,6 +871,10 @@ def generate(out_dir: Path) -> list[Path]:
             write_docx(path, doc)
         elif fmt == "pptx":
             write_pptx(path)
+        elif fmt == "csv":
+            write_csv(path)
+        elif fmt == "eml":
+            write_eml(path, doc)
         else:  # pragma: no cover
             raise ValueError(fmt)
         written.append(path)
@@ -822,6 +939,8 @@ def extract_texts(path: Path) -> dict[str, str]:
         parser = _HTMLText()
         parser.feed(path.read_text(encoding="utf-8"))
         return {"html": "\n".join(parser.parts)}
+    if suffix == ".eml":
+        return {"email": _email_text(path)}
     return {"text": path.read_text(encoding="utf-8")}
 
 
@@ -865,6 +984,25 @@ def format_checks(path: Path) -> list[str]:
             problems.append(f"{path.name}: missing # / ## headings")
         if not re.search(r"^- ", src, re.M):
             problems.append(f"{path.name}: no list items")
+    elif suffix == ".csv":
+        import csv
+
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
+        if not rows or rows[0] != INSPECTION_LOG_HEADER:
+            problems.append(f"{path.name}: header row is not {INSPECTION_LOG_HEADER}")
+        ragged = [i for i, r in enumerate(rows, 1) if len(r) != len(INSPECTION_LOG_HEADER)]
+        if ragged:
+            problems.append(f"{path.name}: rows {ragged} do not have {len(INSPECTION_LOG_HEADER)} cells")
+    elif suffix == ".eml":
+        from email import policy
+        from email.parser import BytesParser
+
+        msg = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+        for header in ("Subject", "From", "To", "Date"):
+            if not msg.get(header):
+                problems.append(f"{path.name}: no {header} header")
+        if len(list(msg.iter_attachments())) != 1:
+            problems.append(f"{path.name}: expected one attachment")
     return problems
 
 
@@ -909,8 +1047,8 @@ def check(sample_dir: Path = SAMPLE_DIR, questions_path: Path = QUESTIONS_PATH) 
 
     # 3. Questions: each answer is in its own document, and in no other.
     questions = load_questions(questions_path)
-    if not 12 <= len(questions) <= 15:
-        problems.append(f"{questions_path.name}: {len(questions)} questions, expected 12-15")
+    if not 12 <= len(questions) <= 17:
+        problems.append(f"{questions_path.name}: {len(questions)} questions, expected 12-17")
     covered = set()
     for i, q in enumerate(questions, 1):
         if set(q) != {"question", "doc", "answer"}:

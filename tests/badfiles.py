@@ -17,7 +17,7 @@ EXPECTED = {
     "corrupt.pdf": None,  # the parser's own error class; any non-empty type is fine
     "encrypted.pdf": None,
     "binary.txt": "BinaryContent",
-    "latin1.txt": "DecodeError",
+    "undecodable.txt": "DecodeError",  # no BOM, not UTF-8, no encoding charset-normalizer finds
     "broken-link.md": "BrokenSymlink",
     "blank.pdf": "NoElements",
 }
@@ -39,6 +39,6 @@ def make_bad_files(folder: Path) -> dict[str, str | None]:
     with open(folder / "blank.pdf", "wb") as f:
         blank.write(f)
     (folder / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4)
-    (folder / "latin1.txt").write_bytes("Caf\u00e9 cr\u00e8me br\u00fbl\u00e9e, na\u00efve fa\u00e7ade.\n".encode("latin-1") * 5)
+    (folder / "undecodable.txt").write_bytes(bytes(range(0x80, 0x100)) * 4)
     os.symlink(folder / "does-not-exist.md", folder / "broken-link.md")
     return dict(EXPECTED)

@@ -48,7 +48,7 @@ def test_repro_then_chunk_param_change_reruns_from_chunk(dvc_copy: Path) -> None
     first = _run([str(BIN / "dvc"), "repro", "publish"], dvc_copy)
     assert set(_ran_stages(first)) >= {"load", "chunk", "embed", "publish"}
     published = json.loads((dvc_copy / "build" / "published.json").read_text())
-    assert published["version"] == "v0001" and published["counts"]["documents"] == 10
+    assert published["version"] == "v0001" and published["counts"]["documents"] == 12
 
     again = _run([str(BIN / "dvc"), "repro", "publish"], dvc_copy)
     assert _ran_stages(again) == []

@@ -69,7 +69,7 @@ def test_sample_corpus_offline_every_question_finds_its_document(
     result = CliRunner().invoke(app, ["ingest", "data/sample", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["documents"] == 10 and summary["quarantined"] == 0
+    assert summary["documents"] == 12 and summary["quarantined"] == 0
 
     published = PublishedIndex.open(IndexRegistry("indexes"), "sample@latest")
     embedder = SentenceTransformerEmbedder()

@@ -39,7 +39,7 @@ def test_ingest_publishes_a_complete_version(ingested: Path) -> None:
     assert reg.aliases("sample") == {"latest": "v0001"}
     assert reg.verify("sample", "v0001") == []
     m = reg.manifest("sample", "v0001")
-    assert m.counts == {"documents": 10, "chunks": m.counts["chunks"], "vectors": m.counts["chunks"], "quarantined": 0}
+    assert m.counts == {"documents": 12, "chunks": m.counts["chunks"], "vectors": m.counts["chunks"], "quarantined": 0}
     assert m.embedding == {"model_id": "hashing", "revision": "hashing-v2-d256", "dim": 256, "normalize": True}
     assert m.chunker["strategy"] == "token" and len(m.chunker["fingerprint"]) == 16
     assert m.params == load_params("params.yaml").to_dict()
@@ -104,7 +104,7 @@ def test_query_table_output(ingested: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_index_list(ingested: Path) -> None:
     rows = json.loads(runner.invoke(app, ["index", "list", "--json"]).stdout)
-    assert [(r["index"], r["version"], r["aliases"], r["documents"]) for r in rows] == [("sample", "v0001", ["latest"], 10)]
+    assert [(r["index"], r["version"], r["aliases"], r["documents"]) for r in rows] == [("sample", "v0001", ["latest"], 12)]
 
 
 def test_query_missing_index_is_one_clear_line(workspace: Path) -> None:
@@ -127,7 +127,7 @@ def test_bad_files_are_quarantined_published_and_summarized(workspace: Path, pre
     result = _ingest("data/sample", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["documents"] == 10 and summary["quarantined"] == len(EXPECTED)
+    assert summary["documents"] == 12 and summary["quarantined"] == len(EXPECTED)
     reg = IndexRegistry("indexes")
     q = read_table(reg.version_dir("sample", "v0001") / "quarantine.parquet", QUARANTINE_SCHEMA).to_pylist()
     assert sorted(Path(r["path"]).name for r in q) == sorted(EXPECTED)

@@ -50,8 +50,8 @@ def test_discover_missing_source_names_it(tmp_path: Path) -> None:
 
 def test_every_sample_format_loads_with_elements(sample_docs: list[Document]) -> None:
     by_suffix = {Path(d.uri).suffix for d in sample_docs}
-    assert by_suffix == {".pdf", ".html", ".md", ".docx", ".pptx", ".txt"}
-    assert len(sample_docs) == 10
+    assert by_suffix == {".pdf", ".html", ".md", ".docx", ".pptx", ".txt", ".csv", ".eml"}
+    assert len(sample_docs) == 12
     for d in sample_docs:
         assert d.doc_id == doc_id_for(d.uri)
         assert len(d.sha256) == 64

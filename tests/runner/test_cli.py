@@ -48,7 +48,7 @@ def test_batch_eval_compare_loop(cli: CliRunner, sample_registry: Path, tmp_path
                    "--index-root", sample_registry, "--json", *extra)
         assert r.exit_code == 0, r.output
         summary = json.loads(r.output)
-        assert (summary["lines"], summary["ok"], summary["failed"]) == (15, 15, 0)
+        assert (summary["lines"], summary["ok"], summary["failed"]) == (17, 17, 0)
         runs.append(Path(summary["run_dir"]))
     assert (tmp_path / runs[0]).parent == tmp_path / "runs" and runs[1].name.endswith("-qa-bm25")
     for run in runs:
@@ -58,7 +58,7 @@ def test_batch_eval_compare_loop(cli: CliRunner, sample_registry: Path, tmp_path
                        "latency flow p50 / p95 (ms)"):
             assert metric in r.output
     ev = json.loads((runs[0] / "eval.json").read_text())
-    assert ev["scored"] == 15 and ev["answers"]["citation_coverage"] == 1.0 and ev["answers"]["groundedness"] == 1.0
+    assert ev["scored"] == 17 and ev["answers"]["citation_coverage"] == 1.0 and ev["answers"]["groundedness"] == 1.0
     assert 0 < ev["retrieval"]["hit@k"] <= 1
     r = invoke(cli, "flow", "compare", runs[0], runs[1])
     assert r.exit_code == 0, r.output
