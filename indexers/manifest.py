@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
@@ -34,6 +37,8 @@ class Manifest:
         counts: ``{"documents", "chunks", "vectors", "quarantined"}``.
         inputs: ``[{"uri", "doc_id", "sha256"}]`` of every input document, sorted by uri.
         files: ``{file name: sha256}`` of every file in the version folder but the manifest.
+        file_sizes: ``{file name: size in bytes}`` of the same files (empty in manifests written
+            before sizes were recorded: then only the sha256 is checked).
         git_commit: commit of the working tree that built it, when there is one.
         dvc_lock_sha256: sha256 of ``dvc.lock`` when there is one.
         parent_version: the version a refresh started from, else ``None``.
@@ -65,6 +70,7 @@ class Manifest:
     stats: dict[str, Any] = field(default_factory=dict)
     dvc_stage_deps: dict[str, str] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    file_sizes: dict[str, int] = field(default_factory=dict)
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -80,7 +86,12 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "Manifest":
-        """Build from a dict; raises :class:`CorruptRegistryError` naming ``source``."""
+        """Build from a dict, every field type-checked (pydantic).
+
+        Raises:
+            CorruptRegistryError: not an object, a missing field, a field of the wrong type
+                or another schema version (names ``source`` and the field).
+        """
         if not isinstance(data, dict):
             raise CorruptRegistryError(f"{source}: manifest is not a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -94,7 +105,25 @@ class Manifest:
                 f"{source}: manifest schema_version {data.get('schema_version')} is not "
                 f"{MANIFEST_SCHEMA_VERSION}; rebuild the index with this ragline"
             )
-        return cls(**{k: v for k, v in data.items() if k in names})
+        try:
+            return _adapter().validate_python({k: v for k, v in data.items() if k in names})
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            raise CorruptRegistryError(
+                f"{source}: manifest field {loc}: {err['msg']} (got {_short(err.get('input'))}); the version is "
+                "damaged: promote another version and delete this one, or rebuild it"
+            ) from e
+
+
+@functools.lru_cache(maxsize=1)
+def _adapter() -> TypeAdapter:
+    return TypeAdapter(Manifest)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def params_hash(params: dict[str, Any]) -> str:

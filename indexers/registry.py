@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import threading
 from collections import Counter
 from contextlib import contextmanager
@@ -42,9 +43,23 @@ from ragline.indexers.manifest import (
     write_json_atomic,
 )
 from ragline.indexers.faults import crash_point
+from ragline.core.errors import ConfigError
 
-VERSION_RE = re.compile(r"^v(\d{4,})$")
-ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+#: Values of ``index.verify``: what opening a version for serving checks against the manifest.
+VERIFY_MODES = ("sha256", "size")
+
+#: Index names: a letter or digit, then letters, digits, ``.``, ``_``, ``-``; at most
+#: :data:`MAX_NAME_CHARS` characters; never ``..`` (no separators, so never a path).
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+#: Aliases: a letter, then letters, digits, ``_``, ``-`` (never of the form ``vNNNN``).
+ALIAS_PATTERN = r"[A-Za-z][A-Za-z0-9_-]*"
+#: Versions: ``v`` and at least four digits (``v0001``).
+VERSION_PATTERN = r"v(\d{4,12})"
+MAX_NAME_CHARS = 100
+
+VERSION_RE = re.compile(rf"^{VERSION_PATTERN}$")
+NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
+ALIAS_RE = re.compile(rf"^{ALIAS_PATTERN}$")
 LEFTOVER_RE = re.compile(r"^\.(staging|trash)-(v\d{4,})-(\d+)$")
 DEFAULT_ALIAS = "latest"
 
@@ -63,19 +78,108 @@ from ragline.core.errors import (  # noqa: E402  (re-exported: callers import th
 )
 
 
+class InvalidReference(RegistryError, ValueError):
+    """An index name, alias or version reference does not match its pattern (names the value).
+
+    Derives from ``ValueError`` too, so callers that validated input with ``ValueError`` keep working.
+    """
+
+
+class OutsideRootError(RegistryError, ValueError):
+    """A path the registry would open resolves outside ``index.root`` (names the path)."""
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...' ({len(str(value))} characters)"
+
+
+def check_name(value: object, what: str = "index name") -> str:
+    """Validate an index name (:data:`NAME_PATTERN`, at most :data:`MAX_NAME_CHARS` characters, no ``..``).
+
+    Every index name the registry receives, from the CLI, the Python API, a flow file or a
+    manifest, passes through here before it becomes part of a path.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        InvalidReference: empty, too long, with a separator or ``..``, or another character.
+    """
+    if not isinstance(value, str) or not value:
+        raise InvalidReference(f"{what} {_shown(value)} is empty; give a name such as 'docs'")
+    if len(value) > MAX_NAME_CHARS:
+        raise InvalidReference(f"{what} {_shown(value)} is longer than {MAX_NAME_CHARS} characters")
+    if not NAME_RE.match(value) or ".." in value:
+        raise InvalidReference(
+            f"bad {what} {_shown(value)}: use letters, digits, '.', '_' and '-' (starting with a letter "
+            "or digit, no '..', no '/')"
+        )
+    return value
+
+
+def check_alias(value: object) -> str:
+    """Validate an alias name (:data:`ALIAS_PATTERN`, at most :data:`MAX_NAME_CHARS` characters, not ``vNNNN``).
+
+    Raises:
+        InvalidReference: the alias does not match.
+    """
+    if not isinstance(value, str) or not value:
+        raise InvalidReference(f"alias {_shown(value)} is empty; give a name such as 'prod'")
+    if len(value) > MAX_NAME_CHARS or not ALIAS_RE.match(value) or VERSION_RE.match(value):
+        raise InvalidReference(
+            f"bad alias name {_shown(value)}: letters, digits, '_' and '-', starting with a letter, at most "
+            f"{MAX_NAME_CHARS} characters, not vNNNN"
+        )
+    return value
+
+
+def check_version(value: object) -> str:
+    """Validate a version id (``vNNNN``: ``v`` and 4 to 12 digits).
+
+    Raises:
+        InvalidReference: the version does not match.
+    """
+    if not isinstance(value, str) or not VERSION_RE.match(value):
+        raise InvalidReference(f"bad version {_shown(value)}: versions look like v0001")
+    return value
+
+
+def check_selector(value: object) -> str:
+    """Validate the part after ``@`` of a reference: a version (``vNNNN``) or an alias."""
+    if isinstance(value, str) and value[:1] == "v" and value[1:].isdigit():
+        return check_version(value)
+    return check_alias(value)
+
+
 @dataclass(frozen=True, slots=True)
 class IndexRef:
-    """A parsed ``NAME[@ALIAS|@VERSION]`` reference."""
+    """A parsed ``NAME[@ALIAS|@VERSION]`` reference (both parts validated)."""
 
     name: str
     selector: str = DEFAULT_ALIAS
 
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        check_selector(self.selector)
+
     @classmethod
     def parse(cls, ref: str) -> "IndexRef":
-        """Parse ``"docs"``, ``"docs@prod"`` or ``"docs@v0003"``."""
-        name, _, sel = ref.partition("@")
+        """Parse ``"docs"``, ``"docs@prod"`` or ``"docs@v0003"``.
+
+        This is the one parser of index references: the CLI, the Python API, flow files and
+        the registry itself go through it.
+
+        Raises:
+            InvalidReference: a malformed name or selector (names the value).
+        """
+        if not isinstance(ref, str) or not ref:
+            raise InvalidReference(f"bad index reference {_shown(ref)}; use NAME, NAME@ALIAS or NAME@VERSION")
+        name, at, sel = ref.partition("@")
         if not name:
-            raise RegistryError(f"bad index reference {ref!r}; use NAME, NAME@ALIAS or NAME@VERSION")
+            raise InvalidReference(f"bad index reference {_shown(ref)}; use NAME, NAME@ALIAS or NAME@VERSION")
+        if at and not sel:
+            raise InvalidReference(f"bad index reference {_shown(ref)}: nothing after '@'; use NAME@ALIAS or NAME@VERSION")
         return cls(name, sel or DEFAULT_ALIAS)
 
 
@@ -103,16 +207,19 @@ class GcReport:
         kept: version -> reasons it was kept (``newest``, ``alias prod``, ``rollback target of prod``).
         leftovers: staging/trash folders and alias temp files of dead processes that were removed.
         dry_run: nothing was deleted.
+        damaged: version -> why it is damaged, who needs it and how to repair it (never deleted).
     """
 
     deleted: list[str]
     kept: dict[str, list[str]]
     leftovers: list[str]
     dry_run: bool = False
+    damaged: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"deleted": self.deleted, "kept": self.kept, "leftovers": self.leftovers, "dry_run": self.dry_run}
+        return {"deleted": self.deleted, "kept": self.kept, "leftovers": self.leftovers, "dry_run": self.dry_run,
+                "damaged": self.damaged}
 
 
 @dataclass(frozen=True)
@@ -186,20 +293,48 @@ class IndexRegistry:
             (``index.lock_timeout_s`` in params).
     """
 
-    def __init__(self, root: str | Path, lock_timeout_s: float = 600.0) -> None:
+    def __init__(self, root: str | Path, lock_timeout_s: float = 600.0, verify: str = "sha256") -> None:
+        if verify not in VERIFY_MODES:
+            raise ConfigError(f"index.verify {verify!r}: use one of {', '.join(VERIFY_MODES)}")
         self.root = Path(root)
         self.lock_timeout_s = lock_timeout_s
+        self.verify_mode = verify
+
+    # ---------- the path guard ----------
+    def _inside(self, path: Path) -> Path:
+        """``path`` if it resolves (symlinks followed) to a place inside the root, else raise.
+
+        Raises:
+            OutsideRootError: the path leaves ``index.root`` (names it and where it leads).
+        """
+        root = self.root.resolve()
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as e:  # symlink loop, name too long
+            raise OutsideRootError(f"{path}: cannot be resolved inside index.root {root} ({e})") from e
+        if resolved != root and root not in resolved.parents:
+            raise OutsideRootError(
+                f"{path} resolves to {resolved}, outside index.root {root}; the registry reads and writes "
+                "only inside its root (check the index name and any symlinks under the root)"
+            )
+        return path
 
     # ---------- reading ----------
     def names(self) -> list[str]:
         """Index names that have at least one folder under the root."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and NAME_RE.match(p.name) and len(p.name) <= MAX_NAME_CHARS)
 
     def index_dir(self, name: str) -> Path:
-        """Folder of an index (may not exist)."""
-        return self.root / name
+        """Folder of an index (may not exist).
+
+        Raises:
+            InvalidReference: ``name`` is not a valid index name.
+            OutsideRootError: the folder resolves outside the root (a symlink).
+        """
+        return self._inside(self.root / check_name(name))
 
     def versions(self, name: str) -> list[str]:
         """Complete versions of ``name`` (folders named ``vNNNN`` with a manifest), oldest first."""
@@ -211,25 +346,62 @@ class IndexRegistry:
         return sorted(found, key=lambda v: int(v[1:]))
 
     def version_dir(self, name: str, version: str) -> Path:
-        """Folder of one version (may not exist)."""
-        return self.index_dir(name) / version
-
-    def manifest(self, name: str, version: str) -> Manifest:
-        """The manifest of a version.
+        """Folder of one version (may not exist).
 
         Raises:
-            RegistryError: no such version.
-            CorruptRegistryError: the manifest is damaged.
+            InvalidReference: bad name or version.
+            OutsideRootError: the folder resolves outside the root (a symlink).
+        """
+        return self._inside(self.index_dir(name) / check_version(version))
+
+    def file_path(self, name: str, version: str, file_name: str) -> Path:
+        """Path of one file of a version, checked to stay inside the version folder.
+
+        Raises:
+            CorruptRegistryError: ``file_name`` is not a plain file name (a manifest naming
+                ``../x`` or ``a/b``).
+            OutsideRootError: it resolves outside the root.
+        """
+        folder = self.version_dir(name, version)
+        if not isinstance(file_name, str) or not file_name or file_name in (".", "..") or "/" in file_name \
+                or "\\" in file_name or "\0" in file_name:
+            raise CorruptRegistryError(
+                f"{folder / MANIFEST_FILE}: lists file {_shown(file_name)}, which is not a plain file name; "
+                "the version is damaged: promote another version and delete this one"
+            )
+        return self._inside(folder / file_name)
+
+    def manifest(self, name: str, version: str) -> Manifest:
+        """The manifest of a version (fields type-checked; name and version must match the folder).
+
+        Raises:
+            RegistryError: no such version, or a malformed name or version.
+            CorruptRegistryError: the manifest is missing, damaged or of the wrong types.
         """
         folder = self.version_dir(name, version)
         if not folder.is_dir():
             raise VersionNotFound(
                 f"index {name!r} has no version {version!r}; versions: {', '.join(self.versions(name)) or 'none'}"
             )
-        return read_manifest(folder)
+        m = read_manifest(folder)
+        path = folder / MANIFEST_FILE
+        repair = (f"the version is damaged: point each alias on it elsewhere with `ragline index promote VERSION "
+                  f"--index {name} --alias ALIAS`, then delete {folder}")
+        try:
+            check_version(m.version)
+            if m.parent_version is not None:
+                check_version(m.parent_version)
+            check_name(m.index_name)
+        except InvalidReference as e:
+            raise CorruptRegistryError(f"{path}: {e}; {repair}") from e
+        if m.version != version:
+            raise CorruptRegistryError(f"{path}: manifest says version {m.version!r}, the folder is {version!r}; {repair}")
+        for fname in m.files:
+            self.file_path(name, version, fname)
+        return m
 
     def _alias_path(self, name: str, alias: str) -> Path:
-        return self.index_dir(name) / "aliases" / f"{alias}.json"
+        return self._inside(self.index_dir(name) / "aliases" / f"{check_alias(alias)}.json")
 
     def _read_alias(self, name: str, alias: str) -> dict | None:
         path = self._alias_path(name, alias)
@@ -247,6 +419,20 @@ class IndexRegistry:
                 f"{path}: alias file has no version; repair with "
                 f"`ragline index promote VERSION --index {name} --alias {alias}`"
             )
+        history = data.get("history", [])
+        versions = [data["version"]]
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise CorruptRegistryError(
+                f"{path}: alias history is not a list of records; repair with "
+                f"`ragline index promote VERSION --index {name} --alias {alias}`"
+            )
+        versions += [h.get("version") for h in history]
+        for v in versions:
+            if not isinstance(v, str) or not VERSION_RE.match(v):
+                raise CorruptRegistryError(
+                    f"{path}: alias names {_shown(v)}, which is not a version (vNNNN); repair with "
+                    f"`ragline index promote VERSION --index {name} --alias {alias}`"
+                )
         return data
 
     def aliases(self, name: str) -> dict[str, str]:
@@ -256,6 +442,8 @@ class IndexRegistry:
             return {}
         out = {}
         for p in sorted(d.glob("*.json")):
+            if not ALIAS_RE.match(p.stem) or VERSION_RE.match(p.stem) or len(p.stem) > MAX_NAME_CHARS:
+                continue  # not an alias file the registry wrote (and not one it can name safely)
             data = self._read_alias(name, p.stem)
             if data is not None:
                 out[p.stem] = data["version"]
@@ -363,12 +551,11 @@ class IndexRegistry:
             The move made.
 
         Raises:
-            ValueError: bad alias name.
+            InvalidReference: bad alias name or version (a ``ValueError`` too).
             RegistryError: no such version.
             CorruptRegistryError: the version's manifest is damaged.
         """
-        if not ALIAS_RE.match(alias) or VERSION_RE.match(alias):
-            raise ValueError(f"bad alias name {alias!r}: letters, digits, '_' and '-', not vNNNN")
+        check_alias(alias)
         with self.lock(name):
             self.manifest(name, version)
             repaired = None
@@ -449,9 +636,12 @@ class IndexRegistry:
             staging.mkdir(parents=True)
             try:
                 manifest = write(staging, version)
-                files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
+                listed = sorted(p for p in staging.iterdir() if p.is_file())
+                files = {p.name: sha256_file(p) for p in listed}
+                sizes = {p.name: p.stat().st_size for p in listed}
                 crash_point("publish:staging-written")
-                manifest = Manifest.from_dict({**manifest.to_dict(), "version": version, "files": files})
+                manifest = Manifest.from_dict({**manifest.to_dict(), "version": version, "files": files,
+                                               "file_sizes": sizes})
                 write_json_atomic(staging / MANIFEST_FILE, manifest.to_dict())
                 for p in staging.iterdir():
                     with open(p, "rb") as f:
@@ -469,29 +659,85 @@ class IndexRegistry:
             crash_point("publish:aliased")
             return manifest
 
-    def verify(self, name: str, version: str) -> list[str]:
-        """Files of a version whose sha256 differs from the manifest (empty when intact)."""
+    def damaged_files(self, name: str, version: str, mode: str | None = None) -> dict[str, str]:
+        """Files of a version that differ from its manifest: ``{file name: what is wrong}``.
+
+        Args:
+            name, version: the version.
+            mode: ``sha256`` (size, then content hash of every file) or ``size`` (size only,
+                for very large indexes); default: this registry's ``verify`` mode
+                (``index.verify`` in params).
+
+        Returns:
+            Empty when every file the manifest lists is present, a regular file, of the
+            recorded size and (``sha256``) of the recorded hash.
+
+        Raises:
+            RegistryError, CorruptRegistryError: as :meth:`manifest`.
+        """
+        mode = mode or self.verify_mode
+        if mode not in VERIFY_MODES:
+            raise ConfigError(f"index.verify {mode!r}: use one of {', '.join(VERIFY_MODES)}")
         m = self.manifest(name, version)
-        folder = self.version_dir(name, version)
-        bad = []
+        bad: dict[str, str] = {}
         for fname, digest in m.files.items():
-            p = folder / fname
-            if not p.exists() or sha256_file(p) != digest:
-                bad.append(fname)
+            p = self.file_path(name, version, fname)
+            try:
+                st = p.lstat()
+            except FileNotFoundError:
+                bad[fname] = "missing"
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                bad[fname] = "not a regular file"
+                continue
+            want = m.file_sizes.get(fname)
+            if want is not None and st.st_size != want:
+                bad[fname] = f"{st.st_size} bytes, the manifest says {want}"
+            elif mode == "sha256" and sha256_file(p) != digest:
+                bad[fname] = "sha256 differs from the manifest"
         return bad
+
+    def verify(self, name: str, version: str, mode: str = "sha256") -> list[str]:
+        """Names of the files of a version that differ from the manifest (empty when intact)."""
+        return sorted(self.damaged_files(name, version, mode))
+
+    def check_files(self, name: str, version: str, mode: str | None = None) -> Manifest:
+        """Refuse to serve a damaged version: the check :meth:`PublishedIndex.open` makes.
+
+        Args:
+            mode: ``sha256`` | ``size``; default: this registry's ``verify`` mode.
+
+        Returns:
+            The version's manifest.
+
+        Raises:
+            CorruptRegistryError: a file is missing, truncated or altered (one line naming the
+                first such file and the repair).
+        """
+        bad = self.damaged_files(name, version, mode)
+        if bad:
+            fname, why = next(iter(sorted(bad.items())))
+            more = f" (and {len(bad) - 1} more file(s))" if len(bad) > 1 else ""
+            raise CorruptRegistryError(
+                f"{self.version_dir(name, version) / fname}: {why}{more}; {name}@{version} is damaged and is not "
+                f"served: promote another version (`ragline index promote VERSION --index {name} --alias ALIAS`) "
+                f"or rebuild it (`ragline index restore {version} --index {name}`)"
+            )
+        return self.manifest(name, version)
 
     # ---------- maintenance ----------
     def leftovers(self, name: str) -> list[Path]:
-        """Staging/trash folders and alias temp files left by processes that no longer run, and
-        ``vNNNN`` folders without a manifest (never listed as versions)."""
+        """Staging/trash folders and alias temp files left by processes that no longer run.
+
+        A ``vNNNN`` folder without a valid manifest is never a leftover: it may be what an
+        alias points at (see :meth:`damaged_versions`).
+        """
         d = self.index_dir(name)
         found: list[Path] = []
         if d.is_dir():
             for p in sorted(d.iterdir()):
                 m = LEFTOVER_RE.match(p.name)
                 if m and not _pid_alive(int(m.group(3))):
-                    found.append(p)
-                elif p.is_dir() and VERSION_RE.match(p.name) and not (p / MANIFEST_FILE).exists():
                     found.append(p)
         adir = d / "aliases"
         if adir.is_dir():
@@ -501,12 +747,33 @@ class IndexRegistry:
                     found.append(p)
         return found
 
+    def damaged_versions(self, name: str) -> dict[str, str]:
+        """``vNNNN`` folders whose manifest is missing or invalid: ``{version: the error}``.
+
+        gc never deletes them (nothing proves they are garbage); the error says how to repair.
+        """
+        d = self.index_dir(name)
+        out: dict[str, str] = {}
+        if not d.is_dir():
+            return out
+        for p in sorted(d.iterdir(), key=lambda p: p.name):
+            if not (p.is_dir() and VERSION_RE.match(p.name)):
+                continue
+            try:
+                self.manifest(name, p.name)
+            except (CorruptRegistryError, RegistryError) as e:
+                out[p.name] = str(e)
+        return out
+
     def gc(self, name: str, keep: int, dry_run: bool = False) -> GcReport:
-        """Delete old versions no alias needs, and leftovers of dead processes.
+        """Delete what is provably garbage: old complete versions no alias needs, and leftovers
+        of dead processes.
 
         Kept: the ``keep`` newest versions, every version an alias points at, and each alias's
-        rollback target (the last entry of its history). A version is renamed to
-        ``.trash-*`` before it is deleted, so a crash never leaves a listed, partial version.
+        rollback target (the last entry of its history). A version folder without a valid
+        manifest is never deleted: it is reported under ``damaged`` with the repair. A version
+        is renamed to ``.trash-*`` before it is deleted, so a crash never leaves a listed,
+        partial version.
 
         Args:
             name: index name.
@@ -524,16 +791,28 @@ class IndexRegistry:
         if not self.index_dir(name).is_dir():
             raise RegistryError(f"no index named {name!r} under {self.root}/ (indexes: {', '.join(self.names()) or 'none'})")
         with self.lock(name):
-            versions = self.versions(name)
+            damaged = self.damaged_versions(name)
+            versions = [v for v in self.versions(name) if v not in damaged]
             kept: dict[str, list[str]] = {}
             for v in versions[len(versions) - keep:] if keep else []:
                 kept.setdefault(v, []).append("newest")
+            needed_by: dict[str, list[str]] = {}
             for alias, target in self.aliases(name).items():
-                kept.setdefault(target, []).append(f"alias {alias}")
+                needed_by.setdefault(target, []).append(f"alias {alias}")
                 history = self.alias_history(name, alias)
                 if history:
-                    kept.setdefault(history[-1]["version"], []).append(f"rollback target of {alias}")
+                    needed_by.setdefault(history[-1]["version"], []).append(f"rollback target of {alias}")
+            for v, why in needed_by.items():
+                if v not in damaged:
+                    kept.setdefault(v, []).extend(why)
             deleted = [v for v in versions if v not in kept]
+            for v, message in damaged.items():
+                users = ", ".join(needed_by.get(v, [])) or "no alias"
+                repair = (f"point each alias on it elsewhere with `ragline index promote VERSION --index {name} "
+                          f"--alias ALIAS` or rebuild it with `ragline index restore {v} --index {name}`, then delete "
+                          f"{self.version_dir(name, v)} by hand") if v in needed_by else \
+                    f"delete {self.version_dir(name, v)} by hand once you have checked it"
+                damaged[v] = f"needed by {users}; not deleted: {message.split('; ')[0]}; {repair}"
             leftovers = self.leftovers(name)
             if not dry_run:
                 for v in deleted:
@@ -547,7 +826,7 @@ class IndexRegistry:
                     else:
                         p.unlink(missing_ok=True)
             return GcReport(deleted, {v: kept[v] for v in versions if v in kept},
-                            [p.name for p in leftovers], dry_run)
+                            [p.name for p in leftovers], dry_run, damaged)
 
     def diff_versions(self, name: str, a: str, b: str) -> VersionDiff:
         """Compare two versions: documents added/removed/changed, chunk counts, settings.

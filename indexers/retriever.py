@@ -70,13 +70,17 @@ class PublishedIndex:
     def open(cls, registry: IndexRegistry, ref: str) -> "PublishedIndex":
         """Load ``NAME[@ALIAS|@VERSION]`` from a registry.
 
+        Every file is checked against the manifest first (size, and sha256 unless the
+        registry's ``verify`` mode is ``size``: ``index.verify`` in params).
+
         Raises:
-            RegistryError: unknown index, alias or version.
-            CorruptRegistryError: damaged manifest or alias.
-            OSError, SchemaMismatchError: damaged data files.
+            RegistryError: unknown index, alias or version, or a malformed reference.
+            CorruptRegistryError: damaged manifest or alias, or a file that differs from the
+                manifest (names the file; nothing is served).
+            SchemaMismatchError: a table of another schema.
         """
         name, version = registry.resolve(ref)
-        manifest = registry.manifest(name, version)
+        manifest = registry.check_files(name, version)
         path = registry.version_dir(name, version)
         index = read_faiss_index(path / INDEX_FILE)
         chunks = read_table(path / CHUNKS_FILE, CHUNKS_SCHEMA)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 import typer
 from rich import box as rich_box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ragline.pipelines.offline import set_offline_env
@@ -25,6 +26,7 @@ set_offline_env()
 quiet_libraries()
 
 from ragline.chunkers.base import ConfigError  # noqa: E402
+from ragline.core.errors import CLI_ERRORS, error_line  # noqa: E402
 from ragline.indexers.manifest import CorruptRegistryError, IndexCompatibilityError  # noqa: E402
 from ragline.indexers.registry import IndexRegistry, LockTimeoutError, RegistryError  # noqa: E402
 from ragline.core.schemas import SchemaMismatchError  # noqa: E402
@@ -106,8 +108,8 @@ app.add_typer(flow_app, name="flow")
 out = Console()
 err = Console(stderr=True)
 
-KNOWN_ERRORS = (ConfigError, RegistryError, CorruptRegistryError, IndexCompatibilityError,
-                SchemaMismatchError, LockTimeoutError, PipelineError, FileNotFoundError)
+#: Every error that ends a command with one line: the ragline error root and OSError (core.errors).
+KNOWN_ERRORS = CLI_ERRORS
 
 ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
@@ -121,7 +123,7 @@ def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except KNOWN_ERRORS as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(error_line(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -129,7 +131,7 @@ def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _params(path: Path, index: str | None = None) -> Params:
     params = load_params(path)
-    if index:
+    if index is not None:  # an empty --index is an error (index.name is validated), not the default
         data = params.to_dict()
         data["index"]["name"] = index
         params = Params.from_dict(data, source=f"{path} (+ --index {index})")
@@ -243,8 +245,8 @@ def query(
     from ragline.indexers.retriever import PublishedIndex
 
     params = load_params(params_file)
-    ref = index or params.index.name
-    published = PublishedIndex.open(IndexRegistry(params.index.root), ref)
+    ref = params.index.name if index is None else index
+    published = PublishedIndex.open(IndexRegistry(params.index.root, verify=params.index.verify), ref)
     if query_backend not in ("onnx", "torch"):
         raise ConfigError(f"--query-backend {query_backend!r}: use onnx or torch")
     embedder = make_embedder(model or params.embed.model, params.embed.normalize, backend=query_backend,
@@ -303,8 +305,8 @@ def index_list(
     """List indexes, their versions (with counts) and aliases."""
     params = load_params(params_file)
     reg = IndexRegistry(params.index.root)
-    names = [index] if index else reg.names()
-    if index and not reg.index_dir(index).is_dir():
+    names = [index] if index is not None else reg.names()
+    if index is not None and not reg.index_dir(index).is_dir():
         raise RegistryError(f"no index named {index!r} under {reg.root}/ (indexes: {', '.join(reg.names()) or 'none'})")
     rows = []
     for name in names:

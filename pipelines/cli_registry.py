@@ -14,7 +14,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ragline.indexers.registry import VERSION_RE, IndexRegistry, RegistryError
+from ragline.indexers.registry import VERSION_RE, IndexRegistry, RegistryError, check_alias, check_name
 from ragline.pipelines.cli import (
     JsonOpt,
     ParamsOpt,
@@ -34,11 +34,11 @@ IndexOpt = typer.Option(None, "--index", "-i", help="Index name (default: index.
 
 
 def _registry(params: Params) -> IndexRegistry:
-    return IndexRegistry(params.index.root, params.index.lock_timeout_s)
+    return IndexRegistry(params.index.root, params.index.lock_timeout_s, verify=params.index.verify)
 
 
 def _name(params: Params, index: str | None) -> str:
-    return index or params.index.name
+    return params.index.name if index is None else check_name(index)
 
 
 def _existing(reg: IndexRegistry, name: str) -> None:
@@ -292,6 +292,7 @@ def index_promote(
     params = load_params(params_file)
     reg = _registry(params)
     name = _name(params, index)
+    check_alias(alias)
     _existing(reg, name)
     move, gate = promote(reg, params, name, version, alias, force=force)
     if as_json:
@@ -313,6 +314,7 @@ def index_rollback(
     params = load_params(params_file)
     reg = _registry(params)
     name = _name(params, index)
+    check_alias(alias)
     _existing(reg, name)
     move = reg.rollback_alias(name, alias)
     if as_json:

@@ -1,16 +1,20 @@
 """Typed configuration read from ``params.yaml`` (the single source of every tunable number).
 
-Every section is a pydantic model with ``extra="forbid"``: an unknown key or a bad value
-raises :class:`~chunkers.base.ConfigError` naming the file, the key and the allowed values.
+Every section is a pydantic model with ``extra="forbid"``: an unknown key at any level (the
+top level included) or a bad value raises :class:`~ragline.core.errors.ConfigError` naming the
+file, the key, the nearest valid key ("did you mean ``load``?", :mod:`difflib`) and the allowed
+values. The set of valid keys is read from the models, so a section added here is known at once.
 """
 
 from __future__ import annotations
 
+import difflib
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ragline.core.errors import ConfigError
 from ragline.core.hashing import json_sha256
@@ -84,9 +88,17 @@ class ChunkConfig(_Section):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     strategy: str = "token"
-    max_tokens: int = 200
-    overlap_tokens: int = 0
+    max_tokens: int = Field(default=200, ge=1, le=100_000)
+    overlap_tokens: int = Field(default=0, ge=0)
     context: bool = False
+
+    @model_validator(mode="after")
+    def _overlap_below_max(self) -> "ChunkConfig":
+        if self.overlap_tokens and self.overlap_tokens >= self.max_tokens:
+            raise ValueError(
+                f"overlap_tokens ({self.overlap_tokens}) must be smaller than max_tokens ({self.max_tokens})"
+            )
+        return self
 
     @field_validator("strategy")
     @classmethod
@@ -101,9 +113,10 @@ class ChunkConfig(_Section):
         all_keys = {k for name in STRATEGIES for k in config_keys(name)}
         unknown = sorted(set(values) - all_keys)
         if unknown:
+            allowed = sorted(all_keys | {"strategy", "context"})
             raise ConfigError(
-                f"unknown chunk option(s) {', '.join(unknown)}; allowed: "
-                f"{', '.join(sorted(all_keys | {'strategy', 'context'}))}"
+                f"unknown chunk option(s) {', '.join(f'`{k}`{did_you_mean(k, allowed)}' for k in unknown)}; "
+                f"allowed: {', '.join(allowed)}"
             )
         accepted = set(config_keys(self.strategy))
         return {k: v for k, v in values.items() if k in accepted}
@@ -141,12 +154,15 @@ class IndexConfig(_Section):
         hnsw_ef_construction: HNSW build-time beam width.
         hnsw_ef_search: HNSW query-time beam width.
         lock_timeout_s: seconds a publish waits for another one on the same index.
+        verify: what opening a version for serving checks against its manifest: ``sha256``
+            (size and content hash of every file; the default) or ``size`` (sizes only, for
+            very large indexes). A mismatch refuses to serve, naming the file.
         bm25_k1: BM25 term-frequency saturation of the BM25 index published with each version
             (Robertson & Zaragoza 2009; bm25s's default 1.5).
         bm25_b: BM25 document-length normalization in [0, 1] (default 0.75).
     """
 
-    name: str = Field(default="sample", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = "sample"
     root: str = "indexes"
     kind: Literal["flat", "hnsw"] = "flat"
     metric: Literal["ip", "l2"] = "ip"
@@ -156,6 +172,14 @@ class IndexConfig(_Section):
     lock_timeout_s: float = Field(default=600.0, ge=0)
     bm25_k1: float = Field(default=1.5, ge=0)
     bm25_b: float = Field(default=0.75, ge=0, le=1)
+    verify: Literal["sha256", "size"] = "sha256"
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        from ragline.indexers.registry import check_name
+
+        return check_name(v)  # InvalidReference is a ValueError: pydantic reports it under index.name
 
     def bm25_spec(self) -> BM25Spec:
         """The :class:`indexers.bm25.BM25Spec` these params give."""
@@ -246,10 +270,24 @@ class PromoteConfig(_Section):
     min_doc_recall: float = Field(default=0.8, ge=0, le=1)
 
 
+class PrefectConfig(_Section):
+    """``prefect:`` — how the flows reach the Prefect API (only :mod:`pipelines.flows` uses it).
+
+    Attributes:
+        startup_timeout_s: seconds to wait for the temporary local API Prefect starts when no
+            ``PREFECT_API_URL`` is set (Prefect's ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``,
+            whose default of 20 s is too short on a loaded machine). An environment variable
+            of that name, when set, wins.
+        api_timeout_s: seconds a flow waits after losing the API (a server that died mid-run)
+            before it fails with one line instead of hanging.
+    """
+
+    startup_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    api_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
 
     load: LoadConfig = Field(default_factory=LoadConfig)
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
@@ -259,6 +297,7 @@ class Params(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     refresh: RefreshConfig = Field(default_factory=RefreshConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    prefect: PrefectConfig = Field(default_factory=PrefectConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict of every value (round-trips through :meth:`from_dict`)."""
@@ -270,9 +309,7 @@ class Params(_Section):
         try:
             params = cls.model_validate(data or {})
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"{source}: {loc}: {err['msg']} (got {err.get('input')!r})") from e
+            raise ConfigError(validation_message(e, cls, source)) from e
         params.chunk.strategy_options()  # unknown chunk options fail now, not mid-run
         return params
 
@@ -282,6 +319,53 @@ class Params(_Section):
         if sections:
             data = {k: data[k] for k in sections}
         return json_sha256(data)
+
+
+def did_you_mean(key: str, allowed: typing.Iterable[str]) -> str:
+    """``"; did you mean `load`?"``-style hint for a mistyped ``key`` (difflib), or ``""``."""
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The section model reached by following ``loc`` (field names) from ``model``."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *typing.get_args(ann)]  # X | None
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def validation_message(e: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One line for the first error of a pydantic validation of ``model``: the dotted key,
+    what is wrong and the value; an unknown key gets the nearest valid name and the valid ones.
+
+    The valid names are read from the models, so every section and key is covered without a list.
+    """
+    err = e.errors()[0]
+    loc = tuple(err["loc"])
+    dotted = ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        allowed = sorted(parent.model_fields) if parent is not None else []
+        key = str(loc[-1])
+        return (f"{source}: unknown key `{dotted}`{did_you_mean(key, allowed)}; "
+                f"allowed: {', '.join(allowed) or '-'}")
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    got = "" if isinstance(value, dict) or (isinstance(value, str) and value[:20] in msg) else f" (got {_shown(value)})"
+    return f"{source}: {dotted or '(top level)'}: {msg}{got}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + f"...' ({len(str(value))} characters)"
 
 
 def load_params(path: str | Path | None = "params.yaml") -> Params:

@@ -291,10 +291,10 @@ def refresh_params(
         ConfigError: invalid params.
     """
     p = Params.from_dict(params) if params is not None else load_params(params_file or "params.yaml")
-    if not index and not sources:
+    if index is None and not sources:
         return p
     data = p.to_dict()
-    if index:
+    if index is not None:  # "" is an error (index.name is validated), not the default index
         data["index"]["name"] = index
     if sources:
         data["load"]["sources"] = [str(s) for s in sources]

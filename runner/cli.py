@@ -16,6 +16,9 @@ from typing import Any, Callable, Optional
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
+
+from ragline.core.errors import CLI_ERRORS, error_line
 from rich.table import Table
 
 flow_app = typer.Typer(help="Run, batch, evaluate, compare and serve retrieval-grounded flows.", no_args_is_help=True)
@@ -33,17 +36,6 @@ QueryThreadsOpt = typer.Option(None, "--query-threads", min=1, max=64,
                                help="ONNX Runtime threads per query embedding (default: 2, or 1 on one core).")
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from ragline.chunkers.base import ConfigError
-    from ragline.indexers.manifest import CorruptRegistryError, IndexCompatibilityError
-    from ragline.indexers.registry import RegistryError
-    from ragline.core.schemas import SchemaMismatchError
-    from ragline.runner.errors import FlowError
-
-    return (FlowError, ConfigError, RegistryError, CorruptRegistryError, IndexCompatibilityError,
-            SchemaMismatchError, FileNotFoundError)
-
-
 def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn known errors into one line (or one line per problem) on stderr and exit code 1."""
 
@@ -51,8 +43,8 @@ def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except _known_errors() as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True, markup=True)
+        except CLI_ERRORS as e:  # the ragline error root and OSError (core.errors)
+            err.print(f"[bold red]error:[/] {escape(error_line(e))}", highlight=False, soft_wrap=True, markup=True)
             raise typer.Exit(1) from None
 
     return wrapper

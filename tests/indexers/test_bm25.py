@@ -13,7 +13,7 @@ import pytest
 from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index
 from ragline.indexers.registry import IndexRegistry
 from ragline.indexers.retriever import PublishedIndex
-from tests.runner.helpers import publish_paragraphs
+from tests.runner.helpers import make_old_version, publish_paragraphs
 
 TEXTS = ["the cat sat on the mat", "dogs chase cats", "a quick brown fox", "cat food and cat toys", ""]
 
@@ -69,8 +69,7 @@ def test_old_version_without_bm25_builds_it_from_chunks(tmp_path: Path, caplog: 
     m = publish_paragraphs(root, "docs", {"a.md": [("Prime the pump with water.", None)],
                                           "b.md": [("Bake bread at 230 degrees.", None)]})
     folder = IndexRegistry(root).version_dir("docs", m.version)
-    for name in (BM25_ARRAYS_FILE, BM25_META_FILE):
-        (folder / name).unlink()
+    make_old_version(folder, BM25_ARRAYS_FILE, BM25_META_FILE)
     published = PublishedIndex.open(IndexRegistry(root), "docs")
     with caplog.at_level(logging.INFO, logger="ragline.indexers.bm25"):
         ix = BM25Index.open(folder, published.chunks)
@@ -82,7 +81,7 @@ def test_open_refuses_bm25_of_another_chunk_count(tmp_path: Path) -> None:
     root = tmp_path / "indexes"
     m = publish_paragraphs(root, "docs", {"a.md": [("Prime the pump.", None), ("Bake bread.", None)]})
     folder = IndexRegistry(root).version_dir("docs", m.version)
-    BM25Index.build(["only one text"]).write(folder)
     published = PublishedIndex.open(IndexRegistry(root), "docs")
+    BM25Index.build(["only one text"]).write(folder)
     with pytest.raises(OSError, match="covers 1 chunks but chunks.parquet has 2"):
         BM25Index.open(folder, published.chunks)

@@ -10,7 +10,7 @@ import pytest
 from ragline.indexers.hybrid import ChunkFilter, RetrievalSpec, Retriever, min_max, rrf_fuse, weighted_fuse
 from ragline.indexers.registry import IndexRegistry
 from tests.runner.conftest import CORPUS
-from tests.runner.helpers import publish_paragraphs
+from tests.runner.helpers import make_old_version, publish_paragraphs
 
 
 def test_rrf_matches_the_formula() -> None:
@@ -90,7 +90,6 @@ def test_filters_restrict_every_mode(retriever: Retriever) -> None:
 def test_old_version_without_bm25_still_serves_bm25(tmp_path: Path) -> None:
     root = tmp_path / "indexes"
     m = publish_paragraphs(root, "old", CORPUS)
-    for f in ("bm25.npz", "bm25.json"):
-        (IndexRegistry(root).version_dir("old", m.version) / f).unlink()
+    make_old_version(IndexRegistry(root).version_dir("old", m.version), "bm25.npz", "bm25.json")
     r = Retriever.open(IndexRegistry(root), "old")
     assert r.search("impeller", RetrievalSpec(k=1, mode="bm25"))[0].page == 2

@@ -52,3 +52,17 @@ def publish_paragraphs(root: Path, name: str, corpus: Mapping[str, Sequence[tupl
     params = Params.from_dict({"embed": {"model": embedder.model_id}, "index": {"name": name, "root": str(root)}})
     return publish_index(IndexRegistry(root), params, documents, chunks, vectors, quarantine_to_table([]),
                          info_of(embedder), aliases=aliases)
+
+
+def make_old_version(folder: Path, *file_names: str) -> None:
+    """Turn a published version into one built before ``file_names`` existed: delete the files
+    and drop them from ``manifest.json`` (so the version is intact, just older)."""
+    import json
+
+    manifest_path = folder / "manifest.json"
+    data = json.loads(manifest_path.read_text())
+    for name in file_names:
+        (folder / name).unlink()
+        data["files"].pop(name, None)
+        data.get("file_sizes", {}).pop(name, None)
+    manifest_path.write_text(json.dumps(data))
