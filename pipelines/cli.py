@@ -353,7 +353,7 @@ def stage_load(params_file: Path = ParamsOpt) -> None:
     from ragline.pipelines.load import check_failure_rate, discover_files, documents_to_table, load_documents, quarantine_to_table
 
     p = load_params(params_file)
-    files = discover_files(p.load.sources, p.load.include, p.load.exclude)
+    files = discover_files(p.load.sources, p.load.include, p.load.exclude, follow_symlinks=p.load.follow_symlinks)
     docs, bad = load_documents(files, p.load)
     check_failure_rate(len(files), bad, p.load.max_failed_fraction)
     _mkparent(p.paths.documents, p.paths.quarantine)

@@ -54,6 +54,21 @@ class LoadConfig(_Section):
             navigation and search landmarks and the page-level header and footer (ARIA
             landmark roles, W3C WAI-ARIA 1.2), and heading permalink anchors
             (:data:`HTML_PERMALINKS`). ``[]`` keeps everything.
+        follow_symlinks: ``within_root`` (default) follows a symlink only when its target lies
+            inside one of the source roots; ``always`` follows every link; ``never`` follows
+            none. A link not followed is quarantined (``SymlinkOutsideRoot`` /
+            ``SymlinkNotFollowed``) without its target being opened.
+        timeout_s: wall-clock seconds one file may take to parse in its worker; past it the
+            worker is killed and the file quarantined as ``Timeout``.
+        max_worker_mb: MiB of address space a parsing worker may add to its start-up size
+            (``RLIMIT_AS`` = size after start-up + this); a file that needs more is quarantined
+            as ``MemoryLimit``.
+        max_tasks_per_child: files a parsing worker parses before it is replaced by a fresh one
+            (bounds leaks and fragmentation; workers are forked from a preloaded server).
+        max_unzipped_mb: zip containers (DOCX, PPTX, XLSX, EPUB, ODT...) whose members declare
+            more than this many MiB uncompressed are quarantined as ``ZipBomb`` before parsing.
+        max_zip_ratio: a zip member over 1 MiB uncompressed that expands more than this many
+            times its compressed size is a ``ZipBomb`` too.
     """
 
     sources: list[str] = Field(default_factory=lambda: ["data/sample"])
@@ -64,6 +79,12 @@ class LoadConfig(_Section):
     max_failed_fraction: float = Field(default=0.25, ge=0, le=1)
     workers: int = Field(default=1, ge=1, le=64)
     html_drop: list[str] = Field(default_factory=lambda: list(HTML_BOILERPLATE))
+    follow_symlinks: Literal["within_root", "always", "never"] = "within_root"
+    timeout_s: float = Field(default=120.0, gt=0, le=86400)
+    max_worker_mb: int = Field(default=1024, ge=64, le=1048576)
+    max_tasks_per_child: int = Field(default=20, ge=1)
+    max_unzipped_mb: float = Field(default=500.0, gt=0)
+    max_zip_ratio: float = Field(default=200.0, gt=1)
 
     @field_validator("html_drop")
     @classmethod

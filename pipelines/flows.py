@@ -81,7 +81,8 @@ def _timed(times: dict[str, float], name: str) -> Iterator[None]:
 
 @task(name="discover", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def discover_task(sources: list[str], params: Params):
-    return discover_files(sources, params.load.include, params.load.exclude)
+    return discover_files(sources, params.load.include, params.load.exclude,
+                          follow_symlinks=params.load.follow_symlinks)
 
 
 @task(name="load", cache_policy=NO_CACHE)

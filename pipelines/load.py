@@ -13,8 +13,8 @@ import html
 import mimetypes
 import os
 import re
+import stat
 import unicodedata
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -48,18 +48,28 @@ TEXT_SUFFIXES = {".html", ".htm", ".md", ".markdown", ".txt", ".text", *formats.
 STAGE = "load"
 
 
+#: ``load.follow_symlinks`` values.
+FOLLOW_SYMLINKS = ("within_root", "always", "never")
+
+
 @dataclass(frozen=True, slots=True)
 class SourceFile:
     """A discovered file.
 
     Attributes:
-        path: filesystem path (may be a broken symlink; loading reports it).
+        path: filesystem path as reached from the source given (may be a symlink).
         uri: stable source URI (POSIX path as reached from the source given), the doc id's origin.
+        skip_type: non-empty when discovery refused the file without opening it (a special
+            file, a link out of the source roots or in a loop, a broken link): the quarantine
+            reason (``NotARegularFile``, ``SymlinkOutsideRoot``, ``SymlinkNotFollowed``,
+            ``SymlinkLoop``, ``BrokenSymlink``). Loading and refresh hashing never read it.
+        skip_message: the one-line explanation that goes with ``skip_type``.
     """
 
     path: Path
     uri: str
-
+    skip_type: str = ""
+    skip_message: str = ""
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
@@ -71,40 +81,126 @@ def _matches(rel: str, patterns: Sequence[str]) -> bool:
     )
 
 
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
+
+
+def file_kind(mode: int) -> str:
+    """``"a regular file"``, ``"a FIFO (named pipe)"``, ``"a socket"``, ... for an ``st_mode``."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+def _inside(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
 def discover_files(
-    sources: Sequence[str | Path], include: Sequence[str] = ("**/*",), exclude: Sequence[str] = ()
+    sources: Sequence[str | Path],
+    include: Sequence[str] = ("**/*",),
+    exclude: Sequence[str] = (),
+    *,
+    follow_symlinks: str = "within_root",
 ) -> list[SourceFile]:
     """List the files under the sources, filtered by include/exclude globs, sorted by URI.
 
-    Hidden files and folders (names starting with ``.``) are skipped. Broken symlinks are
-    kept, so that loading quarantines them instead of losing them silently.
+    The one discovery function of ingest and refresh. Hidden files and folders (names
+    starting with ``.``) are skipped. Nothing is opened: entries are classified with
+    ``lstat``/``stat`` and ``realpath``. Entries that must not be read come back with
+    ``skip_type`` set, so that loading quarantines them (reported, never read):
+
+    - special files (FIFOs, sockets, devices, also as link targets): ``NotARegularFile``;
+    - with ``follow_symlinks="within_root"``, a link whose target lies outside every source
+      root (after resolving every link on the way): ``SymlinkOutsideRoot``; with ``"never"``
+      every link: ``SymlinkNotFollowed``; ``"always"`` follows every link;
+    - a link that cannot be resolved because it loops, or a linked folder already walked
+      (a cycle): ``SymlinkLoop``; a link to nothing: ``BrokenSymlink``.
+
+    A source given as a single file is its own root (the user named it).
 
     Args:
         sources: folders or single files.
         include: glob patterns relative to the source folder; a file must match one.
         exclude: glob patterns relative to the source folder; a match drops the file.
+        follow_symlinks: ``within_root`` | ``always`` | ``never`` (``load.follow_symlinks``).
 
     Raises:
         FileNotFoundError: a source does not exist.
+        ValueError: an unknown ``follow_symlinks`` value.
     """
+    if follow_symlinks not in FOLLOW_SYMLINKS:
+        raise ValueError(f"follow_symlinks={follow_symlinks!r}; allowed: {', '.join(FOLLOW_SYMLINKS)}")
     found: dict[str, SourceFile] = {}
+    dirs = [Path(s) for s in sources if Path(s).is_dir()]
+    roots = [os.path.realpath(d) for d in dirs]
+
+    def add(path: Path, rel: str | None, skip_type: str = "", msg: str = "") -> None:
+        if rel is not None and (not _matches(rel, include) or _matches(rel, exclude)):
+            return
+        found[path.as_posix()] = SourceFile(path, path.as_posix(), skip_type, f"{path.as_posix()}: {msg}" if msg else "")
+
     for source in sources:
         root = Path(source)
-        if root.is_file() or (root.is_symlink() and not root.exists()):
-            found[root.as_posix()] = SourceFile(root, root.as_posix())
-            continue
         if not root.is_dir():
-            raise FileNotFoundError(f"source not found: {root}")
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
+            if root.is_symlink() and not root.exists():
+                add(root, None, "BrokenSymlink", f"symlink to missing {os.readlink(root)}")
+            elif root.exists():
+                mode = root.stat().st_mode
+                add(root, None, *(("", "") if stat.S_ISREG(mode) else
+                                  ("NotARegularFile", f"{file_kind(mode)}, not a regular file; not opened")))
+            else:
+                raise FileNotFoundError(f"source not found: {root}")
+            continue
+        walked: set[str] = {os.path.realpath(root)}
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
+            except OSError as e:
+                add(folder, folder.relative_to(root).as_posix(), type(e).__name__, f"cannot list folder: {e}")
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
                     continue
-                path = Path(dirpath) / name
+                path = Path(entry.path)
                 rel = path.relative_to(root).as_posix()
-                if not _matches(rel, include) or _matches(rel, exclude):
-                    continue
-                found[path.as_posix()] = SourceFile(path, path.as_posix())
+                is_link = entry.is_symlink()
+                if is_link:
+                    target = os.readlink(path)
+                    if follow_symlinks == "never":
+                        add(path, rel, "SymlinkNotFollowed", f"symlink to {target} not followed (load.follow_symlinks=never)")
+                        continue
+                    try:
+                        real = os.path.realpath(path, strict=True)
+                    except FileNotFoundError:
+                        add(path, rel, "BrokenSymlink", f"symlink to missing {target}")
+                        continue
+                    except OSError as e:  # ELOOP: a link cycle
+                        add(path, rel, "SymlinkLoop", f"symlink {target} cannot be resolved ({e.strerror})")
+                        continue
+                    if follow_symlinks == "within_root" and not _inside(real, roots):
+                        add(path, rel, "SymlinkOutsideRoot",
+                            f"symlink to {real}, outside every source root; not read "
+                            "(load.follow_symlinks=within_root; set it to always to follow it)")
+                        continue
+                    mode = os.stat(real).st_mode
+                else:
+                    real = None
+                    mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode):
+                    key = real or os.path.realpath(path)
+                    if key in walked:
+                        add(path, rel, "SymlinkLoop", f"symlink to {key}, a folder already walked (a cycle); skipped")
+                        continue
+                    walked.add(key)
+                    stack.append(path)
+                elif stat.S_ISREG(mode):
+                    add(path, rel)
+                else:
+                    what = f"{'symlink to ' + real + ', ' if real else ''}{file_kind(mode)}"
+                    add(path, rel, "NotARegularFile", f"{what}, not a regular file; not opened")
     return [found[k] for k in sorted(found)]
 
 
@@ -121,9 +217,15 @@ class _LoadFailure(Exception):
 
 
 def _read_text(path: Path, data: bytes) -> tuple[str, str]:
-    """``(text, encoding)`` of a text file (:func:`formats.decode_text`: BOM, UTF-8, detected)."""
-    if formats.bom_encoding(data) is None and b"\x00" in data[:8192]:  # UTF-16/32 with a BOM hold NULs
-        raise _LoadFailure("BinaryContent", f"{path}: binary content (NUL bytes) in a text file")
+    """``(text, encoding)`` of a text file (:func:`formats.decode_text`: BOM, UTF-8, detected).
+
+    The NUL rule (README "Bad input"): a NUL byte anywhere in a text file quarantines it,
+    unless the file starts with a UTF-16/32 byte-order mark (such text holds NULs by design).
+    """
+    if formats.bom_encoding(data) is None:
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            raise _LoadFailure("BinaryContent", f"{path}: binary content in a text file (NUL byte at offset {nul})")
     try:
         return formats.decode_text(data)
     except formats.FormatError as e:
@@ -159,7 +261,7 @@ def _partition(path: Path, suffix: str, data: bytes, strategy: str, html_drop: S
         return _partition_email(data, strategy, html_drop)
     if suffix in TEXT_SUFFIXES:
         text, encoding = _read_text(path, data)
-        if not text.strip():
+        if not text or text.isspace():  # not text.strip(): that copies the whole text
             raise _LoadFailure("EmptyFile", f"{path}: only whitespace")
         if suffix in formats.TEXT_PARTITIONERS:
             parsed = formats.TEXT_PARTITIONERS[suffix](text)
@@ -181,6 +283,30 @@ def _partition(path: Path, suffix: str, data: bytes, strategy: str, html_drop: S
     return partition(filename=str(path), strategy=strategy)
 
 
+#: plain-text files longer than this (characters) skip unstructured's per-paragraph
+#: classification (which took 2.6 GB and 24 s for one 20 MB line) and become one
+#: ``NarrativeText`` element per blank-line-separated paragraph.
+LARGE_TEXT_CHARS = 1_000_000
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
+
+
+def _paragraph_elements(text: str) -> list:
+    """Blank-line-separated paragraphs of ``text`` as unstructured ``NarrativeText`` elements.
+
+    A text without blank lines is one element holding ``text`` itself (no copy).
+    """
+    from unstructured.documents.elements import NarrativeText
+
+    out, start = [], 0
+    for m in _PARAGRAPH_BREAK.finditer(text):
+        if m.start() > start:
+            out.append(NarrativeText(text=text[start:m.start()]))
+        start = m.end()
+    if start < len(text):
+        out.append(NarrativeText(text=text[start:] if start else text))
+    return out
+
+
 def _partition_html(text: str, html_drop: Sequence[str]) -> list:
     from unstructured.partition.html import partition_html
 
@@ -188,6 +314,8 @@ def _partition_html(text: str, html_drop: Sequence[str]) -> list:
 
 
 def _partition_plain(text: str) -> list:
+    if len(text) > LARGE_TEXT_CHARS:
+        return _paragraph_elements(text)
     from unstructured.partition.text import partition_text
 
     return partition_text(text=text)
@@ -282,17 +410,138 @@ def _build_document(
     )
 
 
+#: zip containers whose declared uncompressed size is checked before parsing (``load.max_unzipped_mb``).
+ZIP_SUFFIXES = {".docx", ".docm", ".pptx", ".pptm", ".xlsx", ".xlsm", ".epub", ".odt", ".ods", ".odp"}
+_ZIP_RATIO_FLOOR = 1 << 20  # members smaller than 1 MiB are never a bomb, whatever their ratio
+
+
+def check_zip_container(uri: str, data: bytes, max_unzipped_mb: float, max_ratio: float) -> None:
+    """Refuse a zip container (DOCX, PPTX, EPUB, ODT...) that would expand past the limits.
+
+    Reads only the central directory (no member is decompressed). Python's zipfile never
+    inflates a member past its declared size, so declared sizes bound what a parser reads.
+
+    Args:
+        uri: the file, for the message.
+        data: the container's bytes.
+        max_unzipped_mb: limit on the sum of declared uncompressed sizes, MiB.
+        max_ratio: limit on uncompressed/compressed size of a member over 1 MiB.
+
+    Raises:
+        _LoadFailure: ``ZipBomb`` naming the member, its sizes and the param to change.
+            An unreadable zip is left to the parser (which reports it).
+    """
+    import io
+    import zipfile
+
+    try:
+        infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return
+    total = sum(i.file_size for i in infos)
+    if total > max_unzipped_mb * 1048576:
+        big = max(infos, key=lambda i: i.file_size)
+        raise _LoadFailure(
+            "ZipBomb",
+            f"{uri}: zip members declare {total / 1048576:.0f} MiB uncompressed (largest {big.filename}: "
+            f"{big.file_size / 1048576:.0f} MiB) from {len(data) / 1048576:.1f} MiB, over "
+            f"load.max_unzipped_mb={max_unzipped_mb:g}; not parsed",
+        )
+    for i in infos:
+        if i.file_size > _ZIP_RATIO_FLOOR and i.file_size > max_ratio * max(i.compress_size, 1):
+            raise _LoadFailure(
+                "ZipBomb",
+                f"{uri}: zip member {i.filename} expands {i.file_size / max(i.compress_size, 1):.0f}x "
+                f"({i.compress_size} -> {i.file_size} bytes), over load.max_zip_ratio={max_ratio:g}; not parsed",
+            )
+
+
+_SIGNATURES = (
+    (b"PK\x03\x04", "a zip archive (DOCX/ODT/EPUB?)"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"), (b"{\\rtf", "an RTF document"), (b"\xd0\xcf\x11\xe0", "a legacy Office (OLE2) file"),
+    (b"\x1f\x8b", "a gzip archive"),
+)
+
+
+def sniff_content(data: bytes) -> str:
+    """What the first bytes of ``data`` look like: ``"HTML"``, ``"a PNG image"``, ``"text"``, ..."""
+    for magic, name in _SIGNATURES:
+        if data.startswith(magic):
+            return name
+    head = data[:1024].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return "HTML"
+    if head.startswith(b"<?xml"):
+        return "XML"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data"
+    return "text"
+
+
+def check_pdf(uri: str, data: bytes) -> int:
+    """Check a file named ``.pdf`` before partitioning; returns its page count.
+
+    Raises:
+        _LoadFailure: ``NotAPDF`` (no ``%PDF-`` header in the first 1 KiB, the PDF rule of
+            ISO 32000-1 7.5.2; the message says what the content looks like), ``CorruptPDF``
+            (truncated: no ``%%EOF`` in the last 8 KiB; or pypdf cannot read its pages),
+            ``EncryptedPDF`` (needs a password: the empty user password does not open it).
+    """
+    import io
+    import logging
+
+    if b"%PDF-" not in data[:1024]:
+        raise _LoadFailure(
+            "NotAPDF", f"{uri}: named .pdf but the content is {sniff_content(data)} (no %PDF- header); "
+            "rename it to its real type or re-export it")
+    if b"%%EOF" not in data[-8192:]:
+        raise _LoadFailure(
+            "CorruptPDF", f"{uri}: truncated PDF ({len(data)} bytes, no %%EOF marker at the end); "
+            "download or export it again")
+    from pypdf import PdfReader
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # repairs of damaged files are reported here, once
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            try:
+                opened = bool(reader.decrypt(""))
+            except Exception:  # pypdf's DependencyError/FileNotDecryptedError and friends
+                opened = False
+            if not opened:
+                raise _LoadFailure(
+                    "EncryptedPDF", f"{uri}: encrypted PDF that needs a password; "
+                    "save an unencrypted copy to index it")
+        pages = len(reader.pages)
+    except _LoadFailure:
+        raise
+    except Exception as e:  # pypdf raises PdfReadError, KeyError, ValueError... on damaged files
+        raise _LoadFailure("CorruptPDF", f"{uri}: damaged PDF ({type(e).__name__}: {e}); export it again") from e
+    if pages == 0:
+        raise _LoadFailure("CorruptPDF", f"{uri}: PDF without pages")
+    return pages
+
+
 def load_document(src: SourceFile, cfg: LoadConfig) -> Document | QuarantineRecord:
     """Load one file into a :class:`Document`, or a :class:`QuarantineRecord` explaining why not.
 
-    Never raises for bad input: empty files, unsupported types, files over
-    ``cfg.max_file_mb``, broken symlinks, binary or non-UTF-8 text, and parser errors
-    (corrupt or encrypted PDFs, ...) all come back as quarantine records, as does a
-    document whose partition yields no text (a failure, not a silent success).
+    Never raises for bad input: files discovery refused (special files, links out of the
+    source roots or in loops, broken links), empty files, unsupported types, files over
+    ``cfg.max_file_mb``, zip containers over ``cfg.max_unzipped_mb``/``cfg.max_zip_ratio``,
+    binary (any NUL byte) or non-UTF-8 text, encrypted/truncated/disguised PDFs and PDFs
+    without a text layer, parser errors, and running out of memory (``MemoryLimit``) all
+    come back as quarantine records, as does a document whose partition yields no text (a
+    failure, not a silent success). Only regular files are opened (``O_NONBLOCK``, checked
+    with ``fstat``), so a FIFO can never block a run. Time and memory limits apply in the
+    workers of :func:`load_documents`, not here.
     """
     path = src.path
     sha = ""
     try:
+        if src.skip_type:
+            raise _LoadFailure(src.skip_type, src.skip_message or f"{src.uri}: not read ({src.skip_type})")
         if path.is_symlink() and not path.exists():
             raise _LoadFailure("BrokenSymlink", f"{src.uri}: symlink to missing {os.readlink(path)}")
         suffix = path.suffix.lower()
@@ -304,66 +553,253 @@ def load_document(src: SourceFile, cfg: LoadConfig) -> Document | QuarantineReco
                 f"{src.uri}: unsupported file type {suffix or '(no suffix)'} ({guessed}); "
                 f"supported: {', '.join(sorted(SUPPORTED_TYPES))}",
             )
-        size = path.stat().st_size
-        if size == 0:
-            raise _LoadFailure("EmptyFile", f"{src.uri}: empty file (0 bytes)")
-        if size > cfg.max_file_mb * 1024 * 1024:
-            raise _LoadFailure(
-                "FileTooLarge",
-                f"{src.uri}: {size / 1048576:.1f} MiB exceeds load.max_file_mb={cfg.max_file_mb}",
-            )
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise _LoadFailure("NotARegularFile", f"{src.uri}: {file_kind(st.st_mode)}, not a regular file; not read")
+            size = st.st_size
+            if size == 0:
+                raise _LoadFailure("EmptyFile", f"{src.uri}: empty file (0 bytes)")
+            if size > cfg.max_file_mb * 1024 * 1024:
+                raise _LoadFailure(
+                    "FileTooLarge",
+                    f"{src.uri}: {size / 1048576:.1f} MiB exceeds load.max_file_mb={cfg.max_file_mb}",
+                )
+            data = f.read(size)
         sha = sha256_bytes(data)
+        pages = 0
+        if suffix in ZIP_SUFFIXES:
+            check_zip_container(src.uri, data, cfg.max_unzipped_mb, cfg.max_zip_ratio)
+        elif suffix == ".pdf":
+            pages = check_pdf(src.uri, data)
+        title_hint = _title_hint(suffix, data)
         try:
             raw = _partition(path, suffix, data, cfg.strategy, cfg.html_drop)
-        except _LoadFailure:
+        except (_LoadFailure, MemoryError):
             raise
         except formats.FormatError as e:  # a malformed file of a supported format: its own reason
             raise _LoadFailure(e.error_type, f"{src.uri}: {e}") from e
         except Exception as e:  # parser libraries raise anything; keep the type name
+            if pages:
+                raise _LoadFailure("CorruptPDF", f"{src.uri}: damaged PDF ({type(e).__name__}: {e})".strip()) from e
             raise _LoadFailure(type(e).__name__, f"{src.uri}: {type(e).__name__}: {e}".strip()) from e
-        return _build_document(src, sha, mime, size, raw, _title_hint(suffix, data))
+        del data
+        try:
+            return _build_document(src, sha, mime, size, raw, title_hint)
+        except _LoadFailure as f:
+            if pages and f.error_type == "NoElements":
+                raise _LoadFailure(
+                    "NoTextLayer", f"{src.uri}: {pages} page(s) but no text layer (a scan or image-only PDF?); "
+                    "its text needs OCR (load.strategy: ocr_only or hi_res, with Tesseract installed)") from None
+            raise
     except _LoadFailure as f:
         return QuarantineRecord(src.uri, STAGE, f.error_type, str(f), sha)
+    except MemoryError:
+        return QuarantineRecord(src.uri, STAGE, "MemoryLimit",
+                                f"{src.uri}: out of memory while parsing (load.max_worker_mb={cfg.max_worker_mb})", sha)
     except OSError as e:
         return QuarantineRecord(src.uri, STAGE, type(e).__name__, f"{src.uri}: {e}", sha)
 
 
-def _load_one(args: tuple[SourceFile, LoadConfig]) -> Document | QuarantineRecord:
-    return load_document(*args)
+# ---------------------------------------------------------------- parsing workers
+#: Test hook (fault injection, like ``RAGLINE_CRASH_AT``): ``KIND:NAME[,KIND:NAME...]`` makes
+#: the parsing worker that meets the file named NAME ``exit`` (``os._exit(3)``), ``kill``
+#: itself (SIGKILL), ``alloc`` memory until its limit, or ``sleep`` for an hour. Acts only in
+#: a worker with limits (never in the calling process).
+FAULT_ENV = "RAGLINE_LOAD_FAULT"
+_IN_LIMITED_WORKER = False
+
+
+@dataclass(frozen=True, slots=True)
+class FileLoadStats:
+    """How loading one file went (for benchmarks and progress reports).
+
+    Attributes:
+        uri: the file.
+        seconds: wall time from the worker picking the file up to its result (or the kill).
+        peak_rss_mb: the worker's peak resident set size while it parsed this file, MiB
+            (``VmHWM`` of ``/proc/self/status``, reset before each file through
+            ``/proc/self/clear_refs``); ``None`` when the worker died or was not measured.
+        outcome: ``"document"`` or the quarantine reason.
+    """
+
+    uri: str
+    seconds: float
+    peak_rss_mb: float | None
+    outcome: str
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _worker_init() -> None:
+    global _IN_LIMITED_WORKER
+    _IN_LIMITED_WORKER = True
+
+
+def _limit_memory(suffix: str, max_worker_mb: int) -> None:
+    """Set this worker's ``RLIMIT_AS`` to its current size + ``max_worker_mb`` MiB.
+
+    Done before every file, after importing what the file's parser needs (importing the PDF
+    stack maps torch and OpenCV, several hundred MiB of address space), so the headroom is
+    the file's. The soft limit is raised back first (allowed up to the hard limit).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+    if suffix == ".pdf":
+        import unstructured.partition.pdf  # noqa: F401
+    limit = (_status_kb("VmSize") + max_worker_mb * 1024) * 1024
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _inject_fault(src: SourceFile, spec: str) -> None:
+    import signal
+    import time
+
+    for item in spec.split(","):
+        kind, _, name = item.strip().partition(":")
+        if not name or Path(src.uri).name != name:
+            continue
+        if kind == "exit":
+            os._exit(3)
+        if kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "sleep":
+            time.sleep(3600)
+        if kind == "alloc":
+            hog = []
+            while True:  # ends in MemoryError at the worker's RLIMIT_AS
+                hog.append(b"\x01" * (64 << 20))
+
+
+def _load_in_worker(
+    src: SourceFile, cfg: LoadConfig, fault: str
+) -> tuple[Document | QuarantineRecord, float | None, float]:
+    import time
+
+    t0 = time.monotonic()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM: the peak is this file's, not the worker's life's
+        measured = True
+    except OSError:
+        measured = False
+    if _IN_LIMITED_WORKER:
+        _limit_memory(src.path.suffix.lower(), cfg.max_worker_mb)
+    if fault and _IN_LIMITED_WORKER:
+        try:
+            _inject_fault(src, fault)
+        except MemoryError:
+            return (QuarantineRecord(src.uri, STAGE, "MemoryLimit",
+                                     f"{src.uri}: out of memory while parsing (load.max_worker_mb={cfg.max_worker_mb})"),
+                    _status_kb("VmHWM") / 1024 if measured else None, time.monotonic() - t0)
+    result = load_document(src, cfg)
+    return result, (_status_kb("VmHWM") / 1024 if measured else None), time.monotonic() - t0
+
+
+def _worker_context():
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload(["ragline.pipelines.load_preload"])
+    return ctx
+
+
+def _died(src: SourceFile, cfg: LoadConfig, exitcode: int | None) -> QuarantineRecord:
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        sig = signal.Signals(-exitcode).name if -exitcode in signal.Signals._value2member_map_ else str(-exitcode)
+        how = f"was killed by {sig}"
+    else:
+        how = f"exited with status {exitcode}"
+    if exitcode == -9:  # SIGKILL from outside: on Linux almost always the OOM killer
+        return QuarantineRecord(src.uri, STAGE, "MemoryLimit",
+                                f"{src.uri}: the parsing worker {how} (out of memory?); "
+                                f"lower load.max_worker_mb={cfg.max_worker_mb} or exclude the file")
+    return QuarantineRecord(src.uri, STAGE, "WorkerCrashed",
+                            f"{src.uri}: the parsing worker {how} while parsing this file; the run went on")
 
 
 def load_documents(
     files: Sequence[SourceFile],
     cfg: LoadConfig,
     progress: Callable[[int], None] | None = None,
+    observe: Callable[[FileLoadStats], None] | None = None,
 ) -> tuple[list[Document], list[QuarantineRecord]]:
-    """Stage ``load``: partition every file, in ``cfg.workers`` processes.
+    """Stage ``load``: partition every file in ``cfg.workers`` limited, recycled worker processes.
+
+    Workers are forked from a fork server that preloaded the parsers
+    (:mod:`pipelines.load_preload`), run at most ``cfg.max_tasks_per_child`` files each, and
+    may grow by ``cfg.max_worker_mb`` MiB of address space (``RLIMIT_AS``). A file that takes
+    longer than ``cfg.timeout_s`` has its worker killed and is quarantined as ``Timeout``; a
+    worker that dies (``os._exit``, a segfault in a parser, the OOM killer) is replaced and
+    takes only its own file with it (``WorkerCrashed`` / ``MemoryLimit``); the other files
+    go on. Pool: pebble's ``ProcessPool`` (per-task timeouts, worker replacement).
+    Files that discovery refused are quarantined here without a worker.
 
     Args:
         files: files from :func:`discover_files`.
         cfg: the ``load:`` params.
         progress: called with the number of files finished since the last call.
+        observe: called once per file with its :class:`FileLoadStats`.
 
     Returns:
         ``(documents, quarantine)``, both in the order of ``files``.
     """
-    results: list[Document | QuarantineRecord]
-    jobs = [(f, cfg) for f in files]
-    if cfg.workers > 1 and len(files) > 4:
-        # spawn, not fork: the parent may already hold torch/OpenMP threads.
-        with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
-            results = []
-            for r in pool.map(_load_one, jobs, chunksize=4):
-                results.append(r)
-                if progress:
-                    progress(1)
-    else:
-        results = []
-        for job in jobs:
-            results.append(_load_one(job))
-            if progress:
-                progress(1)
+    import time
+    from concurrent.futures import TimeoutError as FutureTimeout
+    from concurrent.futures import as_completed
+
+    from pebble import ProcessExpired, ProcessPool
+
+    results: list[Document | QuarantineRecord | None] = [None] * len(files)
+
+    def done(i: int, r: Document | QuarantineRecord, seconds: float, peak: float | None) -> None:
+        results[i] = r
+        if observe:
+            observe(FileLoadStats(files[i].uri, round(seconds, 3), None if peak is None else round(peak, 1),
+                                  "document" if isinstance(r, Document) else r.error_type))
+        if progress:
+            progress(1)
+
+    todo = []
+    for i, f in enumerate(files):
+        if f.skip_type:
+            done(i, load_document(f, cfg), 0.0, None)
+        else:
+            todo.append(i)
+    if todo:
+        fault = os.environ.get(FAULT_ENV, "")
+        with ProcessPool(max_workers=min(cfg.workers, len(todo)), max_tasks=cfg.max_tasks_per_child,
+                         initializer=_worker_init, context=_worker_context()) as pool:
+            futures = {pool.schedule(_load_in_worker, args=(files[i], cfg, fault), timeout=cfg.timeout_s): i
+                       for i in todo}
+            started = time.monotonic()
+            for fut in as_completed(futures):
+                i, src = futures[fut], files[futures[fut]]
+                seconds = time.monotonic() - started  # upper bound, for files whose worker did not answer
+                try:
+                    r, peak, seconds = fut.result()
+                except FutureTimeout:
+                    seconds = cfg.timeout_s
+                    r, peak = QuarantineRecord(src.uri, STAGE, "Timeout",
+                                               f"{src.uri}: parsing took longer than load.timeout_s={cfg.timeout_s:g}; "
+                                               "the worker was stopped"), None
+                except ProcessExpired as e:
+                    r, peak = _died(src, cfg, e.exitcode), None
+                except Exception as e:  # the result could not come back (pickling, pool shutdown...)
+                    r, peak = QuarantineRecord(src.uri, STAGE, "WorkerError",
+                                               f"{src.uri}: {type(e).__name__}: {e}"), None
+                done(i, r, seconds, peak)
     docs = [r for r in results if isinstance(r, Document)]
     bad = [r for r in results if isinstance(r, QuarantineRecord)]
     return docs, bad

@@ -386,7 +386,12 @@ def skip_reason(f: ScannedFile, max_file_mb: float) -> str | None:
 
 
 def scan_sources(sources: Sequence[str | Path], params: Params) -> list[ScannedFile]:
-    """Discover the files under ``sources`` (``load.include``/``exclude``) and hash them.
+    """Discover the files under ``sources`` (``load.include``/``exclude``/``follow_symlinks``,
+    the same :func:`~pipelines.load.discover_files` as ingest) and hash them.
+
+    Files discovery refused (special files such as FIFOs or devices, links out of the source
+    roots or in loops) are not opened, so a FIFO or a link to ``/dev/zero`` cannot block
+    the scan; they get ``sha256=""`` and loading quarantines them with their reason.
 
     Returns:
         One :class:`ScannedFile` per file, sorted by URI; unreadable files get ``sha256=""``.
@@ -395,9 +400,10 @@ def scan_sources(sources: Sequence[str | Path], params: Params) -> list[ScannedF
         FileNotFoundError: a source does not exist.
     """
     out = []
-    for f in discover_files(sources, params.load.include, params.load.exclude):
+    for f in discover_files(sources, params.load.include, params.load.exclude,
+                            follow_symlinks=params.load.follow_symlinks):
         try:
-            sha = sha256_file(f.path)
+            sha = "" if f.skip_type else sha256_file(f.path)
         except OSError:
             sha = ""
         out.append(ScannedFile(f, doc_id_for(f.uri), sha))

@@ -14,12 +14,12 @@ EXPECTED = {
     "empty.txt": "EmptyFile",
     "whitespace.md": "EmptyFile",
     "notes.xyz": "UnsupportedType",
-    "corrupt.pdf": None,  # the parser's own error class; any non-empty type is fine
-    "encrypted.pdf": None,
+    "corrupt.pdf": "CorruptPDF",
+    "encrypted.pdf": "EncryptedPDF",
     "binary.txt": "BinaryContent",
     "undecodable.txt": "DecodeError",  # no BOM, not UTF-8, no encoding charset-normalizer finds
     "broken-link.md": "BrokenSymlink",
-    "blank.pdf": "NoElements",
+    "blank.pdf": "NoTextLayer",
 }
 
 

@@ -1,0 +1,24 @@
+"""Imported once by the fork server that forks ragline's parsing workers (:mod:`pipelines.load`).
+
+Every worker is forked from that server, so what is imported here is paid for once per
+ingest process instead of once per (recycled) worker: the packaged spaCy model and the
+unstructured partitioners of the text, HTML, Markdown, Office and e-mail formats. The PDF
+partitioner is not imported here: it imports torch and OpenCV, which start threads, and a
+process with running native threads must not be forked; workers import it when they meet
+their first PDF.
+"""
+
+from ragline.pipelines.offline import install_unstructured_nlp, set_offline_env
+
+set_offline_env()
+install_unstructured_nlp()
+
+import unstructured.partition.auto  # noqa: E402,F401
+import unstructured.partition.docx  # noqa: E402,F401
+import unstructured.partition.email  # noqa: E402,F401
+import unstructured.partition.html  # noqa: E402,F401
+import unstructured.partition.md  # noqa: E402,F401
+import unstructured.partition.pptx  # noqa: E402,F401
+import unstructured.partition.text  # noqa: E402,F401
+
+import ragline.pipelines.load  # noqa: E402,F401
