@@ -315,37 +315,54 @@ def serve(
     flow_dir: Path = typer.Argument(..., help="Flow folder (holding flow.yaml)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (127.0.0.1 = this machine only)."),
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="TCP port."),
-    variant: Optional[str] = VariantOpt,
+    variants: list[str] = typer.Option([], "--variant", "-v",
+                                       help="Variant to serve, repeatable: each is an OpenAI model FLOW:VARIANT "
+                                            "(default: the flow as written, model FLOW)."),
     api_key_env: str = typer.Option("RAGLINE_API_KEY", "--api-key-env",
-                                    help="Environment variable holding the API key; when set, requests need it."),
-    require_key: bool = typer.Option(False, "--require-key", help="Refuse to start when the API key variable is unset."),
+                                    help="Environment variable holding the API key every route but /healthz needs."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="Serve without an API key (every route open; warns)."),
     max_body_kb: int = typer.Option(64, "--max-body-kb", min=1, max=65536, help="Largest request body (KiB)."),
     params_file: Path = ParamsOpt,
     root: Optional[Path] = IndexRootOpt,
     query_backend: str = QueryBackendOpt,
     query_threads: Optional[int] = QueryThreadsOpt,
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
 ) -> None:
-    """Serve a flow with FastAPI: POST /score, GET /healthz, GET /metadata, OpenAPI at /openapi.json."""
+    """Serve a flow: POST /score, the OpenAI API (/v1/chat/completions, /v1/models), /feedback, /metrics, /docs.
+
+    Refuses to start without the API key variable unless --no-auth is given. Prices, the
+    request log and metrics come from the params file's serve: section.
+    """
     import os
 
     import uvicorn
 
+    from ragline.runner.config import load_serve_config
     from ragline.runner.errors import FlowInputError
-    from ragline.runner.serve import create_app
+    from ragline.runner.serve import create_app, model_id
 
     key = os.environ.get(api_key_env) or None
-    if require_key and key is None:
-        raise FlowInputError(f"--require-key: environment variable {api_key_env} is not set")
-    flow, runner = _prepare(flow_dir, variant, params_file, root, query_backend, query_threads)
-    app = create_app(runner, api_key=key, max_body_bytes=max_body_kb * 1024)
-    idx = ", ".join(f"{i['name']}@{i['version']}" for i in runner.indexes) or "none"
-    err.print(f"serving flow {flow.name}{' [' + flow.variant + ']' if flow.variant else ''} (index {idx}) on "
-              f"http://{host}:{port}; API key {'required' if key else 'not configured'}", highlight=False)
-    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"warning: no API key ({api_key_env} unset) and bound to {host}: anyone who can reach this "
-                  "port can call /score", highlight=False)
+    if key is None and not no_auth:
+        raise FlowInputError(f"environment variable {api_key_env} is not set: set it to the API key clients must "
+                             "send, or pass --no-auth to serve without one")
+    config = load_serve_config(params_file)
+    runners: list[Any] = []
+    app = None
     try:
+        for v in list(dict.fromkeys(variants)) or [None]:
+            runners.append(_prepare(flow_dir, v, params_file, root, query_backend, query_threads)[1])
+        app = create_app(runners, api_key=key, max_body_bytes=max_body_kb * 1024, config=config, no_auth=no_auth)
+        first = runners[0]
+        idx = ", ".join(f"{i['name']}@{i['version']}" for i in first.indexes) or "none"
+        err.print(f"serving flow {first.flow.name}{' [' + first.flow.variant + ']' if first.flow.variant else ''} "
+                  f"(index {idx}) on http://{host}:{port}; models: {', '.join(model_id(r) for r in runners)}; "
+                  f"API key {'required' if key and not no_auth else 'not required'}", highlight=False, soft_wrap=True)
+        if no_auth:
+            err.print(f"warning: --no-auth: no API key is checked; anyone who can reach {host}:{port} can call "
+                      "every route", highlight=False, soft_wrap=True)
         uvicorn.run(app, host=host, port=port, log_level=log_level)
     finally:
-        runner.close()
+        for r in runners:
+            r.close()
+        if app is not None and app.state.service.log is not None:
+            app.state.service.log.close()

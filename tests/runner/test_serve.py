@@ -66,9 +66,10 @@ def server(sample_runner: FlowRunner) -> Iterator[str]:
         yield url
 
 
-def test_healthz_and_openapi_need_no_key(server: str) -> None:
+def test_healthz_needs_no_key_and_openapi_does(server: str) -> None:
     assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "flow": "qa"}
-    spec = httpx.get(f"{server}/openapi.json").json()
+    assert httpx.get(f"{server}/openapi.json").status_code == 401
+    spec = httpx.get(f"{server}/openapi.json", headers={"X-API-Key": KEY}).json()
     assert {"/score", "/healthz", "/metadata"} <= set(spec["paths"])
     body_ref = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     inputs = spec["components"]["schemas"][body_ref.rsplit("/", 1)[-1]]
@@ -142,7 +143,7 @@ def test_model_endpoint_failure_is_502(qa_flow: Path, sample_registry: Path, mon
         f = qa_flow / "flow.yaml"
         f.write_text(f.read_text().replace("http://127.0.0.1:8000/v1", fake.base_url))
         runner = FlowRunner(load_flow(qa_flow, "openai_local"), sample_registry)
-        with serving(create_app(runner)) as url:
+        with serving(create_app(runner, no_auth=True)) as url:
             r = httpx.post(f"{url}/score", json={"question": QUESTION})
             assert r.status_code == 502 and "HTTP 400" in r.json()["detail"]
             assert httpx.get(f"{url}/healthz").status_code == 200
