@@ -8,49 +8,24 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from ragline.runner.engine import FlowRunner
 from ragline.runner.serve import create_app
 from ragline.runner.spec import load_flow
 from tests.conftest import REPO
 from tests.runner.fake_openai import FakeOpenAI, Reply
+from tests.runner.helpers import serving
 
 pytestmark = pytest.mark.network  # loopback only
 KEY = "s3cret-key"
 QUESTION = "How many days does a worker bee need to develop from the egg to an adult?"
-
-
-@contextmanager
-def serving(app: object) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread on a free loopback port; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
