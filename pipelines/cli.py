@@ -32,7 +32,7 @@ from ragline.indexers.registry import IndexRegistry, LockTimeoutError, RegistryE
 from ragline.core.schemas import SchemaMismatchError  # noqa: E402
 from ragline.pipelines.config import Params, load_params  # noqa: E402
 from ragline.pipelines.errors import PipelineError  # noqa: E402
-from ragline.runner.cli import flow_app  # noqa: E402
+from ragline.runner.cli import feedback_app, flow_app, mcp_app  # noqa: E402
 
 app = typer.Typer(
     name="ragline",
@@ -104,6 +104,8 @@ stage_app = typer.Typer(help="Run one pipeline stage on files (what dvc.yaml cal
 app.add_typer(index_app, name="index")
 app.add_typer(stage_app, name="stage")
 app.add_typer(flow_app, name="flow")
+app.add_typer(mcp_app, name="mcp")
+app.add_typer(feedback_app, name="feedback")
 
 out = Console()
 err = Console(stderr=True)

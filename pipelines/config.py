@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ragline.core.errors import ConfigError
 from ragline.core.hashing import json_sha256
 from ragline.chunkers.registry import STRATEGIES, config_keys
+from ragline.runner.config import ServeConfig
 
 if TYPE_CHECKING:
     from ragline.indexers.bm25 import BM25Spec
@@ -319,6 +320,7 @@ class Params(_Section):
     refresh: RefreshConfig = Field(default_factory=RefreshConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     prefect: PrefectConfig = Field(default_factory=PrefectConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict of every value (round-trips through :meth:`from_dict`)."""

@@ -341,37 +341,148 @@ def serve(
     flow_dir: Path = typer.Argument(..., help="Flow folder (holding flow.yaml)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (127.0.0.1 = this machine only)."),
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="TCP port."),
-    variant: Optional[str] = VariantOpt,
+    variants: list[str] = typer.Option([], "--variant", "-v",
+                                       help="Variant to serve, repeatable: each is an OpenAI model FLOW:VARIANT "
+                                            "(default: the flow as written, model FLOW)."),
     api_key_env: str = typer.Option("RAGLINE_API_KEY", "--api-key-env",
-                                    help="Environment variable holding the API key; when set, requests need it."),
-    require_key: bool = typer.Option(False, "--require-key", help="Refuse to start when the API key variable is unset."),
+                                    help="Environment variable holding the API key every route but /healthz needs."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="Serve without an API key (every route open; warns)."),
     max_body_kb: int = typer.Option(64, "--max-body-kb", min=1, max=65536, help="Largest request body (KiB)."),
     params_file: Path = ParamsOpt,
     root: Optional[Path] = IndexRootOpt,
     query_backend: str = QueryBackendOpt,
     query_threads: Optional[int] = QueryThreadsOpt,
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
 ) -> None:
-    """Serve a flow with FastAPI: POST /score, GET /healthz, GET /metadata, OpenAPI at /openapi.json."""
+    """Serve a flow: POST /score, the OpenAI API (/v1/chat/completions, /v1/models), /feedback, /metrics, /docs.
+
+    Refuses to start without the API key variable unless --no-auth is given. Prices, the
+    request log and metrics come from the params file's serve: section.
+    """
     import os
 
     import uvicorn
 
+    from ragline.runner.config import load_serve_config
     from ragline.runner.errors import FlowInputError
-    from ragline.runner.serve import create_app
+    from ragline.runner.serve import create_app, model_id
 
     key = os.environ.get(api_key_env) or None
-    if require_key and key is None:
-        raise FlowInputError(f"--require-key: environment variable {api_key_env} is not set")
-    flow, runner = _prepare(flow_dir, variant, params_file, root, query_backend, query_threads)
-    app = create_app(runner, api_key=key, max_body_bytes=max_body_kb * 1024)
-    idx = ", ".join(f"{i['name']}@{i['version']}" for i in runner.indexes) or "none"
-    err.print(f"serving flow {flow.name}{' [' + flow.variant + ']' if flow.variant else ''} (index {idx}) on "
-              f"http://{host}:{port}; API key {'required' if key else 'not configured'}", highlight=False)
-    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"warning: no API key ({api_key_env} unset) and bound to {host}: anyone who can reach this "
-                  "port can call /score", highlight=False)
+    if key is None and not no_auth:
+        raise FlowInputError(f"environment variable {api_key_env} is not set: set it to the API key clients must "
+                             "send, or pass --no-auth to serve without one")
+    config = load_serve_config(params_file)
+    runners: list[Any] = []
+    app = None
     try:
+        for v in list(dict.fromkeys(variants)) or [None]:
+            runners.append(_prepare(flow_dir, v, params_file, root, query_backend, query_threads)[1])
+        app = create_app(runners, api_key=key, max_body_bytes=max_body_kb * 1024, config=config, no_auth=no_auth)
+        first = runners[0]
+        idx = ", ".join(f"{i['name']}@{i['version']}" for i in first.indexes) or "none"
+        err.print(f"serving flow {first.flow.name}{' [' + first.flow.variant + ']' if first.flow.variant else ''} "
+                  f"(index {idx}) on http://{host}:{port}; models: {', '.join(model_id(r) for r in runners)}; "
+                  f"API key {'required' if key and not no_auth else 'not required'}", highlight=False, soft_wrap=True)
+        if no_auth:
+            err.print(f"warning: --no-auth: no API key is checked; anyone who can reach {host}:{port} can call "
+                      "every route", highlight=False, soft_wrap=True)
         uvicorn.run(app, host=host, port=port, log_level=log_level)
     finally:
+        for r in runners:
+            r.close()
+        if app is not None and app.state.service.log is not None:
+            app.state.service.log.close()
+
+
+mcp_app = typer.Typer(help="Serve a flow's index to MCP clients (Model Context Protocol).", no_args_is_help=True)
+feedback_app = typer.Typer(help="User feedback captured by `ragline flow serve`.", no_args_is_help=True)
+
+
+@mcp_app.command("serve")
+@clean_errors
+def mcp_serve(
+    flow_dir: Path = typer.Argument(..., help="Flow folder (holding flow.yaml)."),
+    transport: str = typer.Option("stdio", "--transport", "-t", help="stdio (the client starts this process) or "
+                                  "http (streamable HTTP at http://HOST:PORT/mcp)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (http)."),
+    port: int = typer.Option(8090, "--port", min=0, max=65535, help="TCP port (http)."),
+    variant: Optional[str] = VariantOpt,
+    api_key_env: str = typer.Option("RAGLINE_API_KEY", "--api-key-env",
+                                    help="Environment variable holding the API key (http)."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="http: serve without an API key (warns)."),
+    params_file: Path = ParamsOpt,
+    root: Optional[Path] = IndexRootOpt,
+    query_backend: str = QueryBackendOpt,
+    query_threads: Optional[int] = QueryThreadsOpt,
+) -> None:
+    """Expose tools search(query, k, mode, filters) and answer(question) over the flow's published index."""
+    import os
+
+    from ragline.runner.config import load_serve_config
+    from ragline.runner.errors import FlowInputError
+    from ragline.runner.mcp_server import build_mcp_server, http_app
+
+    if transport not in ("stdio", "http"):
+        raise FlowInputError(f"--transport {transport!r}: use stdio or http")
+    key = os.environ.get(api_key_env) or None
+    if transport == "http" and key is None and not no_auth:
+        raise FlowInputError(f"environment variable {api_key_env} is not set: set it to the API key clients must "
+                             "send, or pass --no-auth to serve without one")
+    config = load_serve_config(params_file)
+    flow, runner = _prepare(flow_dir, variant, params_file, root, query_backend, query_threads)
+    server = build_mcp_server(runner, config)
+    try:
+        if transport == "stdio":
+            server.run("stdio")
+            return
+        import uvicorn
+
+        idx = ", ".join(f"{i['name']}@{i['version']}" for i in runner.indexes) or "none"
+        err.print(f"MCP server for flow {flow.name} (index {idx}) on http://{host}:{port}/mcp; API key "
+                  f"{'not required' if no_auth else 'required'}", highlight=False, soft_wrap=True)
+        if no_auth:
+            err.print(f"warning: --no-auth: anyone who can reach {host}:{port} can call the tools", highlight=False)
+        uvicorn.run(http_app(server, None if no_auth else key, host), host=host, port=port, log_level="warning")
+    finally:
         runner.close()
+        if server.ragline_service.log is not None:
+            server.ragline_service.log.close()
+
+
+@feedback_app.command("export")
+@clean_errors
+def feedback_export(
+    since: Optional[str] = typer.Option(None, "--since", help="Only feedback at or after this UTC date/time "
+                                        "(ISO, e.g. 2026-12-01)."),
+    rating: Optional[str] = typer.Option(None, "--rating", help="Only up or only down."),
+    out_file: str = typer.Option("-", "--out", "-o", help="JSONL file to write (- = stdout)."),
+    params_file: Path = ParamsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write feedback as a JSONL question file ({question, doc, ...}) for the promote gate and `flow eval`."""
+    import os
+    import tempfile
+
+    from ragline.runner.config import load_serve_config
+    from ragline.runner.requestlog import export_feedback
+
+    cfg = load_serve_config(params_file)
+    feedback = Path(cfg.request_log.path).with_name("feedback.sqlite")
+    if out_file == "-":
+        fd, tmp = tempfile.mkstemp(suffix=".jsonl")
+        os.close(fd)
+        try:
+            summary = export_feedback(feedback, tmp, since, rating)
+            sys.stdout.write(Path(tmp).read_text(encoding="utf-8"))
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        summary["out"] = "-"
+    else:
+        summary = export_feedback(feedback, out_file, since, rating)
+    skipped = summary["skipped_no_question"] + summary["skipped_no_doc"]
+    if as_json:  # the summary goes to stdout unless the questions do
+        (err.print(json.dumps(summary), highlight=False, soft_wrap=True) if out_file == "-" else _print_json(summary))
+        return
+    note = (f"; skipped {summary['skipped_no_doc']} without a known document (no correct_source) and "
+            f"{summary['skipped_no_question']} without a captured question") if skipped else ""
+    err.print(f"wrote {summary['written']} question(s) to {summary['out']}{note}", highlight=False, soft_wrap=True)

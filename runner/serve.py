@@ -1,17 +1,27 @@
-"""Serve a flow over HTTP with FastAPI.
+"""Serve flows over HTTP with FastAPI.
 
 Endpoints:
 
 - ``POST /score``: the flow's inputs as a JSON object (schema in OpenAPI); returns outputs,
-  citations, latency, tokens and the index versions used (``?trace=true`` adds the per-node
-  trace). 422 for inputs that do not match the flow's declared inputs, 502 when a model
-  endpoint fails, 500 for other node failures.
+  citations, latency, tokens, cost, the index versions used and the ``request_id``
+  (``?trace=true`` adds the per-node trace, ``?variant=NAME`` picks a served variant). 422 for
+  inputs that do not match the flow's declared inputs, 502 when a model endpoint fails, 500
+  for other node failures.
+- ``POST /v1/chat/completions`` and ``GET /v1/models``: the OpenAI-compatible API
+  (:mod:`runner.openai_api`), one model per served flow and variant.
+- ``POST /feedback``: ``{request_id, rating: up|down, comment?, correct_source?}`` about a
+  logged request (404 for an unknown id).
+- ``GET /metrics``: Prometheus metrics (:mod:`runner.metrics`), when ``serve.metrics`` is on.
 - ``GET /healthz``: liveness, never authenticated.
-- ``GET /metadata``: flow name, variant, inputs, outputs, nodes and index versions.
-- ``GET /openapi.json`` and ``/docs``: the OpenAPI schema and its UI.
+- ``GET /metadata``: flow name, variants, inputs, outputs, nodes and index versions.
+- ``GET /openapi.json``, ``/docs`` (Swagger UI) and ``/redoc``: the schema and its UIs, whose
+  JavaScript and CSS are served from the installed ``fastapi-offline`` package under
+  ``/static-offline-docs`` (no CDN: they render offline).
 
-With an API key configured, ``/score`` and ``/metadata`` answer 401 unless the request has
-``X-API-Key: <key>`` or ``Authorization: Bearer <key>`` (compared in constant time). Request
+Every route but ``/healthz`` and the static documentation assets needs the API key:
+``X-API-Key: <key>``, ``Authorization: Bearer <key>``, or HTTP Basic with the key as the
+password (so a browser can open ``/docs``); compared in constant time. An app without a key
+must be asked for explicitly (``no_auth=True``; ``ragline flow serve --no-auth``). Request
 bodies larger than ``max_body_bytes`` are refused with 413 before any parsing.
 """
 
@@ -20,16 +30,29 @@ bodies larger than ``max_body_bytes`` are refused with 413 before any parsing.
 
 import hmac
 import json
-from typing import Any, Optional
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from ragline.runner.engine import FlowRunner
+from ragline.core.errors import ConfigError
+from ragline.runner.accounting import Usage, usage_of
+from ragline.runner.config import ServeConfig
+from ragline.runner.engine import FlowResult, FlowRunner, NodeTrace
 from ragline.runner.errors import FlowInputError, NodeError, ProviderError
+from ragline.runner.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware, ServeMetrics
+from ragline.runner.requestlog import RequestLog, RequestRecord, UnknownRequest
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+#: Where the Swagger UI / ReDoc assets are mounted (files of the fastapi-offline package).
+STATIC_DOCS_URL = "/static-offline-docs"
 
 
 class Citation(BaseModel):
@@ -58,14 +81,191 @@ class IndexVersion(BaseModel):
 class ScoreResponse(BaseModel):
     """Result of one flow run."""
 
+    request_id: str = Field(description="Id of this request in the request log (give it to POST /feedback).")
     outputs: dict[str, Any]
     citations: list[Citation]
     latency_ms: float
     tokens: dict[str, int]
+    cost_usd: float = Field(description="Priced cost of the llm calls (serve.prices; 0 when unpriced).")
     flow: str
     variant: Optional[str] = None
     indexes: list[IndexVersion]
     trace: Optional[list[dict]] = None
+
+
+class FeedbackRequest(BaseModel):
+    """A user's verdict on one served answer."""
+
+    model_config = {"extra": "forbid"}
+
+    request_id: str = Field(min_length=1, max_length=200, description="request_id of /score, or the completion id.")
+    rating: Literal["up", "down"]
+    comment: Optional[str] = Field(default=None, max_length=4000)
+    correct_source: Optional[str] = Field(default=None, max_length=2000,
+                                          description="The document that holds the right answer (file name or URI).")
+
+
+def citation_models(citations: Sequence[dict]) -> list[Citation]:
+    """Citation dicts of a flow result as :class:`Citation` models."""
+    return [Citation(**{k: c.get(k) for k in Citation.model_fields if k in c}) for c in citations]
+
+
+@dataclass
+class ServedFlow:
+    """One served model: a flow (one variant of it) and its prepared runner.
+
+    Attributes:
+        model: the model id, ``flow`` or ``flow:variant``.
+        runner: the prepared runner.
+        indexes: index versions its retrieve nodes search.
+    """
+
+    model: str
+    runner: FlowRunner
+    indexes: list[IndexVersion]
+
+    @property
+    def flow(self) -> str:
+        """Flow name."""
+        return self.runner.flow.name
+
+    @property
+    def variant(self) -> Optional[str]:
+        """Variant name, or ``None``."""
+        return self.runner.flow.variant
+
+
+def model_id(runner: FlowRunner) -> str:
+    """The OpenAI model id of a served flow: ``flow`` or ``flow:variant``."""
+    return runner.flow.name + (f":{runner.flow.variant}" if runner.flow.variant else "")
+
+
+def new_request_id() -> str:
+    """A fresh request id (32 hex digits, random)."""
+    return uuid.uuid4().hex
+
+
+class Service:
+    """What the routes share: served flows, price table, metrics and the request log.
+
+    Args:
+        runners: prepared runners, one per served model (the first is the default).
+        config: ``serve:`` params.
+        metrics: the metric families, or ``None`` when metrics are off.
+        log: the request log, or ``None`` when it is off.
+    """
+
+    def __init__(self, runners: Sequence[FlowRunner], config: ServeConfig, metrics: Optional[ServeMetrics],
+                 log: Optional[RequestLog]) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.log = log
+        self.served: dict[str, ServedFlow] = {}
+        for r in runners:
+            mid = model_id(r)
+            if mid in self.served:
+                raise ConfigError(f"model {mid!r} is served twice (give each --variant once)")
+            versions = [IndexVersion(node=i["node"], ref=i["ref"], name=i["name"], version=i["version"])
+                        for i in r.indexes]
+            self.served[mid] = ServedFlow(mid, r, versions)
+            if metrics is not None:
+                metrics.set_indexes(mid, r.indexes)
+        self.default = next(iter(self.served.values()))
+
+    def by_variant(self, variant: Optional[str]) -> ServedFlow:
+        """The served flow of ``variant`` (``None``: the default).
+
+        Raises:
+            FlowInputError: the variant is not served.
+        """
+        if variant is None:
+            return self.default
+        for s in self.served.values():
+            if s.variant == variant:
+                return s
+        served = ", ".join(str(s.variant) for s in self.served.values())
+        raise FlowInputError(f"variant {variant!r} is not served (served: {served})")
+
+    def run(self, served: ServedFlow, inputs: dict, *, route: str, request_id: str,
+            stream: bool = False) -> tuple[FlowResult, Usage]:
+        """Run one request of ``served``; records metrics and the request log (failures too).
+
+        Raises:
+            FlowInputError, NodeError: as :meth:`FlowRunner.run`.
+        """
+        t0 = time.perf_counter()
+        result: Optional[FlowResult] = None
+        trace: list[NodeTrace] = []
+        error: Optional[BaseException] = None
+        try:
+            result = served.runner.run(inputs)
+            trace = result.trace
+            return result, usage_of(result.trace, self.config)
+        except NodeError as e:
+            error, trace = e, e.trace
+            raise
+        except FlowInputError as e:
+            error = e
+            raise
+        finally:
+            usage = usage_of(trace, self.config)
+            if self.metrics is not None:
+                self.metrics.observe_run(served.model, trace, self.config)
+                if error is not None:
+                    kind = type(error.__cause__).__name__ if isinstance(error, NodeError) and error.__cause__ else type(error).__name__
+                    self.metrics.error(route, served.model, kind)
+            if self.log is not None:
+                self.log.append(self.record(served, inputs, route, request_id, result, trace, usage, error,
+                                            (time.perf_counter() - t0) * 1000, stream))
+
+    @staticmethod
+    def record(served: ServedFlow, inputs: dict, route: str, request_id: str, result: Optional[FlowResult],
+               trace: list[NodeTrace], usage: Usage, error: Optional[BaseException], latency_ms: float,
+               stream: bool) -> RequestRecord:
+        """The request-log record of one run."""
+        question = inputs.get("question") if isinstance(inputs.get("question"), str) else json.dumps(inputs, default=str)
+        answer = None
+        if result is not None:
+            a = result.outputs.get("answer")
+            answer = a if isinstance(a, str) else json.dumps(result.outputs, default=str, ensure_ascii=False)
+        status = 200 if error is None else (422 if isinstance(error, FlowInputError) else
+                                            502 if isinstance(error.__cause__, ProviderError) else 500)
+        return RequestRecord(
+            request_id=request_id, route=route, flow=served.flow, variant=served.variant, model=served.model,
+            indexes=[i.model_dump() for i in served.indexes], question=question, answer=answer,
+            citations=list(result.citations) if result is not None else [], status=status,
+            error=None if error is None else f"{type(error).__name__}: {error}", latency_ms=latency_ms,
+            retrieval_ms=sum(t.latency_ms for t in trace if t.type == "retrieve"),
+            llm_ms=sum(t.latency_ms for t in trace if t.type == "llm"), prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd, stream=stream)
+
+
+def make_authorize(api_key: Optional[str]) -> Callable[..., None]:
+    """A FastAPI dependency enforcing ``api_key`` (``None``: open)."""
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
+    bearer = HTTPBearer(auto_error=False, description="Alternatively: Authorization: Bearer <key>.")
+
+    def authorize(request: Request, key: Optional[str] = Depends(key_header),
+                  creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
+        if api_key is None:
+            return
+        given = key or (creds.credentials if creds and creds.scheme.lower() == "bearer" else None)
+        if not given:
+            auth = request.headers.get("authorization", "")
+            if auth.lower().startswith("basic "):
+                import base64
+                import binascii
+
+                try:
+                    given = base64.b64decode(auth[6:].strip()).decode().partition(":")[2]
+                except (binascii.Error, UnicodeDecodeError):
+                    given = None
+        if not given or not hmac.compare_digest(given.encode(), api_key.encode()):
+            docs = request.url.path in ("/docs", "/redoc", "/openapi.json")
+            raise HTTPException(status_code=401, detail="missing or wrong API key",
+                                headers={"WWW-Authenticate": 'Basic realm="ragline"' if docs else "Bearer"})
+
+    return authorize
 
 
 class BodySizeLimit:
@@ -122,72 +322,151 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
-def create_app(runner: FlowRunner, api_key: Optional[str] = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
-    """The FastAPI app serving ``runner``'s flow.
+def _docs_static_dir() -> Path:
+    import fastapi_offline
+
+    return Path(fastapi_offline.__file__).parent / "static"
+
+
+def create_app(runner: Union[FlowRunner, Sequence[FlowRunner]], api_key: Optional[str] = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, config: Optional[ServeConfig] = None,
+               no_auth: bool = False) -> FastAPI:
+    """The FastAPI app serving one or more prepared flow runners.
 
     Args:
-        runner: a prepared flow runner (indexes opened, models warm).
-        api_key: required key, or ``None`` for an open endpoint.
+        runner: a prepared runner (indexes opened, models warm), or several (one per variant;
+            the first answers ``/score`` without ``?variant=``).
+        api_key: the required key.
         max_body_bytes: largest accepted request body.
-    """
-    flow = runner.flow
-    Inputs = runner.inputs_model
-    indexes = runner.indexes
-    index_versions = [IndexVersion(node=i["node"], ref=i["ref"], name=i["name"], version=i["version"]) for i in indexes]
-    app = FastAPI(
-        title=f"ragline flow: {flow.name}",
-        description=(flow.spec.description or f"The {flow.name} flow") + " — served by ragline.",
-        version="1",
-    )
-    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key, when one is configured.")
-    bearer = HTTPBearer(auto_error=False, description="Alternatively: Authorization: Bearer <key>.")
+        config: ``serve:`` params (prices, request log, metrics); default: metrics on, request
+            log off (the CLI turns it on from params).
+        no_auth: serve without a key (every route open). Required when ``api_key`` is ``None``.
 
-    def authorize(key: Optional[str] = Depends(key_header),
-                  creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
-        if api_key is None:
-            return
-        given = key or (creds.credentials if creds else None)
-        if not given or not hmac.compare_digest(given.encode(), api_key.encode()):
-            raise HTTPException(status_code=401, detail="missing or wrong API key",
-                                headers={"WWW-Authenticate": "Bearer"})
+    Raises:
+        ConfigError: no ``api_key`` and ``no_auth`` not set; a model served twice.
+    """
+    from ragline.runner.openai_api import openai_router
+
+    runners = [runner] if isinstance(runner, FlowRunner) else list(runner)
+    if not runners:
+        raise ConfigError("create_app: no flow runner to serve")
+    if api_key is None and not no_auth:
+        raise ConfigError("no API key: set RAGLINE_API_KEY (or pass no_auth=True / --no-auth to serve without one)")
+    if config is None:
+        config = ServeConfig.model_validate({"request_log": {"enabled": False}})
+    metrics = ServeMetrics() if config.metrics else None
+    log = RequestLog(config.request_log) if config.request_log.enabled else None
+    service = Service(runners, config, metrics, log)
+    first = service.default.runner.flow
+    app = FastAPI(
+        title=f"ragline flow: {first.name}",
+        description=(first.spec.description or f"The {first.name} flow") + " — served by ragline.",
+        version="1", openapi_url=None, docs_url=None, redoc_url=None,
+    )
+    app.state.service = service
+    authorize = make_authorize(None if no_auth else api_key)
+    auth = [Depends(authorize)]
 
     @app.get("/healthz", summary="Liveness probe")
     def healthz() -> dict:
-        return {"status": "ok", "flow": flow.name}
+        return {"status": "ok", "flow": first.name}
 
-    @app.get("/metadata", summary="Flow and index versions", dependencies=[Depends(authorize)])
-    def metadata() -> dict:
+    @app.get("/metadata", summary="Flow and index versions", dependencies=auth)
+    def metadata(variant: Optional[str] = None) -> dict:
+        try:
+            served = service.by_variant(variant)
+        except FlowInputError as e:
+            raise HTTPException(status_code=404, detail=str(e)) from e
+        flow, runner_ = served.runner.flow, served.runner
         return {
             "flow": flow.name, "description": flow.spec.description, "variant": flow.variant,
-            "variants": list(flow.spec.variants),
+            "variants": list(flow.spec.variants), "models": list(service.served),
             "inputs": {k: v.model_dump() for k, v in flow.spec.inputs.items()},
             "outputs": list(flow.spec.outputs), "nodes": [{"name": n.name, "type": n.type} for n in flow.spec.nodes],
             "order": list(flow.order),
             "indexes": [{k: i[k] for k in ("node", "ref", "name", "version", "created_at", "params_hash", "counts",
-                                           "embedding", "chunker", "query_embedding")} for i in indexes],
+                                           "embedding", "chunker", "query_embedding")} for i in runner_.indexes],
         }
 
-    def score(body: Inputs, request: Request, trace: bool = False) -> ScoreResponse:  # type: ignore[valid-type]
+    Inputs = service.default.runner.inputs_model
+
+    def score(body: Inputs, request: Request, response: Response, trace: bool = False,  # type: ignore[valid-type]
+              variant: Optional[str] = None) -> ScoreResponse:
         try:
-            result = runner.run(body.model_dump(exclude_unset=True))
+            served = service.by_variant(variant)
         except FlowInputError as e:
-            raise HTTPException(status_code=422, detail=str(e)) from e
+            raise HTTPException(status_code=404, detail=str(e)) from e
+        request.state.model = served.model
+        request_id = new_request_id()
+        response.headers["X-Request-ID"] = request_id
+        try:
+            result, usage = service.run(served, body.model_dump(exclude_unset=True), route="/score",
+                                        request_id=request_id)
+        except FlowInputError as e:
+            raise HTTPException(status_code=422, detail=str(e), headers={"X-Request-ID": request_id}) from e
         except NodeError as e:
-            cause = e.__cause__
-            status = 502 if isinstance(cause, ProviderError) else 500
-            raise HTTPException(status_code=status, detail=str(e)) from e
+            status = 502 if isinstance(e.__cause__, ProviderError) else 500
+            raise HTTPException(status_code=status, detail=str(e), headers={"X-Request-ID": request_id}) from e
         return ScoreResponse(
-            outputs=result.outputs, citations=[Citation(**{k: c.get(k) for k in Citation.model_fields if k in c})
-                                               for c in result.citations],
-            latency_ms=round(result.latency_ms, 3), tokens=result.tokens, flow=flow.name, variant=flow.variant,
-            indexes=index_versions, trace=[t.to_dict() for t in result.trace] if trace else None,
+            request_id=request_id, outputs=result.outputs, citations=citation_models(result.citations),
+            latency_ms=round(result.latency_ms, 3), tokens=result.tokens, cost_usd=round(usage.cost_usd, 8),
+            flow=served.flow, variant=served.variant, indexes=served.indexes,
+            trace=[t.to_dict() for t in result.trace] if trace else None,
         )
 
     app.post("/score", response_model=ScoreResponse, summary="Run the flow on one set of inputs",
-             dependencies=[Depends(authorize)],
+             dependencies=auth,
              responses={401: {"description": "Missing or wrong API key"}, 413: {"description": "Body too large"},
                         422: {"description": "Inputs do not match the flow"},
                         502: {"description": "The model endpoint failed"}})(score)
+
+    @app.post("/feedback", summary="Thumbs up or down on a served answer", dependencies=auth, status_code=201,
+              responses={404: {"description": "Unknown request_id"},
+                         503: {"description": "The request log is turned off"}})
+    def feedback(body: FeedbackRequest) -> dict:
+        if service.log is None:
+            raise HTTPException(status_code=503, detail="the request log is off (serve.request_log.enabled: false)")
+        rid = body.request_id.removeprefix("chatcmpl-")
+        try:
+            row = service.log.add_feedback(rid, body.rating, body.comment, body.correct_source)
+        except UnknownRequest as e:
+            raise HTTPException(status_code=404, detail=str(e)) from e
+        return {"request_id": row["request_id"], "rating": row["rating"], "time": row["time"]}
+
+    if metrics is not None:
+        @app.get("/metrics", summary="Prometheus metrics", dependencies=auth, response_class=Response)
+        def prometheus() -> Response:
+            return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(openai_router(service), dependencies=auth)
+
+    # The schema and its UIs, behind the same key; the JS/CSS come from fastapi-offline's files.
+    @app.get("/openapi.json", include_in_schema=False, dependencies=auth)
+    def openapi_json() -> dict:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=auth)
+    def swagger() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title + " - Swagger UI",
+                                   swagger_js_url=f"{STATIC_DOCS_URL}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{STATIC_DOCS_URL}/swagger-ui.css",
+                                   swagger_favicon_url=f"{STATIC_DOCS_URL}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=auth)
+    def redoc() -> Response:
+        return get_redoc_html(openapi_url="/openapi.json", title=app.title + " - ReDoc",
+                              redoc_js_url=f"{STATIC_DOCS_URL}/redoc.standalone.js", with_google_fonts=False,
+                              redoc_favicon_url=f"{STATIC_DOCS_URL}/favicon.png")
+
+    app.mount(STATIC_DOCS_URL, StaticFiles(directory=str(_docs_static_dir())), name="static-offline-docs")
+
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    if metrics is not None:
+        app.add_middleware(MetricsMiddleware, metrics=metrics,
+                           routes=["/score", "/v1/chat/completions", "/v1/models", "/feedback", "/metadata",
+                                   "/metrics", "/healthz", "/openapi.json", "/docs", "/redoc"])
     return app
+
+
+__all__ = ["Citation", "FeedbackRequest", "IndexVersion", "ScoreResponse", "ServedFlow", "Service", "create_app",
+           "model_id", "new_request_id"]

@@ -43,6 +43,9 @@ class FakeOpenAI:
                     time.sleep(reply.delay_s)
                 if self.path != "/v1/chat/completions":
                     reply = Reply(status=404, raw='{"error": "not found"}')
+                if reply.status == 200 and reply.raw is None and fake.requests[-1]["json"].get("stream"):
+                    self._stream(reply)
+                    return
                 if reply.raw is not None:
                     payload = reply.raw.encode()
                 else:
@@ -62,6 +65,26 @@ class FakeOpenAI:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
                     pass
+
+            def _stream(self, reply: Reply) -> None:
+                """SSE chunks of ``reply.content`` split after each space, then usage (if any) and [DONE]."""
+                words = reply.content.split(" ")
+                pieces = [w + " " for w in words[:-1]] + [words[-1]]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for piece in pieces:
+                    event = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "fake-model",
+                             "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                    self.wfile.flush()
+                if reply.usage is not None:
+                    event = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "fake-model",
+                             "choices": [], "usage": reply.usage}
+                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -8,49 +8,24 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from ragline.runner.engine import FlowRunner
 from ragline.runner.serve import create_app
 from ragline.runner.spec import load_flow
 from tests.conftest import REPO
 from tests.runner.fake_openai import FakeOpenAI, Reply
+from tests.runner.helpers import serving
 
 pytestmark = pytest.mark.network  # loopback only
 KEY = "s3cret-key"
 QUESTION = "How many days does a worker bee need to develop from the egg to an adult?"
-
-
-@contextmanager
-def serving(app: object) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread on a free loopback port; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +41,10 @@ def server(sample_runner: FlowRunner) -> Iterator[str]:
         yield url
 
 
-def test_healthz_and_openapi_need_no_key(server: str) -> None:
+def test_healthz_needs_no_key_and_openapi_does(server: str) -> None:
     assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "flow": "qa"}
-    spec = httpx.get(f"{server}/openapi.json").json()
+    assert httpx.get(f"{server}/openapi.json").status_code == 401
+    spec = httpx.get(f"{server}/openapi.json", headers={"X-API-Key": KEY}).json()
     assert {"/score", "/healthz", "/metadata"} <= set(spec["paths"])
     body_ref = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     inputs = spec["components"]["schemas"][body_ref.rsplit("/", 1)[-1]]
@@ -142,7 +118,7 @@ def test_model_endpoint_failure_is_502(qa_flow: Path, sample_registry: Path, mon
         f = qa_flow / "flow.yaml"
         f.write_text(f.read_text().replace("http://127.0.0.1:8000/v1", fake.base_url))
         runner = FlowRunner(load_flow(qa_flow, "openai_local"), sample_registry)
-        with serving(create_app(runner)) as url:
+        with serving(create_app(runner, no_auth=True)) as url:
             r = httpx.post(f"{url}/score", json={"question": QUESTION})
             assert r.status_code == 502 and "HTTP 400" in r.json()["detail"]
             assert httpx.get(f"{url}/healthz").status_code == 200

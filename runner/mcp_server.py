@@ -1,0 +1,158 @@
+"""A flow's published index as Model Context Protocol tools (the official ``mcp`` SDK).
+
+``ragline mcp serve flows/qa`` exposes two tools to MCP clients (Claude Desktop, IDEs,
+agents), over stdio (default) or streamable HTTP (``--transport http``, path ``/mcp``):
+
+- ``search(query, k=5, mode=None, filters=None)``: the ranked chunks of the flow's (last)
+  retrieve node: ``rank``, ``score``, ``chunk_id``, ``doc_id``, ``source``, ``page``,
+  ``char_start``, ``char_end``, ``section_path``, ``text``. ``mode`` is ``dense``, ``bm25`` or
+  ``hybrid`` (default: the node's); ``filters`` as in a flow's retrieve node (``source`` glob,
+  ``doc_id``, ``page`` or ``{min, max}``, ``section``).
+- ``answer(question)``: the whole flow; returns ``answer``, ``citations``, ``request_id``,
+  ``flow``, ``variant``, ``indexes``, ``tokens``, ``cost_usd`` (the request is logged like
+  ``/score``, so ``POST /feedback`` of ``flow serve`` on the same log accepts its id).
+
+Over HTTP the same API key rule as ``flow serve`` applies (``Authorization: Bearer <key>`` or
+``X-API-Key``; ``--no-auth`` to open it); stdio needs none (the client starts the process).
+A bad argument is returned as a tool error (``isError``) with a one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+from typing import Any, Literal, Optional
+
+from ragline.runner.config import ServeConfig
+from ragline.runner.engine import FlowRunner
+from ragline.runner.errors import FlowInputError, NodeError
+from ragline.runner.nodes import RetrieveNode
+
+
+def _retrieve_node(runner: FlowRunner) -> RetrieveNode:
+    nodes = [n for n in runner.nodes.values() if isinstance(n, RetrieveNode)]
+    if not nodes:
+        raise FlowInputError(f"flow {runner.flow.name!r} has no retrieve node to search")
+    return nodes[-1]
+
+
+def search_index(runner: FlowRunner, query: str, k: int = 5, mode: Optional[str] = None,
+                 filters: Optional[dict] = None) -> list[dict]:
+    """Search the flow's last retrieve node's index.
+
+    Args:
+        runner: a prepared runner.
+        query: the query text (non-empty).
+        k: chunks returned, 1..100.
+        mode: ``dense`` | ``bm25`` | ``hybrid``, or ``None`` for the node's own.
+        filters: retrieve-node filters (``source``, ``doc_id``, ``page``, ``section``).
+
+    Returns:
+        Ranked chunk dicts (see the module docstring).
+
+    Raises:
+        FlowInputError: an empty query, ``k`` out of range, an unknown mode or filter.
+    """
+    if not isinstance(query, str) or not query.strip():
+        raise FlowInputError("search: query must be a non-empty string")
+    if not 1 <= int(k) <= 100:
+        raise FlowInputError(f"search: k={k}: use 1..100")
+    node = _retrieve_node(runner)
+    try:
+        spec = dataclasses.replace(node.retrieval, k=int(k), mode=mode or node.retrieval.mode)
+    except ValueError as e:
+        raise FlowInputError(f"search: {e}") from e
+    filters = filters or {}
+    unknown = sorted(set(filters) - {"source", "doc_id", "page", "section"})
+    if unknown:
+        raise FlowInputError(f"search: unknown filter(s) {', '.join(unknown)} (use source, doc_id, page, section)")
+    try:
+        chunk_filter = node._filter(filters)
+    except (TypeError, ValueError) as e:
+        raise FlowInputError(f"search: filters: {e}") from e
+    return [h.to_dict() for h in node.retriever.search(query, spec, chunk_filter)]
+
+
+def build_mcp_server(runner: FlowRunner, config: Optional[ServeConfig] = None) -> Any:
+    """An :class:`mcp.server.mcpserver.MCPServer` with the ``search`` and ``answer`` tools.
+
+    Args:
+        runner: a prepared runner (indexes open, models warm).
+        config: ``serve:`` params (request log, prices); default: request log off.
+    """
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from ragline.runner.requestlog import RequestLog
+    from ragline.runner.serve import Service, new_request_id
+
+    if config is None:
+        config = ServeConfig.model_validate({"request_log": {"enabled": False}})
+    log = RequestLog(config.request_log) if config.request_log.enabled else None
+    service = Service([runner], config, None, log)
+    served = service.default
+    idx = ", ".join(f"{i.name}@{i.version}" for i in served.indexes) or "no index"
+    server = MCPServer(name=f"ragline-{runner.flow.name}", version="1", log_level="WARNING",
+                       instructions=f"Search and answer from the ragline index {idx} (flow {served.model}).")
+
+    @server.tool(description=f"Search the index {idx}: the k best chunks for a query, with their source, page "
+                             "and character offsets. mode: dense | bm25 | hybrid (default: the flow's). filters: "
+                             "{source: glob, doc_id, page: n or {min, max}, section}.")
+    def search(query: str, k: int = 5, mode: Optional[Literal["dense", "bm25", "hybrid"]] = None,
+               filters: Optional[dict[str, Any]] = None) -> list[dict]:
+        try:
+            return search_index(runner, query, k, mode, filters)
+        except FlowInputError as e:
+            raise ToolError(str(e)) from e
+
+    @server.tool(description=f"Answer a question from the index {idx} with the {served.model} flow; the answer "
+                             "cites its chunks as [n], listed in citations.")
+    def answer(question: str) -> dict:
+        request_id = new_request_id()
+        try:
+            result, usage = service.run(served, {"question": question}, route="mcp:answer", request_id=request_id)
+        except (FlowInputError, NodeError) as e:
+            raise ToolError(str(e)) from e
+        a = result.outputs.get("answer")
+        return {"answer": a if isinstance(a, str) else json.dumps(result.outputs, default=str),
+                "citations": result.citations, "request_id": request_id, "flow": served.flow,
+                "variant": served.variant, "indexes": [i.model_dump() for i in served.indexes],
+                "tokens": usage.to_dict(), "cost_usd": round(usage.cost_usd, 8)}
+
+    server.ragline_service = service  # type: ignore[attr-defined]  (closed by the CLI)
+    return server
+
+
+class ApiKeyMiddleware:
+    """ASGI middleware: 401 unless ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (constant time)."""
+
+    def __init__(self, app: Any, api_key: str) -> None:
+        self.app = app
+        self.key = api_key.encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers", []))
+            given = headers.get(b"x-api-key")
+            auth = headers.get(b"authorization", b"")
+            if given is None and auth[:7].lower() == b"bearer ":
+                given = auth[7:].strip()
+            if not given or not hmac.compare_digest(given, self.key):
+                body = b'{"detail": "missing or wrong API key"}'
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"www-authenticate", b"Bearer"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def http_app(server: Any, api_key: Optional[str], host: str = "127.0.0.1") -> Any:
+    """The streamable-HTTP ASGI app of ``server`` (``/mcp``), behind the API key when one is given."""
+    app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    return app if api_key is None else ApiKeyMiddleware(app, api_key)
+
+
+__all__ = ["ApiKeyMiddleware", "build_mcp_server", "http_app", "search_index"]
