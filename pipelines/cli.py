@@ -27,9 +27,7 @@ quiet_libraries()
 
 from ragline.chunkers.base import ConfigError  # noqa: E402
 from ragline.core.errors import CLI_ERRORS, error_line  # noqa: E402
-from ragline.indexers.manifest import CorruptRegistryError, IndexCompatibilityError  # noqa: E402
-from ragline.indexers.registry import IndexRegistry, LockTimeoutError, RegistryError  # noqa: E402
-from ragline.core.schemas import SchemaMismatchError  # noqa: E402
+from ragline.indexers.registry import IndexRegistry, RegistryError  # noqa: E402
 from ragline.pipelines.config import Params, load_params  # noqa: E402
 from ragline.pipelines.errors import PipelineError  # noqa: E402
 from ragline.runner.cli import feedback_app, flow_app, mcp_app  # noqa: E402

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Iterator, Literal, Optional
 
 from ragline.runner.config import RequestLogConfig
 from ragline.runner.errors import DataError
