@@ -174,7 +174,7 @@ class IndexRef:
             InvalidReference: a malformed name or selector (names the value).
         """
         if not isinstance(ref, str) or not ref:
-            raise InvalidReference(f"bad index reference {_shown(ref)}; use NAME, NAME@ALIAS or NAME@VERSION")
+            raise InvalidReference(f"index reference {_shown(ref)} is empty; use NAME, NAME@ALIAS or NAME@VERSION")
         name, at, sel = ref.partition("@")
         if not name:
             raise InvalidReference(f"bad index reference {_shown(ref)}; use NAME, NAME@ALIAS or NAME@VERSION")
@@ -716,14 +716,18 @@ class IndexRegistry:
         """
         bad = self.damaged_files(name, version, mode)
         if bad:
-            fname, why = next(iter(sorted(bad.items())))
-            more = f" (and {len(bad) - 1} more file(s))" if len(bad) > 1 else ""
-            raise CorruptRegistryError(
-                f"{self.version_dir(name, version) / fname}: {why}{more}; {name}@{version} is damaged and is not "
-                f"served: promote another version (`ragline index promote VERSION --index {name} --alias ALIAS`) "
-                f"or rebuild it (`ragline index restore {version} --index {name}`)"
-            )
+            raise self.damage_error(name, version, bad)
         return self.manifest(name, version)
+
+    def damage_error(self, name: str, version: str, bad: dict[str, str]) -> CorruptRegistryError:
+        """The one-line error for the damaged files ``bad`` (from :meth:`damaged_files`) of a version."""
+        fname, why = sorted(bad.items())[0]
+        more = f" (and {len(bad) - 1} more file(s))" if len(bad) > 1 else ""
+        return CorruptRegistryError(
+            f"{self.version_dir(name, version) / fname}: {why}{more}; {name}@{version} is damaged and is not "
+            f"served: promote another version (`ragline index promote VERSION --index {name} --alias ALIAS`) "
+            f"or rebuild it (`ragline index restore {version} --index {name}`)"
+        )
 
     # ---------- maintenance ----------
     def leftovers(self, name: str) -> list[Path]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ragline.indexers.registry import VERSION_RE, IndexRegistry, RegistryError, check_alias, check_name
@@ -176,7 +177,10 @@ def index_show(
     params_file: Path = ParamsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Show a version's manifest summary, the aliases pointing at it and whether its files are intact."""
+    """Show a version's manifest summary, the aliases pointing at it and whether its files are intact.
+
+    Exits 1 (after printing) when a file differs from the manifest (size and sha256 checked).
+    """
     params = load_params(params_file)
     reg = _registry(params)
     name_part, _, index_sel = (index or "").partition("@")
@@ -184,7 +188,8 @@ def index_show(
     name, version = reg.resolve(what if "@" in what else f"{name_part or params.index.name}@{what}")
     m = reg.manifest(name, version)
     aliases = sorted(a for a, v in reg.aliases(name).items() if v == version)
-    damaged = reg.verify(name, version)
+    problems = reg.damaged_files(name, version, "sha256")
+    damaged = sorted(problems)
     info = {
         "index": name, "version": version, "created_at": m.created_at, "aliases": aliases,
         "parent_version": m.parent_version, "sources": m.sources, "counts": m.counts, "params_hash": m.params_hash,
@@ -197,8 +202,12 @@ def index_show(
         info["alias_history"] = reg.alias_history(name, sel)
     if as_json:
         _print_json(info)
-        return
-    out.print(_show_table(info, m, sel), soft_wrap=False)
+    else:
+        out.print(_show_table(info, m, sel), soft_wrap=False)
+    if problems:
+        err.print(f"[bold red]error:[/] {escape(str(reg.damage_error(name, version, problems)))}", highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _show_table(info: dict[str, Any], m: Any, sel: str) -> Table:
@@ -332,13 +341,19 @@ def index_gc(
     params_file: Path = ParamsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Delete old versions no alias points at (or could roll back to), and leftovers of crashed runs."""
+    """Delete old versions no alias points at (or could roll back to), and leftovers of crashed runs.
+
+    A version folder without a valid manifest is never deleted: it is reported as damaged (with
+    the repair) and the command exits 1.
+    """
     params = load_params(params_file)
     reg = _registry(params)
     name = _name(params, index)
     report = reg.gc(name, keep, dry_run=dry_run)
     if as_json:
         _print_json({"index": name, **report.to_dict()})
+        if report.damaged:
+            raise typer.Exit(1)
         return
     verb = "would delete" if dry_run else "deleted"
     out.print(f"{name}: {verb} {len(report.deleted)} version(s): {', '.join(report.deleted) or '-'}", highlight=False)
@@ -347,6 +362,10 @@ def index_gc(
     if report.leftovers:
         out.print(f"  {'would remove' if dry_run else 'removed'} leftovers of dead processes: {', '.join(report.leftovers)}",
                   highlight=False)
+    for v, why in report.damaged.items():
+        err.print(f"[bold red]damaged:[/] {name}@{v}: {escape(why)}", highlight=False, soft_wrap=True)
+    if report.damaged:
+        raise typer.Exit(1)
 
 
 @index_app.command("restore")

@@ -300,12 +300,13 @@ class PrefectConfig(_Section):
             ``PREFECT_API_URL`` is set (Prefect's ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``,
             whose default of 20 s is too short on a loaded machine). An environment variable
             of that name, when set, wins.
-        api_timeout_s: seconds a flow waits after losing the API (a server that died mid-run)
-            before it fails with one line instead of hanging.
+        api_retries: times one API request is retried (exponential back-off: 2, 4, 8 ... s)
+            before the run gives up on a lost API; Prefect's own default (5) means minutes of
+            waiting per request once a temporary server has died.
     """
 
     startup_timeout_s: float = Field(default=120.0, gt=0, le=3600)
-    api_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    api_retries: int = Field(default=2, ge=0, le=10)
 
 
 class Params(_Section):

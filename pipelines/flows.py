@@ -7,17 +7,26 @@ chunking and embedding are deterministic: a retry would fail the same way, and a
 document is quarantined instead. Tasks use ``NO_CACHE``: inputs are large Arrow tables that
 ragline caches itself, by content (the embedding cache).
 
-Flows run without a Prefect server: Prefect starts a temporary local API on loopback.
+Flows run without a Prefect server: Prefect starts a temporary local API on loopback. The
+orchestrator is not a single point of failure: :class:`GuardedFlow` (what ``ingest_flow`` and
+``refresh_flow`` are) waits ``prefect.startup_timeout_s`` for that API to start, retries a lost
+API only briefly, and when the API dies mid-run either returns the finished work (publishing
+happened; the run just could not be recorded) or fails with one line
+(:class:`OrchestratorError`); it never hangs.
 """
 
 from __future__ import annotations
 
 import contextvars
+import errno
+import functools
+import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from ragline.pipelines.offline import set_offline_env
 from ragline.pipelines.verbosity import quiet_libraries
@@ -41,11 +50,144 @@ from ragline.pipelines.load import (  # noqa: E402
     load_documents,
     quarantine_to_table,
 )
+from ragline.pipelines.errors import PipelineError  # noqa: E402
 from ragline.pipelines.progress import Reporter  # noqa: E402
 from ragline.pipelines.publish import publish_index  # noqa: E402
 
 #: Progress reporter for the current run (set by the CLI; tasks run in the caller's context).
 REPORTER: contextvars.ContextVar[Reporter] = contextvars.ContextVar("ragline_reporter", default=Reporter())
+
+#: Where a guarded flow leaves its result the moment its work is done (before Prefect records
+#: the final state), so a run whose API died after publishing still reports what it did.
+_OUTCOME: contextvars.ContextVar[dict | None] = contextvars.ContextVar("ragline_flow_outcome", default=None)
+
+log = logging.getLogger("ragline.flows")
+
+#: Prefect's own setting for the temporary server's start-up wait; set in the environment it
+#: wins over ``prefect.startup_timeout_s``.
+STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
+#: Loggers whose records only say that Prefect could not deliver events to a lost API.
+_EVENT_LOGGERS = ("prefect.events.utilities", "prefect._internal.concurrency")
+
+
+class OrchestratorError(PipelineError):
+    """The Prefect API did not start in time, or stopped answering before the work was done."""
+
+
+def _record(result: Any) -> Any:
+    """Leave ``result`` where :class:`GuardedFlow` finds it if Prefect cannot record the run."""
+    box = _OUTCOME.get()
+    if box is not None:
+        box["result"] = result
+    return result
+
+
+class _DropOrchestratorNoise(logging.Filter):
+    """Drop Prefect's tracebacks of errors the command reports itself in one line: a lost API,
+    ragline errors and OS errors (the CLI names the file and what to do)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import httpx
+
+        from ragline.core.errors import CLI_ERRORS
+
+        if record.name in _EVENT_LOGGERS:
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (httpx.HTTPError, *CLI_ERRORS))
+
+
+def _is_api_failure(e: BaseException) -> bool:
+    import httpx
+
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    if isinstance(e, (httpx.HTTPError, PrefectHTTPStatusError)):
+        return True
+    return isinstance(e, RuntimeError) and ("ephemeral Prefect API server" in str(e) or "Failed to reach API" in str(e))
+
+
+def _api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or "a temporary local API"
+
+
+class GuardedFlow:
+    """A Prefect flow that fails with one line, or returns its finished work, when the API fails.
+
+    Calling it runs the flow with Prefect's temporary-server start-up wait set from
+    ``prefect.startup_timeout_s`` (unless ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``
+    is set), API requests retried at most ``prefect.api_retries`` times (Prefect's default of
+    5 with exponential back-off is minutes of waiting per request once the API is gone), and
+    logging to a *temporary* API switched off (no one can read it afterwards). Attributes of
+    the flow (``fn``, ``name``, ``serve``) are reached through it.
+
+    Raises:
+        OrchestratorError: the API did not start within the timeout, or was lost before the
+            flow's work was done (nothing was published then).
+    """
+
+    def __init__(self, flow_obj: Any, params_of: Callable[[tuple, dict], dict | None]) -> None:
+        self._flow = flow_obj
+        self._params_of = params_of
+        functools.update_wrapper(self, flow_obj.fn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._flow, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from prefect.settings import (
+            PREFECT_API_URL,
+            PREFECT_CLIENT_MAX_RETRIES,
+            PREFECT_LOGGING_TO_API_ENABLED,
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+            temporary_settings,
+        )
+
+        from ragline.pipelines.config import PrefectConfig
+
+        raw = self._params_of(args, kwargs)
+        cfg = PrefectConfig.model_validate((raw or {}).get("prefect") or {})
+        updates: dict[Any, Any] = {}
+        if not os.environ.get(STARTUP_TIMEOUT_ENV):
+            updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = max(1, round(cfg.startup_timeout_s))
+        if not os.environ.get("PREFECT_CLIENT_MAX_RETRIES"):
+            updates[PREFECT_CLIENT_MAX_RETRIES] = cfg.api_retries
+        if not PREFECT_API_URL.value() and not os.environ.get("PREFECT_LOGGING_TO_API_ENABLED"):
+            updates[PREFECT_LOGGING_TO_API_ENABLED] = False
+        box: dict[str, Any] = {}
+        token = _OUTCOME.set(box)
+        noise = _DropOrchestratorNoise()
+        loggers = [logging.getLogger(n) for n in (*_EVENT_LOGGERS, "prefect.flow_runs", "prefect.task_runs")]
+        for lg in loggers:
+            lg.addFilter(noise)
+        try:
+            with temporary_settings(updates=updates) if updates else nullcontext():
+                return self._flow(*args, **kwargs)
+        except Exception as e:
+            if not _is_api_failure(e):
+                raise
+            if "result" in box:
+                log.warning("the Prefect API (%s) was lost after the work was done (%s); the run finished but "
+                            "Prefect could not record its final state", _api_url(), type(e).__name__)
+                return box["result"]
+            if isinstance(e, RuntimeError) and "ephemeral" in str(e):
+                raise OrchestratorError(
+                    f"the temporary Prefect API did not start within {cfg.startup_timeout_s:g} s "
+                    f"(prefect.startup_timeout_s in params, or {STARTUP_TIMEOUT_ENV}); raise it on a loaded machine, "
+                    "or start a server (`prefect server start`) and set PREFECT_API_URL"
+                ) from None
+            raise OrchestratorError(
+                f"lost the Prefect API ({_api_url()}) in the middle of flow {self._flow.name!r} "
+                f"({type(e).__name__}: {e}); nothing was published and the index lock is released: run the command "
+                "again (a new temporary API is started), or point PREFECT_API_URL at a running server"
+            ) from None
+        finally:
+            _OUTCOME.reset(token)
+            for lg in loggers:
+                lg.removeFilter(noise)
 
 
 @dataclass
@@ -77,6 +219,18 @@ def _timed(times: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         times[name] = round(times.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+
+#: OS errors a retry cannot fix (a full disk, a denied permission, a too-long name, a missing file).
+_PERMANENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
+                               errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EISDIR})
+
+
+def _retry_on_io(task, task_run, state) -> bool:
+    """Retry transient I/O failures only: a damaged registry, a missing source, a full disk or a
+    denied permission fail the same way again."""
+    exc = state.data
+    return isinstance(exc, OSError) and exc.errno not in _PERMANENT_ERRNOS
 
 
 @task(name="discover", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
@@ -112,14 +266,15 @@ def embed_task(chunks, params: Params, embedder: Embedder):
         return embed_chunks(chunks, embedder, params.paths.cache, params.embed.batch_size, progress=advance)
 
 
-@task(name="publish", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+@task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
+      cache_policy=NO_CACHE)
 def publish_task(params: Params, documents, chunks, vectors, quarantine, embedder: Embedder, stats: dict):
     return publish_index(IndexRegistry(params.index.root), params, documents, chunks, vectors,
                          quarantine_to_table(quarantine), info_of(embedder), stats=stats)
 
 
 @flow(name="ingest", validate_parameters=False, log_prints=False)
-def ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
+def _ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
     """Load, chunk, embed, index and publish ``sources`` as a new version of ``index.name``.
 
     Args:
@@ -162,7 +317,10 @@ def ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
                                 {"stage_seconds": times, "embedded": computed})
     summary.version = manifest.version
     summary.total_seconds = round(time.perf_counter() - t0, 3)
-    return summary
+    return _record(summary)
+
+
+ingest_flow = GuardedFlow(_ingest_flow, lambda args, kwargs: kwargs.get("params", args[1] if len(args) > 1 else None))
 
 
 # ---------------- chunking experiments (grid of chunk configs → leaderboard + plot) ----------------
@@ -218,12 +376,6 @@ def chunking_experiment_flow(grid: dict[str, Any], params: dict[str, Any], out_d
 
 
 # ---------------- incremental refresh (plain functions in pipelines/refresh.py) ----------------
-def _retry_on_io(task, task_run, state) -> bool:
-    """Retry I/O failures only: a damaged registry or a missing source fails the same way again."""
-    exc = state.data
-    return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError)
-
-
 @task(name="plan-refresh", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io, cache_policy=NO_CACHE)
 def plan_refresh_task(params: Params, sources: list[str]):
     from ragline.pipelines.refresh import plan_refresh
@@ -265,7 +417,7 @@ def publish_refresh_task(params: Params, assembly, vectors, info, parent_version
 
 
 @flow(name="refresh", validate_parameters=False, log_prints=False)
-def refresh_flow(
+def _refresh_flow(
     params: dict[str, Any] | None = None,
     sources: list[str] | None = None,
     params_file: str | None = None,
@@ -358,7 +510,10 @@ def refresh_flow(
             except PromotionRefused as e:
                 summary.promotions.append({"alias": alias, "moved": False, "reason": str(e)})
     summary.total_seconds = round(time.perf_counter() - t0, 3)
-    return summary
+    return _record(summary)
+
+
+refresh_flow = GuardedFlow(_refresh_flow, lambda args, kwargs: kwargs.get("params", args[0] if args else None))
 
 
 @flow(name="scheduled-refresh", validate_parameters=False, log_prints=False)

@@ -5,21 +5,30 @@ parsing stays fast), versions published straight from texts, and the environment
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
-
 from ragline.chunkers.base import ElementSpan
 from ragline.indexers.embedders import info_of, make_embedder
 from ragline.indexers.manifest import Manifest
 from ragline.indexers.registry import IndexRegistry
 from ragline.pipelines.chunk import chunk_documents
+from ragline.pipelines.cli import app
 from ragline.pipelines.config import Params, load_params
 from ragline.pipelines.embed import embed_chunks
-from ragline.pipelines.load import Document, doc_id_for, documents_to_table, quarantine_to_table
+from ragline.pipelines.load import (
+    Document,
+    doc_id_for,
+    documents_to_table,
+    quarantine_to_table,
+)
 from ragline.pipelines.publish import publish_index
+from typer.testing import CliRunner
+
+from tests.conftest import write_params
 
 HEAVY_FORMATS = (".pdf", ".docx", ".pptx")
 VENV_BIN = Path(sys.executable).parent
@@ -64,3 +73,35 @@ def publish_texts(params: Params, texts: dict[str, str]) -> Manifest:
 def params_here() -> Params:
     """params.yaml of the current (workspace) directory."""
     return load_params("params.yaml")
+
+
+_runner = CliRunner()
+
+A = "alpha doc: hive frames and bee space between the boxes"
+B = "bravo doc: varroa mites counted with a sugar roll every month"
+C = "charlie doc: the queen lays eggs in drawn comb during spring"
+D = "delta doc: honey is extracted after capping with an uncapping knife"
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """Run ``ragline ARGS`` in-process: ``(exit code, stdout, stderr)``."""
+    r = _runner.invoke(app, list(args))
+    return r.exit_code, r.stdout, r.stderr
+
+
+def cli_json(*args: str):
+    """Run ``ragline ARGS --json``, assert exit 0, return the parsed JSON."""
+    code, stdout, stderr = cli(*args, "--json")
+    assert code == 0, stderr
+    return json.loads(stdout)
+
+
+@pytest.fixture()
+def three_versions(workspace: Path) -> IndexRegistry:
+    """sample@v0001..v0003 published from texts; latest -> v0003; no promotion gate."""
+    write_params(workspace, promote={"gate": "none"})
+    p = params_here()
+    publish_texts(p, {"d/a.txt": A, "d/b.txt": B, "d/c.txt": C})
+    publish_texts(p, {"d/a.txt": A, "d/b.txt": B + " and oxalic acid", "d/d.txt": D})
+    publish_texts(p, {"d/a.txt": A, "d/d.txt": D})
+    return IndexRegistry(p.index.root)

@@ -10,42 +10,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
-
 from ragline.indexers.manifest import CorruptRegistryError
 from ragline.indexers.registry import IndexRegistry, RegistryError
-from ragline.pipelines.cli import app
-from tests.conftest import write_params
-from tests.refresh.conftest import params_here, publish_texts
 
-runner = CliRunner()
-
-A = "alpha doc: hive frames and bee space between the boxes"
-B = "bravo doc: varroa mites counted with a sugar roll every month"
-C = "charlie doc: the queen lays eggs in drawn comb during spring"
-D = "delta doc: honey is extracted after capping with an uncapping knife"
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    r = runner.invoke(app, list(args))
-    return r.exit_code, r.stdout, r.stderr
-
-
-def cli_json(*args: str):
-    code, stdout, stderr = cli(*args, "--json")
-    assert code == 0, stderr
-    return json.loads(stdout)
-
-
-@pytest.fixture()
-def three_versions(workspace: Path) -> IndexRegistry:
-    """sample@v0001..v0003 published from texts; latest -> v0003; no promotion gate."""
-    write_params(workspace, promote={"gate": "none"})
-    p = params_here()
-    publish_texts(p, {"d/a.txt": A, "d/b.txt": B, "d/c.txt": C})
-    publish_texts(p, {"d/a.txt": A, "d/b.txt": B + " and oxalic acid", "d/d.txt": D})
-    publish_texts(p, {"d/a.txt": A, "d/d.txt": D})
-    return IndexRegistry(p.index.root)
+from tests.refresh.conftest import A, B, C, D, cli, cli_json, params_here, publish_texts  # noqa: F401
 
 
 def test_promote_and_rollback_walk_the_alias_history(three_versions: IndexRegistry) -> None:
