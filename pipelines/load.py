@@ -639,8 +639,13 @@ def _status_kb(field: str) -> int:
 
 
 def _worker_init() -> None:
+    import logging
+
     global _IN_LIMITED_WORKER
     _IN_LIMITED_WORKER = True
+    # quiet by default: what a parser skips ("Skipping attachment ...") is not the user's
+    # business; what fails reaches the quarantine table
+    logging.getLogger("unstructured").setLevel(logging.ERROR)
 
 
 def _limit_memory(suffix: str, max_worker_mb: int) -> None:

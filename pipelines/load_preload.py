@@ -22,3 +22,9 @@ import unstructured.partition.pptx  # noqa: E402,F401
 import unstructured.partition.text  # noqa: E402,F401
 
 import ragline.pipelines.load  # noqa: E402,F401
+
+# First calls load lazily built state (the spaCy pipeline, markdown extensions): pay for it
+# here, once, instead of in every forked worker (2 s each on a busy 2-core machine).
+unstructured.partition.md.partition_md(text="# Warm-up\n\nDrones are the male bees of the colony.\n")
+unstructured.partition.text.partition_text(text="Warm-up\n\nWorkers are the female bees. They forage.\n")
+unstructured.partition.html.partition_html(text="<html><body><h1>Warm-up</h1><p>Queens lay eggs.</p></body></html>")
