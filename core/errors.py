@@ -49,7 +49,26 @@ class LockTimeoutError(RaglineError, RuntimeError):
     """Another process holds the index's publish lock past the timeout."""
 
 
+def config_error(e: Exception, source: str, prefix: str = "") -> ConfigError:
+    """One :class:`ConfigError` from a pydantic ``ValidationError`` (its first error).
+
+    The message is ``"{source}: {prefix}{location}: {pydantic message} (got {value!r})"``;
+    for a ``Literal`` field pydantic's message lists the allowed values. Raise it with
+    ``raise config_error(e, source) from e``.
+
+    Args:
+        e: the ``pydantic.ValidationError`` (duck-typed: anything with ``errors()``).
+        source: the file or option the values came from, e.g. ``params.yaml``.
+        prefix: prepended to the location, e.g. ``"retrieval."``.
+    """
+    err = e.errors()[0]  # type: ignore[attr-defined]
+    loc = prefix + ".".join(str(p) for p in err["loc"])
+    got = f" (got {err['input']!r})" if "input" in err else ""
+    return ConfigError(f"{source}: {loc.rstrip('.') or '(top level)'}: {err['msg']}{got}")
+
+
 __all__ = [
+    "config_error",
     "RaglineError", "ConfigError", "SchemaMismatchError", "RegistryError", "IndexNotFound",
     "AliasNotFound", "VersionNotFound", "CorruptRegistryError", "IndexCompatibilityError",
     "LockTimeoutError",

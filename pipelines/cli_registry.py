@@ -7,7 +7,6 @@ scan, file hashes and one manifest read.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -66,28 +65,14 @@ def refresh(
     chunked and embedded (through the embedding cache); removed ones are dropped. Prints the
     diff counts; when nothing changed, says so and publishes nothing (exit 0).
     """
-    from ragline.pipelines.refresh import RefreshSummary, plan_refresh, refresh_params
+    from ragline.pipelines.progress import RichReporter
+    from ragline.pipelines.refresh import refresh_params, run_refresh
 
-    t0 = time.perf_counter()
     params = refresh_params(None, params_file, index, list(sources or []))
     if serve:
         _serve(params, params_file, index, list(sources or []), cron, interval_s)
         return
-    reg = _registry(params)
-    with reg.lock(params.index.name):
-        plan = plan_refresh(params, reg)
-        if plan.nothing_to_do:
-            summary = RefreshSummary.from_plan(plan)
-            summary.total_seconds = round(time.perf_counter() - t0, 3)
-        else:
-            from ragline.pipelines.flows import REPORTER, refresh_flow
-            from ragline.pipelines.progress import RichReporter
-
-            token = REPORTER.set(RichReporter())
-            try:
-                summary = refresh_flow(params=params.to_dict())
-            finally:
-                REPORTER.reset(token)
+    summary = run_refresh(params, RichReporter())
     finish_run(summary, as_json, _print_refresh)
 
 

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ragline.core.errors import ConfigError
+from ragline.core.errors import ConfigError, config_error
 from ragline.core.hashing import json_sha256
-from ragline.chunkers.registry import STRATEGIES, config_keys
+from ragline.chunkers.registry import STRATEGIES, config_keys, needs_embedder
+from ragline.indexers.retrieval import RetrievalConfig
 
 if TYPE_CHECKING:
     from ragline.indexers.bm25 import BM25Spec
+    from ragline.indexers.faiss_index import FaissSpec
 
 
 class _Section(BaseModel):
@@ -90,6 +92,11 @@ class ChunkConfig(_Section):
             raise ValueError(f"unknown strategy {v!r}; allowed: {', '.join(sorted(STRATEGIES))}")
         return v
 
+    @property
+    def needs_embedder(self) -> bool:
+        """True when the strategy's chunker needs an embedder (its class says so, e.g. ``semantic``)."""
+        return needs_embedder(self.strategy)
+
     def strategy_options(self) -> dict[str, Any]:
         """The options the selected strategy accepts, with their values."""
         values = {"max_tokens": self.max_tokens, "overlap_tokens": self.overlap_tokens, **(self.model_extra or {})}
@@ -158,6 +165,12 @@ class IndexConfig(_Section):
 
         return BM25Spec(k1=self.bm25_k1, b=self.bm25_b)
 
+    def faiss_spec(self) -> FaissSpec:
+        """The :class:`indexers.faiss_index.FaissSpec` these params give."""
+        from ragline.indexers.faiss_index import FaissSpec
+
+        return FaissSpec(self.kind, self.metric, self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search)
+
 
 class PathsConfig(_Section):
     """``paths:`` — where the DVC stages keep their intermediate tables and the cache."""
@@ -170,41 +183,26 @@ class PathsConfig(_Section):
     cache: str = ".ragline/cache"
 
 
-class EvalWeights(_Section):
-    """``eval.weights`` — hybrid fusion weights (>= 0) of the dense and BM25 retrievers."""
-
-    dense: float = Field(default=0.5, ge=0)
-    bm25: float = Field(default=0.5, ge=0)
-
-
 class EvalConfig(_Section):
     """``eval:`` — the chunking evaluation (``ragline eval chunking``, DVC stage ``eval``).
 
+    How it retrieves (mode, fusion, weights, candidates, k) is the ``retrieval:`` section,
+    as for every other caller.
+
     Attributes:
         dataset: folder with ``corpora/*.md`` and ``questions.csv`` (or ``questions.jsonl``).
-        k: chunks retrieved per question.
         limit_questions: evaluate at most this many questions (``null``: all of them).
         corpora: evaluate only these corpus ids (empty: all).
         metrics: metrics JSON the DVC stage writes (``dvc exp show`` compares it); outside
             the git-ignored ``build/`` because DVC experiments commit only files git tracks.
         plots: recall-vs-IoU points the DVC stage writes (``dvc plots show``).
-        mode: search mode: ``dense`` (FAISS), ``bm25`` (:mod:`indexers.bm25` over the same
-            chunks) or ``hybrid`` (both, fused by :mod:`indexers.hybrid`).
-        fusion: ``rrf`` | ``weighted`` (hybrid only; see :mod:`indexers.hybrid`).
-        weights: fusion weights of the two retrievers (hybrid only).
-        candidates: rows each retriever contributes before fusion (hybrid only; raised to ``k``).
     """
 
     dataset: str = "../shared/datasets/chunking-eval"
-    k: int = Field(default=5, ge=1, le=1000)
     limit_questions: int | None = Field(default=None, ge=1)
     corpora: list[str] = Field(default_factory=list)
     metrics: str = "metrics/chunking.json"
     plots: str = "metrics/chunking_recall_iou.json"
-    mode: Literal["dense", "bm25", "hybrid"] = "dense"
-    fusion: Literal["rrf", "weighted"] = "rrf"
-    weights: EvalWeights = Field(default_factory=lambda: EvalWeights())
-    candidates: int = Field(default=50, ge=1, le=10000)
 
 
 class RefreshConfig(_Section):
@@ -226,18 +224,17 @@ class PromoteConfig(_Section):
     """``promote:`` — the gate an alias must pass before it moves (``ragline index promote``).
 
     Attributes:
-        gate: ``none``, or ``doc_recall``: document recall@k on ``questions`` must be at least
+        gate: ``none``, or ``doc_recall``: document recall@k on ``questions``, retrieved as
+            the alias will serve (the ``retrieval:`` section, k included), must be at least
             ``min_doc_recall``.
         gated_aliases: aliases the gate guards; other aliases move freely.
         questions: JSONL file of ``{"question", "doc"}`` objects.
-        k: chunks retrieved per question.
         min_doc_recall: the lowest recall (0..1) that lets the alias move.
     """
 
     gate: Literal["none", "doc_recall"] = "none"
     gated_aliases: list[str] = Field(default_factory=lambda: ["prod"])
     questions: str = "data/sample-questions.jsonl"
-    k: int = Field(default=5, ge=1, le=1000)
     min_doc_recall: float = Field(default=0.8, ge=0, le=1)
 
 
@@ -251,6 +248,7 @@ class Params(_Section):
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     refresh: RefreshConfig = Field(default_factory=RefreshConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
@@ -265,9 +263,7 @@ class Params(_Section):
         try:
             params = cls.model_validate(data or {})
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"{source}: {loc}: {err['msg']} (got {err.get('input')!r})") from e
+            raise config_error(e, source) from e
         params.chunk.strategy_options()  # unknown chunk options fail now, not mid-run
         return params
 
