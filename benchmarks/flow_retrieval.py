@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ragline.pipelines.offline import set_offline_env  # noqa: E402
+from ragline.core.offline import set_offline_env  # noqa: E402
 
 set_offline_env()
 

@@ -28,7 +28,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ragline.pipelines.offline import set_offline_env  # noqa: E402
+from ragline.core.offline import set_offline_env  # noqa: E402
 
 set_offline_env()
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -199,7 +198,7 @@ def _peak_child_mb(code: str, cwd: Path) -> dict:
 BIG_CODE = r"""
 import json, sys
 sys.path.insert(0, {repo!r})
-from ragline.pipelines.offline import set_offline_env; set_offline_env()
+from ragline.core.offline import set_offline_env; set_offline_env()
 from pathlib import Path
 from ragline.pipelines.config import LoadConfig, ChunkConfig
 from ragline.pipelines.load import discover_files, load_documents

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ragline.pipelines.offline import set_offline_env  # noqa: E402
+from ragline.core.offline import set_offline_env  # noqa: E402
 
 set_offline_env()
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

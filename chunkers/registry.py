@@ -46,6 +46,16 @@ def _lookup(strategy: str) -> tuple[Callable[..., Chunker], type]:
         ) from None
 
 
+def needs_embedder(strategy: str) -> bool:
+    """True when the strategy's chunker class declares ``needs_embedder = True`` (it must be
+    given an embedder callable, e.g. ``semantic``).
+
+    Raises:
+        ConfigError: unknown strategy.
+    """
+    return bool(getattr(_lookup(strategy)[0], "needs_embedder", False))
+
+
 def get_chunker(strategy: str, embed_fn: Any = None, **config: Any) -> Chunker:
     """Build a chunker from a strategy name and its config values.
 

@@ -8,6 +8,8 @@ class also derives from the builtin it refines (``ValueError``, ``LookupError``,
 
 from __future__ import annotations
 
+from typing import Any, Iterable
+
 import errno as _errno
 import os as _os
 
@@ -82,9 +84,68 @@ def error_line(e: BaseException) -> str:
     if isinstance(e, RaglineError):
         return str(e) or type(e).__name__  # one line, or one line per problem (flow spec errors)
     return f"{type(e).__name__}: {' '.join(str(e).split())}"
+def did_you_mean(key: str, allowed: "Iterable[str]") -> str:
+    """``" (did you mean `load`?)"``-style hint for a mistyped ``key`` (difflib), or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _model_at(model: Any, loc: tuple[Any, ...]) -> Any:
+    """The pydantic model class reached by following ``loc`` (field names) from ``model``, or None."""
+    import typing
+
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        nxt = next((c for c in (ann, *typing.get_args(ann)) if isinstance(c, type) and hasattr(c, "model_fields")), None)
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + f"...' ({len(str(value))} characters)"
+
+
+def config_error(e: Exception, source: str, prefix: str = "", model: Any = None) -> ConfigError:
+    """One :class:`ConfigError` from a pydantic ``ValidationError`` (its first error): the one
+    conversion every config reader uses.
+
+    The message is ``"{source}: {prefix}{location}: {pydantic message} (got {value!r})"``; for
+    a ``Literal`` field pydantic's message lists the allowed values. With ``model`` (the
+    validated pydantic class), an unknown key gets the nearest valid name (difflib) and the
+    valid ones, read from the models, so every section and key is covered without a list.
+    Raise it with ``raise config_error(e, source) from e``.
+
+    Args:
+        e: the ``pydantic.ValidationError`` (duck-typed: anything with ``errors()``).
+        source: the file or option the values came from, e.g. ``params.yaml``.
+        prefix: prepended to the location, e.g. ``"retrieval."``.
+        model: the pydantic model class that was validated, for unknown-key hints.
+    """
+    err = e.errors()[0]  # type: ignore[attr-defined]
+    loc = tuple(err["loc"])
+    dotted = prefix + ".".join(str(p) for p in loc)
+    if err.get("type") == "extra_forbidden" and model is not None:
+        parent = _model_at(model, loc[:-1])
+        allowed = sorted(parent.model_fields) if parent is not None else []
+        return ConfigError(f"{source}: unknown key `{dotted}`{did_you_mean(str(loc[-1]), allowed)}; "
+                           f"allowed: {', '.join(allowed) or '-'}")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    shown = "input" in err and not isinstance(value, dict) and not (isinstance(value, str) and value[:20] in msg)
+    got = f" (got {_shown(value)})" if shown else ""
+    return ConfigError(f"{source}: {dotted.rstrip('.') or '(top level)'}: {msg}{got}")
 
 
 __all__ = [
+    "config_error", "did_you_mean",
     "RaglineError", "ConfigError", "SchemaMismatchError", "RegistryError", "IndexNotFound",
     "AliasNotFound", "VersionNotFound", "CorruptRegistryError", "IndexCompatibilityError",
     "LockTimeoutError", "CLI_ERRORS", "error_line",

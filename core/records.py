@@ -1,4 +1,4 @@
-"""The records every layer passes around: documents, their element spans, chunks, quarantine records.
+"""The records every layer passes around: documents, their element spans, chunks, quarantine records, hits.
 
 Records are frozen dataclasses; offsets are half-open character offsets into the document's
 normalized text, and ``chunk.text == document.text[chunk.char_start:chunk.char_end]``.
@@ -7,6 +7,7 @@ normalized text, and ``chunk.text == document.text[chunk.char_start:chunk.char_e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +105,48 @@ class QuarantineRecord:
     error_type: str
     message: str
     sha256: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One retrieved chunk: what ``ragline query --json`` prints, ``Index.search`` returns and a
+    flow's retrieve node outputs (the same field names everywhere).
+
+    Attributes:
+        rank: 1-based rank in the final list.
+        score: the mode's score: cosine (inner product) or negative L2 distance for dense,
+            BM25 for bm25, the fused score for hybrid. Higher is better.
+        row: chunk row (= FAISS id) in the version.
+        chunk_id, doc_id: identities of the chunk and its document.
+        source: the document's source URI.
+        page: page number or ``None``.
+        char_start, char_end: half-open character offsets into the document's normalized text.
+        section_path: section titles, outermost first.
+        text: the chunk's full text.
+        retriever_ranks: ``{"dense": r, "bm25": r}`` 1-based ranks in each retriever's list
+            (only retrievers that returned the row).
+        retriever_scores: the raw scores behind those ranks.
+    """
+
+    rank: int
+    score: float
+    row: int
+    chunk_id: str
+    doc_id: str
+    source: str
+    page: int | None
+    char_start: int
+    char_end: int
+    section_path: tuple[str, ...]
+    text: str
+    retriever_ranks: Mapping[str, int] = field(default_factory=dict)
+    retriever_scores: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field (the keys are the attribute names)."""
+        return {
+            "rank": self.rank, "score": self.score, "row": self.row, "chunk_id": self.chunk_id,
+            "doc_id": self.doc_id, "source": self.source, "page": self.page, "char_start": self.char_start,
+            "char_end": self.char_end, "section_path": list(self.section_path), "text": self.text,
+            "retriever_ranks": dict(self.retriever_ranks), "retriever_scores": dict(self.retriever_scores),
+        }

@@ -1,57 +1,60 @@
-"""Open a published index version and search it (dense retrieval over FAISS)."""
+"""Open a published index version and search it: the one :class:`Retriever` (dense, BM25,
+hybrid) behind ``ragline query``, ``Index.search``, the promotion gate, ``ragline eval
+chunking`` and flow retrieve nodes.
+
+Modes (settings: :class:`indexers.retrieval.RetrievalConfig`, the ``retrieval:`` section):
+
+- ``dense``: the query embedded with the embedder that built the index, searched in FAISS.
+- ``bm25``: BM25 over the same chunk rows (:mod:`indexers.bm25`).
+- ``hybrid``: both, each to ``candidates`` rows, fused by
+
+  - reciprocal rank fusion, ``score(d) = sum_m w_m / (rrf_k + rank_m(d))`` with 1-based ranks and
+    ``rrf_k = 60`` by default. Source: Cormack, Clarke & Büttcher, "Reciprocal Rank Fusion
+    outperforms Condorcet and individual Rank Learning Methods" (SIGIR 2009).
+  - weighted score fusion, ``score(d) = sum_m w_m * norm_m(d)`` where ``norm_m`` min-max
+    normalizes retriever m's scores over its own candidate list to [0, 1] (a row absent from a
+    list contributes 0). Sources: Fox & Shaw, "Combination of Multiple Searches" (TREC-2,
+    1994, CombSUM); Lee, "Analyses of Multiple Evidence Combination" (SIGIR 1997, min-max
+    normalization); Bruch, Gai & Ingber, "An Analysis of Fusion Functions for Hybrid
+    Retrieval" (ACM TOIS 2023, convex combination of min-max scores).
+
+Ties are broken by the better single-retriever rank, then by lower chunk row, so results are
+deterministic. Filters restrict every mode before ranking and before fusion (FAISS
+``IDSelectorBatch`` for dense search, a boolean mask for BM25), so ``k`` results are
+returned whenever ``k`` chunks pass the filter.
+
+A :class:`Retriever` runs over a published version (:meth:`Retriever.open`) or over chunks,
+vectors and BM25 held in memory (:meth:`Retriever.in_memory`, what the chunking evaluation
+uses), with the same code.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
+import posixpath
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
+import faiss
 import numpy as np
 import pyarrow as pa
 
-from ragline.indexers.embedders import Embedder, info_of
-from ragline.indexers.faiss_index import read_faiss_index, search
+from ragline.core.records import Hit
+from ragline.core.schemas import CHUNKS_SCHEMA, read_table
+from ragline.indexers.bm25 import BM25Index, BM25Spec
+from ragline.indexers.embedders import HASHING_MODEL, Embedder, info_of, make_embedder
+from ragline.indexers.faiss_index import FaissSpec, build_faiss_index, read_faiss_index
 from ragline.indexers.manifest import CorruptRegistryError, Manifest, check_embedder
 from ragline.indexers.registry import IndexRegistry
-from ragline.core.schemas import CHUNKS_SCHEMA, read_table
+from ragline.indexers.retrieval import ChunkFilter, RetrievalConfig
 
 INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.parquet"
 DOCUMENTS_FILE = "documents.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One retrieved chunk.
-
-    Attributes:
-        rank: 1-based rank.
-        score: similarity (inner product / cosine for ``ip`` indexes; negative L2 distance otherwise).
-        chunk_id, doc_id, uri: identities of the chunk and its document.
-        page: page number or ``None``.
-        char_start, char_end: half-open character offsets into the document's normalized text.
-        section_path: section titles, outermost first.
-        text: the chunk's full text.
-    """
-
-    rank: int
-    score: float
-    chunk_id: str
-    doc_id: str
-    uri: str
-    page: int | None
-    char_start: int
-    char_end: int
-    section_path: tuple[str, ...]
-    text: str
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict of every field."""
-        return {
-            "rank": self.rank, "score": self.score, "chunk_id": self.chunk_id, "doc_id": self.doc_id,
-            "source": self.uri, "page": self.page, "char_start": self.char_start,
-            "char_end": self.char_end, "section_path": list(self.section_path), "text": self.text,
-        }
 
 
 @dataclass
@@ -96,40 +99,330 @@ class PublishedIndex:
         i = info_of(embedder)
         check_embedder(self.manifest, i.model_id, i.revision, i.dim, i.normalize)
 
-    def _col(self, name: str) -> list:
-        if name not in self._columns:
-            self._columns[name] = self.chunks.column(name).to_pylist()
-        return self._columns[name]
 
-    def hits(self, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
-        """Turn one query's FAISS result row into :class:`Hit` records (skips -1 rows)."""
-        l2 = self.manifest.index.get("metric") == "l2"
+def min_max(scores: np.ndarray) -> np.ndarray:
+    """Min-max normalize float scores to [0, 1]; all-equal scores map to 1 (Lee, SIGIR 1997)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if len(s) == 0:
+        return s
+    lo, hi = float(s.min()), float(s.max())
+    if hi - lo <= 0:
+        return np.ones_like(s)
+    return (s - lo) / (hi - lo)
+
+
+def rrf_fuse(ranked: Mapping[str, Sequence[int]], weights: Mapping[str, float], rrf_k: int = 60) -> dict[int, float]:
+    """Reciprocal rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009).
+
+    Args:
+        ranked: retriever name -> rows best first.
+        weights: retriever name -> weight w_m (missing = 1.0).
+        rrf_k: rank constant k in ``w_m / (k + rank)``; ranks start at 1.
+
+    Returns:
+        row -> fused score.
+    """
+    fused: dict[int, float] = {}
+    for name, rows in ranked.items():
+        w = float(weights.get(name, 1.0))
+        for rank, row in enumerate(rows, start=1):
+            fused[int(row)] = fused.get(int(row), 0.0) + w / (rrf_k + rank)
+    return fused
+
+
+def weighted_fuse(scored: Mapping[str, tuple[Sequence[int], Sequence[float]]], weights: Mapping[str, float]) -> dict[int, float]:
+    """Weighted sum of min-max normalized scores (CombSUM with weights; Bruch et al., TOIS 2023).
+
+    Args:
+        scored: retriever name -> ``(rows, scores)``, higher score better.
+        weights: retriever name -> weight (missing = 1.0).
+
+    Returns:
+        row -> fused score; a row missing from a list gets 0 from it.
+    """
+    fused: dict[int, float] = {}
+    for name, (rows, scores) in scored.items():
+        w = float(weights.get(name, 1.0))
+        for row, n in zip(rows, min_max(np.asarray(scores, dtype=np.float64)).tolist()):
+            fused[int(row)] = fused.get(int(row), 0.0) + w * n
+    return fused
+
+
+def embedder_for(manifest: Manifest, backend: str = "onnx", cache_dir: str | Path | None = None,
+                 threads: int | None = None) -> Embedder:
+    """The query embedder a manifest names (``hashing`` with the recorded dim, or the
+    packaged/local model on ``backend``: see :func:`indexers.embedders.make_embedder`)."""
+    emb = manifest.embedding
+    model = str(emb.get("model_id"))
+    if model == HASHING_MODEL:
+        model = f"{HASHING_MODEL}:{int(emb['dim'])}"
+    return make_embedder(model, bool(emb.get("normalize", True)), backend=backend, cache_dir=cache_dir, threads=threads)
+
+
+_EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+class Retriever:
+    """Dense / BM25 / hybrid search over one set of chunk rows (thread-safe for searching).
+
+    Row ``i`` of ``chunks`` is FAISS id ``i`` and BM25 column ``i``. Build one with
+    :meth:`open` (a published version) or :meth:`in_memory` (chunks and vectors at hand).
+
+    Args:
+        index: the FAISS index over the chunk vectors.
+        chunks: the chunk table (``CHUNKS_SCHEMA``).
+        bm25: BM25 over the same rows.
+        embedder: the query embedder. Calls into it are serialized unless it declares
+            ``thread_safe = True`` (the ONNX embedder does).
+        metric: ``ip`` or ``l2`` (L2 distances are negated so that higher is better).
+        published: the version the rows come from (``None`` in memory).
+    """
+
+    def __init__(self, index: Any, chunks: pa.Table, bm25: BM25Index, embedder: Embedder, *,
+                 metric: str = "ip", published: "PublishedIndex | None" = None) -> None:
+        if index.ntotal != chunks.num_rows or bm25.n_chunks != chunks.num_rows:
+            raise ValueError(f"FAISS holds {index.ntotal} vectors, BM25 {bm25.n_chunks} rows, "
+                             f"the chunk table {chunks.num_rows} rows: they must be the same rows")
+        self.index = index
+        self.chunks = chunks
+        self.bm25 = bm25
+        self.embedder = embedder
+        self.published = published
+        self._l2 = metric == "l2"
+        self._embed_lock = contextlib.nullcontext() if getattr(embedder, "thread_safe", False) else threading.Lock()
+        self._mask_cache: dict[ChunkFilter, np.ndarray] = {}
+        self._chunk_id = chunks.column("chunk_id").to_pylist()
+        self._doc_id = chunks.column("doc_id").to_pylist()
+        self._uri = chunks.column("uri").to_pylist()
+        self._page = chunks.column("page").to_pylist()
+        self._start = chunks.column("char_start").to_pylist()
+        self._end = chunks.column("char_end").to_pylist()
+        self._section = [tuple(s or ()) for s in chunks.column("section_path").to_pylist()]
+        self._text = chunks.column("text").to_pylist()
+
+    @classmethod
+    def open(cls, registry: IndexRegistry, ref: str, embedder: Embedder | None = None, backend: str = "onnx",
+             cache_dir: str | Path | None = None, threads: int | None = None) -> "Retriever":
+        """Load ``NAME[@ALIAS|@VERSION]``: FAISS index, chunks, BM25 (built on the fly for old versions).
+
+        Without ``embedder``, queries are embedded by the model the manifest names, on
+        ``backend`` (``onnx`` or ``torch``) with ``threads`` and the ONNX ``cache_dir``.
+
+        Raises:
+            IndexNotFound, AliasNotFound, VersionNotFound: unknown index, alias or version.
+            CorruptRegistryError, OSError, SchemaMismatchError: damaged files.
+            IndexCompatibilityError: ``embedder`` does not match the manifest.
+        """
+        published = PublishedIndex.open(registry, ref)
+        if embedder is None:
+            embedder = embedder_for(published.manifest, backend, cache_dir, threads)
+        else:
+            published.check_embedder(embedder)
+        bm25 = BM25Index.open(published.path, published.chunks)
+        return cls(published.index, published.chunks, bm25, embedder,
+                   metric=str(published.manifest.index.get("metric", "ip")), published=published)
+
+    @classmethod
+    def in_memory(cls, chunks: pa.Table, vectors: np.ndarray, embedder: Embedder,
+                  faiss_spec: FaissSpec = FaissSpec(), bm25_spec: BM25Spec = BM25Spec()) -> "Retriever":
+        """Index ``chunks`` and their float32 (n, dim) ``vectors`` in memory (FAISS as
+        ``faiss_spec`` says, BM25 as ``bm25_spec`` says), exactly as publishing would."""
+        return cls(build_faiss_index(vectors, faiss_spec), chunks, BM25Index.from_chunks(chunks, bm25_spec),
+                   embedder, metric=faiss_spec.metric)
+
+    @property
+    def n_chunks(self) -> int:
+        """Chunk rows searched."""
+        return len(self._chunk_id)
+
+    def warm_up(self) -> None:
+        """Load the embedding model and run one query through it now rather than on the first request."""
+        self.embed_query("warm up")
+        self.bm25.scores("warm up")
+
+    # ---------- filters ----------
+    def mask(self, flt: ChunkFilter) -> np.ndarray | None:
+        """bool (n_chunks,) rows passing ``flt``, or ``None`` when it filters nothing."""
+        if flt.empty:
+            return None
+        cached = self._mask_cache.get(flt)
+        if cached is not None:
+            return cached
+        n = self.n_chunks
+        m = np.ones(n, dtype=bool)
+        if flt.sources:
+            memo: dict[str, bool] = {}
+            for i, uri in enumerate(self._uri):
+                if uri not in memo:
+                    base = posixpath.basename(uri)
+                    memo[uri] = any(fnmatch.fnmatchcase(uri, p) or fnmatch.fnmatchcase(base, p) for p in flt.sources)
+                m[i] &= memo[uri]
+        if flt.doc_ids:
+            ids = set(flt.doc_ids)
+            m &= np.fromiter((d in ids for d in self._doc_id), dtype=bool, count=n)
+        if flt.pages or flt.page_min is not None or flt.page_max is not None:
+            pages = set(flt.pages)
+            lo = flt.page_min if flt.page_min is not None else -(1 << 62)
+            hi = flt.page_max if flt.page_max is not None else 1 << 62
+            m &= np.fromiter(((p is not None and (not pages or p in pages) and lo <= p <= hi) for p in self._page),
+                             dtype=bool, count=n)
+        if flt.sections:
+            m &= np.fromiter((any(fnmatch.fnmatchcase(t, p) for t in sec for p in flt.sections) for sec in self._section),
+                             dtype=bool, count=n)
+        if len(self._mask_cache) < 256:
+            self._mask_cache[flt] = m
+        return m
+
+    # ---------- single retrievers ----------
+    def embed_query(self, query: str) -> np.ndarray:
+        """float32 (1, dim) query vector."""
+        with self._embed_lock:
+            return self.embedder.embed([query])
+
+    def dense(self, query: str, depth: int, allowed: np.ndarray | None = None,
+              vector: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Dense top-``depth`` rows and scores (higher better; negative L2 distance for ``l2``).
+
+        ``vector`` (float32 (dim,) or (1, dim)) is the query's embedding when the caller has it.
+        """
+        if allowed is not None:
+            ids = np.flatnonzero(allowed).astype(np.int64)
+            if len(ids) == 0:
+                return _EMPTY
+            depth = min(depth, len(ids))
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
+        else:
+            depth = min(depth, self.index.ntotal)
+            params = None
+        if depth <= 0:
+            return _EMPTY
+        q = self.embed_query(query) if vector is None else vector
+        q = np.ascontiguousarray(np.asarray(q, dtype=np.float32).reshape(1, -1))
+        scores, rows = self.index.search(q, depth, params=params) if params is not None else self.index.search(q, depth)
+        keep = rows[0] >= 0
+        rows_, scores_ = rows[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
+        return rows_, (-scores_ if self._l2 else scores_)
+
+    def lexical(self, query: str, depth: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 top-``depth`` rows and scores (rows sharing no term with the query are left out)."""
+        return self.bm25.search(query, depth, allowed)
+
+    # ---------- the public search ----------
+    def search(self, query: str, config: RetrievalConfig = RetrievalConfig(), flt: ChunkFilter = ChunkFilter(),
+               *, vector: np.ndarray | None = None) -> list[Hit]:
+        """Retrieve up to ``config.k`` chunks for ``query``.
+
+        Args:
+            query: the query text.
+            config: mode, k, fusion, weights, candidates.
+            flt: metadata filter applied before ranking and fusion.
+            vector: the query's embedding, float32 (dim,), when the caller embedded it already
+                (the chunking evaluation embeds every question through its cache).
+
+        Returns:
+            Ranked hits, best first (fewer than k when fewer rows pass the filter or, for
+            bm25, share a term with the query).
+        """
+        allowed = self.mask(flt)
+        k = config.k
+        if config.mode == "dense":
+            rows, scores = self.dense(query, k, allowed, vector)
+            return self._hits(rows.tolist(), scores.tolist(), {"dense": (rows, scores)})
+        if config.mode == "bm25":
+            rows, scores = self.lexical(query, k, allowed)
+            return self._hits(rows.tolist(), scores.tolist(), {"bm25": (rows, scores)})
+        depth = max(config.candidates, k)
+        lists = {"dense": self.dense(query, depth, allowed, vector), "bm25": self.lexical(query, depth, allowed)}
+        weights = {"dense": config.weights.dense, "bm25": config.weights.bm25}
+        if config.fusion == "rrf":
+            fused = rrf_fuse({n: r.tolist() for n, (r, _) in lists.items()}, weights, config.rrf_k)
+        else:
+            fused = weighted_fuse({n: (r.tolist(), s.tolist()) for n, (r, s) in lists.items()}, weights)
+        best_rank: dict[int, int] = {}
+        for rows, _ in lists.values():
+            for rank, row in enumerate(rows.tolist(), start=1):
+                best_rank[row] = min(best_rank.get(row, rank), rank)
+        order = sorted(fused, key=lambda r: (-fused[r], best_rank[r], r))[:k]
+        return self._hits(order, [fused[r] for r in order], lists)
+
+    def _hits(self, rows: list[int], scores: list[float], lists: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> list[Hit]:
+        where: dict[str, dict[int, tuple[int, float]]] = {
+            name: {int(r): (i + 1, float(s)) for i, (r, s) in enumerate(zip(rs.tolist(), ss.tolist()))}
+            for name, (rs, ss) in lists.items()
+        }
         out = []
-        for s, r in zip(scores.tolist(), rows.tolist()):
-            if r < 0:
-                continue
-            out.append(
-                Hit(
-                    rank=len(out) + 1,
-                    score=-s if l2 else s,
-                    chunk_id=self._col("chunk_id")[r],
-                    doc_id=self._col("doc_id")[r],
-                    uri=self._col("uri")[r],
-                    page=self._col("page")[r],
-                    char_start=self._col("char_start")[r],
-                    char_end=self._col("char_end")[r],
-                    section_path=tuple(self._col("section_path")[r] or ()),
-                    text=self._col("text")[r],
-                )
-            )
+        for rank, (row, score) in enumerate(zip(rows, scores), start=1):
+            ranks = {n: w[row][0] for n, w in where.items() if row in w}
+            raw = {n: w[row][1] for n, w in where.items() if row in w}
+            out.append(Hit(
+                rank=rank, score=float(score), row=row, chunk_id=self._chunk_id[row], doc_id=self._doc_id[row],
+                source=self._uri[row], page=self._page[row], char_start=self._start[row], char_end=self._end[row],
+                section_path=self._section[row], text=self._text[row], retriever_ranks=ranks, retriever_scores=raw,
+            ))
         return out
 
-    def search_vectors(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """Dense search for query vectors float32 (q, dim); returns q ranked hit lists."""
-        scores, rows = search(self.index, queries, k)
-        return [self.hits(scores[i], rows[i]) for i in range(len(queries))]
 
-    def search_text(self, embedder: Embedder, query: str, k: int = 5) -> list[Hit]:
-        """Embed ``query`` with ``embedder`` (checked against the manifest) and search."""
-        self.check_embedder(embedder)
-        return self.search_vectors(embedder.embed([query]), k)[0]
+class Index:
+    """A published index version opened for searching (what ``ragline.open_index`` returns).
+
+    Args:
+        retriever: the :class:`Retriever` over the version.
+        defaults: the retrieval settings a search uses unless told otherwise (the params'
+            ``retrieval:`` section).
+    """
+
+    def __init__(self, retriever: Retriever, defaults: RetrievalConfig = RetrievalConfig()) -> None:
+        if retriever.published is None:
+            raise ValueError("Index needs a retriever over a published version (Retriever.open)")
+        self.retriever = retriever
+        self.defaults = defaults
+
+    @property
+    def name(self) -> str:
+        """The index name."""
+        return self.retriever.published.name  # type: ignore[union-attr]
+
+    @property
+    def version(self) -> str:
+        """The version id, ``vNNNN`` (an alias was resolved when the index was opened)."""
+        return self.retriever.published.version  # type: ignore[union-attr]
+
+    @property
+    def manifest(self) -> Manifest:
+        """The version's manifest (files, counts, embedding, chunker, params)."""
+        return self.retriever.published.manifest  # type: ignore[union-attr]
+
+    @property
+    def path(self) -> Path:
+        """The version folder."""
+        return self.retriever.published.path  # type: ignore[union-attr]
+
+    def search(self, query: str, *, k: int | None = None, mode: str | None = None, fusion: str | None = None,
+               filters: Mapping[str, Any] | ChunkFilter | None = None) -> list[Hit]:
+        """Search the version.
+
+        Args:
+            query: the query text.
+            k: chunks returned (default: ``retrieval.k``, 5 as shipped).
+            mode: ``dense`` | ``bm25`` | ``hybrid`` (default: ``retrieval.mode``).
+            fusion: ``weighted`` | ``rrf`` for hybrid (default: ``retrieval.fusion``).
+            filters: ``{"source": GLOB, "doc_id": ID, "page": N | [N, ...] | {"min", "max"},
+                "section": GLOB}`` (lists allowed; applied before ranking and fusion).
+
+        Returns:
+            Ranked :class:`ragline.core.records.Hit` records, best first.
+
+        Raises:
+            ConfigError: an unknown mode, fusion or filter key, or ``k`` < 1 (names the value
+                and the allowed ones).
+        """
+        config = self.defaults.override("Index.search", k=k, mode=mode, fusion=fusion)
+        flt = filters if isinstance(filters, ChunkFilter) else ChunkFilter.from_mapping(filters, "filters")
+        return self.retriever.search(query, config, flt)
+
+    def __repr__(self) -> str:
+        return f"Index({self.name}@{self.version}, {self.retriever.n_chunks} chunks, {self.defaults.mode})"
+
+
+__all__ = ["PublishedIndex", "Retriever", "Index", "Hit", "min_max", "rrf_fuse", "weighted_fuse", "embedder_for",
+           "INDEX_FILE", "CHUNKS_FILE", "DOCUMENTS_FILE", "QUARANTINE_FILE"]

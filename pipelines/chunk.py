@@ -82,7 +82,7 @@ def chunk_documents(
 
 def chunker_record(cfg: ChunkConfig, embed_model: str = "") -> dict:
     """What a manifest records of the chunker: strategy, fingerprint, options, context."""
-    chunker = make_chunker(cfg, embed_fn=(lambda texts: None) if cfg.strategy == "semantic" else None,
+    chunker = make_chunker(cfg, embed_fn=(lambda texts: None) if cfg.needs_embedder else None,
                            embed_model=embed_model)
     return {"strategy": cfg.strategy, "fingerprint": chunker.fingerprint,
             "options": cfg.strategy_options(), "context": cfg.context}

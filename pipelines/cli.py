@@ -19,13 +19,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ragline.pipelines.offline import set_offline_env
+from ragline.core.offline import set_offline_env
 from ragline.pipelines.verbosity import quiet_libraries
 
 set_offline_env()
 quiet_libraries()
 
-from ragline.chunkers.base import ConfigError  # noqa: E402
 from ragline.core.errors import CLI_ERRORS, error_line  # noqa: E402
 from ragline.indexers.registry import IndexRegistry, RegistryError  # noqa: E402
 from ragline.pipelines.config import Params, load_params  # noqa: E402
@@ -231,32 +230,32 @@ def print_run_tail(table: Table, summary: Any) -> None:
 def query(
     text: str = typer.Argument(..., help="The question or search text."),
     index: Optional[str] = typer.Option(None, "--index", "-i", help="NAME[@ALIAS|@VERSION] (default: index.name@latest)."),
-    k: int = typer.Option(5, "-k", "--k", min=1, help="Number of chunks to return."),
+    k: Optional[int] = typer.Option(None, "-k", "--k", min=1, help="Number of chunks to return (default: retrieval.k)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="dense | bm25 | hybrid (default: retrieval.mode)."),
+    fusion: Optional[str] = typer.Option(None, "--fusion", help="Hybrid fusion: weighted | rrf (default: retrieval.fusion)."),
+    filters: list[str] = typer.Option([], "--filter", help="KEY=VALUE, KEY one of source (glob on the URI or file "
+                                      "name), doc_id, page, section (glob); repeat for more."),
     params_file: Path = ParamsOpt,
-    model: Optional[str] = typer.Option(None, "--model", help="Embedding model (default: embed.model)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Query embedding model (default: the version's own)."),
     query_backend: str = typer.Option("onnx", "--query-backend", help="Query embedding: onnx (ONNX Runtime, same vectors, "
                                       "no torch import once exported into paths.cache) or torch."),
     query_threads: Optional[int] = typer.Option(None, "--query-threads", min=1, max=64,
                                                 help="ONNX Runtime threads for query embedding (default 2)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Search a published index version and print the ranked chunks."""
-    from ragline.indexers.embedders import make_embedder
-    from ragline.indexers.retriever import PublishedIndex
+    """Search a published index version (the params' retrieval: settings) and print the ranked chunks."""
+    from ragline import open_index
+    from ragline.indexers.retrieval import parse_filter_options
 
     params = load_params(params_file)
-    ref = params.index.name if index is None else index
-    published = PublishedIndex.open(IndexRegistry(params.index.root, verify=params.index.verify), ref)
-    if query_backend not in ("onnx", "torch"):
-        raise ConfigError(f"--query-backend {query_backend!r}: use onnx or torch")
-    embedder = make_embedder(model or params.embed.model, params.embed.normalize, backend=query_backend,
-                             cache_dir=params.paths.cache, threads=query_threads)
-    hits = published.search_text(embedder, text, k)
+    flt = parse_filter_options(filters)
+    idx = open_index(index, params=params, query_backend=query_backend, model=model, query_threads=query_threads)
+    hits = idx.search(text, k=k, mode=mode, fusion=fusion, filters=flt)
     if as_json:
         _print_json([h.to_dict() for h in hits])
         return
-    print_hits(f"{published.name}@{published.version}: {text}",
-               [(h.rank, h.score, h.uri, h.page, h.char_start, h.char_end, h.text) for h in hits])
+    print_hits(f"{idx.name}@{idx.version}: {text}",
+               [(h.rank, h.score, h.source, h.page, h.char_start, h.char_end, h.text) for h in hits])
 
 
 #: Below this console width, tables switch to a narrower (or vertical) layout.
@@ -374,7 +373,7 @@ def stage_chunk(params_file: Path = ParamsOpt) -> None:
     p = load_params(params_file)
     docs = documents_from_table(read_table(p.paths.documents, DOCUMENTS_SCHEMA))
     embed_fn = None
-    if p.chunk.strategy == "semantic":
+    if p.chunk.needs_embedder:
         embedder = index_embedder(p)
         embed_fn = lambda texts: embedder.embed(list(texts))  # noqa: E731
     chunks, bad = chunk_documents(docs, p.chunk, embed_fn=embed_fn, embed_model=p.embed.model)

@@ -15,7 +15,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ragline.chunkers.base import ConfigError
 from ragline.pipelines.cli import JsonOpt, ParamsOpt, _print_json, app, clean_errors, err, out
 from ragline.pipelines.config import Params, load_params
 
@@ -59,15 +58,15 @@ def _corpora(value: str | None, params: Params) -> list[str]:
 @clean_errors
 def eval_chunking(
     dataset: Optional[Path] = typer.Option(None, "--dataset", "-d", help="Dataset folder (default: eval.dataset)."),
-    k: Optional[int] = typer.Option(None, "-k", "--k", help="Chunks retrieved per question (default: eval.k)."),
+    k: Optional[int] = typer.Option(None, "-k", "--k", help="Chunks retrieved per question (default: retrieval.k)."),
     params_file: Path = ParamsOpt,
     limit_questions: Optional[int] = typer.Option(
         None, "--limit-questions", help="At most N questions, taken in turn from each corpus (default: eval.limit_questions)."),
     corpora: Optional[str] = typer.Option(None, "--corpora", help="Comma-separated corpus ids (default: eval.corpora, all)."),
     metrics_out: Optional[Path] = typer.Option(None, "--metrics-out", help="Also write the flat metrics JSON here (DVC)."),
     plots_out: Optional[Path] = typer.Option(None, "--plots-out", help="Also write recall-vs-IoU points here (DVC plots)."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="Search mode: dense | bm25 | hybrid (default: eval.mode)."),
-    fusion: Optional[str] = typer.Option(None, "--fusion", help="Hybrid fusion: rrf | weighted (default: eval.fusion)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Search mode: dense | bm25 | hybrid (default: retrieval.mode)."),
+    fusion: Optional[str] = typer.Option(None, "--fusion", help="Hybrid fusion: weighted | rrf (default: retrieval.fusion)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Chunk, embed (through the cache) and index a span-labelled dataset with the params'
@@ -77,10 +76,8 @@ def eval_chunking(
     from ragline.pipelines.progress import RichReporter
 
     params, default_dataset = dvc_project_params(load_params(params_file))
-    params = _with_search_mode(params, mode, fusion)
-    k = params.eval.k if k is None else k
-    if k < 1:
-        raise ConfigError(f"-k must be >= 1 (got {k})")
+    params = _with_search_mode(params, mode, fusion, k)
+    k = params.retrieval.k
     data = load_dataset(dataset or default_dataset, _corpora(corpora, params),
                         params.eval.limit_questions if limit_questions is None else limit_questions)
     reporter = RichReporter()
@@ -108,17 +105,11 @@ def eval_chunking(
               highlight=False)
 
 
-def _with_search_mode(params: Params, mode: str | None, fusion: str | None) -> Params:
-    """``params`` with ``--mode``/``--fusion`` applied to ``eval:`` (validated: unknown values
-    raise :class:`ConfigError` naming ``eval.mode``/``eval.fusion``)."""
-    if mode is None and fusion is None:
-        return params
-    data = params.to_dict()
-    if mode is not None:
-        data["eval"]["mode"] = mode
-    if fusion is not None:
-        data["eval"]["fusion"] = fusion
-    return Params.from_dict(data, source="--mode/--fusion")
+def _with_search_mode(params: Params, mode: str | None, fusion: str | None, k: int | None = None) -> Params:
+    """``params`` with ``--mode``/``--fusion``/``-k`` applied to ``retrieval:`` (validated:
+    unknown values raise :class:`ConfigError` naming the value and the allowed ones)."""
+    retrieval = params.retrieval.override("--mode/--fusion/-k", mode=mode, fusion=fusion, k=k)
+    return params if retrieval is params.retrieval else params.model_copy(update={"retrieval": retrieval})
 
 
 @experiment_app.command("run")

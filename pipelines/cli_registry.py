@@ -7,7 +7,6 @@ scan, file hashes and one manifest read.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -74,9 +73,9 @@ def refresh(
     Without SOURCES, the sources the index was built from are refreshed; other SOURCES are
     refused (naming both) unless --replace-sources is given.
     """
-    from ragline.pipelines.refresh import RefreshSummary, plan_refresh, refresh_params, resolve_sources
+    from ragline.pipelines.cli import make_reporter
+    from ragline.pipelines.refresh import refresh_params, resolve_sources, run_refresh
 
-    t0 = time.perf_counter()
     params = refresh_params(None, params_file, index)
     if serve:
         if replace_sources:
@@ -85,22 +84,7 @@ def refresh(
         resolve_sources(params, _registry(params), list(sources or []))  # refuse other sources now, not at 2 am
         _serve(params, params_file, index, list(sources or []), cron, interval_s)
         return
-    reg = _registry(params)
-    with reg.lock(params.index.name):
-        params = resolve_sources(params, reg, list(sources or []), replace_sources)
-        plan = plan_refresh(params, reg)
-        if plan.nothing_to_do:
-            summary = RefreshSummary.from_plan(plan)
-            summary.total_seconds = round(time.perf_counter() - t0, 3)
-        else:
-            from ragline.pipelines.cli import make_reporter
-            from ragline.pipelines.flows import REPORTER, refresh_flow
-
-            token = REPORTER.set(make_reporter())
-            try:
-                summary = refresh_flow(params=params.to_dict())
-            finally:
-                REPORTER.reset(token)
+    summary = run_refresh(params, make_reporter(), sources=list(sources or []), replace_sources=replace_sources)
     finish_run(summary, as_json, _print_refresh)
 
 

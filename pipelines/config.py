@@ -8,21 +8,21 @@ values. The set of valid keys is read from the models, so a section added here i
 
 from __future__ import annotations
 
-import difflib
-import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ragline.core.errors import ConfigError
+from ragline.core.errors import ConfigError, config_error, did_you_mean
 from ragline.core.hashing import json_sha256
-from ragline.chunkers.registry import STRATEGIES, config_keys
 from ragline.runner.config import ServeConfig
+from ragline.chunkers.registry import STRATEGIES, config_keys, needs_embedder
+from ragline.indexers.retrieval import RetrievalConfig
 
 if TYPE_CHECKING:
     from ragline.indexers.bm25 import BM25Spec
+    from ragline.indexers.faiss_index import FaissSpec
 
 
 class _Section(BaseModel):
@@ -129,6 +129,11 @@ class ChunkConfig(_Section):
             raise ValueError(f"unknown strategy {v!r}; allowed: {', '.join(sorted(STRATEGIES))}")
         return v
 
+    @property
+    def needs_embedder(self) -> bool:
+        """True when the strategy's chunker needs an embedder (its class says so, e.g. ``semantic``)."""
+        return needs_embedder(self.strategy)
+
     def strategy_options(self) -> dict[str, Any]:
         """The options the selected strategy accepts, with their values."""
         values = {"max_tokens": self.max_tokens, "overlap_tokens": self.overlap_tokens, **(self.model_extra or {})}
@@ -209,6 +214,12 @@ class IndexConfig(_Section):
 
         return BM25Spec(k1=self.bm25_k1, b=self.bm25_b)
 
+    def faiss_spec(self) -> FaissSpec:
+        """The :class:`indexers.faiss_index.FaissSpec` these params give."""
+        from ragline.indexers.faiss_index import FaissSpec
+
+        return FaissSpec(self.kind, self.metric, self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search)
+
 
 class PathsConfig(_Section):
     """``paths:`` — where the DVC stages keep their intermediate tables and the cache."""
@@ -221,41 +232,26 @@ class PathsConfig(_Section):
     cache: str = ".ragline/cache"
 
 
-class EvalWeights(_Section):
-    """``eval.weights`` — hybrid fusion weights (>= 0) of the dense and BM25 retrievers."""
-
-    dense: float = Field(default=0.5, ge=0)
-    bm25: float = Field(default=0.5, ge=0)
-
-
 class EvalConfig(_Section):
     """``eval:`` — the chunking evaluation (``ragline eval chunking``, DVC stage ``eval``).
 
+    How it retrieves (mode, fusion, weights, candidates, k) is the ``retrieval:`` section,
+    as for every other caller.
+
     Attributes:
         dataset: folder with ``corpora/*.md`` and ``questions.csv`` (or ``questions.jsonl``).
-        k: chunks retrieved per question.
         limit_questions: evaluate at most this many questions (``null``: all of them).
         corpora: evaluate only these corpus ids (empty: all).
         metrics: metrics JSON the DVC stage writes (``dvc exp show`` compares it); outside
             the git-ignored ``build/`` because DVC experiments commit only files git tracks.
         plots: recall-vs-IoU points the DVC stage writes (``dvc plots show``).
-        mode: search mode: ``dense`` (FAISS), ``bm25`` (:mod:`indexers.bm25` over the same
-            chunks) or ``hybrid`` (both, fused by :mod:`indexers.hybrid`).
-        fusion: ``rrf`` | ``weighted`` (hybrid only; see :mod:`indexers.hybrid`).
-        weights: fusion weights of the two retrievers (hybrid only).
-        candidates: rows each retriever contributes before fusion (hybrid only; raised to ``k``).
     """
 
     dataset: str = "../shared/datasets/chunking-eval"
-    k: int = Field(default=5, ge=1, le=1000)
     limit_questions: int | None = Field(default=None, ge=1)
     corpora: list[str] = Field(default_factory=list)
     metrics: str = "metrics/chunking.json"
     plots: str = "metrics/chunking_recall_iou.json"
-    mode: Literal["dense", "bm25", "hybrid"] = "dense"
-    fusion: Literal["rrf", "weighted"] = "rrf"
-    weights: EvalWeights = Field(default_factory=lambda: EvalWeights())
-    candidates: int = Field(default=50, ge=1, le=10000)
 
 
 class RefreshConfig(_Section):
@@ -277,18 +273,17 @@ class PromoteConfig(_Section):
     """``promote:`` — the gate an alias must pass before it moves (``ragline index promote``).
 
     Attributes:
-        gate: ``none``, or ``doc_recall``: document recall@k on ``questions`` must be at least
+        gate: ``none``, or ``doc_recall``: document recall@k on ``questions``, retrieved as
+            the alias will serve (the ``retrieval:`` section, k included), must be at least
             ``min_doc_recall``.
         gated_aliases: aliases the gate guards; other aliases move freely.
         questions: JSONL file of ``{"question", "doc"}`` objects.
-        k: chunks retrieved per question.
         min_doc_recall: the lowest recall (0..1) that lets the alias move.
     """
 
     gate: Literal["none", "doc_recall"] = "none"
     gated_aliases: list[str] = Field(default_factory=lambda: ["prod"])
     questions: str = "data/sample-questions.jsonl"
-    k: int = Field(default=5, ge=1, le=1000)
     min_doc_recall: float = Field(default=0.8, ge=0, le=1)
 
 
@@ -317,6 +312,7 @@ class Params(_Section):
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     refresh: RefreshConfig = Field(default_factory=RefreshConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
@@ -333,7 +329,7 @@ class Params(_Section):
         try:
             params = cls.model_validate(data or {})
         except ValidationError as e:
-            raise ConfigError(validation_message(e, cls, source)) from e
+            raise config_error(e, source, model=cls) from e
         params.chunk.strategy_options()  # unknown chunk options fail now, not mid-run
         return params
 
@@ -343,53 +339,6 @@ class Params(_Section):
         if sections:
             data = {k: data[k] for k in sections}
         return json_sha256(data)
-
-
-def did_you_mean(key: str, allowed: typing.Iterable[str]) -> str:
-    """``"; did you mean `load`?"``-style hint for a mistyped ``key`` (difflib), or ``""``."""
-    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
-    return f" (did you mean `{close[0]}`?)" if close else ""
-
-
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The section model reached by following ``loc`` (field names) from ``model``."""
-    for part in loc:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            return None
-        ann = field.annotation
-        candidates = [ann, *typing.get_args(ann)]  # X | None
-        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if nxt is None:
-            return None
-        model = nxt
-    return model
-
-
-def validation_message(e: ValidationError, model: type[BaseModel], source: str) -> str:
-    """One line for the first error of a pydantic validation of ``model``: the dotted key,
-    what is wrong and the value; an unknown key gets the nearest valid name and the valid ones.
-
-    The valid names are read from the models, so every section and key is covered without a list.
-    """
-    err = e.errors()[0]
-    loc = tuple(err["loc"])
-    dotted = ".".join(str(p) for p in loc)
-    if err["type"] == "extra_forbidden":
-        parent = _model_at(model, loc[:-1])
-        allowed = sorted(parent.model_fields) if parent is not None else []
-        key = str(loc[-1])
-        return (f"{source}: unknown key `{dotted}`{did_you_mean(key, allowed)}; "
-                f"allowed: {', '.join(allowed) or '-'}")
-    msg = err["msg"].removeprefix("Value error, ")
-    value = err.get("input")
-    got = "" if isinstance(value, dict) or (isinstance(value, str) and value[:20] in msg) else f" (got {_shown(value)})"
-    return f"{source}: {dotted or '(top level)'}: {msg}{got}"
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:60] + f"...' ({len(str(value))} characters)"
 
 
 def load_params(path: str | Path | None = "params.yaml") -> Params:

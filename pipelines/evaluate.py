@@ -3,8 +3,8 @@
 The question file is JSONL, one object per line with at least ``question`` (the query text)
 and ``doc`` (the file that answers it: a source URI, or its file name), as in
 ``data/sample-questions.jsonl``. A question counts as answered when one of the top-k
-retrieved chunks comes from that document. (The richer evaluation of flows lives in
-``runner/``; this one only decides whether an alias may move.)
+retrieved chunks comes from that document (:func:`evaluation.documents.doc_matches`). (The
+richer evaluation of flows lives in ``runner/``; this one only decides whether an alias may move.)
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ragline.indexers.embedders import Embedder
-from ragline.indexers.retriever import PublishedIndex
+from ragline.evaluation.metrics import DocRecall, doc_recall
+from ragline.indexers.retrieval import RetrievalConfig
+from ragline.indexers.retriever import Retriever
 from ragline.pipelines.errors import PipelineError
 
 
@@ -34,28 +35,6 @@ class DocQuestion:
 
     question: str
     doc: str
-
-
-@dataclass(frozen=True)
-class DocRecall:
-    """Result of :func:`doc_recall_at_k`.
-
-    Attributes:
-        k: chunks retrieved per question.
-        n_questions: questions asked.
-        hits: questions whose document was among the top-k chunks' documents.
-        misses: the questions that missed, in file order.
-    """
-
-    k: int
-    n_questions: int
-    hits: int
-    misses: tuple[str, ...]
-
-    @property
-    def recall(self) -> float:
-        """hits / n_questions (0.0 for an empty question set)."""
-        return self.hits / self.n_questions if self.n_questions else 0.0
 
 
 def load_questions(path: str | Path) -> list[DocQuestion]:
@@ -86,34 +65,19 @@ def load_questions(path: str | Path) -> list[DocQuestion]:
     return out
 
 
-def doc_matches(uri: str, doc: str) -> bool:
-    """True when source URI ``uri`` is document ``doc`` (the same URI, or ``doc`` is its trailing path)."""
-    return uri == doc or uri.endswith("/" + doc.lstrip("/"))
-
-
-def doc_recall_at_k(index: PublishedIndex, embedder: Embedder, questions: Sequence[DocQuestion], k: int) -> DocRecall:
+def doc_recall_at_k(retriever: Retriever, questions: Sequence[DocQuestion],
+                    config: RetrievalConfig = RetrievalConfig()) -> DocRecall:
     """Document recall@k: the share of questions whose answering document is among the
-    documents of the top-k retrieved chunks (dense search over the version's FAISS index).
+    documents of the top-k retrieved chunks, retrieved as ``config`` says (the mode the alias
+    will serve) and matched by :func:`evaluation.documents.doc_matches`.
 
     Args:
-        index: the published version to evaluate.
-        embedder: the embedder that built it (checked against the manifest).
+        retriever: the one retriever over the version to evaluate.
         questions: the question set.
-        k: chunks retrieved per question (>= 1).
+        config: mode, fusion, weights, candidates and k (the ``retrieval:`` section).
 
     Returns:
-        Hits, misses and :attr:`DocRecall.recall`.
-
-    Raises:
-        ValueError: ``k`` < 1.
-        IndexCompatibilityError: ``embedder`` did not build the index.
+        Hits, misses and :attr:`DocRecall.recall` (:class:`evaluation.metrics.DocRecall`).
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    index.check_embedder(embedder)
-    if not questions:
-        return DocRecall(k, 0, 0, ())
-    results = index.search_vectors(embedder.embed([q.question for q in questions]), k)
-    misses = tuple(q.question for q, hits in zip(questions, results)
-                   if not any(doc_matches(h.uri, q.doc) for h in hits))
-    return DocRecall(k, len(questions), len(questions) - len(misses), misses)
+    hits = [retriever.search(q.question, config) for q in questions]
+    return doc_recall(config.k, [(q.question, q.doc) for q in questions], hits)

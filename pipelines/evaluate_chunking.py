@@ -31,31 +31,29 @@ reference (``chunk.end == ref.start``) counts as one of S and enlarges the denom
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from ragline.chunkers.base import ConfigError, ElementSpan
-from ragline.indexers.bm25 import BM25Index, BM25Spec
 from ragline.indexers.cache import EmbeddingCache, embed_with_cache
 from ragline.indexers.embedders import Embedder, info_of
-from ragline.indexers.faiss_index import FaissSpec, build_faiss_index, search
-from ragline.indexers.hybrid import FUSIONS, MODES, rrf_fuse, weighted_fuse
+from ragline.indexers.retrieval import RetrievalConfig
+from ragline.indexers.retriever import Retriever
 from ragline.pipelines.chunk import chunk_documents, chunker_record
-from ragline.pipelines.config import EvalConfig, Params
+from ragline.pipelines.config import Params
 from ragline.pipelines.embed import embed_chunks, index_embedder
 from ragline.pipelines.errors import PipelineError
 from ragline.pipelines.load import Document, doc_id_for
-
-#: A half-open character span ``(start, end)``.
-Span = tuple[int, int]
+from ragline.core.hashing import sha256_bytes
+from ragline.evaluation.metrics import MetricMeans
+from ragline.evaluation.spans import omega_precision, retrieval_scores
 
 CORPUS_SUFFIXES = (".md", ".txt")
 QUESTION_FILES = ("questions.csv", "questions.jsonl")
@@ -273,136 +271,14 @@ def corpus_documents(dataset: EvalDataset) -> list[Document]:
     for cid, text in dataset.corpora.items():
         raw = text.encode("utf-8")
         docs.append(Document(
-            doc_id=doc_id_for(cid), uri=cid, sha256=hashlib.sha256(raw).hexdigest(),
+            doc_id=doc_id_for(cid), uri=cid, sha256=sha256_bytes(raw),
             mime_type="text/markdown", size_bytes=len(raw), title=cid.replace("_", " "),
             text=text, elements=corpus_elements(text),
         ))
     return docs
 
 
-# ------------------------------------------------------------------------- span algebra
-def union_spans(spans: Iterable[Span]) -> list[Span]:
-    """Merge overlapping or touching spans; returns sorted, disjoint spans.
-
-    >>> union_spans([(5, 8), (0, 2), (2, 4), (7, 9)])
-    [(0, 4), (5, 9)]
-    """
-    out: list[Span] = []
-    for s, e in sorted(spans):
-        if out and s <= out[-1][1]:
-            if e > out[-1][1]:
-                out[-1] = (out[-1][0], e)
-        else:
-            out.append((s, e))
-    return out
-
-
-def spans_length(spans: Iterable[Span]) -> int:
-    """Σ (end − start) over the spans (a sum: overlapping spans count twice)."""
-    return sum(e - s for s, e in spans)
-
-
-def intersect_spans(a: Sequence[Span], b: Sequence[Span]) -> list[Span]:
-    """Intersection of two sorted, disjoint span lists (non-empty pieces only)."""
-    out: list[Span] = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        s, e = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if s < e:
-            out.append((s, e))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return out
-
-
-def subtract_spans(span: Span, cut: Sequence[Span]) -> list[Span]:
-    """``span`` minus the sorted, disjoint spans ``cut`` (non-empty pieces only)."""
-    out: list[Span] = []
-    s, e = span
-    for cs, ce in cut:
-        if ce <= s or cs >= e:
-            continue
-        if cs > s:
-            out.append((s, cs))
-        s = max(s, ce)
-        if s >= e:
-            break
-    if s < e:
-        out.append((s, e))
-    return out
-
-
-def retrieval_scores(
-    retrieved: Sequence[tuple[str, int, int]], corpus_id: str, references: Sequence[Span]
-) -> tuple[float, float, float]:
-    """Recall, precision and IoU of one question's retrieved chunks (Chroma's definitions).
-
-    Args:
-        retrieved: ``(corpus_id, char_start, char_end)`` of each retrieved chunk, in rank
-            order (every one counts in the precision and IoU denominators).
-        corpus_id: the question's corpus; chunks of other corpora intersect nothing.
-        references: the question's reference spans.
-
-    Returns:
-        ``(recall, precision, iou)``, each 0 when its denominator is 0.
-    """
-    own = union_spans((s, e) for c, s, e in retrieved if c == corpus_id)
-    hit = spans_length(intersect_spans(own, union_spans(references)))
-    ref_total = spans_length(references)
-    retrieved_total = sum(e - s for _, s, e in retrieved)
-    missed = sum(spans_length(subtract_spans(r, own)) for r in references)
-    recall = hit / ref_total if ref_total else 0.0
-    precision = hit / retrieved_total if retrieved_total else 0.0
-    iou_den = retrieved_total + missed
-    return recall, precision, (hit / iou_den if iou_den else 0.0)
-
-
-def omega_precision(starts: np.ndarray, ends: np.ndarray, references: Sequence[Span]) -> float:
-    """precision_Ω: the precision of retrieving exactly the chunks that intersect a reference.
-
-    Args:
-        starts: int64 (n,) chunk start offsets of the question's corpus.
-        ends: int64 (n,) chunk end offsets.
-        references: the question's reference spans.
-
-    Returns:
-        |∪S ∩ ∪R| / |∪S ∪ ∪R| with S the chunks intersecting a reference on closed intervals
-        (a chunk touching a reference counts, as in Chroma's code); 0 when S is empty.
-    """
-    mask = np.zeros(len(starts), dtype=bool)
-    for rs, re_ in references:
-        mask |= (starts <= re_) & (ends >= rs)
-    if not mask.any():
-        return 0.0
-    chosen = union_spans(zip(starts[mask].tolist(), ends[mask].tolist()))
-    refs = union_spans(references)
-    num = spans_length(intersect_spans(chosen, refs))
-    den = spans_length(union_spans(chosen + refs))
-    return num / den if den else 0.0
-
-
 # ---------------------------------------------------------------------------- results
-@dataclass(frozen=True, slots=True)
-class MetricMeans:
-    """Means over a set of questions (fractions in [0, 1])."""
-
-    recall: float
-    precision: float
-    iou: float
-    precision_omega: float
-    questions: int
-
-    @classmethod
-    def of(cls, rows: np.ndarray) -> "MetricMeans":
-        """Means of a float64 (n, 4) array of (recall, precision, iou, precision_omega)."""
-        if len(rows) == 0:
-            return cls(0.0, 0.0, 0.0, 0.0, 0)
-        m = rows.mean(axis=0)
-        return cls(float(m[0]), float(m[1]), float(m[2]), float(m[3]), int(len(rows)))
-
-
 @dataclass(frozen=True, slots=True)
 class CorpusResult:
     """Metrics and chunk statistics of one corpus."""
@@ -437,7 +313,9 @@ class ChunkingEvalResult:
         cache_hits: texts whose vectors came from the cache.
         per_question: per-question ``(recall, precision, iou, precision_omega)``, float64 (n, 4).
         retrieval: search mode, e.g. ``{"mode": "hybrid", "fusion": "weighted", "weights":
-            {"dense": 0.5, "bm25": 0.5}, "candidates": 50}`` (``{"mode": "dense"}`` for dense).
+            {"dense": 0.5, "bm25": 0.5}, "candidates": 50}`` (``{"mode": "dense"}`` for dense;
+            :meth:`indexers.retrieval.RetrievalConfig.record`).
+        retrieved_ids: per question, the chunk ids retrieved, best first.
     """
 
     dataset: str
@@ -456,6 +334,7 @@ class ChunkingEvalResult:
     cache_hits: int
     per_question: np.ndarray = field(repr=False, compare=False)
     retrieval: dict[str, Any] = field(default_factory=lambda: {"mode": "dense"})
+    retrieved_ids: tuple[tuple[str, ...], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def chunk_mb_per_s(self) -> float:
@@ -464,7 +343,7 @@ class ChunkingEvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``--json``); the per-question array is left out."""
-        d = {k: v for k, v in asdict(self).items() if k != "per_question"}
+        d = {k: v for k, v in asdict(self).items() if k not in ("per_question", "retrieved_ids")}
         d["corpora"] = {c.corpus_id: {**asdict(c.metrics), "chunks": c.chunks, "mean_chunk_tokens": c.mean_chunk_tokens,
                                       "chars": c.chars} for c in self.corpora}
         d["chunk_mb_per_s"] = self.chunk_mb_per_s
@@ -517,7 +396,7 @@ def retrieval_label(retrieval: Mapping[str, Any]) -> str:
 def evaluate_chunking(
     dataset: EvalDataset,
     params: Params,
-    k: int = 5,
+    k: int | None = None,
     embedder: Embedder | None = None,
     progress: Callable[[str, int | None], Any] | None = None,
 ) -> ChunkingEvalResult:
@@ -526,9 +405,9 @@ def evaluate_chunking(
     Args:
         dataset: the loaded dataset.
         params: validated params; uses ``chunk:``, ``embed:`` (model, batch size,
-            normalization), ``index:`` (kind, metric, HNSW settings), ``paths.cache`` and
-            ``eval.mode``/``fusion``/``weights``/``candidates`` (the search mode).
-        k: chunks retrieved per question (>= 1).
+            normalization), ``index:`` (kind, metric, HNSW settings, BM25), ``paths.cache`` and
+            ``retrieval:`` (the search mode, as every caller retrieves).
+        k: chunks retrieved per question (>= 1; default: ``retrieval.k``).
         embedder: an embedder to reuse (default: built from ``embed.model``).
         progress: optional ``progress(stage, total)`` returning a context manager that yields
             ``advance(n)`` (a :class:`pipelines.progress.Reporter`'s ``stage``).
@@ -537,18 +416,17 @@ def evaluate_chunking(
         The result; every chunk's offsets index the corpus text directly.
 
     Raises:
-        ConfigError: invalid ``chunk:`` params, an unknown ``eval.mode``/``eval.fusion`` or ``k`` < 1.
+        ConfigError: invalid ``chunk:`` params or ``k`` < 1.
         PipelineError: the chunker failed on a corpus.
     """
-    if k < 1:
-        raise ConfigError(f"k must be >= 1 (got {k})")
-    check_retrieval(params.eval)
+    config = params.retrieval.override("-k", k=k)
+    k = config.k
     embedder = embedder or index_embedder(params)
     stage = progress or _no_progress
     cache_dir = params.paths.cache
     docs = corpus_documents(dataset)
     embed_fn = None
-    if params.chunk.strategy == "semantic":
+    if params.chunk.needs_embedder:
         def embed_fn(texts: Sequence[str]) -> np.ndarray:  # sentence vectors through the cache
             return _embed_texts(list(texts), embedder, cache_dir, params.embed.batch_size)[0]
     if embed_fn is None:  # load tokenizer tables and table code now: the timing is chunking only
@@ -566,11 +444,8 @@ def evaluate_chunking(
         qvecs, q_computed = _embed_texts([q.question for q in dataset.questions], embedder, cache_dir,
                                          params.embed.batch_size, advance)
         embed_seconds = time.perf_counter() - t0
-    spec = FaissSpec(params.index.kind, params.index.metric, params.index.hnsw_m,
-                     params.index.hnsw_ef_construction, params.index.hnsw_ef_search)
-    rows = retrieve_rows(params.eval, build_faiss_index(vectors, spec), qvecs, chunks,
-                         [q.question for q in dataset.questions], k, l2=params.index.metric == "l2",
-                         bm25_spec=params.index.bm25_spec())
+    retriever = Retriever.in_memory(chunks, vectors, embedder, params.index.faiss_spec(), params.index.bm25_spec())
+    rows, retrieved_ids = retrieve_rows(retriever, config, [q.question for q in dataset.questions], qvecs)
     per_question, by_corpus = _score(dataset, chunks, rows)
     tokens = np.asarray(chunks.column("token_count").to_numpy(), dtype=np.float64)
     corpus_of = np.asarray(chunks.column("uri").to_pylist(), dtype=object)
@@ -592,86 +467,32 @@ def evaluate_chunking(
         corpus_bytes=sum(len(t.encode("utf-8")) for t in dataset.corpora.values()),
         chunk_seconds=chunk_seconds, embed_seconds=embed_seconds,
         embedded_now=computed + q_computed, cache_hits=n_texts - computed - q_computed,
-        per_question=per_question, retrieval=retrieval_record(params.eval),
+        per_question=per_question, retrieval=config.record(), retrieved_ids=retrieved_ids,
     )
 
 
-def check_retrieval(ev: EvalConfig) -> None:
-    """Raise :class:`ConfigError` naming ``eval.mode``/``eval.fusion`` when a value is unknown
-    (params validation already refuses them; this guards configs built without validation)."""
-    if ev.mode not in MODES:
-        raise ConfigError(f"eval.mode: unknown search mode {ev.mode!r}; allowed: {', '.join(MODES)}")
-    if ev.fusion not in FUSIONS:
-        raise ConfigError(f"eval.fusion: unknown fusion {ev.fusion!r}; allowed: {', '.join(FUSIONS)}")
-
-
-def retrieval_record(ev: EvalConfig) -> dict[str, Any]:
-    """The search mode as reported (``{"mode": "dense"}``, or with fusion settings for hybrid)."""
-    if ev.mode in ("dense", "bm25"):
-        return {"mode": ev.mode}
-    return {"mode": ev.mode, "fusion": ev.fusion, "weights": {"dense": ev.weights.dense, "bm25": ev.weights.bm25},
-            "candidates": ev.candidates}
-
-
-def retrieve_rows(
-    ev: EvalConfig, index: Any, qvecs: np.ndarray, chunks: pa.Table, questions: Sequence[str], k: int,
-    l2: bool = False, bm25_spec: BM25Spec = BM25Spec(),
-) -> np.ndarray:
-    """Top-``k`` chunk rows per question in the search mode ``ev.mode``.
-
-    Dense search is FAISS over the chunk vectors; BM25 is :class:`indexers.bm25.BM25Index`
-    over the same chunk rows (``context`` + ``text``, as embedded); hybrid fuses both lists of
-    ``max(ev.candidates, k)`` rows with :func:`indexers.hybrid.rrf_fuse` or
-    :func:`indexers.hybrid.weighted_fuse`, ties broken as :class:`indexers.hybrid.Retriever`
-    breaks them (better single-retriever rank, then lower row).
+def retrieve_rows(retriever: Retriever, config: RetrievalConfig, questions: Sequence[str],
+                  qvecs: np.ndarray) -> tuple[np.ndarray, tuple[tuple[str, ...], ...]]:
+    """Top-``config.k`` chunk rows per question through the one :class:`indexers.retriever.Retriever`
+    (the code ``ragline query`` and flows run), with the questions' vectors precomputed.
 
     Args:
-        ev: the ``eval:`` params (mode, fusion, weights, candidates).
-        index: FAISS index of the chunk vectors (row i = chunk row i).
-        qvecs: float32 (n_questions, dim) question vectors (unused for ``bm25``).
-        chunks: the chunk table (``CHUNKS_SCHEMA``).
+        retriever: the retriever over the evaluated chunks (:meth:`Retriever.in_memory`).
+        config: mode, fusion, weights, candidates and k (the ``retrieval:`` section).
         questions: question texts, in the order of ``qvecs``.
-        k: rows per question.
-        l2: the FAISS metric is L2 (lower is better; negated before fusion).
-        bm25_spec: BM25 k1 / b (``index.bm25_k1`` / ``index.bm25_b``).
+        qvecs: float32 (n_questions, dim) question vectors (unused for ``bm25``).
 
     Returns:
-        int64 (n_questions, k) rows, best first, -1 where fewer than ``k`` were found.
-
-    Raises:
-        ConfigError: unknown ``eval.mode`` or ``eval.fusion``.
+        ``(rows, chunk_ids)``: int64 (n_questions, k) rows, best first, -1 where fewer than
+        ``k`` were found, and the retrieved chunk ids per question.
     """
-    check_retrieval(ev)
-    if ev.mode == "dense":
-        _, rows = search(index, qvecs, k)
-        return rows
-    out = np.full((len(questions), k), -1, dtype=np.int64)
-    bm25 = BM25Index.from_chunks(chunks, bm25_spec)
-    if ev.mode == "bm25":
-        for i, q in enumerate(questions):
-            r, _ = bm25.search(q, k)
-            out[i, : len(r)] = r
-        return out
-    depth = max(ev.candidates, k)
-    dscores, drows = search(index, qvecs, depth)
-    weights = {"dense": ev.weights.dense, "bm25": ev.weights.bm25}
+    out = np.full((len(questions), config.k), -1, dtype=np.int64)
+    ids = []
     for i, q in enumerate(questions):
-        keep = drows[i] >= 0
-        d_rows = drows[i][keep].tolist()
-        d_scores = (-dscores[i][keep] if l2 else dscores[i][keep]).tolist()
-        b_rows, b_scores = bm25.search(q, depth)
-        lists = {"dense": (d_rows, d_scores), "bm25": (b_rows.tolist(), b_scores.tolist())}
-        if ev.fusion == "rrf":
-            fused = rrf_fuse({n: r for n, (r, _) in lists.items()}, weights)
-        else:
-            fused = weighted_fuse(lists, weights)
-        best_rank: dict[int, int] = {}
-        for r_list, _ in lists.values():
-            for rank, row in enumerate(r_list, start=1):
-                best_rank[row] = min(best_rank.get(row, rank), rank)
-        order = sorted(fused, key=lambda r: (-fused[r], best_rank[r], r))[:k]
-        out[i, : len(order)] = order
-    return out
+        hits = retriever.search(q, config, vector=qvecs[i])
+        out[i, : len(hits)] = [h.row for h in hits]
+        ids.append(tuple(h.chunk_id for h in hits))
+    return out, tuple(ids)
 
 
 def score_chunks(
@@ -747,8 +568,7 @@ def write_metrics(result: ChunkingEvalResult, metrics_path: str | Path | None, p
 
 __all__ = [
     "DatasetError", "Reference", "Question", "EvalDataset", "load_dataset", "corpus_elements", "corpus_documents",
-    "union_spans", "spans_length", "intersect_spans", "subtract_spans", "retrieval_scores", "omega_precision",
-    "MetricMeans", "CorpusResult", "ChunkingEvalResult", "config_label", "retrieval_label", "evaluate_chunking", "score_chunks",
-    "check_retrieval", "retrieval_record", "retrieve_rows",
+    "CorpusResult", "ChunkingEvalResult", "config_label", "retrieval_label", "evaluate_chunking", "score_chunks",
+    "retrieve_rows",
     "write_metrics",
 ]

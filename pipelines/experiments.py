@@ -4,7 +4,7 @@ A grid file (see ``grids/chunking.yaml``)::
 
     name: chunking                 # output folder experiments/<name>/ unless --out is given
     dataset: ../shared/datasets/chunking-eval   # default: eval.dataset from params
-    k: 5                           # default: eval.k
+    k: 5                           # default: retrieval.k
     limit_questions: null          # default: eval.limit_questions
     corpora: []                    # default: eval.corpora
     params: {embed: {batch_size: 32}}   # optional overrides of params sections
@@ -18,9 +18,9 @@ A grid file (see ``grids/chunking.yaml``)::
       - {strategy: sentence, max_tokens: 128, overlap_sentences: 1}
 
 Besides chunk options, a grid or config may vary the search mode with ``mode``
-(``dense | bm25 | hybrid``) and ``fusion`` (``rrf | weighted``); they set ``eval.mode`` and
-``eval.fusion`` of that point (default: the params' ``eval:``), and a non-dense point's label
-ends with the mode, e.g. ``token 200/0 [hybrid weighted]``.
+(``dense | bm25 | hybrid``) and ``fusion`` (``rrf | weighted``); they set ``retrieval.mode`` and
+``retrieval.fusion`` of that point (default: the params' ``retrieval:``), and the label of a point
+whose search differs from the params' ends with its mode, e.g. ``token 200/0 [dense]``.
 
 Points that configure the same chunker (a strategy ignores options it does not take, e.g.
 ``sentence`` and ``overlap_tokens``) are run once. The Prefect flow that runs a grid is
@@ -41,11 +41,12 @@ from typing import Any, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ragline.chunkers.base import ConfigError
+from ragline.core.errors import ConfigError, config_error
 from ragline.chunkers.registry import STRATEGIES, config_keys
 from ragline.pipelines.chunk import chunker_record
+from ragline.indexers.retrieval import RetrievalConfig
 from ragline.pipelines.config import Params
-from ragline.pipelines.evaluate_chunking import ChunkingEvalResult, config_label, retrieval_label, retrieval_record
+from ragline.pipelines.evaluate_chunking import ChunkingEvalResult, config_label, retrieval_label
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_MD = "leaderboard.md"
 PLOT_PNG = "recall_vs_iou.png"
 RESULTS_JSON = "results.json"
-#: Grid keys that set ``eval:`` values of a point rather than ``chunk:`` options.
+#: Grid keys that set ``retrieval:`` values of a point rather than ``chunk:`` options.
 GRID_EVAL_KEYS = ("mode", "fusion")
 
 
@@ -87,7 +88,7 @@ class ExperimentPlan:
         k: chunks retrieved per question.
         limit_questions: question limit or ``None``.
         corpora: corpus ids to keep (empty: all).
-        searches: per point, the ``eval:`` values it sets (``mode``/``fusion``; empty: none).
+        searches: per point, the ``retrieval:`` values it sets (``mode``/``fusion``; empty: none).
     """
 
     name: str
@@ -106,7 +107,7 @@ class ExperimentPlan:
         data = self.base.to_dict()
         data["chunk"] = dict(self.points[i])
         if self.searches:
-            data["eval"] = {**data["eval"], **self.searches[i]}
+            data["retrieval"] = {**data["retrieval"], **self.searches[i]}
         return Params.from_dict(data, source=f"grid point {self.labels[i]}")
 
 
@@ -146,9 +147,7 @@ def plan_grid(grid: dict[str, Any], params: Params, source: str = "<grid>") -> E
     try:
         spec = GridSpec.model_validate(grid)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{source}: {loc}: {err['msg']} (got {err.get('input')!r})") from e
+        raise config_error(e, source) from e
     data = params.to_dict()
     for section, values in spec.params.items():
         if not isinstance(data.get(section), dict):
@@ -178,7 +177,7 @@ def plan_grid(grid: dict[str, Any], params: Params, source: str = "<grid>") -> E
         search = {k: point[k] for k in GRID_EVAL_KEYS if k in point}
         chunk = {k: v for k, v in point.items() if k not in GRID_EVAL_KEYS}
         try:
-            p = Params.from_dict({**base.to_dict(), "chunk": chunk, "eval": {**base.eval.model_dump(mode="json"), **search}},
+            p = Params.from_dict({**base.to_dict(), "chunk": chunk, "retrieval": {**base.retrieval.model_dump(mode="json"), **search}},
                                  source=f"{source}: point {_short(point)}")
             record = chunker_record(p.chunk, p.embed.model)
         except ConfigError as e:
@@ -187,29 +186,31 @@ def plan_grid(grid: dict[str, Any], params: Params, source: str = "<grid>") -> E
                 log.warning("skipping grid point %s: %s", _short(point), e)
                 continue
             raise ConfigError(f"{source}: point {_short(point)}: {e}") from e
-        retrieval = retrieval_record(p.eval)
+        retrieval = p.retrieval.record()
         key = json.dumps([record["fingerprint"], record["context"], retrieval], sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
         points.append(p.chunk.model_dump(mode="json"))
         searches.append(search)
-        labels.append(run_label(record, retrieval))
+        labels.append(run_label(record, retrieval, base.retrieval.record()))
     if not points:
         raise ConfigError(f"{source}: every grid point is invalid")
     ev = base.eval
     return ExperimentPlan(
         name=spec.name, base=base, points=tuple(points), labels=tuple(labels), skipped=tuple(skipped),
-        dataset=spec.dataset or ev.dataset, k=spec.k or ev.k,
+        dataset=spec.dataset or ev.dataset, k=spec.k or base.retrieval.k,
         limit_questions=spec.limit_questions if spec.limit_questions is not None else ev.limit_questions,
         corpora=tuple(spec.corpora if spec.corpora is not None else ev.corpora), searches=tuple(searches),
     )
 
 
-def run_label(chunk: dict[str, Any], retrieval: dict[str, Any]) -> str:
-    """:func:`config_label`, plus ``[mode]`` when the search mode is not dense."""
+def run_label(chunk: dict[str, Any], retrieval: dict[str, Any], default: dict[str, Any] | None = None) -> str:
+    """:func:`config_label`, plus ``[mode]`` when the search mode differs from ``default``
+    (the base params' ``retrieval:`` record; ``None``: the shipped defaults)."""
     label = config_label(chunk)
-    return label if retrieval.get("mode", "dense") == "dense" else f"{label} [{retrieval_label(retrieval)}]"
+    default = RetrievalConfig().record() if default is None else default
+    return label if retrieval == default else f"{label} [{retrieval_label(retrieval)}]"
 
 
 def _check_keys(spec: GridSpec, source: str) -> None:
@@ -265,8 +266,10 @@ LEADERBOARD_COLUMNS = (
 )
 
 
-def leaderboard_rows(results: Sequence[ChunkingEvalResult]) -> list[dict[str, Any]]:
-    """Rows sorted by recall, then IoU (both descending), with rank and Pareto flag.
+def leaderboard_rows(results: Sequence[ChunkingEvalResult], default_retrieval: dict[str, Any] | None = None
+                     ) -> list[dict[str, Any]]:
+    """Rows sorted by recall, then IoU (both descending), with rank and Pareto flag; a label
+    names the search mode when it differs from ``default_retrieval`` (see :func:`run_label`).
 
     A configuration is on the Pareto front when no other one has both recall and IoU at
     least as high and one of them strictly higher.
@@ -275,7 +278,7 @@ def leaderboard_rows(results: Sequence[ChunkingEvalResult]) -> list[dict[str, An
     for r in results:
         o = r.overall
         rows.append({
-            "config": run_label(r.chunk, r.retrieval), "strategy": r.chunk["strategy"],
+            "config": run_label(r.chunk, r.retrieval, default_retrieval), "strategy": r.chunk["strategy"],
             "options": json.dumps(r.chunk["options"], sort_keys=True), "context": bool(r.chunk["context"]),
             "mode": retrieval_label(r.retrieval),
             "recall": round(o.recall, 4), "precision": round(o.precision, 4), "iou": round(o.iou, 4),
@@ -363,7 +366,7 @@ def write_experiment_outputs(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = leaderboard_rows(results)
+    rows = leaderboard_rows(results, meta.get("retrieval"))
     files = {"csv": str(out / LEADERBOARD_CSV), "md": str(out / LEADERBOARD_MD), "png": str(out / PLOT_PNG),
              "json": str(out / RESULTS_JSON)}
     Path(files["csv"]).write_text(leaderboard_csv(rows), encoding="utf-8")

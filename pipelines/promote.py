@@ -2,7 +2,8 @@
 
 A gated alias (``promote.gated_aliases``, e.g. ``prod``) moves to a version only when the
 version passes the gate: with ``promote.gate: doc_recall``, document recall@k
-(:func:`pipelines.evaluate.doc_recall_at_k`) on ``promote.questions`` must be at least
+(:func:`pipelines.evaluate.doc_recall_at_k`) on ``promote.questions``, retrieved the way the
+alias will serve (the ``retrieval:`` section: mode, fusion, weights, k), must be at least
 ``promote.min_doc_recall``. A failing gate leaves the alias where it was and raises
 :class:`PromotionRefused` saying why. The evaluation is recorded with the alias move.
 """
@@ -14,7 +15,8 @@ from typing import Any
 
 from ragline.pipelines.embed import index_embedder
 from ragline.indexers.registry import AliasMove, IndexRegistry
-from ragline.indexers.retriever import PublishedIndex
+from ragline.indexers.retrieval import RetrievalConfig
+from ragline.indexers.retriever import Retriever
 from ragline.pipelines.config import Params
 from ragline.pipelines.errors import PipelineError
 from ragline.pipelines.evaluate import doc_recall_at_k, load_questions
@@ -66,7 +68,8 @@ class GateResult:
 def evaluate_gate(registry: IndexRegistry, params: Params, name: str, version: str, alias: str) -> GateResult:
     """Run the promotion gate of ``params.promote`` for moving ``alias`` to ``name@version``.
 
-    The version is searched with the embedder its manifest records (``embed.model``).
+    The version is searched by the one retriever, as ``params.retrieval`` says (the mode
+    the alias will serve), with the embedder its manifest records (``embed.model``).
 
     Raises:
         RegistryError, CorruptRegistryError: unknown or damaged version.
@@ -78,17 +81,21 @@ def evaluate_gate(registry: IndexRegistry, params: Params, name: str, version: s
         why = "promote.gate is none" if cfg.gate == "none" else f"alias {alias!r} is not in promote.gated_aliases"
         return GateResult(name, version, alias, gated=False, passed=True, reason=f"no gate ({why})")
     questions = load_questions(cfg.questions)
-    published = PublishedIndex.open(registry, f"{name}@{version}")
-    m = published.manifest
+    m = registry.manifest(name, version)
     embedder = index_embedder(params, m.params.get("embed", {}).get("model"), bool(m.embedding["normalize"]))
-    result = doc_recall_at_k(published, embedder, questions, cfg.k)
+    retriever = Retriever.open(registry, f"{name}@{version}", embedder=embedder)
+    result = doc_recall_at_k(retriever, questions, params.retrieval)
     passed = result.recall >= cfg.min_doc_recall
-    metric = f"doc_recall@{cfg.k}"
+    metric = f"doc_recall@{result.k}"
     verdict = ">=" if passed else "<"
     reason = (f"{metric} = {result.recall:.3f} {verdict} promote.min_doc_recall = {cfg.min_doc_recall:g} "
-              f"on {cfg.questions} ({result.hits}/{result.n_questions} questions)")
+              f"on {cfg.questions} ({result.hits}/{result.n_questions} questions, {_mode(params.retrieval)})")
     return GateResult(name, version, alias, True, passed, metric, round(result.recall, 6), cfg.min_doc_recall,
                       cfg.questions, result.n_questions, result.misses[:10], reason)
+
+
+def _mode(cfg: RetrievalConfig) -> str:
+    return cfg.mode if cfg.mode != "hybrid" else f"hybrid {cfg.fusion}"
 
 
 def promote(

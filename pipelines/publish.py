@@ -13,7 +13,7 @@ import pyarrow as pa
 from ragline.core.hashing import sha256_file
 from ragline.indexers.bm25 import write_bm25
 from ragline.indexers.embedders import EmbedderInfo
-from ragline.indexers.faiss_index import FaissSpec, build_faiss_index, write_faiss_index
+from ragline.indexers.faiss_index import build_faiss_index, write_faiss_index
 from ragline.indexers.manifest import Manifest, params_hash
 from ragline.indexers.registry import DEFAULT_ALIAS, IndexRegistry
 from ragline.indexers.retriever import CHUNKS_FILE, DOCUMENTS_FILE, INDEX_FILE, QUARANTINE_FILE
@@ -22,14 +22,9 @@ from ragline.pipelines.config import IndexConfig, Params
 from ragline.pipelines.chunk import chunker_record
 
 
-def faiss_spec(cfg: IndexConfig) -> FaissSpec:
-    """The FAISS settings of the ``index:`` params."""
-    return FaissSpec(cfg.kind, cfg.metric, cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
-
-
 def build_index(vectors: np.ndarray, cfg: IndexConfig):
     """Stage ``index``: a FAISS index over float32 (n, dim) vectors (row i = chunk row i)."""
-    return build_faiss_index(vectors, faiss_spec(cfg))
+    return build_faiss_index(vectors, cfg.faiss_spec())
 
 
 def git_commit(cwd: str | Path = ".") -> str | None:

@@ -741,7 +741,50 @@ def embedder_info_for(plan: RefreshPlan, parent: ParentData | None, assembly: As
     A refresh that only carries vectors (removals, quarantined changes, FAISS settings) keeps
     the parent's embedder, whose identity the parent manifest records.
     """
-    if parent is None or plan.reembed_all or assembly.need_embed.any() or params.chunk.strategy == "semantic":
+    if parent is None or plan.reembed_all or assembly.need_embed.any() or params.chunk.needs_embedder:
         return None
     e = parent.manifest.embedding
     return EmbedderInfo(e["model_id"], e["revision"], int(e["dim"]), bool(e["normalize"]))
+
+
+def run_refresh(params: Params, reporter: Any = None, *, sources: Sequence[str | Path] | None = None,
+                replace_sources: bool = False) -> RefreshSummary:
+    """Refresh ``params.index.name`` as ``ragline refresh`` does (``ragline.refresh`` calls this too).
+
+    Resolves the sources (:func:`resolve_sources`: by default the ones the index was built
+    from) and plans under the index lock; when nothing changed, returns at once without
+    starting Prefect; otherwise runs :func:`pipelines.flows.refresh_flow`.
+
+    Args:
+        params: validated params (index name applied, see :func:`refresh_params`).
+        reporter: a :class:`pipelines.progress.Reporter` for progress bars (default: silent).
+        sources: folders or files to refresh from (default: the recorded sources).
+        replace_sources: allow ``sources`` to differ from the recorded ones.
+
+    Returns:
+        The summary; ``failed`` is set when the run failed and published nothing.
+
+    Raises:
+        LockTimeoutError: another refresh or publish held the index past the timeout.
+        SourcesChanged: ``sources`` differ from the recorded ones without ``replace_sources``.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    registry = IndexRegistry(params.index.root, params.index.lock_timeout_s, verify=params.index.verify)
+    with registry.lock(params.index.name):
+        params = resolve_sources(params, registry, sources, replace_sources)
+        plan = plan_refresh(params, registry)
+        if plan.nothing_to_do:
+            summary = RefreshSummary.from_plan(plan)
+            summary.total_seconds = round(time.perf_counter() - t0, 3)
+            return summary
+        from ragline.pipelines.flows import REPORTER, refresh_flow
+
+        token = REPORTER.set(reporter) if reporter is not None else None
+        try:
+            return refresh_flow(params=params.to_dict())
+        finally:
+            if token is not None:
+                REPORTER.reset(token)
+

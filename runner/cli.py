@@ -67,6 +67,24 @@ def _param(params_file: Path, section: str, key: str) -> Optional[str]:
     return None
 
 
+def retrieval_defaults(params_file: Path) -> Any:
+    """The ``retrieval:`` section of the params file (the defaults when the file or the section is absent).
+
+    Raises:
+        ConfigError: the section holds an unknown key or a bad value.
+    """
+    from ragline.indexers.retrieval import RetrievalConfig
+
+    data: Any = {}
+    if params_file.is_file():
+        try:
+            data = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            data = {}
+    section = data.get("retrieval") if isinstance(data, dict) else None
+    return RetrievalConfig.from_dict(section if isinstance(section, dict) else {}, str(params_file), "retrieval.")
+
+
 def index_root(params_file: Path, override: Optional[Path]) -> Path:
     """The registry folder: ``--index-root``, else ``index.root`` of the params file, else ``indexes``."""
     if override is not None:
@@ -76,7 +94,7 @@ def index_root(params_file: Path, override: Optional[Path]) -> Path:
 
 def _prepare(flow_dir: Path, variant: Optional[str], params_file: Path, root: Optional[Path],
              query_backend: str = "onnx", query_threads: Optional[int] = None) -> Any:
-    from ragline.pipelines.offline import set_offline_env
+    from ragline.core.offline import set_offline_env
     from ragline.runner.engine import FlowRunner
     from ragline.runner.errors import FlowInputError
     from ragline.runner.nodes import QueryEmbedding
@@ -87,7 +105,7 @@ def _prepare(flow_dir: Path, variant: Optional[str], params_file: Path, root: Op
         raise FlowInputError(f"--query-backend {query_backend!r}: use onnx or torch")
     flow = load_flow(flow_dir, variant)
     query = QueryEmbedding(query_backend, query_threads, _param(params_file, "paths", "cache"))
-    runner = FlowRunner(flow, index_root(params_file, root), query)
+    runner = FlowRunner(flow, index_root(params_file, root), query, retrieval=retrieval_defaults(params_file))
     runner.warm_up()
     return flow, runner
 

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ragline.runner.errors import FlowInputError, NodeError
+from ragline.indexers.retrieval import RetrievalConfig
 from ragline.runner.nodes import LlmNode, NodeOutput, QueryEmbedding, RetrieveNode, make_node
 from ragline.runner.spec import Flow, InputSpec, follow, resolve_value
 
@@ -117,6 +118,8 @@ class FlowRunner:
             queries with torch (``query.backend == "torch"`` or an ONNX fallback; process-wide;
             ``None`` keeps torch's default). One thread suits one short query per call: on a
             busy 2-core machine two threads made a MiniLM query take ~950 ms at p50 against ~17 ms.
+        retrieval: the retrieval defaults of retrieve nodes (the ``retrieval:`` section of
+            params.yaml); a node's own fields override them.
 
     Raises:
         FlowSpecError: an index alias or version does not exist, an API key variable is unset.
@@ -124,13 +127,15 @@ class FlowRunner:
     """
 
     def __init__(self, flow: Flow, index_root: str | Path = "indexes", query: QueryEmbedding = QueryEmbedding(),
-                 torch_threads: int | None = 1) -> None:
+                 torch_threads: int | None = 1, retrieval: RetrievalConfig = RetrievalConfig()) -> None:
         self.flow = flow
         self.index_root = Path(index_root)
         self.query = query
         self.torch_threads = torch_threads
+        self.retrieval = retrieval
         specs = {n.name: (i, n) for i, n in enumerate(flow.spec.nodes)}
-        self.nodes = {name: make_node(specs[name][1], flow, specs[name][0], index_root, query) for name in flow.order}
+        self.nodes = {name: make_node(specs[name][1], flow, specs[name][0], index_root, query, retrieval)
+                      for name in flow.order}
         self.specs = {name: specs[name][1] for name in flow.order}
         self.inputs_model = inputs_model(flow)
         retrieves = [n for n in flow.order if isinstance(self.nodes[n], RetrieveNode)]

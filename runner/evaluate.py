@@ -3,8 +3,9 @@
 Labels are a JSONL file. A label line may carry:
 
 - ``docs`` (list) or ``doc`` / ``doc_id`` / ``corpus_id`` (string): the relevant document(s).
-  A label names a retrieved chunk's document when it equals the chunk's ``doc_id``, its
-  source URI, the URI's base name, or the base name without extension.
+  A label names a retrieved chunk's document by the one rule of
+  :func:`evaluation.documents.doc_matches` (doc id, source URI, a trailing path of it, or
+  its base name without extension).
 - ``spans``: ``[{"doc", "start", "end"}]`` character spans (half-open) of the answer in the
   documents' normalized text; or chunking-eval style ``references``:
   ``[{"start_index", "end_index"}]`` with the document in ``doc`` / ``corpus_id``.
@@ -48,12 +49,14 @@ from __future__ import annotations
 
 import json
 import math
-import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
+from ragline.evaluation.documents import doc_matches
+from ragline.evaluation.metrics import mean
+from ragline.evaluation.spans import ratios, span_metrics
 from ragline.runner.batch import load_run, percentiles, read_jsonl
 from ragline.runner.errors import DataError
 from ragline.runner.text import answer_sentences, markers, support, terms
@@ -78,16 +81,6 @@ class Label:
     docs: tuple[str, ...] = ()
     spans: tuple[Span, ...] = ()
     answer: str | None = None
-
-
-def doc_matches(label: str, doc_id: str | None, source: str | None) -> bool:
-    """True when a document label names the document of a chunk (see module docstring)."""
-    if label == doc_id or label == source:
-        return True
-    if not source:
-        return False
-    base = posixpath.basename(source.replace("\\", "/"))
-    return label == base or label == base.rsplit(".", 1)[0]
 
 
 def parse_label(obj: dict, where: str) -> Label:
@@ -127,32 +120,6 @@ def parse_label(obj: dict, where: str) -> Label:
     return Label(tuple(docs), tuple(spans), answer)
 
 
-# ---------------------------------------------------------------- interval helpers
-def merge(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Union of half-open intervals as sorted disjoint intervals (empty ones dropped)."""
-    out: list[tuple[int, int]] = []
-    for s, e in sorted(i for i in intervals if i[1] > i[0]):
-        if out and s <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], e))
-        else:
-            out.append((s, e))
-    return out
-
-
-def intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
-    """Length of the intersection of two sorted disjoint interval lists."""
-    i = j = n = 0
-    while i < len(a) and j < len(b):
-        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if hi > lo:
-            n += hi - lo
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return n
-
-
 def span_scores(retrieved: Sequence[dict], spans: Sequence[Span]) -> dict:
     """Span recall, precision and IoU of retrieved chunks against reference spans.
 
@@ -168,21 +135,15 @@ def span_scores(retrieved: Sequence[dict], spans: Sequence[Span]) -> dict:
     Returns:
         ``{"span_recall", "span_precision", "span_iou"}``, each 0 when its denominator is 0.
     """
-    ref_total = sum(max(0, s.end - s.start) for s in spans)
     retrieved_total = sum(max(0, int(c["char_end"]) - int(c["char_start"])) for c in retrieved)
-    hit = missed = 0
+    hit = ref_total = missed = 0
     for d in sorted({s.doc for s in spans}):
-        own = merge((int(c["char_start"]), int(c["char_end"])) for c in retrieved
-                    if doc_matches(d, c.get("doc_id"), c.get("source")))
-        refs = [(s.start, s.end) for s in spans if s.doc == d]
-        hit += intersect(own, merge(refs))
-        missed += sum((e - s) - intersect(own, [(s, e)]) for s, e in refs if e > s)
-    iou_den = retrieved_total + missed
-    return {
-        "span_recall": hit / ref_total if ref_total else 0.0,
-        "span_precision": hit / retrieved_total if retrieved_total else 0.0,
-        "span_iou": hit / iou_den if iou_den else 0.0,
-    }
+        own = [(int(c["char_start"]), int(c["char_end"])) for c in retrieved
+               if doc_matches(d, doc_id=c.get("doc_id"), source=c.get("source"))]
+        h, t, m = span_metrics(own, [(s.start, s.end) for s in spans if s.doc == d])
+        hit, ref_total, missed = hit + h, ref_total + t, missed + m
+    recall, precision, iou = ratios(hit, ref_total, retrieved_total, missed)
+    return {"span_recall": recall, "span_precision": precision, "span_iou": iou}
 
 
 def doc_scores(retrieved: Sequence[dict], docs: Sequence[str], k: int) -> dict:
@@ -192,8 +153,8 @@ def doc_scores(retrieved: Sequence[dict], docs: Sequence[str], k: int) -> dict:
         key = (c.get("doc_id"), c.get("source"))
         if key not in ranking:
             ranking.append(key)
-    rel = [any(doc_matches(d, di, so) for d in docs) for di, so in ranking]
-    found = {d for d in docs for di, so in ranking if doc_matches(d, di, so)}
+    rel = [any(doc_matches(d, doc_id=di, source=so) for d in docs) for di, so in ranking]
+    found = {d for d in docs for di, so in ranking if doc_matches(d, doc_id=di, source=so)}
     first = next((i + 1 for i, r in enumerate(rel) if r), None)
     dcg = sum(1.0 / math.log2(i + 2) for i, r in enumerate(rel) if r)
     ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(set(docs)), k)))
@@ -234,11 +195,6 @@ def answer_scores(answer: str, citations: Sequence[dict], retrieved: Sequence[di
     n = len(sents)
     return {"sentences": n, "cited": cited, "grounded": grounded,
             "citation_coverage": cited / n if n else None, "groundedness": grounded / n if n else None}
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return round(sum(vals) / len(vals), 6) if vals else None
 
 
 def _match(records: list[dict], labels: list[tuple[int, dict]], key: str | None, labels_path: Path) -> list[tuple[dict, Label]]:
@@ -309,7 +265,7 @@ def evaluate_run(run_dir: str | Path, labels_path: str | Path, k: int | None = N
         per_q.append(row)
     names = ["hit@k", "mrr", "recall@k", "ndcg@k", "span_recall", "span_precision", "span_iou",
              "citation_coverage", "groundedness", "answer_contains"]
-    metrics = {m: _mean([q.get(m) for q in per_q]) for m in names}
+    metrics = {m: mean([q.get(m) for q in per_q]) for m in names}
     types = {}
     resolved = run_dir / "flow.resolved.json"
     if resolved.is_file():

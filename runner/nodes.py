@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ragline.indexers.retrieval import ChunkFilter, RetrievalConfig
 from ragline.runner.errors import FlowSpecError
 from ragline.runner.spec import (
     Flow,
     LlmNodeSpec,
-    PageRange,
     PromptNodeSpec,
     PythonNodeSpec,
     RetrieveNodeSpec,
@@ -72,7 +72,7 @@ class QueryEmbedding:
 
 
 def open_retriever(root: str | Path, ref: str, query: QueryEmbedding = QueryEmbedding()) -> Any:
-    """A :class:`indexers.hybrid.Retriever` for ``ref`` under ``root``, shared per
+    """The :class:`indexers.retriever.Retriever` for ``ref`` under ``root``, shared per
     (root, name, version, query embedding settings).
 
     The alias is resolved now: a prepared flow keeps the version it resolved even if the
@@ -81,8 +81,8 @@ def open_retriever(root: str | Path, ref: str, query: QueryEmbedding = QueryEmbe
     Raises:
         RegistryError, CorruptRegistryError, OSError, SchemaMismatchError, IndexCompatibilityError.
     """
-    from ragline.indexers.hybrid import Retriever
     from ragline.indexers.registry import IndexRegistry
+    from ragline.indexers.retriever import Retriever
 
     registry = IndexRegistry(root)
     name, version = registry.resolve(ref)
@@ -94,37 +94,20 @@ def open_retriever(root: str | Path, ref: str, query: QueryEmbedding = QueryEmbe
         return _RETRIEVERS[key]
 
 
-def _as_tuple(value: Any, kind: type, field: str) -> tuple:
-    if value is None:
-        return ()
-    items = value if isinstance(value, (list, tuple)) else [value]
-    out = []
-    for v in items:
-        if kind is int and isinstance(v, str) and v.strip().lstrip("-").isdigit():
-            v = int(v)
-        if not isinstance(v, kind) or isinstance(v, bool):
-            raise TypeError(f"filter {field}: expected {kind.__name__} values, got {v!r}")
-        out.append(v)
-    return tuple(out)
-
-
 class RetrieveNode:
-    """Runs a retrieve node: ``{"query", "filters"}`` in, list of chunk dicts out."""
+    """Runs a retrieve node: ``{"query", "filters"}`` in, list of hit dicts out
+    (:meth:`core.records.Hit.to_dict`), retrieved as the runner's ``retrieval`` defaults
+    overridden by the node's fields say."""
 
     def __init__(self, spec: RetrieveNodeSpec, index_root: str | Path, where: str,
-                 query: QueryEmbedding = QueryEmbedding()) -> None:
-        from ragline.indexers.hybrid import RetrievalSpec
-
+                 query: QueryEmbedding = QueryEmbedding(), retrieval: RetrievalConfig = RetrievalConfig()) -> None:
         self.spec = spec
         self.root = Path(spec.root) if spec.root else Path(index_root)
         try:
             self.retriever = open_retriever(self.root, spec.index, query)
         except LookupError as e:  # RegistryError: unknown index / alias / version
             raise FlowSpecError(f"{where}: {e}") from e
-        self.retrieval = RetrievalSpec(
-            k=spec.k, mode=spec.mode, fusion=spec.fusion, dense_weight=spec.weights.dense,
-            bm25_weight=spec.weights.bm25, rrf_k=spec.rrf_k, candidates=spec.candidates,
-        )
+        self.retrieval = spec.retrieval(retrieval)
 
     @property
     def index_info(self) -> dict:
@@ -138,30 +121,15 @@ class RetrieveNode:
         return {"ref": self.spec.index, "name": p.name, "version": p.version, "path": str(p.path),
                 "created_at": m.created_at, "params_hash": m.params_hash, "counts": dict(m.counts),
                 "embedding": dict(m.embedding), "chunker": dict(m.chunker), "files": dict(m.files),
-                "query_embedding": query}
-
-    def _filter(self, f: dict) -> Any:
-        from ragline.indexers.hybrid import ChunkFilter
-
-        page = f.get("page")
-        page_min = page_max = None
-        pages: tuple = ()
-        if isinstance(page, dict):
-            rng = PageRange.model_validate(page)
-            page_min, page_max = rng.min, rng.max
-        else:
-            pages = _as_tuple(page, int, "page")
-        return ChunkFilter(
-            sources=_as_tuple(f.get("source"), str, "source"), doc_ids=_as_tuple(f.get("doc_id"), str, "doc_id"),
-            pages=pages, page_min=page_min, page_max=page_max, sections=_as_tuple(f.get("section"), str, "section"),
-        )
+                "query_embedding": query, "retrieval": self.retrieval.record()}
 
     def run(self, values: dict) -> NodeOutput:
         """Search; ``values["query"]`` must be a non-empty string."""
         query = values["query"]
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
-        hits = self.retriever.search(query, self.retrieval, self._filter(values.get("filters") or {}))
+        flt = ChunkFilter.from_mapping(values.get("filters") or {}, f"{self.spec.name}.filters")
+        hits = self.retriever.search(query, self.retrieval, flt)
         return NodeOutput([h.to_dict() for h in hits])
 
 
@@ -248,16 +216,17 @@ class PythonNode:
         return NodeOutput(out)
 
 
-def make_node(spec: Any, flow: Flow, index: int, index_root: str | Path, query: QueryEmbedding = QueryEmbedding()) -> Any:
+def make_node(spec: Any, flow: Flow, index: int, index_root: str | Path, query: QueryEmbedding = QueryEmbedding(),
+              retrieval: RetrievalConfig = RetrievalConfig()) -> Any:
     """Prepare the executor of ``spec`` (the ``index``-th node of ``flow``); retrieve nodes
-    embed queries as ``query`` says.
+    embed queries as ``query`` says and retrieve with ``retrieval`` overridden by their fields.
 
     Raises:
         FlowSpecError: an index alias or version does not exist, an API key variable is unset.
     """
     where = flow.where("nodes", index, "index" if isinstance(spec, RetrieveNodeSpec) else "type")
     if isinstance(spec, RetrieveNodeSpec):
-        return RetrieveNode(spec, index_root, where, query)
+        return RetrieveNode(spec, index_root, where, query, retrieval)
     if isinstance(spec, PromptNodeSpec):
         return PromptNode(spec, flow.folder, flow.where("nodes", index, "template"))
     if isinstance(spec, LlmNodeSpec):

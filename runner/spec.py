@@ -40,6 +40,7 @@ from typing import Annotated, Any, ClassVar, Iterator, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ragline.indexers.retrieval import RETRIEVAL_FIELDS, Fusion, Mode, RetrievalConfig, Weights
 from ragline.runner.errors import FlowSpecError
 
 FLOW_FILE = "flow.yaml"
@@ -180,13 +181,6 @@ class InputSpec(_Model):
         return "default" not in self.model_fields_set
 
 
-class WeightsSpec(_Model):
-    """Fusion weights of the two retrievers (>= 0)."""
-
-    dense: float = Field(default=1.0, ge=0)
-    bm25: float = Field(default=1.0, ge=0)
-
-
 class PageRange(_Model):
     """Inclusive page range."""
 
@@ -230,12 +224,9 @@ class RetrieveNodeSpec(_NodeSpec):
         index: ``NAME@ALIAS`` or ``NAME@vNNNN`` (``NAME`` alone = ``NAME@latest``).
         root: registry folder (default: the runner's index root, ``index.root`` of params.yaml).
         query: the query text, usually ``${inputs.question}``.
-        k: chunks returned.
-        mode: ``dense`` | ``bm25`` | ``hybrid``.
-        fusion: ``rrf`` | ``weighted`` (hybrid).
-        weights: ``{dense, bm25}`` fusion weights.
-        rrf_k: RRF rank constant.
-        candidates: rows per retriever before fusion.
+        k, mode, fusion, weights, rrf_k, candidates: override the runner's retrieval defaults
+            (the ``retrieval:`` section of params.yaml; :class:`indexers.retrieval.RetrievalConfig`)
+            for this node; unset fields keep the defaults.
         filters: metadata filters.
     """
 
@@ -243,13 +234,19 @@ class RetrieveNodeSpec(_NodeSpec):
     index: str = Field(min_length=1)
     root: str | None = None
     query: str
-    k: int = Field(default=5, ge=1, le=1000)
-    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
-    fusion: Literal["rrf", "weighted"] = "rrf"
-    weights: WeightsSpec = Field(default_factory=WeightsSpec)
-    rrf_k: int = Field(default=60, ge=0)
-    candidates: int = Field(default=50, ge=1, le=100000)
+    k: int | None = Field(default=None, ge=1, le=1000)
+    mode: Mode | None = None
+    fusion: Fusion | None = None
+    weights: Weights | None = None
+    rrf_k: int | None = Field(default=None, ge=0)
+    candidates: int | None = Field(default=None, ge=1, le=100000)
     filters: FilterSpec = Field(default_factory=FilterSpec)
+
+    def retrieval(self, defaults: RetrievalConfig) -> RetrievalConfig:
+        """``defaults`` with this node's fields applied."""
+        return defaults.override(f"retrieve node {self.name!r}",
+                                 **{f: getattr(self, f) for f in RETRIEVAL_FIELDS})
+
     REF_FIELDS: ClassVar[tuple[str, ...]] = ("query", "filters")
 
 

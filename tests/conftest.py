@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ragline.pipelines.offline import set_offline_env
+from ragline.core.offline import set_offline_env
 
 set_offline_env()
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -85,8 +85,8 @@ def test_query_json_has_every_field(ingested: Path) -> None:
     assert result.exit_code == 0, result.output
     hits = json.loads(result.stdout)
     assert [h["rank"] for h in hits] == [1, 2, 3]
-    assert set(hits[0]) == {"rank", "score", "chunk_id", "doc_id", "source", "page", "char_start",
-                            "char_end", "section_path", "text"}
+    assert set(hits[0]) == {"rank", "score", "row", "chunk_id", "doc_id", "source", "page", "char_start",
+                            "char_end", "section_path", "text", "retriever_ranks", "retriever_scores"}
     assert hits[0]["source"] == "data/sample/varroa-mites.pdf"
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
 
@@ -100,6 +100,33 @@ def test_query_table_output(ingested: Path, monkeypatch: pytest.MonkeyPatch) -> 
     result = runner.invoke(app, ["query", "smoker fuel pine needles burlap puffs entrance", "-k", "2"])
     assert result.exit_code == 0
     assert "sample@v0001" in result.stdout and "protective-equipment.txt" in result.stdout
+
+
+def test_query_mode_fusion_and_filter_options(ingested: Path) -> None:
+    def q(*args: str) -> list[dict]:
+        result = runner.invoke(app, ["query", "varroa mites in the brood", "--json", *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    assert all(set(h["retriever_ranks"]) == {"dense"} for h in q("--mode", "dense"))
+    assert all(set(h["retriever_ranks"]) == {"bm25"} for h in q("--mode", "bm25"))
+    hybrid = q("--fusion", "rrf", "-k", "4")  # retrieval.mode is hybrid as shipped
+    assert len(hybrid) == 4 and any(set(h["retriever_ranks"]) == {"dense", "bm25"} for h in hybrid)
+    only_md = q("--filter", "source=*.md", "--filter", "source=*.txt", "-k", "8")
+    assert only_md and all(h["source"].endswith((".md", ".txt")) for h in only_md)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--filter", "colour=red"], "unknown filter key(s) 'colour'; allowed: source, doc_id, page, section"),
+    (["--mode", "sparse"], "mode: Input should be 'dense', 'bm25' or 'hybrid' (got 'sparse')"),
+    (["--fusion", "max"], "fusion: Input should be 'weighted' or 'rrf' (got 'max')"),
+    (["--index", "sample@prod"], "index 'sample' has no alias 'prod'"),
+    (["--index", "sample@v0042"], "v0042"),
+])
+def test_query_bad_input_is_one_line(ingested: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["query", "bees", *args])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip().count("\n") == 0 and message in " ".join(result.stderr.split())
 
 
 def test_index_list(ingested: Path) -> None:

@@ -25,7 +25,7 @@ def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(not (BIN / "dvc").exists(), reason="dvc is not installed in this environment")
 def test_dvc_repro_eval_writes_metrics_and_plots(tmp_path: Path, mini_dataset: Path) -> None:
-    for name in ("chunkers", "pipelines", "indexers"):
+    for name in ("chunkers", "pipelines", "indexers", "evaluation"):
         shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     (tmp_path / "data" / "sample").mkdir(parents=True)

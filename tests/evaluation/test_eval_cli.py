@@ -62,17 +62,18 @@ def test_table_output_and_dvc_files(workspace: Path, mini_dataset: Path) -> None
     assert points[0]["recall"] == metrics["recall"] and points[0]["iou"] == metrics["iou"]
 
 
-def test_eval_defaults_come_from_the_eval_params_section(workspace: Path, mini_dataset: Path) -> None:
-    write_params(workspace, eval={"dataset": str(mini_dataset), "k": 3, "limit_questions": 4, "corpora": ["wikitexts"]})
+def test_eval_defaults_come_from_the_eval_and_retrieval_params_sections(workspace: Path, mini_dataset: Path) -> None:
+    write_params(workspace, eval={"dataset": str(mini_dataset), "limit_questions": 4, "corpora": ["wikitexts"]},
+                 retrieval={"k": 3})
     out = _eval()
     assert (out["k"], out["overall"]["questions"], list(out["corpora"])) == (3, 4, ["wikitexts"])
 
 
 @pytest.mark.parametrize("section, message", [
     ({"chunk": {"strategy": "nope"}}, r"chunk.strategy.*unknown strategy 'nope'; allowed: recursive, semantic, sentence, structure, token"),
-    ({"chunk": {"max_tokenz": 100}}, r"unknown chunk option\(s\) max_tokenz; allowed: .*max_tokens"),
+    ({"chunk": {"max_tokenz": 100}}, r"unknown chunk option\(s\) `max_tokenz` \(did you mean `max_tokens`\?\); allowed: .*max_tokens"),
     ({"chunk": {"strategy": "token", "max_tokens": 50, "overlap_tokens": 50}}, r"overlap_tokens"),
-    ({"eval": {"k": 0}}, r"eval.k"),
+    ({"retrieval": {"k": 0}}, r"retrieval.k"),
     ({"eval": {"limit": 3}}, r"eval.limit"),
 ])
 def test_bad_params_fail_with_one_line_naming_the_key(workspace: Path, mini_dataset: Path, section: dict, message: str) -> None:

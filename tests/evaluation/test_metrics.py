@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ragline.pipelines.evaluate_chunking import (
+from ragline.evaluation.spans import (
     intersect_spans,
     omega_precision,
     retrieval_scores,

@@ -1,4 +1,4 @@
-"""Search modes of the chunking evaluation: dense, BM25 and hybrid (eval.mode / --mode)."""
+"""Search modes of the chunking evaluation: dense, BM25 and hybrid (retrieval.mode / --mode), through the one Retriever."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typer.testing import CliRunner
 from ragline.chunkers.base import ConfigError
 from ragline.indexers.bm25 import BM25Index
 from ragline.indexers.embedders import HashingEmbedder
-from ragline.indexers.faiss_index import FaissSpec, build_faiss_index, search
+from ragline.indexers.faiss_index import search
+from ragline.indexers.retrieval import RetrievalConfig
+from ragline.indexers.retriever import Retriever
 from ragline.pipelines.chunk import chunk_documents
 from ragline.pipelines.cli import app
-from ragline.pipelines.config import EvalConfig, Params
-from ragline.pipelines.evaluate_chunking import (check_retrieval, corpus_documents, evaluate_chunking, load_dataset,
-                                         retrieve_rows)
+from ragline.pipelines.config import Params
+from ragline.pipelines.evaluate_chunking import corpus_documents, evaluate_chunking, load_dataset, retrieve_rows
 from ragline.pipelines.experiments import plan_grid
 from tests.conftest import write_params
 
@@ -25,13 +26,15 @@ CHUNK = {"strategy": "token", "max_tokens": 96, "overlap_tokens": 0, "context": 
 
 def _params(tmp_path: Path, **ev: object) -> Params:
     return Params.from_dict({"chunk": CHUNK, "embed": {"model": "hashing"}, "paths": {"cache": str(tmp_path / "cache")},
-                             "eval": ev})
+                             "retrieval": ev})
 
 
 @pytest.mark.parametrize("ev, retrieval", [
-    ({}, {"mode": "dense"}),
+    ({"mode": "dense"}, {"mode": "dense"}),
     ({"mode": "bm25"}, {"mode": "bm25"}),
-    ({"mode": "hybrid"}, {"mode": "hybrid", "fusion": "rrf", "weights": {"dense": 0.5, "bm25": 0.5}, "candidates": 50}),
+    ({}, {"mode": "hybrid", "fusion": "weighted", "weights": {"dense": 0.5, "bm25": 0.5}, "candidates": 50}),
+    ({"fusion": "rrf"}, {"mode": "hybrid", "fusion": "rrf", "weights": {"dense": 0.5, "bm25": 0.5}, "candidates": 50,
+                         "rrf_k": 60}),
     ({"mode": "hybrid", "fusion": "weighted", "weights": {"dense": 0.3, "bm25": 0.7}, "candidates": 20},
      {"mode": "hybrid", "fusion": "weighted", "weights": {"dense": 0.3, "bm25": 0.7}, "candidates": 20}),
 ])
@@ -51,14 +54,18 @@ def _setup(tmp_path: Path, mini_dataset: Path):
     assert not bad
     emb = HashingEmbedder(dim=64)
     texts = [c + t for c, t in zip(chunks.column("context").to_pylist(), chunks.column("text").to_pylist())]
-    index = build_faiss_index(emb.embed(texts), FaissSpec("flat", "ip", 32, 200, 64))
+    retriever = Retriever.in_memory(chunks, emb.embed(texts), emb)
     questions = [q.question for q in data.questions]
-    return chunks, index, emb.embed(questions), questions
+    return chunks, retriever, emb.embed(questions), questions
+
+
+def _rows(retriever: Retriever, qvecs, questions: list[str], k: int, **cfg: object):
+    return retrieve_rows(retriever, RetrievalConfig().override(k=k, **cfg), questions, qvecs)[0]
 
 
 def test_bm25_mode_returns_the_bm25_index_ranking(tmp_path: Path, mini_dataset: Path) -> None:
-    chunks, index, qvecs, questions = _setup(tmp_path, mini_dataset)
-    rows = retrieve_rows(EvalConfig(mode="bm25"), index, qvecs, chunks, questions, 4)
+    chunks, retriever, qvecs, questions = _setup(tmp_path, mini_dataset)
+    rows = _rows(retriever, qvecs, questions, 4, mode="bm25")
     bm25 = BM25Index.from_chunks(chunks)
     assert rows.shape == (len(questions), 4)
     for i, q in enumerate(questions):
@@ -68,29 +75,27 @@ def test_bm25_mode_returns_the_bm25_index_ranking(tmp_path: Path, mini_dataset: 
 
 @pytest.mark.parametrize("fusion", ["rrf", "weighted"])
 def test_hybrid_with_one_zero_weight_is_the_other_retriever(tmp_path: Path, mini_dataset: Path, fusion: str) -> None:
-    chunks, index, qvecs, questions = _setup(tmp_path, mini_dataset)
+    chunks, retriever, qvecs, questions = _setup(tmp_path, mini_dataset)
     k = 3
-    _, dense = search(index, qvecs, 50)  # the candidate depth: FAISS orders tied scores by depth
+    _, dense = search(retriever.index, qvecs, 50)  # the candidate depth: FAISS orders tied scores by depth
     dense = dense[:, :k]
-    only_dense = retrieve_rows(EvalConfig(mode="hybrid", fusion=fusion, weights={"dense": 1, "bm25": 0}),
-                               index, qvecs, chunks, questions, k)
+    only_dense = _rows(retriever, qvecs, questions, k, mode="hybrid", fusion=fusion, weights={"dense": 1, "bm25": 0})
     assert only_dense.tolist() == dense.tolist()
     bm25 = BM25Index.from_chunks(chunks)
-    only_bm25 = retrieve_rows(EvalConfig(mode="hybrid", fusion=fusion, weights={"dense": 0, "bm25": 1}),
-                              index, qvecs, chunks, questions, k)
+    only_bm25 = _rows(retriever, qvecs, questions, k, mode="hybrid", fusion=fusion, weights={"dense": 0, "bm25": 1})
     for i, q in enumerate(questions):
         expected = bm25.search(q, 50)[0].tolist()
         if len(expected) > k:  # enough BM25 candidates that none of the top k ties at 0 with dense-only rows
             assert only_bm25[i].tolist() == expected[:k]
 
 
-def test_unknown_mode_is_a_config_error_naming_eval_mode(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"eval\.mode: .*'sparse'"):
-        Params.from_dict({"eval": {"mode": "sparse"}})
-    with pytest.raises(ConfigError, match=r"eval\.fusion"):
-        Params.from_dict({"eval": {"fusion": "max"}})
-    with pytest.raises(ConfigError, match=r"eval\.mode: unknown search mode 'sparse'; allowed: dense, bm25, hybrid"):
-        check_retrieval(EvalConfig.model_construct(mode="sparse", fusion="rrf"))
+def test_unknown_mode_is_a_config_error_naming_retrieval_mode(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"retrieval\.mode: Input should be 'dense', 'bm25' or 'hybrid' \(got 'sparse'\)"):
+        Params.from_dict({"retrieval": {"mode": "sparse"}})
+    with pytest.raises(ConfigError, match=r"retrieval\.fusion"):
+        Params.from_dict({"retrieval": {"fusion": "max"}})
+    with pytest.raises(ConfigError, match=r"eval\.mode: Extra inputs are not permitted"):  # the old keys are gone
+        Params.from_dict({"eval": {"mode": "dense"}})
 
 
 def test_cli_mode_and_fusion_options(workspace: Path, mini_dataset: Path) -> None:
@@ -103,17 +108,17 @@ def test_cli_mode_and_fusion_options(workspace: Path, mini_dataset: Path) -> Non
     assert out["retrieval"]["mode"] == "hybrid" and out["retrieval"]["fusion"] == "weighted"
     assert json.loads((workspace / "m.json").read_text())["mode"] == "hybrid"
     res = runner.invoke(app, ["eval", "chunking", "--dataset", str(mini_dataset), "--mode", "sparse"])
-    assert res.exit_code == 1 and "eval.mode" in res.stderr
+    assert res.exit_code == 1 and "mode" in res.stderr and "'sparse'" in res.stderr and "'hybrid'" in res.stderr
 
 
 def test_grids_vary_the_mode() -> None:
     plan = plan_grid({"grid": {"max_tokens": [128], "mode": ["dense", "bm25", "hybrid"]},
-                      "configs": [{"max_tokens": 128, "mode": "hybrid", "fusion": "weighted"},
-                                  {"max_tokens": 128, "mode": "dense", "fusion": "weighted"}]}, Params())
+                      "configs": [{"max_tokens": 128, "mode": "hybrid", "fusion": "rrf"},
+                                  {"max_tokens": 128, "mode": "dense", "fusion": "rrf"}]}, Params())
     # dense ignores fusion: the last point repeats the first
-    assert plan.labels == ("token 128/0", "token 128/0 [bm25]", "token 128/0 [hybrid rrf]",
-                           "token 128/0 [hybrid weighted]")
-    assert [plan.params_for(i).eval.mode for i in range(4)] == ["dense", "bm25", "hybrid", "hybrid"]
-    assert plan.params_for(3).eval.fusion == "weighted" and "mode" not in plan.points[3]
-    with pytest.raises(ConfigError, match=r"eval\.mode"):
+    assert plan.labels == ("token 128/0 [dense]", "token 128/0 [bm25]", "token 128/0",
+                           "token 128/0 [hybrid rrf]")
+    assert [plan.params_for(i).retrieval.mode for i in range(4)] == ["dense", "bm25", "hybrid", "hybrid"]
+    assert plan.params_for(3).retrieval.fusion == "rrf" and "mode" not in plan.points[3]
+    with pytest.raises(ConfigError, match=r"retrieval\.mode"):
         plan_grid({"grid": {"mode": ["sparse"]}}, Params(), source="g.yaml")

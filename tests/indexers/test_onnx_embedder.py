@@ -69,7 +69,7 @@ def test_cached_export_is_reused_and_the_query_path_imports_no_torch(onnx_cache:
     assert again.backend == "onnx" and again.onnx_path.stat().st_mtime_ns == mtime
     code = (
         "import sys, json\n"
-        "from ragline.pipelines.offline import set_offline_env; set_offline_env()\n"
+        "from ragline.core.offline import set_offline_env; set_offline_env()\n"
         "from ragline.indexers.onnx_embedder import OnnxEmbedder\n"
         f"e = OnnxEmbedder(cache_dir={str(onnx_cache)!r})\n"
         f"v = e.embed({TEXTS[:1]!r})\n"

@@ -1,4 +1,5 @@
-"""The promotion gate: document recall@k on a question set must reach promote.min_doc_recall."""
+"""The promotion gate: document recall@k on a question set, retrieved as the alias will serve
+(the retrieval: section), must reach promote.min_doc_recall."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typer.testing import CliRunner
 
 from ragline.indexers.embedders import HashingEmbedder
 from ragline.indexers.registry import IndexRegistry
-from ragline.indexers.retriever import PublishedIndex
+from ragline.indexers.retrieval import RetrievalConfig
+from ragline.indexers.retriever import Retriever
 from ragline.pipelines.cli import app
-from ragline.pipelines.evaluate import DocQuestion, QuestionsError, doc_matches, doc_recall_at_k, load_questions
+from ragline.pipelines.evaluate import DocQuestion, QuestionsError, doc_recall_at_k, load_questions
 from tests.conftest import write_params
 from tests.refresh.conftest import params_here, publish_texts
 
@@ -30,34 +32,43 @@ QUESTIONS = [{"question": A, "doc": "a.txt"}, {"question": B, "doc": "docs/b.txt
 def gated(workspace: Path) -> IndexRegistry:
     (workspace / "q.jsonl").write_text("\n".join(json.dumps(q) for q in QUESTIONS) + "\n")
     write_params(workspace, promote={"gate": "doc_recall", "gated_aliases": ["prod"], "questions": "q.jsonl",
-                                     "k": 1, "min_doc_recall": 0.8})
+                                     "min_doc_recall": 0.8}, retrieval={"k": 1})
     p = params_here()
     publish_texts(p, {"docs/a.txt": A, "docs/b.txt": B, "docs/c.txt": C})
     return IndexRegistry(p.index.root)
 
 
 def test_doc_recall_at_k_counts_hits_exactly(gated: IndexRegistry) -> None:
-    index = PublishedIndex.open(gated, "sample@v0001")
+    retriever = Retriever.open(gated, "sample@v0001", embedder=HashingEmbedder())
     qs = [DocQuestion(q["question"], q["doc"]) for q in QUESTIONS]
-    r = doc_recall_at_k(index, HashingEmbedder(), qs, k=1)
-    assert (r.n_questions, r.hits, r.misses, r.recall) == (4, 3, (A,), 0.75)
+    for mode in ("dense", "bm25", "hybrid"):
+        r = doc_recall_at_k(retriever, qs, RetrievalConfig(mode=mode, k=1))
+        assert (r.n_questions, r.hits, r.misses, r.recall) == (4, 3, (A,), 0.75), mode
     # k >= number of chunks retrieves every document: only a question about a missing document misses
-    r_all = doc_recall_at_k(index, HashingEmbedder(), qs + [DocQuestion(C, "nowhere.txt")], k=100)
+    r_all = doc_recall_at_k(retriever, qs + [DocQuestion(C, "nowhere.txt")], RetrievalConfig(k=100))
     assert (r_all.hits, r_all.misses) == (4, (C,))
-    with pytest.raises(ValueError):
-        doc_recall_at_k(index, HashingEmbedder(), qs, k=0)
 
 
-def test_doc_matches_uri_or_trailing_path() -> None:
-    assert doc_matches("data/sample/a.md", "a.md") and doc_matches("data/sample/a.md", "sample/a.md")
-    assert doc_matches("a.md", "a.md") and not doc_matches("data/sample/ba.md", "a.md")
+def test_gate_evaluates_the_served_mode(gated: IndexRegistry) -> None:
+    # "in every hive": BM25 ranks a.txt first (the only "hive"), the hashing embedder ranks b.txt
+    # first ("every"), so the gate's verdict depends on the mode the alias will serve
+    qs = QUESTIONS[:3] + [{"question": "in every hive", "doc": "a.txt"}]
+    Path("q.jsonl").write_text("\n".join(json.dumps(q) for q in qs) + "\n")
+    write_params(Path.cwd(), retrieval={"mode": "dense"}, promote={"min_doc_recall": 1.0})
+    dense = runner.invoke(app, ["index", "promote", "v0001", "--alias", "prod", "--json"])
+    assert dense.exit_code == 1 and "0.750 < promote.min_doc_recall = 1 " in dense.stderr
+    assert "(3/4 questions, dense)" in " ".join(dense.stderr.split())
+    write_params(Path.cwd(), retrieval={"mode": "bm25"})
+    bm25 = runner.invoke(app, ["index", "promote", "v0001", "--alias", "prod", "--json"])
+    assert bm25.exit_code == 0, bm25.stderr
+    assert json.loads(bm25.stdout)["gate"]["value"] == 1.0 and gated.aliases("sample")["prod"] == "v0001"
 
 
 def test_failing_gate_leaves_alias_and_says_why(gated: IndexRegistry) -> None:
     r = runner.invoke(app, ["index", "promote", "v0001", "--alias", "prod"])
     flat = " ".join(r.stderr.split())
     assert r.exit_code == 1
-    assert "doc_recall@1 = 0.750 < promote.min_doc_recall = 0.8" in flat and "(3/4 questions)" in flat
+    assert "doc_recall@1 = 0.750 < promote.min_doc_recall = 0.8" in flat and "(3/4 questions, hybrid weighted)" in flat
     assert "prod stays at (unset)" in flat
     assert "prod" not in gated.aliases("sample")
 

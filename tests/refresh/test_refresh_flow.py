@@ -173,7 +173,8 @@ def test_refresh_promotes_through_the_gate(light_workspace: Path, prefect_harnes
     qs = light_workspace / "q.jsonl"
     qs.write_text(SAMPLE_QUESTIONS.read_text())
     write_params(light_workspace, refresh={"promote_aliases": ["prod"]},
-                 promote={"gate": "doc_recall", "questions": "q.jsonl", "k": 1000, "min_doc_recall": 1.0})
+                 promote={"gate": "doc_recall", "questions": "q.jsonl", "min_doc_recall": 1.0},
+                 retrieval={"k": 1000, "candidates": 1000})
     # k above the chunk count retrieves every document, so exactly the questions whose document
     # is in this workspace (no PDF/DOCX/PPTX) hit
     import json

@@ -1,4 +1,4 @@
-"""Fusion arithmetic, retrieval modes and metadata filters."""
+"""The one Retriever: fusion arithmetic, retrieval modes, metadata filters, the retrieval: settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragline.indexers.hybrid import ChunkFilter, RetrievalSpec, Retriever, min_max, rrf_fuse, weighted_fuse
+from ragline.core.errors import ConfigError
+from ragline.indexers.retrieval import ChunkFilter, RetrievalConfig, parse_filter_options
+from ragline.indexers.retriever import Retriever, min_max, rrf_fuse, weighted_fuse
 from ragline.indexers.registry import IndexRegistry
 from tests.runner.conftest import CORPUS
 from tests.runner.helpers import make_old_version, publish_paragraphs
@@ -29,11 +31,38 @@ def test_weighted_fusion_uses_min_max_scores() -> None:
     assert fused == pytest.approx({1: 0.5, 2: 0.25, 3: 0.5, 4: 0.0})
 
 
-def test_spec_validation_names_the_field() -> None:
-    with pytest.raises(ValueError, match="unknown mode 'sparse'"):
-        RetrievalSpec(mode="sparse")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="k must be >= 1"):
-        RetrievalSpec(k=0)
+def RetrievalSpec(**kw: object) -> RetrievalConfig:  # noqa: N802  the settings under test, validated
+    return RetrievalConfig().override(**kw)
+
+
+def test_config_errors_name_the_value_and_the_allowed_ones() -> None:
+    with pytest.raises(ConfigError, match=r"mode: Input should be 'dense', 'bm25' or 'hybrid' \(got 'sparse'\)"):
+        RetrievalConfig().override("--mode", mode="sparse")
+    with pytest.raises(ConfigError, match=r"fusion: Input should be 'weighted' or 'rrf' \(got 'max'\)"):
+        RetrievalConfig.from_dict({"fusion": "max"})
+    with pytest.raises(ConfigError, match="k: Input should be greater than or equal to 1"):
+        RetrievalConfig().override(k=0)
+    with pytest.raises(ConfigError, match="unknown filter key.*'colour'.*allowed: source, doc_id, page, section"):
+        ChunkFilter.from_mapping({"colour": "red"})
+    with pytest.raises(ConfigError, match="--filter 'source'"):
+        parse_filter_options(["source"])
+
+
+def test_override_keeps_unset_fields_and_merges_weights() -> None:
+    base = RetrievalConfig.from_dict({"weights": {"dense": 0.7, "bm25": 0.3}, "k": 8})
+    assert base.override() is base
+    c = base.override(mode="dense", weights={"bm25": 1.0})
+    assert (c.mode, c.k, c.weights.dense, c.weights.bm25, c.fusion) == ("dense", 8, 0.7, 1.0, "weighted")
+    assert RetrievalConfig().record() == {"mode": "hybrid", "fusion": "weighted",
+                                          "weights": {"dense": 0.5, "bm25": 0.5}, "candidates": 50}
+
+
+def test_filter_options_parse_like_flow_filters() -> None:
+    assert parse_filter_options(["source=*.md", "source=a.pdf", "page=3"]) == ChunkFilter(
+        sources=("*.md", "a.pdf"), pages=(3,))
+    assert ChunkFilter.from_mapping({"page": {"min": 2, "max": "3"}, "section": "Intro"}) == ChunkFilter(
+        page_min=2, page_max=3, sections=("Intro",))
+    assert ChunkFilter.from_mapping({"source": None}).empty
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +91,7 @@ def test_every_mode_returns_k_ranked_hits(retriever: Retriever) -> None:
 
 
 def test_hybrid_fuses_both_lists_and_is_deterministic(retriever: Retriever) -> None:
-    spec = RetrievalSpec(k=5, mode="hybrid", fusion="rrf")
+    spec = RetrievalSpec(k=5, mode="hybrid", fusion="rrf", weights={"dense": 1.0, "bm25": 1.0})
     a = retriever.search("sourdough dough ferment", spec)
     b = retriever.search("sourdough dough ferment", spec)
     assert [h.chunk_id for h in a] == [h.chunk_id for h in b]
@@ -70,7 +99,7 @@ def test_hybrid_fuses_both_lists_and_is_deterministic(retriever: Retriever) -> N
     assert top.source == "kitchen/bread.txt" and set(top.retriever_ranks) == {"dense", "bm25"}
     assert top.score == pytest.approx(sum(1 / (60 + r) for r in top.retriever_ranks.values()))
     w = retriever.search("sourdough dough ferment", RetrievalSpec(k=5, mode="hybrid", fusion="weighted",
-                                                                  dense_weight=0.0, bm25_weight=1.0))
+                                                                  weights={"dense": 0.0, "bm25": 1.0}))
     assert w[0].score == pytest.approx(1.0)  # the best BM25 row after min-max
 
 
