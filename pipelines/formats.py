@@ -73,7 +73,7 @@ class FormatError(ParseError):
 
     Attributes:
         error_type: short name recorded as the quarantine ``error_type`` (``RaggedRows``,
-            ``MalformedCSV``, ``NotAWorkbook``, ``MalformedJSON``, ``MalformedXML``,
+            ``MalformedCSV``, ``NotAWorkbook``, ``BadWorkbook``, ``BadSheet``, ``MalformedJSON``, ``MalformedXML``,
             ``DecodeError``).
     """
 
@@ -232,7 +232,9 @@ def partition_xlsx(data: bytes) -> Partition:
 
     Raises:
         FormatError: ``NotAWorkbook`` when the bytes are not an XLSX (zip) workbook;
-            ``BadSheet`` naming the sheet that could not be read.
+            ``BadWorkbook`` when a part is damaged (openpyxl reads every sheet's size on
+            opening, so the XML error's line and column are named, not the sheet);
+            ``BadSheet`` naming a sheet whose rows could not be read.
     """
     import zipfile
 
@@ -243,8 +245,8 @@ def partition_xlsx(data: bytes) -> Partition:
     except zipfile.BadZipFile as e:
         raise FormatError("NotAWorkbook", f"not an XLSX workbook ({e}); a CSV or text file renamed to .xlsx? "
                                           "save it as .csv or re-export it from the spreadsheet") from e
-    except (KeyError, ValueError, OSError) as e:
-        raise FormatError("NotAWorkbook", f"not a readable XLSX workbook: {type(e).__name__}: {e}") from e
+    except Exception as e:  # a damaged part: openpyxl raises KeyError, XML ParseError, ...
+        raise FormatError("BadWorkbook", f"damaged XLSX workbook: {type(e).__name__}: {e}") from e
     el = _elements()
     out = Partition()
     try:
@@ -459,7 +461,9 @@ def partition_email(
     loaded, skipped = [], []
     el = _elements()
     for i, part in enumerate(msg.iter_attachments()):
-        name = Path(part.get_filename() or f"attachment-{i + 1}").name
+        name = " ".join(Path(part.get_filename() or "").name.split())
+        if name in ("", ".", ".."):
+            name = f"attachment-{i + 1}"
         suffix = Path(name).suffix.lower()
         if suffix not in supported or part.get_content_type() == "message/rfc822":
             skipped.append(f"{name} (unsupported type {part.get_content_type()})")

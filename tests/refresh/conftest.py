@@ -21,15 +21,15 @@ from ragline.pipelines.embed import embed_chunks
 from ragline.pipelines.load import Document, doc_id_for, documents_to_table, quarantine_to_table
 from ragline.pipelines.publish import publish_index
 
-HEAVY_FORMATS = (".pdf", ".docx", ".pptx")
+LIGHT_FORMATS = (".md", ".txt", ".html")
 VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture()
 def light_workspace(workspace: Path) -> Path:
-    """The ``workspace`` fixture without the PDF/DOCX/PPTX samples (6 md/txt/html documents)."""
+    """The ``workspace`` fixture with only the md/txt/html samples (6 documents)."""
     for p in (workspace / "data" / "sample").iterdir():
-        if p.suffix in HEAVY_FORMATS:
+        if p.suffix not in LIGHT_FORMATS:
             p.unlink()
     return workspace
 
