@@ -194,15 +194,27 @@ def _table(text: str, parent=None, page: int | None = None):
 
 
 # ---------------------------------------------------------------- CSV / TSV
-def partition_delimited(text: str, delimiter: str = ",") -> Partition:
+def csv_delimiter(text: str) -> str:
+    """``";"`` when the first line holds more semicolons than commas (exports from locales with
+    a decimal comma), else ``","``."""
+    first = text.split("\n", 1)[0]
+    return ";" if first.count(";") > first.count(",") else ","
+
+
+def partition_delimited(text: str, delimiter: str | None = None) -> Partition:
     """A CSV or TSV file (decoded text) as one ``Table`` element, header row first.
 
     Blank lines are skipped. Every record must have as many cells as the header.
+
+    Args:
+        text: the decoded file.
+        delimiter: cell delimiter; ``None`` picks ``","`` or ``";"`` (:func:`csv_delimiter`).
 
     Raises:
         FormatError: ``RaggedRows`` naming the first record (and its line) whose cell count
             differs from the header's; ``MalformedCSV`` for a quoting error (with its line).
     """
+    delimiter = delimiter or csv_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows: list[list[str]] = []
     try:

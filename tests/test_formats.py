@@ -54,6 +54,12 @@ def test_csv_is_one_table_with_one_row_per_line(tmp_path: Path) -> None:
                                        "2024-05-09 | Hive 2 | queen less", ())]
 
 
+def test_semicolon_csv(tmp_path: Path) -> None:
+    p = tmp_path / "harvest.csv"
+    p.write_text("hive;kg;note\nHive 1;12,5;light, floral\n")
+    assert elements(loaded(p)) == [("Table", "hive | kg | note\nHive 1 | 12,5 | light, floral", ())]
+
+
 def test_tsv(tmp_path: Path) -> None:
     p = tmp_path / "mites.tsv"
     p.write_text("hive\tmites per 100 bees\nHive 1\t2\nHive 2\t11\n")
