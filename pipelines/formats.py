@@ -73,7 +73,7 @@ class FormatError(ParseError):
 
     Attributes:
         error_type: short name recorded as the quarantine ``error_type`` (``RaggedRows``,
-            ``MalformedCSV``, ``NotAWorkbook``, ``MalformedJSON``, ``MalformedXML``,
+            ``MalformedCSV``, ``NotAWorkbook``, ``BadWorkbook``, ``BadSheet``, ``MalformedJSON``, ``MalformedXML``,
             ``DecodeError``).
     """
 
@@ -194,15 +194,27 @@ def _table(text: str, parent=None, page: int | None = None):
 
 
 # ---------------------------------------------------------------- CSV / TSV
-def partition_delimited(text: str, delimiter: str = ",") -> Partition:
+def csv_delimiter(text: str) -> str:
+    """``";"`` when the first line holds more semicolons than commas (exports from locales with
+    a decimal comma), else ``","``."""
+    first = text.split("\n", 1)[0]
+    return ";" if first.count(";") > first.count(",") else ","
+
+
+def partition_delimited(text: str, delimiter: str | None = None) -> Partition:
     """A CSV or TSV file (decoded text) as one ``Table`` element, header row first.
 
     Blank lines are skipped. Every record must have as many cells as the header.
+
+    Args:
+        text: the decoded file.
+        delimiter: cell delimiter; ``None`` picks ``","`` or ``";"`` (:func:`csv_delimiter`).
 
     Raises:
         FormatError: ``RaggedRows`` naming the first record (and its line) whose cell count
             differs from the header's; ``MalformedCSV`` for a quoting error (with its line).
     """
+    delimiter = delimiter or csv_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows: list[list[str]] = []
     try:
@@ -232,7 +244,9 @@ def partition_xlsx(data: bytes) -> Partition:
 
     Raises:
         FormatError: ``NotAWorkbook`` when the bytes are not an XLSX (zip) workbook;
-            ``BadSheet`` naming the sheet that could not be read.
+            ``BadWorkbook`` when a part is damaged (openpyxl reads every sheet's size on
+            opening, so the XML error's line and column are named, not the sheet);
+            ``BadSheet`` naming a sheet whose rows could not be read.
     """
     import zipfile
 
@@ -243,8 +257,8 @@ def partition_xlsx(data: bytes) -> Partition:
     except zipfile.BadZipFile as e:
         raise FormatError("NotAWorkbook", f"not an XLSX workbook ({e}); a CSV or text file renamed to .xlsx? "
                                           "save it as .csv or re-export it from the spreadsheet") from e
-    except (KeyError, ValueError, OSError) as e:
-        raise FormatError("NotAWorkbook", f"not a readable XLSX workbook: {type(e).__name__}: {e}") from e
+    except Exception as e:  # a damaged part: openpyxl raises KeyError, XML ParseError, ...
+        raise FormatError("BadWorkbook", f"damaged XLSX workbook: {type(e).__name__}: {e}") from e
     el = _elements()
     out = Partition()
     try:
@@ -459,7 +473,9 @@ def partition_email(
     loaded, skipped = [], []
     el = _elements()
     for i, part in enumerate(msg.iter_attachments()):
-        name = Path(part.get_filename() or f"attachment-{i + 1}").name
+        name = " ".join(Path(part.get_filename() or "").name.split())
+        if name in ("", ".", ".."):
+            name = f"attachment-{i + 1}"
         suffix = Path(name).suffix.lower()
         if suffix not in supported or part.get_content_type() == "message/rfc822":
             skipped.append(f"{name} (unsupported type {part.get_content_type()})")

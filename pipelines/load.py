@@ -328,9 +328,12 @@ def _partition_email(data: bytes, strategy: str, html_drop: Sequence[str]) -> "f
     def attachment(name: str, blob: bytes) -> list:
         suffix = Path(name).suffix.lower()
         with tempfile.TemporaryDirectory(prefix="ragline-attachment-") as tmp:
-            p = Path(tmp) / name
+            p = Path(tmp) / f"attachment{suffix}"  # never a path from the message
             p.write_bytes(blob)
-            return list(_partition(p, suffix, blob, strategy, html_drop))
+            try:
+                return list(_partition(p, suffix, blob, strategy, html_drop))
+            except _LoadFailure as f:  # name the attachment, not the temporary file
+                raise formats.FormatError(f.error_type, str(f).replace(str(p), name)) from f
 
     return formats.partition_email(
         data, _partition_plain, lambda text: _partition_html(text, html_drop), attachment,

@@ -54,6 +54,12 @@ def test_csv_is_one_table_with_one_row_per_line(tmp_path: Path) -> None:
                                        "2024-05-09 | Hive 2 | queen less", ())]
 
 
+def test_semicolon_csv(tmp_path: Path) -> None:
+    p = tmp_path / "harvest.csv"
+    p.write_text("hive;kg;note\nHive 1;12,5;light, floral\n")
+    assert elements(loaded(p)) == [("Table", "hive | kg | note\nHive 1 | 12,5 | light, floral", ())]
+
+
 def test_tsv(tmp_path: Path) -> None:
     p = tmp_path / "mites.tsv"
     p.write_text("hive\tmites per 100 bees\nHive 1\t2\nHive 2\t11\n")
@@ -174,8 +180,7 @@ def test_email_subject_title_headers_metadata_and_attachments(tmp_path: Path) ->
         "date": "2024-05-14T10:03:00+02:00",
         "attachments": "notes.md, count.csv",
     }
-    assert skipped.startswith("photo.jpg (unsupported type image/jpeg); empty.txt (EmptyFile: ")
-    assert skipped.endswith("only whitespace)")
+    assert skipped == "photo.jpg (unsupported type image/jpeg); empty.txt (EmptyFile: empty.txt: only whitespace)"
     assert doc.encoding == "utf-8"  # the body part's charset
     assert elements(doc) == [
         ("UncategorizedText", "Hi Bob,", ()),
@@ -190,6 +195,21 @@ def test_email_subject_title_headers_metadata_and_attachments(tmp_path: Path) ->
     # metadata survives the documents table (and Parquet)
     write_table(documents_to_table([doc]), tmp_path / "d.parquet", DOCUMENTS_SCHEMA)
     assert documents_from_table(read_table(tmp_path / "d.parquet", DOCUMENTS_SCHEMA)) == [doc]
+
+
+def test_email_with_only_an_html_body(tmp_path: Path) -> None:
+    from email.message import EmailMessage
+
+    m = EmailMessage()
+    m["Subject"] = "Club meeting"
+    m["From"] = "club@example.org"
+    m.set_content("<html><body><nav>Home | Events</nav><h1>Club meeting</h1>"
+                  "<p>We meet at the apiary on Thursday at six.</p></body></html>", subtype="html")
+    p = tmp_path / "meeting.eml"
+    p.write_bytes(bytes(m))
+    doc = loaded(p)
+    assert doc.title == "Club meeting" and doc.metadata == {"subject": "Club meeting", "from": "club@example.org"}
+    assert doc.text == "Club meeting\n\nWe meet at the apiary on Thursday at six."  # <nav> dropped (load.html_drop)
 
 
 # ---------------------------------------------------------------- encodings
@@ -301,6 +321,19 @@ def test_broken_files_of_new_formats_are_quarantined_with_where(tmp_path: Path) 
         "broken.xml": ("MalformedXML", "line 2 column 19: Opening and ending tag mismatch: hive line 2 and apiary"),
     }
     assert all(q.sha256 for q in bad)
+
+
+def test_xlsx_with_a_damaged_sheet_is_quarantined(tmp_path: Path) -> None:
+    import zipfile
+
+    good = formatfiles.write_xlsx(tmp_path / "good.xlsx")
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(tmp_path / "damaged.xlsx", "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            dst.writestr(name, b"<worksheet><sheetData><row><c r='A1'" if name.endswith("sheet3.xml") else data)
+    q = load(tmp_path / "damaged.xlsx")
+    assert isinstance(q, QuarantineRecord) and q.error_type == "BadWorkbook"
+    assert q.message.endswith("damaged XLSX workbook: ParseError: unclosed token: line 1, column 27")
 
 
 def test_undecodable_text_names_the_byte(tmp_path: Path) -> None:

@@ -30,15 +30,15 @@ from typer.testing import CliRunner
 
 from tests.conftest import write_params
 
-HEAVY_FORMATS = (".pdf", ".docx", ".pptx")
+LIGHT_FORMATS = (".md", ".txt", ".html")
 VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture()
 def light_workspace(workspace: Path) -> Path:
-    """The ``workspace`` fixture without the PDF/DOCX/PPTX samples (6 md/txt/html documents)."""
+    """The ``workspace`` fixture with only the md/txt/html samples (6 documents)."""
     for p in (workspace / "data" / "sample").iterdir():
-        if p.suffix in HEAVY_FORMATS:
+        if p.suffix not in LIGHT_FORMATS:
             p.unlink()
     return workspace
 
