@@ -13,6 +13,7 @@ Flows run without a Prefect server: Prefect starts a temporary local API on loop
 from __future__ import annotations
 
 import contextvars
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
@@ -24,6 +25,9 @@ from ragline.pipelines.verbosity import quiet_libraries
 
 set_offline_env()
 quiet_libraries()  # before Prefect's import: its INFO lines and bm25s's DEBUG line are not shown by default
+# Prefect gives its temporary local API 20 s to start; on a loaded machine that is too short (the run
+# then fails with "Timed out while attempting to connect to ephemeral Prefect API server").
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
