@@ -218,7 +218,7 @@ def print_run_tail(table: Table, summary: Any) -> None:
     out.print(table)
     if summary.quarantine:
         q = Table(title="quarantine")
-        for col in ("path", "stage", "error", "message"):
+        for col in ("source", "stage", "error", "message"):
             q.add_column(col, overflow="fold")
         for r in summary.quarantine:
             q.add_row(r.path, r.stage, r.error_type, r.message)

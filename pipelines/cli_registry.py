@@ -257,7 +257,7 @@ def index_diff(
               f"(+{d.chunks_added} / -{d.chunks_removed} chunk ids)", highlight=False)
     if d.doc_chunks:
         t = Table()
-        for col in ("document", "change", f"chunks in {d.a}", f"chunks in {d.b}"):
+        for col in ("source", "change", f"chunks in {d.a}", f"chunks in {d.b}"):
             t.add_column(col, overflow="fold")
         kind = {**{u: "added" for u in d.added}, **{u: "removed" for u in d.removed}, **{u: "changed" for u in d.changed}}
         for uri, (ca, cb) in d.doc_chunks.items():
