@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Iterator, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ragline.runner.errors import FlowSpecError
 
@@ -251,6 +251,15 @@ class RetrieveNodeSpec(_NodeSpec):
     candidates: int = Field(default=50, ge=1, le=100000)
     filters: FilterSpec = Field(default_factory=FilterSpec)
     REF_FIELDS: ClassVar[tuple[str, ...]] = ("query", "filters")
+
+    @field_validator("index")
+    @classmethod
+    def _valid_reference(cls, v: str) -> str:
+        from ragline.indexers.registry import IndexRef
+
+        if "${" not in v:  # a reference is reported as such by the structural checks
+            IndexRef.parse(v)  # the registry's one reference parser (InvalidReference is a ValueError)
+        return v
 
 
 class PromptNodeSpec(_NodeSpec):

@@ -248,3 +248,12 @@ def test_error_line_for_os_errors() -> None:
     e = OSError(errno.ENAMETOOLONG, "File name too long", "x" * 10)
     assert error_line(e) == "xxxxxxxxxx: File name too long (ENAMETOOLONG); the file name is too long: use a shorter name or path"
     assert error_line(FileNotFoundError(errno.ENOENT, "No such file or directory", "a", None, "b")).startswith("a -> b: ")
+
+
+def test_refresh_refuses_to_carry_over_a_damaged_parent(three_versions: IndexRegistry, prefect_harness) -> None:
+    """Defect 2: a refresh read the parent's vectors without checking them, so flipped bytes in
+    index.faiss would be carried into the next version."""
+    _flip(Path("indexes/sample/v0003/index.faiss"))
+    msg = one_line_error(invoke("refresh"))
+    assert "v0003/index.faiss: sha256 differs from the manifest" in msg
+    assert three_versions.versions("sample") == ["v0001", "v0002", "v0003"]
