@@ -24,9 +24,7 @@ set_offline_env()
 
 from ragline.chunkers.base import ConfigError  # noqa: E402
 from ragline.core.errors import CLI_ERRORS, error_line  # noqa: E402
-from ragline.indexers.manifest import CorruptRegistryError, IndexCompatibilityError  # noqa: E402
-from ragline.indexers.registry import IndexRegistry, LockTimeoutError, RegistryError  # noqa: E402
-from ragline.core.schemas import SchemaMismatchError  # noqa: E402
+from ragline.indexers.registry import IndexRegistry, RegistryError  # noqa: E402
 from ragline.pipelines.config import Params, load_params  # noqa: E402
 from ragline.pipelines.errors import PipelineError  # noqa: E402
 from ragline.runner.cli import flow_app  # noqa: E402
