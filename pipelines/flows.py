@@ -390,7 +390,7 @@ def plan_refresh_task(params: Params, sources: list[str]):
 def read_parent_task(params: Params, version: str):
     from ragline.pipelines.refresh import read_parent
 
-    return read_parent(IndexRegistry(params.index.root), params.index.name, version)
+    return read_parent(IndexRegistry(params.index.root, verify=params.index.verify), params.index.name, version)
 
 
 @task(name="assemble", cache_policy=NO_CACHE)

@@ -539,10 +539,11 @@ def read_parent(registry: IndexRegistry, name: str, version: str) -> ParentData:
     """Read a version's tables and its vectors (reconstructed from the FAISS index).
 
     Raises:
-        CorruptRegistryError: the index and the chunk table disagree in size, or the manifest is damaged.
+        CorruptRegistryError: a file differs from the manifest (``index.verify``), the index and the
+            chunk table disagree in size, or the manifest is damaged.
         OSError, SchemaMismatchError: a damaged data file.
     """
-    m = registry.manifest(name, version)
+    m = registry.check_files(name, version)  # never carry damaged vectors or chunks into a new version
     folder = registry.version_dir(name, version)
     chunks = read_table(folder / "chunks.parquet", CHUNKS_SCHEMA)
     index = read_faiss_index(folder / "index.faiss")

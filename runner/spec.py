@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Iterator, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ragline.indexers.retrieval import RETRIEVAL_FIELDS, Fusion, Mode, RetrievalConfig, Weights
 from ragline.runner.errors import FlowSpecError
@@ -248,6 +248,15 @@ class RetrieveNodeSpec(_NodeSpec):
                                  **{f: getattr(self, f) for f in RETRIEVAL_FIELDS})
 
     REF_FIELDS: ClassVar[tuple[str, ...]] = ("query", "filters")
+
+    @field_validator("index")
+    @classmethod
+    def _valid_reference(cls, v: str) -> str:
+        from ragline.indexers.registry import IndexRef
+
+        if "${" not in v:  # a reference is reported as such by the structural checks
+            IndexRef.parse(v)  # the registry's one reference parser (InvalidReference is a ValueError)
+        return v
 
 
 class PromptNodeSpec(_NodeSpec):

@@ -63,3 +63,60 @@ def test_missing_and_malformed_files_are_named(tmp_path: Path) -> None:
     bad.write_text("load: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load_params(bad)
+
+
+def test_unknown_top_level_key_is_rejected_with_the_nearest_name(tmp_path: Path) -> None:
+    """Issue 11 defect 11: unknown top-level params keys were ignored (`lod:` for `load:`)."""
+    path = tmp_path / "params.yaml"
+    path.write_text("lod:\n  workers: 2\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: unknown key `lod` \(did you mean `load`\?\); allowed: .*load"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("section", sorted(Params.model_fields))
+def test_unknown_keys_in_every_section_name_the_nearest_valid_key(section: str) -> None:
+    """The valid keys come from the models (no hand list): every section rejects a misspelt key."""
+    model = Params.model_fields[section].annotation
+    keys = sorted(model.model_fields)
+    typo = keys[0][:-1] + ("x" if keys[0][-1] != "x" else "y")
+    data = Params().to_dict()
+    data[section][typo] = 1
+    expected = f"did you mean `{keys[0]}`" if section != "chunk" else "max_tokens|allowed"
+    with pytest.raises(ConfigError, match=rf"`{section}.{typo}`.*({expected})|{typo}.*({expected})"):
+        Params.from_dict(data, source="params.yaml")
+
+
+@pytest.mark.parametrize(
+    ("chunk", "message"),
+    [({"max_tokens": -5}, r"chunk\.max_tokens: Input should be greater than or equal to 1 \(got -5\)"),
+     ({"max_tokens": 0}, r"chunk\.max_tokens"),
+     ({"overlap_tokens": -1}, r"chunk\.overlap_tokens"),
+     ({"max_tokens": 100, "overlap_tokens": 100}, r"overlap_tokens \(100\) must be smaller than max_tokens \(100\)")],
+)
+def test_numeric_chunk_constraints_fail_when_params_load(chunk: dict, message: str) -> None:
+    """Issue 11 defect 11: `max_tokens: -5` passed validation and failed only at the chunk stage."""
+    data = Params().to_dict()
+    data["chunk"].update(chunk)
+    with pytest.raises(ConfigError, match=message):
+        Params.from_dict(data, source="params.yaml")
+
+
+@pytest.mark.parametrize("name", ["", "../elsewhere", "a/b", "x" * 101, "a..b"])
+def test_index_name_goes_through_the_reference_parser(name: str) -> None:
+    data = Params().to_dict()
+    data["index"]["name"] = name
+    with pytest.raises(ConfigError, match=r"index\.name: .*index name"):
+        Params.from_dict(data, source="params.yaml")
+
+
+def test_verify_and_prefect_params() -> None:
+    p = load_params(REPO / "params.yaml")
+    assert p.index.verify == "sha256" and p.prefect.startup_timeout_s == 120 and p.prefect.api_retries == 2
+    data = Params().to_dict()
+    data["index"]["verify"] = "md5"
+    with pytest.raises(ConfigError, match=r"index\.verify: Input should be 'sha256' or 'size'"):
+        Params.from_dict(data)
+    data["index"]["verify"] = "size"
+    data["prefect"]["startup_timeout_s"] = 0
+    with pytest.raises(ConfigError, match=r"prefect\.startup_timeout_s"):
+        Params.from_dict(data)

@@ -98,8 +98,10 @@ def test_show_reports_manifest_and_damaged_files(three_versions: IndexRegistry) 
     data = bytearray(faiss_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     faiss_file.write_bytes(bytes(data))
-    damaged = cli_json("index", "show", "sample@v0002")
-    assert damaged["files_intact"] is False and damaged["damaged_files"] == ["index.faiss"]
+    code, stdout, stderr = cli("index", "show", "sample@v0002", "--json")  # exits 1 on damage (issue 11)
+    damaged = json.loads(stdout)
+    assert code == 1 and damaged["files_intact"] is False and damaged["damaged_files"] == ["index.faiss"]
+    assert "v0002/index.faiss: sha256 differs from the manifest" in " ".join(stderr.split())
 
 
 def test_truncated_manifest_is_a_clear_error_naming_file_and_repair(three_versions: IndexRegistry) -> None:

@@ -168,3 +168,11 @@ def test_other_structural_errors(tmp_path: Path) -> None:
     assert "no such flow file" in error_of(tmp_path / "nowhere")
     listing = write_flow(tmp_path / "d", "- just\n- a list\n")
     assert "a flow file must be a mapping" in error_of(listing)
+
+
+@pytest.mark.parametrize("ref", ["../elsewhere/indexes/x", "mini@../../../some/path", "mini@", "x" * 101])
+def test_retrieve_index_goes_through_the_registry_reference_parser(tmp_path: Path, ref: str) -> None:
+    """Issue 11 defect 4: a flow file's index reference is parsed like the CLI's (no paths)."""
+    f = write_flow(tmp_path / "f", BASE.replace("index: mini@latest", f"index: '{ref}'"))
+    msg = error_of(f)
+    assert f"{f / 'flow.yaml'}:" in msg and "nodes[0] (node 'retrieve').index" in msg and ("bad " in msg or "longer" in msg)
