@@ -600,12 +600,21 @@ def _worker_init() -> None:
     logging.getLogger("unstructured").setLevel(logging.ERROR)
 
 
+#: headroom a worker always gets for one file, MiB, even when it is already near its limit
+_MIN_HEADROOM_MB = 128
+
+
 def _limit_memory(suffix: str, max_worker_mb: int) -> None:
-    """Set this worker's ``RLIMIT_AS`` to its current size + ``max_worker_mb`` MiB.
+    """Cap this worker's memory for the next file so its resident size stays within
+    ``max_worker_mb`` MiB: ``RLIMIT_AS`` = current address space + (``max_worker_mb`` -
+    current resident size), at least :data:`_MIN_HEADROOM_MB`.
 
     Done before every file, after importing what the file's parser needs (importing the PDF
     stack maps torch and OpenCV, several hundred MiB of address space), so the headroom is
-    the file's. The soft limit is raised back first (allowed up to the hard limit).
+    the file's. Memory a file touches grows the address space at least as much as the
+    resident size, so the resident size cannot pass the limit (mapped but untouched memory
+    makes the cap stricter, not looser). The soft limit is raised back first (allowed up to
+    the hard limit).
     """
     import resource
 
@@ -613,7 +622,8 @@ def _limit_memory(suffix: str, max_worker_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
     if suffix == ".pdf":
         import unstructured.partition.pdf  # noqa: F401
-    limit = (_status_kb("VmSize") + max_worker_mb * 1024) * 1024
+    headroom_kb = max(max_worker_mb * 1024 - _status_kb("VmRSS"), _MIN_HEADROOM_MB * 1024)
+    limit = (_status_kb("VmSize") + headroom_kb) * 1024
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
@@ -736,8 +746,9 @@ def load_documents(
             todo.append(i)
     if todo:
         fault = os.environ.get(FAULT_ENV, "")
-        with ProcessPool(max_workers=min(cfg.workers, len(todo)), max_tasks=cfg.max_tasks_per_child,
-                         initializer=_worker_init, context=_worker_context()) as pool:
+        pool = ProcessPool(max_workers=min(cfg.workers, len(todo)), max_tasks=cfg.max_tasks_per_child,
+                           initializer=_worker_init, context=_worker_context())
+        try:
             futures = {pool.schedule(_load_in_worker, args=(files[i], cfg, fault), timeout=cfg.timeout_s): i
                        for i in todo}
             started = time.monotonic()
@@ -757,6 +768,11 @@ def load_documents(
                     r, peak = QuarantineRecord(src.uri, STAGE, "WorkerError",
                                                f"{src.uri}: {type(e).__name__}: {e}"), None
                 done(i, r, seconds, peak)
+        finally:
+            # stop, not close: every file is done, and a replacement worker still starting
+            # must be stopped before the pool's semaphores go (it would print a traceback)
+            pool.stop()
+            pool.join()
     docs = [r for r in results if isinstance(r, Document)]
     bad = [r for r in results if isinstance(r, QuarantineRecord)]
     return docs, bad

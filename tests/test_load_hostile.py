@@ -137,7 +137,7 @@ def test_cli_ingest_and_refresh_skip_hostile_sources(workspace: Path, prefect_ha
     runner = CliRunner()
     result = runner.invoke(app, ["ingest", "docs", "--json", "--index", "hostile"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     assert out["documents"] == 1
     import pyarrow.parquet as pq
 
