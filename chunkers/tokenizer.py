@@ -51,6 +51,14 @@ def token_byte_lengths(name: str = ENCODING_NAME) -> np.ndarray:
     return lengths
 
 
+@functools.lru_cache(maxsize=4)
+def _token_byte_lengths_u16(name: str) -> np.ndarray:
+    lengths = token_byte_lengths(name)
+    if lengths.max(initial=0) > np.iinfo(np.uint16).max:
+        return lengths
+    return lengths.astype(np.uint16)
+
+
 def count_tokens(text: str, name: str = ENCODING_NAME) -> int:
     """Number of tokens of ``text`` (special-token strings are counted as ordinary text)."""
     return len(get_encoding(name).encode(text, disallowed_special=()))
@@ -67,16 +75,16 @@ def encode_with_char_offsets(text: str, name: str = ENCODING_NAME) -> tuple[np.n
         character, so slices ``text[bounds[i]:bounds[j]]`` are always valid and contiguous
         windows stay contiguous.
 
-    Memory: about 13 bytes per token plus, for non-ASCII text, the UTF-8 bytes and 8 bytes per
+    Memory: about 14 bytes per token plus, for non-ASCII text, the UTF-8 bytes and 8 bytes per
     UTF-8 continuation byte (no per-character table and no Python int per token: a 200 MB
     one-line text used 6 GB before).
     """
     enc = get_encoding(name)
     tokens = enc.encode_to_numpy(text, disallowed_special=())
-    lengths = token_byte_lengths(name)
+    lengths = _token_byte_lengths_u16(name)  # 2 bytes per token for the gathered lengths, not 8
     byte_bounds = np.zeros(len(tokens) + 1, dtype=np.int64)
     if len(tokens):
-        np.cumsum(lengths[tokens], out=byte_bounds[1:])
+        np.cumsum(lengths[tokens], dtype=np.int64, out=byte_bounds[1:])
     if text.isascii():  # one byte per character: byte offsets are character offsets
         return tokens, byte_bounds
     data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
