@@ -61,9 +61,10 @@ class LoadConfig(_Section):
             ``SymlinkNotFollowed``) without its target being opened.
         timeout_s: wall-clock seconds one file may take to parse in its worker; past it the
             worker is killed and the file quarantined as ``Timeout``.
-        max_worker_mb: MiB of address space a parsing worker may add to its start-up size
-            (``RLIMIT_AS`` = size after start-up + this); a file that needs more is quarantined
-            as ``MemoryLimit``.
+        max_worker_mb: resident memory, MiB, a parsing worker may reach while it parses one
+            file (enforced with ``RLIMIT_AS`` = address space + this - resident size, set
+            before each file; at least 128 MiB of headroom); a file that needs more is
+            quarantined as ``MemoryLimit``.
         max_tasks_per_child: files a parsing worker parses before it is replaced by a fresh one
             (bounds leaks and fragmentation; workers are forked from a preloaded server).
         max_unzipped_mb: zip containers (DOCX, PPTX, XLSX, EPUB, ODT...) whose members declare
@@ -82,7 +83,7 @@ class LoadConfig(_Section):
     html_drop: list[str] = Field(default_factory=lambda: list(HTML_BOILERPLATE))
     follow_symlinks: Literal["within_root", "always", "never"] = "within_root"
     timeout_s: float = Field(default=120.0, gt=0, le=86400)
-    max_worker_mb: int = Field(default=1024, ge=64, le=1048576)
+    max_worker_mb: int = Field(default=1536, ge=256, le=1048576)
     max_tasks_per_child: int = Field(default=20, ge=1)
     max_unzipped_mb: float = Field(default=500.0, gt=0)
     max_zip_ratio: float = Field(default=200.0, gt=1)

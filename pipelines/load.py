@@ -608,8 +608,9 @@ def load_document(src: SourceFile, cfg: LoadConfig) -> Document | QuarantineReco
 # ---------------------------------------------------------------- parsing workers
 #: Test hook (fault injection, like ``RAGLINE_CRASH_AT``): ``KIND:NAME[,KIND:NAME...]`` makes
 #: the parsing worker that meets the file named NAME ``exit`` (``os._exit(3)``), ``kill``
-#: itself (SIGKILL), ``alloc`` memory until its limit, or ``sleep`` for an hour. Acts only in
-#: a worker with limits (never in the calling process).
+#: itself (SIGKILL), ``alloc`` memory until its limit, ``sleep`` for an hour, or kill the
+#: fork server the workers come from (``killserver``: the pool breaks; once, marked by a file
+#: ``.NAME.killed`` beside it). Acts only in a worker with limits (never in the calling process).
 FAULT_ENV = "RAGLINE_LOAD_FAULT"
 _IN_LIMITED_WORKER = False
 
@@ -651,12 +652,21 @@ def _worker_init() -> None:
     logging.getLogger("unstructured").setLevel(logging.ERROR)
 
 
+#: headroom a worker always gets for one file, MiB, even when it is already near its limit
+_MIN_HEADROOM_MB = 128
+
+
 def _limit_memory(suffix: str, max_worker_mb: int) -> None:
-    """Set this worker's ``RLIMIT_AS`` to its current size + ``max_worker_mb`` MiB.
+    """Cap this worker's memory for the next file so its resident size stays within
+    ``max_worker_mb`` MiB: ``RLIMIT_AS`` = current address space + (``max_worker_mb`` -
+    current resident size), at least :data:`_MIN_HEADROOM_MB`.
 
     Done before every file, after importing what the file's parser needs (importing the PDF
     stack maps torch and OpenCV, several hundred MiB of address space), so the headroom is
-    the file's. The soft limit is raised back first (allowed up to the hard limit).
+    the file's. Memory a file touches grows the address space at least as much as the
+    resident size, so the resident size cannot pass the limit (mapped but untouched memory
+    makes the cap stricter, not looser). The soft limit is raised back first (allowed up to
+    the hard limit).
     """
     import resource
 
@@ -664,7 +674,8 @@ def _limit_memory(suffix: str, max_worker_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
     if suffix == ".pdf":
         import unstructured.partition.pdf  # noqa: F401
-    limit = (_status_kb("VmSize") + max_worker_mb * 1024) * 1024
+    headroom_kb = max(max_worker_mb * 1024 - _status_kb("VmRSS"), _MIN_HEADROOM_MB * 1024)
+    limit = (_status_kb("VmSize") + headroom_kb) * 1024
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
@@ -684,6 +695,12 @@ def _inject_fault(src: SourceFile, spec: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         if kind == "sleep":
             time.sleep(3600)
+        if kind == "killserver":
+            marker = src.path.with_name(f".{src.path.name}.killed")
+            if not marker.exists():
+                marker.touch()
+                os.kill(os.getppid(), signal.SIGKILL)  # in a forked worker, the parent is the fork server
+                os._exit(3)
         if kind == "alloc":
             hog = []
             while True:  # ends in MemoryError at the worker's RLIMIT_AS
@@ -737,6 +754,71 @@ def _died(src: SourceFile, cfg: LoadConfig, exitcode: int | None) -> QuarantineR
                             f"{src.uri}: the parsing worker {how} while parsing this file; the run went on")
 
 
+#: times a broken worker pool is replaced before the files still waiting are quarantined
+POOL_ROUNDS = 3
+
+
+def _run_pool(
+    files: Sequence[SourceFile], todo: list[int], cfg: LoadConfig, fault: str,
+    done: Callable[[int, Document | QuarantineRecord, float, float | None], None],
+) -> list[int]:
+    """Parse ``files[i]`` for ``i`` in ``todo`` in one pool; returns the indices left when the
+    pool itself broke (BrokenProcessPool: its fork server died, it could not start a worker),
+    for the caller to resubmit to a new pool."""
+    import time
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures import TimeoutError as FutureTimeout
+    from concurrent.futures.process import BrokenProcessPool
+
+    from pebble import ProcessExpired, ProcessPool
+
+    pool = ProcessPool(max_workers=min(cfg.workers, len(todo)), max_tasks=cfg.max_tasks_per_child,
+                       initializer=_worker_init, context=_worker_context())
+    futures: dict = {}
+    left: list[int] = []
+    try:
+        try:
+            for i in todo:
+                futures[pool.schedule(_load_in_worker, args=(files[i], cfg, fault), timeout=cfg.timeout_s)] = i
+        except (BrokenProcessPool, RuntimeError):
+            left = [i for i in todo if i not in set(futures.values())]
+        started = time.monotonic()
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            if not finished and not pool.active:  # broken: queued tasks would never finish
+                left += [futures[f] for f in pending]
+                break
+            for fut in finished:
+                i, src = futures[fut], files[futures[fut]]
+                seconds = time.monotonic() - started  # upper bound, for files whose worker did not answer
+                try:
+                    r, peak, seconds = fut.result()
+                except FutureTimeout:
+                    seconds = cfg.timeout_s
+                    r, peak = QuarantineRecord(src.uri, STAGE, "Timeout",
+                                               f"{src.uri}: parsing took longer than load.timeout_s={cfg.timeout_s:g}; "
+                                               "the worker was stopped"), None
+                except ProcessExpired as e:
+                    r, peak = _died(src, cfg, e.exitcode), None
+                except BrokenProcessPool:
+                    left.append(i)
+                    continue
+                except Exception as e:  # the result could not come back (pickling, ...)
+                    r, peak = QuarantineRecord(src.uri, STAGE, "WorkerError",
+                                               f"{src.uri}: {type(e).__name__}: {e}"), None
+                done(i, r, seconds, peak)
+    finally:
+        # stop, not close: every file is done (or will be resubmitted), and a replacement
+        # worker still starting must be stopped before the pool's semaphores go
+        pool.stop()
+        try:
+            pool.join(timeout=30)
+        except Exception:  # a broken pool may fail to join; its workers are stopped
+            pass
+    return sorted(left)
+
+
 def load_documents(
     files: Sequence[SourceFile],
     cfg: LoadConfig,
@@ -751,7 +833,9 @@ def load_documents(
     longer than ``cfg.timeout_s`` has its worker killed and is quarantined as ``Timeout``; a
     worker that dies (``os._exit``, a segfault in a parser, the OOM killer) is replaced and
     takes only its own file with it (``WorkerCrashed`` / ``MemoryLimit``); the other files
-    go on. Pool: pebble's ``ProcessPool`` (per-task timeouts, worker replacement).
+    go on. Pool: pebble's ``ProcessPool`` (per-task timeouts, worker replacement). When the
+    pool itself breaks (``BrokenProcessPool``: its fork server died, a worker cannot start),
+    the files not yet done are resubmitted to a new pool, up to :data:`POOL_ROUNDS` times.
     Files that discovery refused are quarantined here without a worker.
 
     Args:
@@ -763,12 +847,6 @@ def load_documents(
     Returns:
         ``(documents, quarantine)``, both in the order of ``files``.
     """
-    import time
-    from concurrent.futures import TimeoutError as FutureTimeout
-    from concurrent.futures import as_completed
-
-    from pebble import ProcessExpired, ProcessPool
-
     results: list[Document | QuarantineRecord | None] = [None] * len(files)
 
     def done(i: int, r: Document | QuarantineRecord, seconds: float, peak: float | None) -> None:
@@ -785,29 +863,15 @@ def load_documents(
             done(i, load_document(f, cfg), 0.0, None)
         else:
             todo.append(i)
-    if todo:
-        fault = os.environ.get(FAULT_ENV, "")
-        with ProcessPool(max_workers=min(cfg.workers, len(todo)), max_tasks=cfg.max_tasks_per_child,
-                         initializer=_worker_init, context=_worker_context()) as pool:
-            futures = {pool.schedule(_load_in_worker, args=(files[i], cfg, fault), timeout=cfg.timeout_s): i
-                       for i in todo}
-            started = time.monotonic()
-            for fut in as_completed(futures):
-                i, src = futures[fut], files[futures[fut]]
-                seconds = time.monotonic() - started  # upper bound, for files whose worker did not answer
-                try:
-                    r, peak, seconds = fut.result()
-                except FutureTimeout:
-                    seconds = cfg.timeout_s
-                    r, peak = QuarantineRecord(src.uri, STAGE, "Timeout",
-                                               f"{src.uri}: parsing took longer than load.timeout_s={cfg.timeout_s:g}; "
-                                               "the worker was stopped"), None
-                except ProcessExpired as e:
-                    r, peak = _died(src, cfg, e.exitcode), None
-                except Exception as e:  # the result could not come back (pickling, pool shutdown...)
-                    r, peak = QuarantineRecord(src.uri, STAGE, "WorkerError",
-                                               f"{src.uri}: {type(e).__name__}: {e}"), None
-                done(i, r, seconds, peak)
+    fault = os.environ.get(FAULT_ENV, "")
+    for _round in range(POOL_ROUNDS):
+        if not todo:
+            break
+        todo = _run_pool(files, todo, cfg, fault, done)
+    for i in todo:  # the pool broke POOL_ROUNDS times with these files still waiting
+        done(i, QuarantineRecord(files[i].uri, STAGE, "WorkerError",
+                                 f"{files[i].uri}: the parsing worker pool broke {POOL_ROUNDS} times before "
+                                 "this file was parsed"), 0.0, None)
     docs = [r for r in results if isinstance(r, Document)]
     bad = [r for r in results if isinstance(r, QuarantineRecord)]
     return docs, bad
