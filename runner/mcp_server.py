@@ -107,8 +107,8 @@ def build_mcp_server(runner: FlowRunner, config: Optional[ServeConfig] = None) -
             raise ToolError(str(e)) from e
 
     @server.tool(description=f"Answer a question from the index {idx} with the {served.model} flow; the answer "
-                             "cites its chunks as [n], listed in citations.")
-    def answer(question: str) -> dict:
+                             "cites its chunks as [n], listed in citations.", structured_output=True)
+    def answer(question: str) -> dict[str, Any]:
         request_id = new_request_id()
         try:
             result, usage = service.run(served, {"question": question}, route="mcp:answer", request_id=request_id)
