@@ -4,8 +4,9 @@ Two servers run side by side as subprocesses (`ragline flow serve`, the default 
 an index of data/sample built with the deterministic hashing embedder, so the flow itself is
 cheap and serving overhead shows): one with metrics and the request log on (the defaults),
 one with both off. A client in this process sends, for each endpoint kind, ``--requests``
-requests at concurrency ``--concurrency`` over loopback to each server, in alternating rounds
-(on, off, on, off, ...) so both see the same machine load. Printed per endpoint and server:
+requests at concurrency ``--concurrency`` over loopback to each server; both servers are
+loaded at the same time, round after round, so both see the same machine load (this
+machine is shared: absolute numbers move with it, the on/off comparison much less). Printed per endpoint and server:
 non-2xx count, p50 / p99 latency (ms, until the last byte), requests/s, and for streams the
 time to the first content chunk; then the overhead of metrics + request log as
 ``p50(on) / p50(off) - 1`` (target <= 5 %). Under load on a shared machine that ratio is
@@ -78,7 +79,7 @@ def start_server(work: Path, name: str, flow: Path, root: Path, on: bool) -> tup
     proc = subprocess.Popen([sys.executable, "-m", "ragline.pipelines.cli", "flow", "serve", str(flow), "--port",
                              str(port), "--params", str(folder / "params.yaml"), "--log-level", "error"],
                             cwd=folder, env={**os.environ, "RAGLINE_API_KEY": KEY},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=(folder / "server.log").open("w"), text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -88,7 +89,7 @@ def start_server(work: Path, name: str, flow: Path, root: Path, on: bool) -> tup
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"server {name} did not start: {proc.communicate()[1]}")
+            raise SystemExit(f"server {name} did not start: {(folder / 'server.log').read_text()[-2000:]}")
         time.sleep(0.2)
 
 
@@ -105,24 +106,30 @@ async def run_round(url: str, kind: str, questions: list[str], n: int, concurren
             q = questions[(offset + i) % len(questions)]
             async with sem:
                 t0 = time.perf_counter()
-                if kind == "score":
-                    r = await client.post("/score", json={"question": q})
-                    statuses.append(r.status_code)
-                elif kind == "chat":
-                    r = await client.post("/v1/chat/completions",
-                                          json={"model": "qa", "messages": [{"role": "user", "content": q}]})
-                    statuses.append(r.status_code)
-                else:
-                    body = {"model": "qa", "stream": True, "messages": [{"role": "user", "content": q}]}
-                    async with client.stream("POST", "/v1/chat/completions", json=body) as r:
-                        got_first = False
-                        async for line in r.aiter_lines():
-                            if not got_first and line.startswith("data:") and '"content": "' in line \
-                                    and '"content": ""' not in line:
-                                first.append((time.perf_counter() - t0) * 1000)
-                                got_first = True
-                        statuses.append(r.status_code if got_first else 599)
+                try:
+                    await request(q, t0)
+                except httpx.TransportError as e:  # counted as a failure, with its kind
+                    statuses.append(f"{type(e).__name__}")  # type: ignore[arg-type]
                 lat.append((time.perf_counter() - t0) * 1000)
+
+        async def request(q: str, t0: float) -> None:
+            if kind == "score":
+                r = await client.post("/score", json={"question": q})
+                statuses.append(r.status_code)
+            elif kind == "chat":
+                r = await client.post("/v1/chat/completions",
+                                      json={"model": "qa", "messages": [{"role": "user", "content": q}]})
+                statuses.append(r.status_code)
+            else:
+                body = {"model": "qa", "stream": True, "messages": [{"role": "user", "content": q}]}
+                async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                    got_first = False
+                    async for line in r.aiter_lines():
+                        if not got_first and line.startswith("data:") and '"content": "' in line \
+                                and '"content": ""' not in line:
+                            first.append((time.perf_counter() - t0) * 1000)
+                            got_first = True
+                    statuses.append(r.status_code if got_first else 599)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
@@ -163,7 +170,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=2000, help="requests per endpoint kind and server")
     ap.add_argument("--concurrency", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=10, help="alternating rounds the requests are split into")
+    ap.add_argument("--rounds", type=int, default=10, help="rounds the requests are split into")
     ap.add_argument("--index-root", type=Path, default=None, help="registry to serve (default: a fresh sample index)")
     ap.add_argument("--index-ref", default="sample@latest", help="index of the flow's retrieve node")
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
@@ -193,11 +200,11 @@ def main() -> None:
                 for _, url in servers.values():
                     asyncio.run(run_round(url, kind, questions, 50, args.concurrency, 0))
             for rnd in range(args.rounds):
-                for kind in KINDS:
-                    order = ("on", "off") if rnd % 2 == 0 else ("off", "on")
-                    for s in order:
-                        r = asyncio.run(run_round(servers[s][1], kind, questions, per_round, args.concurrency,
-                                                  rnd * per_round))
+                for kind in KINDS:  # both servers at once: the same machine load for on and off
+                    async def both() -> list:
+                        return await asyncio.gather(*(run_round(servers[s][1], kind, questions, per_round,
+                                                                args.concurrency, rnd * per_round) for s in ("on", "off")))
+                    for s, r in zip(("on", "off"), asyncio.run(both())):
                         acc = results[(kind, s)]
                         for key in ("statuses", "lat", "first"):
                             acc[key] += r[key]
@@ -218,6 +225,10 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
         direct = direct_cost_ms(work, root, flow)
+        for s in servers:
+            tail = (work / s / "server.log").read_text()[-3000:]
+            if "Traceback" in tail or "ERROR" in tail:
+                print(f"server {s} log (tail):\n{tail}", file=sys.stderr)
         logged = 0
         import sqlite3
 
@@ -227,17 +238,19 @@ def main() -> None:
 
     out = {}
     print(f"serve load: {per_round * args.rounds} requests per endpoint and server, concurrency {args.concurrency}, "
-          f"{args.rounds} alternating rounds (on = metrics + request log, off = both off)")
+          f"{args.rounds} rounds, both servers loaded at once (on = metrics + request log, off = both off)")
     print(f"{'endpoint':<14}{'server':<7}{'non-2xx':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}{'first p50':>11}")
     for kind in KINDS:
         for s in ("on", "off"):
             r = results[(kind, s)]
-            bad = sum(1 for x in r["statuses"] if not 200 <= x < 300)
+            bad = sum(1 for x in r["statuses"] if not (isinstance(x, int) and 200 <= x < 300))
+            errors = sorted({str(x) for x in r["statuses"] if not isinstance(x, int) or not 200 <= x < 300})
             p50, p99 = float(np.percentile(r["lat"], 50)), float(np.percentile(r["lat"], 99))
             rps = len(r["lat"]) / r["wall"]
             fp50 = float(np.percentile(r["first"], 50)) if r["first"] else None
             out[f"{kind}/{s}"] = {"n": len(r["lat"]), "non_2xx": bad, "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
-                                  "rps": round(rps, 1), "first_chunk_p50_ms": None if fp50 is None else round(fp50, 2)}
+                                  "rps": round(rps, 1), "first_chunk_p50_ms": None if fp50 is None else round(fp50, 2),
+                                  "failures": errors}
             print(f"{kind:<14}{s:<7}{bad:>8}{p50:>9.1f}{p99:>9.1f}{rps:>8.1f}"
                   f"{'' if fp50 is None else f'{fp50:.1f}':>11}")
     print("overhead of metrics + request log (p50 on / p50 off - 1; target <= 5 %):")

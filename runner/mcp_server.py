@@ -150,8 +150,12 @@ class ApiKeyMiddleware:
 
 
 def http_app(server: Any, api_key: Optional[str], host: str = "127.0.0.1") -> Any:
-    """The streamable-HTTP ASGI app of ``server`` (``/mcp``), behind the API key when one is given."""
-    app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    """The streamable-HTTP ASGI app of ``server`` (``/mcp``), behind the API key when one is given.
+
+    Stateless (``stateless_http``): the tools keep no per-client state, so every request stands
+    alone, and a shutdown does not wait for idle sessions to time out.
+    """
+    app = server.streamable_http_app(streamable_http_path="/mcp", host=host, stateless_http=True)
     return app if api_key is None else ApiKeyMiddleware(app, api_key)
 
 

@@ -62,3 +62,32 @@ def test_mcp_stdio_search_and_answer(mini_registry: Path, mini_flow: Path, tmp_p
     conn.close()
     assert rows == [(a["request_id"], "mcp:answer", QUESTION)]
     assert json.loads(ans.content[0].text)["request_id"] == a["request_id"]
+
+
+def test_mcp_streamable_http_needs_the_key(mini_registry: Path, mini_flow: Path) -> None:
+    import httpx
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    from ragline.runner.engine import FlowRunner
+    from ragline.runner.mcp_server import build_mcp_server, http_app
+    from ragline.runner.spec import load_flow
+    from tests.runner.helpers import serving
+
+    runner = FlowRunner(load_flow(mini_flow), mini_registry)
+    server = build_mcp_server(runner)
+
+    async def drive(url: str) -> object:
+        async with httpx2.AsyncClient(headers={"Authorization": "Bearer mcp-key"}, timeout=30) as http:
+            async with streamable_http_client(f"{url}/mcp", http_client=http) as (read, write, *_):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    return await session.call_tool("search", {"query": "impeller seal", "k": 1})
+
+    with serving(http_app(server, "mcp-key"), lifespan="on") as url:
+        r = httpx.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert r.status_code == 401 and r.json() == {"detail": "missing or wrong API key"}
+        result = asyncio.run(asyncio.wait_for(drive(url), 60))
+    rows = result.structured_content["result"]
+    assert [r["source"] for r in rows] == ["manuals/pump.pdf"] and "impeller seal" in rows[0]["text"]
