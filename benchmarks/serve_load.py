@@ -157,8 +157,8 @@ def direct_cost_ms(work: Path, root: Path, flow: Path, n: int = 2000) -> float:
     for i in range(n):
         usage = usage_of(result.trace, config)
         metrics.observe_run(served.model, result.trace, config)
-        metrics.requests.labels("/score", served.model, "200").inc()
-        metrics.latency.labels("/score", served.model).observe(0.01)
+        metrics.child(metrics.requests, "/score", served.model, "200").inc()
+        metrics.child(metrics.latency, "/score", served.model).observe(0.01)
         log.append(service.record(served, result.inputs, "/score", f"direct-{i}", result, result.trace, usage, None,
                                   10.0, False))
     ms = (time.perf_counter() - t0) * 1000 / n

@@ -39,6 +39,21 @@ def runner(mini_flow: Path, mini_registry: Path) -> FlowRunner:
     return r
 
 
+def logged_rows(db: Path, n: int) -> list[dict]:
+    """The rows of a request log once it holds ``n`` (the writer thread commits every 0.2 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        rows: list[dict] = []
+        if db.exists():
+            conn = sqlite3.connect(db)
+            conn.row_factory = sqlite3.Row
+            rows = [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY time")]
+            conn.close()
+        if len(rows) >= n or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
 def _config(tmp_path: Path, **log: object) -> ServeConfig:
     return ServeConfig.model_validate({"request_log": {"path": str(tmp_path / "logs" / "requests.sqlite"), **log},
                                        "prices": {"extractive": {"prompt_per_mtok": 1.0, "completion_per_mtok": 4.0}}})
@@ -93,10 +108,8 @@ def test_request_log_feedback_and_export(server: str, tmp_path: Path) -> None:
                       json={"model": "qa", "messages": [{"role": "user", "content": ROSES}]}).json()
     bad = httpx.post(f"{server}/score", json={"question": "x" * 3000}, headers=H)
     assert bad.status_code == 422
-    conn = sqlite3.connect(tmp_path / "logs" / "requests.sqlite")
-    conn.row_factory = sqlite3.Row
-    rows = {r["request_id"]: dict(r) for r in conn.execute("SELECT * FROM requests")}
-    conn.close()
+    rows = {r["request_id"]: r for r in logged_rows(tmp_path / "logs" / "requests.sqlite", 2)}
+    assert len(rows) == 2  # the 422 never reached the flow
     rec = rows[body["request_id"]]
     assert rec["route"] == "/score" and rec["flow"] == "qa" and rec["question"] == PUMP and rec["status"] == 200
     assert rec["answer"] == body["outputs"]["answer"]
@@ -136,10 +149,8 @@ def test_capture_off_keeps_text_out_of_the_log(runner: FlowRunner, tmp_path: Pat
         rid = httpx.post(f"{url}/score", json={"question": PUMP}, headers=H).json()["request_id"]
         assert httpx.post(f"{url}/feedback", headers=H, json={"request_id": rid, "rating": "down",
                                                                "correct_source": "pump.pdf"}).status_code == 201
-    conn = sqlite3.connect(tmp_path / "logs" / "requests.sqlite")
-    row = conn.execute("SELECT question, answer, citations, prompt_tokens FROM requests").fetchone()
-    conn.close()
-    assert row[:3] == (None, None, None) and row[3] > 0
+    (row,) = logged_rows(tmp_path / "logs" / "requests.sqlite", 1)
+    assert (row["question"], row["answer"], row["citations"]) == (None, None, None) and row["prompt_tokens"] > 0
     summary = export_feedback(tmp_path / "logs" / "feedback.sqlite", tmp_path / "q.jsonl")
     assert summary["written"] == 0 and summary["skipped_no_question"] == 1
 
@@ -147,12 +158,13 @@ def test_capture_off_keeps_text_out_of_the_log(runner: FlowRunner, tmp_path: Pat
 def test_request_log_rotates_and_feedback_finds_rotated_requests(tmp_path: Path) -> None:
     log = RequestLog(RequestLogConfig(path=str(tmp_path / "requests.sqlite"), max_mb=0.05, keep=2))
     for i in range(2000):
-        log.append(RequestRecord(f"r{i}", "/score", "qa", None, "qa", [], "q" * 200, "a" * 200, [], 200))
+        log.append(RequestRecord(f"r{i:04d}", "/score", "qa", None, "qa", [], "q" * 200, "a" * 200, [], 200))
+    log.flush()
     rotated = log.rotated()
     assert 1 <= len(rotated) <= 2 and (tmp_path / "requests.sqlite").exists()
     oldest_kept = sqlite3.connect(rotated[-1]).execute("SELECT min(request_id) FROM requests").fetchone()[0]
     assert log.add_feedback(oldest_kept, "up")["request_id"] == oldest_kept
-    assert log.find("r1999") is not None
+    assert log.find("r1999") is not None and log.find("r2000") is None
     log.close()
 
 
