@@ -321,6 +321,8 @@ def serve(
     api_key_env: str = typer.Option("RAGLINE_API_KEY", "--api-key-env",
                                     help="Environment variable holding the API key every route but /healthz needs."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve without an API key (every route open; warns)."),
+    _require_key: bool = typer.Option(False, "--require-key", hidden=True,
+                                      help="Kept for old scripts: a key is now always required unless --no-auth."),
     max_body_kb: int = typer.Option(64, "--max-body-kb", min=1, max=65536, help="Largest request body (KiB)."),
     params_file: Path = ParamsOpt,
     root: Optional[Path] = IndexRootOpt,
