@@ -360,11 +360,13 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (127.0.0.1 = this machine only)."),
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="TCP port."),
     variants: list[str] = typer.Option([], "--variant", "-v",
-                                       help="Variant to serve, repeatable: each is an OpenAI model FLOW:VARIANT "
-                                            "(default: the flow as written, model FLOW)."),
+                                       help="Variant to serve too, repeatable: each is an OpenAI model FLOW:VARIANT "
+                                            "(the flow as written is always model FLOW); the first answers /score."),
     api_key_env: str = typer.Option("RAGLINE_API_KEY", "--api-key-env",
                                     help="Environment variable holding the API key every route but /healthz needs."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve without an API key (every route open; warns)."),
+    _require_key: bool = typer.Option(False, "--require-key", hidden=True,
+                                      help="Kept for old scripts: a key is now always required unless --no-auth."),
     max_body_kb: int = typer.Option(64, "--max-body-kb", min=1, max=65536, help="Largest request body (KiB)."),
     params_file: Path = ParamsOpt,
     root: Optional[Path] = IndexRootOpt,
@@ -393,14 +395,14 @@ def serve(
     runners: list[Any] = []
     app = None
     try:
-        for v in list(dict.fromkeys(variants)) or [None]:
+        for v in [*dict.fromkeys(variants), None]:
             runners.append(_prepare(flow_dir, v, params_file, root, query_backend, query_threads)[1])
         app = create_app(runners, api_key=key, max_body_bytes=max_body_kb * 1024, config=config, no_auth=no_auth)
         first = runners[0]
         idx = ", ".join(f"{i['name']}@{i['version']}" for i in first.indexes) or "none"
         err.print(f"serving flow {first.flow.name}{' [' + first.flow.variant + ']' if first.flow.variant else ''} "
                   f"(index {idx}) on http://{host}:{port}; models: {', '.join(model_id(r) for r in runners)}; "
-                  f"API key {'required' if key and not no_auth else 'not required'}", highlight=False, soft_wrap=True)
+                  f"API key {'required' if key and not no_auth else 'not required'}", highlight=False, soft_wrap=True, markup=False)
         if no_auth:
             err.print(f"warning: --no-auth: no API key is checked; anyone who can reach {host}:{port} can call "
                       "every route", highlight=False, soft_wrap=True)
@@ -460,7 +462,8 @@ def mcp_serve(
                   f"{'not required' if no_auth else 'required'}", highlight=False, soft_wrap=True)
         if no_auth:
             err.print(f"warning: --no-auth: anyone who can reach {host}:{port} can call the tools", highlight=False)
-        uvicorn.run(http_app(server, None if no_auth else key, host), host=host, port=port, log_level="warning")
+        uvicorn.run(http_app(server, None if no_auth else key, host), host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=5)
     finally:
         runner.close()
         if server.ragline_service.log is not None:

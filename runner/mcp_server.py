@@ -107,8 +107,8 @@ def build_mcp_server(runner: FlowRunner, config: Optional[ServeConfig] = None) -
             raise ToolError(str(e)) from e
 
     @server.tool(description=f"Answer a question from the index {idx} with the {served.model} flow; the answer "
-                             "cites its chunks as [n], listed in citations.")
-    def answer(question: str) -> dict:
+                             "cites its chunks as [n], listed in citations.", structured_output=True)
+    def answer(question: str) -> dict[str, Any]:
         request_id = new_request_id()
         try:
             result, usage = service.run(served, {"question": question}, route="mcp:answer", request_id=request_id)
@@ -150,8 +150,12 @@ class ApiKeyMiddleware:
 
 
 def http_app(server: Any, api_key: Optional[str], host: str = "127.0.0.1") -> Any:
-    """The streamable-HTTP ASGI app of ``server`` (``/mcp``), behind the API key when one is given."""
-    app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    """The streamable-HTTP ASGI app of ``server`` (``/mcp``), behind the API key when one is given.
+
+    Stateless (``stateless_http``): the tools keep no per-client state, so every request stands
+    alone, and a shutdown does not wait for idle sessions to time out.
+    """
+    app = server.streamable_http_app(streamable_http_path="/mcp", host=host, stateless_http=True)
     return app if api_key is None else ApiKeyMiddleware(app, api_key)
 
 

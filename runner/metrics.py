@@ -46,6 +46,15 @@ class ServeMetrics:
                               registry=r)
         self.index_version = Gauge("ragline_index_version_info", "Index versions served (value 1).",
                                    ["model", "node", "index", "version"], registry=r)
+        self._children: dict[tuple, Any] = {}
+
+    def child(self, family: Any, *labels: str) -> Any:
+        """``family.labels(*labels)``, cached (``labels()`` validates and locks on every call)."""
+        key = (id(family), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = family.labels(*labels)
+        return c
 
     def set_indexes(self, model: str, indexes: Iterable[dict]) -> None:
         """Record the index versions a served model searches."""
@@ -67,17 +76,17 @@ class ServeMetrics:
                 provider = str(t.output.get("provider", name)) if isinstance(t.output, dict) else name
                 if t.tokens:
                     p, c = int(t.tokens.get("prompt", 0)), int(t.tokens.get("completion", 0))
-                    self.tokens.labels(model, name, "prompt").inc(p)
-                    self.tokens.labels(model, name, "completion").inc(c)
+                    self.child(self.tokens, model, name, "prompt").inc(p)
+                    self.child(self.tokens, model, name, "completion").inc(c)
                     price = prices.price_of(name)
                     if price is not None:
-                        self.cost.labels(model, name).inc(price.cost_usd(p, c))
-        self.retrieval.labels(model).observe(retrieval / 1000)
-        self.llm.labels(model, provider).observe(llm / 1000)
+                        self.child(self.cost, model, name).inc(price.cost_usd(p, c))
+        self.child(self.retrieval, model).observe(retrieval / 1000)
+        self.child(self.llm, model, provider).observe(llm / 1000)
 
     def error(self, route: str, model: str, kind: str) -> None:
         """Count one failure."""
-        self.errors.labels(route, model, kind).inc()
+        self.child(self.errors, route, model, kind).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
@@ -117,8 +126,9 @@ class MetricsMiddleware:
             path = scope.get("path", "")
             route = path if path in self.routes else "other"
             model = state.get("model", "-")
-            self.metrics.requests.labels(route, model, str(status)).inc()
-            self.metrics.latency.labels(route, model).observe(time.perf_counter() - t0)
+            m = self.metrics
+            m.child(m.requests, route, model, str(status)).inc()
+            m.child(m.latency, route, model).observe(time.perf_counter() - t0)
             if status == 401:
                 self.metrics.error(route, model, "Unauthorized")
 

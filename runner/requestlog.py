@@ -8,8 +8,11 @@ answer and citations are not stored (NULL). Past ``max_mb`` the file is renamed
 are kept. Feedback (``POST /feedback``) goes to ``feedback.sqlite`` next to it, which is never
 rotated; a feedback row is accepted only for a request id found in the current or a rotated log.
 
-SQLite in WAL mode with ``synchronous=NORMAL`` (durable against process crashes, cheap
-commits); one connection per file shared by the server threads under a lock.
+SQLite in WAL mode with ``synchronous=NORMAL``. Appends do not touch the file on the request
+path: records go to a queue that one writer thread drains, inserting whatever has gathered in
+one transaction (at most 512 rows, or every 0.2 s). Reads (:meth:`RequestLog.find`, feedback)
+first wait for the queue to be written; :meth:`RequestLog.close` writes what is left. A hard
+kill loses at most the records of the last 0.2 s.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import queue
 import sqlite3
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Optional
@@ -104,6 +109,10 @@ class RequestLog:
         self._fb = _connect(self.feedback_path)
         self._fb.execute(_FEEDBACK_DDL)
         self._writes = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="ragline-request-log", daemon=True)
+        self._writer.start()
 
     def _open_requests(self) -> sqlite3.Connection:
         conn = _connect(self.path)
@@ -111,10 +120,55 @@ class RequestLog:
         return conn
 
     def close(self) -> None:
-        """Close both files."""
+        """Write what is queued, stop the writer and close both files (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join(timeout=30)
         with self._lock:
             self._conn.close()
             self._fb.close()
+
+    def flush(self) -> None:
+        """Wait until every record appended so far is in the file."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout=30)
+
+    def _write_loop(self) -> None:
+        sql = (f"INSERT OR REPLACE INTO requests ({', '.join(_REQUEST_COLUMNS)}) "
+               f"VALUES ({', '.join('?' * len(_REQUEST_COLUMNS))})")
+        while True:
+            item = self._queue.get()
+            batch, events, stop = [], [], False
+            deadline = time.monotonic() + 0.2
+            while True:
+                if item is None:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    events.append(item)
+                else:
+                    batch.append(self._row(item))
+                if stop or events or len(batch) >= 512:
+                    break
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+            if batch:
+                with self._lock:
+                    self._conn.execute("BEGIN")
+                    self._conn.executemany(sql, batch)
+                    self._conn.execute("COMMIT")
+                    self._writes += len(batch)
+                    if self._writes >= 256:
+                        self._writes = 0
+                        self._rotate_if_needed()
+            for e in events:
+                e.set()
+            if stop:
+                return
 
     def rotated(self) -> list[Path]:
         """Rotated request logs, newest first."""
@@ -139,10 +193,16 @@ class RequestLog:
         self._conn = self._open_requests()
 
     def append(self, rec: RequestRecord) -> None:
-        """Append one record (question/answer/citations dropped when ``capture_text`` is false)."""
+        """Queue one record for the writer thread (question/answer/citations are dropped when
+        ``capture_text`` is false); returns at once."""
+        if not rec.time:
+            rec = dataclasses.replace(rec, time=utc_now())
+        self._queue.put(rec)
+
+    def _row(self, rec: RequestRecord) -> list:
         capture = self.config.capture_text
         row = {
-            "request_id": rec.request_id, "time": rec.time or utc_now(), "route": rec.route, "flow": rec.flow,
+            "request_id": rec.request_id, "time": rec.time, "route": rec.route, "flow": rec.flow,
             "variant": rec.variant, "model": rec.model, "indexes": json.dumps(rec.indexes),
             "question": rec.question if capture else None, "answer": rec.answer if capture else None,
             "citations": json.dumps(rec.citations, ensure_ascii=False) if capture else None,
@@ -151,15 +211,11 @@ class RequestLog:
             "prompt_tokens": rec.prompt_tokens, "completion_tokens": rec.completion_tokens,
             "cost_usd": rec.cost_usd, "stream": int(rec.stream),
         }
-        sql = f"INSERT OR REPLACE INTO requests ({', '.join(_REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(_REQUEST_COLUMNS))})"
-        with self._lock:
-            self._conn.execute(sql, [row[c] for c in _REQUEST_COLUMNS])
-            self._writes += 1
-            if self._writes % 256 == 0:
-                self._rotate_if_needed()
+        return [row[c] for c in _REQUEST_COLUMNS]
 
     def find(self, request_id: str) -> Optional[dict]:
         """The logged request with this id (current log first, then rotated ones), or ``None``."""
+        self.flush()
         with self._lock:
             cur = self._conn.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,))
             row = cur.fetchone()

@@ -71,7 +71,7 @@ def make_old_version(folder: Path, *file_names: str) -> None:
         data.get("file_sizes", {}).pop(name, None)
     manifest_path.write_text(json.dumps(data))
 @contextmanager
-def serving(app: object) -> Iterator[str]:
+def serving(app: object, lifespan: str = "off") -> Iterator[str]:
     """Run an ASGI ``app`` with uvicorn in a thread on a free loopback port; yields the base URL."""
     import uvicorn
 
@@ -79,7 +79,7 @@ def serving(app: object) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
