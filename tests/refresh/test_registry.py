@@ -16,7 +16,8 @@ from ragline.indexers.manifest import CorruptRegistryError
 from ragline.indexers.registry import IndexRegistry, RegistryError
 from ragline.pipelines.cli import app
 from tests.conftest import write_params
-from tests.refresh.conftest import params_here, publish_texts
+from tests.publishing import publish_texts
+from tests.refresh.conftest import params_here
 
 runner = CliRunner()
 
