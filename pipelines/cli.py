@@ -1,15 +1,14 @@
 """The ``ragline`` command line (typer).
 
 Every command reads ``params.yaml`` (``--params``), prints a readable summary, and prints
-JSON instead with ``--json``. Known failures (bad config, missing index, incompatible
-manifest, corrupt registry) end with one line on stderr and exit code 1, not a traceback.
+JSON instead with ``--json``. Known failures (every :class:`core.errors.RaglineError`: bad
+config, missing index, incompatible manifest, corrupt registry) end with one line on stderr
+and exit code 1, not a traceback (:func:`core.cli.clean_errors`, shared with ``ragline flow``).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -21,10 +20,10 @@ from ragline.core.offline import set_offline_env
 
 set_offline_env()
 
-from ragline.chunkers.base import ConfigError  # noqa: E402
-from ragline.indexers.manifest import CorruptRegistryError, IndexCompatibilityError  # noqa: E402
-from ragline.indexers.registry import IndexRegistry, LockTimeoutError, RegistryError  # noqa: E402
-from ragline.core.schemas import SchemaMismatchError  # noqa: E402
+from ragline.core.cli import clean_errors  # noqa: E402
+from ragline.core.cli import print_json as _print_json  # noqa: E402
+from ragline.core.errors import RegistryError  # noqa: E402
+from ragline.indexers.registry import IndexRegistry  # noqa: E402
 from ragline.pipelines.config import Params, load_params  # noqa: E402
 from ragline.pipelines.errors import PipelineError  # noqa: E402
 from ragline.runner.cli import flow_app  # noqa: E402
@@ -45,25 +44,8 @@ app.add_typer(flow_app, name="flow")
 out = Console()
 err = Console(stderr=True)
 
-KNOWN_ERRORS = (ConfigError, RegistryError, CorruptRegistryError, IndexCompatibilityError,
-                SchemaMismatchError, LockTimeoutError, PipelineError, FileNotFoundError)
-
 ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
-
-
-def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn known errors into one line on stderr and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KNOWN_ERRORS as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 def _params(path: Path, index: str | None = None) -> Params:
@@ -73,10 +55,6 @@ def _params(path: Path, index: str | None = None) -> Params:
         data["index"]["name"] = index
         params = Params.from_dict(data, source=f"{path} (+ --index {index})")
     return params
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from tests.conftest import REPO, write_params
 from tests.publishing import publish_texts
 
 HEAVY_FORMATS = (".pdf", ".docx", ".pptx")
+PACKAGE_FOLDERS = ("ragline", "core", "chunkers", "indexers", "evaluation", "pipelines", "runner")
 
 
 def _readme_python_example() -> str:
@@ -112,11 +114,16 @@ def test_only_ragline_is_importable_at_the_top(tmp_path: Path) -> None:
 
 
 def test_the_wheel_holds_only_the_ragline_package(tmp_path: Path) -> None:
+    src = tmp_path / "src"  # a copy, so setuptools' build/ folder is not left in the repository
+    for name in PACKAGE_FOLDERS:
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
     res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                          "--disable-pip-version-check", "-q", "-w", str(tmp_path), str(REPO)],
+                          "--disable-pip-version-check", "-q", "-w", str(tmp_path / "dist"), str(src)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    (wheel,) = tmp_path.glob("ragline-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("ragline-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     dist_info = {t for t in tops if t.endswith(".dist-info")}
