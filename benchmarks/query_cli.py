@@ -1,7 +1,7 @@
 """`ragline query` end to end (process start included): this checkout against another one.
 
-Builds the sample index once with this checkout (`ragline ingest data/sample`, the real
-model) in a scratch folder, then runs `QUERY` through each `ragline` executable alternately,
+Builds the sample index once with this checkout (the `ragline stage` commands over
+data/sample, the real model) in a scratch folder, then runs `QUERY` through each `ragline` executable alternately,
 ``--runs`` times after one warm-up each (the warm-up also exports the ONNX query model into
 the shared ``paths.cache``), and prints the median and min wall time of each and their ratio.
 This checkout searches with the params' ``retrieval:`` section (hybrid as shipped); pass
@@ -52,8 +52,9 @@ def main() -> None:
         params = yaml.safe_load((REPO / "params.yaml").read_text())
         params["paths"]["cache"] = str(work / "cache")
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        print(f"ingest data/sample into {work}/indexes ...", flush=True)
-        _run([str(ours), "ingest", "data/sample", "--index", "sample"], work)
+        print(f"building the sample index in {work}/indexes (ragline stage load|chunk|embed|publish) ...", flush=True)
+        for stage in ("load", "chunk", "embed", "publish"):  # the DVC stages: no Prefect server to start
+            _run([str(ours), "stage", stage], work)
     cmds = {"this checkout": [str(ours), "query", QUERY, "--index", "sample", "-k", "3"] +
             (["--mode", args.mode] if args.mode else []),
             "baseline": [str(args.baseline), "query", QUERY, "--index", "sample", "-k", "3"]}

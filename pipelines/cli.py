@@ -131,12 +131,14 @@ def query(
     as_json: bool = JsonOpt,
 ) -> None:
     """Search a published index version (the params' retrieval: settings) and print the ranked chunks."""
-    from ragline import open_index
     from ragline.indexers.retrieval import parse_filter_options
+    from ragline.indexers.retriever import Index
 
     params = load_params(params_file)
     flt = parse_filter_options(filters)
-    idx = open_index(index, params=params, query_backend=query_backend, model=model)
+    idx = Index.open(params.index.root, index or params.index.name, defaults=params.retrieval,
+                     query_backend=query_backend, cache_dir=params.paths.cache, model=model,
+                     normalize=params.embed.normalize)
     hits = idx.search(text, k=k, mode=mode, fusion=fusion, filters=flt)
     if as_json:
         _print_json([h.to_dict() for h in hits])

@@ -150,7 +150,7 @@ class FlowRunner:
 
     def warm_up(self) -> None:
         """Load embedding models and the tokenizer now (the first query would otherwise pay for it)."""
-        from ragline.chunkers.tokenizer import count_tokens
+        from ragline.core.tokens import count_tokens
 
         from ragline.indexers.embedders import SentenceTransformerEmbedder
 
