@@ -57,7 +57,8 @@ def main() -> int:
     from ragline.indexers.registry import IndexRegistry
     from ragline.indexers.retriever import PublishedIndex
     from ragline.pipelines.config import Params
-    from ragline.pipelines.embed import embedding_texts, index_embedder
+    from ragline.core.schemas import indexed_texts
+    from ragline.pipelines.embed import index_embedder
     from ragline.pipelines.flows import ingest_flow
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ragline-bench-"))
@@ -87,7 +88,7 @@ def main() -> int:
         return 1
 
     published = PublishedIndex.open(IndexRegistry(work / "indexes"), "pydocs@latest")
-    texts = embedding_texts(published.chunks)
+    texts = indexed_texts(published.chunks)
     p = Params.from_dict(params)
     embedder = index_embedder(p)  # the export made by the ingest is reused: this times embedding only
     t1 = time.perf_counter()

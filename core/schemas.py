@@ -126,3 +126,11 @@ def read_table(path: str | Path, schema: pa.Schema) -> pa.Table:
     if not table.schema.equals(schema, check_metadata=False):
         raise SchemaMismatchError(f"{path}: columns {table.schema.names} do not match {schema.names}")
     return table
+
+
+def indexed_texts(chunks: pa.Table) -> list[str]:
+    """Per row of a ``CHUNKS_SCHEMA`` table, the text that is embedded and BM25-indexed: the
+    chunk's ``context`` prefix (may be empty) followed by its ``text`` (stored text and offsets
+    stay those of the source)."""
+    return [c + t for c, t in zip(chunks.column("context").to_pylist(), chunks.column("text").to_pylist())]
+

@@ -29,6 +29,8 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from ragline.core.schemas import indexed_texts
+
 BM25_ARRAYS_FILE = "bm25.npz"
 BM25_META_FILE = "bm25.json"
 BM25_FILES = (BM25_ARRAYS_FILE, BM25_META_FILE)
@@ -56,11 +58,6 @@ class BM25Spec:
     def to_dict(self) -> dict:
         """JSON-ready dict."""
         return {"k1": self.k1, "b": self.b, "method": self.method, "stopwords": self.stopwords}
-
-
-def bm25_texts(chunks: pa.Table) -> list[str]:
-    """Per chunk row, the text BM25 indexes: ``context`` prefix + ``text`` (as embedded)."""
-    return [c + t for c, t in zip(chunks.column("context").to_pylist(), chunks.column("text").to_pylist())]
 
 
 def tokenize(texts: Sequence[str], spec: BM25Spec) -> list[list[str]]:
@@ -110,7 +107,7 @@ class BM25Index:
         """Index ``texts`` (row i = chunk row i) with bm25s.
 
         Args:
-            texts: one text per chunk row (see :func:`bm25_texts`).
+            texts: one text per chunk row (see :func:`core.schemas.indexed_texts`).
             spec: BM25 settings.
 
         Returns:
@@ -132,7 +129,7 @@ class BM25Index:
     @classmethod
     def from_chunks(cls, chunks: pa.Table, spec: BM25Spec = BM25Spec()) -> "BM25Index":
         """Index the chunk table of a version (``CHUNKS_SCHEMA``)."""
-        return cls.build(bm25_texts(chunks), spec)
+        return cls.build(indexed_texts(chunks), spec)
 
     # ---------- files ----------
     def write(self, folder: Path) -> None:

@@ -42,6 +42,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
+from ragline.core.errors import ConfigError
 from ragline.core.records import Hit
 from ragline.core.schemas import CHUNKS_SCHEMA, read_table
 from ragline.indexers.bm25 import BM25Index, BM25Spec
@@ -376,6 +377,40 @@ class Index:
             raise ValueError("Index needs a retriever over a published version (Retriever.open)")
         self.retriever = retriever
         self.defaults = defaults
+
+    @classmethod
+    def open(cls, root: str | Path, ref: str, *, defaults: RetrievalConfig = RetrievalConfig(),
+             query_backend: str = "onnx", cache_dir: str | Path | None = None, model: str | None = None,
+             normalize: bool = True, threads: int | None = None, verify: str = "sha256") -> "Index":
+        """Open ``NAME[@ALIAS|@VERSION]`` under the registry folder ``root`` (what
+        ``ragline.open_index`` and ``ragline query`` call).
+
+        Args:
+            root: the registry folder (``index.root``).
+            ref: the index reference; an alias is resolved now.
+            defaults: the search defaults (the ``retrieval:`` section).
+            query_backend: ``onnx`` or ``torch``.
+            cache_dir: where the ONNX export of the query model lives (``paths.cache``).
+            model: query embedding model (default: the one the manifest records), L2-normalized
+                when ``normalize``.
+            threads: ONNX Runtime threads for query embedding (default 2).
+            verify: ``sha256`` or ``size``: how the version's files are checked against the
+                manifest before they are served (``index.verify``).
+
+        Raises:
+            ConfigError: ``query_backend`` is not onnx or torch.
+            IndexNotFound, AliasNotFound, VersionNotFound: no such index, alias or version.
+            CorruptRegistryError: damaged registry files.
+            IndexCompatibilityError: ``model`` did not build the version.
+        """
+        if query_backend not in ("onnx", "torch"):
+            raise ConfigError(f"query backend {query_backend!r}: use onnx or torch")
+        embedder = None
+        if model is not None:
+            embedder = make_embedder(model, normalize, backend=query_backend, cache_dir=cache_dir, threads=threads)
+        retriever = Retriever.open(IndexRegistry(root, verify=verify), ref, embedder=embedder, backend=query_backend,
+                                   cache_dir=cache_dir, threads=threads)
+        return cls(retriever, defaults)
 
     @property
     def name(self) -> str:

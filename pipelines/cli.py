@@ -1,22 +1,22 @@
 """The ``ragline`` command line (typer).
 
 Every command reads ``params.yaml`` (``--params``), prints a readable summary, and prints
-JSON instead with ``--json``. Known failures (bad config, missing index, incompatible
-manifest, corrupt registry) end with one line on stderr and exit code 1, not a traceback.
+JSON instead with ``--json``. Known failures (every :class:`core.errors.RaglineError`: bad
+config, missing index, incompatible manifest, corrupt registry) end with one line on stderr
+and exit code 1, not a traceback (:func:`core.cli.clean_errors`, shared with ``ragline flow``).
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import sys
+
+import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
 from rich import box as rich_box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ragline.core.offline import set_offline_env
@@ -25,8 +25,10 @@ from ragline.pipelines.verbosity import quiet_libraries
 set_offline_env()
 quiet_libraries()
 
-from ragline.core.errors import CLI_ERRORS, error_line  # noqa: E402
-from ragline.indexers.registry import IndexRegistry, RegistryError  # noqa: E402
+from ragline.core.cli import clean_errors  # noqa: E402
+from ragline.core.cli import print_json as _print_json  # noqa: E402
+from ragline.core.errors import RegistryError  # noqa: E402
+from ragline.indexers.registry import IndexRegistry  # noqa: E402
 from ragline.pipelines.config import Params, load_params  # noqa: E402
 from ragline.pipelines.errors import PipelineError  # noqa: E402
 from ragline.runner.cli import feedback_app, flow_app, mcp_app  # noqa: E402
@@ -107,25 +109,8 @@ app.add_typer(feedback_app, name="feedback")
 out = Console()
 err = Console(stderr=True)
 
-#: Every error that ends a command with one line: the ragline error root and OSError (core.errors).
-KNOWN_ERRORS = CLI_ERRORS
-
 ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
-
-
-def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn known errors into one line on stderr and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KNOWN_ERRORS as e:
-            err.print(f"[bold red]error:[/] {escape(error_line(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 def _params(path: Path, index: str | None = None) -> Params:
@@ -135,10 +120,6 @@ def _params(path: Path, index: str | None = None) -> Params:
         data["index"]["name"] = index
         params = Params.from_dict(data, source=f"{path} (+ --index {index})")
     return params
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 @app.command()
@@ -244,12 +225,14 @@ def query(
     as_json: bool = JsonOpt,
 ) -> None:
     """Search a published index version (the params' retrieval: settings) and print the ranked chunks."""
-    from ragline import open_index
     from ragline.indexers.retrieval import parse_filter_options
+    from ragline.indexers.retriever import Index
 
     params = load_params(params_file)
     flt = parse_filter_options(filters)
-    idx = open_index(index, params=params, query_backend=query_backend, model=model, query_threads=query_threads)
+    idx = Index.open(params.index.root, params.index.name if index is None else index, defaults=params.retrieval,
+                     query_backend=query_backend, cache_dir=params.paths.cache, model=model,
+                     normalize=params.embed.normalize, threads=query_threads, verify=params.index.verify)
     hits = idx.search(text, k=k, mode=mode, fusion=fusion, filters=flt)
     if as_json:
         _print_json([h.to_dict() for h in hits])

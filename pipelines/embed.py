@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from ragline.indexers.cache import EmbeddingCache, embed_with_cache
 from ragline.indexers.embedders import Embedder, info_of, make_embedder
-from ragline.core.schemas import embeddings_schema
+from ragline.core.schemas import embeddings_schema, indexed_texts
 
 if TYPE_CHECKING:
     from ragline.pipelines.config import Params
@@ -30,11 +30,6 @@ def index_embedder(params: Params, model: str | None = None, normalize: bool | N
     """
     return make_embedder(model or params.embed.model, params.embed.normalize if normalize is None else normalize,
                          backend=params.embed.backend, cache_dir=params.paths.cache, threads=os.cpu_count() or 1)
-
-
-def embedding_texts(chunks: pa.Table) -> list[str]:
-    """The text embedded for each chunk: its ``context`` prefix (may be empty) + its text."""
-    return [c + t for c, t in zip(chunks.column("context").to_pylist(), chunks.column("text").to_pylist())]
 
 
 def embed_chunks(
@@ -59,7 +54,7 @@ def embed_chunks(
     """
     cache = EmbeddingCache(cache_dir, info_of(embedder)) if cache_dir is not None else None
     try:
-        return embed_with_cache(embedding_texts(chunks), embedder, cache, batch_size, progress)
+        return embed_with_cache(indexed_texts(chunks), embedder, cache, batch_size, progress)
     finally:
         if cache is not None:
             cache.close()

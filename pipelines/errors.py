@@ -9,12 +9,8 @@ class PipelineError(RaglineError, RuntimeError):
     """Base class of pipeline failures that end a run with one clear line."""
 
 
-class ParseError(PipelineError):
-    """A document could not be turned into elements (names the file and the reason)."""
-
-
 class FailureRateExceeded(PipelineError):
     """More documents were quarantined than ``load.max_failed_fraction`` allows."""
 
 
-__all__ = ["ConfigError", "PipelineError", "ParseError", "FailureRateExceeded"]
+__all__ = ["ConfigError", "PipelineError", "FailureRateExceeded"]

@@ -21,6 +21,7 @@ with nothing to do costs a directory scan and file hashes.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from enum import IntEnum
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -562,6 +563,14 @@ def read_parent(registry: IndexRegistry, name: str, version: str) -> ParentData:
                       np.ascontiguousarray(vectors, dtype=np.float32), quarantine)
 
 
+class RowSource(IntEnum):
+    """Which table a row of the new version comes from (the index into :func:`_take_sources`' tables)."""
+
+    PARENT = 0      #: carried from the parent version
+    NEW = 1         #: parsed and chunked in this run
+    RECHUNKED = 2   #: an unchanged document re-chunked from its stored text (``plan.rechunk_all``)
+
+
 def _rows_by_uri(table: pa.Table) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for i, u in enumerate(table.column("uri").to_pylist()):
@@ -637,14 +646,15 @@ def assemble(
     carried_set = set(carried)
     # documents: parent rows for carried URIs + rows of new documents, ordered by URI
     new_doc_table = documents_to_table(list(new_by_uri.values()))
-    doc_sources: list[tuple[int, int]] = []  # (0 = parent / 1 = new, row)
+    doc_sources: list[tuple[RowSource, int]] = []
     new_doc_rows = {u: i for i, u in enumerate(new_doc_table.column("uri").to_pylist())}
     for f in plan.files:
         if f.uri in new_doc_rows:
-            doc_sources.append((1, new_doc_rows[f.uri]))
+            doc_sources.append((RowSource.NEW, new_doc_rows[f.uri]))
         elif f.uri in carried_set:
-            doc_sources.append((0, parent_docs[f.uri][0]))
-    documents = _take_sources([parent.documents if parent else None, new_doc_table], doc_sources, DOCUMENTS_SCHEMA)
+            doc_sources.append((RowSource.PARENT, parent_docs[f.uri][0]))
+    documents = _take_sources({RowSource.PARENT: parent.documents if parent else None, RowSource.NEW: new_doc_table},
+                              doc_sources, DOCUMENTS_SCHEMA)
 
     # chunks: carried or re-chunked for carried URIs, new chunks for new URIs
     rechunked = None
@@ -660,24 +670,25 @@ def assemble(
     parent_chunk_rows = _rows_by_uri(parent.chunks) if parent else {}
     new_chunk_rows = _rows_by_uri(new_chunks)
     re_rows = _rows_by_uri(rechunked) if rechunked is not None else {}
-    sources: list[tuple[int, int]] = []  # (0 parent / 1 new / 2 rechunked, row)
+    sources: list[tuple[RowSource, int]] = []
     for f in plan.files:
         u = f.uri
         if u in new_by_uri:
-            sources += [(1, r) for r in new_chunk_rows.get(u, [])]
+            sources += [(RowSource.NEW, r) for r in new_chunk_rows.get(u, [])]
         elif u in carried_set:
             if rechunked is not None:
-                sources += [(2, r) for r in re_rows.get(u, [])]
+                sources += [(RowSource.RECHUNKED, r) for r in re_rows.get(u, [])]
             else:
-                sources += [(0, r) for r in parent_chunk_rows.get(u, [])]
-    tables = [parent.chunks if parent else None, new_chunks, rechunked]
+                sources += [(RowSource.PARENT, r) for r in parent_chunk_rows.get(u, [])]
+    tables = {RowSource.PARENT: parent.chunks if parent else None, RowSource.NEW: new_chunks,
+              RowSource.RECHUNKED: rechunked}
     chunks = _take_sources(tables, sources, CHUNKS_SCHEMA)
     chunks = chunks.set_column(0, "row", pa.array(np.arange(chunks.num_rows, dtype=np.int64)))
-    need = np.array([s != 0 or plan.reembed_all for s, _ in sources], dtype=bool)
+    need = np.array([s is not RowSource.PARENT or plan.reembed_all for s, _ in sources], dtype=bool)
     carried_vectors = None
     if parent is not None:
         carried_vectors = np.zeros((len(sources), parent.vectors.shape[1]), dtype=np.float32)
-        rows = [(i, r) for i, (s, r) in enumerate(sources) if s == 0 and not need[i]]
+        rows = [(i, r) for i, (s, r) in enumerate(sources) if s is RowSource.PARENT and not need[i]]
         if rows:
             dst, src = zip(*rows)
             carried_vectors[list(dst)] = parent.vectors[list(src)]
@@ -685,10 +696,12 @@ def assemble(
                     carried_docs=len(carried_set))
 
 
-def _take_sources(tables: list[pa.Table | None], sources: list[tuple[int, int]], schema: pa.Schema) -> pa.Table:
-    """Rows ``(table index, row)`` of several same-schema tables, in the given order."""
-    parts = [t.cast(schema) if t is not None else schema.empty_table() for t in tables]
-    offsets = np.cumsum([0] + [p.num_rows for p in parts])
+def _take_sources(tables: dict[RowSource, pa.Table | None], sources: list[tuple[RowSource, int]],
+                  schema: pa.Schema) -> pa.Table:
+    """Rows ``(source table, row)`` of several same-schema tables, in the given order."""
+    order = list(tables)
+    parts = [tables[k].cast(schema) if tables[k] is not None else schema.empty_table() for k in order]
+    offsets = dict(zip(order, np.cumsum([0] + [p.num_rows for p in parts]).tolist()))
     combined = pa.concat_tables(parts)
     idx = np.array([offsets[s] + r for s, r in sources], dtype=np.int64)
     return combined.take(pa.array(idx, type=pa.int64())).cast(schema)

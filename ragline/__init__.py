@@ -177,21 +177,12 @@ def open_index(ref: str | None = None, *, root: str | Path | None = None,
         IndexCompatibilityError: ``model`` did not build the version.
         ConfigError: invalid params or ``query_backend``.
     """
-    from ragline.indexers.embedders import make_embedder
-    from ragline.indexers.registry import IndexRegistry
-    from ragline.indexers.retriever import Index, Retriever
+    from ragline.indexers.retriever import Index
 
     p = _params(params)
-    if query_backend not in ("onnx", "torch"):
-        raise ConfigError(f"query_backend {query_backend!r}: use onnx or torch")
-    embedder = None
-    if model is not None:
-        embedder = make_embedder(model, p.embed.normalize, backend=query_backend, cache_dir=p.paths.cache,
-                                 threads=query_threads)
-    registry = IndexRegistry(root if root is not None else p.index.root, verify=p.index.verify)
-    retriever = Retriever.open(registry, p.index.name if ref is None else ref, embedder=embedder, backend=query_backend,
-                               cache_dir=p.paths.cache, threads=query_threads)
-    return Index(retriever, p.retrieval)
+    return Index.open(root if root is not None else p.index.root, p.index.name if ref is None else ref,
+                      defaults=p.retrieval, query_backend=query_backend, cache_dir=p.paths.cache, model=model,
+                      normalize=p.embed.normalize, threads=query_threads, verify=p.index.verify)
 
 
 def __getattr__(name: str) -> Any:

@@ -7,19 +7,20 @@ one line on stderr and exit code 1; every command takes ``--json``.
 
 from __future__ import annotations
 
-import functools
-import json
 import sys
+
+import json
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 import yaml
 from rich.console import Console
-from rich.markup import escape
 
-from ragline.core.errors import CLI_ERRORS, error_line
 from rich.table import Table
+
+from ragline.core.cli import clean_errors
+from ragline.core.cli import print_json as _print_json
 
 flow_app = typer.Typer(help="Run, batch, evaluate, compare and serve retrieval-grounded flows.", no_args_is_help=True)
 
@@ -34,24 +35,6 @@ QueryBackendOpt = typer.Option("onnx", "--query-backend", help="Query embedding:
                                "2-3x faster; exported once into paths.cache) or torch (sentence-transformers).")
 QueryThreadsOpt = typer.Option(None, "--query-threads", min=1, max=64,
                                help="ONNX Runtime threads per query embedding (default: 2, or 1 on one core).")
-
-
-def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn known errors into one line (or one line per problem) on stderr and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CLI_ERRORS as e:  # the ragline error root and OSError (core.errors)
-            err.print(f"[bold red]error:[/] {escape(error_line(e))}", highlight=False, soft_wrap=True, markup=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
 def _param(params_file: Path, section: str, key: str) -> Optional[str]:

@@ -150,7 +150,7 @@ class FlowRunner:
 
     def warm_up(self) -> None:
         """Load embedding models and the tokenizer now (the first query would otherwise pay for it)."""
-        from ragline.chunkers.tokenizer import count_tokens
+        from ragline.core.tokens import count_tokens
 
         from ragline.indexers.embedders import SentenceTransformerEmbedder
 
@@ -238,9 +238,4 @@ class FlowRunner:
         return FlowResult(values, flow_outputs, citations, retrieved, trace, (time.perf_counter() - started) * 1000)
 
 
-def node_latency(trace: list[NodeTrace], node_type: str) -> float:
-    """Summed latency (ms) of the nodes of one type in a trace."""
-    return sum(t.latency_ms for t in trace if t.type == node_type)
-
-
-__all__ = ["FlowRunner", "FlowResult", "NodeTrace", "inputs_model", "node_latency"]
+__all__ = ["FlowRunner", "FlowResult", "NodeTrace", "inputs_model"]

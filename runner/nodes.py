@@ -152,7 +152,7 @@ class PromptNode:
         """Render; a missing variable raises ``UndefinedError`` naming the template file and line."""
         import jinja2
 
-        from ragline.chunkers.tokenizer import count_tokens
+        from ragline.core.tokens import count_tokens
 
         try:
             text = self.template.render(**values["inputs"])

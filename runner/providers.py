@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ragline.chunkers.tokenizer import count_tokens
+from ragline.core.tokens import count_tokens
 from ragline.runner.errors import FlowSpecError, ProviderError
 from ragline.runner.text import answer_sentences, markers, split_sentences, strip_markers, terms
 

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from ragline.indexers.embedders import SentenceTransformerEmbedder
 from ragline.indexers.registry import IndexRegistry
-from ragline.indexers.retriever import PublishedIndex
+from ragline.indexers.retrieval import RetrievalConfig
+from ragline.indexers.retriever import Retriever
 from ragline.pipelines.cli import app
 from tests.conftest import SAMPLE_QUESTIONS, write_params
 
@@ -71,17 +72,18 @@ def test_sample_corpus_offline_every_question_finds_its_document(
     summary = json.loads(result.stdout)
     assert summary["documents"] == 12 and summary["quarantined"] == 0
 
-    published = PublishedIndex.open(IndexRegistry("indexes"), "sample@latest")
     embedder = SentenceTransformerEmbedder()
-    assert published.manifest.embedding == {
-        "model_id": "all-MiniLM-L6-v2", "revision": embedder.revision, "dim": 384, "normalize": True,
-    }
     questions = [json.loads(line) for line in SAMPLE_QUESTIONS.read_text().splitlines() if line.strip()]
     assert len(questions) >= 10
-    hits = published.search_vectors(embedder.embed([q["question"] for q in questions]), k=5)
-    misses = [q["question"] for q, h in zip(questions, hits)
-              if f"data/sample/{q['doc']}" not in [x.uri for x in h]]
-    assert misses == []
+    for mode in ("dense", "hybrid"):  # the shipped retrieval: section is hybrid
+        retriever = Retriever.open(IndexRegistry("indexes"), "sample@latest", embedder=embedder)
+        assert retriever.published.manifest.embedding == {
+            "model_id": "all-MiniLM-L6-v2", "revision": embedder.revision, "dim": 384, "normalize": True,
+        }
+        cfg = RetrievalConfig(mode=mode, k=5)
+        misses = [q["question"] for q in questions
+                  if f"data/sample/{q['doc']}" not in [h.source for h in retriever.search(q["question"], cfg)]]
+        assert misses == [], mode
     assert no_network == []
 
 

@@ -16,7 +16,8 @@ from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, read_table
 from ragline.pipelines.chunk import chunk_documents
 from ragline.pipelines.cli import app
 from ragline.pipelines.config import ChunkConfig
-from ragline.pipelines.embed import embed_chunks, embedding_texts, vectors_from_table
+from ragline.core.schemas import indexed_texts
+from ragline.pipelines.embed import embed_chunks, vectors_from_table
 from ragline.pipelines.load import Document, documents_from_table
 from tests.conftest import write_params
 
@@ -43,7 +44,7 @@ def test_context_prefixes_title_and_section_but_keeps_text_and_offsets(tmp_path:
     assert [TEXT[s:e] for s, e in spans] == ctx.column("text").to_pylist()
     assert plain.column("context").to_pylist() == [""] * plain.num_rows
     assert ctx.column("context").to_pylist() == ["Bees\n\n", "Bees > Drones\n\n"]
-    assert embedding_texts(ctx) == ["Bees\n\n" + TEXT[s:e] if i == 0 else "Bees > Drones\n\n" + TEXT[s:e]
+    assert indexed_texts(ctx) == ["Bees\n\n" + TEXT[s:e] if i == 0 else "Bees > Drones\n\n" + TEXT[s:e]
                                     for i, (s, e) in enumerate(spans)]
     emb = HashingEmbedder(dim=64)
     v_plain, n1 = embed_chunks(plain, emb, tmp_path / "cache")

@@ -13,7 +13,7 @@ import pytest
 from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index
 from ragline.indexers.registry import IndexRegistry
 from ragline.indexers.retriever import PublishedIndex
-from tests.runner.helpers import make_old_version, publish_paragraphs
+from tests.publishing import make_old_version, publish_paragraphs
 
 TEXTS = ["the cat sat on the mat", "dogs chase cats", "a quick brown fox", "cat food and cat toys", ""]
 

@@ -12,7 +12,7 @@ from ragline.indexers.retrieval import ChunkFilter, RetrievalConfig, parse_filte
 from ragline.indexers.retriever import Retriever, min_max, rrf_fuse, weighted_fuse
 from ragline.indexers.registry import IndexRegistry
 from tests.runner.conftest import CORPUS
-from tests.runner.helpers import make_old_version, publish_paragraphs
+from tests.publishing import make_old_version, publish_paragraphs
 
 
 def test_rrf_matches_the_formula() -> None:

@@ -1,34 +1,22 @@
 """Fixtures of the refresh/registry tests: a light sample workspace (no PDF/DOCX/PPTX, so
-parsing stays fast), versions published straight from texts, and the environment that lets a
+parsing stays fast), versions published straight from texts (:mod:`tests.publishing`), and the environment that lets a
 `ragline` subprocess use the session's Prefect test API instead of starting its own."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
-from ragline.chunkers.base import ElementSpan
-from ragline.indexers.embedders import info_of, make_embedder
-from ragline.indexers.manifest import Manifest
-from ragline.indexers.registry import IndexRegistry
-from ragline.pipelines.chunk import chunk_documents
-from ragline.pipelines.cli import app
-from ragline.pipelines.config import Params, load_params
-from ragline.pipelines.embed import embed_chunks
-from ragline.pipelines.load import (
-    Document,
-    doc_id_for,
-    documents_to_table,
-    quarantine_to_table,
-)
-from ragline.pipelines.publish import publish_index
 from typer.testing import CliRunner
 
+from ragline.indexers.registry import IndexRegistry
+from ragline.pipelines.cli import app
+from ragline.pipelines.config import Params, load_params
 from tests.conftest import write_params
+from tests.publishing import publish_texts
 
 LIGHT_FORMATS = (".md", ".txt", ".html")
 VENV_BIN = Path(sys.executable).parent
@@ -50,24 +38,6 @@ def subprocess_env(prefect_harness) -> dict[str, str]:
 
     return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "PREFECT_API_URL": prefect.settings.PREFECT_API_URL.value(), "PYTHONUNBUFFERED": "1"}
-
-
-def text_document(uri: str, text: str) -> Document:
-    """A one-element plain-text :class:`Document` (no parsing)."""
-    return Document(doc_id_for(uri), uri, hashlib.sha256(text.encode()).hexdigest(), "text/plain",
-                    len(text.encode()), Path(uri).stem, text, (ElementSpan("NarrativeText", 0, len(text)),))
-
-
-def publish_texts(params: Params, texts: dict[str, str]) -> Manifest:
-    """Publish ``{uri: text}`` as a new version of ``params.index.name`` (hashing embedder, no Prefect)."""
-    docs = [text_document(u, t) for u, t in sorted(texts.items())]
-    chunks, bad = chunk_documents(docs, params.chunk)
-    if bad:
-        raise RuntimeError(f"chunking failed: {bad}")
-    embedder = make_embedder(params.embed.model, params.embed.normalize)
-    vectors, _ = embed_chunks(chunks, embedder, params.paths.cache)
-    return publish_index(IndexRegistry(params.index.root), params, documents_to_table(docs), chunks, vectors,
-                         quarantine_to_table([]), info_of(embedder))
 
 
 def params_here() -> Params:

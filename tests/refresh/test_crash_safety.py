@@ -13,7 +13,7 @@ from ragline.indexers.embedders import info_of, make_embedder
 from ragline.indexers.faults import CRASH_ENV, CRASH_POINTS
 from ragline.indexers.registry import VERSION_RE, IndexRegistry
 from ragline.indexers.retriever import PublishedIndex
-from ragline.pipelines.embed import embedding_texts
+from ragline.core.schemas import indexed_texts
 from tests.refresh.conftest import VENV_BIN, params_here
 
 SRC = Path("data/sample")
@@ -78,7 +78,7 @@ def test_sigkill_at_each_point_leaves_registry_consistent(light_workspace: Path,
             assert s.nothing_changed
             continue
         chunks = PublishedIndex.open(reg, f"{p.index.name}@{s.version}").chunks
-        texts = {text_sha256(t) for t in embedding_texts(chunks)}
+        texts = {text_sha256(t) for t in indexed_texts(chunks)}
         assert s.computed == len(texts - keys_before), point
         if point in EDIT_AT and point in AFTER_EMBED:
             assert s.computed == 0 and s.embedded_chunks > 0, point

@@ -120,7 +120,8 @@ def test_restore_refuses_a_version_not_built_by_dvc(workspace: Path) -> None:
     from typer.testing import CliRunner
 
     from ragline.pipelines.cli import app
-    from tests.refresh.conftest import params_here, publish_texts
+    from tests.publishing import publish_texts
+    from tests.refresh.conftest import params_here
 
     publish_texts(params_here(), {"d/a.txt": "one document"})
     r = CliRunner().invoke(app, ["index", "restore", "v0001"])

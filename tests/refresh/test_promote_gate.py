@@ -16,7 +16,8 @@ from ragline.indexers.retriever import Retriever
 from ragline.pipelines.cli import app
 from ragline.pipelines.evaluate import DocQuestion, QuestionsError, doc_recall_at_k, load_questions
 from tests.conftest import write_params
-from tests.refresh.conftest import params_here, publish_texts
+from tests.publishing import publish_texts
+from tests.refresh.conftest import params_here
 
 runner = CliRunner()
 A = "alpha: hive frames and bee space between the boxes"

@@ -12,7 +12,7 @@ import pytest
 from ragline.indexers.embedders import make_embedder
 from ragline.indexers.faiss_index import read_faiss_index
 from ragline.indexers.registry import IndexRegistry
-from ragline.pipelines.embed import embedding_texts
+from ragline.core.schemas import indexed_texts
 from ragline.pipelines.refresh import InputDiff, ScannedFile, diff_inputs, plan_refresh
 from ragline.pipelines.load import SourceFile
 from tests.conftest import write_params
@@ -89,8 +89,8 @@ def test_refresh_redoes_only_added_and_changed_and_equals_full_build(light_works
     assert s.carried_chunks == sum(u not in redone for u in uris) == sum(
         u not in redone | {"data/sample/wintering.html"} for u in v1_chunks.column("uri").to_pylist())
     # texts embedded now = texts of the redone chunks that no earlier version embedded
-    old_texts = set(embedding_texts(v1_chunks))
-    new_texts = {t for t, u in zip(embedding_texts(chunks), uris) if u in redone}
+    old_texts = set(indexed_texts(v1_chunks))
+    new_texts = {t for t, u in zip(indexed_texts(chunks), uris) if u in redone}
     assert s.computed == len(new_texts - old_texts) < s.embedded_chunks
     # carried vectors are the parent's, bit for bit
     v1_rows = {cid: i for i, cid in enumerate(v1_chunks.column("chunk_id").to_pylist())}

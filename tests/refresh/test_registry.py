@@ -13,7 +13,8 @@ import pytest
 from ragline.indexers.manifest import CorruptRegistryError
 from ragline.indexers.registry import IndexRegistry, RegistryError
 
-from tests.refresh.conftest import A, B, C, D, cli, cli_json, params_here, publish_texts  # noqa: F401
+from tests.publishing import publish_texts  # noqa: F401
+from tests.refresh.conftest import A, B, C, D, cli, cli_json, params_here  # noqa: F401
 
 
 def test_promote_and_rollback_walk_the_alias_history(three_versions: IndexRegistry) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, SAMPLE
-from tests.runner.helpers import publish_paragraphs
+from tests.publishing import publish_documents, publish_paragraphs
 
 #: The synthetic corpus: source URI -> paragraphs as (text, page).
 CORPUS: dict[str, list[tuple[str, int | None]]] = {
@@ -44,24 +44,16 @@ def mini_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sample_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry holding index ``sample`` built from data/sample (token chunks, hashing embedder)."""
-    from ragline.indexers.embedders import HashingEmbedder, info_of
-    from ragline.indexers.registry import IndexRegistry
-    from ragline.pipelines.chunk import chunk_documents
+    from ragline.indexers.embedders import HashingEmbedder
     from ragline.pipelines.config import LoadConfig, Params
-    from ragline.pipelines.embed import embed_chunks
-    from ragline.pipelines.load import discover_files, documents_to_table, load_documents, quarantine_to_table
-    from ragline.pipelines.publish import publish_index
+    from ragline.pipelines.load import discover_files, load_documents
 
     root = tmp_path_factory.mktemp("sample-registry") / "indexes"
     params = Params.from_dict({"embed": {"model": "hashing"}, "index": {"name": "sample", "root": str(root)},
                                "load": {"workers": 1}})
     docs, bad = load_documents(discover_files([SAMPLE]), LoadConfig(workers=1))
     assert not bad, bad
-    chunks, _ = chunk_documents(docs, params.chunk)
-    embedder = HashingEmbedder()
-    vectors, _ = embed_chunks(chunks, embedder, None)
-    publish_index(IndexRegistry(root), params, documents_to_table(docs), chunks, vectors,
-                  quarantine_to_table([]), info_of(embedder))
+    publish_documents(params, docs, embedder=HashingEmbedder(), cache=False)
     return root
 
 

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from ragline.chunkers.tokenizer import count_tokens
+from ragline.core.tokens import count_tokens
 from ragline.runner.config import ServeConfig
 from ragline.runner.engine import FlowRunner
 from ragline.runner.openai_api import references

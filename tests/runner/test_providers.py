@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ragline.chunkers.tokenizer import count_tokens
+from ragline.core.tokens import count_tokens
 from ragline.runner.errors import FlowSpecError, ProviderError
 from ragline.runner.providers import FALLBACK_NOTE, ExtractiveProvider, OpenAIProvider
 from ragline.runner.spec import LlmNodeSpec

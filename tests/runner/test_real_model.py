@@ -9,7 +9,7 @@ import pytest
 from ragline.runner.engine import FlowRunner
 from ragline.runner.spec import load_flow
 from tests.runner.conftest import CORPUS
-from tests.runner.helpers import publish_paragraphs
+from tests.publishing import publish_paragraphs
 
 
 @pytest.mark.slow
