@@ -28,7 +28,7 @@ def _run(args: list[str], cwd: Path) -> str:
 def dvc_copy(tmp_path: Path) -> Path:
     for name in ("params.yaml", "dvc.yaml"):
         shutil.copy(REPO / name, tmp_path / name)
-    for name in ("chunkers", "indexers", "pipelines"):
+    for name in ("core", "chunkers", "indexers", "evaluation", "pipelines"):
         shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "data" / "sample", tmp_path / "data" / "sample")
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())

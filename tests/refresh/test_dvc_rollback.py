@@ -42,7 +42,7 @@ def dvc_repo(tmp_path: Path) -> Path:
     and a local DVC remote."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    for d in ("chunkers", "indexers", "pipelines"):
+    for d in ("core", "chunkers", "indexers", "evaluation", "pipelines"):
         shutil.copytree(REPO / d, repo / d, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     (repo / "data" / "sample").mkdir(parents=True)

@@ -33,7 +33,8 @@ def test_batch_without_column_maps_optional_inputs_only_when_present(cli: CliRun
                "--workers", "2", "--run-id", "dense", "--index-root", sample_registry, "--json")
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
-    assert (summary["lines"], summary["ok"], summary["failed"]) == (15, 15, 0)
+    n_questions = sum(1 for line in Path(SAMPLE_QUESTIONS).read_text(encoding="utf-8").splitlines() if line.strip())
+    assert (summary["lines"], summary["ok"], summary["failed"]) == (n_questions, n_questions, 0)
     # a line that has the optional field: it is mapped (the filter applies)
     data = tmp_path / "with-source.jsonl"
     data.write_text(json.dumps({"question": "How long does a worker take to develop?", "source": "*colony-roles.html"})
