@@ -8,8 +8,8 @@ document is quarantined instead. Tasks use ``NO_CACHE``: inputs are large Arrow 
 ragline caches itself, by content (the embedding cache).
 
 Flows run without a Prefect server: Prefect starts a temporary local API on loopback. The
-orchestrator is not a single point of failure: :class:`GuardedFlow` (what ``ingest_flow`` and
-``refresh_flow`` are) waits ``prefect.startup_timeout_s`` for that API to start, retries a lost
+orchestrator is not a single point of failure: :class:`GuardedFlow` (what ``ingest_flow``,
+``refresh_flow`` and ``chunking_experiment_flow`` are) waits ``prefect.startup_timeout_s`` for that API to start, retries a lost
 API only briefly, and when the API dies mid-run either returns the finished work (publishing
 happened; the run just could not be recorded) or fails with one line
 (:class:`OrchestratorError`); it never hangs.
@@ -349,7 +349,7 @@ def write_leaderboard_task(results: list, out_dir: str, name: str, meta: dict[st
 
 
 @flow(name="chunking-experiment", validate_parameters=False, log_prints=False)
-def chunking_experiment_flow(grid: dict[str, Any], params: dict[str, Any], out_dir: str, source: str = "<grid>"):
+def _chunking_experiment_flow(grid: dict[str, Any], params: dict[str, Any], out_dir: str, source: str = "<grid>"):
     """Evaluate every configuration of a chunking grid on one dataset (one embedder, one
     question set, the embedding cache shared by all) and write the leaderboard and plot.
 
@@ -374,8 +374,12 @@ def chunking_experiment_flow(grid: dict[str, Any], params: dict[str, Any], out_d
             "corpora": ", ".join(dataset.corpora), "embedder": plan.base.embed.model,
             "configurations": len(plan.points), "retrieval": plan.base.retrieval.record()}
     rows, files = write_leaderboard_task(results, out_dir, plan.name, meta)
-    return ExperimentSummary(plan.name, out_dir, tuple(rows), files,
-                             tuple(f"{p}: {why}" for p, why in plan.skipped), round(time.perf_counter() - t0, 3))
+    return _record(ExperimentSummary(plan.name, out_dir, tuple(rows), files,
+                                     tuple(f"{p}: {why}" for p, why in plan.skipped), round(time.perf_counter() - t0, 3)))
+
+
+chunking_experiment_flow = GuardedFlow(_chunking_experiment_flow,
+                                       lambda args, kwargs: kwargs.get("params", args[1] if len(args) > 1 else None))
 
 
 # ---------------- incremental refresh (plain functions in pipelines/refresh.py) ----------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -250,10 +251,13 @@ def test_error_line_for_os_errors() -> None:
     assert error_line(FileNotFoundError(errno.ENOENT, "No such file or directory", "a", None, "b")).startswith("a -> b: ")
 
 
-def test_refresh_refuses_to_carry_over_a_damaged_parent(three_versions: IndexRegistry, prefect_harness) -> None:
+def test_refresh_refuses_to_carry_over_a_damaged_parent(three_versions: IndexRegistry, subprocess_env) -> None:
     """Defect 2: a refresh read the parent's vectors without checking them, so flipped bytes in
-    index.faiss would be carried into the next version."""
+    index.faiss would be carried into the next version. (A subprocess: what a user sees,
+    Prefect's log lines included.)"""
     _flip(Path("indexes/sample/v0003/index.faiss"))
-    msg = one_line_error(invoke("refresh"))
-    assert "v0003/index.faiss: sha256 differs from the manifest" in msg
+    r = subprocess.run(["ragline", "refresh"], env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "v0003/index.faiss: sha256 differs from the manifest" in errors[0], r.stderr
     assert three_versions.versions("sample") == ["v0001", "v0002", "v0003"]
