@@ -27,7 +27,7 @@ import time
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Iterator, Literal, Optional
 
 from ragline.runner.config import RequestLogConfig
 from ragline.runner.errors import DataError

@@ -8,7 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
 
 QUESTION = "How often should the impeller seal be replaced?"
 
