@@ -356,6 +356,8 @@ def serve(
     query_backend: str = QueryBackendOpt,
     query_threads: Optional[int] = QueryThreadsOpt,
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+    keep_alive_s: int = typer.Option(30, "--keep-alive-s", min=1, max=3600,
+                                     help="Seconds an idle client connection stays open (uvicorn's default is 5)."),
 ) -> None:
     """Serve a flow: POST /score, the OpenAI API (/v1/chat/completions, /v1/models), /feedback, /metrics, /docs.
 
@@ -389,7 +391,7 @@ def serve(
         if no_auth:
             err.print(f"warning: --no-auth: no API key is checked; anyone who can reach {host}:{port} can call "
                       "every route", highlight=False, soft_wrap=True)
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=keep_alive_s)
     finally:
         for r in runners:
             r.close()

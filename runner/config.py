@@ -15,12 +15,13 @@ Example::
         capture_text: true          # false: question, answer and citations are not stored
         max_mb: 64                  # rotate past this size
         keep: 5                     # rotated files kept
+      traces: {exporter: none}      # none | console | otlp (with endpoint)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -53,6 +54,17 @@ class RequestLogConfig(BaseModel):
     keep: int = Field(default=5, ge=0)
 
 
+class TracesConfig(BaseModel):
+    """OpenTelemetry spans of served requests: ``none``, ``console`` (JSON lines on stdout of the
+    server) or ``otlp`` (OTLP/HTTP to ``endpoint``; needs opentelemetry-exporter-otlp-proto-http)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    exporter: Literal["none", "console", "otlp"] = "none"
+    endpoint: Optional[str] = None
+    service_name: str = "ragline"
+
+
 class ServeConfig(BaseModel):
     """``params.yaml`` ``serve:`` (see the module docstring)."""
 
@@ -61,6 +73,7 @@ class ServeConfig(BaseModel):
     metrics: bool = True
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
+    traces: TracesConfig = Field(default_factory=TracesConfig)
 
     def price_of(self, model: str | None) -> ModelPrice | None:
         """The price entry of ``model`` (``None`` when the table has none: cost unknown, counted as 0)."""
@@ -99,4 +112,4 @@ def load_serve_config(params_file: str | Path) -> ServeConfig:
     return ServeConfig.from_dict(section, source=str(p))
 
 
-__all__ = ["ModelPrice", "RequestLogConfig", "ServeConfig", "load_serve_config"]
+__all__ = ["ModelPrice", "RequestLogConfig", "ServeConfig", "TracesConfig", "load_serve_config"]

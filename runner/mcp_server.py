@@ -89,8 +89,11 @@ def build_mcp_server(runner: FlowRunner, config: Optional[ServeConfig] = None) -
 
     if config is None:
         config = ServeConfig.model_validate({"request_log": {"enabled": False}})
+    from ragline.runner.tracing import RunTracer, tracer_provider
+
     log = RequestLog(config.request_log) if config.request_log.enabled else None
-    service = Service([runner], config, None, log)
+    provider = tracer_provider(config.traces)
+    service = Service([runner], config, None, log, RunTracer(provider) if provider is not None else None)
     served = service.default
     idx = ", ".join(f"{i.name}@{i.version}" for i in served.indexes) or "no index"
     server = MCPServer(name=f"ragline-{runner.flow.name}", version="1", log_level="WARNING",

@@ -53,6 +53,23 @@ if TYPE_CHECKING:
 
 ROLES = ("system", "developer", "user", "assistant")
 
+#: OpenAPI request body of ``POST /v1/chat/completions`` (the route reads the body itself to
+#: answer malformed requests with OpenAI-style 400s instead of FastAPI's 422).
+CHAT_REQUEST_SCHEMA = {
+    "type": "object", "required": ["model", "messages"],
+    "properties": {
+        "model": {"type": "string", "description": "A served model: FLOW or FLOW:VARIANT (GET /v1/models)."},
+        "messages": {"type": "array", "minItems": 1, "description": "The last user message is the question.",
+                     "items": {"type": "object", "required": ["role"],
+                               "properties": {"role": {"type": "string", "enum": list(ROLES)},
+                                              "content": {"anyOf": [{"type": "string"}, {"type": "array"}]}}}},
+        "stream": {"type": "boolean", "default": False},
+        "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+        "n": {"type": "integer", "enum": [1]},
+        "inputs": {"type": "object", "description": "Other flow inputs (e.g. source)."},
+    },
+}
+
 
 class OpenAIError(Exception):
     """An error answered in OpenAI's shape."""
@@ -199,6 +216,8 @@ def openai_router(service: "Service") -> APIRouter:
             for mid, s in service.served.items()]}
 
     @router.post("/v1/chat/completions", summary="OpenAI-compatible chat completion (the flow answers)",
+                 openapi_extra={"requestBody": {"required": True, "content": {
+                     "application/json": {"schema": CHAT_REQUEST_SCHEMA}}}},
                  responses={400: {"description": "Malformed request (OpenAI error object)"},
                             404: {"description": "Unknown model"}, 502: {"description": "Model endpoint failed"}})
     async def chat_completions(request: Request) -> Any:

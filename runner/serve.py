@@ -153,13 +153,15 @@ class Service:
         config: ``serve:`` params.
         metrics: the metric families, or ``None`` when metrics are off.
         log: the request log, or ``None`` when it is off.
+        tracer: a :class:`runner.tracing.RunTracer`, or ``None`` when traces are off.
     """
 
     def __init__(self, runners: Sequence[FlowRunner], config: ServeConfig, metrics: Optional[ServeMetrics],
-                 log: Optional[RequestLog]) -> None:
+                 log: Optional[RequestLog], tracer: Optional[Any] = None) -> None:
         self.config = config
         self.metrics = metrics
         self.log = log
+        self.tracer = tracer
         self.served: dict[str, ServedFlow] = {}
         for r in runners:
             mid = model_id(r)
@@ -194,6 +196,7 @@ class Service:
             FlowInputError, NodeError: as :meth:`FlowRunner.run`.
         """
         t0 = time.perf_counter()
+        start_ns = time.time_ns()
         result: Optional[FlowResult] = None
         trace: list[NodeTrace] = []
         error: Optional[BaseException] = None
@@ -217,6 +220,9 @@ class Service:
             if self.log is not None:
                 self.log.append(self.record(served, inputs, route, request_id, result, trace, usage, error,
                                             (time.perf_counter() - t0) * 1000, stream))
+            if self.tracer is not None:
+                self.tracer.record(served=served, route=route, request_id=request_id, start_ns=start_ns, trace=trace,
+                                   usage=usage, error=error)
 
     @staticmethod
     def record(served: ServedFlow, inputs: dict, route: str, request_id: str, result: Optional[FlowResult],
@@ -330,7 +336,7 @@ def _docs_static_dir() -> Path:
 
 def create_app(runner: Union[FlowRunner, Sequence[FlowRunner]], api_key: Optional[str] = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, config: Optional[ServeConfig] = None,
-               no_auth: bool = False) -> FastAPI:
+               no_auth: bool = False, tracer_provider: Optional[Any] = None) -> FastAPI:
     """The FastAPI app serving one or more prepared flow runners.
 
     Args:
@@ -341,9 +347,12 @@ def create_app(runner: Union[FlowRunner, Sequence[FlowRunner]], api_key: Optiona
         config: ``serve:`` params (prices, request log, metrics); default: metrics on, request
             log off (the CLI turns it on from params).
         no_auth: serve without a key (every route open). Required when ``api_key`` is ``None``.
+        tracer_provider: an OpenTelemetry ``TracerProvider`` for request spans (default: the one
+            ``config.traces`` describes, none for ``exporter: none``).
 
     Raises:
-        ConfigError: no ``api_key`` and ``no_auth`` not set; a model served twice.
+        ConfigError: no ``api_key`` and ``no_auth`` not set; a model served twice; traces
+            misconfigured.
     """
     from ragline.runner.openai_api import openai_router
 
@@ -356,7 +365,10 @@ def create_app(runner: Union[FlowRunner, Sequence[FlowRunner]], api_key: Optiona
         config = ServeConfig.model_validate({"request_log": {"enabled": False}})
     metrics = ServeMetrics() if config.metrics else None
     log = RequestLog(config.request_log) if config.request_log.enabled else None
-    service = Service(runners, config, metrics, log)
+    from ragline.runner.tracing import RunTracer, tracer_provider as make_provider
+
+    provider = tracer_provider if tracer_provider is not None else make_provider(config.traces)
+    service = Service(runners, config, metrics, log, RunTracer(provider) if provider is not None else None)
     first = service.default.runner.flow
     app = FastAPI(
         title=f"ragline flow: {first.name}",

@@ -138,14 +138,14 @@ def test_unknown_model_wrong_key_and_bad_json(client: openai.OpenAI, server: str
     assert r.status_code == 400 and r.json()["error"]["message"] == "request body is not valid JSON"
 
 
-def test_openai_provider_relays_upstream_stream(qa_flow: Path, sample_registry: Path,
+def test_openai_provider_relays_upstream_stream(mini_flow: Path, mini_registry: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     upstream = "Worker bees develop in 21 days [1]. Queens take 16 days [2]."
     with FakeOpenAI([Reply(content=upstream, usage={"prompt_tokens": 500, "completion_tokens": 20})]) as fake:
-        f = qa_flow / "flow.yaml"
+        f = mini_flow / "flow.yaml"
         f.write_text(f.read_text().replace("http://127.0.0.1:8000/v1", fake.base_url))
-        runner = FlowRunner(load_flow(qa_flow, "openai_local"), sample_registry)
+        runner = FlowRunner(load_flow(mini_flow, "openai_local"), mini_registry)
         config = ServeConfig.model_validate({"request_log": {"enabled": False},
                                              "prices": {"fake-model": {"prompt_per_mtok": 1.0}}})
         with serving(create_app(runner, api_key=KEY, config=config)) as url:
@@ -163,14 +163,14 @@ def test_openai_provider_relays_upstream_stream(qa_flow: Path, sample_registry: 
         runner.close()
 
 
-def test_openai_provider_counts_tokens_with_tiktoken_without_usage(qa_flow: Path, sample_registry: Path,
+def test_openai_provider_counts_tokens_with_tiktoken_without_usage(mini_flow: Path, mini_registry: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     upstream = "Worker bees develop in 21 days [1]."
     with FakeOpenAI([Reply(content=upstream, usage=None)]) as fake:
-        f = qa_flow / "flow.yaml"
+        f = mini_flow / "flow.yaml"
         f.write_text(f.read_text().replace("http://127.0.0.1:8000/v1", fake.base_url))
-        runner = FlowRunner(load_flow(qa_flow, "openai_local"), sample_registry)
+        runner = FlowRunner(load_flow(mini_flow, "openai_local"), mini_registry)
         result = runner.run({"question": "How long does a worker take?"})
         runner.close()
     llm = next(t for t in result.trace if t.type == "llm")
@@ -180,12 +180,12 @@ def test_openai_provider_counts_tokens_with_tiktoken_without_usage(qa_flow: Path
                           "total": count_tokens(prompt) + count_tokens(upstream)}
 
 
-def test_upstream_failure_is_openai_502(qa_flow: Path, sample_registry: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upstream_failure_is_openai_502(mini_flow: Path, mini_registry: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with FakeOpenAI([Reply(status=400, raw='{"error": "bad"}')]) as fake:
-        f = qa_flow / "flow.yaml"
+        f = mini_flow / "flow.yaml"
         f.write_text(f.read_text().replace("http://127.0.0.1:8000/v1", fake.base_url))
-        runner = FlowRunner(load_flow(qa_flow, "openai_local"), sample_registry)
+        runner = FlowRunner(load_flow(mini_flow, "openai_local"), mini_registry)
         with serving(create_app(runner, api_key=KEY)) as url:
             c = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
             for stream in (False, True):

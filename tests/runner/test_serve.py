@@ -45,7 +45,9 @@ def test_healthz_needs_no_key_and_openapi_does(server: str) -> None:
     assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "flow": "qa"}
     assert httpx.get(f"{server}/openapi.json").status_code == 401
     spec = httpx.get(f"{server}/openapi.json", headers={"X-API-Key": KEY}).json()
-    assert {"/score", "/healthz", "/metadata"} <= set(spec["paths"])
+    assert {"/score", "/healthz", "/metadata", "/v1/chat/completions", "/v1/models", "/feedback", "/metrics"} <= set(spec["paths"])
+    chat = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert chat["required"] == ["model", "messages"]
     body_ref = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     inputs = spec["components"]["schemas"][body_ref.rsplit("/", 1)[-1]]
     assert inputs["required"] == ["question"] and inputs["properties"]["question"]["maxLength"] == 2000

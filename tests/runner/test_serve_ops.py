@@ -272,3 +272,44 @@ def test_cli_feedback_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert r.exit_code == 0 and "skipped 1 without a known document" in r.output
     r = CliRunner().invoke(app, ["feedback", "export", "--since", "yesterday"])
     assert r.exit_code == 1 and "--since 'yesterday': use an ISO date" in r.output
+
+
+def test_traces_span_tree_per_request(runner: FlowRunner) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    config = ServeConfig.model_validate({"request_log": {"enabled": False},
+                                         "prices": {"extractive": {"prompt_per_mtok": 1.0}}})
+    with serving(create_app(runner, api_key=KEY, config=config, tracer_provider=provider)) as url:
+        body = httpx.post(f"{url}/score", json={"question": PUMP}, headers=H).json()
+        httpx.post(f"{url}/v1/chat/completions", headers=H, json={"model": "qa", "messages": [
+            {"role": "user", "content": ROSES}]})
+    spans = exporter.get_finished_spans()
+    roots = [s for s in spans if s.name == "ragline.request"]
+    assert [r.attributes["ragline.route"] for r in roots] == ["/score", "/v1/chat/completions"]
+    root = roots[0]
+    assert root.attributes["ragline.request_id"] == body["request_id"] and root.attributes["ragline.flow"] == "qa"
+    assert list(root.attributes["ragline.index_versions"]) == ["mini@v0001"]
+    assert root.attributes["ragline.tokens.prompt"] == body["tokens"]["prompt"]
+    assert root.attributes["ragline.cost_usd"] == pytest.approx(body["cost_usd"])
+    children = sorted((s for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id),
+                      key=lambda s: s.start_time)
+    assert [c.attributes["ragline.node"] for c in children] == ["retrieve", "prompt", "answer", "sources"]
+    assert all(c.context.trace_id == root.context.trace_id for c in children)
+    retrieve = children[0].attributes
+    assert (retrieve["ragline.k"], retrieve["ragline.mode"], retrieve["ragline.index_version"]) == (5, "hybrid", "v0001")
+    assert children[2].attributes["ragline.tokens.completion"] == body["tokens"]["completion"]
+    assert root.start_time <= children[0].start_time and children[-1].end_time <= root.end_time
+    assert all(a.end_time == b.start_time for a, b in zip(children, children[1:]))  # laid end to end
+    assert root.status.status_code != StatusCode.ERROR
+
+
+def test_traces_otlp_without_endpoint_is_a_config_error(runner: FlowRunner) -> None:
+    config = ServeConfig.model_validate({"request_log": {"enabled": False}, "traces": {"exporter": "otlp"}})
+    with pytest.raises(ConfigError, match="exporter otlp needs an endpoint"):
+        create_app(runner, api_key=KEY, config=config)
