@@ -9,9 +9,10 @@ folder, which the registry hashes into the manifest like every other file:
 - ``bm25.json``: format version, BM25 parameters, tokenizer settings, chunk count, vocabulary.
 
 Text indexed per chunk is what the chunk's vector embeds: its ``context`` prefix (may be
-empty) followed by its ``text``. Tokenization is ``bm25s.tokenize``: lower-case, the
+empty) followed by its ``text``. Tokenization is ``bm25s.tokenize``'s: lower-case, the
 scikit-learn token pattern ``(?u)\\b\\w\\w+\\b``, English stopwords, no stemming (bm25s's
-stemmer needs PyStemmer, which ragline does not install). Nothing reaches the network.
+stemmer needs PyStemmer, which ragline does not install), reimplemented in :func:`tokenize`
+so that searching never imports bm25s (tested equal to it). Nothing reaches the network.
 
 Sources: Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond"
 (Foundations and Trends in IR, 2009); Lù, "BM25S: Orders of magnitude faster lexical search
@@ -20,8 +21,11 @@ via eager sparse scoring" (arXiv:2407.03618, 2024), library ``bm25s``.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -60,15 +64,39 @@ class BM25Spec:
         return {"k1": self.k1, "b": self.b, "method": self.method, "stopwords": self.stopwords}
 
 
-def tokenize(texts: Sequence[str], spec: BM25Spec) -> list[list[str]]:
-    """Tokenize texts exactly as the index was built (``bm25s.tokenize``, strings out)."""
-    import bm25s
+#: bm25s's default token pattern (scikit-learn's ``CountVectorizer``): words of two or more word characters.
+TOKEN_PATTERN = re.compile(r"(?u)\b\w\w+\b")
 
-    if not texts:
-        return []
-    stop = None if spec.stopwords == "none" else spec.stopwords
-    out = bm25s.tokenize(list(texts), stopwords=stop, return_ids=False, show_progress=False)
-    return [list(t) for t in out]
+
+@functools.lru_cache(maxsize=4)
+def stopwords(name: str) -> frozenset[str]:
+    """bm25s's stopword list ``name`` (``en``/``english``, or ``none`` for no list).
+
+    Read from ``bm25s/stopwords.py`` without importing the ``bm25s`` package, whose import
+    (numba, scipy) costs about 2 s: a query is tokenized in a process that never imports it.
+
+    Raises:
+        ValueError: another list name.
+    """
+    if name == "none":
+        return frozenset()
+    if name not in ("en", "english"):
+        raise ValueError(f"BM25 stopwords {name!r}: ragline reads en or none")
+    spec = importlib.util.find_spec("bm25s")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("bm25s is not installed; run `make install`")
+    path = Path(spec.submodule_search_locations[0]) / "stopwords.py"
+    loader_spec = importlib.util.spec_from_file_location("_ragline_bm25s_stopwords", path)
+    module = importlib.util.module_from_spec(loader_spec)  # type: ignore[arg-type]
+    loader_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return frozenset(module.STOPWORDS_EN)
+
+
+def tokenize(texts: Sequence[str], spec: BM25Spec) -> list[list[str]]:
+    """Tokenize texts exactly as ``bm25s.tokenize(texts, stopwords=spec.stopwords, return_ids=False)``
+    does (lower-case, :data:`TOKEN_PATTERN`, stopwords dropped, no stemmer), without importing bm25s."""
+    stop = stopwords(spec.stopwords)
+    return [[t for t in TOKEN_PATTERN.findall(text.lower()) if t not in stop] for text in texts]
 
 
 class BM25Index:

@@ -38,6 +38,8 @@ def test_readme_example_runs_verbatim(workspace: Path, prefect_harness, capsys: 
     assert [ln.split()[0] for ln in lines] == ["1", "2", "3"]
     assert all(ln.split()[2].startswith("data/sample/") for ln in lines)
     assert ragline.open_index("sample").version == "v0001"  # the example published it
+    again = ragline.refresh()  # nothing changed since: nothing published, no Prefect run
+    assert again.version is None and again.nothing_changed and again.parent_version == "v0001"
 
 
 @pytest.fixture()
@@ -75,7 +77,7 @@ def test_open_index_bad_input_raises_named_errors(published: Path) -> None:
         index.search("bees", filters={"colour": "red"})
 
 
-def test_refresh_with_nothing_to_do_and_retrieval_defaults(published: Path) -> None:
+def test_search_defaults_come_from_the_retrieval_section(published: Path) -> None:
     write_params(published, retrieval={"mode": "bm25", "k": 1})
     hits = ragline.open_index("sample").search("frames")
     assert len(hits) == 1 and set(hits[0].retriever_ranks) == {"bm25"}
@@ -86,13 +88,14 @@ def _run_outside_repo(tmp_path: Path, code: str) -> subprocess.CompletedProcess:
                           timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
 
 
-def test_searching_from_python_never_imports_prefect(published: Path) -> None:
+def test_searching_from_python_never_imports_prefect_or_bm25s(published: Path) -> None:
     res = _run_outside_repo(published, """
         import sys
         import ragline
         hits = ragline.open_index("sample@latest").search("varroa mites", k=2)
         assert [h.source for h in hits] == ["d/b.pdf", "d/a.txt"], hits
-        print(sorted(m for m in sys.modules if m.split(".")[0] in ("prefect", "pipelines", "runner", "torch")))
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("prefect", "pipelines", "runner", "torch",
+                                                                   "bm25s", "numba")))
     """)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"

@@ -9,8 +9,10 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index
+from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index, BM25Spec, tokenize
 from ragline.indexers.registry import IndexRegistry
 from ragline.indexers.retriever import PublishedIndex
 from tests.publishing import make_old_version, publish_paragraphs
@@ -24,6 +26,16 @@ def test_scores_equal_bm25s_reference() -> None:
     ref.index(bm25s.tokenize(TEXTS, stopwords="en", show_progress=False), show_progress=False)
     for query in (["cat", "toys"], ["fox"], ["dogs", "chase"]):
         np.testing.assert_allclose(ix.scores(" ".join(query)), ref.get_scores(query), rtol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(list("aAbZ éÉßİ_1-'.\n\tThe and OF ")), max_size=40), max_size=4))
+def test_tokenize_equals_bm25s(texts: list[str]) -> None:
+    """ragline's tokenizer (no bm25s import at search time) splits exactly as bm25s.tokenize."""
+    for stop in ("en", "none"):
+        expected = [list(t) for t in bm25s.tokenize(texts, stopwords=None if stop == "none" else stop,
+                                                    return_ids=False, show_progress=False)] if texts else []
+        assert tokenize(texts, BM25Spec(stopwords=stop)) == expected
 
 
 def test_search_order_filter_and_no_zero_scores() -> None:
