@@ -10,8 +10,9 @@ folder, which the registry hashes into the manifest like every other file:
 
 Text indexed per chunk is what the chunk's vector embeds: its ``context`` prefix (may be
 empty) followed by its ``text``. Tokenization is ``bm25s.tokenize``: lower-case, the
-scikit-learn token pattern ``(?u)\\b\\w\\w+\\b``, English stopwords, no stemming (bm25s's
-stemmer needs PyStemmer, which ragline does not install). Nothing reaches the network.
+scikit-learn token pattern ``(?u)\\b\\w\\w+\\b``, a stopword list, and optionally a
+Snowball stemmer (PyStemmer), applied the same way to chunks and queries and recorded in
+``bm25.json``. Nothing reaches the network.
 
 Sources: Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond"
 (Foundations and Trends in IR, 2009); Lù, "BM25S: Orders of magnitude faster lexical search
@@ -20,6 +21,7 @@ via eager sparse scoring" (arXiv:2407.03618, 2024), library ``bm25s``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -45,17 +47,22 @@ class BM25Spec:
         k1: term-frequency saturation (Robertson & Zaragoza 2009; 1.5 is bm25s's default).
         b: document-length normalization in [0, 1].
         method: bm25s scoring variant (``lucene`` = Lucene's BM25, the bm25s default).
-        stopwords: bm25s stopword list name (``en``) or ``none``.
+        stopwords: bm25s stopword list name: ``en`` (Lucene's 33 English words),
+            ``en_plus`` (NLTK's 179), or ``none``.
+        stemmer: a Snowball stemmer language of PyStemmer (``english``: Porter2) or ``none``.
+            Versions published before this field existed are read as ``none``.
     """
 
     k1: float = 1.5
     b: float = 0.75
     method: str = "lucene"
     stopwords: str = "en"
+    stemmer: str = "english"
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
-        return {"k1": self.k1, "b": self.b, "method": self.method, "stopwords": self.stopwords}
+        return {"k1": self.k1, "b": self.b, "method": self.method, "stopwords": self.stopwords,
+                "stemmer": self.stemmer}
 
 
 def bm25_texts(chunks: pa.Table) -> list[str]:
@@ -63,14 +70,33 @@ def bm25_texts(chunks: pa.Table) -> list[str]:
     return [c + t for c, t in zip(chunks.column("context").to_pylist(), chunks.column("text").to_pylist())]
 
 
+@functools.lru_cache(maxsize=4)
+def _stemmer(language: str):  # noqa: ANN202 - a PyStemmer Stemmer
+    try:
+        import Stemmer
+    except ImportError as e:
+        raise ImportError(f"BM25 stemmer {language!r} needs PyStemmer (pinned in constraints.txt)") from e
+    try:
+        return Stemmer.Stemmer(language)
+    except KeyError as e:
+        raise ValueError(f"unknown BM25 stemmer {language!r}; allowed: none, "
+                         f"{', '.join(sorted(Stemmer.algorithms()))}") from e
+
+
 def tokenize(texts: Sequence[str], spec: BM25Spec) -> list[list[str]]:
-    """Tokenize texts exactly as the index was built (``bm25s.tokenize``, strings out)."""
+    """Tokenize texts exactly as the index was built (``bm25s.tokenize``, strings out).
+
+    Raises:
+        ImportError: a stemmer is set and PyStemmer is not installed.
+        ValueError: unknown stopword list or stemmer language.
+    """
     import bm25s
 
     if not texts:
         return []
     stop = None if spec.stopwords == "none" else spec.stopwords
-    out = bm25s.tokenize(list(texts), stopwords=stop, return_ids=False, show_progress=False)
+    stemmer = None if spec.stemmer == "none" else _stemmer(spec.stemmer)
+    out = bm25s.tokenize(list(texts), stopwords=stop, stemmer=stemmer, return_ids=False, show_progress=False)
     return [list(t) for t in out]
 
 
@@ -142,7 +168,8 @@ class BM25Index:
             np.savez(f, data=self.data, indices=self.indices, indptr=self.indptr)
         meta = {"format": BM25_FORMAT, "library": "bm25s", "library_version": _bm25s_version(),
                 "spec": self.spec.to_dict(), "n_chunks": self.n_chunks, "n_vocab": self.n_vocab,
-                "tokenizer": {"lower": True, "token_pattern": r"(?u)\b\w\w+\b", "stemmer": None},
+                "tokenizer": {"lower": True, "token_pattern": r"(?u)\b\w\w+\b",
+                              "stemmer": None if self.spec.stemmer == "none" else f"snowball:{self.spec.stemmer}"},
                 "vocab": self.vocab}
         (folder / BM25_META_FILE).write_text(json.dumps(meta, ensure_ascii=False, sort_keys=True), encoding="utf-8")
 
@@ -168,7 +195,7 @@ class BM25Index:
             raise OSError(f"{meta_path}: BM25 format {meta.get('format')!r}, this ragline reads {BM25_FORMAT}")
         if len(indptr) != int(meta["n_vocab"]) + 1 or len(data) != len(indices):
             raise OSError(f"{folder}: BM25 arrays do not match {BM25_META_FILE}; rebuild the index")
-        spec = BM25Spec(**meta["spec"])
+        spec = BM25Spec(**{"stemmer": "none", **meta["spec"]})  # files from before stemming: none
         return cls(data, indices, indptr, int(meta["n_chunks"]), {str(k): int(v) for k, v in meta["vocab"].items()}, spec)
 
     @classmethod

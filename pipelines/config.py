@@ -139,6 +139,8 @@ class IndexConfig(_Section):
         bm25_k1: BM25 term-frequency saturation of the BM25 index published with each version
             (Robertson & Zaragoza 2009; bm25s's default 1.5).
         bm25_b: BM25 document-length normalization in [0, 1] (default 0.75).
+        bm25_stemmer: ``english`` (Snowball/Porter2 stemming of chunks and queries, through
+            PyStemmer; +0.004 recall on the chunking-eval dataset at the shipped fusion weights) or ``none``.
     """
 
     name: str = Field(default="sample", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -151,12 +153,13 @@ class IndexConfig(_Section):
     lock_timeout_s: float = Field(default=600.0, ge=0)
     bm25_k1: float = Field(default=1.5, ge=0)
     bm25_b: float = Field(default=0.75, ge=0, le=1)
+    bm25_stemmer: Literal["english", "none"] = "english"
 
     def bm25_spec(self) -> BM25Spec:
         """The :class:`indexers.bm25.BM25Spec` these params give."""
         from ragline.indexers.bm25 import BM25Spec
 
-        return BM25Spec(k1=self.bm25_k1, b=self.bm25_b)
+        return BM25Spec(k1=self.bm25_k1, b=self.bm25_b, stemmer=self.bm25_stemmer)
 
 
 class PathsConfig(_Section):

@@ -9,8 +9,9 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import pytest
+import Stemmer
 
-from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index
+from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index, BM25Spec
 from ragline.indexers.registry import IndexRegistry
 from ragline.indexers.retriever import PublishedIndex
 from tests.runner.helpers import publish_paragraphs
@@ -18,18 +19,33 @@ from tests.runner.helpers import publish_paragraphs
 TEXTS = ["the cat sat on the mat", "dogs chase cats", "a quick brown fox", "cat food and cat toys", ""]
 
 
-def test_scores_equal_bm25s_reference() -> None:
-    ix = BM25Index.build(TEXTS)
+UNSTEMMED = BM25Spec(stemmer="none")
+
+
+@pytest.mark.parametrize("stemmer", ["english", "none"])
+def test_scores_equal_bm25s_reference(stemmer: str) -> None:
+    ix = BM25Index.build(TEXTS, BM25Spec(stemmer=stemmer))
+    stem = Stemmer.Stemmer("english") if stemmer == "english" else None
     ref = bm25s.BM25()
-    ref.index(bm25s.tokenize(TEXTS, stopwords="en", show_progress=False), show_progress=False)
+    ref.index(bm25s.tokenize(TEXTS, stopwords="en", stemmer=stem, show_progress=False), show_progress=False)
     for query in (["cat", "toys"], ["fox"], ["dogs", "chase"]):
-        np.testing.assert_allclose(ix.scores(" ".join(query)), ref.get_scores(query), rtol=1e-6)
+        terms = stem.stemWords(query) if stem else query
+        np.testing.assert_allclose(ix.scores(" ".join(query)), ref.get_scores(terms), rtol=1e-6)
+
+
+def test_default_spec_stems_queries_and_chunks_alike() -> None:
+    # Snowball stemming is the default (index.bm25_stemmer: english): "cats" matches "cat".
+    assert BM25Spec().stemmer == "english"
+    rows, scores = BM25Index.build(TEXTS).search("cat toys", 10)
+    assert rows.tolist() == [3, 0, 1]  # rows 0 and 1 tie (one "cat", three terms): lower row first
+    assert scores[0] > scores[1] == scores[2] > 0
+    assert BM25Index.build(TEXTS).search("chasing dog", 10)[0].tolist() == [1]
 
 
 def test_search_order_filter_and_no_zero_scores() -> None:
-    ix = BM25Index.build(TEXTS)
+    ix = BM25Index.build(TEXTS, UNSTEMMED)
     rows, scores = ix.search("cat toys", 10)
-    assert rows.tolist() == [3, 0]  # "cats" is another token: row 1 shares no term
+    assert rows.tolist() == [3, 0]  # unstemmed, "cats" is another token: row 1 shares no term
     assert scores[0] > scores[1] > 0
     rows, _ = ix.search("cat toys", 10, allowed=np.array([True, True, True, False, True]))
     assert rows.tolist() == [0]
@@ -44,6 +60,22 @@ def test_write_read_round_trip(tmp_path: Path) -> None:
     back = BM25Index.read(tmp_path)
     assert back.vocab == ix.vocab and back.n_chunks == 5
     np.testing.assert_array_equal(back.scores("cat fox"), ix.scores("cat fox"))
+    meta = json.loads((tmp_path / BM25_META_FILE).read_text())
+    assert meta["spec"]["stemmer"] == "english" and meta["tokenizer"]["stemmer"] == "snowball:english"
+    assert back.spec == ix.spec
+
+
+def test_files_written_before_stemming_are_read_unstemmed(tmp_path: Path) -> None:
+    # bm25.json of versions published before index.bm25_stemmer has no "stemmer": their
+    # vocabulary is unstemmed, so queries must not be stemmed either.
+    ix = BM25Index.build(TEXTS, UNSTEMMED)
+    ix.write(tmp_path)
+    meta = json.loads((tmp_path / BM25_META_FILE).read_text())
+    del meta["spec"]["stemmer"]
+    (tmp_path / BM25_META_FILE).write_text(json.dumps(meta))
+    back = BM25Index.read(tmp_path)
+    assert back.spec.stemmer == "none"
+    assert back.search("cats", 5)[0].tolist() == [1]  # "cats" is in the vocabulary as is
 
 
 def test_damaged_files_are_reported(tmp_path: Path) -> None:
