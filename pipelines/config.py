@@ -140,7 +140,7 @@ class IndexConfig(_Section):
             (Robertson & Zaragoza 2009; bm25s's default 1.5).
         bm25_b: BM25 document-length normalization in [0, 1] (default 0.75).
         bm25_stemmer: ``english`` (Snowball/Porter2 stemming of chunks and queries, through
-            PyStemmer; +0.004 recall on the chunking-eval dataset at the shipped fusion weights) or ``none``.
+            PyStemmer; +0.010 recall on chunking-eval with the shipped params) or ``none``.
     """
 
     name: str = Field(default="sample", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
