@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import re
 from dataclasses import asdict
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -81,6 +82,49 @@ def _locate(
     return e.page, e.section_path
 
 
+#: The element type whose rows (lines) are kept whole (unstructured's category for tables).
+TABLE_TYPE = "Table"
+_LINE = re.compile(r"[^\n]+")
+
+
+def table_rows(text: str, elements: Sequence[ElementSpan] | None) -> list[tuple[int, int]]:
+    """The rows of the document's tables: trimmed, non-empty lines of every ``Table`` element.
+
+    Every strategy keeps a row that fits its budget inside one chunk
+    (:class:`chunkers.segment.KeepTogether`); loaders emit CSV, TSV and spreadsheet tables
+    as ``Table`` elements with one row per line. Elements are read as
+    :func:`chunkers.structure.normalize_elements` reads them: sorted by start, an element
+    overlapping its predecessor clipped to start where the predecessor ends, and offsets
+    clamped to the text.
+
+    Args:
+        text: the document's normalized text.
+        elements: its element spans, or ``None``.
+
+    Returns:
+        Sorted, disjoint ``(char_start, char_end)`` row spans (empty without tables).
+    """
+    rows: list[tuple[int, int]] = []
+    if not elements:
+        return rows
+    n = len(text)
+    prev_end = 0
+    for el in sorted(elements, key=lambda e: (e.char_start, e.char_end)):
+        start, end = max(el.char_start, prev_end, 0), min(el.char_end, n)
+        prev_end = max(prev_end, el.char_end)
+        if el.type != TABLE_TYPE or start >= end:
+            continue
+        for m in _LINE.finditer(text, start, end):
+            s, e = m.span()
+            while s < e and text[s].isspace():
+                s += 1
+            while e > s and text[e - 1].isspace():
+                e -= 1
+            if s < e:
+                rows.append((s, e))
+    return rows
+
+
 def make_chunks(
     text: str,
     spans: Sequence[tuple[int, int, int] | tuple[int, int, int, bool]],
@@ -129,7 +173,9 @@ class SpanChunker:
     built from the strategy's ``spans(text)``.
 
     A strategy sets ``name``, ``version`` and ``config_class`` (a frozen, validated
-    dataclass) and implements ``spans(text) -> [(char_start, char_end, token_count[, oversized])]``.
+    dataclass) and implements ``spans(text, *, keep=()) -> [(char_start, char_end,
+    token_count[, oversized])]``, where ``keep`` are spans no boundary may cut when they fit
+    the budget: :meth:`chunk` passes the document's table rows (:func:`table_rows`).
     """
 
     name: str
@@ -151,7 +197,7 @@ class SpanChunker:
         """16 hex chars over (name, version, config)."""
         return fingerprint_of(self.name, self.version, self.config)
 
-    def spans(self, text: str) -> list:
+    def spans(self, text: str, *, keep: Sequence[tuple[int, int]] = ()) -> list:
         """``(char_start, char_end, token_count[, oversized])`` of every chunk, in order."""
         raise NotImplementedError
 
@@ -163,10 +209,12 @@ class SpanChunker:
         Args:
             text: the document's normalized text.
             doc_id: id of the document (part of every chunk id).
-            elements: optional element spans, used only for page and section path.
+            elements: optional element spans, used for page and section path, and for the
+                rows of ``Table`` elements, which no chunk boundary cuts when they fit.
 
         Returns:
             Chunks in document order, each at most ``max_tokens`` tokens unless flagged
             ``oversized``; empty for empty or whitespace-only text.
         """
-        return make_chunks(text, self.spans(text), doc_id=doc_id, fingerprint=self.fingerprint, elements=elements)
+        spans = self.spans(text, keep=table_rows(text, elements))
+        return make_chunks(text, spans, doc_id=doc_id, fingerprint=self.fingerprint, elements=elements)

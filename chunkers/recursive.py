@@ -8,15 +8,13 @@ from typing import Sequence
 
 from ragline.chunkers import _validate as v
 from ragline.chunkers.base import ConfigError, SpanChunker
-from ragline.chunkers.segment import sentence_spans, strip_span
+from ragline.chunkers.segment import NO_KEEP, KeepTogether, Span, sentence_spans, strip_span, token_windows
 from ragline.chunkers.tokenizer import ENCODING_NAME, TokenIndex
 
 #: The separator hierarchy, coarse to fine. Tokens are always the last resort.
 LEVELS: tuple[str, ...] = ("paragraph", "line", "sentence", "word")
 
-#: A span as :func:`chunkers.base.make_chunks` takes it:
-#: ``(char_start, char_end, token_count, oversized)``.
-Span = tuple[int, int, int, bool]
+__all__ = ["LEVELS", "RecursiveChunker", "RecursiveChunkerConfig", "Span", "recursive_spans"]
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _LINE = re.compile(r"\n")
@@ -63,8 +61,11 @@ class RecursiveChunker(SpanChunker):
     The text is cut at every separator of the first level (blank lines); consecutive pieces
     are packed greedily into chunks of at most ``max_tokens`` tokens; a piece that alone
     exceeds the budget is cut at the next level (lines, then sentences, then whitespace)
-    and packed the same way, on its own. Windows of tokens are the last resort. A separator
-    stays with the piece that follows it, and chunks are trimmed of surrounding whitespace.
+    and packed the same way, on its own. Windows of tokens are the last resort; they end at
+    word ends too (:func:`chunkers.segment.token_windows`), so only a word longer than the
+    budget is cut inside. A separator stays with the piece that follows it, and chunks are
+    trimmed of surrounding whitespace. No cut falls inside a table row that fits the budget
+    (see :class:`chunkers.segment.KeepTogether`).
 
     Offsets are computed while splitting. The document is tokenized once and every span is
     counted from that tokenization (:class:`chunkers.tokenizer.TokenIndex`), so
@@ -79,12 +80,18 @@ class RecursiveChunker(SpanChunker):
     """
 
     name = "recursive"
-    version = 1
+    #: 2: token windows end at word ends; table rows are kept whole.
+    version = 2
 
     config_class = RecursiveChunkerConfig
 
-    def spans(self, text: str) -> list[Span]:
-        """``(char_start, char_end, token_count, oversized)`` of every chunk, in order."""
+    def spans(self, text: str, *, keep: Sequence[tuple[int, int]] = ()) -> list[Span]:
+        """``(char_start, char_end, token_count, oversized)`` of every chunk, in order.
+
+        Args:
+            text: the document text.
+            keep: spans no boundary may cut when they fit the budget (table rows).
+        """
         if not text.strip():
             return []
         cfg = self.config
@@ -92,6 +99,7 @@ class RecursiveChunker(SpanChunker):
         return recursive_spans(
             text, index, 0, len(text),
             max_tokens=cfg.max_tokens, overlap_tokens=cfg.overlap_tokens, levels=cfg.levels,
+            keep=KeepTogether(keep, index, cfg.max_tokens),
         )
 
 
@@ -104,6 +112,7 @@ def recursive_spans(
     max_tokens: int,
     overlap_tokens: int = 0,
     levels: Sequence[str] = LEVELS,
+    keep: KeepTogether = NO_KEEP,
 ) -> list[Span]:
     """Recursively split ``text[start:end]`` into spans of at most ``max_tokens`` tokens.
 
@@ -118,11 +127,12 @@ def recursive_spans(
         max_tokens: budget per span (tokens).
         overlap_tokens: tokens of overlap between consecutive spans of one level (< max).
         levels: separator levels, coarse to fine (see :data:`LEVELS`).
+        keep: spans no cut may fall inside (cuts of a level inside one are skipped).
 
     Returns:
         Trimmed, non-empty ``(char_start, char_end, token_count, oversized)`` spans in order.
     """
-    packer = _Packer(text, index, max_tokens, overlap_tokens, tuple(levels))
+    packer = _Packer(text, index, max_tokens, overlap_tokens, tuple(levels), keep)
     packer.split(start, end, 0)
     return packer.out
 
@@ -143,10 +153,13 @@ def _cuts(text: str, level: str, start: int, end: int) -> list[int]:
 class _Packer:
     """Greedy packing state for one call of :func:`recursive_spans`."""
 
-    __slots__ = ("text", "index", "prefix", "max_tokens", "overlap", "levels", "out")
+    __slots__ = ("text", "index", "prefix", "max_tokens", "overlap", "levels", "keep", "out")
 
-    def __init__(self, text: str, index: TokenIndex, max_tokens: int, overlap: int, levels: tuple[str, ...]):
+    def __init__(
+        self, text: str, index: TokenIndex, max_tokens: int, overlap: int, levels: tuple[str, ...], keep: KeepTogether
+    ):
         self.text = text
+        self.keep = keep
         self.index = index
         self.prefix = index.prefix
         self.max_tokens = max_tokens
@@ -169,7 +182,7 @@ class _Packer:
             self.emit(start, end)
             return
         while depth < len(self.levels):
-            cuts = _cuts(self.text, self.levels[depth], start, end)
+            cuts = self.keep.allowed(_cuts(self.text, self.levels[depth], start, end))
             if cuts:
                 self._pack([start, *cuts, end], depth)
                 return
@@ -216,19 +229,7 @@ class _Packer:
             self.emit(bounds[i], bounds[n])
 
     def _token_windows(self, start: int, end: int) -> None:
-        """Last resort: windows of at most ``max_tokens`` tokens cut at token ends."""
-        index, budget, overlap = self.index, self.max_tokens, self.overlap
-        a = start
-        while a < end:
-            if index.count(a, end) <= budget:
-                self.emit(a, end)
-                return
-            c = index.last_cut_within(a, budget)
-            if c <= a:  # one character needs more tokens than the budget: indivisible
-                c = min(index.next_token_end(a), end)
-                self.emit(a, c)
-                a = c
-                continue
-            self.emit(a, c)
-            nxt = index.first_cut_with(c, overlap) if overlap else c
-            a = nxt if nxt > a else c
+        """Last resort: windows of whole words, cut inside a word only when it alone is too long."""
+        self.out.extend(token_windows(
+            self.text, self.index, start, end, max_tokens=self.max_tokens, overlap_tokens=self.overlap, keep=self.keep,
+        ))

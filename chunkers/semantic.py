@@ -9,8 +9,7 @@ import numpy as np
 
 from ragline.chunkers import _validate as v
 from ragline.chunkers.base import ConfigError, EmbedFn, SpanChunker
-from ragline.chunkers.recursive import Span
-from ragline.chunkers.segment import sentence_spans
+from ragline.chunkers.segment import KeepTogether, Span, sentence_spans
 from ragline.chunkers.sentence import pack_sentences
 from ragline.chunkers.tokenizer import ENCODING_NAME, TokenIndex
 
@@ -73,7 +72,8 @@ class SemanticChunker(SpanChunker):
     """
 
     name = "semantic"
-    version = 1
+    #: 2: table rows are kept whole; long sentences split at word ends.
+    version = 2
     #: The registry passes ``embed_fn`` only to strategies that declare they need it.
     needs_embedder = True
     config_class = SemanticChunkerConfig
@@ -103,8 +103,13 @@ class SemanticChunker(SpanChunker):
             )
         self.embed_fn = embed_fn
 
-    def spans(self, text: str) -> list[Span]:
+    def spans(self, text: str, *, keep: Sequence[tuple[int, int]] = ()) -> list[Span]:
         """``(char_start, char_end, token_count, oversized)`` of every chunk, in order.
+
+        Args:
+            text: the document text.
+            keep: spans no boundary may cut when they fit the budget (table rows): the
+                sentences inside one are treated as one sentence.
 
         Raises:
             EmbeddingError: if ``embed_fn`` does not return one finite vector per sentence.
@@ -113,9 +118,11 @@ class SemanticChunker(SpanChunker):
         if not sentences:
             return []
         index = TokenIndex(text, self.config.encoding)
+        kept = KeepTogether(keep, index, self.config.max_tokens)
+        sentences = kept.merge(sentences)
         out: list[Span] = []
         for group in self.groups(text, sentences):
-            out.extend(pack_sentences(text, index, group, max_tokens=self.config.max_tokens))
+            out.extend(pack_sentences(text, index, group, max_tokens=self.config.max_tokens, keep=kept))
         return out
 
     def groups(self, text: str, sentences: Sequence[tuple[int, int]]) -> list[list[tuple[int, int]]]:

@@ -7,8 +7,8 @@ from typing import Sequence
 
 from ragline.chunkers import _validate as v
 from ragline.chunkers.base import SpanChunker
-from ragline.chunkers.recursive import Span, recursive_spans
-from ragline.chunkers.segment import sentence_spans
+from ragline.chunkers.recursive import recursive_spans
+from ragline.chunkers.segment import NO_KEEP, KeepTogether, Span, sentence_spans
 from ragline.chunkers.tokenizer import ENCODING_NAME, TokenIndex
 
 
@@ -41,7 +41,8 @@ class SentenceChunker(SpanChunker):
     sentences are packed greedily; the next chunk starts with the last
     ``overlap_sentences`` sentences of the previous one (as many as fit). A sentence longer
     than the budget is split on its own with the recursive strategy (words, then tokens).
-    ``token_count`` is measured in the document's tokenization
+    Sentences inside one table row that fits the budget are packed as one
+    (:class:`chunkers.segment.KeepTogether`). ``token_count`` is measured in the document's tokenization
     (:class:`chunkers.tokenizer.TokenIndex`).
 
     Source: the sentence-packing chunkers of LlamaIndex (``SentenceSplitter``) and Chonkie
@@ -49,19 +50,26 @@ class SentenceChunker(SpanChunker):
     """
 
     name = "sentence"
-    version = 1
+    #: 2: table rows are kept whole; long sentences split at word ends.
+    version = 2
 
     config_class = SentenceChunkerConfig
 
-    def spans(self, text: str) -> list[Span]:
-        """``(char_start, char_end, token_count, oversized)`` of every chunk, in order."""
+    def spans(self, text: str, *, keep: Sequence[tuple[int, int]] = ()) -> list[Span]:
+        """``(char_start, char_end, token_count, oversized)`` of every chunk, in order.
+
+        Args:
+            text: the document text.
+            keep: spans no boundary may cut when they fit the budget (table rows).
+        """
         sentences = sentence_spans(text)
         if not sentences:
             return []
         index = TokenIndex(text, self.config.encoding)
+        kept = KeepTogether(keep, index, self.config.max_tokens)
         return pack_sentences(
-            text, index, sentences,
-            max_tokens=self.config.max_tokens, overlap_sentences=self.config.overlap_sentences,
+            text, index, kept.merge(sentences),
+            max_tokens=self.config.max_tokens, overlap_sentences=self.config.overlap_sentences, keep=kept,
         )
 
 
@@ -72,6 +80,7 @@ def pack_sentences(
     *,
     max_tokens: int,
     overlap_sentences: int = 0,
+    keep: KeepTogether = NO_KEEP,
 ) -> list[Span]:
     """Greedily pack consecutive sentences into spans of at most ``max_tokens`` tokens.
 
@@ -82,6 +91,8 @@ def pack_sentences(
         max_tokens: budget per span (tokens); a chunk's count runs from its first
             sentence's start to its last sentence's end, whitespace between included.
         overlap_sentences: trailing sentences repeated at the start of the next span.
+        keep: spans no cut may fall inside, passed on to the split of a long sentence
+            (merge the sentences inside them first, :meth:`KeepTogether.merge`).
 
     Returns:
         ``(char_start, char_end, token_count, oversized)`` spans in order. A sentence over
@@ -102,7 +113,7 @@ def pack_sentences(
             if j > done:
                 emit(i, j - 1)
             s, e = sentences[j]
-            out.extend(recursive_spans(text, index, s, e, max_tokens=max_tokens))
+            out.extend(recursive_spans(text, index, s, e, max_tokens=max_tokens, keep=keep))
             j += 1
             i = done = j
             continue

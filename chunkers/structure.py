@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ragline.chunkers import _validate as v
-from ragline.chunkers.base import Chunk, ElementSpan, SpanChunker, make_chunks
-from ragline.chunkers.recursive import Span, recursive_spans
-from ragline.chunkers.segment import strip_span
+from ragline.chunkers.base import Chunk, ElementSpan, SpanChunker, make_chunks, table_rows
+from ragline.chunkers.recursive import recursive_spans
+from ragline.chunkers.segment import KeepTogether, Span, strip_span
 from ragline.chunkers.tokenizer import ENCODING_NAME, TokenIndex
 
 #: Element types that open a new chunk (unstructured's category for headings).
@@ -69,7 +69,8 @@ class StructureChunker(SpanChunker):
     """
 
     name = "structure"
-    version = 1
+    #: 2: rows of a split table are kept whole under every level; splits end at word ends.
+    version = 2
 
     config_class = StructureChunkerConfig
 
@@ -92,20 +93,26 @@ class StructureChunker(SpanChunker):
             ValueError: if an element's offsets fall outside ``text``.
         """
         units = normalize_elements(text, elements) if elements else paragraph_elements(text)
-        spans = self.spans(text, units)
+        spans = self.spans(text, units, keep=table_rows(text, elements))
         return make_chunks(text, spans, doc_id=doc_id, fingerprint=self.fingerprint, elements=units)
 
-    def spans(self, text: str, units: Sequence[ElementSpan]) -> list[Span]:
+    def spans(  # type: ignore[override]
+        self, text: str, units: Sequence[ElementSpan], *, keep: Sequence[tuple[int, int]] = ()
+    ) -> list[Span]:
         """``(char_start, char_end, token_count, oversized)`` of every chunk, in order.
 
         Args:
             text: the document text.
             units: sorted, non-overlapping, trimmed elements (:func:`normalize_elements`).
+            keep: spans no boundary may cut when they fit the budget (table rows, see
+                :func:`chunkers.base.table_rows`); they matter only inside an element
+                split for being over the budget.
         """
         if not units:
             return []
         budget, min_tokens = self.config.max_tokens, self.config.min_tokens
         index = TokenIndex(text, self.config.encoding)
+        kept = KeepTogether(keep, index, budget)
         prefix = index.prefix
         out: list[Span] = []
         start = -1  # start offset of the open chunk, -1 when none is open
@@ -121,7 +128,7 @@ class StructureChunker(SpanChunker):
         for u in units:
             is_title = u.type in TITLE_TYPES
             if int(prefix[u.char_end] - prefix[u.char_start]) > budget:  # alone over budget
-                pieces = recursive_spans(text, index, u.char_start, u.char_end, max_tokens=budget)
+                pieces = recursive_spans(text, index, u.char_start, u.char_end, max_tokens=budget, keep=kept)
                 if start >= 0 and only_titles and pieces and not pieces[0][3]:
                     # Keep the open heading(s) with the first piece when they fit together.
                     first_end = pieces[0][1]

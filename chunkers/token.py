@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Sequence
+
 from ragline.chunkers import _validate as v
 from ragline.chunkers.base import SpanChunker
-from ragline.chunkers.tokenizer import ENCODING_NAME, encode_with_char_offsets
+from ragline.chunkers.segment import KeepTogether, Span, token_windows
+from ragline.chunkers.tokenizer import ENCODING_NAME, TokenIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +18,8 @@ class TokenChunkerConfig:
 
     Attributes:
         max_tokens: window size in cl100k_base tokens (> 0).
-        overlap_tokens: tokens shared by consecutive windows (0 <= overlap < max_tokens).
+        overlap_tokens: at most this many tokens (whole words) shared by consecutive
+            windows (0 <= overlap < max_tokens).
         encoding: tiktoken encoding name.
     """
 
@@ -31,41 +35,43 @@ class TokenChunkerConfig:
 
 
 class TokenChunker(SpanChunker):
-    """Split text into windows of ``max_tokens`` tokens, consecutive windows sharing
-    ``overlap_tokens`` tokens.
+    """Split text into windows of at most ``max_tokens`` tokens that end at word boundaries,
+    consecutive windows sharing at most ``overlap_tokens`` tokens.
 
-    The text is tokenized once; window boundaries are token boundaries mapped to character
-    offsets with :func:`chunkers.tokenizer.encode_with_char_offsets`, so offsets are exact
-    and no text is lost or duplicated (beyond the overlap). ``token_count`` is the number of
-    the document's tokens inside the window (<= ``max_tokens``); re-encoding the slice on its
-    own can differ by a token or two at the edges, as BPE is context dependent.
+    The text is tokenized once (:class:`chunkers.tokenizer.TokenIndex`) and whole words are
+    packed greedily up to the budget (:func:`chunkers.segment.token_windows`): a window
+    ends at the last whitespace before the budget runs out, so no chunk starts or ends
+    inside a word unless that word alone exceeds ``max_tokens`` (then it is cut at token
+    ends). Windows are trimmed of surrounding whitespace; a table row that fits the budget
+    is never cut (:class:`chunkers.segment.KeepTogether`). Offsets are exact and no text
+    is lost. ``token_count`` is the number of the document's tokens in the window
+    (<= ``max_tokens``); re-encoding the slice on its own can differ by a token or two at
+    the edges, as BPE is context dependent.
 
     Source: the fixed-size token baseline of Smith & Troynikov, "Evaluating Chunking
-    Strategies for Retrieval" (Chroma, 2024), as in LangChain's ``TokenTextSplitter``.
+    Strategies for Retrieval" (Chroma, 2024), as in LangChain's ``TokenTextSplitter``;
+    whole words packed to the token budget as LlamaIndex's ``TokenTextSplitter`` does
+    (it splits on a separator, then merges splits up to ``chunk_size`` tokens).
     """
 
     name = "token"
-    version = 1
+    #: 2: windows end at word boundaries (were raw token cuts); table rows are kept whole.
+    version = 2
 
     config_class = TokenChunkerConfig
 
-    def spans(self, text: str) -> list[tuple[int, int, int]]:
-        """``(char_start, char_end, token_count)`` of every window, in order."""
+    def spans(self, text: str, *, keep: Sequence[tuple[int, int]] = ()) -> list[Span]:
+        """``(char_start, char_end, token_count, oversized)`` of every window, in order.
+
+        Args:
+            text: the document text.
+            keep: spans no boundary may cut when they fit the budget (table rows).
+        """
         if not text.strip():
             return []
-        _, bounds = encode_with_char_offsets(text, self.config.encoding)
-        n_tokens = len(bounds) - 1
-        step = self.config.max_tokens - self.config.overlap_tokens
-        out: list[tuple[int, int, int]] = []
-        start = 0
-        while start < n_tokens:
-            end = min(start + self.config.max_tokens, n_tokens)
-            cs, ce = int(bounds[start]), int(bounds[end])
-            # A window can map to the same characters as the previous one when tokens split
-            # multi-byte characters and the overlap is large: it adds no text, skip it.
-            if ce > cs and text[cs:ce].strip() and (not out or ce > out[-1][1]):
-                out.append((cs, ce, end - start))
-            if end == n_tokens:
-                break
-            start += step
-        return out
+        cfg = self.config
+        index = TokenIndex(text, cfg.encoding)
+        return token_windows(
+            text, index, 0, len(text), max_tokens=cfg.max_tokens, overlap_tokens=cfg.overlap_tokens,
+            keep=KeepTogether(keep, index, cfg.max_tokens),
+        )

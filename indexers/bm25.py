@@ -10,9 +10,10 @@ folder, which the registry hashes into the manifest like every other file:
 
 Text indexed per chunk is what the chunk's vector embeds: its ``context`` prefix (may be
 empty) followed by its ``text``. Tokenization is ``bm25s.tokenize``'s: lower-case, the
-scikit-learn token pattern ``(?u)\\b\\w\\w+\\b``, English stopwords, no stemming (bm25s's
-stemmer needs PyStemmer, which ragline does not install), reimplemented in :func:`tokenize`
-so that searching never imports bm25s (tested equal to it). Nothing reaches the network.
+scikit-learn token pattern ``(?u)\\b\\w\\w+\\b``, a stopword list, and optionally a Snowball
+stemmer (PyStemmer), applied the same way to chunks and queries and recorded in ``bm25.json``;
+reimplemented in :func:`tokenize` so that searching never imports bm25s (tested equal to it).
+Nothing reaches the network.
 
 Sources: Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond"
 (Foundations and Trends in IR, 2009); Lù, "BM25S: Orders of magnitude faster lexical search
@@ -51,17 +52,22 @@ class BM25Spec:
         k1: term-frequency saturation (Robertson & Zaragoza 2009; 1.5 is bm25s's default).
         b: document-length normalization in [0, 1].
         method: bm25s scoring variant (``lucene`` = Lucene's BM25, the bm25s default).
-        stopwords: bm25s stopword list name (``en``) or ``none``.
+        stopwords: bm25s stopword list name: ``en`` (Lucene's 33 English words),
+            ``en_plus`` (NLTK's 179), or ``none``.
+        stemmer: a Snowball stemmer language of PyStemmer (``english``: Porter2) or ``none``.
+            Versions published before this field existed are read as ``none``.
     """
 
     k1: float = 1.5
     b: float = 0.75
     method: str = "lucene"
     stopwords: str = "en"
+    stemmer: str = "english"
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
-        return {"k1": self.k1, "b": self.b, "method": self.method, "stopwords": self.stopwords}
+        return {"k1": self.k1, "b": self.b, "method": self.method, "stopwords": self.stopwords,
+                "stemmer": self.stemmer}
 
 
 #: bm25s's default token pattern (scikit-learn's ``CountVectorizer``): words of two or more word characters.
@@ -92,11 +98,34 @@ def stopwords(name: str) -> frozenset[str]:
     return frozenset(module.STOPWORDS_EN)
 
 
+@functools.lru_cache(maxsize=4)
+def _stemmer(language: str):  # noqa: ANN202 - a PyStemmer Stemmer
+    try:
+        import Stemmer
+    except ImportError as e:
+        raise ImportError(f"BM25 stemmer {language!r} needs PyStemmer (pinned in constraints.txt)") from e
+    try:
+        return Stemmer.Stemmer(language)
+    except KeyError as e:
+        raise ValueError(f"unknown BM25 stemmer {language!r}; allowed: none, "
+                         f"{', '.join(sorted(Stemmer.algorithms()))}") from e
+
+
 def tokenize(texts: Sequence[str], spec: BM25Spec) -> list[list[str]]:
-    """Tokenize texts exactly as ``bm25s.tokenize(texts, stopwords=spec.stopwords, return_ids=False)``
-    does (lower-case, :data:`TOKEN_PATTERN`, stopwords dropped, no stemmer), without importing bm25s."""
+    """Tokenize texts exactly as ``bm25s.tokenize(texts, stopwords=..., stemmer=..., return_ids=False)``
+    does (lower-case, :data:`TOKEN_PATTERN`, stopwords dropped, then ``spec.stemmer``'s Snowball
+    stemmer through PyStemmer), without importing bm25s.
+
+    Raises:
+        ImportError: a stemmer is set and PyStemmer is not installed.
+        ValueError: unknown stopword list or stemmer language.
+    """
     stop = stopwords(spec.stopwords)
-    return [[t for t in TOKEN_PATTERN.findall(text.lower()) if t not in stop] for text in texts]
+    out = [[t for t in TOKEN_PATTERN.findall(text.lower()) if t not in stop] for text in texts]
+    if spec.stemmer != "none":
+        stem = _stemmer(spec.stemmer).stemWords
+        out = [stem(tokens) for tokens in out]
+    return out
 
 
 class BM25Index:
@@ -167,7 +196,8 @@ class BM25Index:
             np.savez(f, data=self.data, indices=self.indices, indptr=self.indptr)
         meta = {"format": BM25_FORMAT, "library": "bm25s", "library_version": _bm25s_version(),
                 "spec": self.spec.to_dict(), "n_chunks": self.n_chunks, "n_vocab": self.n_vocab,
-                "tokenizer": {"lower": True, "token_pattern": r"(?u)\b\w\w+\b", "stemmer": None},
+                "tokenizer": {"lower": True, "token_pattern": r"(?u)\b\w\w+\b",
+                              "stemmer": None if self.spec.stemmer == "none" else f"snowball:{self.spec.stemmer}"},
                 "vocab": self.vocab}
         (folder / BM25_META_FILE).write_text(json.dumps(meta, ensure_ascii=False, sort_keys=True), encoding="utf-8")
 
@@ -193,7 +223,7 @@ class BM25Index:
             raise OSError(f"{meta_path}: BM25 format {meta.get('format')!r}, this ragline reads {BM25_FORMAT}")
         if len(indptr) != int(meta["n_vocab"]) + 1 or len(data) != len(indices):
             raise OSError(f"{folder}: BM25 arrays do not match {BM25_META_FILE}; rebuild the index")
-        spec = BM25Spec(**meta["spec"])
+        spec = BM25Spec(**{"stemmer": "none", **meta["spec"]})  # files from before stemming: none
         return cls(data, indices, indptr, int(meta["n_chunks"]), {str(k): int(v) for k, v in meta["vocab"].items()}, spec)
 
     @classmethod

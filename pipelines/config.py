@@ -188,6 +188,8 @@ class IndexConfig(_Section):
         bm25_k1: BM25 term-frequency saturation of the BM25 index published with each version
             (Robertson & Zaragoza 2009; bm25s's default 1.5).
         bm25_b: BM25 document-length normalization in [0, 1] (default 0.75).
+        bm25_stemmer: ``english`` (Snowball/Porter2 stemming of chunks and queries, through
+            PyStemmer; +0.010 recall on chunking-eval with the shipped params) or ``none``.
     """
 
     name: str = "sample"
@@ -201,6 +203,7 @@ class IndexConfig(_Section):
     bm25_k1: float = Field(default=1.5, ge=0)
     bm25_b: float = Field(default=0.75, ge=0, le=1)
     verify: Literal["sha256", "size"] = "sha256"
+    bm25_stemmer: Literal["english", "none"] = "english"
 
     @field_validator("name")
     @classmethod
@@ -213,7 +216,7 @@ class IndexConfig(_Section):
         """The :class:`indexers.bm25.BM25Spec` these params give."""
         from ragline.indexers.bm25 import BM25Spec
 
-        return BM25Spec(k1=self.bm25_k1, b=self.bm25_b)
+        return BM25Spec(k1=self.bm25_k1, b=self.bm25_b, stemmer=self.bm25_stemmer)
 
     def faiss_spec(self) -> FaissSpec:
         """The :class:`indexers.faiss_index.FaissSpec` these params give."""

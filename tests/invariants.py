@@ -13,10 +13,12 @@ from typing import Sequence
 
 import numpy as np
 
-from ragline.chunkers.base import Chunk, Chunker, ElementSpan, make_chunk_id
-from ragline.chunkers.tokenizer import encode_with_char_offsets
+from ragline.chunkers.base import Chunk, Chunker, ElementSpan, make_chunk_id, table_rows
+from ragline.chunkers.tokenizer import TokenIndex, encode_with_char_offsets
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
+# A sentence may end after a CJK full stop (and closing brackets) with no space after it.
+_CJK_SENTENCE_END = frozenset("\u3002\uff01\uff1f\uff61\u300d\u300f\u201d\u2019)\uff09")
 
 
 def assert_chunk_invariants(
@@ -39,6 +41,11 @@ def assert_chunk_invariants(
           tokens, i.e. pieces of a multi-byte character, at its edges);
         * the chunks cover the text except whitespace-only gaps (so whitespace-only text
           gives no chunks);
+        * no chunk starts or ends inside a word (a run of non-whitespace) unless that word
+          alone has more than ``max_tokens`` tokens, the cut is at an element boundary, or
+          it follows a CJK sentence stop (sentence splitters cut there without a space);
+        * no chunk starts or ends strictly inside a row (line) of a ``Table`` element when
+          the row has at most ``max_tokens`` tokens;
         * ids are 32 lowercase hex chars, unique, one doc id for all chunks; with
           ``chunker``: ids equal ``make_chunk_id(doc_id, start, end, chunker.fingerprint)``
           and chunking the text again gives exactly the same chunks (determinism).
@@ -76,6 +83,8 @@ def assert_chunk_invariants(
             assert prev.char_end <= c.char_end, f"{where}: ends before the previous chunk ends"
         prev = c
 
+    _assert_whole_words_and_rows(text, chunks, max_tokens, elements)
+
     covered = 0
     for c in chunks:
         gap = text[covered : c.char_start]
@@ -95,3 +104,40 @@ def assert_chunk_invariants(
         doc_id = chunks[0].doc_id if chunks else ""
         again = chunker.chunk(text, doc_id=doc_id, elements=elements)
         assert list(again) == list(chunks), "chunking the same text twice gave different chunks"
+
+
+def _assert_whole_words_and_rows(
+    text: str, chunks: Sequence[Chunk], max_tokens: int, elements: Sequence[ElementSpan] | None
+) -> None:
+    index: TokenIndex | None = None
+    n = len(text)
+    element_edges = {p for e in elements or () for p in (e.char_start, e.char_end)}
+    for k, c in enumerate(chunks):
+        for p in (c.char_start, c.char_end):
+            if not 0 < p < n or text[p - 1].isspace() or text[p].isspace():
+                continue
+            if p in element_edges or text[p - 1] in _CJK_SENTENCE_END:
+                continue
+            ws, we = p, p
+            while ws > 0 and not text[ws - 1].isspace():
+                ws -= 1
+            while we < n and not text[we].isspace():
+                we += 1
+            index = index or TokenIndex(text)
+            assert index.count(ws, we) > max_tokens, (
+                f"chunk {k} [{c.char_start}:{c.char_end}] {c.text[:40]!r}: boundary at {p} cuts the word "
+                f"{text[ws:we][:40]!r} ({index.count(ws, we)} tokens <= max_tokens {max_tokens})"
+            )
+    rows = table_rows(text, elements)
+    if not rows:
+        return
+    index = index or TokenIndex(text)
+    for rs, re_ in rows:
+        if index.count(rs, re_) > max_tokens:
+            continue
+        for k, c in enumerate(chunks):
+            for p in (c.char_start, c.char_end):
+                assert not rs < p < re_, (
+                    f"chunk {k} [{c.char_start}:{c.char_end}]: boundary at {p} cuts the table row "
+                    f"[{rs}:{re_}] {text[rs:re_][:40]!r} ({index.count(rs, re_)} tokens <= max_tokens {max_tokens})"
+                )

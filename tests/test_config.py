@@ -14,7 +14,11 @@ from tests.conftest import REPO
 def test_repo_params_load_and_round_trip() -> None:
     params = load_params(REPO / "params.yaml")
     assert Params.from_dict(params.to_dict()) == params
-    assert params.chunk.strategy_options() == {"max_tokens": 200, "overlap_tokens": 0}
+    # The shipped defaults: the best measured on chunking-eval (benchmarks/defaults_search.md).
+    assert params.chunk.strategy_options() == {"max_tokens": 200, "overlap_tokens": 50}
+    assert params.chunk.context is True
+    assert params.index.bm25_spec().to_dict() == {"k1": 1.2, "b": 0.75, "method": "lucene", "stopwords": "en",
+                                                  "stemmer": "english"}
 
 
 def test_section_hash_changes_only_with_its_section() -> None:
@@ -37,6 +41,7 @@ def test_section_hash_changes_only_with_its_section() -> None:
         ({"embed": {"batch": 3}}, r"embed\.batch"),
         ({"chunk": {"strategy": "paragraphs"}}, r"chunk\.strategy.*allowed: .*token"),
         ({"chunk": {"max_tokenz": 100}}, r"max_tokenz.*allowed"),
+        ({"index": {"bm25_stemmer": "klingon"}}, r"index\.bm25_stemmer: Input should be 'english' or 'none'"),
     ],
 )
 def test_bad_values_name_the_key(patch: dict, message: str) -> None:

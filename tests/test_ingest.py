@@ -62,9 +62,11 @@ def test_published_chunks_slice_their_documents(ingested: Path) -> None:
     for r in rows:
         assert docs[r["doc_id"]].text[r["char_start"] : r["char_end"]] == r["text"]
         assert 0 < r["token_count"] <= 200
-    # vectors in the index are the embedder's vectors of each chunk's text, L2-normalized
+    # vectors in the index are the embedder's vectors of each chunk's context + text (params.yaml
+    # ships chunk.context: true, so every chunk carries its "Title > Section" prefix), L2-normalized
+    assert all(r["context"].endswith("\n\n") and r["context"].strip() for r in rows)
     vecs = idx.index.reconstruct_n(0, idx.index.ntotal)
-    np.testing.assert_allclose(vecs, HashingEmbedder().embed([r["text"] for r in rows]), atol=1e-6)
+    np.testing.assert_allclose(vecs, HashingEmbedder().embed([r["context"] + r["text"] for r in rows]), atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
 
 

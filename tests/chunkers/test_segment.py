@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from hypothesis import given
 
-from ragline.chunkers.segment import sentence_spans, strip_span
+import re
+
+from ragline.chunkers.segment import WHITESPACE_MAX, sentence_spans, strip_span, word_runs
 from tests.chunkers.strategies import PROPERTY_SETTINGS, documents, whitespace_only
 
 
@@ -57,3 +59,24 @@ def test_sentences_are_trimmed_ordered_and_cover_the_text(text: str) -> None:
 @given(whitespace_only)
 def test_whitespace_only_has_no_sentences(text: str) -> None:
     assert sentence_spans(text) == []
+
+
+def test_no_whitespace_above_the_table_limit() -> None:
+    # word_runs looks whitespace up in a table of code points <= WHITESPACE_MAX.
+    assert not [c for c in range(WHITESPACE_MAX + 1, 0x110000) if chr(c).isspace()]
+
+
+def test_word_runs() -> None:
+    text = "  ab\u3000cd\x1ce😀 \n"
+    starts, ends = word_runs(text)
+    assert [text[s:e] for s, e in zip(starts, ends)] == ["ab", "cd", "e😀"]
+    starts, ends = word_runs(text, 3, 9)
+    assert [text[s:e] for s, e in zip(starts, ends)] == ["b", "cd", "e"]
+    assert len(word_runs("", 0)[0]) == 0 and len(word_runs(" \t")[0]) == 0
+
+
+@PROPERTY_SETTINGS
+@given(documents())
+def test_word_runs_are_what_the_regex_matches(text: str) -> None:
+    starts, ends = word_runs(text)
+    assert list(zip(starts.tolist(), ends.tolist())) == [m.span() for m in re.finditer(r"\S+", text)]

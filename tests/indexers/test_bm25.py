@@ -9,6 +9,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import pytest
+import Stemmer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,12 +21,27 @@ from tests.publishing import make_old_version, publish_paragraphs
 TEXTS = ["the cat sat on the mat", "dogs chase cats", "a quick brown fox", "cat food and cat toys", ""]
 
 
-def test_scores_equal_bm25s_reference() -> None:
-    ix = BM25Index.build(TEXTS)
+UNSTEMMED = BM25Spec(stemmer="none")
+
+
+@pytest.mark.parametrize("stemmer", ["english", "none"])
+def test_scores_equal_bm25s_reference(stemmer: str) -> None:
+    ix = BM25Index.build(TEXTS, BM25Spec(stemmer=stemmer))
+    stem = Stemmer.Stemmer("english") if stemmer == "english" else None
     ref = bm25s.BM25()
-    ref.index(bm25s.tokenize(TEXTS, stopwords="en", show_progress=False), show_progress=False)
+    ref.index(bm25s.tokenize(TEXTS, stopwords="en", stemmer=stem, show_progress=False), show_progress=False)
     for query in (["cat", "toys"], ["fox"], ["dogs", "chase"]):
-        np.testing.assert_allclose(ix.scores(" ".join(query)), ref.get_scores(query), rtol=1e-6)
+        terms = stem.stemWords(query) if stem else query
+        np.testing.assert_allclose(ix.scores(" ".join(query)), ref.get_scores(terms), rtol=1e-6)
+
+
+def test_default_spec_stems_queries_and_chunks_alike() -> None:
+    # Snowball stemming is the default (index.bm25_stemmer: english): "cats" matches "cat".
+    assert BM25Spec().stemmer == "english"
+    rows, scores = BM25Index.build(TEXTS).search("cat toys", 10)
+    assert rows.tolist() == [3, 0, 1]  # rows 0 and 1 tie (one "cat", three terms): lower row first
+    assert scores[0] > scores[1] == scores[2] > 0
+    assert BM25Index.build(TEXTS).search("chasing dog", 10)[0].tolist() == [1]
 
 
 @settings(max_examples=200, deadline=None)
@@ -33,15 +49,17 @@ def test_scores_equal_bm25s_reference() -> None:
 def test_tokenize_equals_bm25s(texts: list[str]) -> None:
     """ragline's tokenizer (no bm25s import at search time) splits exactly as bm25s.tokenize."""
     for stop in ("en", "none"):
-        expected = [list(t) for t in bm25s.tokenize(texts, stopwords=None if stop == "none" else stop,
-                                                    return_ids=False, show_progress=False)] if texts else []
-        assert tokenize(texts, BM25Spec(stopwords=stop)) == expected
+        for stemmer in ("english", "none"):
+            stem = Stemmer.Stemmer("english") if stemmer == "english" else None
+            expected = [list(t) for t in bm25s.tokenize(texts, stopwords=None if stop == "none" else stop, stemmer=stem,
+                                                        return_ids=False, show_progress=False)] if texts else []
+            assert tokenize(texts, BM25Spec(stopwords=stop, stemmer=stemmer)) == expected
 
 
 def test_search_order_filter_and_no_zero_scores() -> None:
-    ix = BM25Index.build(TEXTS)
+    ix = BM25Index.build(TEXTS, UNSTEMMED)
     rows, scores = ix.search("cat toys", 10)
-    assert rows.tolist() == [3, 0]  # "cats" is another token: row 1 shares no term
+    assert rows.tolist() == [3, 0]  # unstemmed, "cats" is another token: row 1 shares no term
     assert scores[0] > scores[1] > 0
     rows, _ = ix.search("cat toys", 10, allowed=np.array([True, True, True, False, True]))
     assert rows.tolist() == [0]
@@ -56,6 +74,22 @@ def test_write_read_round_trip(tmp_path: Path) -> None:
     back = BM25Index.read(tmp_path)
     assert back.vocab == ix.vocab and back.n_chunks == 5
     np.testing.assert_array_equal(back.scores("cat fox"), ix.scores("cat fox"))
+    meta = json.loads((tmp_path / BM25_META_FILE).read_text())
+    assert meta["spec"]["stemmer"] == "english" and meta["tokenizer"]["stemmer"] == "snowball:english"
+    assert back.spec == ix.spec
+
+
+def test_files_written_before_stemming_are_read_unstemmed(tmp_path: Path) -> None:
+    # bm25.json of versions published before index.bm25_stemmer has no "stemmer": their
+    # vocabulary is unstemmed, so queries must not be stemmed either.
+    ix = BM25Index.build(TEXTS, UNSTEMMED)
+    ix.write(tmp_path)
+    meta = json.loads((tmp_path / BM25_META_FILE).read_text())
+    del meta["spec"]["stemmer"]
+    (tmp_path / BM25_META_FILE).write_text(json.dumps(meta))
+    back = BM25Index.read(tmp_path)
+    assert back.spec.stemmer == "none"
+    assert back.search("cats", 5)[0].tolist() == [1]  # "cats" is in the vocabulary as is
 
 
 def test_damaged_files_are_reported(tmp_path: Path) -> None:

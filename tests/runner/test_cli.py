@@ -27,7 +27,11 @@ def invoke(cli: CliRunner, *args: str) -> object:
 def test_flow_test_prints_answer_citations_and_trace(cli: CliRunner, sample_registry: Path) -> None:
     r = invoke(cli, "flow", "test", REPO / "flows" / "qa", "--input", f"question={QUESTION}", "--index-root", sample_registry)
     assert r.exit_code == 0, r.output
-    assert "answer: A queen emerges 16 days after the egg is laid, a worker takes 21 days" in r.output
+    # Recomputed for chunker v2: the chunk used to begin "rones are males" (a cut word), which
+    # halved that sentence's prior in the extractive provider; now the sentence is whole and
+    # ranks first. The sentence that answers the question follows, cited.
+    assert "answer: Drones are males that develop from unfertilised eggs, so they carry only one set" in r.output
+    assert "A queen emerges 16 days after the egg is laid, a worker takes 21 days and a drone 24 days. [1]" in r.output
     assert "citations" in r.output and "colony-roles.html" in r.output
     for node in ("retrieve", "prompt", "answer", "sources"):
         assert node in r.output
