@@ -8,6 +8,7 @@ character offsets into that text. Files that cannot be loaded become
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import html
 import mimetypes
@@ -756,6 +757,11 @@ def _died(src: SourceFile, cfg: LoadConfig, exitcode: int | None) -> QuarantineR
 
 #: times a broken worker pool is replaced before the files still waiting are quarantined
 POOL_ROUNDS = 3
+# Finished pools are kept alive for a while: a replacement worker that pebble forked just as
+# the pool stopped still has to open the pool's named semaphores, which the parent unlinks
+# when the pool object is collected; without this the late child prints a FileNotFoundError
+# traceback (harmless, but not quiet). A few pools' locks are all this holds.
+_RETIRED_POOLS: collections.deque = collections.deque(maxlen=4)
 
 
 def _run_pool(
@@ -816,6 +822,7 @@ def _run_pool(
             pool.join(timeout=30)
         except Exception:  # a broken pool may fail to join; its workers are stopped
             pass
+        _RETIRED_POOLS.append(pool)
     return sorted(left)
 
 
