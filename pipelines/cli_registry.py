@@ -346,6 +346,32 @@ def _print_drift(d: Any) -> None:
                   f"{r['recall_a']:.3f} → {r['recall_b']:.3f}", highlight=False)
 
 
+@app.command("report")
+@clean_errors
+def report(
+    html_file: Path = typer.Option(..., "--html", help="Write the page here (one static HTML file, inline SVG)."),
+    index: Optional[str] = IndexOpt,
+    params_file: Path = ParamsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """A static HTML dashboard of an index: versions over time, promotions and rollbacks, gate
+    metrics per version, drift between consecutive versions, and serving figures from the
+    request log of `ragline flow serve` when one exists.
+    """
+    from ragline.pipelines.report import write_report
+
+    params = load_params(params_file)
+    name = _name(params, index)
+    _existing(_registry(params), name)
+    data = write_report(params, name, html_file)
+    if as_json:
+        _print_json({"html": str(html_file), **data.to_dict()})
+        return
+    serving = f"{data.requests['total']} requests" if data.requests else "no request log"
+    out.print(f"wrote {html_file}: {name}, {len(data.versions)} versions, {len(data.drift)} drift pairs, {serving}",
+              highlight=False)
+
+
 @index_app.command("promote")
 @clean_errors
 def index_promote(
