@@ -38,6 +38,7 @@ Each version is opened once (:class:`PublishedIndex`: manifest check, FAISS inde
 from __future__ import annotations
 
 import posixpath
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
@@ -100,7 +101,9 @@ def ks_statistic(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
 
     if len(a) == 0 or len(b) == 0:
         return 0.0, 1.0
-    r = ks_2samp(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    with warnings.catch_warnings():  # "exact calculation unsuccessful, switching to asymp": expected, not news
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = ks_2samp(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
     return float(r.statistic), float(r.pvalue)
 
 

@@ -117,7 +117,8 @@ def _print_refresh(s: Any) -> None:
         d = s.drift
         t.add_row(f"drift from {d.get('a')}", d["error"] if d.get("error") else
                   f"KS {d['tokens']['ks']:.3f}, PSI {d['tokens']['psi']:.3f}"
-                  + (f", centroid shift {d['embedding']['centroid_shift']}" if d.get("embedding") else "")
+                  + (f", centroid shift {d['embedding']['centroid_shift']:.4f}"
+                     if d.get("embedding") and d["embedding"].get("centroid_shift") is not None else "")
                   + ("; ALERT: " + "; ".join(d["alerts"]) if d.get("alerts") else ""))
     for p in s.promotions:
         t.add_row(f"alias {p['alias']}", ("moved: " if p["moved"] else "not moved: ") + p["reason"])
