@@ -186,7 +186,7 @@ def _plots(data: ReportData) -> dict[str, str]:
     plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "svg.hashsalt": "ragline-report"})
     out: dict[str, str] = {}
     if data.versions:
-        fig, ax = plt.subplots(figsize=(8, 3))
+        fig, ax = plt.subplots(figsize=(7, 2.3))
         t = [_time(v["created_at"]) for v in data.versions]
         ax.plot(t, [v["documents"] for v in data.versions], "o-", label="documents")
         ax2 = ax.twinx()
@@ -200,12 +200,14 @@ def _plots(data: ReportData) -> dict[str, str]:
         ax.set_ylabel("documents")
         ax2.set_ylabel("chunks")
         ax.set_title("versions over time (green: promotion, red: rollback)")
-        fig.legend(loc="upper left", bbox_to_anchor=(0.08, 0.88))
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)
         fig.autofmt_xdate()
         out["versions"] = _svg(fig)
     pairs = [d for d in data.drift if d["ks"] is not None]
     if pairs:
-        fig, ax = plt.subplots(figsize=(8, 2.8))
+        fig, ax = plt.subplots(figsize=(7, 1.9))
         x = [f"{d['a']}→{d['b']}" for d in pairs]
         ax.plot(x, [d["ks"] for d in pairs], "o-", label="token-length KS D")
         ax.plot(x, [d["psi"] for d in pairs], "s-", label="token-length PSI")
@@ -215,7 +217,7 @@ def _plots(data: ReportData) -> dict[str, str]:
         ax.legend()
         out["drift"] = _svg(fig)
     if data.evals:
-        fig, ax = plt.subplots(figsize=(8, 2.6))
+        fig, ax = plt.subplots(figsize=(7, 1.7))
         for metric in sorted({e["metric"] for e in data.evals}):
             es = [e for e in data.evals if e["metric"] == metric]
             ax.plot([e["version"] for e in es], [e["value"] for e in es], "o-", label=metric)
@@ -225,7 +227,7 @@ def _plots(data: ReportData) -> dict[str, str]:
         out["evals"] = _svg(fig)
     if data.requests and any(v is not None for v in data.requests["latency_ms"]):
         lat = [v for v in data.requests["latency_ms"] if v is not None]
-        fig, ax = plt.subplots(figsize=(8, 2.6))
+        fig, ax = plt.subplots(figsize=(7, 1.7))
         ax.hist(lat, bins=min(40, max(5, len(lat) // 5)))
         ax.set_xlabel("latency (ms)")
         ax.set_ylabel("requests")
