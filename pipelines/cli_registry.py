@@ -288,8 +288,11 @@ def index_drift(
     params_file: Path = ParamsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """How version B drifted from A: counts by folder and type, chunk token lengths (KS, PSI),
-    embedding centroid shift and novelty of new chunks, and (with --questions) top-k overlap.
+    """How version B drifted from A: counts, chunk token lengths, embeddings, top-k results.
+
+    Counts by source folder and type, chunk token lengths (KS statistic, PSI), embedding
+    centroid shift and the distance of new chunks to A, and (with --questions) top-k overlap
+    and recall@k.
 
     Versions built with different embedders get counts and token lengths only (the embedding
     measures are refused with a message; exit 0).
@@ -355,9 +358,11 @@ def report(
     params_file: Path = ParamsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """A static HTML dashboard of an index: versions over time, promotions and rollbacks, gate
-    metrics per version, drift between consecutive versions, and serving figures from the
-    request log of `ragline flow serve` when one exists.
+    """Write a static HTML dashboard of an index (inline SVG plots, no network).
+
+    Versions over time, promotions and rollbacks, gate metrics per version, drift between
+    consecutive versions, and serving figures from the request log of `ragline flow serve`
+    when one exists.
     """
     from ragline.pipelines.report import write_report
 

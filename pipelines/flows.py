@@ -540,6 +540,8 @@ def parent_drift(registry: IndexRegistry, p: Params, parent: str, version: str) 
         return report.to_dict()
     except (RaglineError, OSError) as e:
         return {"a": parent, "b": version, "error": f"drift not computed: {e}", "alerts": []}
+    except Exception as e:  # noqa: BLE001 - advisory: the version is published, the run must still end cleanly
+        return {"a": parent, "b": version, "error": f"drift not computed: {type(e).__name__}: {e}", "alerts": []}
 
 
 def drift_block(p: Params, drift: dict[str, Any] | None, alias: str) -> str | None:

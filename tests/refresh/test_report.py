@@ -61,6 +61,6 @@ def test_report_renders_versions_events_drift_and_requests(workspace: Path) -> N
 
 
 def test_report_unknown_index_is_one_line(workspace: Path) -> None:
-    code, out, err = cli("report", "--html", "x.html", "--index", "nope")
+    code, _, err = cli("report", "--html", "x.html", "--index", "nope")
     assert code == 1 and "no index named 'nope'" in err and "Traceback" not in err
     assert not Path("x.html").exists()
