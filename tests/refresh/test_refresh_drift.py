@@ -48,3 +48,17 @@ def test_drift_params_are_validated() -> None:
         Params.from_dict({"drift": {"max_ks": 2}})
     with pytest.raises(ConfigError, match="max_shift"):
         Params.from_dict({"drift": {"max_shift": 0.1}})
+
+
+def test_drift_block_rules() -> None:
+    from ragline.pipelines.flows import drift_block
+
+    gating = Params.from_dict({"drift": {"max_ks": 0.1}, "promote": {"gated_aliases": ["prod"]}})
+    alert = {"a": "v0001", "b": "v0002", "alerts": ["token-length KS 0.300 > drift.max_ks 0.1"]}
+    assert "KS 0.300 > drift.max_ks 0.1" in drift_block(gating, alert, "prod")
+    assert drift_block(gating, alert, "staging") is None  # not gated
+    assert drift_block(gating, {**alert, "alerts": []}, "prod") is None
+    broken = {"a": "v0001", "b": "v0002", "alerts": [], "error": "drift not computed: damaged"}
+    assert drift_block(gating, broken, "prod") == "drift not computed: damaged"  # unknown drift keeps the alias
+    assert drift_block(Params.from_dict({}), alert, "prod") is None  # no threshold set: drift only reported
+    assert drift_block(gating, None, "prod") is None  # first version: no parent
