@@ -113,6 +113,13 @@ def _print_refresh(s: Any) -> None:
         t.add_row("redone", why)
     for uri in s.kept_previous:
         t.add_row("kept previous version", uri)
+    if s.drift:
+        d = s.drift
+        t.add_row(f"drift from {d.get('a')}", d["error"] if d.get("error") else
+                  f"KS {d['tokens']['ks']:.3f}, PSI {d['tokens']['psi']:.3f}"
+                  + (f", centroid shift {d['embedding']['centroid_shift']:.4f}"
+                     if d.get("embedding") and d["embedding"].get("centroid_shift") is not None else "")
+                  + ("; ALERT: " + "; ".join(d["alerts"]) if d.get("alerts") else ""))
     for p in s.promotions:
         t.add_row(f"alias {p['alias']}", ("moved: " if p["moved"] else "not moved: ") + p["reason"])
     print_run_tail(t, s)
@@ -267,6 +274,108 @@ def index_diff(
         out.print(f"params changed: {', '.join(d.params_changed)}", highlight=False)
     if d.chunker_changed or d.embedding_changed:
         out.print(f"chunker changed: {d.chunker_changed}; embedder changed: {d.embedding_changed}", highlight=False)
+
+
+@index_app.command("drift")
+@clean_errors
+def index_drift(
+    a: str = typer.Argument(..., help="Reference (older) VERSION or ALIAS."),
+    b: str = typer.Argument("latest", help="Newer VERSION or ALIAS (default: latest)."),
+    index: Optional[str] = IndexOpt,
+    questions: Optional[Path] = typer.Option(None, "--questions", "-q",
+                                             help="JSONL {\"question\", \"doc\"} file: also compare top-k results "
+                                                  "and recall@k (retrieval: settings)."),
+    params_file: Path = ParamsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """How version B drifted from A: counts, chunk token lengths, embeddings, top-k results.
+
+    Counts by source folder and type, chunk token lengths (KS statistic, PSI), embedding
+    centroid shift and the distance of new chunks to A, and (with --questions) top-k overlap
+    and recall@k.
+
+    Versions built with different embedders get counts and token lengths only (the embedding
+    measures are refused with a message; exit 0).
+    """
+    from ragline.evaluation.drift import compute_drift
+    from ragline.pipelines.evaluate import load_questions
+
+    params = load_params(params_file)
+    reg = _registry(params)
+    name = _name(params, index)
+    _existing(reg, name)
+    qs = [(q.question, q.doc) for q in load_questions(questions)] if questions is not None else None
+    d = compute_drift(reg, name, a, b, qs, params.retrieval, embedder_of=_query_embedder(params))
+    if as_json:
+        _print_json(d.to_dict())
+        return
+    _print_drift(d)
+
+
+def _query_embedder(params: Params) -> Any:
+    from ragline.indexers.retriever import embedder_for
+
+    return lambda manifest: embedder_for(manifest, params.embed.backend, params.paths.cache)
+
+
+def _print_drift(d: Any) -> None:
+    out.print(f"drift {d.name}: {d.a} → {d.b}: documents {d.documents['a']} → {d.documents['b']} "
+              f"({d.documents['delta']:+d}), chunks {d.chunks['a']} → {d.chunks['b']} ({d.chunks['delta']:+d})",
+              highlight=False)
+    for title, groups in (("folder", d.by_folder), ("type", d.by_suffix)):
+        t = Table(title=f"by {title}")
+        for col in (title, "documents", "Δ", "chunks", "Δ "):
+            t.add_column(col, overflow="fold")
+        for key, row in groups.items():
+            da, db, dd = row["documents"]
+            ca, cb, cd = row["chunks"]
+            t.add_row(escape(key), f"{da} → {db}", f"{dd:+d}", f"{ca} → {cb}", f"{cd:+d}")
+        out.print(t)
+    tk = d.tokens
+    out.print(f"chunk tokens: mean {tk['a']['mean']:g} → {tk['b']['mean']:g}, p90 {tk['a']['p90']:g} → "
+              f"{tk['b']['p90']:g}; KS D = {tk['ks']:.3f} (p = {tk['ks_pvalue']:.3g}), PSI = {tk['psi']:.3f}",
+              highlight=False)
+    if d.embedding is not None:
+        e = d.embedding
+        nn = "-" if e["new_chunk_nn_distance"] is None else f"{e['new_chunk_nn_distance']:.4f}"
+        cs = "-" if e["centroid_shift"] is None else f"{e['centroid_shift']:.4f}"
+        out.print(f"embeddings: centroid shift (cosine distance) {cs}; {e['new_chunks']} new chunks, "
+                  f"mean nearest-neighbour cosine distance to {d.a}: {nn}", highlight=False)
+    else:
+        out.print(escape(str(d.embedding_refused)), highlight=False)
+    if d.retrieval is not None:
+        r = d.retrieval
+        out.print(f"retrieval on {r['questions']} questions ({r['mode']}, k={r['k']}): top-k overlap chunks "
+                  f"{r['chunk_jaccard']:.3f}, documents {r['doc_jaccard']:.3f} (Jaccard); recall@{r['k']} "
+                  f"{r['recall_a']:.3f} → {r['recall_b']:.3f}", highlight=False)
+
+
+@app.command("report")
+@clean_errors
+def report(
+    html_file: Path = typer.Option(..., "--html", help="Write the page here (one static HTML file, inline SVG)."),
+    index: Optional[str] = IndexOpt,
+    params_file: Path = ParamsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write a static HTML dashboard of an index (inline SVG plots, no network).
+
+    Versions over time, promotions and rollbacks, gate metrics per version, drift between
+    consecutive versions, and serving figures from the request log of `ragline flow serve`
+    when one exists.
+    """
+    from ragline.pipelines.report import write_report
+
+    params = load_params(params_file)
+    name = _name(params, index)
+    _existing(_registry(params), name)
+    data = write_report(params, name, html_file)
+    if as_json:
+        _print_json({"html": str(html_file), **data.to_dict()})
+        return
+    serving = f"{data.requests['total']} requests" if data.requests else "no request log"
+    out.print(f"wrote {html_file}: {name}, {len(data.versions)} versions, {len(data.drift)} drift pairs, {serving}",
+              highlight=False)
 
 
 @index_app.command("promote")

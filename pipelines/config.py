@@ -291,6 +291,44 @@ class PromoteConfig(_Section):
     min_doc_recall: float = Field(default=0.8, ge=0, le=1)
 
 
+class DriftConfig(_Section):
+    """``drift:`` — drift of each refreshed version from its parent (:mod:`evaluation.drift`).
+
+    After a refresh publishes, the new version is compared with its parent; when a measure is
+    past its threshold, the gated aliases of ``refresh.promote_aliases`` (those in
+    ``promote.gated_aliases``) do not move and the run's result says why (``latest`` always
+    moves). A ``null`` threshold is not checked.
+
+    Attributes:
+        on_refresh: compute drift after each refresh that has a parent version.
+        max_ks: largest two-sample KS statistic D (0..1) of chunk token lengths.
+        max_psi: largest population stability index of chunk token lengths.
+        max_centroid_shift: largest cosine distance (0..2) between the mean vectors.
+        max_new_chunk_distance: largest mean nearest-neighbour cosine distance of new chunks.
+        min_top_k_overlap: smallest mean Jaccard overlap (0..1) of top-k chunk ids on
+            ``questions`` (the only measure that searches; skipped when ``null``).
+        questions: JSONL ``{"question", "doc"}`` file (``null``: ``promote.questions``).
+    """
+
+    on_refresh: bool = True
+    max_ks: float | None = Field(default=None, ge=0, le=1)
+    max_psi: float | None = Field(default=None, ge=0)
+    max_centroid_shift: float | None = Field(default=None, ge=0, le=2)
+    max_new_chunk_distance: float | None = Field(default=None, ge=0, le=2)
+    min_top_k_overlap: float | None = Field(default=None, ge=0, le=1)
+    questions: str | None = None
+
+    def thresholds(self) -> dict[str, float | None]:
+        """Keyword arguments of :func:`evaluation.drift.drift_alerts`."""
+        return {"max_ks": self.max_ks, "max_psi": self.max_psi, "max_centroid_shift": self.max_centroid_shift,
+                "max_new_chunk_distance": self.max_new_chunk_distance, "min_top_k_overlap": self.min_top_k_overlap}
+
+    @property
+    def gating(self) -> bool:
+        """True when any threshold is set."""
+        return any(v is not None for v in self.thresholds().values())
+
+
 class PrefectConfig(_Section):
     """``prefect:`` — how the flows reach the Prefect API (only :mod:`pipelines.flows` uses it).
 
@@ -320,6 +358,7 @@ class Params(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     refresh: RefreshConfig = Field(default_factory=RefreshConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     prefect: PrefectConfig = Field(default_factory=PrefectConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
 

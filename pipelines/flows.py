@@ -509,7 +509,14 @@ def _refresh_flow(
         with _timed(times, "publish"):
             manifest = publish_refresh_task(p, assembly, vectors, info, plan.parent_version, stats)
         summary.version = manifest.version
+        if p.drift.on_refresh and plan.parent_version:
+            with _timed(times, "drift"):
+                summary.drift = parent_drift(registry, p, plan.parent_version, manifest.version)
         for alias in p.refresh.promote_aliases:
+            blocked = drift_block(p, summary.drift, alias)
+            if blocked:
+                summary.promotions.append({"alias": alias, "moved": False, "reason": blocked})
+                continue
             try:
                 move, gate = promote(registry, p, p.index.name, manifest.version, alias)
                 summary.promotions.append({"alias": alias, "moved": True, "from": move.from_version,
@@ -518,6 +525,42 @@ def _refresh_flow(
                 summary.promotions.append({"alias": alias, "moved": False, "reason": str(e)})
     summary.total_seconds = round(time.perf_counter() - t0, 3)
     return _record(summary)
+
+
+def parent_drift(registry: IndexRegistry, p: Params, parent: str, version: str) -> dict[str, Any]:
+    """Drift of ``version`` from ``parent`` (:func:`evaluation.drift.compute_drift`) with the
+    ``drift:`` thresholds checked: the report's dict with ``alerts``; ``{"error": ...}`` when it
+    could not be computed (the refresh goes on; gated aliases then stay)."""
+    from ragline.core.errors import RaglineError
+    from ragline.evaluation.drift import compute_drift, drift_alerts
+    from ragline.indexers.retriever import embedder_for
+    from ragline.pipelines.evaluate import load_questions
+
+    cfg = p.drift
+    try:
+        qs = None
+        if cfg.min_top_k_overlap is not None:
+            qs = [(q.question, q.doc) for q in load_questions(cfg.questions or p.promote.questions)]
+        report = compute_drift(registry, p.index.name, parent, version, qs, p.retrieval,
+                               embedder_of=lambda m: embedder_for(m, p.embed.backend, p.paths.cache))
+        report.alerts = drift_alerts(report, **cfg.thresholds())
+        return report.to_dict()
+    except (RaglineError, OSError) as e:
+        return {"a": parent, "b": version, "error": f"drift not computed: {e}", "alerts": []}
+    except Exception as e:  # noqa: BLE001 - advisory: the version is published, the run must still end cleanly
+        return {"a": parent, "b": version, "error": f"drift not computed: {type(e).__name__}: {e}", "alerts": []}
+
+
+def drift_block(p: Params, drift: dict[str, Any] | None, alias: str) -> str | None:
+    """Why the drift check keeps gated ``alias`` where it is (``None``: it may go to the gate)."""
+    if alias not in p.promote.gated_aliases or not p.drift.gating or not p.drift.on_refresh or drift is None:
+        return None
+    if drift.get("error"):
+        return str(drift["error"])
+    if drift.get("alerts"):
+        return (f"drift from {drift['a']} past thresholds: {'; '.join(drift['alerts'])}; "
+                f"{alias} stays (promote it by hand after review: ragline index promote {drift['b']} --alias {alias})")
+    return None
 
 
 refresh_flow = GuardedFlow(_refresh_flow, lambda args, kwargs: kwargs.get("params", args[0] if args else None))

@@ -225,6 +225,9 @@ class RefreshSummary:
         kept_previous: URIs whose new content failed and whose previous version stays.
         reasons: why unchanged documents were redone (settings changes).
         promotions: promotion results for ``refresh.promote_aliases``.
+        drift: the new version's drift from its parent (``drift:`` params): the measures,
+            ``alerts`` (thresholds exceeded) and ``error`` when it could not be computed;
+            ``None`` without a parent or with ``drift.on_refresh: false``.
         stage_seconds: wall time per stage.
         total_seconds: wall time of the run.
         failed: set when the run failed and published nothing.
@@ -250,6 +253,7 @@ class RefreshSummary:
     kept_previous: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     promotions: list[dict[str, Any]] = field(default_factory=list)
+    drift: dict[str, Any] | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
     total_seconds: float = 0.0
     failed: str | None = None
