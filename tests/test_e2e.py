@@ -92,14 +92,18 @@ def test_cli_query_with_the_real_model(workspace: Path, prefect_harness, no_netw
     runner = CliRunner()
     assert runner.invoke(app, ["ingest", "data/sample"]).exit_code == 0
     question = "How long does a worker bee take to develop?"
-    result = runner.invoke(app, ["query", question, "--json", "-k", "3"])
+    result = runner.invoke(app, ["query", question, "--json", "-k", "3", "--mode", "dense"])
     assert result.exit_code == 0, result.output
     hits = json.loads(result.stdout)
     assert hits[0]["source"] == "data/sample/colony-roles.html"
-    assert 0.0 < hits[0]["score"] <= 1.0 + 1e-6
+    assert 0.0 < hits[0]["score"] <= 1.0 + 1e-6  # cosine
+    served = json.loads(runner.invoke(app, ["query", question, "--json", "-k", "3"]).stdout)  # retrieval: hybrid
+    assert "data/sample/colony-roles.html" in [h["source"] for h in served]
+    assert all(set(h["retriever_ranks"]) <= {"dense", "bm25"} for h in served)
     # the query was embedded on ONNX Runtime: exported offline into paths.cache, checked against torch
     sidecars = list((workspace / ".ragline" / "cache" / "onnx").glob("*.json"))
     assert len(sidecars) == 1 and json.loads(sidecars[0].read_text())["max_abs_diff"] < 1e-4
-    torch_hits = json.loads(runner.invoke(app, ["query", question, "--json", "-k", "3", "--query-backend", "torch"]).stdout)
+    torch_hits = json.loads(runner.invoke(app, ["query", question, "--json", "-k", "3", "--mode", "dense",
+                                                "--query-backend", "torch"]).stdout)
     assert [h["chunk_id"] for h in torch_hits] == [h["chunk_id"] for h in hits]
     assert no_network == []
