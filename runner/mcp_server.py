@@ -19,7 +19,6 @@ A bad argument is returned as a tool error (``isError``) with a one-line message
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import json
 from typing import Any, Literal, Optional
@@ -27,6 +26,7 @@ from typing import Any, Literal, Optional
 from ragline.runner.config import ServeConfig
 from ragline.runner.engine import FlowRunner
 from ragline.runner.errors import FlowInputError, NodeError
+from ragline.indexers.retrieval import ChunkFilter
 from ragline.runner.nodes import RetrieveNode
 
 
@@ -60,17 +60,10 @@ def search_index(runner: FlowRunner, query: str, k: int = 5, mode: Optional[str]
         raise FlowInputError(f"search: k={k}: use 1..100")
     node = _retrieve_node(runner)
     try:
-        spec = dataclasses.replace(node.retrieval, k=int(k), mode=mode or node.retrieval.mode)
-    except ValueError as e:
+        spec = node.retrieval.override("arguments", k=int(k), mode=mode)
+        chunk_filter = ChunkFilter.from_mapping(filters or {}, "filters")
+    except ValueError as e:  # ConfigError: an unknown mode or filter key, named with the allowed ones
         raise FlowInputError(f"search: {e}") from e
-    filters = filters or {}
-    unknown = sorted(set(filters) - {"source", "doc_id", "page", "section"})
-    if unknown:
-        raise FlowInputError(f"search: unknown filter(s) {', '.join(unknown)} (use source, doc_id, page, section)")
-    try:
-        chunk_filter = node._filter(filters)
-    except (TypeError, ValueError) as e:
-        raise FlowInputError(f"search: filters: {e}") from e
     return [h.to_dict() for h in node.retriever.search(query, spec, chunk_filter)]
 
 

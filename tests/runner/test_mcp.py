@@ -52,7 +52,7 @@ def test_mcp_stdio_search_and_answer(mini_registry: Path, mini_flow: Path, tmp_p
     assert a["citations"][0]["source"] == "manuals/pump.pdf" and a["citations"][0]["page"] == 2
     assert a["indexes"] == [{"node": "retrieve", "ref": "mini@latest", "name": "mini", "version": "v0001"}]
     assert a["tokens"]["prompt_tokens"] > 0 and a["tokens"]["models"] == ["extractive"]
-    assert bad.is_error and "unknown filter(s) colour" in bad.content[0].text
+    assert bad.is_error and "unknown filter key(s) 'colour'; allowed: source" in bad.content[0].text
     # the answer was written to the request log like a /score request
     import sqlite3
 
