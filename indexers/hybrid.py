@@ -199,15 +199,20 @@ def weighted_fuse(scored: Mapping[str, tuple[Sequence[int], Sequence[float]]], w
     return fused
 
 
-def embedder_for(manifest: Manifest, backend: str = "onnx", cache_dir: str | Path | None = None,
+def embedder_for(manifest: Manifest, backend: str = "auto", cache_dir: str | Path | None = None,
                  threads: int | None = None) -> Embedder:
     """The query embedder a manifest names (``hashing`` with the recorded dim, or the
-    packaged/local model on ``backend``: see :func:`indexers.embedders.make_embedder`)."""
+    packaged/local model on ``backend``: see :func:`indexers.embedders.make_embedder`;
+    ``auto``: the index's own backend for bf16/int8 vectors, else onnx,
+    :func:`indexers.backends.query_backend_for`)."""
+    from ragline.indexers.backends import query_backend_for
+
     emb = manifest.embedding
     model = str(emb.get("model_id"))
     if model == HASHING_MODEL:
         model = f"{HASHING_MODEL}:{int(emb['dim'])}"
-    return make_embedder(model, bool(emb.get("normalize", True)), backend=backend, cache_dir=cache_dir, threads=threads)
+    return make_embedder(model, bool(emb.get("normalize", True)), backend=query_backend_for(emb, backend),
+                         cache_dir=cache_dir, threads=threads)
 
 
 class Retriever:
@@ -242,12 +247,12 @@ class Retriever:
         self._l2 = published.manifest.index.get("metric") == "l2"
 
     @classmethod
-    def open(cls, registry: IndexRegistry, ref: str, embedder: Embedder | None = None, backend: str = "onnx",
+    def open(cls, registry: IndexRegistry, ref: str, embedder: Embedder | None = None, backend: str = "auto",
              cache_dir: str | Path | None = None, threads: int | None = None) -> "Retriever":
         """Load ``NAME[@ALIAS|@VERSION]``: FAISS index, chunks, BM25 (built on the fly for old versions).
 
         Without ``embedder``, queries are embedded by the model the manifest names, on
-        ``backend`` (``onnx`` or ``torch``) with ``threads`` and the ONNX ``cache_dir``.
+        ``backend`` (``auto``: the index's; or an ``embed.backend`` name) with ``threads`` and ``cache_dir``.
 
         Raises:
             RegistryError: unknown index, alias or version.

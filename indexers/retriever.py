@@ -90,7 +90,7 @@ class PublishedIndex:
     def check_embedder(self, embedder: Embedder) -> None:
         """Raise :class:`IndexCompatibilityError` unless ``embedder`` built this index."""
         i = info_of(embedder)
-        check_embedder(self.manifest, i.model_id, i.revision, i.dim, i.normalize)
+        check_embedder(self.manifest, i.model_id, i.revision, i.dim, i.normalize, i.quantization)
 
     def _col(self, name: str) -> list:
         if name not in self._columns:

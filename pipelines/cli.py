@@ -144,20 +144,21 @@ def query(
     k: int = typer.Option(5, "-k", "--k", min=1, help="Number of chunks to return."),
     params_file: Path = ParamsOpt,
     model: Optional[str] = typer.Option(None, "--model", help="Embedding model (default: embed.model)."),
-    query_backend: str = typer.Option("onnx", "--query-backend", help="Query embedding: onnx (ONNX Runtime, same vectors, "
-                                      "no torch import once exported into paths.cache) or torch."),
+    query_backend: str = typer.Option("auto", "--query-backend", help="Query embedding: auto (the index's backend for bf16/int8 "
+                                      "vectors, else onnx) or an embed.backend name (onnx, torch, openvino, ...)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Search a published index version and print the ranked chunks."""
+    from ragline.indexers.backends import query_backend_for, require_backend
     from ragline.indexers.embedders import make_embedder
     from ragline.indexers.retriever import PublishedIndex
 
     params = load_params(params_file)
     ref = index or params.index.name
     published = PublishedIndex.open(IndexRegistry(params.index.root), ref)
-    if query_backend not in ("onnx", "torch"):
-        raise ConfigError(f"--query-backend {query_backend!r}: use onnx or torch")
-    embedder = make_embedder(model or params.embed.model, params.embed.normalize, backend=query_backend,
+    require_backend(query_backend, allow_auto=True)
+    embedder = make_embedder(model or params.embed.model, params.embed.normalize,
+                             backend=query_backend_for(published.manifest.embedding, query_backend),
                              cache_dir=params.paths.cache)
     hits = published.search_text(embedder, text, k)
     if as_json:
