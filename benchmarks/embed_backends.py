@@ -7,7 +7,7 @@ child process each (so peak RSS is the backend's own), on the same texts:
   ``python3.11-doc``; the first ``--pages`` pages loaded and chunked with the default params,
   then ``--sample`` chunks taken evenly, 1,000 by default): at 2 threads on the whole sample
   and at 1 thread on its first half. The rows per call (4, 8, 16, 32) and the order (longest
-  first, or as given) are chosen per backend on the first 64 chunks (in its own process);
+  first, or as given) are chosen per backend on the first 32 chunks (in its own process);
   then every backend is loaded into one process and the sample is timed in slices,
   round-robin over the backends, so that a change of the machine's load (it is shared) hits
   every backend alike and the ratios stay meaningful;
@@ -97,7 +97,7 @@ def worker(backend: str, texts_file: Path, out: Path, model_cache: Path, limit_q
     e.warm_up()
     build_s = time.perf_counter() - t0
     info = info_of(e)
-    tune = texts[:64]
+    tune = texts[:32]
     e.embed(tune[:16], batch_size=8)
     best = (0.0, 8, True)
     orders = (True,) if not hasattr(e, "run_rows") else (True, False)
@@ -183,6 +183,8 @@ def main() -> int:
     ap.add_argument("--corpora", nargs="+", default=None, help="chunking-eval corpora (default: all)")
     ap.add_argument("--workdir", type=Path, default=REPO / "build" / "bench-embed-backends")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the per-backend results (tuning, vectors, eval) already in --workdir; time them again")
     ap.add_argument("--worker", nargs=4, metavar=("BACKEND", "TEXTS", "OUT", "CACHE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -208,6 +210,9 @@ def main() -> int:
     rows: list[dict] = []
     for b in backends:
         out = work / f"{b}.json"
+        if args.reuse and out.is_file() and out.with_suffix(".npy").is_file():
+            rows.append(json.loads(out.read_text()))
+            continue
         cmd = [sys.executable, __file__, "--worker", b, str(texts_file), str(out), str(work / "model-cache")]
         if args.limit_questions:
             cmd += ["--limit-questions", str(args.limit_questions)]

@@ -72,10 +72,20 @@ def test_sample_corpus_offline_every_question_finds_its_document(
     assert summary["documents"] == 10 and summary["quarantined"] == 0
 
     published = PublishedIndex.open(IndexRegistry("indexes"), "sample@latest")
-    embedder = SentenceTransformerEmbedder()
-    assert published.manifest.embedding == {
-        "model_id": "all-MiniLM-L6-v2", "revision": embedder.revision, "dim": 384, "normalize": True,
-    }
+    from ragline.indexers.embedders import info_of
+    from ragline.indexers.hybrid import embedder_for
+    from ragline.pipelines.config import load_params
+    from ragline.pipelines.embed import index_embedder
+
+    params = load_params("params.yaml")
+    fp32 = info_of(SentenceTransformerEmbedder())
+    built = info_of(index_embedder(params))  # embed.backend of params.yaml (the default)
+    assert published.manifest.embedding == built.to_manifest()
+    assert (built.model_id, built.revision, built.dim, built.normalize) == (fp32.model_id, fp32.revision, 384, True)
+    assert built.quantization.startswith(params.embed.backend + "/") if params.embed.backend not in ("torch", "onnx", "openvino") \
+        else built.quantization == ""
+    embedder = embedder_for(published.manifest, cache_dir=params.paths.cache)  # queries: the index's identity
+    published.check_embedder(embedder)
     questions = [json.loads(line) for line in SAMPLE_QUESTIONS.read_text().splitlines() if line.strip()]
     assert len(questions) >= 10
     hits = published.search_vectors(embedder.embed([q["question"] for q in questions]), k=5)
@@ -98,6 +108,13 @@ def test_cli_query_with_the_real_model(workspace: Path, prefect_harness, no_netw
     # the query was embedded on ONNX Runtime: exported offline into paths.cache, checked against torch
     sidecars = list((workspace / ".ragline" / "cache" / "onnx").glob("*.json"))
     assert len(sidecars) == 1 and json.loads(sidecars[0].read_text())["max_abs_diff"] < 1e-4
-    torch_hits = json.loads(runner.invoke(app, ["query", question, "--json", "-k", "3", "--query-backend", "torch"]).stdout)
-    assert [h["chunk_id"] for h in torch_hits] == [h["chunk_id"] for h in hits]
+    torch_run = runner.invoke(app, ["query", question, "--json", "-k", "3", "--query-backend", "torch"])
+    published = PublishedIndex.open(IndexRegistry("indexes"), "sample@latest")
+    if published.manifest.embedding.get("quantization"):  # bf16/int8 vectors: only their backend may query them
+        assert torch_run.exit_code == 1 and "quantization" in torch_run.output
+        backend = published.manifest.embedding["quantization"].split("/")[0]
+        same = json.loads(runner.invoke(app, ["query", question, "--json", "-k", "3", "--query-backend", backend]).stdout)
+        assert [h["chunk_id"] for h in same] == [h["chunk_id"] for h in hits]
+    else:
+        assert [h["chunk_id"] for h in json.loads(torch_run.stdout)] == [h["chunk_id"] for h in hits]
     assert no_network == []
