@@ -166,10 +166,16 @@ class OpenVinoEmbedder:
             stem = self.model_stem
 
             def build_int8(tmp: dict[str, Path]) -> dict:
-                quantized = nncf.quantize(ov.Core().read_model(str(export)),
-                                          nncf.Dataset(list(CALIBRATION_TEXTS), self._feed),
-                                          model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED,
-                                          subset_size=len(CALIBRATION_TEXTS))
+                import contextlib
+                import io
+                import logging
+
+                nncf.set_log_level(logging.ERROR)
+                with contextlib.redirect_stdout(io.StringIO()):  # NNCF draws progress bars on stdout
+                    quantized = nncf.quantize(ov.Core().read_model(str(export)),
+                                              nncf.Dataset(list(CALIBRATION_TEXTS), self._feed),
+                                              model_type=nncf.ModelType.TRANSFORMER,
+                                              preset=nncf.QuantizationPreset.MIXED, subset_size=len(CALIBRATION_TEXTS))
                 ov.save_model(quantized, str(tmp[".xml"]))
                 compiled = self._compile(ov.Core().read_model(str(tmp[".xml"])), "f32")
                 label = f"nncf{nncf.__version__}-static-int8-calib{CALIBRATION_SHA256[:12]}"
