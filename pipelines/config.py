@@ -124,7 +124,7 @@ class EmbedConfig(_Section):
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(default=64, ge=1, le=4096)
     normalize: bool = True
-    backend: str = "openvino-int8"
+    backend: str = "onnx-int8"
 
     @field_validator("backend")
     @classmethod
