@@ -195,6 +195,6 @@ def test_embed_stage_backends_share_the_cache_and_agree(tmp_path: Path, onnx_cac
         assert computed == len(texts)
     assert np.abs(vecs["onnx"] - vecs["torch"]).max() < 1e-4  # sorted runs of 8 rows, unsorted torch batches
     # one cache serves both backends (same model identity): the second backend computes nothing
-    onnx = index_embedder(Params.from_dict({"paths": {"cache": str(onnx_cache)}}))
+    onnx = index_embedder(Params.from_dict({"embed": {"backend": "onnx"}, "paths": {"cache": str(onnx_cache)}}))
     again, computed = embed_chunks(chunks, onnx, tmp_path / "torch", batch_size=16)
     assert computed == 0 and np.array_equal(again, vecs["torch"])
