@@ -1,4 +1,4 @@
-"""Query embedding latency: sentence-transformers on torch vs ONNX Runtime, side by side in one run.
+"""Query embedding latency of every embedding backend, side by side in one run.
 
 One question at a time (what a retrieve node does), the 472 chunking-eval questions, the
 packaged all-MiniLM-L6-v2. Rows:
@@ -6,7 +6,10 @@ packaged all-MiniLM-L6-v2. Rows:
 - ``torch (1 thread)``: ``SentenceTransformerEmbedder`` with ``torch.set_num_threads(1)``
   (what the runner did before the ONNX path);
 - ``onnx N thread(s)``: ``OnnxEmbedder`` with N intra-op threads, worker threads sleeping
-  between operators (ragline's setting) or spinning (ONNX Runtime's default).
+  between operators (ragline's setting) or spinning (ONNX Runtime's default);
+- ``<backend> N thread(s)`` for ``onnx-int8``, ``openvino``, ``openvino-bf16`` and
+  ``openvino-int8`` (``--backends``): a query of an index built with a bf16/int8 backend is
+  embedded by that backend (same identity), so its latency is what ``auto`` gives.
 
 With ``--busy N`` the same rows run again while N processes keep cores busy (a pure-Python
 busy loop each), so the choice of threads and spinning is judged on a shared machine too.
@@ -59,6 +62,8 @@ def main() -> None:
     ap.add_argument("--busy", type=int, nargs="+", default=[0, 1, 2], help="busy processes per phase")
     ap.add_argument("--cache", type=Path, default=REPO / "build" / "bench-query" / "cache")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--backends", nargs="*", default=["onnx-int8", "openvino", "openvino-bf16", "openvino-int8"],
+                    help="more backends, each at 1 and 2 threads")
     args = ap.parse_args()
 
     import numpy as np
@@ -82,6 +87,13 @@ def main() -> None:
             e._session = _session(e.onnx_path, threads, spin=True)
         rows[f"onnx {threads} thread{'s' if threads > 1 else ''}{', spinning' if spin else ''}"] = \
             (lambda emb: (lambda q: emb.embed([q])))(e)
+    from ragline.indexers.embedders import make_embedder
+
+    for backend in args.backends:
+        for threads in (1, 2):
+            e = make_embedder("all-MiniLM-L6-v2", backend=backend, cache_dir=args.cache, threads=threads)
+            e.warm_up()
+            rows[f"{backend} {threads} thread{'s' if threads > 1 else ''}"] = (lambda emb: (lambda q: emb.embed([q])))(e)
     check = max(float(np.abs(rows["onnx 1 thread"](q) - st.embed([q])).max()) for q in queries[:50])  # type: ignore[operator]
     print(f"{len(queries)} questions; max |onnx - torch| over 50 query vectors: {check:.1e}")
 
@@ -101,9 +113,9 @@ def main() -> None:
             v["speedup_vs_torch"] = base / v["p50"]
         results["phases"][f"busy={busy}"] = phase
         print(f"\n{busy} busy process(es)")
-        print(f"  {'row':28s} {'p50 ms':>8s} {'p95 ms':>8s} {'torch/row':>10s}")
+        print(f"  {'row':30s} {'p50 ms':>8s} {'p95 ms':>8s} {'torch/row':>10s}")
         for name, v in phase.items():
-            print(f"  {name:28s} {v['p50']:8.2f} {v['p95']:8.2f} {v['speedup_vs_torch']:9.2f}x", flush=True)
+            print(f"  {name:30s} {v['p50']:8.2f} {v['p95']:8.2f} {v['speedup_vs_torch']:9.2f}x", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,7 +1,8 @@
 """Persistent embedding cache shared by every version and experiment of a workspace.
 
-Keys are ``(model id, revision, normalization, sha256 of the text embedded)``: one SQLite
-file per (model, revision, normalization) under ``<cache>/embeddings/<cache_key>.sqlite``,
+Keys are ``(model id, revision, normalization[, quantization], sha256 of the text embedded)``:
+one SQLite file per embedder identity (:attr:`indexers.embedders.EmbedderInfo.cache_key`;
+a bf16/int8 backend's vectors never land in the fp32 file) under ``<cache>/embeddings/<cache_key>.sqlite``,
 one row per text hash. A key never depends on a batch, a position or a config string, so a
 changed document only misses for its own changed chunks.
 """
@@ -43,7 +44,7 @@ class EmbeddingCache:
         self._db.executemany(
             "INSERT OR REPLACE INTO meta VALUES (?, ?)",
             [("model_id", info.model_id), ("revision", info.revision), ("dim", str(info.dim)),
-             ("normalize", str(info.normalize))],
+             ("normalize", str(info.normalize)), ("quantization", info.quantization)],
         )
 
     def close(self) -> None:

@@ -1,9 +1,10 @@
 """Embedders: the packaged sentence-transformers model and a deterministic fake for tests.
 
 Every embedder exposes ``model_id``, ``revision``, ``dim``, ``normalize`` and
-``embed(texts) -> float32 (n, dim)``; these four fields are what a manifest records and what
-``ragline query`` checks before it searches a published index. Constructors are cheap;
-model weights load on first use (``warm_up``).
+``embed(texts) -> float32 (n, dim)``; with ``quantization`` (``""`` unless a bf16/int8 backend
+gives vectors that differ from fp32 by more than 1e-4, see :mod:`indexers.backends`) these
+are what a manifest records and what ``ragline query`` checks before it searches a
+published index. Constructors are cheap; model weights load on first use (``warm_up``).
 """
 
 from __future__ import annotations
@@ -41,23 +42,49 @@ class Embedder(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class EmbedderInfo:
-    """The identity of an embedder, as recorded in manifests and cache keys."""
+    """The identity of an embedder, as recorded in manifests and cache keys.
+
+    Attributes:
+        model_id, revision, dim, normalize: the model, the sha256 of its weights, the output
+            dimension and the L2 normalization.
+        quantization: ``""`` for vectors that agree with fp32 within 1e-4 (torch, onnx,
+            openvino), else ``"<backend>/<recipe>"`` (bf16, int8: :mod:`indexers.backends`).
+    """
 
     model_id: str
     revision: str
     dim: int
     normalize: bool
+    quantization: str = ""
 
     @property
     def cache_key(self) -> str:
-        """16 hex chars naming the embedding cache of this (model, revision, normalization)."""
+        """16 hex chars naming the embedding cache of this (model, revision, normalization
+        [, quantization]); fp32 keys are those of earlier ragline versions."""
         blob = f"{self.model_id}\x1f{self.revision}\x1f{int(self.normalize)}"
+        if self.quantization:
+            blob += f"\x1f{self.quantization}"
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_manifest(self) -> dict:
+        """The manifest's ``embedding`` record (``quantization`` only when there is one)."""
+        out: dict = {"model_id": self.model_id, "revision": self.revision, "dim": self.dim, "normalize": self.normalize}
+        if self.quantization:
+            out["quantization"] = self.quantization
+        return out
+
+    @classmethod
+    def from_manifest(cls, embedding: dict) -> "EmbedderInfo":
+        """Inverse of :meth:`to_manifest` (a manifest without ``quantization`` is fp32)."""
+        return cls(str(embedding["model_id"]), str(embedding["revision"]), int(embedding["dim"]),
+                   bool(embedding["normalize"]), str(embedding.get("quantization") or ""))
 
 
 def info_of(embedder: Embedder) -> EmbedderInfo:
-    """The :class:`EmbedderInfo` of an embedder (loads nothing but its metadata)."""
-    return EmbedderInfo(embedder.model_id, embedder.revision, embedder.dim, embedder.normalize)
+    """The :class:`EmbedderInfo` of an embedder (loads nothing but its metadata; a bf16/int8
+    backend builds or reads its model's sidecar to know its quantization)."""
+    return EmbedderInfo(embedder.model_id, embedder.revision, embedder.dim, embedder.normalize,
+                        str(getattr(embedder, "quantization", "") or ""))
 
 
 def resolve_model_folder(model: str) -> Path:
@@ -146,28 +173,72 @@ class SentenceTransformerEmbedder:
             384 dims, 256 word pieces max) or a path to a local sentence-transformers folder.
         normalize: L2-normalize the output vectors.
         device: torch device, ``"cpu"`` here.
+        dtype: ``"float32"`` (``embed.backend: torch``) or ``"bfloat16"`` (``torch-bf16``:
+            weights and activations in bfloat16, vectors returned as float32).
+        cache_dir: ``paths.cache``; ``bfloat16`` keeps its measured agreement with float32
+            there (``<cache>/torch/...-bf16.json``), so the comparison runs once per weights file.
 
     The revision is ``sha256:`` + the sha256 of the weights file(s), computed once.
     Source: Reimers & Gurevych, "Sentence-BERT" (EMNLP 2019); library sentence-transformers.
     """
 
-    backend = "torch"
-
-    def __init__(self, model: str = PACKAGED_MODEL, normalize: bool = True, device: str = "cpu") -> None:
+    def __init__(self, model: str = PACKAGED_MODEL, normalize: bool = True, device: str = "cpu",
+                 dtype: str = "float32", cache_dir: str | Path | None = None) -> None:
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"torch dtype {dtype!r}: use float32 or bfloat16")
         self.model_id = model
         self.normalize = normalize
         self.device = device
+        self.dtype = dtype
+        self.backend = "torch" if dtype == "float32" else "torch-bf16"
         self._path = resolve_model_folder(model)
+        self._cache = Path(cache_dir) if cache_dir is not None else Path(".ragline/cache")
         self._model = None
+        self.model_record: dict = {}
 
     def warm_up(self) -> None:
-        """Load the weights (about 2 s for MiniLM on CPU)."""
+        """Load the weights (about 2 s for MiniLM on CPU); ``bfloat16`` also measures (once,
+        cached) how far its vectors are from float32's."""
         if self._model is None:
             for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
                 os.environ.setdefault(key, "1")
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(self._path), device=self.device, local_files_only=True)
+            model = SentenceTransformer(str(self._path), device=self.device, local_files_only=True)
+            if self.dtype == "bfloat16":
+                self.model_record = self._bf16_record(model)
+                model = model.to(dtype=__import__("torch").bfloat16)
+            self._model = model
+
+    def _bf16_record(self, model) -> dict:  # fp32 model in, measured agreement out
+        import torch
+
+        from ragline.indexers.backends import identity_record
+        from ragline.indexers.model_cache import cached_artifact
+
+        def encode(m, texts):
+            return m.encode(list(texts), batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
+
+        def build(tmp: dict) -> dict:
+            import copy
+
+            bf16 = copy.deepcopy(model).to(dtype=torch.bfloat16)
+            return identity_record("torch-bf16", f"torch{torch.__version__}-bf16", lambda t: encode(bf16, t),
+                                   lambda t: encode(model, t))
+
+        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(self.model_id).name)
+        stem = self._cache / "torch" / f"{slug}-{self.revision.split(':', 1)[1][:16]}-bf16"
+        return cached_artifact(stem, {"artifact": "torch-agreement", "revision": self.revision, "backend": "torch-bf16",
+                                      "torch": torch.__version__}, [], build)
+
+    @property
+    def quantization(self) -> str:
+        """``""`` for float32; for bfloat16 ``"torch-bf16/<recipe>"`` when its vectors differ
+        from float32 by more than 1e-4 (measured on real text; they do)."""
+        if self.dtype == "float32":
+            return ""
+        self.warm_up()
+        return str(self.model_record.get("quantization", ""))
 
     @property
     def revision(self) -> str:
@@ -212,7 +283,7 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True,
             show_progress_bar=progress,
         )
-        return np.ascontiguousarray(vecs, dtype=np.float32)
+        return np.ascontiguousarray(np.asarray(vecs, dtype=np.float32))
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -233,6 +304,7 @@ class HashingEmbedder:
     """
 
     backend = "hashing"
+    quantization = ""
 
     def __init__(self, dim: int = 256, normalize: bool = True) -> None:
         self.model_id = HASHING_MODEL
@@ -277,23 +349,33 @@ def make_embedder(model: str, normalize: bool = True, backend: str = "torch",
     Args:
         model: ``hashing[:DIM]``, ``all-MiniLM-L6-v2`` or a local sentence-transformers folder.
         normalize: L2-normalize the vectors.
-        backend: ``"torch"`` (:class:`SentenceTransformerEmbedder`, used to build indexes) or
-            ``"onnx"`` (:class:`indexers.onnx_embedder.OnnxEmbedder`: the same vectors within
-            1e-4, about 2-3x faster for one query; used to embed queries).
-        cache_dir: the ONNX export cache (``onnx`` only; default ``.ragline/cache``).
-        threads: ONNX Runtime intra-op threads (``onnx`` only; ``None``: 2, or 1 on one core).
+        backend: one of :data:`indexers.backends.BACKENDS`: ``torch`` / ``torch-bf16``
+            (:class:`SentenceTransformerEmbedder`), ``onnx`` / ``onnx-int8``
+            (:class:`indexers.onnx_embedder.OnnxEmbedder`), ``openvino`` / ``openvino-bf16`` /
+            ``openvino-int8`` (:class:`indexers.openvino_embedder.OpenVinoEmbedder`). The
+            fp32 ones give the same vectors within 1e-4; bf16/int8 carry a ``quantization``.
+        cache_dir: exports, quantized models and agreement records (default ``.ragline/cache``).
+        threads: runtime intra-op threads (ONNX Runtime, OpenVINO; ``None``: 2, or 1 on one core).
 
     Raises:
         FileNotFoundError: the model is not the packaged one and not a local folder.
-        ValueError: unknown backend.
+        ConfigError: unknown backend, or its runtime is not installed (names the installed ones).
     """
+    from ragline.indexers.backends import require_backend
+
     if model == HASHING_MODEL or model.startswith(HASHING_MODEL + ":"):
         dim = int(model.split(":", 1)[1]) if ":" in model else 256
         return HashingEmbedder(dim=dim, normalize=normalize)
-    if backend == "onnx":
+    require_backend(backend)
+    if backend in ("onnx", "onnx-int8"):
         from ragline.indexers.onnx_embedder import OnnxEmbedder
 
-        return OnnxEmbedder(model, normalize=normalize, cache_dir=cache_dir, threads=threads)
-    if backend != "torch":
-        raise ValueError(f"embedding backend {backend!r}: use 'torch' or 'onnx'")
-    return SentenceTransformerEmbedder(model, normalize=normalize)
+        return OnnxEmbedder(model, normalize=normalize, cache_dir=cache_dir, threads=threads,
+                            precision="fp32" if backend == "onnx" else "int8")
+    if backend.startswith("openvino"):
+        from ragline.indexers.openvino_embedder import OpenVinoEmbedder
+
+        precision = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "int8"}[backend]
+        return OpenVinoEmbedder(model, normalize=normalize, cache_dir=cache_dir, threads=threads, precision=precision)
+    return SentenceTransformerEmbedder(model, normalize=normalize, cache_dir=cache_dir,
+                                       dtype="float32" if backend == "torch" else "bfloat16")

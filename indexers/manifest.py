@@ -32,7 +32,8 @@ class Manifest:
         params: every params value the build used (``params.yaml`` as validated).
         params_hash: sha256 of ``params`` (sorted JSON).
         chunker: ``{"strategy", "fingerprint", "options", "context"}``.
-        embedding: ``{"model_id", "revision", "dim", "normalize"}``.
+        embedding: ``{"model_id", "revision", "dim", "normalize"[, "quantization"]}``
+            (:meth:`indexers.embedders.EmbedderInfo.to_manifest`).
         index: ``{"kind", "metric", ...}`` FAISS settings.
         counts: ``{"documents", "chunks", "vectors", "quarantined"}``.
         inputs: ``[{"uri", "doc_id", "sha256"}]`` of every input document, sorted by uri.
@@ -153,17 +154,21 @@ def read_manifest(folder: Path) -> Manifest:
     return Manifest.from_dict(data, source=str(path))
 
 
-def check_embedder(manifest: Manifest, model_id: str, revision: str, dim: int, normalize: bool) -> None:
+def check_embedder(manifest: Manifest, model_id: str, revision: str, dim: int, normalize: bool,
+                   quantization: str = "") -> None:
     """Refuse to query an index built with another embedder.
 
     Raises:
-        IndexCompatibilityError: model, revision, dim or normalization differ (names both).
+        IndexCompatibilityError: model, revision, dim, normalization or quantization (the
+            bf16/int8 backend and recipe; ``""`` for fp32) differ (names both).
     """
-    want = {"model_id": model_id, "revision": revision, "dim": dim, "normalize": normalize}
+    want = {"model_id": model_id, "revision": revision, "dim": dim, "normalize": normalize,
+            "quantization": quantization}
     have = {k: manifest.embedding.get(k) for k in want}
+    have["quantization"] = have["quantization"] or ""
     diffs = [f"{k}: index has {have[k]!r}, query embedder has {want[k]!r}" for k in want if have[k] != want[k]]
     if diffs:
         raise IndexCompatibilityError(
             f"index {manifest.index_name}@{manifest.version} was built with another embedder ("
-            + "; ".join(diffs) + "); rebuild it or query with the matching --model"
+            + "; ".join(diffs) + "); rebuild it or query with the matching --model / --query-backend (auto uses the index's)"
         )

@@ -42,7 +42,6 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from ragline.core.errors import ConfigError
 from ragline.core.records import Hit
 from ragline.core.schemas import CHUNKS_SCHEMA, read_table
 from ragline.indexers.bm25 import BM25Index, BM25Spec
@@ -98,7 +97,7 @@ class PublishedIndex:
     def check_embedder(self, embedder: Embedder) -> None:
         """Raise :class:`IndexCompatibilityError` unless ``embedder`` built this index."""
         i = info_of(embedder)
-        check_embedder(self.manifest, i.model_id, i.revision, i.dim, i.normalize)
+        check_embedder(self.manifest, i.model_id, i.revision, i.dim, i.normalize, i.quantization)
 
 
 def min_max(scores: np.ndarray) -> np.ndarray:
@@ -149,15 +148,20 @@ def weighted_fuse(scored: Mapping[str, tuple[Sequence[int], Sequence[float]]], w
     return fused
 
 
-def embedder_for(manifest: Manifest, backend: str = "onnx", cache_dir: str | Path | None = None,
+def embedder_for(manifest: Manifest, backend: str = "auto", cache_dir: str | Path | None = None,
                  threads: int | None = None) -> Embedder:
     """The query embedder a manifest names (``hashing`` with the recorded dim, or the
-    packaged/local model on ``backend``: see :func:`indexers.embedders.make_embedder`)."""
+    packaged/local model on ``backend``: see :func:`indexers.embedders.make_embedder`;
+    ``auto``: the index's own backend for bf16/int8 vectors, else onnx,
+    :func:`indexers.backends.query_backend_for`)."""
+    from ragline.indexers.backends import query_backend_for
+
     emb = manifest.embedding
     model = str(emb.get("model_id"))
     if model == HASHING_MODEL:
         model = f"{HASHING_MODEL}:{int(emb['dim'])}"
-    return make_embedder(model, bool(emb.get("normalize", True)), backend=backend, cache_dir=cache_dir, threads=threads)
+    return make_embedder(model, bool(emb.get("normalize", True)), backend=query_backend_for(emb, backend),
+                         cache_dir=cache_dir, threads=threads)
 
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float32))
@@ -202,12 +206,15 @@ class Retriever:
         self._text = chunks.column("text").to_pylist()
 
     @classmethod
-    def open(cls, registry: IndexRegistry, ref: str, embedder: Embedder | None = None, backend: str = "onnx",
-             cache_dir: str | Path | None = None, threads: int | None = None) -> "Retriever":
+    def open(cls, registry: IndexRegistry, ref: str, embedder: Embedder | None = None, backend: str = "auto",
+             cache_dir: str | Path | None = None, threads: int | None = None, model: str | None = None,
+             normalize: bool = True) -> "Retriever":
         """Load ``NAME[@ALIAS|@VERSION]``: FAISS index, chunks, BM25 (built on the fly for old versions).
 
-        Without ``embedder``, queries are embedded by the model the manifest names, on
-        ``backend`` (``onnx`` or ``torch``) with ``threads`` and the ONNX ``cache_dir``.
+        Without ``embedder``, queries are embedded by ``model`` (default: the model the
+        manifest names; L2-normalized when ``normalize``) on ``backend`` (``auto``: the index's
+        own backend for bf16/int8 vectors, else onnx; or an ``embed.backend`` name) with
+        ``threads`` and the model cache ``cache_dir``; the embedder is checked against the manifest.
 
         Raises:
             IndexNotFound, AliasNotFound, VersionNotFound: unknown index, alias or version.
@@ -215,6 +222,11 @@ class Retriever:
             IndexCompatibilityError: ``embedder`` does not match the manifest.
         """
         published = PublishedIndex.open(registry, ref)
+        if embedder is None and model is not None:
+            from ragline.indexers.backends import query_backend_for
+
+            embedder = make_embedder(model, normalize, backend=query_backend_for(published.manifest.embedding, backend),
+                                     cache_dir=cache_dir, threads=threads)
         if embedder is None:
             embedder = embedder_for(published.manifest, backend, cache_dir, threads)
         else:
@@ -380,7 +392,7 @@ class Index:
 
     @classmethod
     def open(cls, root: str | Path, ref: str, *, defaults: RetrievalConfig = RetrievalConfig(),
-             query_backend: str = "onnx", cache_dir: str | Path | None = None, model: str | None = None,
+             query_backend: str = "auto", cache_dir: str | Path | None = None, model: str | None = None,
              normalize: bool = True, threads: int | None = None, verify: str = "sha256") -> "Index":
         """Open ``NAME[@ALIAS|@VERSION]`` under the registry folder ``root`` (what
         ``ragline.open_index`` and ``ragline query`` call).
@@ -398,18 +410,16 @@ class Index:
                 manifest before they are served (``index.verify``).
 
         Raises:
-            ConfigError: ``query_backend`` is not onnx or torch.
+            ConfigError: ``query_backend`` is not ``auto`` or an installed ``embed.backend``.
             IndexNotFound, AliasNotFound, VersionNotFound: no such index, alias or version.
             CorruptRegistryError: damaged registry files.
             IndexCompatibilityError: ``model`` did not build the version.
         """
-        if query_backend not in ("onnx", "torch"):
-            raise ConfigError(f"query backend {query_backend!r}: use onnx or torch")
-        embedder = None
-        if model is not None:
-            embedder = make_embedder(model, normalize, backend=query_backend, cache_dir=cache_dir, threads=threads)
-        retriever = Retriever.open(IndexRegistry(root, verify=verify), ref, embedder=embedder, backend=query_backend,
-                                   cache_dir=cache_dir, threads=threads)
+        from ragline.indexers.backends import require_backend
+
+        require_backend(query_backend, allow_auto=True)
+        retriever = Retriever.open(IndexRegistry(root, verify=verify), ref, backend=query_backend, cache_dir=cache_dir,
+                                   threads=threads, model=model, normalize=normalize)
         return cls(retriever, defaults)
 
     @property

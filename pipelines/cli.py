@@ -218,8 +218,8 @@ def query(
                                       "name), doc_id, page, section (glob); repeat for more."),
     params_file: Path = ParamsOpt,
     model: Optional[str] = typer.Option(None, "--model", help="Query embedding model (default: the version's own)."),
-    query_backend: str = typer.Option("onnx", "--query-backend", help="Query embedding: onnx (ONNX Runtime, same vectors, "
-                                      "no torch import once exported into paths.cache) or torch."),
+    query_backend: str = typer.Option("auto", "--query-backend", help="Query embedding: auto (the index's backend for bf16/int8 "
+                                      "vectors, else onnx) or an embed.backend name (onnx, torch, openvino, ...)."),
     query_threads: Optional[int] = typer.Option(None, "--query-threads", min=1, max=64,
                                                 help="ONNX Runtime threads for query embedding (default 2)."),
     as_json: bool = JsonOpt,

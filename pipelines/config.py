@@ -158,16 +158,26 @@ class EmbedConfig(_Section):
             sentence-transformers model, or ``hashing`` (a deterministic fake for tests).
         batch_size: texts per forward pass.
         normalize: L2-normalize vectors (required for inner-product = cosine search).
-        backend: ``onnx`` (ONNX Runtime on every core: the model exported once and checked
-            against sentence-transformers within 1e-4; 1.46x faster on the Python docs, benchmarks/ingest_pydocs.py) or ``torch``
-            (sentence-transformers). Both give the same vectors to within 1e-4 and share the
-            embedding cache; a model the exporter cannot handle falls back to torch.
+        backend: the runtime and precision (:data:`indexers.backends.BACKENDS`): ``torch``,
+            ``onnx`` and ``openvino`` give fp32 vectors (equal within 1e-4, one embedding cache);
+            ``torch-bf16``, ``openvino-bf16``, ``onnx-int8`` and ``openvino-int8`` give their
+            own (their identity and cache key carry the backend and recipe; queries of such an
+            index are embedded by the same backend). Measured side by side in
+            ``benchmarks/embed_backends.py``; the default is the fastest whose chunking-eval
+            recall is within 0.5 points of fp32. Unknown or not-installed backends are refused.
     """
 
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(default=64, ge=1, le=4096)
     normalize: bool = True
-    backend: Literal["onnx", "torch"] = "onnx"
+    backend: str = "onnx-int8"
+
+    @field_validator("backend")
+    @classmethod
+    def _installed_backend(cls, v: str) -> str:
+        from ragline.indexers.backends import require_backend
+
+        return require_backend(v)
 
 
 class IndexConfig(_Section):

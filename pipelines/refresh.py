@@ -452,10 +452,11 @@ def diff_inputs(
     return InputDiff(*(tuple(sorted(x)) for x in (added, changed, removed, unchanged, still_bad, skipped)))
 
 
-def embedder_identity(params: Params) -> tuple[str, str, bool]:
-    """``(model_id, revision, normalize)`` of ``embed:`` without loading model weights."""
+def embedder_identity(params: Params) -> tuple[str, str, bool, str]:
+    """``(model_id, revision, normalize, quantization)`` of ``embed:`` (fp32 backends load no
+    weights; a bf16/int8 backend reads, or first builds, its model's sidecar)."""
     e = index_embedder(params)
-    return e.model_id, e.revision, e.normalize
+    return e.model_id, e.revision, e.normalize, str(getattr(e, "quantization", "") or "")
 
 
 def parent_version(registry: IndexRegistry, name: str) -> str | None:
@@ -524,11 +525,13 @@ def plan_refresh(params: Params, registry: IndexRegistry, sources: Sequence[str 
     if rechunk:
         reasons.append(f"chunker changed ({m.chunker.get('strategy')}:{m.chunker.get('fingerprint')} -> "
                        f"{rec['strategy']}:{rec['fingerprint']}): every document is re-chunked")
-    model_id, revision, normalize = embedder_identity(params)
+    model_id, revision, normalize, quantization = embedder_identity(params)
     old_e = m.embedding
-    reembed = (old_e.get("model_id"), old_e.get("revision"), old_e.get("normalize")) != (model_id, revision, normalize)
+    reembed = (old_e.get("model_id"), old_e.get("revision"), old_e.get("normalize"), old_e.get("quantization") or "") \
+        != (model_id, revision, normalize, quantization)
     if reembed:
-        reasons.append(f"embedder changed ({old_e.get('model_id')} {old_e.get('revision')} -> {model_id} {revision}): "
+        reasons.append(f"embedder changed ({old_e.get('model_id')} {old_e.get('revision')} "
+                       f"{old_e.get('quantization') or 'fp32'} -> {model_id} {revision} {quantization or 'fp32'}): "
                        "every chunk is embedded again (through the embedding cache)")
     old_index = m.params.get("index", {})
     index_changed = [k for k in INDEX_KEYS if old_index.get(k) != getattr(params.index, k)]
@@ -761,8 +764,7 @@ def embedder_info_for(plan: RefreshPlan, parent: ParentData | None, assembly: As
     """
     if parent is None or plan.reembed_all or assembly.need_embed.any() or params.chunk.needs_embedder:
         return None
-    e = parent.manifest.embedding
-    return EmbedderInfo(e["model_id"], e["revision"], int(e["dim"]), bool(e["normalize"]))
+    return EmbedderInfo.from_manifest(parent.manifest.embedding)
 
 
 def run_refresh(params: Params, reporter: Any = None, *, sources: Sequence[str | Path] | None = None,

@@ -154,7 +154,7 @@ def refresh(sources: Sequence[str | Path] | str | Path | None = None, *, index: 
 
 
 def open_index(ref: str | None = None, *, root: str | Path | None = None,
-               params: "str | Path | Params | None" = DEFAULT_PARAMS, query_backend: str = "onnx",
+               params: "str | Path | Params | None" = DEFAULT_PARAMS, query_backend: str = "auto",
                model: str | None = None, query_threads: int | None = None) -> "Index":
     """Open a published index version for searching (what ``ragline query`` searches).
 
@@ -164,7 +164,8 @@ def open_index(ref: str | None = None, *, root: str | Path | None = None,
         root: registry folder (default: ``index.root`` of the params).
         params: as for :func:`ingest`; its ``retrieval:`` section is the default of
             :meth:`Index.search` and ``paths.cache`` holds the exported ONNX query model.
-        query_backend: ``onnx`` (ONNX Runtime, no torch once exported) or ``torch``.
+        query_backend: ``auto`` (the index's own backend for bf16/int8 vectors, else ``onnx``) or
+            an ``embed.backend`` name.
         model: query embedding model (default: the one the version's manifest records).
         query_threads: ONNX Runtime threads for query embedding (default 2).
 

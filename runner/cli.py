@@ -31,8 +31,8 @@ ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="Params fil
 IndexRootOpt = typer.Option(None, "--index-root", help="Registry folder (default: index.root of --params, else ./indexes).")
 VariantOpt = typer.Option(None, "--variant", "-v", help="A variant declared in the flow's variants.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
-QueryBackendOpt = typer.Option("onnx", "--query-backend", help="Query embedding: onnx (ONNX Runtime, same vectors, "
-                               "2-3x faster; exported once into paths.cache) or torch (sentence-transformers).")
+QueryBackendOpt = typer.Option("auto", "--query-backend", help="Query embedding: auto (the index's own backend for "
+                               "bf16/int8 vectors, else onnx), or an embed.backend name (onnx, torch, openvino, ...).")
 QueryThreadsOpt = typer.Option(None, "--query-threads", min=1, max=64,
                                help="ONNX Runtime threads per query embedding (default: 2, or 1 on one core).")
 
@@ -76,7 +76,7 @@ def index_root(params_file: Path, override: Optional[Path]) -> Path:
 
 
 def _prepare(flow_dir: Path, variant: Optional[str], params_file: Path, root: Optional[Path],
-             query_backend: str = "onnx", query_threads: Optional[int] = None) -> Any:
+             query_backend: str = "auto", query_threads: Optional[int] = None) -> Any:
     from ragline.core.offline import set_offline_env
     from ragline.runner.engine import FlowRunner
     from ragline.runner.errors import FlowInputError
@@ -84,8 +84,13 @@ def _prepare(flow_dir: Path, variant: Optional[str], params_file: Path, root: Op
     from ragline.runner.spec import load_flow
 
     set_offline_env()
-    if query_backend not in ("onnx", "torch"):
-        raise FlowInputError(f"--query-backend {query_backend!r}: use onnx or torch")
+    from ragline.core.errors import ConfigError
+    from ragline.indexers.backends import require_backend
+
+    try:
+        require_backend(query_backend, allow_auto=True)
+    except ConfigError as e:
+        raise FlowInputError(f"--query-backend: {e}") from e
     flow = load_flow(flow_dir, variant)
     query = QueryEmbedding(query_backend, query_threads, _param(params_file, "paths", "cache"))
     runner = FlowRunner(flow, index_root(params_file, root), query, retrieval=retrieval_defaults(params_file))

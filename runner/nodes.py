@@ -57,16 +57,18 @@ _RETRIEVERS_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class QueryEmbedding:
-    """How retrieve nodes embed queries (a runtime choice: the vectors are the same).
+    """How retrieve nodes embed queries.
 
     Attributes:
-        backend: ``"onnx"`` (ONNX Runtime, the default: about 2-3x faster per query, no torch
-            in the process once exported) or ``"torch"`` (sentence-transformers).
-        threads: ONNX Runtime intra-op threads per query (``None``: 2, or 1 on a one-core machine).
-        cache_dir: folder of the embedding/ONNX cache (``None``: ``.ragline/cache``).
+        backend: ``"auto"`` (the default: the backend that built the index when its vectors
+            are bf16/int8, which only that backend reproduces; ONNX Runtime for fp32 indexes)
+            or an ``embed.backend`` name (``onnx``, ``torch``, ``openvino``, ...; checked
+            against the index's embedder identity).
+        threads: runtime intra-op threads per query (``None``: 2, or 1 on a one-core machine).
+        cache_dir: folder of the model cache (``None``: ``.ragline/cache``).
     """
 
-    backend: str = "onnx"
+    backend: str = "auto"
     threads: int | None = None
     cache_dir: str | None = None
 

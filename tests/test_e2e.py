@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from ragline.indexers.embedders import SentenceTransformerEmbedder
 from ragline.indexers.registry import IndexRegistry
 from ragline.indexers.retrieval import RetrievalConfig
-from ragline.indexers.retriever import Retriever
+from ragline.indexers.retriever import PublishedIndex, Retriever
 from ragline.pipelines.cli import app
 from tests.conftest import SAMPLE_QUESTIONS, write_params
 
@@ -72,14 +72,26 @@ def test_sample_corpus_offline_every_question_finds_its_document(
     summary = json.loads(result.stdout)
     assert summary["documents"] == 12 and summary["quarantined"] == 0
 
-    embedder = SentenceTransformerEmbedder()
+    published = PublishedIndex.open(IndexRegistry("indexes"), "sample@latest")
+    from ragline.indexers.embedders import info_of
+    from ragline.indexers.retriever import embedder_for
+    from ragline.pipelines.config import load_params
+    from ragline.pipelines.embed import index_embedder
+
+    params = load_params("params.yaml")
+    fp32 = info_of(SentenceTransformerEmbedder())
+    built = info_of(index_embedder(params))  # embed.backend of params.yaml (the default)
+    assert published.manifest.embedding == built.to_manifest()
+    assert (built.model_id, built.revision, built.dim, built.normalize) == (fp32.model_id, fp32.revision, 384, True)
+    assert built.quantization.startswith(params.embed.backend + "/") if params.embed.backend not in ("torch", "onnx", "openvino") \
+        else built.quantization == ""
+    embedder = embedder_for(published.manifest, cache_dir=params.paths.cache)  # queries: the index's identity
+    published.check_embedder(embedder)
     questions = [json.loads(line) for line in SAMPLE_QUESTIONS.read_text().splitlines() if line.strip()]
     assert len(questions) >= 10
     for mode in ("dense", "hybrid"):  # the shipped retrieval: section is hybrid
         retriever = Retriever.open(IndexRegistry("indexes"), "sample@latest", embedder=embedder)
-        assert retriever.published.manifest.embedding == {
-            "model_id": "all-MiniLM-L6-v2", "revision": embedder.revision, "dim": 384, "normalize": True,
-        }
+        assert retriever.published.manifest.embedding == built.to_manifest()
         cfg = RetrievalConfig(mode=mode, k=5)
         misses = [q["question"] for q in questions
                   if f"data/sample/{q['doc']}" not in [h.source for h in retriever.search(q["question"], cfg)]]
@@ -101,9 +113,15 @@ def test_cli_query_with_the_real_model(workspace: Path, prefect_harness, no_netw
     assert "data/sample/colony-roles.html" in [h["source"] for h in served]
     assert all(set(h["retriever_ranks"]) <= {"dense", "bm25"} for h in served)
     # the query was embedded on ONNX Runtime: exported offline into paths.cache, checked against torch
-    sidecars = list((workspace / ".ragline" / "cache" / "onnx").glob("*.json"))
+    sidecars = list((workspace / ".ragline" / "cache" / "onnx").glob("*-opset[0-9][0-9].json"))  # the fp32 export
     assert len(sidecars) == 1 and json.loads(sidecars[0].read_text())["max_abs_diff"] < 1e-4
-    torch_hits = json.loads(runner.invoke(app, ["query", question, "--json", "-k", "3", "--mode", "dense",
-                                                "--query-backend", "torch"]).stdout)
-    assert [h["chunk_id"] for h in torch_hits] == [h["chunk_id"] for h in hits]
+    torch_run = runner.invoke(app, ["query", question, "--json", "-k", "3", "--mode", "dense", "--query-backend", "torch"])
+    published = PublishedIndex.open(IndexRegistry("indexes"), "sample@latest")
+    if published.manifest.embedding.get("quantization"):  # bf16/int8 vectors: only their backend may query them
+        assert torch_run.exit_code == 1 and "quantization" in torch_run.output
+        backend = published.manifest.embedding["quantization"].split("/")[0]
+        same = json.loads(runner.invoke(app, ["query", question, "--json", "-k", "3", "--mode", "dense", "--query-backend", backend]).stdout)
+        assert [h["chunk_id"] for h in same] == [h["chunk_id"] for h in hits]
+    else:
+        assert [h["chunk_id"] for h in json.loads(torch_run.stdout)] == [h["chunk_id"] for h in hits]
     assert no_network == []

@@ -108,16 +108,20 @@ def test_export_failure_falls_back_to_torch_and_says_why(tmp_path: Path, monkeyp
 
 
 @pytest.mark.slow
-def test_a_damaged_export_is_named_and_the_embedder_falls_back(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                               onnx_cache: Path) -> None:
+def test_a_damaged_export_is_detected_by_its_sha256_and_rebuilt(tmp_path: Path, onnx_cache: Path,
+                                                                 torch_embedder: SentenceTransformerEmbedder) -> None:
+    from ragline.core.hashing import sha256_file
+
     good = OnnxEmbedder(cache_dir=onnx_cache)
+    good.warm_up()
     e = OnnxEmbedder(cache_dir=tmp_path)
     e.onnx_path.parent.mkdir(parents=True)
-    e.onnx_path.write_bytes(b"not an onnx file")
+    e.onnx_path.write_bytes(b"not an onnx file")  # beside the sidecar of a good export: its sha256 differs
     e.onnx_path.with_suffix(".json").write_text(good.onnx_path.with_suffix(".json").read_text())
-    assert e.backend == "torch"
-    err = capsys.readouterr().err
-    assert str(e.onnx_path) in err and "delete it to re-export" in err
+    assert e.backend == "onnx" and e.fallback_reason == ""
+    record = json.loads(e.onnx_path.with_suffix(".json").read_text())
+    assert record["files"][e.onnx_path.name] == sha256_file(e.onnx_path)
+    assert np.abs(e.embed(TEXTS[:2]) - torch_embedder.embed(TEXTS[:2])).max() < 1e-4
 
 
 def _folder(tmp_path: Path, modules: list[str], pooling: dict, tokenizer: bool = True) -> Path:
@@ -191,6 +195,6 @@ def test_embed_stage_backends_share_the_cache_and_agree(tmp_path: Path, onnx_cac
         assert computed == len(texts)
     assert np.abs(vecs["onnx"] - vecs["torch"]).max() < 1e-4  # sorted runs of 8 rows, unsorted torch batches
     # one cache serves both backends (same model identity): the second backend computes nothing
-    onnx = index_embedder(Params.from_dict({"paths": {"cache": str(onnx_cache)}}))
+    onnx = index_embedder(Params.from_dict({"embed": {"backend": "onnx"}, "paths": {"cache": str(onnx_cache)}}))
     again, computed = embed_chunks(chunks, onnx, tmp_path / "torch", batch_size=16)
     assert computed == 0 and np.array_equal(again, vecs["torch"])

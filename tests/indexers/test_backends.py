@@ -1,0 +1,235 @@
+"""Embedding backends: names and installs checked, identity includes quantization, int8/bf16
+vectors agree with fp32 on real text, damaged quantized models are rebuilt, queries follow the index."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragline.core.errors import ConfigError, IndexCompatibilityError
+from ragline.indexers import backends
+from ragline.indexers.backends import AUTO, BACKENDS, query_backend_for, require_backend
+from ragline.indexers.cache import EmbeddingCache
+from ragline.indexers.embedders import EmbedderInfo, info_of, make_embedder
+from ragline.indexers.manifest import Manifest, check_embedder
+from ragline.indexers.model_cache import cached_artifact, sidecar_path
+from ragline.pipelines.config import Params
+
+REPO = Path(__file__).resolve().parents[2]
+#: Documented tolerances (README "Performance"): min cosine to fp32 vectors on real text.
+MIN_COSINE = {"onnx-int8": 0.98, "openvino-int8": 0.98, "openvino-bf16": 0.999, "openvino": 0.99999}
+
+
+def real_text() -> list[str]:
+    """Passages of the sample corpus's HTML pages (not part of the calibration set: that is the .md/.txt files)."""
+    out = []
+    for name in ("colony-roles.html", "wintering.html"):
+        raw = (REPO / "data" / "sample" / name).read_text(encoding="utf-8")
+        text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", raw)).split())
+        words = text.split()
+        out += [" ".join(words[i:i + 120]) for i in range(0, len(words), 120)]
+    return out + ["How do bees survive the winter?", "What does a drone do?"]
+
+
+# ---------------------------------------------------------------- names and installs (fast)
+def test_unknown_backend_is_a_config_error_naming_it_and_the_installed_ones() -> None:
+    with pytest.raises(ConfigError, match=r"'tensorflow' is unknown.*installed: .*onnx"):
+        require_backend("tensorflow")
+    with pytest.raises(ConfigError, match=r"embed\.backend.*'tensorflow'.*installed"):
+        Params.from_dict({"embed": {"backend": "tensorflow"}})
+    assert require_backend(AUTO, allow_auto=True) == AUTO
+    with pytest.raises(ConfigError):
+        require_backend(AUTO)  # not an embed.backend: only queries may follow the index
+
+
+def test_a_backend_whose_runtime_is_missing_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert "openvino-int8" not in backends.installed_backends() and "onnx" in backends.installed_backends()
+    with pytest.raises(ConfigError, match=r"'openvino-bf16' needs openvino, which is not installed; installed backends: .*onnx-int8"):
+        require_backend("openvino-bf16")
+    with pytest.raises(ConfigError, match="openvino"):
+        make_embedder("all-MiniLM-L6-v2", backend="openvino")
+    assert make_embedder("hashing:8", backend="openvino").dim == 8  # the fake needs no runtime
+
+
+def test_every_listed_backend_is_installed_here() -> None:
+    assert backends.installed_backends() == list(BACKENDS)
+
+
+# ---------------------------------------------------------------- identity (fast)
+def test_fp32_cache_key_is_unchanged_and_quantization_gets_its_own() -> None:
+    fp32 = EmbedderInfo("all-MiniLM-L6-v2", "sha256:ab", 384, True)
+    old = hashlib.sha256("all-MiniLM-L6-v2\x1fsha256:ab\x1f1".encode()).hexdigest()[:16]
+    assert fp32.cache_key == old  # caches of earlier versions stay valid
+    q = EmbedderInfo("all-MiniLM-L6-v2", "sha256:ab", 384, True, "openvino-int8/nncf-x")
+    assert q.cache_key != fp32.cache_key
+    assert EmbedderInfo("all-MiniLM-L6-v2", "sha256:ab", 384, True, "onnx-int8/ort").cache_key not in (q.cache_key, old)
+    assert fp32.to_manifest() == {"model_id": "all-MiniLM-L6-v2", "revision": "sha256:ab", "dim": 384, "normalize": True}
+    assert EmbedderInfo.from_manifest(q.to_manifest()) == q and EmbedderInfo.from_manifest(fp32.to_manifest()) == fp32
+
+
+def _manifest(info: EmbedderInfo) -> Manifest:
+    return Manifest(index_name="t", version="v0001", created_at="", params={}, params_hash="", chunker={},
+                    embedding=info.to_manifest(), index={}, counts={}, inputs=[])
+
+
+def test_check_embedder_refuses_another_quantization_and_auto_follows_the_index() -> None:
+    q = EmbedderInfo("m", "sha256:ab", 384, True, "openvino-int8/nncf-x")
+    m = _manifest(q)
+    check_embedder(m, "m", "sha256:ab", 384, True, "openvino-int8/nncf-x")
+    with pytest.raises(IndexCompatibilityError, match="quantization: index has 'openvino-int8/nncf-x', query embedder has ''"):
+        check_embedder(m, "m", "sha256:ab", 384, True)
+    fp32 = _manifest(EmbedderInfo("m", "sha256:ab", 384, True))
+    with pytest.raises(IndexCompatibilityError, match="quantization"):
+        check_embedder(fp32, "m", "sha256:ab", 384, True, "onnx-int8/ort")
+    assert query_backend_for(m.embedding) == "openvino-int8"
+    assert query_backend_for(fp32.embedding) == "onnx"
+    assert query_backend_for(m.embedding, "torch") == "torch"  # explicit: check_embedder decides
+
+
+def test_embedding_cache_files_are_separate_per_quantization(tmp_path: Path) -> None:
+    fp32 = EmbeddingCache(tmp_path, EmbedderInfo("m", "sha256:ab", 4, True))
+    q = EmbeddingCache(tmp_path, EmbedderInfo("m", "sha256:ab", 4, True, "onnx-int8/ort"))
+    fp32.put_many({"k": np.ones(4, np.float32)})
+    assert fp32.path != q.path and q.get_many(["k"]) == {} and len(fp32) == 1
+    fp32.close()
+    q.close()
+
+
+# ---------------------------------------------------------------- cached artifacts (fast)
+def test_cached_artifact_builds_once_and_rebuilds_a_damaged_or_foreign_file(tmp_path: Path) -> None:
+    builds: list[int] = []
+
+    def build(tmp: dict[str, Path]) -> dict:
+        builds.append(1)
+        tmp[".bin"].write_bytes(b"model bytes " * 100)
+        tmp[".xml"].write_text("<net/>")
+        return {"measured": 0.5}
+
+    stem = tmp_path / "m-int8"
+    fp = {"revision": "sha256:ab", "recipe": "r1", "calibration": "c1"}
+    first = cached_artifact(stem, fp, [".xml", ".bin"], build)
+    assert first["measured"] == 0.5 and set(first["files"]) == {"m-int8.xml", "m-int8.bin"}
+    assert cached_artifact(stem, fp, [".xml", ".bin"], build) == first and len(builds) == 1
+    # damaged (same size, one byte changed): detected by the sidecar's sha256, rebuilt
+    data = bytearray((tmp_path / "m-int8.bin").read_bytes())
+    data[5] ^= 1
+    (tmp_path / "m-int8.bin").write_bytes(bytes(data))
+    assert cached_artifact(stem, fp, [".xml", ".bin"], build) == first and len(builds) == 2
+    assert (tmp_path / "m-int8.bin").read_bytes() == b"model bytes " * 100
+    # another recipe or calibration set: rebuilt; a missing file: rebuilt
+    cached_artifact(stem, {**fp, "calibration": "c2"}, [".xml", ".bin"], build)
+    (tmp_path / "m-int8.xml").unlink()
+    cached_artifact(stem, {**fp, "calibration": "c2"}, [".xml", ".bin"], build)
+    assert len(builds) == 4 and not list(tmp_path.glob(".*tmp*"))
+    sidecar_path(stem).write_text("{not json")
+    cached_artifact(stem, {**fp, "calibration": "c2"}, [".xml", ".bin"], build)
+    assert len(builds) == 5
+
+
+def test_a_failed_build_leaves_nothing(tmp_path: Path) -> None:
+    def broken(tmp: dict[str, Path]) -> dict:
+        tmp[".onnx"].write_bytes(b"half")
+        raise RuntimeError("quantizer crashed")
+
+    with pytest.raises(RuntimeError, match="quantizer crashed"):
+        cached_artifact(tmp_path / "x", {"a": 1}, [".onnx"], broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.lock"]
+
+
+# ---------------------------------------------------------------- real model (slow)
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="module")
+def fp32_vectors(model_cache: Path) -> np.ndarray:
+    return make_embedder("all-MiniLM-L6-v2", backend="onnx", cache_dir=model_cache).embed(real_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["openvino", "openvino-bf16", "onnx-int8", "openvino-int8"])
+def test_backend_vectors_agree_with_fp32_and_identity_says_when_they_differ(
+        backend: str, model_cache: Path, fp32_vectors: np.ndarray) -> None:
+    e = make_embedder("all-MiniLM-L6-v2", backend=backend, cache_dir=model_cache)
+    v = e.embed(real_text())
+    assert v.dtype == np.float32 and v.shape == fp32_vectors.shape
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    cos = (v * fp32_vectors).sum(axis=1)
+    assert cos.min() >= MIN_COSINE[backend], (backend, float(cos.min()))
+    info, ref = info_of(e), info_of(make_embedder("all-MiniLM-L6-v2", backend="onnx", cache_dir=model_cache))
+    record = e.model_record  # measured when the model was first built
+    if backend == "openvino":
+        assert info == ref and record["max_abs_diff"] <= 1e-4  # fp32: one identity, one embedding cache
+        assert np.abs(v - fp32_vectors).max() <= 1e-4
+    else:
+        assert record["max_abs_diff"] > 1e-4 and info.quantization.startswith(backend + "/")
+        assert info.cache_key != ref.cache_key and (info.model_id, info.revision) == (ref.model_id, ref.revision)
+        assert np.abs(v - fp32_vectors).max() > 1e-4  # bf16/int8 vectors really differ
+    # one query alone gives the batch's vector (no padding effects)
+    np.testing.assert_allclose(e.embed(real_text()[-1:])[0], v[-1], atol=2e-3 if "int8" in backend else 1e-4)
+
+
+@pytest.mark.slow
+def test_a_damaged_quantized_model_is_rebuilt_never_used(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from ragline.core.hashing import sha256_file
+    from ragline.indexers import onnx_embedder
+
+    texts = real_text()[:4]
+    first = make_embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=model_cache)
+    v = first.embed(texts)
+    path = first.model_path
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])  # a truncated copy, as a crash or a full disk leaves it
+    calls: list[Path] = []
+    real = onnx_embedder.quantize_int8
+    monkeypatch.setattr(onnx_embedder, "quantize_int8", lambda src, dest: (calls.append(dest), real(src, dest))[1])
+    again = make_embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=model_cache)
+    np.testing.assert_allclose(again.embed(texts), v, atol=1e-6)
+    assert len(calls) == 1  # rebuilt once, from the export
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["files"][path.name] == sha256_file(path) and path.stat().st_size == len(good)
+    assert info_of(again) == info_of(first)
+    # intact now: the next embedder loads it without quantizing
+    make_embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=model_cache).warm_up()
+    assert len(calls) == 1
+
+
+@pytest.mark.slow
+def test_switching_backend_reembeds_through_the_cache_and_queries_follow_the_index(tmp_path: Path, model_cache: Path) -> None:
+    import pyarrow as pa
+
+    from ragline.indexers.retriever import embedder_for
+    from ragline.pipelines.embed import embed_chunks
+
+    texts = real_text()[:12]
+    chunks = pa.table({"text": texts, "context": [""] * len(texts)})
+    emb_cache = tmp_path / "emb"
+    fp32 = make_embedder("all-MiniLM-L6-v2", backend="onnx", cache_dir=model_cache)
+    int8 = make_embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=model_cache)
+    a, n_a = embed_chunks(chunks, fp32, emb_cache)
+    b, n_b = embed_chunks(chunks, int8, emb_cache)
+    assert n_a == n_b == len(texts)  # the int8 vectors are computed, not read from the fp32 cache
+    assert np.abs(a - b).max() > 1e-4
+    back, n = embed_chunks(chunks, fp32, emb_cache)
+    assert n == 0 and np.array_equal(back, a)
+    again, n = embed_chunks(chunks, int8, emb_cache)
+    assert n == 0 and np.array_equal(again, b)
+    assert len(list((emb_cache / "embeddings").glob("*.sqlite"))) == 2
+    # an index of int8 vectors is queried by int8 (auto), and refuses fp32 queries
+    m = _manifest(info_of(int8))
+    q = embedder_for(m, cache_dir=model_cache)
+    assert info_of(q) == info_of(int8)
+    np.testing.assert_allclose(q.embed(texts[:1]), b[:1], atol=2e-3)
+    with pytest.raises(IndexCompatibilityError, match="quantization"):
+        check_embedder(m, *(lambda i: (i.model_id, i.revision, i.dim, i.normalize, i.quantization))(info_of(fp32)))
