@@ -12,7 +12,7 @@ from scipy.stats import ks_2samp
 from ragline.evaluation.drift import compute_drift, drift_alerts, psi
 from ragline.indexers.embedders import HashingEmbedder
 from ragline.indexers.registry import IndexRegistry
-from tests.runner.helpers import publish_paragraphs
+from tests.publishing import publish_paragraphs
 
 HIVE = [("alpha bees build comb in hive frames", None), ("varroa mites counted with a sugar roll", None)]
 QUEEN = [("the queen lays eggs in drawn comb during spring", None)]
