@@ -33,9 +33,6 @@ from ragline.pipelines.verbosity import quiet_libraries
 
 set_offline_env()
 quiet_libraries()  # before Prefect's import: its INFO lines and bm25s's DEBUG line are not shown by default
-# Prefect gives its temporary local API 20 s to start; on a loaded machine that is too short (the run
-# then fails with "Timed out while attempting to connect to ephemeral Prefect API server").
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402

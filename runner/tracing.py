@@ -87,9 +87,9 @@ class RunTracer:
                 node_attrs["ragline.tokens.prompt"] = int(t.tokens.get("prompt", 0))
                 node_attrs["ragline.tokens.completion"] = int(t.tokens.get("completion", 0))
             if t.type == "retrieve":
-                spec = runner.specs.get(t.node)
-                node_attrs["ragline.k"] = int(getattr(spec, "k", 0) or 0)
-                node_attrs["ragline.mode"] = str(getattr(spec, "mode", ""))
+                retrieval = getattr(runner.nodes.get(t.node), "retrieval", None)  # the settings the node ran with
+                node_attrs["ragline.k"] = int(getattr(retrieval, "k", 0) or 0)
+                node_attrs["ragline.mode"] = str(getattr(retrieval, "mode", ""))
                 if t.node in versions:
                     node_attrs["ragline.index"] = versions[t.node].name
                     node_attrs["ragline.index_version"] = versions[t.node].version

@@ -46,7 +46,7 @@ def test_eval_chunking_and_the_served_flow_retrieve_the_same_chunks(workspace: P
     spec["nodes"][0]["index"] = "evalset@latest"  # the node sets nothing else: retrieval: is the default
     (flow_dir / "flow.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     runner = FlowRunner(load_flow(flow_dir), params.index.root, retrieval=params.retrieval)
-    client = TestClient(create_app(runner))
+    client = TestClient(create_app(runner, no_auth=True))
     index = ragline.open_index("evalset")
     retriever = Retriever.open(IndexRegistry(params.index.root), "evalset@latest")  # what the gate opens
     for q, expected in zip(data.questions, result.retrieved_ids):
