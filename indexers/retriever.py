@@ -229,8 +229,7 @@ class Retriever:
                                      cache_dir=cache_dir, threads=threads)
         if embedder is None:
             embedder = embedder_for(published.manifest, backend, cache_dir, threads)
-        else:
-            published.check_embedder(embedder)
+        published.check_embedder(embedder)  # a backend given by name must give the index's identity too
         bm25 = BM25Index.open(published.path, published.chunks)
         return cls(published.index, published.chunks, bm25, embedder,
                    metric=str(published.manifest.index.get("metric", "ip")), published=published)
