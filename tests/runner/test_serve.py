@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +17,7 @@ from ragline.runner.serve import create_app
 from ragline.runner.spec import load_flow
 from tests.conftest import REPO
 from tests.runner.fake_openai import FakeOpenAI, Reply
-from tests.runner.helpers import serving
+from tests.runner.helpers import serve_cli, serving
 
 pytestmark = pytest.mark.network  # loopback only
 KEY = "s3cret-key"
@@ -163,34 +159,11 @@ def test_bounded_load_has_no_5xx(sample_runner: FlowRunner, capsys: pytest.Captu
 
 def test_cli_serve_subprocess(tmp_path: Path, sample_registry: Path) -> None:
     """`ragline flow serve` itself: starts, answers /healthz and /score, stops on SIGINT."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "RAGLINE_API_KEY": KEY}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ragline.pipelines.cli", "flow", "serve", str(REPO / "flows" / "qa"), "--port", str(port),
-         "--index-root", str(sample_registry), "--log-level", "warning"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start: {proc.communicate()[1]}")
-            time.sleep(0.2)
-        assert httpx.post(f"{url}/score", json={"question": QUESTION}).status_code == 401
-        r = httpx.post(f"{url}/score", json={"question": QUESTION}, headers={"X-API-Key": KEY})
+    args = [str(REPO / "flows" / "qa"), "--index-root", str(sample_registry), "--log-level", "warning"]
+    with serve_cli(args, tmp_path, env) as server:
+        assert httpx.post(f"{server.url}/score", json={"question": QUESTION}).status_code == 401
+        r = httpx.post(f"{server.url}/score", json={"question": QUESTION}, headers={"X-API-Key": KEY})
         assert r.status_code == 200 and r.json()["citations"]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, stderr = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, stderr = proc.communicate()
+    stderr = server.stderr
     assert "serving flow qa (index sample@v0001)" in stderr and "API key required" in stderr

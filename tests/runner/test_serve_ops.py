@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +19,7 @@ from ragline.runner.engine import FlowRunner
 from ragline.runner.requestlog import RequestLog, RequestRecord, export_feedback
 from ragline.runner.serve import create_app
 from ragline.runner.spec import load_flow
-from tests.runner.helpers import serving
+from tests.runner.helpers import serve_cli, serving
 
 pytestmark = pytest.mark.network  # loopback only
 KEY = "ops-key"
@@ -219,35 +215,11 @@ def test_cli_refuses_to_start_without_a_key(mini_flow: Path, mini_registry: Path
 
 
 def test_cli_no_auth_warns_and_serves_openly(mini_flow: Path, mini_registry: Path, tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "RAGLINE_API_KEY"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ragline.pipelines.cli", "flow", "serve", str(mini_flow), "--port", str(port),
-         "--index-root", str(mini_registry), "--no-auth"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start: {proc.communicate()[1]}")
-            time.sleep(0.2)
-        assert httpx.post(f"{url}/score", json={"question": PUMP}).status_code == 200
-        assert httpx.get(f"{url}/openapi.json").status_code == 200
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, stderr = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, stderr = proc.communicate()
+    with serve_cli([str(mini_flow), "--index-root", str(mini_registry), "--no-auth"], tmp_path, env) as server:
+        assert httpx.post(f"{server.url}/score", json={"question": PUMP}).status_code == 200
+        assert httpx.get(f"{server.url}/openapi.json").status_code == 200
+    stderr = server.stderr
     assert "warning: --no-auth: no API key is checked" in stderr and "API key not required" in stderr
     assert (tmp_path / "logs" / "requests.sqlite").is_file()  # params serve: defaults (no params.yaml here)
 
