@@ -426,6 +426,7 @@ def _mkparent(*paths: str) -> None:
 
 import ragline.pipelines.cli_eval  # noqa: E402,F401  registers `ragline eval ...` and `ragline experiment ...`
 import ragline.pipelines.cli_registry  # noqa: E402,F401  registers `ragline refresh` and `ragline index show|diff|promote|rollback|gc|restore`
+import ragline.pipelines.canary  # noqa: E402,F401  registers `ragline flow split-status`
 
 
 def main() -> None:

@@ -355,6 +355,7 @@ def _print_drift(d: Any) -> None:
 def report(
     html_file: Path = typer.Option(..., "--html", help="Write the page here (one static HTML file, inline SVG)."),
     index: Optional[str] = IndexOpt,
+    arm: Optional[str] = typer.Option(None, "--arm", help="Serving figures of this split arm only (flow serve --split)."),
     params_file: Path = ParamsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -362,18 +363,20 @@ def report(
 
     Versions over time, promotions and rollbacks, gate metrics per version, drift between
     consecutive versions, and serving figures from the request log of `ragline flow serve`
-    when one exists.
+    when one exists, per flow and per split arm.
     """
     from ragline.pipelines.report import write_report
 
     params = load_params(params_file)
     name = _name(params, index)
     _existing(_registry(params), name)
-    data = write_report(params, name, html_file)
+    data = write_report(params, name, html_file, arm)
     if as_json:
         _print_json({"html": str(html_file), **data.to_dict()})
         return
     serving = f"{data.requests['total']} requests" if data.requests else "no request log"
+    if data.requests and data.requests["arms"]:
+        serving += " (" + ", ".join(f"{a}: {f['requests']}" for a, f in sorted(data.requests["arms"].items())) + ")"
     out.print(f"wrote {html_file}: {name}, {len(data.versions)} versions, {len(data.drift)} drift pairs, {serving}",
               highlight=False)
 

@@ -80,47 +80,65 @@ def _alias_events(reg: IndexRegistry, name: str) -> tuple[list[dict], list[dict]
     return events, evals
 
 
-def _requests(path: Path) -> dict[str, Any] | None:
-    """Per-flow figures of a request log (and its feedback.sqlite), ``None`` when there is none."""
+def _blank() -> dict[str, Any]:
+    return {"requests": 0, "errors": 0, "latency": [], "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
+            "up": 0, "down": 0}
+
+
+def _columns(con: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+
+
+def _requests(path: Path, arm: str | None = None) -> dict[str, Any] | None:
+    """Per-flow and per-split-arm figures of a request log (and its feedback.sqlite), ``None``
+    when there is none. ``arm``: only the requests (and feedback) of that arm."""
     if not path.is_file():
         return None
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = con.execute("SELECT time, flow, status, latency_ms, prompt_tokens, completion_tokens, cost_usd "
-                           "FROM requests ORDER BY time").fetchall()
+        arm_col = "arm" if "arm" in _columns(con, "requests") else "NULL"
+        where, args = (f"WHERE {arm_col} = ?", [arm]) if arm else ("", [])
+        rows = con.execute(f"SELECT time, flow, status, latency_ms, prompt_tokens, completion_tokens, cost_usd, "
+                           f"{arm_col} FROM requests {where} ORDER BY time", args).fetchall()
     finally:
         con.close()
     flows: dict[str, dict[str, Any]] = {}
-    for _, flow, status, lat, pt, ct, cost in rows:
-        f = flows.setdefault(flow, {"requests": 0, "errors": 0, "latency": [], "prompt_tokens": 0,
-                                    "completion_tokens": 0, "cost_usd": 0.0, "up": 0, "down": 0})
-        f["requests"] += 1
-        f["errors"] += int(status >= 400)
-        if lat is not None:
-            f["latency"].append(float(lat))
-        f["prompt_tokens"] += int(pt or 0)
-        f["completion_tokens"] += int(ct or 0)
-        f["cost_usd"] += float(cost or 0.0)
+    arms: dict[str, dict[str, Any]] = {}
+    for _, flow, status, lat, pt, ct, cost, a in rows:
+        for f in [flows.setdefault(flow, _blank())] + ([arms.setdefault(a, _blank())] if a else []):
+            f["requests"] += 1
+            f["errors"] += int(status >= 400)
+            if lat is not None:
+                f["latency"].append(float(lat))
+            f["prompt_tokens"] += int(pt or 0)
+            f["completion_tokens"] += int(ct or 0)
+            f["cost_usd"] += float(cost or 0.0)
     fb = path.parent / "feedback.sqlite"
     if fb.is_file():
         con = sqlite3.connect(f"file:{fb}?mode=ro", uri=True)
         try:
-            for flow, rating, n in con.execute("SELECT flow, rating, COUNT(*) FROM feedback GROUP BY flow, rating"):
-                f = flows.setdefault(flow or "?", {"requests": 0, "errors": 0, "latency": [], "prompt_tokens": 0,
-                                                   "completion_tokens": 0, "cost_usd": 0.0, "up": 0, "down": 0})
-                f[rating] += int(n)
+            fb_arm = "arm" if "arm" in _columns(con, "feedback") else "NULL"
+            fwhere, fargs = (f"WHERE {fb_arm} = ?", [arm]) if arm else ("", [])
+            for flow, a, rating, n in con.execute(f"SELECT flow, {fb_arm}, rating, COUNT(*) FROM feedback {fwhere} "
+                                                  f"GROUP BY flow, {fb_arm}, rating", fargs):
+                flows.setdefault(flow or "?", _blank())[rating] += int(n)
+                if a:
+                    arms.setdefault(a, _blank())[rating] += int(n)
         finally:
             con.close()
-    for f in flows.values():
+    for f in [*flows.values(), *arms.values()]:
         lat = np.asarray(f["latency"])
         f["p50_ms"] = round(float(np.percentile(lat, 50)), 2) if len(lat) else None
         f["p95_ms"] = round(float(np.percentile(lat, 95)), 2) if len(lat) else None
-    return {"path": str(path), "total": len(rows), "times": [r[0] for r in rows],
-            "latency_ms": [r[3] for r in rows], "flows": flows}
+        rated = f["up"] + f["down"]
+        f["down_rate"] = round(f["down"] / rated, 4) if rated else None
+    return {"path": str(path), "arm": arm, "total": len(rows), "times": [r[0] for r in rows],
+            "latency_ms": [r[3] for r in rows], "flows": flows, "arms": arms}
 
 
-def collect(params: Params, name: str) -> ReportData:
-    """Gather the report's data for index ``name`` (registry of ``params.index.root``).
+def collect(params: Params, name: str, arm: str | None = None) -> ReportData:
+    """Gather the report's data for index ``name`` (registry of ``params.index.root``);
+    ``arm``: serving figures of that split arm only.
 
     Raises:
         RegistryError: no such index.
@@ -154,7 +172,7 @@ def collect(params: Params, name: str) -> ReportData:
                                "new_chunk_nn_distance": None, "note": f"not computed: {exc}"})
     log_path = Path(params.serve.request_log.path)
     try:
-        data.requests = _requests(log_path)
+        data.requests = _requests(log_path, arm)
     except sqlite3.Error as exc:
         data.requests_note = f"request log {log_path} not readable: {exc}"
     if data.requests is None and not data.requests_note:
@@ -295,13 +313,20 @@ def render_html(data: ReportData) -> str:
                             [[fl, f["requests"], f["errors"], _fmt(f["p50_ms"], 1), _fmt(f["p95_ms"], 1),
                               f["prompt_tokens"], f["completion_tokens"], f"{f['cost_usd']:.4f}", f["up"], f["down"]]
                              for fl, f in sorted(r["flows"].items())]))
+        if r.get("arms"):
+            parts.append("<h3>Per split arm</h3>")
+            parts.append(_table(["arm", "requests", "errors", "p50 ms", "p95 ms", "cost USD", "feedback up",
+                                 "feedback down", "down rate"],
+                                [[a, f["requests"], f["errors"], _fmt(f["p50_ms"], 1), _fmt(f["p95_ms"], 1),
+                                  f"{f['cost_usd']:.4f}", f["up"], f["down"], _fmt(f["down_rate"], 3)]
+                                 for a, f in sorted(r["arms"].items())]))
     else:
         parts.append(f"<p class='note'>{e(data.requests_note)}</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(params: Params, name: str, path: str | Path) -> ReportData:
+def write_report(params: Params, name: str, path: str | Path, arm: str | None = None) -> ReportData:
     """Collect and write the page to ``path`` (atomically); returns the data shown.
 
     Raises:
@@ -310,7 +335,7 @@ def write_report(params: Params, name: str, path: str | Path) -> ReportData:
     """
     from ragline.core.io import write_bytes_atomic
 
-    data = collect(params, name)
+    data = collect(params, name, arm)
     out = Path(path)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,7 @@ def index_root(params_file: Path, override: Optional[Path]) -> Path:
 
 
 def _prepare(flow_dir: Path, variant: Optional[str], params_file: Path, root: Optional[Path],
-             query_backend: str = "auto", query_threads: Optional[int] = None) -> Any:
+             query_backend: str = "auto", query_threads: Optional[int] = None, alias: Optional[str] = None) -> Any:
     from ragline.core.offline import set_offline_env
     from ragline.runner.engine import FlowRunner
     from ragline.runner.errors import FlowInputError
@@ -92,6 +92,10 @@ def _prepare(flow_dir: Path, variant: Optional[str], params_file: Path, root: Op
     except ConfigError as e:
         raise FlowInputError(f"--query-backend: {e}") from e
     flow = load_flow(flow_dir, variant)
+    if alias is not None:
+        from ragline.runner.spec import with_alias
+
+        flow = with_alias(flow, alias)
     query = QueryEmbedding(query_backend, query_threads, _param(params_file, "paths", "cache"))
     runner = FlowRunner(flow, index_root(params_file, root), query, retrieval=retrieval_defaults(params_file))
     runner.warm_up()
@@ -363,42 +367,65 @@ def serve(
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
     keep_alive_s: int = typer.Option(30, "--keep-alive-s", min=1, max=3600,
                                      help="Seconds an idle client connection stays open (uvicorn's default is 5)."),
+    split: Optional[str] = typer.Option(None, "--split", help="A/B or canary: ARM=WEIGHT,..., each ARM a variant or an "
+                                        "alias of the flow's index, the control first (e.g. prod=90,candidate=10); "
+                                        "default: serve.split.arms."),
 ) -> None:
     """Serve a flow: POST /score, the OpenAI API (/v1/chat/completions, /v1/models), /feedback, /metrics, /docs.
 
     Refuses to start without the API key variable unless --no-auth is given. Prices, the
-    request log and metrics come from the params file's serve: section.
+    request log and metrics come from the params file's serve: section. With --split, requests
+    for the flow's model go to one arm by a stable hash of X-Ragline-User / X-Session-Id / the
+    OpenAI `user` field (random without one).
     """
     import os
 
     import uvicorn
 
+    from ragline.core.errors import RaglineError
     from ragline.runner.config import load_serve_config
     from ragline.runner.errors import FlowInputError
-    from ragline.runner.serve import create_app, model_id
+    from ragline.runner.serve import create_app
+    from ragline.runner.split import parse_split
 
     key = os.environ.get(api_key_env) or None
     if key is None and not no_auth:
         raise FlowInputError(f"environment variable {api_key_env} is not set: set it to the API key clients must "
                              "send, or pass --no-auth to serve without one")
     config = load_serve_config(params_file)
+    plan = parse_split(split) if split else (parse_split(config.split.arms) if config.split.arms else None)
     runners: list[Any] = []
+    arms: dict[str, Any] = {}
     app = None
     try:
-        for v in [*dict.fromkeys(variants), None]:
+        if plan is not None:
+            from ragline.runner.spec import load_flow
+
+            declared = load_flow(flow_dir).spec.variants
+            for arm in plan.names:
+                v, alias = (arm, None) if arm in declared else (None, arm)
+                try:
+                    arms[arm] = _prepare(flow_dir, v, params_file, root, query_backend, query_threads, alias)[1]
+                except RaglineError as e:
+                    raise FlowInputError(f"--split arm {arm!r} (not a variant, so an alias of the flow's index): "
+                                         f"{e}") from e
+        for v in [*dict.fromkeys(variants), *([] if plan is not None else [None])]:
             runners.append(_prepare(flow_dir, v, params_file, root, query_backend, query_threads)[1])
-        app = create_app(runners, api_key=key, max_body_bytes=max_body_kb * 1024, config=config, no_auth=no_auth)
-        first = runners[0]
+        app = create_app(runners, api_key=key, max_body_bytes=max_body_kb * 1024, config=config, no_auth=no_auth,
+                         split=plan, arms=arms)
+        service = app.state.service
+        first = service.default.runner
         idx = ", ".join(f"{i['name']}@{i['version']}" for i in first.indexes) or "none"
-        err.print(f"serving flow {first.flow.name}{' [' + first.flow.variant + ']' if first.flow.variant else ''} "
-                  f"(index {idx}) on http://{host}:{port}; models: {', '.join(model_id(r) for r in runners)}; "
+        how = (f"split {plan.to_text()} of " if plan is not None else "")
+        err.print(f"serving {how}flow {first.flow.name}{' [' + first.flow.variant + ']' if first.flow.variant else ''} "
+                  f"(index {idx}) on http://{host}:{port}; models: {', '.join(service.model_ids())}; "
                   f"API key {'required' if key and not no_auth else 'not required'}", highlight=False, soft_wrap=True, markup=False)
         if no_auth:
             err.print(f"warning: --no-auth: no API key is checked; anyone who can reach {host}:{port} can call "
                       "every route", highlight=False, soft_wrap=True)
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=keep_alive_s)
     finally:
-        for r in runners:
+        for r in [*runners, *arms.values()]:
             r.close()
         if app is not None and app.state.service.log is not None:
             app.state.service.log.close()
@@ -466,6 +493,7 @@ def feedback_export(
     since: Optional[str] = typer.Option(None, "--since", help="Only feedback at or after this UTC date/time "
                                         "(ISO, e.g. 2026-12-01)."),
     rating: Optional[str] = typer.Option(None, "--rating", help="Only up or only down."),
+    arm: Optional[str] = typer.Option(None, "--arm", help="Only feedback on answers of this split arm (flow serve --split)."),
     out_file: str = typer.Option("-", "--out", "-o", help="JSONL file to write (- = stdout)."),
     params_file: Path = ParamsOpt,
     as_json: bool = JsonOpt,
@@ -483,17 +511,20 @@ def feedback_export(
         fd, tmp = tempfile.mkstemp(suffix=".jsonl")
         os.close(fd)
         try:
-            summary = export_feedback(feedback, tmp, since, rating)
+            summary = export_feedback(feedback, tmp, since, rating, arm)
             sys.stdout.write(Path(tmp).read_text(encoding="utf-8"))
         finally:
             Path(tmp).unlink(missing_ok=True)
         summary["out"] = "-"
     else:
-        summary = export_feedback(feedback, out_file, since, rating)
+        summary = export_feedback(feedback, out_file, since, rating, arm)
     skipped = summary["skipped_no_question"] + summary["skipped_no_doc"]
     if as_json:  # the summary goes to stdout unless the questions do
         (err.print(json.dumps(summary), highlight=False, soft_wrap=True) if out_file == "-" else _print_json(summary))
         return
     note = (f"; skipped {summary['skipped_no_doc']} without a known document (no correct_source) and "
             f"{summary['skipped_no_question']} without a captured question") if skipped else ""
-    err.print(f"wrote {summary['written']} question(s) to {summary['out']}{note}", highlight=False, soft_wrap=True)
+    arms = [a for a in summary["by_arm"] if a != "-"]
+    per_arm = (" (" + ", ".join(f"{a}: {summary['by_arm'][a]}" for a in arms) + ")") if arms else ""
+    err.print(f"wrote {summary['written']} question(s){per_arm} to {summary['out']}{note}", highlight=False,
+              soft_wrap=True)

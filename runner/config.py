@@ -16,6 +16,13 @@ Example::
         max_mb: 64                  # rotate past this size
         keep: 5                     # rotated files kept
       traces: {exporter: none}      # none | console | otlp (with endpoint)
+      split:                        # A/B and canary (runner.split)
+        arms: {}                    # e.g. {prod: 90, candidate: 10}; --split overrides
+        auto_promote: false
+        min_requests: 200
+        min_feedback: 30
+        alpha: 0.05
+        max_latency_ratio: 1.1
 """
 
 from __future__ import annotations
@@ -65,6 +72,30 @@ class TracesConfig(BaseModel):
     service_name: str = "ragline"
 
 
+class SplitConfig(BaseModel):
+    """A/B and canary splits (``ragline flow serve --split``; :mod:`runner.split` has the rule).
+
+    Attributes:
+        arms: default split when ``--split`` is not given, ``{arm: weight}``, the control
+            first (empty: no split).
+        auto_promote: ``ragline flow split-status`` moves the control's alias to the version of
+            a candidate alias that beats it (through the promotion gate).
+        min_requests: logged requests each arm needs before a decision.
+        min_feedback: rated answers (thumbs up or down) each arm needs.
+        alpha: level of the one-sided two-proportion z-test on thumbs-down rates.
+        max_latency_ratio: the candidate's p50 latency may be at most this times the control's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arms: dict[str, int] = Field(default_factory=dict)
+    auto_promote: bool = False
+    min_requests: int = Field(default=200, ge=1)
+    min_feedback: int = Field(default=30, ge=1)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    max_latency_ratio: float = Field(default=1.1, gt=0)
+
+
 class ServeConfig(BaseModel):
     """``params.yaml`` ``serve:`` (see the module docstring)."""
 
@@ -74,6 +105,7 @@ class ServeConfig(BaseModel):
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
     traces: TracesConfig = Field(default_factory=TracesConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
 
     def price_of(self, model: str | None) -> ModelPrice | None:
         """The price entry of ``model`` (``None`` when the table has none: cost unknown, counted as 0)."""
@@ -112,4 +144,4 @@ def load_serve_config(params_file: str | Path) -> ServeConfig:
     return ServeConfig.from_dict(section, source=str(p))
 
 
-__all__ = ["ModelPrice", "RequestLogConfig", "ServeConfig", "TracesConfig", "load_serve_config"]
+__all__ = ["ModelPrice", "RequestLogConfig", "ServeConfig", "SplitConfig", "TracesConfig", "load_serve_config"]

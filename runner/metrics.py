@@ -44,6 +44,8 @@ class ServeMetrics:
         self.cost = Counter("ragline_cost_usd", "Priced cost of llm calls (USD).", ["model", "llm"], registry=r)
         self.errors = Counter("ragline_errors", "Failed requests by error type.", ["route", "model", "type"],
                               registry=r)
+        self.arm_requests = Counter("ragline_arm_requests", "Flow runs per split arm (flow serve --split).",
+                                    ["arm", "status"], registry=r)
         self.index_version = Gauge("ragline_index_version_info", "Index versions served (value 1).",
                                    ["model", "node", "index", "version"], registry=r)
         self._children: dict[tuple, Any] = {}
@@ -83,6 +85,10 @@ class ServeMetrics:
                         self.child(self.cost, model, name).inc(price.cost_usd(p, c))
         self.child(self.retrieval, model).observe(retrieval / 1000)
         self.child(self.llm, model, provider).observe(llm / 1000)
+
+    def observe_arm(self, arm: str, ok: bool) -> None:
+        """Count one flow run of a split arm (``status`` ``ok`` or ``error``)."""
+        self.child(self.arm_requests, arm, "ok" if ok else "error").inc()
 
     def error(self, route: str, model: str, kind: str) -> None:
         """Count one failure."""

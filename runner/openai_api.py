@@ -47,6 +47,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ragline.runner.errors import FlowInputError, NodeError, ProviderError
 from ragline.runner.providers import STREAM_SINK
+from ragline.runner.split import split_key
 
 if TYPE_CHECKING:
     from ragline.runner.serve import ServedFlow, Service
@@ -105,8 +106,11 @@ def _text_of(content: Any, where: str) -> str:
     raise OpenAIError(400, f"{where}.content must be a string or a list of text parts", param=f"{where}.content")
 
 
-def parse_request(body: Any, service: "Service") -> tuple["ServedFlow", dict, bool, bool]:
+def parse_request(body: Any, service: "Service", key: Optional[str] = None) -> tuple["ServedFlow", dict, bool, bool]:
     """Check a chat-completions request body.
+
+    The flow's own model is routed to a split arm (:meth:`Service.by_model`) by ``key`` (the
+    ``X-Ragline-User``/``X-Session-Id`` header), else by the request's ``user`` field.
 
     Returns:
         (served flow, flow inputs, stream, include_usage).
@@ -119,9 +123,10 @@ def parse_request(body: Any, service: "Service") -> tuple["ServedFlow", dict, bo
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise OpenAIError(400, "you must provide a model parameter", param="model")
-    served = service.served.get(model)
+    user = body.get("user")
+    served = service.by_model(model, key or (user if isinstance(user, str) else None))
     if served is None:
-        raise OpenAIError(404, f"the model {model!r} does not exist; served: {', '.join(service.served)}",
+        raise OpenAIError(404, f"the model {model!r} does not exist; served: {', '.join(service.model_ids())}",
                           type_="invalid_request_error", param="model", code="model_not_found")
     n = body.get("n")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n != 1):
@@ -191,7 +196,7 @@ def _extras(served: "ServedFlow", result: Any, usage: Any, request_id: str) -> d
     from ragline.runner.serve import citation_models
 
     return {"citations": [c.model_dump() for c in citation_models(result.citations)],
-            "ragline": {"request_id": request_id, "flow": served.flow, "variant": served.variant,
+            "ragline": {"request_id": request_id, "flow": served.flow, "variant": served.variant, "arm": served.arm,
                         "indexes": [i.model_dump() for i in served.indexes],
                         "latency_ms": round(result.latency_ms, 3), "cost_usd": round(usage.cost_usd, 8)}}
 
@@ -210,9 +215,12 @@ def openai_router(service: "Service") -> APIRouter:
 
     @router.get("/v1/models", summary="Served flows as OpenAI models")
     def models() -> dict:
-        return {"object": "list", "data": [
+        routed = ([{"id": service.split_model, "object": "model", "created": started, "owned_by": "ragline",
+                    "flow": service.split_model, "split": service.split.to_text()}]
+                  if service.split_model and service.split_model not in service.served else [])
+        return {"object": "list", "data": routed + [
             {"id": mid, "object": "model", "created": started, "owned_by": "ragline",
-             "flow": s.flow, "variant": s.variant, "indexes": [i.model_dump() for i in s.indexes]}
+             "flow": s.flow, "variant": s.variant, "arm": s.arm, "indexes": [i.model_dump() for i in s.indexes]}
             for mid, s in service.served.items()]}
 
     @router.post("/v1/chat/completions", summary="OpenAI-compatible chat completion (the flow answers)",
@@ -226,7 +234,7 @@ def openai_router(service: "Service") -> APIRouter:
         except ValueError:
             return OpenAIError(400, "request body is not valid JSON").response()
         try:
-            served, inputs, stream, include_usage = parse_request(body, service)
+            served, inputs, stream, include_usage = parse_request(body, service, split_key(request.headers))
         except OpenAIError as e:
             if service.metrics is not None:
                 service.metrics.error("/v1/chat/completions", "-", "InvalidRequest")

@@ -34,18 +34,24 @@ from ragline.runner.errors import DataError
 
 _REQUEST_COLUMNS = ("request_id", "time", "route", "flow", "variant", "model", "indexes", "question", "answer",
                     "citations", "status", "error", "latency_ms", "retrieval_ms", "llm_ms", "prompt_tokens",
-                    "completion_tokens", "cost_usd", "stream")
+                    "completion_tokens", "cost_usd", "stream", "arm")
 _REQUESTS_DDL = """
 CREATE TABLE IF NOT EXISTS requests (
   request_id TEXT PRIMARY KEY, time TEXT NOT NULL, route TEXT NOT NULL, flow TEXT NOT NULL, variant TEXT,
   model TEXT, indexes TEXT, question TEXT, answer TEXT, citations TEXT, status INTEGER NOT NULL, error TEXT,
   latency_ms REAL, retrieval_ms REAL, llm_ms REAL, prompt_tokens INTEGER, completion_tokens INTEGER,
-  cost_usd REAL, stream INTEGER NOT NULL DEFAULT 0)"""
+  cost_usd REAL, stream INTEGER NOT NULL DEFAULT 0, arm TEXT)"""
 _FEEDBACK_DDL = """
 CREATE TABLE IF NOT EXISTS feedback (
   id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, time TEXT NOT NULL,
   rating TEXT NOT NULL CHECK (rating IN ('up', 'down')), comment TEXT, correct_source TEXT,
-  flow TEXT, variant TEXT, question TEXT, answer TEXT, citations TEXT, indexes TEXT)"""
+  flow TEXT, variant TEXT, question TEXT, answer TEXT, citations TEXT, indexes TEXT, arm TEXT)"""
+
+
+def _add_arm_column(conn: sqlite3.Connection, table: str) -> None:
+    """Logs written before splits existed have no ``arm`` column: add it (NULL for old rows)."""
+    if not any(r[1] == "arm" for r in conn.execute(f"PRAGMA table_info({table})")):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN arm TEXT")
 
 
 class UnknownRequest(DataError, LookupError):
@@ -88,6 +94,7 @@ class RequestRecord:
     cost_usd: float = 0.0
     stream: bool = False
     time: str = ""
+    arm: Optional[str] = None
 
 
 class RequestLog:
@@ -108,6 +115,7 @@ class RequestLog:
         self._conn = self._open_requests()
         self._fb = _connect(self.feedback_path)
         self._fb.execute(_FEEDBACK_DDL)
+        _add_arm_column(self._fb, "feedback")
         self._writes = 0
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
@@ -117,6 +125,7 @@ class RequestLog:
     def _open_requests(self) -> sqlite3.Connection:
         conn = _connect(self.path)
         conn.execute(_REQUESTS_DDL)
+        _add_arm_column(conn, "requests")
         return conn
 
     def close(self) -> None:
@@ -209,7 +218,7 @@ class RequestLog:
             "status": rec.status, "error": rec.error, "latency_ms": round(rec.latency_ms, 3),
             "retrieval_ms": round(rec.retrieval_ms, 3), "llm_ms": round(rec.llm_ms, 3),
             "prompt_tokens": rec.prompt_tokens, "completion_tokens": rec.completion_tokens,
-            "cost_usd": rec.cost_usd, "stream": int(rec.stream),
+            "cost_usd": rec.cost_usd, "stream": int(rec.stream), "arm": rec.arm,
         }
         return [row[c] for c in _REQUEST_COLUMNS]
 
@@ -245,7 +254,7 @@ class RequestLog:
         row = {"request_id": request_id, "time": utc_now(), "rating": rating, "comment": comment,
                "correct_source": correct_source, "flow": req["flow"], "variant": req["variant"],
                "question": req["question"], "answer": req["answer"], "citations": req["citations"],
-               "indexes": req["indexes"]}
+               "indexes": req["indexes"], "arm": req.get("arm")}
         with self._lock:
             self._fb.execute(f"INSERT INTO feedback ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                              list(row.values()))
@@ -269,12 +278,13 @@ def _doc_of(source: str) -> str:
 
 
 def export_feedback(feedback_path: str | Path, out: str | Path, since: Optional[str] = None,
-                    rating: Optional[str] = None) -> dict:
+                    rating: Optional[str] = None, arm: Optional[str] = None) -> dict:
     """Write feedback as a JSONL question file for ``ragline index promote``'s gate and ``flow eval``.
 
     Each line: ``question``, ``doc`` (the ``correct_source`` given with the feedback; for a
     thumbs-up without one, the first cited source, since the user confirmed it), plus
-    ``rating``, ``comment``, ``request_id``, ``time``, ``flow``, ``variant``, ``served_answer``.
+    ``rating``, ``comment``, ``request_id``, ``time``, ``flow``, ``variant``, ``arm`` (of a split;
+    ``null`` otherwise), ``served_answer``.
     ``doc`` is a file name (the trailing path part), as in ``data/sample-questions.jsonl``.
     Rows whose question was not captured, or with no known document, are skipped and counted.
 
@@ -283,9 +293,11 @@ def export_feedback(feedback_path: str | Path, out: str | Path, since: Optional[
         out: output JSONL file (overwritten).
         since: ISO date or datetime (UTC); only feedback at or after it.
         rating: ``up`` or ``down`` to keep only one kind.
+        arm: keep only feedback on answers of this split arm.
 
     Returns:
-        ``{"written", "skipped_no_question", "skipped_no_doc", "out"}``.
+        ``{"written", "skipped_no_question", "skipped_no_doc", "out", "by_arm"}``; ``by_arm``
+        counts the written lines per arm (``"-"`` for answers served outside a split).
 
     Raises:
         DataError: the feedback file does not exist, or ``since``/``rating`` are invalid.
@@ -313,12 +325,19 @@ def export_feedback(feedback_path: str | Path, out: str | Path, since: Optional[
         args.append(rating)
     conn = sqlite3.connect(f"file:{fp}?mode=ro", uri=True)
     try:
+        has_arm = any(r[1] == "arm" for r in conn.execute("PRAGMA table_info(feedback)"))
+        if arm:
+            if not has_arm:
+                return _empty_export(out)
+            sql += " AND arm = ?"
+            args.append(arm)
         cur = conn.execute(sql + " ORDER BY time, id", args)
         names = [d[0] for d in cur.description]
         rows = [dict(zip(names, r)) for r in cur]
     finally:
         conn.close()
     written = no_q = no_doc = 0
+    by_arm: dict[str, int] = {}
     out_p = Path(out)
     out_p.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_p.with_name(out_p.name + f".tmp{os.getpid()}")
@@ -336,11 +355,21 @@ def export_feedback(feedback_path: str | Path, out: str | Path, since: Optional[
                 continue
             line = {"question": r["question"], "doc": _doc_of(doc), "rating": r["rating"], "comment": r["comment"],
                     "request_id": r["request_id"], "time": r["time"], "flow": r["flow"], "variant": r["variant"],
-                    "served_answer": r["answer"]}
+                    "arm": r.get("arm"), "served_answer": r["answer"]}
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
             written += 1
+            by_arm[r.get("arm") or "-"] = by_arm.get(r.get("arm") or "-", 0) + 1
     os.replace(tmp, out_p)
-    return {"written": written, "skipped_no_question": no_q, "skipped_no_doc": no_doc, "out": str(out_p)}
+    return {"written": written, "skipped_no_question": no_q, "skipped_no_doc": no_doc, "out": str(out_p),
+            "by_arm": by_arm}
+
+
+def _empty_export(out: str | Path) -> dict:
+    """An empty question file (a feedback store older than splits has no arm to filter on)."""
+    out_p = Path(out)
+    out_p.parent.mkdir(parents=True, exist_ok=True)
+    out_p.write_text("", encoding="utf-8")
+    return {"written": 0, "skipped_no_question": 0, "skipped_no_doc": 0, "out": str(out_p), "by_arm": {}}
 
 
 def monotonic_ms(t0: float) -> float:

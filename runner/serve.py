@@ -49,6 +49,7 @@ from ragline.runner.engine import FlowResult, FlowRunner, NodeTrace
 from ragline.runner.errors import FlowInputError, NodeError, ProviderError
 from ragline.runner.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware, ServeMetrics
 from ragline.runner.requestlog import RequestLog, RequestRecord, UnknownRequest
+from ragline.runner.split import split_key
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 #: Where the Swagger UI / ReDoc assets are mounted (files of the fastapi-offline package).
@@ -89,6 +90,7 @@ class ScoreResponse(BaseModel):
     cost_usd: float = Field(description="Priced cost of the llm calls (serve.prices; 0 when unpriced).")
     flow: str
     variant: Optional[str] = None
+    arm: Optional[str] = Field(default=None, description="The split arm that answered (flow serve --split).")
     indexes: list[IndexVersion]
     trace: Optional[list[dict]] = None
 
@@ -118,11 +120,13 @@ class ServedFlow:
         model: the model id, ``flow`` or ``flow:variant``.
         runner: the prepared runner.
         indexes: index versions its retrieve nodes search.
+        arm: the split arm it serves (``None`` outside a split).
     """
 
     model: str
     runner: FlowRunner
     indexes: list[IndexVersion]
+    arm: Optional[str] = None
 
     @property
     def flow(self) -> str:
@@ -145,6 +149,11 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def arm_model_id(arm: str, runner: FlowRunner) -> str:
+    """The model id of a split arm: ``flow:variant`` for a variant arm, ``flow@alias`` for an alias arm."""
+    return model_id(runner) if runner.flow.variant == arm else f"{runner.flow.name}@{arm}"
+
+
 class Service:
     """What the routes share: served flows, price table, metrics and the request log.
 
@@ -154,38 +163,79 @@ class Service:
         metrics: the metric families, or ``None`` when metrics are off.
         log: the request log, or ``None`` when it is off.
         tracer: a :class:`runner.tracing.RunTracer`, or ``None`` when traces are off.
+        split: an A/B split (:class:`runner.split.Split`); requests for the flow's own model
+            (and ``/score`` without ``?variant=``) are routed to one of its arms.
+        arms: the prepared runner of each arm of ``split``.
+
+    Raises:
+        ConfigError: a model served twice; an arm without a runner; nothing to serve.
     """
 
     def __init__(self, runners: Sequence[FlowRunner], config: ServeConfig, metrics: Optional[ServeMetrics],
-                 log: Optional[RequestLog], tracer: Optional[Any] = None) -> None:
+                 log: Optional[RequestLog], tracer: Optional[Any] = None, split: Optional[Any] = None,
+                 arms: Optional[dict[str, FlowRunner]] = None) -> None:
         self.config = config
         self.metrics = metrics
         self.log = log
         self.tracer = tracer
+        self.split = split
         self.served: dict[str, ServedFlow] = {}
-        for r in runners:
-            mid = model_id(r)
+        self.arms: dict[str, ServedFlow] = {}
+        pairs: list[tuple[str, FlowRunner, Optional[str]]] = []
+        if split is not None:
+            for name in split.names:
+                if not arms or name not in arms:
+                    raise ConfigError(f"split arm {name!r} has no prepared runner")
+                pairs.append((arm_model_id(name, arms[name]), arms[name], name))
+        pairs += [(model_id(r), r, None) for r in runners]
+        if not pairs:
+            raise ConfigError("nothing to serve: no flow runner")
+        for mid, r, arm in pairs:
             if mid in self.served:
-                raise ConfigError(f"model {mid!r} is served twice (give each --variant once)")
+                raise ConfigError(f"model {mid!r} is served twice (give each --variant or split arm once)")
             versions = [IndexVersion(node=i["node"], ref=i["ref"], name=i["name"], version=i["version"])
                         for i in r.indexes]
-            self.served[mid] = ServedFlow(mid, r, versions)
+            self.served[mid] = ServedFlow(mid, r, versions, arm)
+            if arm is not None:
+                self.arms[arm] = self.served[mid]
             if metrics is not None:
                 metrics.set_indexes(mid, r.indexes)
         self.default = next(iter(self.served.values()))
+        #: The model id that is routed by the split (the flow's name), or ``None``.
+        self.split_model = self.default.flow if split is not None else None
 
-    def by_variant(self, variant: Optional[str]) -> ServedFlow:
-        """The served flow of ``variant`` (``None``: the default).
+    def route(self, key: Optional[str]) -> ServedFlow:
+        """The arm of a request with split id ``key`` (``None``: random); the default without a split."""
+        if self.split is None:
+            return self.default
+        return self.arms[self.split.choose(key)]
+
+    def by_model(self, model: str, key: Optional[str] = None) -> Optional[ServedFlow]:
+        """The served flow of an OpenAI model id; the split's model is routed by ``key``."""
+        if model == self.split_model and model not in self.served:
+            return self.route(key)
+        return self.served.get(model)
+
+    def model_ids(self) -> list[str]:
+        """Model ids to list: the split's routed model first, then every served one."""
+        return ([self.split_model] if self.split_model and self.split_model not in self.served else []) \
+            + list(self.served)
+
+    def by_variant(self, variant: Optional[str], key: Optional[str] = None) -> ServedFlow:
+        """The served flow of ``variant`` or split arm ``variant`` (``None``: the split's arm for
+        ``key``, else the default).
 
         Raises:
             FlowInputError: the variant is not served.
         """
         if variant is None:
-            return self.default
+            return self.route(key)
+        if variant in self.arms:
+            return self.arms[variant]
         for s in self.served.values():
             if s.variant == variant:
                 return s
-        served = ", ".join(str(s.variant) for s in self.served.values())
+        served = ", ".join(str(s.variant or s.arm) for s in self.served.values())
         raise FlowInputError(f"variant {variant!r} is not served (served: {served})")
 
     def run(self, served: ServedFlow, inputs: dict, *, route: str, request_id: str,
@@ -214,6 +264,8 @@ class Service:
             usage = usage_of(trace, self.config)
             if self.metrics is not None:
                 self.metrics.observe_run(served.model, trace, self.config)
+                if served.arm is not None:
+                    self.metrics.observe_arm(served.arm, error is None)
                 if error is not None:
                     kind = type(error.__cause__).__name__ if isinstance(error, NodeError) and error.__cause__ else type(error).__name__
                     self.metrics.error(route, served.model, kind)
@@ -243,7 +295,7 @@ class Service:
             error=None if error is None else f"{type(error).__name__}: {error}", latency_ms=latency_ms,
             retrieval_ms=sum(t.latency_ms for t in trace if t.type == "retrieve"),
             llm_ms=sum(t.latency_ms for t in trace if t.type == "llm"), prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd, stream=stream)
+            completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd, stream=stream, arm=served.arm)
 
 
 def make_authorize(api_key: Optional[str]) -> Callable[..., None]:
@@ -336,7 +388,8 @@ def _docs_static_dir() -> Path:
 
 def create_app(runner: Union[FlowRunner, Sequence[FlowRunner]], api_key: Optional[str] = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, config: Optional[ServeConfig] = None,
-               no_auth: bool = False, tracer_provider: Optional[Any] = None) -> FastAPI:
+               no_auth: bool = False, tracer_provider: Optional[Any] = None, split: Optional[Any] = None,
+               arms: Optional[dict[str, FlowRunner]] = None) -> FastAPI:
     """The FastAPI app serving one or more prepared flow runners.
 
     Args:
@@ -349,6 +402,8 @@ def create_app(runner: Union[FlowRunner, Sequence[FlowRunner]], api_key: Optiona
         no_auth: serve without a key (every route open). Required when ``api_key`` is ``None``.
         tracer_provider: an OpenTelemetry ``TracerProvider`` for request spans (default: the one
             ``config.traces`` describes, none for ``exporter: none``).
+        split: an A/B split (:class:`runner.split.Split`) over ``arms``, the prepared runner of
+            each arm; ``runner`` may then be empty (extra ``--variant`` models only).
 
     Raises:
         ConfigError: no ``api_key`` and ``no_auth`` not set; a model served twice; traces
@@ -357,7 +412,7 @@ def create_app(runner: Union[FlowRunner, Sequence[FlowRunner]], api_key: Optiona
     from ragline.runner.openai_api import openai_router
 
     runners = [runner] if isinstance(runner, FlowRunner) else list(runner)
-    if not runners:
+    if not runners and split is None:
         raise ConfigError("create_app: no flow runner to serve")
     if api_key is None and not no_auth:
         raise ConfigError("no API key: set RAGLINE_API_KEY (or pass no_auth=True / --no-auth to serve without one)")
@@ -368,7 +423,8 @@ def create_app(runner: Union[FlowRunner, Sequence[FlowRunner]], api_key: Optiona
     from ragline.runner.tracing import RunTracer, tracer_provider as make_provider
 
     provider = tracer_provider if tracer_provider is not None else make_provider(config.traces)
-    service = Service(runners, config, metrics, log, RunTracer(provider) if provider is not None else None)
+    service = Service(runners, config, metrics, log, RunTracer(provider) if provider is not None else None,
+                      split=split, arms=arms)
     first = service.default.runner.flow
     app = FastAPI(
         title=f"ragline flow: {first.name}",
@@ -392,7 +448,8 @@ def create_app(runner: Union[FlowRunner, Sequence[FlowRunner]], api_key: Optiona
         flow, runner_ = served.runner.flow, served.runner
         return {
             "flow": flow.name, "description": flow.spec.description, "variant": flow.variant,
-            "variants": list(flow.spec.variants), "models": list(service.served),
+            "variants": list(flow.spec.variants), "models": service.model_ids(),
+            "split": service.split.to_text() if service.split is not None else None, "arm": served.arm,
             "inputs": {k: v.model_dump() for k, v in flow.spec.inputs.items()},
             "outputs": list(flow.spec.outputs), "nodes": [{"name": n.name, "type": n.type} for n in flow.spec.nodes],
             "order": list(flow.order),
@@ -405,12 +462,14 @@ def create_app(runner: Union[FlowRunner, Sequence[FlowRunner]], api_key: Optiona
     def score(body: Inputs, request: Request, response: Response, trace: bool = False,  # type: ignore[valid-type]
               variant: Optional[str] = None) -> ScoreResponse:
         try:
-            served = service.by_variant(variant)
+            served = service.by_variant(variant, split_key(request.headers))
         except FlowInputError as e:
             raise HTTPException(status_code=404, detail=str(e)) from e
         request.state.model = served.model
         request_id = new_request_id()
         response.headers["X-Request-ID"] = request_id
+        if served.arm is not None:
+            response.headers["X-Ragline-Arm"] = served.arm
         try:
             result, usage = service.run(served, body.model_dump(exclude_unset=True), route="/score",
                                         request_id=request_id)
@@ -422,7 +481,7 @@ def create_app(runner: Union[FlowRunner, Sequence[FlowRunner]], api_key: Optiona
         return ScoreResponse(
             request_id=request_id, outputs=result.outputs, citations=citation_models(result.citations),
             latency_ms=round(result.latency_ms, 3), tokens=result.tokens, cost_usd=round(usage.cost_usd, 8),
-            flow=served.flow, variant=served.variant, indexes=served.indexes,
+            flow=served.flow, variant=served.variant, arm=served.arm, indexes=served.indexes,
             trace=[t.to_dict() for t in result.trace] if trace else None,
         )
 
@@ -480,5 +539,5 @@ def create_app(runner: Union[FlowRunner, Sequence[FlowRunner]], api_key: Optiona
     return app
 
 
-__all__ = ["Citation", "FeedbackRequest", "IndexVersion", "ScoreResponse", "ServedFlow", "Service", "create_app",
-           "model_id", "new_request_id"]
+__all__ = ["Citation", "FeedbackRequest", "IndexVersion", "ScoreResponse", "ServedFlow", "Service", "arm_model_id",
+           "create_app", "model_id", "new_request_id"]

@@ -798,6 +798,33 @@ def _base_raw(flow: Flow) -> dict:
     return raw
 
 
+def with_alias(flow: Flow, alias: str) -> Flow:
+    """``flow`` with every retrieve node searching alias ``alias`` of its index (``NAME@alias``),
+    for an A/B arm that serves another alias of the same index (``flow serve --split``).
+
+    Raises:
+        FlowSpecError: ``alias`` is not a valid alias name, or a node's index is a reference.
+    """
+    import dataclasses
+
+    from ragline.indexers.registry import IndexRef
+
+    nodes = []
+    for i, n in enumerate(flow.spec.nodes):
+        if isinstance(n, RetrieveNodeSpec):
+            if "${" in n.index:
+                raise FlowSpecError(f"{flow.where('nodes', i, 'index')}: an index given by reference cannot be "
+                                    f"switched to alias {alias!r}")
+            try:
+                ref = IndexRef.parse(f"{IndexRef.parse(n.index).name}@{alias}")
+            except ValueError as e:
+                raise FlowSpecError(f"split arm {alias!r}: not a variant of flow {flow.name} nor a valid alias: "
+                                    f"{e}") from e
+            n = n.model_copy(update={"index": f"{ref.name}@{ref.selector}"})
+        nodes.append(n)
+    return dataclasses.replace(flow, spec=flow.spec.model_copy(update={"nodes": nodes}))
+
+
 def load_flow(folder: str | Path, variant: str | None = None) -> Flow:
     """Load and validate a flow folder; every variant is validated too.
 

@@ -128,7 +128,7 @@ def test_request_log_feedback_and_export(server: str, tmp_path: Path) -> None:
 
     out = tmp_path / "gate.jsonl"
     summary = export_feedback(tmp_path / "logs" / "feedback.sqlite", out, since="2000-01-01")
-    assert summary == {"written": 2, "skipped_no_question": 0, "skipped_no_doc": 0, "out": str(out)}
+    assert summary == {"written": 2, "skipped_no_question": 0, "skipped_no_doc": 0, "out": str(out), "by_arm": {"-": 2}}
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [(x["question"], x["doc"], x["rating"]) for x in lines] == [(PUMP, "pump.pdf", "down"),
                                                                       (ROSES, "roses.md", "up")]
