@@ -140,7 +140,7 @@ async def run_round(url: str, kind: str, questions: list[str], n: int, concurren
 def direct_cost_ms(work: Path, root: Path, flow: Path, n: int = 2000) -> float:
     """Mean ms per request of what metrics + request log add (log append + metric updates)."""
     from ragline.runner.accounting import usage_of
-    from ragline.runner.config import ServeConfig
+    from ragline.core.serve_config import ServeConfig
     from ragline.runner.engine import FlowRunner
     from ragline.runner.metrics import ServeMetrics
     from ragline.runner.requestlog import RequestLog

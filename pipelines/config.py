@@ -9,14 +9,14 @@ values. The set of valid keys is read from the models, so a section added here i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ragline.core.errors import ConfigError, config_error, did_you_mean
 from ragline.core.hashing import json_sha256
-from ragline.runner.config import ServeConfig
+from ragline.core.serve_config import ServeConfig, TracesConfig
 from ragline.chunkers.registry import STRATEGIES, config_keys, needs_embedder
 from ragline.indexers.retrieval import RetrievalConfig
 
@@ -356,6 +356,26 @@ class PrefectConfig(_Section):
     api_retries: int = Field(default=2, ge=0, le=10)
 
 
+class TelemetryConfig(_Section):
+    """``telemetry:`` — figures and spans of ingest, refresh and eval runs (:mod:`pipelines.telemetry`).
+
+    Attributes:
+        metrics_dir: folder of one metrics file per run (``<kind>-<index>-<UTC time>.json``
+            and ``.prom``, Prometheus text); ``null``: none written.
+        pushgateway: Prometheus Pushgateway URL (e.g. ``http://127.0.0.1:9091``) the figures
+            are pushed to at the end of each run; ``null``: no push.
+        job: the Pushgateway job name (grouping key: ``kind`` and ``index``).
+        push_timeout_s: timeout of one push; a failed push is a warning, not a failed run.
+        traces: span exporter of the run and stage spans (``none`` | ``console`` | ``otlp``).
+    """
+
+    metrics_dir: Optional[str] = "logs/runs"
+    pushgateway: Optional[str] = None
+    job: str = Field(default="ragline", min_length=1)
+    push_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    traces: TracesConfig = Field(default_factory=TracesConfig)
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
 
@@ -371,6 +391,7 @@ class Params(_Section):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     prefect: PrefectConfig = Field(default_factory=PrefectConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict of every value (round-trips through :meth:`from_dict`)."""

@@ -24,9 +24,9 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 from ragline.core.offline import set_offline_env
 from ragline.pipelines.verbosity import quiet_libraries
@@ -53,6 +53,7 @@ from ragline.pipelines.load import (  # noqa: E402
 from ragline.pipelines.errors import PipelineError  # noqa: E402
 from ragline.pipelines.progress import Reporter  # noqa: E402
 from ragline.pipelines.publish import publish_index  # noqa: E402
+from ragline.pipelines.telemetry import observed, timed as _timed  # noqa: E402  (metrics files, push, spans)
 
 #: Progress reporter for the current run (set by the CLI; tasks run in the caller's context).
 REPORTER: contextvars.ContextVar[Reporter] = contextvars.ContextVar("ragline_reporter", default=Reporter())
@@ -204,6 +205,7 @@ class IngestSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     total_seconds: float = 0.0
     failed: str | None = None
+    telemetry: dict[str, Any] | None = None  # run figures (pipelines.telemetry), set when the run ends
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -212,13 +214,6 @@ class IngestSummary:
         return d
 
 
-@contextmanager
-def _timed(times: dict[str, float], name: str) -> Iterator[None]:
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        times[name] = round(times.get(name, 0.0) + time.perf_counter() - t0, 3)
 
 
 #: OS errors a retry cannot fix (a full disk, a denied permission, a too-long name, a missing file).
@@ -274,6 +269,7 @@ def publish_task(params: Params, documents, chunks, vectors, quarantine, embedde
 
 
 @flow(name="ingest", validate_parameters=False, log_prints=False)
+@observed("ingest")
 def _ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
     """Load, chunk, embed, index and publish ``sources`` as a new version of ``index.name``.
 
@@ -421,6 +417,7 @@ def publish_refresh_task(params: Params, assembly, vectors, info, parent_version
 
 
 @flow(name="refresh", validate_parameters=False, log_prints=False)
+@observed("refresh")
 def _refresh_flow(
     params: dict[str, Any] | None = None,
     sources: list[str] | None = None,

@@ -232,6 +232,8 @@ class RefreshSummary:
         total_seconds: wall time of the run.
         failed: set when the run failed and published nothing.
         nothing_changed: nothing to do; nothing published.
+        telemetry: the run's figures (:func:`pipelines.telemetry.run_figures`, with the metrics
+            file written and the push result), set when the run ends.
     """
 
     index: str
@@ -258,6 +260,7 @@ class RefreshSummary:
     total_seconds: float = 0.0
     failed: str | None = None
     nothing_changed: bool = False
+    telemetry: dict[str, Any] | None = None
 
     @classmethod
     def from_plan(cls, plan: RefreshPlan) -> "RefreshSummary":

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ragline.runner.config import ServeConfig
+from ragline.core.serve_config import ServeConfig
 
 
 @dataclass(frozen=True)

@@ -383,7 +383,7 @@ def serve(
     import uvicorn
 
     from ragline.core.errors import RaglineError
-    from ragline.runner.config import load_serve_config
+    from ragline.core.serve_config import load_serve_config
     from ragline.runner.errors import FlowInputError
     from ragline.runner.serve import create_app
     from ragline.runner.split import parse_split
@@ -455,7 +455,7 @@ def mcp_serve(
     """Expose tools search(query, k, mode, filters) and answer(question) over the flow's published index."""
     import os
 
-    from ragline.runner.config import load_serve_config
+    from ragline.core.serve_config import load_serve_config
     from ragline.runner.errors import FlowInputError
     from ragline.runner.mcp_server import build_mcp_server, http_app
 
@@ -502,7 +502,7 @@ def feedback_export(
     import os
     import tempfile
 
-    from ragline.runner.config import load_serve_config
+    from ragline.core.serve_config import load_serve_config
     from ragline.runner.requestlog import export_feedback
 
     cfg = load_serve_config(params_file)

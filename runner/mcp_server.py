@@ -23,7 +23,7 @@ import hmac
 import json
 from typing import Any, Literal, Optional
 
-from ragline.runner.config import ServeConfig
+from ragline.core.serve_config import ServeConfig
 from ragline.runner.engine import FlowRunner
 from ragline.runner.errors import FlowInputError, NodeError
 from ragline.indexers.retrieval import ChunkFilter

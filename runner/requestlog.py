@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Optional
 
-from ragline.runner.config import RequestLogConfig
+from ragline.core.serve_config import RequestLogConfig
 from ragline.runner.errors import DataError
 
 _REQUEST_COLUMNS = ("request_id", "time", "route", "flow", "variant", "model", "indexes", "question", "answer",

@@ -44,7 +44,7 @@ from pydantic import BaseModel, Field
 
 from ragline.core.errors import ConfigError
 from ragline.runner.accounting import Usage, usage_of
-from ragline.runner.config import ServeConfig
+from ragline.core.serve_config import ServeConfig
 from ragline.runner.engine import FlowResult, FlowRunner, NodeTrace
 from ragline.runner.errors import FlowInputError, NodeError, ProviderError
 from ragline.runner.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware, ServeMetrics

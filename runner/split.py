@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-from ragline.runner.config import SplitConfig
+from ragline.core.serve_config import SplitConfig
 from ragline.runner.errors import DataError, FlowInputError
 
 #: Headers carrying the id a request is split by, in order of preference.

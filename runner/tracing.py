@@ -21,35 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable, Optional
 
-from ragline.core.errors import ConfigError
-from ragline.runner.config import TracesConfig
-
-
-def tracer_provider(config: TracesConfig) -> Optional[Any]:
-    """A ``TracerProvider`` for ``config``, or ``None`` for ``exporter: none``.
-
-    Raises:
-        ConfigError: ``otlp`` without an endpoint, or its exporter package is not installed.
-    """
-    if config.exporter == "none":
-        return None
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-
-    provider = TracerProvider(resource=Resource.create({"service.name": config.service_name}))
-    if config.exporter == "console":
-        exporter: Any = ConsoleSpanExporter()
-    else:
-        if not config.endpoint:
-            raise ConfigError("serve.traces: exporter otlp needs an endpoint (e.g. http://127.0.0.1:4318/v1/traces)")
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError as e:
-            raise ConfigError("serve.traces.exporter otlp: install opentelemetry-exporter-otlp-proto-http") from e
-        exporter = OTLPSpanExporter(endpoint=config.endpoint)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
+from ragline.core.telemetry import tracer_provider  # noqa: F401  (the one provider factory; re-exported)
 
 
 class RunTracer:

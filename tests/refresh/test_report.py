@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ragline.indexers.registry import IndexRegistry
 from ragline.pipelines.promote import promote
-from ragline.runner.config import RequestLogConfig
+from ragline.core.serve_config import RequestLogConfig
 from ragline.runner.requestlog import RequestLog, RequestRecord
 from tests.conftest import write_params
 from tests.refresh.conftest import A, B, C, D, cli, params_here, publish_texts

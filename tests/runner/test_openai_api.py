@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from ragline.core.tokens import count_tokens
-from ragline.runner.config import ServeConfig
+from ragline.core.serve_config import ServeConfig
 from ragline.runner.engine import FlowRunner
 from ragline.runner.openai_api import references
 from ragline.runner.serve import create_app

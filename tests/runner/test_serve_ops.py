@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ragline.core.errors import ConfigError
-from ragline.runner.config import RequestLogConfig, ServeConfig, load_serve_config
+from ragline.core.serve_config import RequestLogConfig, ServeConfig, load_serve_config
 from ragline.runner.engine import FlowRunner
 from ragline.runner.requestlog import RequestLog, RequestRecord, export_feedback
 from ragline.runner.serve import create_app

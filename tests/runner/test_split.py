@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ragline.indexers.registry import IndexRegistry
-from ragline.runner.config import ServeConfig, SplitConfig
+from ragline.core.serve_config import ServeConfig, SplitConfig
 from ragline.runner.engine import FlowRunner
 from ragline.runner.errors import FlowInputError
 from ragline.runner.requestlog import RequestLog, RequestRecord, export_feedback

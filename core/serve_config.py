@@ -1,7 +1,10 @@
-"""The ``serve:`` section of ``params.yaml``: model prices, the request log, metrics.
+"""The ``serve:`` section of ``params.yaml``: model prices, the request log, metrics, traces, splits.
 
-The runner may not import ``pipelines``, so this model lives here; ``pipelines/config.py``
-includes it as ``Params.serve`` so one params file validates as a whole.
+One model, in the bottom layer because both top layers read it: the runner (``flow serve``,
+``mcp serve``, which may not import ``pipelines``) and ``pipelines/config.py``, which includes
+it as ``Params.serve`` so one params file validates as a whole (and whose ``report``,
+``split-status`` and run telemetry read it). :class:`TracesConfig` also describes the span
+exporter of ingest and refresh runs (``telemetry.traces``).
 
 Example::
 
@@ -62,8 +65,9 @@ class RequestLogConfig(BaseModel):
 
 
 class TracesConfig(BaseModel):
-    """OpenTelemetry spans of served requests: ``none``, ``console`` (JSON lines on stdout of the
-    server) or ``otlp`` (OTLP/HTTP to ``endpoint``; needs opentelemetry-exporter-otlp-proto-http)."""
+    """OpenTelemetry span exporter (served requests: ``serve.traces``; ingest/refresh runs:
+    ``telemetry.traces``): ``none``, ``console`` (JSON on stdout) or ``otlp`` (OTLP/HTTP to
+    ``endpoint``; needs opentelemetry-exporter-otlp-proto-http)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
