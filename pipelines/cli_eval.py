@@ -7,6 +7,7 @@ in ``pipelines/cli.py`` does it). Defaults come from the ``eval:`` section of pa
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -81,10 +82,19 @@ def eval_chunking(
     data = load_dataset(dataset or default_dataset, _corpora(corpora, params),
                         params.eval.limit_questions if limit_questions is None else limit_questions)
     reporter = RichReporter()
+    from ragline.pipelines.telemetry import RunTelemetry
+
+    run = RunTelemetry("eval", params)
     result = evaluate_chunking(data, params, k, progress=reporter.stage)
     write_metrics(result, metrics_out, plots_out)
+    scores = {m: v for m, v in result.metrics_dict().items() if m in ("recall", "precision", "iou", "precision_omega")}
+    telemetry = run.finish({"index": data.name, "chunks": result.chunks, "documents": len(result.corpora),
+                            "computed": result.embedded_now, "cache_hits": result.cache_hits,
+                            "stage_seconds": {"chunk": round(result.chunk_seconds, 3),
+                                              "embed": round(result.embed_seconds, 3)},
+                            "total_seconds": round((time.time_ns() - run.start_ns) / 1e9, 3), "scores": scores})
     if as_json:
-        _print_json(result.to_dict())
+        _print_json({**result.to_dict(), "telemetry": telemetry})
         return
     t = Table(title=f"{config_label(result.chunk)}, {retrieval_label(result.retrieval)} on {data.name}: k={k}, {result.overall.questions} questions, "
                     f"{result.embedder['model_id']}")

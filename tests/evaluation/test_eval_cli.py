@@ -36,6 +36,16 @@ def test_eval_reports_metrics_and_reuses_the_cache(workspace: Path, mini_dataset
     assert second["embedded_now"] == 0 and second["cache_hits"] == first["chunks"] + 20
     assert second["overall"]["precision_omega"] == first["overall"]["precision_omega"]
     assert second["overall"]["recall"] <= first["overall"]["recall"]
+    # each run writes its figures (telemetry.metrics_dir): the scores, chunks and cache hits
+    tele = second["telemetry"]
+    figures = json.loads(Path(tele["metrics_file"]).read_text())
+    assert figures["kind"] == "eval" and figures["chunks"] == second["chunks"]
+    assert figures["cache_hits"] == second["cache_hits"] and figures["computed"] == 0
+    assert figures["scores"]["recall"] == round(second["overall"]["recall"], 4)
+    assert figures["stage_seconds"] == {"chunk": round(second["chunk_seconds"], 3), "embed": round(second["embed_seconds"], 3)}
+    prom = Path(tele["metrics_file"]).with_suffix(".prom").read_text()
+    assert f'ragline_eval_score{{index="{figures["index"]}",kind="eval",metric="recall"}}' in prom
+    assert len(list(Path(workspace / "logs" / "runs").glob("eval-*.json"))) == 2
 
 
 def _recall_of_all_chunks(dataset: Path, max_tokens: int) -> tuple[float, set[str]]:
