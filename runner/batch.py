@@ -5,9 +5,11 @@ Layout of ``<runs_dir>/<run_id>/``:
 - ``outputs.jsonl``: one record per data line, in file order: ``line``, ``id``, ``status``
   (``ok`` | ``failed``), ``error``, ``data``, ``inputs``, ``outputs``, ``citations``,
   ``retrieved`` (ranked chunks of the last retrieve node), ``latency_ms``,
-  ``node_latency_ms``, ``tokens``.
+  ``node_latency_ms``, ``tokens``, ``cost_usd`` (priced by ``serve.prices``, 0 when unpriced).
 - ``traces.jsonl``: ``{"line", "id", "trace": [per-node trace]}`` per data line.
-- ``metrics.json``: counts, wall time, throughput, latency percentiles (run and per node), tokens.
+- ``metrics.json``: counts, wall time, throughput, latency percentiles (run and per node), token
+  totals, and ``cost_usd`` (total and mean per line) with ``unpriced_models`` (llm models without
+  a ``serve.prices`` entry, counted as 0).
 - ``run.json``: flow, variant, data file and its sha256, column mapping, workers, times.
 - ``index.json`` and ``index/<name>-<version>.manifest.json``: the index versions searched.
 - ``flow/``: a copy of the flow folder; ``flow.resolved.json``: the variant-applied spec.
@@ -30,6 +32,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ragline.core.hashing import sha256_file
+from ragline.core.serve_config import ServeConfig
+from ragline.runner.accounting import usage_of
 from ragline.runner.engine import FlowRunner
 from ragline.runner.errors import DataError, FlowError, FlowInputError, NodeError
 from ragline.runner.spec import Flow, follow, iter_refs, resolve_value
@@ -126,12 +130,13 @@ class _MissingField(KeyError):
 
 
 def _run_one(runner: FlowRunner, item: DataLine, columns: dict[str, str], data_path: Path,
-             optional: frozenset[str] = frozenset()) -> tuple[dict, dict]:
+             optional: frozenset[str] = frozenset(), prices: ServeConfig = ServeConfig()) -> tuple[dict, dict]:
     """Run one data line; ``optional`` inputs (declared with a default) are mapped only when
     the line has the fields their column names, else the flow's default applies."""
     rec: dict[str, Any] = {"line": item.line, "id": (item.data or {}).get("id"), "status": "failed", "error": None,
                            "data": item.data, "inputs": None, "outputs": None, "citations": [], "retrieved": [],
-                           "latency_ms": None, "node_latency_ms": {}, "tokens": None}
+                           "latency_ms": None, "node_latency_ms": {}, "tokens": None, "cost_usd": None,
+                           "unpriced": []}
     trace: list = []
     if item.error:
         rec["error"] = item.error
@@ -170,9 +175,10 @@ def _run_one(runner: FlowRunner, item: DataLine, columns: dict[str, str], data_p
         node_ms: dict[str, float] = {}
         for t in result.trace:
             node_ms[t.node] = round(node_ms.get(t.node, 0.0) + t.latency_ms, 3)
+        usage = usage_of(result.trace, prices)
         rec.update(status="ok", inputs=result.inputs, outputs=result.outputs, citations=result.citations,
                    retrieved=result.retrieved, latency_ms=round(result.latency_ms, 3), node_latency_ms=node_ms,
-                   tokens=result.tokens)
+                   tokens=result.tokens, cost_usd=round(usage.cost_usd, 8), unpriced=list(usage.unpriced))
     return rec, {"line": item.line, "id": rec["id"], "trace": trace}
 
 
@@ -236,7 +242,15 @@ def batch_metrics(records: list[dict], wall_s: float, flow: Flow) -> dict:
         "retrieval_latency_ms": percentiles(retrieval),
         "node_latency_ms": {n: percentiles(v) for n, v in nodes.items()},
         "tokens": {**tok, "mean_total": round(tok["total"] / len(ok), 3) if ok else 0.0},
+        "cost_usd": cost_totals(ok),
+        "unpriced_models": sorted({m for r in ok for m in (r.get("unpriced") or [])}),
     }
+
+
+def cost_totals(records: Sequence[dict]) -> dict:
+    """``{"total", "mean"}`` USD of the records' ``cost_usd`` (absent: 0, e.g. runs older than costs)."""
+    costs = [float(r.get("cost_usd") or 0.0) for r in records]
+    return {"total": round(sum(costs), 8), "mean": round(sum(costs) / len(costs), 8) if costs else 0.0}
 
 
 @dataclass(frozen=True)
@@ -260,6 +274,7 @@ def run_batch(
     workers: int = 1,
     run_id: str | None = None,
     limit: int | None = None,
+    prices: ServeConfig | None = None,
 ) -> BatchSummary:
     """Run ``flow`` over every line of ``data`` and write a run directory.
 
@@ -272,6 +287,8 @@ def run_batch(
         workers: threads running lines concurrently (>= 1).
         run_id: folder name (default: UTC timestamp + flow + variant).
         limit: only the first ``limit`` lines.
+        prices: the ``serve:`` section whose ``prices`` price the llm calls (default: no prices,
+            every call costs 0 and its model is listed in ``unpriced_models``).
 
     Returns:
         The run directory and its metrics.
@@ -292,6 +309,7 @@ def run_batch(
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     _copy_flow(flow, run_dir, runner)
     optional = frozenset(n for n, spec in flow.spec.inputs.items() if not spec.required)
+    prices = prices or ServeConfig()
     t0 = time.perf_counter()
     records: list[dict] = []
     with open(run_dir / OUTPUTS_FILE, "w", encoding="utf-8") as out_f, \
@@ -304,10 +322,10 @@ def run_batch(
 
         if workers == 1:
             for item in lines:
-                emit(_run_one(runner, item, columns, data_path, optional))
+                emit(_run_one(runner, item, columns, data_path, optional, prices))
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flow-batch") as pool:
-                for pair in pool.map(lambda it: _run_one(runner, it, columns, data_path, optional), lines):
+                for pair in pool.map(lambda it: _run_one(runner, it, columns, data_path, optional, prices), lines):
                     emit(pair)
     wall = time.perf_counter() - t0
     metrics = batch_metrics(records, wall, flow)
@@ -345,5 +363,5 @@ def load_run(run_dir: str | Path) -> tuple[dict, dict, list[dict]]:
             json.loads((d / METRICS_FILE).read_text(encoding="utf-8")), records)
 
 
-__all__ = ["BatchSummary", "DataLine", "load_run", "parse_columns", "percentiles", "read_jsonl",
+__all__ = ["BatchSummary", "DataLine", "cost_totals", "load_run", "parse_columns", "percentiles", "read_jsonl",
            "run_batch", "batch_metrics", "new_run_dir"]

@@ -213,12 +213,15 @@ def batch(
     query_threads: Optional[int] = QueryThreadsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Run a flow over a JSONL file; write outputs, traces, metrics and a copy of the flow to a run directory."""
+    """Run a flow over a JSONL file; write outputs, traces, metrics (tokens and cost, priced by serve.prices) and a copy of the flow to a run directory."""
+    from ragline.core.serve_config import load_serve_config
     from ragline.runner.batch import parse_columns, run_batch
 
+    prices = load_serve_config(params_file)
     flow, runner = _prepare(flow_dir, variant, params_file, root, query_backend, query_threads)
     try:
-        summary = run_batch(flow, data, parse_columns(columns, flow), runner, runs_dir, workers, run_id, limit)
+        summary = run_batch(flow, data, parse_columns(columns, flow), runner, runs_dir, workers, run_id, limit,
+                            prices=prices)
     finally:
         runner.close()
     m = summary.metrics
@@ -233,7 +236,9 @@ def batch(
     t.add_row("throughput", f"{m['throughput_qps']:.2f} lines/s")
     t.add_row("latency p50 / p95", f"{m['latency_ms']['p50']:.1f} / {m['latency_ms']['p95']:.1f} ms")
     t.add_row("retrieval p50 / p95", f"{m['retrieval_latency_ms']['p50']:.1f} / {m['retrieval_latency_ms']['p95']:.1f} ms")
-    t.add_row("tokens (total)", str(m["tokens"]["total"]))
+    t.add_row("tokens prompt / completion", f"{m['tokens']['prompt']} / {m['tokens']['completion']}")
+    unpriced = f" (unpriced: {', '.join(m['unpriced_models'])})" if m["unpriced_models"] else ""
+    t.add_row("cost total / mean", f"${m['cost_usd']['total']:.6f} / ${m['cost_usd']['mean']:.6f}{unpriced}")
     out.print(t)
     _fail_if_lines_failed(m, summary.run_dir)
 
@@ -292,6 +297,7 @@ def evaluate(
     for name, p in result["latency_ms"].items():
         t.add_row(f"latency {name} p50 / p95 (ms)", f"{p['p50']:.1f} / {p['p95']:.1f}")
     t.add_row("tokens total / mean", f"{result['tokens']['total']} / {result['tokens']['mean_total']:.1f}")
+    t.add_row("cost total / mean (USD)", f"{result['cost_usd']['total']:.6f} / {result['cost_usd']['mean']:.6f}")
     out.print(t)
     for problem in result["label_errors"]:
         err.print(f"warning: skipped label line: {problem}", highlight=False, soft_wrap=True)

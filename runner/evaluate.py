@@ -42,7 +42,8 @@ Metrics (means over scored questions; k = retrieval depth, default: as many as r
   containment, so paraphrases count as unsupported.
 - ``answer_contains``: share of answers containing the reference answer (lower-cased,
   punctuation and extra spaces removed).
-- Latency (whole flow and retrieve nodes) p50 / p95 in ms, and token totals and means.
+- Latency (whole flow and retrieve nodes) p50 / p95 in ms, token totals and means, and cost in
+  USD (``cost_usd``: total and mean of the batch records, priced by ``serve.prices``).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from typing import Any, Sequence
 from ragline.evaluation.documents import doc_matches
 from ragline.evaluation.metrics import mean
 from ragline.evaluation.spans import ratios, span_metrics
-from ragline.runner.batch import load_run, percentiles, read_jsonl
+from ragline.runner.batch import cost_totals, load_run, percentiles, read_jsonl
 from ragline.runner.errors import DataError
 from ragline.runner.text import answer_sentences, markers, support, terms
 
@@ -281,6 +282,7 @@ def evaluate_run(run_dir: str | Path, labels_path: str | Path, k: int | None = N
         "answers": {m: metrics[m] for m in names[7:]},
         "latency_ms": {"flow": percentiles([r["latency_ms"] for r, _ in ok]), "retrieval": percentiles(retrieval_ms)},
         "tokens": {**tokens, "mean_total": round(tokens["total"] / len(ok), 3) if ok else 0.0},
+        "cost_usd": cost_totals([r for r, _ in ok]),
     }
     if write:
         (run_dir / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

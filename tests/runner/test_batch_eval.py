@@ -167,3 +167,26 @@ def test_eval_with_key_and_span_labels(tmp_path: Path, mini_flow: Path, mini_reg
     bad.write_text('{"spans": [{"doc": "a", "start": 5}]}\n')
     with pytest.raises(DataError, match=f"{bad}:1: malformed spans"):
         evaluate_run(run, bad)
+
+
+def test_batch_and_eval_report_token_and_cost_totals(tmp_path: Path, mini_flow: Path, mini_registry: Path,
+                                                     data_file: Path) -> None:
+    from ragline.core.serve_config import ServeConfig
+
+    flow = load_flow(mini_flow)
+    prices = ServeConfig.model_validate({"prices": {"extractive": {"prompt_per_mtok": 2.0, "completion_per_mtok": 8.0}}})
+    s = run_batch(flow, data_file, parse_columns(["question=${data.q}"], flow), FlowRunner(flow, mini_registry),
+                  tmp_path / "runs", run_id="priced", prices=prices)
+    _, metrics, recs = load_run(s.run_dir)
+    ok = [r for r in recs if r["status"] == "ok"]
+    for r in ok:  # each line priced from its own llm tokens
+        assert r["cost_usd"] == pytest.approx((2.0 * r["tokens"]["prompt"] + 8.0 * r["tokens"]["completion"]) / 1e6)
+    total = sum(r["cost_usd"] for r in ok)
+    assert total > 0 and metrics["cost_usd"]["total"] == pytest.approx(total)
+    assert metrics["cost_usd"]["mean"] == pytest.approx(total / 3, abs=1e-8) and metrics["unpriced_models"] == []
+    assert metrics["tokens"]["prompt"] == sum(r["tokens"]["prompt"] for r in ok)
+    ev = evaluate_run(s.run_dir, data_file)
+    assert ev["cost_usd"]["total"] == pytest.approx(total) and ev["tokens"]["total"] == metrics["tokens"]["total"]
+    free = run_batch(flow, data_file, parse_columns(["question=${data.q}"], flow), FlowRunner(flow, mini_registry),
+                     tmp_path / "runs", run_id="unpriced")
+    assert free.metrics["cost_usd"] == {"total": 0.0, "mean": 0.0} and free.metrics["unpriced_models"] == ["extractive"]
