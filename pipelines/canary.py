@@ -150,7 +150,7 @@ def split_status_cmd(
     for col in ("arm", "kind", "serves", "requests", "errors", "p50 ms", "up", "down", "down rate"):
         t.add_column(col, justify="left" if col in ("arm", "kind", "serves") else "right")
     for arm, a in result["arms"].items():
-        serves = ", ".join(a["versions"]) or (a["alias_target"] or "-")
+        serves = ", ".join(v.rsplit("@", 1)[-1] for v in a["versions"]) or (a["alias_target"] or "-")
         t.add_row(arm, a["kind"], serves, str(a["requests"]), str(a["errors"]), _f(a["p50_ms"], "{:.1f}"),
                   str(a["up"]), str(a["down"]), _f(a["down_rate"]))
     out.print(t)
