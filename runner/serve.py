@@ -13,6 +13,10 @@ Endpoints:
   logged request (404 for an unknown id).
 - ``GET /metrics``: Prometheus metrics (:mod:`runner.metrics`), when ``serve.metrics`` is on.
 - ``GET /healthz``: liveness, never authenticated.
+- With a split (``create_app(split=..., arms=...)``, :mod:`runner.split`), the flow's own model
+  and ``/score`` without ``?variant=`` are routed to an arm by a stable hash of the
+  ``X-Ragline-User`` / ``X-Session-Id`` header (or the OpenAI ``user`` field); the arm is in the
+  response (``arm``, ``X-Ragline-Arm``), the request log and ``/metrics``.
 - ``GET /metadata``: flow name, variants, inputs, outputs, nodes and index versions.
 - ``GET /openapi.json``, ``/docs`` (Swagger UI) and ``/redoc``: the schema and its UIs, whose
   JavaScript and CSS are served from the installed ``fastapi-offline`` package under
