@@ -311,3 +311,38 @@ def test_split_status_leaves_prod_when_the_gate_refuses_or_the_candidate_loses(
     assert out["arms"]["candidate"]["requests"] == 120 and out["promotion"] is None
     r = CliRunner().invoke(app, ["flow", "split-status", str(mini_flow), "-p", str(params_file)])
     assert r.exit_code == 1 and "no split: give --split" in r.output
+
+
+def test_variant_arms_are_served_as_flow_variant_models(mini_flow: Path, mini_registry: Path) -> None:
+    arms = {v: FlowRunner(load_flow(mini_flow, v), mini_registry) for v in ("bm25", "dense")}
+    app = create_app([], api_key=KEY, split=parse_split("bm25=1,dense=1"), arms=arms)
+    with serving(app) as url:
+        ids = [m["id"] for m in httpx.get(f"{url}/v1/models", headers=H).json()["data"]]
+        assert ids == ["qa", "qa:bm25", "qa:dense"]
+        for user in ("u1", "u2", "u3", "u4"):
+            body = httpx.post(f"{url}/score", json={"question": PUMP}, headers={**H, "X-Ragline-User": user}).json()
+            assert body["arm"] == body["variant"] == parse_split("bm25=1,dense=1").choose(user)
+        meta = httpx.get(f"{url}/metadata?variant=dense", headers=H).json()
+        assert meta["split"] == "bm25=1,dense=1" and meta["arm"] == "dense"
+
+
+def test_logs_written_before_splits_get_an_arm_column(tmp_path: Path) -> None:
+    log = tmp_path / "requests.sqlite"
+    old = sqlite3.connect(log)
+    old.execute("CREATE TABLE requests (request_id TEXT PRIMARY KEY, time TEXT NOT NULL, route TEXT NOT NULL, "
+                "flow TEXT NOT NULL, variant TEXT, model TEXT, indexes TEXT, question TEXT, answer TEXT, citations TEXT, "
+                "status INTEGER NOT NULL, error TEXT, latency_ms REAL, retrieval_ms REAL, llm_ms REAL, "
+                "prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, stream INTEGER NOT NULL DEFAULT 0)")
+    old.execute("INSERT INTO requests (request_id, time, route, flow, status) VALUES ('old1', '2026-01-01', '/score', "
+                "'qa', 200)")
+    old.commit()
+    old.close()
+    rl = RequestLog(ServeConfig.model_validate({"request_log": {"path": str(log)}}).request_log)
+    try:
+        rl.append(RequestRecord(request_id="new1", route="/score", flow="qa", variant=None, model="qa@prod",
+                                indexes=[], question="q", answer="a", citations=[], status=200, arm="prod"))
+        assert rl.find("old1")["arm"] is None and rl.find("new1")["arm"] == "prod"
+        assert rl.add_feedback("new1", "down", correct_source="x.md")["arm"] == "prod"
+    finally:
+        rl.close()
+    assert arm_stats(log, ["prod"])["prod"].down == 1
