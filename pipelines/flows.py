@@ -214,8 +214,6 @@ class IngestSummary:
         return d
 
 
-
-
 #: OS errors a retry cannot fix (a full disk, a denied permission, a too-long name, a missing file).
 _PERMANENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
                                errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EISDIR})
