@@ -722,11 +722,13 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def _worker_init() -> None:
+def _worker_init(nice: int = 0) -> None:
     import logging
 
     global _IN_LIMITED_WORKER
     _IN_LIMITED_WORKER = True
+    if nice:
+        os.nice(nice)
     # quiet by default: what a parser skips ("Skipping attachment ...") is not the user's
     # business; what fails reaches the quarantine table
     logging.getLogger("unstructured").setLevel(logging.ERROR)
@@ -845,7 +847,7 @@ _RETIRED_POOLS: collections.deque = collections.deque(maxlen=4)
 
 def _run_pool(
     files: Sequence[SourceFile], todo: list[int], cfg: LoadConfig, fault: str,
-    done: Callable[[int, Document | QuarantineRecord, float, float | None], None],
+    done: Callable[[int, Document | QuarantineRecord, float, float | None], None], nice: int = 0,
 ) -> list[int]:
     """Parse ``files[i]`` for ``i`` in ``todo`` in one pool; returns the indices left when the
     pool itself broke (BrokenProcessPool: its fork server died, it could not start a worker),
@@ -858,7 +860,7 @@ def _run_pool(
     from pebble import ProcessExpired, ProcessPool
 
     pool = ProcessPool(max_workers=min(cfg.workers, len(todo)), max_tasks=cfg.max_tasks_per_child,
-                       initializer=_worker_init, context=_worker_context())
+                       initializer=_worker_init, initargs=(nice,), context=_worker_context())
     futures: dict = {}
     left: list[int] = []
     try:
@@ -910,6 +912,8 @@ def load_documents(
     cfg: LoadConfig,
     progress: Callable[[int], None] | None = None,
     observe: Callable[[FileLoadStats], None] | None = None,
+    deliver: Callable[[int, Document | QuarantineRecord], None] | None = None,
+    nice: int = 0,
 ) -> tuple[list[Document], list[QuarantineRecord]]:
     """Stage ``load``: partition every file in ``cfg.workers`` limited, recycled worker processes.
 
@@ -929,6 +933,10 @@ def load_documents(
         cfg: the ``load:`` params.
         progress: called with the number of files finished since the last call.
         observe: called once per file with its :class:`FileLoadStats`.
+        deliver: called once per file, in the calling thread, with its index in ``files`` and
+            its result, as soon as it is parsed (completion order; :mod:`pipelines.stream`).
+        nice: niceness added to the parsing workers (``os.nice``), so that work running beside
+            them (the embedder) keeps the cores.
 
     Returns:
         ``(documents, quarantine)``, both in the order of ``files``.
@@ -937,6 +945,8 @@ def load_documents(
 
     def done(i: int, r: Document | QuarantineRecord, seconds: float, peak: float | None) -> None:
         results[i] = r
+        if deliver:
+            deliver(i, r)
         if observe:
             observe(FileLoadStats(files[i].uri, round(seconds, 3), None if peak is None else round(peak, 1),
                                   "document" if isinstance(r, Document) else r.error_type))
@@ -953,7 +963,7 @@ def load_documents(
     for _round in range(POOL_ROUNDS):
         if not todo:
             break
-        todo = _run_pool(files, todo, cfg, fault, done)
+        todo = _run_pool(files, todo, cfg, fault, done, nice)
     for i in todo:  # the pool broke POOL_ROUNDS times with these files still waiting
         done(i, QuarantineRecord(files[i].uri, STAGE, "WorkerError",
                                  f"{files[i].uri}: the parsing worker pool broke {POOL_ROUNDS} times before "
