@@ -820,6 +820,16 @@ def _worker_context():
     return ctx
 
 
+def prestart_parsers() -> None:
+    """Start the fork server of the parsing workers now, so that its preload (unstructured,
+    spaCy, the parsers' warm-up: seconds of CPU) runs while the caller does something else
+    (an ingest: while Prefect's temporary API starts). Idempotent; returns at once."""
+    from multiprocessing import forkserver
+
+    _worker_context()
+    forkserver.ensure_running()
+
+
 def _died(src: SourceFile, cfg: LoadConfig, exitcode: int | None) -> QuarantineRecord:
     import signal
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -50,6 +51,10 @@ class StreamResult:
         vectors: float32 (n_chunks, dim) in row order; L2-normalized when the embedder normalizes.
         embedded: texts embedded now (cache misses).
         chunk_bad: the chunker's quarantine records (also in ``quarantine``).
+        seconds: where the wall time went, overlapping: ``load`` (start to the last file
+            parsed), ``chunk`` (chunking, in the calling thread), ``load-model`` (start to the
+            embedder ready), ``embed`` (inside the embedder and its cache), ``embed-idle``
+            (the embedder ready and waiting for chunks).
     """
 
     documents: list[Document]
@@ -58,6 +63,7 @@ class StreamResult:
     vectors: np.ndarray
     embedded: int
     chunk_bad: list[QuarantineRecord]
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 _DONE = object()
@@ -99,6 +105,8 @@ def load_chunk_embed(
     q: queue.Queue = queue.Queue(maxsize=QUEUE_DOCUMENTS)
     parts: list[np.ndarray] = []
     state: dict = {"embedded": 0, "error": None, "dim": 0}
+    t0 = time.perf_counter()
+    seconds = dict.fromkeys(("load", "chunk", "load-model", "embed", "embed-idle"), 0.0)
     embed_fn = None
     if params.chunk.needs_embedder:  # semantic chunking embeds while it chunks: load the model first
         model = embedder()
@@ -109,18 +117,23 @@ def load_chunk_embed(
         try:
             model = embedder()
             state["dim"] = model.dim
+            seconds["load-model"] = time.perf_counter() - t0
             cache = EmbeddingCache(params.paths.cache, info_of(model)) if params.paths.cache else None
             try:
                 pending: list[str] = []
                 pending_files = 0
                 while True:
+                    t_wait = time.perf_counter()
                     item = q.get()
+                    seconds["embed-idle"] += time.perf_counter() - t_wait
                     if item is not _DONE:
                         texts, n_files = item
                         pending += texts
                         pending_files += n_files
                     if pending and (len(pending) >= EMBED_PART or item is _DONE or q.empty()):
+                        t_embed = time.perf_counter()
                         vecs, computed = embed_with_cache(pending, model, cache, params.embed.batch_size)
+                        seconds["embed"] += time.perf_counter() - t_embed
                         parts.append(vecs)
                         state["embedded"] += computed
                         pending = []
@@ -163,8 +176,10 @@ def load_chunk_embed(
             n_files += 1
         if not n_files or state["error"] is not None:
             return
+        t_chunk = time.perf_counter()
         table, bad = chunk_documents(ready, params.chunk, embed_fn=embed_fn, embed_model=params.embed.model)
         table = table.set_column(0, "row", pa.array(range(rows, rows + table.num_rows), pa.int64()))
+        seconds["chunk"] += time.perf_counter() - t_chunk
         rows += table.num_rows
         tables.append(table)
         chunk_bad.extend(bad)
@@ -174,6 +189,7 @@ def load_chunk_embed(
     worker.start()
     try:
         docs, load_bad = load_documents(files, params.load, deliver=arrived, nice=PARSER_NICE)
+        seconds["load"] = time.perf_counter() - t0
     finally:
         state["producer_done"] = True
         put(_DONE)
@@ -182,4 +198,5 @@ def load_chunk_embed(
         raise state["error"]
     chunks = pa.concat_tables(tables) if tables else CHUNKS_SCHEMA.empty_table()
     vectors = np.concatenate(parts) if parts else np.zeros((0, state["dim"]), np.float32)
-    return StreamResult(docs, load_bad + chunk_bad, chunks, vectors, state["embedded"], chunk_bad)
+    return StreamResult(docs, load_bad + chunk_bad, chunks, vectors, state["embedded"], chunk_bad,
+                        {k: round(v, 3) for k, v in seconds.items()})
