@@ -50,6 +50,8 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="keep the index here (default: temp dir, deleted)")
     ap.add_argument("--backend", default=None, help="embed.backend (default: the params default)")
     ap.add_argument("--compare-torch", action="store_true", help="also time embedding alone on torch")
+    ap.add_argument("--bracket", action="store_true",
+                    help="also embed alone before the ingest; the ratio uses the mean of before and after")
     ap.add_argument("--cold-model", action="store_true",
                     help="build the backend's model inside the timed ingest (default: built before, timed apart)")
     ap.add_argument("--json", action="store_true", help="print JSON")
@@ -94,6 +96,24 @@ def main() -> int:
         build_s = time.perf_counter() - t_build
         shutil.rmtree(work / "cache" / "embeddings", ignore_errors=True)
 
+    p = Params.from_dict(params)
+
+    def embed_alone(texts: list[str]) -> float:
+        embedder = index_embedder(p)  # the model built above is reused: this times embedding only
+        t = time.perf_counter()
+        embedder.warm_up()
+        embedder.embed(texts, batch_size=p.embed.batch_size)
+        return time.perf_counter() - t
+
+    embed_before_s = None
+    if args.bracket:  # embedding alone before AND after the ingest: a shared machine's drift cancels
+        from ragline.pipelines.chunk import chunk_documents
+        from ragline.pipelines.load import discover_files, load_documents
+
+        files = discover_files(p.load.sources, p.load.include, p.load.exclude)
+        docs, _ = load_documents(files, p.load)
+        embed_before_s = embed_alone(indexed_texts(chunk_documents(docs, p.chunk, embed_model=p.embed.model)[0]))
+
     t0 = time.perf_counter()
     summary = ingest_flow([], params)
     ingest_s = time.perf_counter() - t0
@@ -103,12 +123,8 @@ def main() -> int:
 
     published = PublishedIndex.open(IndexRegistry(work / "indexes"), "pydocs@latest")
     texts = indexed_texts(published.chunks)
-    p = Params.from_dict(params)
-    embedder = index_embedder(p)  # the export made by the ingest is reused: this times embedding only
-    t1 = time.perf_counter()
-    embedder.warm_up()
-    embedder.embed(texts, batch_size=p.embed.batch_size)
-    embed_s = time.perf_counter() - t1
+    embed_after_s = embed_alone(texts)
+    embed_s = embed_after_s if embed_before_s is None else (embed_before_s + embed_after_s) / 2
     torch_s = None
     if args.compare_torch and p.embed.backend == "onnx":
         torch_embedder = SentenceTransformerEmbedder(p.embed.model, p.embed.normalize)
@@ -126,6 +142,8 @@ def main() -> int:
         "stage_seconds": summary.stage_seconds,
         "ingest_wall_s": round(ingest_s, 2),
         "embed_only_wall_s": round(embed_s, 2),
+        "embed_only_before_after_s": [None if embed_before_s is None else round(embed_before_s, 2),
+                                      round(embed_after_s, 2)],
         "ratio_ingest_to_embed": round(ingest_s / embed_s, 3),
         "model_build_s (once per weights file, not in the ingest)": None if build_s is None else round(build_s, 2),
         "flow_body_s": summary.total_seconds,
