@@ -34,7 +34,7 @@ from ragline.pipelines.load import SourceFile, load_documents
 
 #: chunk texts the embedding thread takes per ``embed_with_cache`` call (its cache flush size)
 EMBED_PART = 256
-#: documents' chunk batches that may wait in the queue before parsing pauses
+#: chunk batches (one per arrival of parsed documents) that may wait before chunking pauses
 QUEUE_DOCUMENTS = 256
 #: niceness added to the parsing workers while the embedder runs beside them
 PARSER_NICE = 5
@@ -92,9 +92,8 @@ def load_chunk_embed(
         :class:`StreamResult`.
 
     Raises:
-        Whatever the embedder or the embedding cache raise (parsing is stopped first);
-        ``ConfigError`` for a chunk config that needs an embedder callable at chunking time
-        (semantic strategies take the embedder: loaded here before parsing starts).
+        Whatever the embedder or the embedding cache raise, once the parsing workers are done
+        (chunking stops at the error; the files already scheduled are still parsed).
     """
     n = len(files)
     results: list[Document | QuarantineRecord | None] = [None] * n
