@@ -2,13 +2,15 @@
 
 Measures, in one run on the same machine:
   1. the end-to-end ingest (Prefect flow: discover, load, chunk, embed, publish) into a fresh
-     workspace with an empty embedding cache;
+     workspace with an empty embedding cache (the backend's model, built once per weights
+     file, is built before and timed apart unless --cold-model);
   2. embedding the very same chunk texts alone (fresh embedder of the same ``embed.backend``,
      no cache);
   3. with ``--compare-torch`` (and ``embed.backend`` onnx), embedding them alone once more with
      sentence-transformers on torch, for the torch / ONNX ratio.
 and prints documents/s, chunks/s, peak RSS, and the ratio ingest wall / embed-only wall
-(target ≤ 1.5: everything that is not embedding costs at most half as much again).
+(target ≤ 1.10: parsing, chunking and writing overlap embedding, pipelines/stream.py), and the
+Prefect overhead (wall time outside the flow body: the temporary API's start, run records).
 
     .venv/bin/python benchmarks/ingest_pydocs.py [--limit N] [--workers 2] [--workdir DIR]
                                                  [--backend onnx|torch] [--compare-torch] [--json]
@@ -37,6 +39,7 @@ set_offline_env()
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 DOCS = Path("/usr/share/doc/python3.11-doc/html")
+TARGET = 1.10  # issue 16: ingest is its embedding
 
 
 def main() -> int:
@@ -45,8 +48,12 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="only the first N pages (0 = all)")
     ap.add_argument("--workers", type=int, default=2, help="load.workers")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the index here (default: temp dir, deleted)")
-    ap.add_argument("--backend", choices=["onnx", "torch"], default=None, help="embed.backend (default: params default)")
+    ap.add_argument("--backend", default=None, help="embed.backend (default: the params default)")
     ap.add_argument("--compare-torch", action="store_true", help="also time embedding alone on torch")
+    ap.add_argument("--bracket", action="store_true",
+                    help="also embed alone before the ingest; the ratio uses the mean of before and after")
+    ap.add_argument("--cold-model", action="store_true",
+                    help="build the backend's model inside the timed ingest (default: built before, timed apart)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
     if not args.source.is_dir():
@@ -79,6 +86,33 @@ def main() -> int:
     if args.backend:
         params["embed"]["backend"] = args.backend
     shutil.rmtree(work / "cache", ignore_errors=True)
+    # The backend's model (ONNX export, int8 quantization, OpenVINO IR) is built once per
+    # weights file and kept under paths.cache; build it first and time it apart, then start
+    # the ingest with an empty *embedding* cache. --cold-model includes the build in the ingest.
+    build_s = None
+    if not args.cold_model:
+        t_build = time.perf_counter()
+        index_embedder(Params.from_dict(params)).warm_up()
+        build_s = time.perf_counter() - t_build
+        shutil.rmtree(work / "cache" / "embeddings", ignore_errors=True)
+
+    p = Params.from_dict(params)
+
+    def embed_alone(texts: list[str]) -> float:
+        embedder = index_embedder(p)  # the model built above is reused: this times embedding only
+        t = time.perf_counter()
+        embedder.warm_up()
+        embedder.embed(texts, batch_size=p.embed.batch_size)
+        return time.perf_counter() - t
+
+    embed_before_s = None
+    if args.bracket:  # embedding alone before AND after the ingest: a shared machine's drift cancels
+        from ragline.pipelines.chunk import chunk_documents
+        from ragline.pipelines.load import discover_files, load_documents
+
+        files = discover_files(p.load.sources, p.load.include, p.load.exclude)
+        docs, _ = load_documents(files, p.load)
+        embed_before_s = embed_alone(indexed_texts(chunk_documents(docs, p.chunk, embed_model=p.embed.model)[0]))
 
     t0 = time.perf_counter()
     summary = ingest_flow([], params)
@@ -89,12 +123,8 @@ def main() -> int:
 
     published = PublishedIndex.open(IndexRegistry(work / "indexes"), "pydocs@latest")
     texts = indexed_texts(published.chunks)
-    p = Params.from_dict(params)
-    embedder = index_embedder(p)  # the export made by the ingest is reused: this times embedding only
-    t1 = time.perf_counter()
-    embedder.warm_up()
-    embedder.embed(texts, batch_size=p.embed.batch_size)
-    embed_s = time.perf_counter() - t1
+    embed_after_s = embed_alone(texts)
+    embed_s = embed_after_s if embed_before_s is None else (embed_before_s + embed_after_s) / 2
     torch_s = None
     if args.compare_torch and p.embed.backend == "onnx":
         torch_embedder = SentenceTransformerEmbedder(p.embed.model, p.embed.normalize)
@@ -112,7 +142,12 @@ def main() -> int:
         "stage_seconds": summary.stage_seconds,
         "ingest_wall_s": round(ingest_s, 2),
         "embed_only_wall_s": round(embed_s, 2),
+        "embed_only_before_after_s": [None if embed_before_s is None else round(embed_before_s, 2),
+                                      round(embed_after_s, 2)],
         "ratio_ingest_to_embed": round(ingest_s / embed_s, 3),
+        "model_build_s (once per weights file, not in the ingest)": None if build_s is None else round(build_s, 2),
+        "flow_body_s": summary.total_seconds,
+        "prefect_overhead_s": round(ingest_s - summary.total_seconds, 2),  # temporary API start + run records
         "embed_backend": p.embed.backend,
         "embed_only_torch_wall_s": None if torch_s is None else round(torch_s, 2),
         "ratio_torch_to_onnx_embed": None if torch_s is None else round(torch_s / embed_s, 3),
@@ -120,7 +155,7 @@ def main() -> int:
         "chunks_per_s": round(summary.chunks / ingest_s, 2),
         "peak_rss_mib": round(rss_self, 1),
         "peak_rss_children_mib": round(rss_children, 1),
-        "target_ratio": 1.5,
+        "target_ratio": TARGET,
         "index": str(work / "indexes"),
     }
     if args.json:
@@ -128,7 +163,7 @@ def main() -> int:
     else:
         for k, v in result.items():
             print(f"{k:>24}: {v}")
-        print(f"{'target met':>24}: {result['ratio_ingest_to_embed'] <= 1.5}")
+        print(f"{'target met':>24}: {result['ratio_ingest_to_embed'] <= TARGET}")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0

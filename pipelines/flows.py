@@ -39,21 +39,22 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from ragline.indexers.embedders import Embedder, info_of  # noqa: E402
 from ragline.indexers.registry import IndexRegistry  # noqa: E402
-from ragline.pipelines.chunk import chunk_documents  # noqa: E402
 from ragline.pipelines.config import Params  # noqa: E402
-from ragline.pipelines.embed import embed_chunks, index_embedder  # noqa: E402
+from ragline.pipelines.embed import index_embedder  # noqa: E402
 from ragline.pipelines.load import (  # noqa: E402
     QuarantineRecord,
     check_failure_rate,
     discover_files,
     documents_to_table,
     load_documents,
+    prestart_parsers,
     quarantine_to_table,
 )
 from ragline.pipelines.errors import PipelineError  # noqa: E402
 from ragline.pipelines.progress import Reporter  # noqa: E402
 from ragline.pipelines.publish import publish_index  # noqa: E402
 from ragline.pipelines.telemetry import observed, timed as _timed  # noqa: E402  (metrics files, push, spans)
+from ragline.pipelines.stream import load_chunk_embed  # noqa: E402
 
 #: Progress reporter for the current run (set by the CLI; tasks run in the caller's context).
 REPORTER: contextvars.ContextVar[Reporter] = contextvars.ContextVar("ragline_reporter", default=Reporter())
@@ -130,9 +131,11 @@ class GuardedFlow:
             flow's work was done (nothing was published then).
     """
 
-    def __init__(self, flow_obj: Any, params_of: Callable[[tuple, dict], dict | None]) -> None:
+    def __init__(self, flow_obj: Any, params_of: Callable[[tuple, dict], dict | None],
+                 before: Callable[[], None] | None = None) -> None:
         self._flow = flow_obj
         self._params_of = params_of
+        self._before = before  # started before the flow, so it overlaps the temporary API's start
         functools.update_wrapper(self, flow_obj.fn)
 
     def __getattr__(self, name: str) -> Any:
@@ -165,6 +168,8 @@ class GuardedFlow:
         for lg in loggers:
             lg.addFilter(noise)
         try:
+            if self._before is not None:
+                self._before()
             with temporary_settings(updates=updates) if updates else nullcontext():
                 return self._flow(*args, **kwargs)
         except Exception as e:
@@ -238,14 +243,6 @@ def load_task(files, params: Params):
         return load_documents(files, params.load, progress=advance)
 
 
-@task(name="chunk", cache_policy=NO_CACHE)
-def chunk_task(docs, params: Params, embedder: Embedder):
-    embed_fn = (lambda texts: embedder.embed(list(texts))) if params.chunk.needs_embedder else None
-    with REPORTER.get().stage("chunk", len(docs)) as advance:
-        return chunk_documents(docs, params.chunk, embed_fn=embed_fn, progress=advance,
-                               embed_model=params.embed.model)
-
-
 @task(name="load-model", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def load_model_task(params: Params) -> Embedder:
     embedder = index_embedder(params)
@@ -253,10 +250,12 @@ def load_model_task(params: Params) -> Embedder:
     return embedder
 
 
-@task(name="embed", cache_policy=NO_CACHE)
-def embed_task(chunks, params: Params, embedder: Embedder):
-    with REPORTER.get().stage("embed", chunks.num_rows) as advance:
-        return embed_chunks(chunks, embedder, params.paths.cache, params.embed.batch_size, progress=advance)
+@task(name="load-chunk-embed", cache_policy=NO_CACHE)
+def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder]):
+    """Parsing and chunking overlap embedding (:mod:`pipelines.stream`); ``embedder`` waits for
+    the model task, submitted beside this one, so a first export overlaps parsing too."""
+    with REPORTER.get().stage("ingest", len(files)) as advance:
+        return load_chunk_embed(files, params, embedder, progress=advance)
 
 
 @task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
@@ -287,23 +286,20 @@ def _ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
     t0 = time.perf_counter()
     with _timed(times, "discover"):
         files = discover_task(list(p.load.sources), p)
-    with _timed(times, "load"):
-        docs, quarantine = load_task(files, p)
-    with _timed(times, "load-model"):
-        embedder = load_model_task(p)
-    with _timed(times, "chunk"):
-        chunks, chunk_bad = chunk_task(docs, p, embedder)
-    quarantine = quarantine + chunk_bad
-    summary = IngestSummary(p.index.name, None, len(docs), chunks.num_rows, 0, 0, quarantine, times)
+    model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
+    with _timed(times, "load-chunk-embed"):
+        streamed = load_chunk_embed_task(files, p, model.result)
+    docs, chunks, chunk_bad, quarantine = streamed.documents, streamed.chunks, streamed.chunk_bad, streamed.quarantine
+    embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
+    times.update({f"{k} (overlapped)": v for k, v in streamed.seconds.items()})
+    summary = IngestSummary(p.index.name, None, len(docs), chunks.num_rows, computed,
+                            chunks.num_rows - computed, quarantine, times)
     try:
         check_failure_rate(len(files), quarantine, p.load.max_failed_fraction)
-    except Exception as e:  # FailureRateExceeded: report, publish nothing
+    except Exception as e:  # FailureRateExceeded: report, publish nothing (vectors stay in the cache)
         summary.failed = str(e)
         summary.total_seconds = round(time.perf_counter() - t0, 3)
         return summary
-    with _timed(times, "embed"):
-        vectors, computed = embed_task(chunks, p, embedder)
-    summary.embedded, summary.cache_hits = computed, chunks.num_rows - computed
     good = {q.path for q in chunk_bad}
     documents = documents_to_table([d for d in docs if d.uri not in good])
     with _timed(times, "publish"):
@@ -314,7 +310,8 @@ def _ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
     return _record(summary)
 
 
-ingest_flow = GuardedFlow(_ingest_flow, lambda args, kwargs: kwargs.get("params", args[1] if len(args) > 1 else None))
+ingest_flow = GuardedFlow(_ingest_flow, lambda args, kwargs: kwargs.get("params", args[1] if len(args) > 1 else None),
+                          before=prestart_parsers)  # the parsers' fork server preloads while Prefect starts
 
 
 # ---------------- chunking experiments (grid of chunk configs → leaderboard + plot) ----------------

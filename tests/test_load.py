@@ -180,3 +180,85 @@ def test_html_drop_selector_that_does_not_parse_is_named() -> None:
     data["load"]["html_drop"] = ["nav", "div[role="]
     with pytest.raises(ConfigError, match=r"load\.html_drop.*div\[role="):
         Params.from_dict(data, source="params.yaml")
+
+
+# ---------------------------------------------------------------- parsing costs what it must (issue 16)
+def _spans(doc: Document) -> list[tuple]:
+    return [(e.char_start, e.char_end, e.page, e.section_path, e.type in ("Title", "Table")) for e in doc.elements]
+
+
+def test_element_types_markup_and_nlp_give_the_same_documents_and_chunks(sample_docs: list[Document]) -> None:
+    from ragline.pipelines.chunk import chunk_documents
+    from ragline.pipelines.config import ChunkConfig
+
+    files = [f for f in discover_files([SAMPLE]) if f.path.suffix in (".md", ".html")]
+    assert len(files) >= 2
+    fast = [load_document(f, CFG) for f in files]
+    nlp = [load_document(f, LoadConfig(workers=1, element_types="nlp", languages=["auto"])) for f in files]
+    for a, b in zip(fast, nlp):
+        assert isinstance(a, Document) and isinstance(b, Document)
+        assert (a.text, a.title, _spans(a)) == (b.text, b.title, _spans(b))
+        assert {e.type for e in a.elements} <= {"Title", "Table", "ListItem", "NarrativeText", "UncategorizedText"}
+    for strategy in ("token", "structure"):
+        cfg = ChunkConfig(strategy=strategy)
+        assert chunk_documents(fast, cfg)[0].equals(chunk_documents(nlp, cfg)[0])
+
+
+def test_element_types_markup_types_paragraphs_without_nlp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unstructured.nlp.tokenize as tok
+
+    p = tmp_path / "notes.md"
+    p.write_text("# Tools\n\nHive scales\n\n- a smoker\n- a veil\n\n2026\n\nThe smoker calms the bees.\n")
+    [src] = discover_files([tmp_path])
+    nlp = load_document(src, LoadConfig(workers=1, element_types="nlp"))
+    assert [(e.type, nlp.text[e.char_start:e.char_end]) for e in nlp.elements][1] == ("UncategorizedText", "Hive scales")
+
+    def no_spacy(*a, **k):
+        raise AssertionError("spaCy called with element_types: markup")
+
+    monkeypatch.setattr(tok, "sent_tokenize", no_spacy)
+    monkeypatch.setattr(tok, "_get_nlp", no_spacy)
+    doc = load_document(src, CFG)
+    assert isinstance(doc, Document), doc
+    assert [(e.type, doc.text[e.char_start:e.char_end]) for e in doc.elements] == [
+        ("Title", "Tools"), ("NarrativeText", "Hive scales"), ("ListItem", "a smoker"), ("ListItem", "a veil"),
+        ("UncategorizedText", "2026"), ("NarrativeText", "The smoker calms the bees."),
+    ]
+    from unstructured.partition.html import parser
+
+    assert parser.derive_element_type_from_text.__module__ == parser.__name__  # the hook was restored
+
+
+def test_languages_named_skip_detection_auto_detects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unstructured.partition.common.lang as lang
+
+    calls: list[str] = []
+    real = lang.detect_langs
+    monkeypatch.setattr(lang, "detect_langs", lambda text: calls.append(text) or real(text))
+    p = tmp_path / "queen.md"
+    p.write_text("# Queen\n\nThe queen lays up to two thousand eggs a day in early summer.\n")
+    [src] = discover_files([tmp_path])
+    named = load_document(src, CFG)
+    assert calls == []
+    auto = load_document(src, LoadConfig(workers=1, languages=["auto"]))
+    assert len(calls) == 1 and auto.text == named.text
+
+
+@pytest.mark.parametrize("value, match", [(["auto", "eng"], "cannot be combined"), (["English"], "ISO 639"), ([], "")])
+def test_bad_languages_are_named(value: list[str], match: str) -> None:
+    from ragline.chunkers.base import ConfigError
+    from ragline.pipelines.config import Params
+
+    data = Params().to_dict()
+    data["load"]["languages"] = value
+    with pytest.raises(ConfigError, match=r"load\.languages.*" + match):
+        Params.from_dict(data, source="params.yaml")
+
+
+def test_html_drop_keeps_the_text_after_a_dropped_element() -> None:
+    from ragline.pipelines.load import strip_html
+
+    page = '<html><body><p>Open the hive<a class="headerlink" href="#x">¶</a> slowly.</p><nav>Menu</nav>Tail</body></html>'
+    out = strip_html(page, ["nav", "a.headerlink"])
+    assert "Menu" not in out and "¶" not in out and "Open the hive slowly." in out and "Tail" in out
+    assert strip_html(page, ["aside"]) is page  # nothing matched: the page itself, offsets untouched

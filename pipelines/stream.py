@@ -1,0 +1,201 @@
+"""Load, chunk and embed at once: parsing and chunking feed the embedder through a bounded queue.
+
+Sequentially, ingest parses every file, then chunks, then embeds, so the wall time is the
+sum of the stages. Here the parsing workers (:func:`pipelines.load.load_documents`,
+re-niced so the embedder keeps the cores) run while the embedder embeds what is already
+chunked; each document is chunked in the calling thread as soon as it and every document
+before it are parsed (file order, so rows, chunk ids and vectors are exactly those of the
+sequential path), and its chunk texts go through a bounded queue to one embedding thread
+(ONNX Runtime and OpenVINO release the GIL while they compute). The embedder may still be
+loading (a first export or quantization) when the first documents arrive: the embedding
+thread asks for it first.
+
+The plain stage functions do the work (``load_documents``, ``chunk_documents``,
+``embed_with_cache``); this module only schedules them, so it imports no orchestrator.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ragline.core.records import Document, QuarantineRecord
+from ragline.core.schemas import CHUNKS_SCHEMA, indexed_texts
+from ragline.indexers.cache import EmbeddingCache, embed_with_cache
+from ragline.indexers.embedders import Embedder, info_of
+from ragline.pipelines.chunk import chunk_documents
+from ragline.pipelines.load import SourceFile, load_documents
+
+#: chunk texts the embedding thread takes per ``embed_with_cache`` call (its cache flush size)
+EMBED_PART = 256
+#: chunk batches (one per arrival of parsed documents) that may wait before chunking pauses
+QUEUE_DOCUMENTS = 256
+#: niceness added to the parsing workers while the embedder runs beside them
+PARSER_NICE = 5
+
+
+@dataclass
+class StreamResult:
+    """What :func:`load_chunk_embed` produced.
+
+    Attributes:
+        documents: parsed documents, in file order.
+        quarantine: files that failed to load, then documents the chunker failed on.
+        chunks: ``CHUNKS_SCHEMA`` table, ``row`` = position (as :func:`chunk_documents` numbers them).
+        vectors: float32 (n_chunks, dim) in row order; L2-normalized when the embedder normalizes.
+        embedded: texts embedded now (cache misses).
+        chunk_bad: the chunker's quarantine records (also in ``quarantine``).
+        seconds: where the wall time went, overlapping: ``load`` (start to the last file
+            parsed), ``chunk`` (chunking, in the calling thread), ``load-model`` (start to the
+            embedder ready), ``embed`` (inside the embedder and its cache), ``embed-idle``
+            (the embedder ready and waiting for chunks).
+    """
+
+    documents: list[Document]
+    quarantine: list[QuarantineRecord]
+    chunks: pa.Table
+    vectors: np.ndarray
+    embedded: int
+    chunk_bad: list[QuarantineRecord]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+_DONE = object()
+
+
+def load_chunk_embed(
+    files: Sequence[SourceFile],
+    params,  # ragline.pipelines.config.Params
+    embedder: Callable[[], Embedder],
+    progress: Callable[[int], None] | None = None,
+) -> StreamResult:
+    """Parse, chunk and embed ``files`` with embedding overlapping parsing and chunking.
+
+    Gives the same documents, chunks (ids, offsets, rows) and vectors as
+    ``load_documents`` → ``chunk_documents`` → ``embed_chunks`` one after the other.
+
+    Args:
+        files: files from :func:`pipelines.load.discover_files`.
+        params: the run's :class:`~pipelines.config.Params` (``load``, ``chunk``, ``embed``,
+            ``paths.cache``).
+        embedder: returns the embedder (called once, in the embedding thread, so a model
+            still being built does not hold up parsing).
+        progress: called with 1 per file whose chunks are embedded (or that was quarantined).
+
+    Returns:
+        :class:`StreamResult`.
+
+    Raises:
+        Whatever the embedder or the embedding cache raise, once the parsing workers are done
+        (chunking stops at the error; the files already scheduled are still parsed).
+    """
+    n = len(files)
+    results: list[Document | QuarantineRecord | None] = [None] * n
+    next_i = 0
+    rows = 0
+    tables: list[pa.Table] = []
+    chunk_bad: list[QuarantineRecord] = []
+    q: queue.Queue = queue.Queue(maxsize=QUEUE_DOCUMENTS)
+    parts: list[np.ndarray] = []
+    state: dict = {"embedded": 0, "error": None, "dim": 0}
+    t0 = time.perf_counter()
+    seconds = dict.fromkeys(("load", "chunk", "load-model", "embed", "embed-idle"), 0.0)
+    embed_fn = None
+    if params.chunk.needs_embedder:  # semantic chunking embeds while it chunks: load the model first
+        model = embedder()
+        embed_fn = lambda texts: model.embed(list(texts))  # noqa: E731
+        embedder = lambda: model  # noqa: E731
+
+    def embed_loop() -> None:
+        try:
+            model = embedder()
+            state["dim"] = model.dim
+            seconds["load-model"] = time.perf_counter() - t0
+            cache = EmbeddingCache(params.paths.cache, info_of(model)) if params.paths.cache else None
+            try:
+                pending: list[str] = []
+                pending_files = 0
+                while True:
+                    t_wait = time.perf_counter()
+                    item = q.get()
+                    seconds["embed-idle"] += time.perf_counter() - t_wait
+                    if item is not _DONE:
+                        texts, n_files = item
+                        pending += texts
+                        pending_files += n_files
+                    if pending and (len(pending) >= EMBED_PART or item is _DONE or q.empty()):
+                        t_embed = time.perf_counter()
+                        vecs, computed = embed_with_cache(pending, model, cache, params.embed.batch_size)
+                        seconds["embed"] += time.perf_counter() - t_embed
+                        parts.append(vecs)
+                        state["embedded"] += computed
+                        pending = []
+                    if progress and pending_files and not pending:
+                        progress(pending_files)
+                        pending_files = 0
+                    if item is _DONE:
+                        return
+            finally:
+                if cache is not None:
+                    cache.close()
+        except BaseException as e:  # handed to the calling thread
+            state["error"] = e
+            while True:  # drain, so a producer blocked on a full queue goes on (and sees the error)
+                try:
+                    if q.get_nowait() is _DONE:
+                        return
+                except queue.Empty:
+                    if state.get("producer_done"):
+                        return
+                    threading.Event().wait(0.05)
+
+    def put(item) -> None:
+        while state["error"] is None:
+            try:
+                q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def arrived(i: int, r: Document | QuarantineRecord) -> None:
+        nonlocal next_i, rows
+        results[i] = r
+        ready: list[Document] = []
+        n_files = 0
+        while next_i < n and results[next_i] is not None:
+            if isinstance(results[next_i], Document):
+                ready.append(results[next_i])
+            next_i += 1
+            n_files += 1
+        if not n_files or state["error"] is not None:
+            return
+        t_chunk = time.perf_counter()
+        table, bad = chunk_documents(ready, params.chunk, embed_fn=embed_fn, embed_model=params.embed.model)
+        table = table.set_column(0, "row", pa.array(range(rows, rows + table.num_rows), pa.int64()))
+        seconds["chunk"] += time.perf_counter() - t_chunk
+        rows += table.num_rows
+        tables.append(table)
+        chunk_bad.extend(bad)
+        put((indexed_texts(table), n_files))
+
+    worker = threading.Thread(target=embed_loop, name="ragline-embed", daemon=True)
+    worker.start()
+    try:
+        docs, load_bad = load_documents(files, params.load, deliver=arrived, nice=PARSER_NICE)
+        seconds["load"] = time.perf_counter() - t0
+    finally:
+        state["producer_done"] = True
+        put(_DONE)
+        worker.join()
+    if state["error"] is not None:
+        raise state["error"]
+    chunks = pa.concat_tables(tables) if tables else CHUNKS_SCHEMA.empty_table()
+    vectors = np.concatenate(parts) if parts else np.zeros((0, state["dim"]), np.float32)
+    return StreamResult(docs, load_bad + chunk_bad, chunks, vectors, state["embedded"], chunk_bad,
+                        {k: round(v, 3) for k, v in seconds.items()})
