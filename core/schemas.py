@@ -86,8 +86,15 @@ def embeddings_schema(dim: int) -> pa.Schema:
     )
 
 
-def write_table(table: pa.Table, path: str | Path, schema: pa.Schema) -> None:
-    """Cast ``table`` to ``schema`` and write it as Parquet (zstd).
+#: Rows per Parquet row group of a published ``chunks.parquet``: small groups let a search read
+#: only the groups holding its hits (:class:`ParquetRows`). Measured on 200k 700-character texts
+#: (zstd): 5 random rows in 1.7 ms with 256-row groups, 20 ms with 4096; the file is no larger.
+CHUNKS_ROW_GROUP = 256
+
+
+def write_table(table: pa.Table, path: str | Path, schema: pa.Schema, row_group_size: int | None = None) -> None:
+    """Cast ``table`` to ``schema`` and write it as Parquet (zstd), in row groups of
+    ``row_group_size`` rows (pyarrow's default, about 1M rows, when ``None``).
 
     Raises:
         SchemaMismatchError: a column is missing or cannot be cast.
@@ -96,7 +103,7 @@ def write_table(table: pa.Table, path: str | Path, schema: pa.Schema) -> None:
         table = table.select(schema.names).cast(schema)
     except (KeyError, pa.ArrowInvalid, ValueError) as e:
         raise SchemaMismatchError(f"{path}: table does not fit the declared schema: {e}") from e
-    pq.write_table(table, str(path), compression="zstd")
+    pq.write_table(table, str(path), compression="zstd", row_group_size=row_group_size)
 
 
 def read_table(path: str | Path, schema: pa.Schema) -> pa.Table:
@@ -134,3 +141,90 @@ def indexed_texts(chunks: pa.Table) -> list[str]:
     stay those of the source)."""
     return [c + t for c, t in zip(chunks.column("context").to_pylist(), chunks.column("text").to_pylist())]
 
+
+
+class ParquetRows:
+    """A Parquet table read on demand: whole columns when asked for, single rows by row-group.
+
+    Opening reads only the file footer (schema and row-group sizes), checked like
+    :func:`read_table`; nothing else is read until :meth:`take`, :meth:`column` or
+    :meth:`table` is called. :meth:`take` reads just the row groups holding the asked rows,
+    with just the asked columns, so its cost follows the file's row-group size
+    (:data:`CHUNKS_ROW_GROUP`), not its row count. Reads are serialized (one lock), so one
+    instance may be shared by threads.
+
+    Args:
+        path: the Parquet file.
+        schema: the schema it must have (version metadata, names and types).
+
+    Raises:
+        SchemaMismatchError: another schema version or other columns/types.
+        OSError: the file is missing or not Parquet.
+    """
+
+    def __init__(self, path: str | Path, schema: pa.Schema) -> None:
+        import threading
+
+        import numpy as np
+
+        self.path = Path(path)
+        self.schema = schema
+        try:
+            self._file = pq.ParquetFile(str(self.path), memory_map=True, pre_buffer=False)
+        except pa.ArrowInvalid as e:
+            raise OSError(f"{path}: not a readable Parquet file ({e})") from e
+        found_schema = self._file.schema_arrow
+        found = (found_schema.metadata or {}).get(b"ragline.schema_version", b"?").decode()
+        if found != str(SCHEMA_VERSION):
+            raise SchemaMismatchError(f"{path}: schema version {found}, this ragline reads {SCHEMA_VERSION}; "
+                                      "rebuild the index")
+        self._missing = {f.name for f in schema if f.name not in found_schema.names
+                         and (f.metadata or {}).get(b"ragline.optional") == b"1"}
+        if [(f.name, f.type) for f in found_schema] != [(f.name, f.type) for f in schema if f.name not in self._missing]:
+            raise SchemaMismatchError(f"{path}: columns {found_schema.names} do not match {schema.names}")
+        md = self._file.metadata
+        self.num_rows = int(md.num_rows)
+        self._starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)]).astype(np.int64)
+        self._lock = threading.Lock()
+        self._columns: dict[str, pa.ChunkedArray] = {}
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """One whole column as Arrow (read once, then kept)."""
+        got = self._columns.get(name)
+        if got is None:
+            if name in self._missing:
+                got = pa.chunked_array([pa.nulls(self.num_rows, self.schema.field(name).type)])
+            else:
+                with self._lock:
+                    got = self._file.read(columns=[name]).column(name)
+            self._columns[name] = got
+        return got
+
+    def take(self, rows: "list[int]", columns: "list[str] | tuple[str, ...]") -> dict[str, list]:
+        """``{column: [value per row]}`` for ``rows`` (in the order given; repeats allowed).
+
+        Raises:
+            IndexError: a row outside ``0..num_rows-1``.
+        """
+        import numpy as np
+
+        if not rows:
+            return {c: [] for c in columns}
+        r = np.asarray(rows, dtype=np.int64)
+        if r.min() < 0 or r.max() >= self.num_rows:
+            raise IndexError(f"{self.path}: rows {rows} outside 0..{self.num_rows - 1}")
+        groups = np.searchsorted(self._starts, r, side="right") - 1
+        wanted = sorted(set(groups.tolist()))
+        present = [c for c in columns if c not in self._missing]
+        with self._lock:
+            part = self._file.read_row_groups(wanted, columns=present)
+        # position of each row inside the concatenation of the wanted groups
+        sizes = self._starts[np.asarray(wanted) + 1] - self._starts[np.asarray(wanted)]
+        base = dict(zip(wanted, (np.cumsum(sizes) - sizes).tolist()))
+        pos = [base[g] + int(x - self._starts[g]) for g, x in zip(groups.tolist(), r.tolist())]
+        picked = part.take(pa.array(pos, type=pa.int64()))
+        return {c: (picked.column(c).to_pylist() if c in present else [None] * len(rows)) for c in columns}
+
+    def table(self) -> pa.Table:
+        """The whole table (:func:`read_table`)."""
+        return read_table(self.path, self.schema)
