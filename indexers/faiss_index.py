@@ -232,13 +232,13 @@ def build_settings(record: Mapping[str, Any]) -> dict[str, Any]:
     """
     if "factory_param" in record or "factory" in record:
         factory = str(record.get("factory_param", record.get("factory")))
-        ef = record.get("ef_construction", FaissSpec.ef_construction)
+        ef = record.get("ef_construction", FaissSpec().ef_construction)
     else:
         kind = str(record.get("kind", "flat"))
         factory = "Flat" if kind == "flat" else f"HNSW{int(record.get('hnsw_m', 32))}"
         ef = record.get("hnsw_ef_construction", 200)
     return {"factory_param": factory, "metric": str(record.get("metric", "ip")),
-            "train_size": int(record.get("train_size", FaissSpec.train_size)), "ef_construction": int(ef)}
+            "train_size": int(record.get("train_size", FaissSpec().train_size)), "ef_construction": int(ef)}
 
 
 def factory_in(record: Mapping[str, Any]) -> str:
