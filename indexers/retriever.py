@@ -29,7 +29,8 @@ uses), with the same code.
 
 Opening a version is lazy: the FAISS index is memory-mapped where its kind allows
 (:func:`indexers.faiss_index.read_faiss_index`), ``chunks.parquet`` is opened by its footer
-only (:class:`core.schemas.ParquetRows`), and a search reads the row groups holding its hits;
+only (:class:`core.schemas.ParquetRows`), and a search reads its hits' rows from the
+memory-mapped ``chunks.arrow`` (or, in versions without it, the Parquet row groups holding them);
 the columns a metadata filter needs are read whole the first time a filter uses them. Nothing
 turns every chunk text into Python objects.
 """
@@ -49,7 +50,7 @@ import numpy as np
 import pyarrow as pa
 
 from ragline.core.records import Hit
-from ragline.core.schemas import CHUNKS_SCHEMA, ParquetRows
+from ragline.core.schemas import CHUNKS_SCHEMA, HIT_COLUMNS, ParquetRows
 from ragline.indexers.bm25 import BM25Index, BM25Spec
 from ragline.indexers.embedders import HASHING_MODEL, Embedder, info_of, make_embedder
 from ragline.indexers.faiss_index import (VECTORS_FILE, FaissSpec, build_faiss_index, factory_in, read_faiss_index,
@@ -62,8 +63,8 @@ INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.parquet"
 DOCUMENTS_FILE = "documents.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
-#: The chunk columns a :class:`Hit` carries (read for the hits only).
-HIT_COLUMNS = ("chunk_id", "doc_id", "uri", "page", "char_start", "char_end", "section_path", "text")
+#: The hit columns of every chunk row as a memory-mapped Arrow IPC file (:func:`core.schemas.write_row_file`).
+CHUNK_ROWS_FILE = "chunks.arrow"
 
 
 class TableRows:
@@ -80,8 +81,7 @@ class TableRows:
 
     def take(self, rows: list[int], columns: Sequence[str]) -> dict[str, list]:
         """``{column: [value per row]}`` for ``rows`` in the order given."""
-        picked = self._table.select(list(columns)).take(pa.array(rows, type=pa.int64()))
-        return {c: picked.column(c).to_pylist() for c in columns}
+        return {c: [self._table.column(c)[r].as_py() for r in rows] for c in columns}
 
     def table(self) -> pa.Table:
         """The table."""
@@ -137,7 +137,7 @@ class PublishedIndex:
         manifest = registry.check_files(name, version)
         path = registry.version_dir(name, version)
         index = read_faiss_index(path / INDEX_FILE, mmap=True, factory=factory_in(manifest.index))
-        rows = ParquetRows(path / CHUNKS_FILE, CHUNKS_SCHEMA)
+        rows = ParquetRows(path / CHUNKS_FILE, CHUNKS_SCHEMA, path / CHUNK_ROWS_FILE)
         if index.ntotal != rows.num_rows:
             raise CorruptRegistryError(
                 f"{path}: index holds {index.ntotal} vectors but chunks.parquet {rows.num_rows} rows; "
@@ -538,4 +538,4 @@ class Index:
 
 
 __all__ = ["PublishedIndex", "TableRows", "HIT_COLUMNS", "Retriever", "Index", "Hit", "min_max", "rrf_fuse", "weighted_fuse", "embedder_for",
-           "INDEX_FILE", "CHUNKS_FILE", "DOCUMENTS_FILE", "QUARANTINE_FILE"]
+           "INDEX_FILE", "CHUNKS_FILE", "CHUNK_ROWS_FILE", "DOCUMENTS_FILE", "QUARANTINE_FILE"]

@@ -16,8 +16,8 @@ from ragline.indexers.embedders import EmbedderInfo
 from ragline.indexers.faiss_index import VECTORS_FILE, build_faiss_index, index_record, write_faiss_index, write_vectors
 from ragline.indexers.manifest import Manifest, params_hash
 from ragline.indexers.registry import DEFAULT_ALIAS, IndexRegistry
-from ragline.indexers.retriever import CHUNKS_FILE, DOCUMENTS_FILE, INDEX_FILE, QUARANTINE_FILE
-from ragline.core.schemas import CHUNKS_ROW_GROUP, CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_table
+from ragline.indexers.retriever import CHUNK_ROWS_FILE, CHUNKS_FILE, DOCUMENTS_FILE, INDEX_FILE, QUARANTINE_FILE
+from ragline.core.schemas import CHUNKS_ROW_GROUP, CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_row_file, write_table
 from ragline.pipelines.config import IndexConfig, Params
 from ragline.pipelines.chunk import chunker_record
 
@@ -100,7 +100,8 @@ def publish_index(
 
     def write(folder: Path, version: str) -> Manifest:
         write_table(documents, folder / DOCUMENTS_FILE, DOCUMENTS_SCHEMA)
-        write_table(chunks, folder / CHUNKS_FILE, CHUNKS_SCHEMA, CHUNKS_ROW_GROUP)  # small groups: hits read lazily
+        write_table(chunks, folder / CHUNKS_FILE, CHUNKS_SCHEMA, CHUNKS_ROW_GROUP)
+        write_row_file(chunks, folder / CHUNK_ROWS_FILE, CHUNKS_SCHEMA)  # a search's hits, read by row from a memory map
         write_table(quarantine, folder / QUARANTINE_FILE, QUARANTINE_SCHEMA)
         write_faiss_index(index, folder / INDEX_FILE)
         write_vectors(vectors, folder / VECTORS_FILE)  # kept: a lossy kind (PQ, SQ) cannot give them back

@@ -32,7 +32,7 @@ from ragline.indexers.registry import IndexRegistry
 from ragline.indexers.retrieval import RetrievalConfig
 from ragline.indexers.retriever import PublishedIndex, Retriever
 from ragline.pipelines.config import Params
-from tests.publishing import paragraphs_tables, publish_documents
+from tests.publishing import make_old_version, paragraphs_tables, publish_documents
 
 DIM = 32
 
@@ -189,23 +189,32 @@ class _CountingFile:
         return self.inner.read_row_groups(groups, columns=columns, **kw)
 
 
-def test_lazy_open_reads_only_the_row_groups_of_the_hits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("row_file", [True, False])
+def test_lazy_open_reads_only_the_hits(tmp_path: Path, row_file: bool) -> None:
     registry, _ = _publish(tmp_path, "Flat", 1500)
+    if not row_file:  # a version published before chunks.arrow: hits come from Parquet row groups
+        make_old_version(registry.version_dir("docs", "v0001"), "chunks.arrow")
     retriever = Retriever.open(registry, "docs")
     assert retriever.published is not None and retriever.published._table is None
+    assert (retriever.rows._row_table is not None) == row_file
     spy = _CountingFile(retriever.rows._file)
     retriever.rows._file = spy
-    n_groups = retriever.rows._file.inner.metadata.num_row_groups
-    assert n_groups == -(-1500 // CHUNKS_ROW_GROUP) > 1
+    assert spy.inner.metadata.num_row_groups == -(-1500 // CHUNKS_ROW_GROUP) > 1
     for mode in ("dense", "bm25", "hybrid"):
         hits = retriever.search("colour7 shape3", RetrievalConfig(mode=mode, k=3))
         assert len(hits) == 3 and all(h.text.startswith("chunk ") for h in hits)
-        assert spy.groups[-1] == sorted({h.row // CHUNKS_ROW_GROUP for h in hits})
+        expected = [sorted({h.row // CHUNKS_ROW_GROUP for h in hits})] if not row_file else []
+        assert spy.groups[-1:] == expected
+        spy.groups.clear()
     assert spy.whole_columns == [] and retriever.published._table is None  # no text column was read whole
     # a filter reads the column it needs, once, and never the texts
     retriever.search("colour7", RetrievalConfig(mode="dense", k=3), flt=_doc_filter("doc3.txt"))
     retriever.search("colour8", RetrievalConfig(mode="dense", k=3), flt=_doc_filter("doc4.txt"))
     assert spy.whole_columns == ["uri"]
+    # the same hits either way
+    assert [h.text for h in retriever.search("colour9", RetrievalConfig(mode="hybrid", k=5))] == \
+        [h.text for h in Retriever.in_memory(retriever.published.chunks, retriever.published.vectors(),
+                                             HashingEmbedder(dim=DIM)).search("colour9", RetrievalConfig(mode="hybrid", k=5))]
 
 
 def _doc_filter(name: str):  # noqa: ANN202
