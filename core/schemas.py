@@ -6,6 +6,9 @@ Each schema carries ``ragline.schema_version`` metadata; readers refuse other ve
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -182,10 +185,6 @@ class ParquetRows:
     """
 
     def __init__(self, path: str | Path, schema: pa.Schema, row_file: str | Path | None = None) -> None:
-        import threading
-
-        import numpy as np
-
         self.path = Path(path)
         self.schema = schema
         try:
@@ -203,7 +202,7 @@ class ParquetRows:
             raise SchemaMismatchError(f"{path}: columns {found_schema.names} do not match {schema.names}")
         md = self._file.metadata
         self.num_rows = int(md.num_rows)
-        self._starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)]).astype(np.int64)
+        self._starts = list(itertools.accumulate((md.row_group(i).num_rows for i in range(md.num_row_groups)), initial=0))
         self._lock = threading.Lock()
         self._columns: dict[str, pa.ChunkedArray] = {}
         self._row_table: pa.Table | None = None
@@ -234,25 +233,25 @@ class ParquetRows:
         Raises:
             IndexError: a row outside ``0..num_rows-1``.
         """
-        import numpy as np
-
         if not rows:
             return {c: [] for c in columns}
-        r = np.asarray(rows, dtype=np.int64)
-        if r.min() < 0 or r.max() >= self.num_rows:
+        r = [int(x) for x in rows]
+        if min(r) < 0 or max(r) >= self.num_rows:
             raise IndexError(f"{self.path}: rows {rows} outside 0..{self.num_rows - 1}")
         fast = self._row_table
         if fast is not None and all(c in fast.column_names for c in columns):
-            return {c: [fast.column(c)[x].as_py() for x in r.tolist()] for c in columns}
-        groups = np.searchsorted(self._starts, r, side="right") - 1
-        wanted = sorted(set(groups.tolist()))
+            return {c: [fast.column(c)[x].as_py() for x in r] for c in columns}
+        groups = [bisect.bisect_right(self._starts, x) - 1 for x in r]
+        wanted = sorted(set(groups))
         present = [c for c in columns if c not in self._missing]
         with self._lock:
             part = self._file.read_row_groups(wanted, columns=present)
         # position of each row inside the concatenation of the wanted groups
-        sizes = self._starts[np.asarray(wanted) + 1] - self._starts[np.asarray(wanted)]
-        base = dict(zip(wanted, (np.cumsum(sizes) - sizes).tolist()))
-        pos = [base[g] + int(x - self._starts[g]) for g, x in zip(groups.tolist(), r.tolist())]
+        base, at = {}, 0
+        for g in wanted:
+            base[g] = at
+            at += self._starts[g + 1] - self._starts[g]
+        pos = [base[g] + x - self._starts[g] for g, x in zip(groups, r)]
         # element access, not Table.take: take loads pyarrow.compute, which imports pandas (1.5 s)
         out: dict[str, list] = {}
         for c in columns:
