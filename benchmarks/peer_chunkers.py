@@ -283,7 +283,7 @@ def run_peer(dataset: EvalDataset, name: str, factory: Callable[[], Any], size: 
         vectors, _ = embed_with_cache(chunk_texts, embedder, cache, batch_size)
     finally:
         cache.close()
-    _, rows = search(build_faiss_index(vectors, FaissSpec("flat", "ip")), qvecs, k)
+    _, rows = search(build_faiss_index(vectors, FaissSpec("Flat", "ip")), qvecs, k)
     per_q, _ = score_chunks(dataset, corpus_ids, starts, ends, rows)
     return Row(family, name, config, MetricMeans.of(per_q), len(chunk_texts), float(np.mean(tokens)),
                mb / split_s, mb / (split_s + locate_s), offsets)

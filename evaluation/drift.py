@@ -185,14 +185,14 @@ def embedder_mismatch(ma: Any, mb: Any) -> str | None:
 
 def embedding_drift(pa_: PublishedIndex, pb_: PublishedIndex) -> dict[str, Any]:
     """Centroid shift and the mean nearest-neighbour cosine distance of B's new chunks to A."""
-    va, vb = vectors_of(pa_.index), vectors_of(pb_.index)
+    va, vb = pa_.vectors(), pb_.vectors()
     out: dict[str, Any] = {"centroid_shift": None, "new_chunks": 0, "new_chunk_nn_distance": None}
     if len(va) and len(vb):
         ca, cb = va.mean(axis=0), vb.mean(axis=0)
         denom = float(np.linalg.norm(ca) * np.linalg.norm(cb))
         out["centroid_shift"] = round(1.0 - float(ca @ cb) / denom, 6) if denom > 0 else None
-    ids_a = set(pa_.chunks.column("chunk_id").to_pylist())
-    new_rows = [i for i, c in enumerate(pb_.chunks.column("chunk_id").to_pylist()) if c not in ids_a]
+    ids_a = set(pa_.rows.column("chunk_id").to_pylist())
+    new_rows = [i for i, c in enumerate(pb_.rows.column("chunk_id").to_pylist()) if c not in ids_a]
     out["new_chunks"] = len(new_rows)
     if new_rows and len(va):
         q = np.ascontiguousarray(vb[new_rows])
@@ -223,7 +223,7 @@ def retrieval_drift(ia: Index, ib: Index, questions: Sequence[tuple[str, str]], 
 
 
 def _open_index(pub: PublishedIndex, embedder: Embedder, config: RetrievalConfig) -> Index:
-    retriever = Retriever(pub.index, pub.chunks, BM25Index.open(pub.path, pub.chunks), embedder,
+    retriever = Retriever(pub.index, pub.rows, BM25Index.open(pub.path, pub.rows), embedder,
                           metric=str(pub.manifest.index.get("metric", "ip")), published=pub)
     return Index(retriever, config)
 
@@ -265,9 +265,9 @@ def compute_drift(
         return t.column("uri").to_pylist(), [m or "(unknown)" for m in t.column("mime_type").to_pylist()]
 
     (du_a, dm_a), (du_b, dm_b) = docs(pub_a), docs(pub_b)
-    cu_a, cu_b = pub_a.chunks.column("uri").to_pylist(), pub_b.chunks.column("uri").to_pylist()
-    tok_a = np.asarray(pub_a.chunks.column("token_count").to_numpy(zero_copy_only=False), dtype=np.float64)
-    tok_b = np.asarray(pub_b.chunks.column("token_count").to_numpy(zero_copy_only=False), dtype=np.float64)
+    cu_a, cu_b = pub_a.rows.column("uri").to_pylist(), pub_b.rows.column("uri").to_pylist()
+    tok_a = np.asarray(pub_a.rows.column("token_count").to_numpy(), dtype=np.float64)
+    tok_b = np.asarray(pub_b.rows.column("token_count").to_numpy(), dtype=np.float64)
     ks, ks_p = ks_statistic(tok_a, tok_b)
     psi_value, psi_bins = psi(tok_a, tok_b)
     mime = {**dict(zip(du_a, dm_a)), **dict(zip(du_b, dm_b))}

@@ -29,7 +29,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -227,12 +227,14 @@ class BM25Index:
         return cls(data, indices, indptr, int(meta["n_chunks"]), {str(k): int(v) for k, v in meta["vocab"].items()}, spec)
 
     @classmethod
-    def open(cls, folder: Path, chunks: pa.Table) -> "BM25Index":
+    def open(cls, folder: Path, chunks: "pa.Table | Any") -> "BM25Index":
         """Read the version's BM25 files, or build them from ``chunks`` when the version predates them.
 
         Args:
             folder: the version folder.
-            chunks: the version's chunk table (used only when the files are absent).
+            chunks: the version's chunk table, or rows read on demand (anything with ``num_rows``
+                and ``table()``, e.g. :class:`core.schemas.ParquetRows`); read whole only when
+                the files are absent.
 
         Raises:
             OSError: the files exist but are damaged or do not match ``chunks``.
@@ -241,7 +243,7 @@ class BM25Index:
         if not (folder / BM25_META_FILE).exists():
             log.info("%s has no %s (published before BM25); building BM25 from chunks.parquet (%d chunks)",
                      folder, BM25_META_FILE, chunks.num_rows)
-            return cls.from_chunks(chunks)
+            return cls.from_chunks(chunks if isinstance(chunks, pa.Table) else chunks.table())
         index = cls.read(folder)
         if index.n_chunks != chunks.num_rows:
             raise OSError(f"{folder / BM25_META_FILE}: BM25 covers {index.n_chunks} chunks but chunks.parquet "

@@ -34,7 +34,8 @@ class Manifest:
         chunker: ``{"strategy", "fingerprint", "options", "context"}``.
         embedding: ``{"model_id", "revision", "dim", "normalize"[, "quantization"]}``
             (:meth:`indexers.embedders.EmbedderInfo.to_manifest`).
-        index: ``{"kind", "metric", ...}`` FAISS settings.
+        index: FAISS settings (:func:`indexers.faiss_index.index_record`: ``factory``, ``metric``,
+            ``ntotal``...; versions before factory strings: ``{"kind", "metric", ...}``).
         counts: ``{"documents", "chunks", "vectors", "quarantined"}``.
         inputs: ``[{"uri", "doc_id", "sha256"}]`` of every input document, sorted by uri.
         files: ``{file name: sha256}`` of every file in the version folder but the manifest.

@@ -51,6 +51,10 @@ class RetrievalConfig(_Model):
         candidates: rows each retriever contributes before fusion (hybrid only; raised to ``k``).
         k: chunks returned.
         rrf_k: the RRF rank constant (60 in Cormack et al. 2009).
+        ef_search: HNSW query beam width (FAISS ``efSearch``; raised to the rows asked for);
+            HNSW kinds of ``index.factory`` only.
+        nprobe: IVF lists visited per query (FAISS ``nprobe``); IVF kinds only. Recall grows
+            and speed drops with both (``benchmarks/retrieval_scale.py`` measures them).
     """
 
     mode: Mode = "hybrid"
@@ -59,6 +63,8 @@ class RetrievalConfig(_Model):
     candidates: int = Field(default=50, ge=1, le=100000)
     k: int = Field(default=5, ge=1, le=1000)
     rrf_k: int = Field(default=RRF_K, ge=0)
+    ef_search: int = Field(default=64, ge=1, le=100000)
+    nprobe: int = Field(default=32, ge=1, le=1 << 20)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, source: str = "retrieval", prefix: str = "") -> "RetrievalConfig":

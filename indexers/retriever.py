@@ -26,6 +26,13 @@ returned whenever ``k`` chunks pass the filter.
 A :class:`Retriever` runs over a published version (:meth:`Retriever.open`) or over chunks,
 vectors and BM25 held in memory (:meth:`Retriever.in_memory`, what the chunking evaluation
 uses), with the same code.
+
+Opening a version is lazy: the FAISS index is memory-mapped where its kind allows
+(:func:`indexers.faiss_index.read_faiss_index`), ``chunks.parquet`` is opened by its footer
+only (:class:`core.schemas.ParquetRows`), and a search reads its hits' rows from the
+memory-mapped ``chunks.arrow`` (or, in versions without it, the Parquet row groups holding them);
+the columns a metadata filter needs are read whole the first time a filter uses them. Nothing
+turns every chunk text into Python objects.
 """
 
 from __future__ import annotations
@@ -43,10 +50,11 @@ import numpy as np
 import pyarrow as pa
 
 from ragline.core.records import Hit
-from ragline.core.schemas import CHUNKS_SCHEMA, read_table
+from ragline.core.schemas import CHUNKS_SCHEMA, HIT_COLUMNS, ParquetRows
 from ragline.indexers.bm25 import BM25Index, BM25Spec
 from ragline.indexers.embedders import HASHING_MODEL, Embedder, info_of, make_embedder
-from ragline.indexers.faiss_index import FaissSpec, build_faiss_index, read_faiss_index
+from ragline.indexers.faiss_index import (VECTORS_FILE, FaissSpec, build_faiss_index, factory_in, read_faiss_index,
+                                          read_vectors, search_parameters, vectors_of)
 from ragline.indexers.manifest import CorruptRegistryError, Manifest, check_embedder
 from ragline.indexers.registry import IndexRegistry
 from ragline.indexers.retrieval import ChunkFilter, RetrievalConfig
@@ -55,19 +63,62 @@ INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.parquet"
 DOCUMENTS_FILE = "documents.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
+#: The hit columns of every chunk row as a memory-mapped Arrow IPC file (:func:`core.schemas.write_row_file`).
+CHUNK_ROWS_FILE = "chunks.arrow"
+
+
+class TableRows:
+    """A chunk table held in memory, behind :class:`core.schemas.ParquetRows`' interface
+    (``num_rows``, ``column``, ``take``, ``table``)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self._table = table
+        self.num_rows = int(table.num_rows)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """One whole column."""
+        return self._table.column(name)
+
+    def take(self, rows: list[int], columns: Sequence[str]) -> dict[str, list]:
+        """``{column: [value per row]}`` for ``rows`` in the order given."""
+        return {c: [self._table.column(c)[r].as_py() for r in rows] for c in columns}
+
+    def table(self) -> pa.Table:
+        """The table."""
+        return self._table
 
 
 @dataclass
 class PublishedIndex:
-    """A loaded index version: manifest, FAISS index and chunk table (row i = FAISS id i)."""
+    """An opened index version: manifest, FAISS index (memory-mapped where the kind allows) and
+    the chunk rows, read on demand (row i = FAISS id i)."""
 
     name: str
     version: str
     path: Path
     manifest: Manifest
     index: object
-    chunks: pa.Table
-    _columns: dict = field(default_factory=dict, repr=False)
+    rows: ParquetRows
+    _table: pa.Table | None = field(default=None, repr=False)
+
+    @property
+    def chunks(self) -> pa.Table:
+        """The whole chunk table (read from ``chunks.parquet`` on first use, then kept)."""
+        if self._table is None:
+            self._table = self.rows.table()
+        return self._table
+
+    def vectors(self) -> np.ndarray:
+        """float32 (n_chunks, dim) vectors: ``vectors.npy`` memory-mapped read-only, or, for
+        versions published before it, reconstructed from the (Flat or HNSW) FAISS index.
+
+        Raises:
+            OSError: the file is damaged, or the index cannot give its vectors back.
+        """
+        f = self.path / VECTORS_FILE
+        if f.exists():
+            return read_vectors(f)
+        return vectors_of(read_faiss_index(self.path / INDEX_FILE))
 
     @classmethod
     def open(cls, registry: IndexRegistry, ref: str) -> "PublishedIndex":
@@ -85,14 +136,14 @@ class PublishedIndex:
         name, version = registry.resolve(ref)
         manifest = registry.check_files(name, version)
         path = registry.version_dir(name, version)
-        index = read_faiss_index(path / INDEX_FILE)
-        chunks = read_table(path / CHUNKS_FILE, CHUNKS_SCHEMA)
-        if index.ntotal != chunks.num_rows:
+        index = read_faiss_index(path / INDEX_FILE, mmap=True, factory=factory_in(manifest.index))
+        rows = ParquetRows(path / CHUNKS_FILE, CHUNKS_SCHEMA, path / CHUNK_ROWS_FILE)
+        if index.ntotal != rows.num_rows:
             raise CorruptRegistryError(
-                f"{path}: index holds {index.ntotal} vectors but chunks.parquet {chunks.num_rows} rows; "
+                f"{path}: index holds {index.ntotal} vectors but chunks.parquet {rows.num_rows} rows; "
                 "the version is damaged: promote another version and delete this one"
             )
-        return cls(name, version, path, manifest, index, chunks)
+        return cls(name, version, path, manifest, index, rows)
 
     def check_embedder(self, embedder: Embedder) -> None:
         """Raise :class:`IndexCompatibilityError` unless ``embedder`` built this index."""
@@ -175,7 +226,8 @@ class Retriever:
 
     Args:
         index: the FAISS index over the chunk vectors.
-        chunks: the chunk table (``CHUNKS_SCHEMA``).
+        chunks: the chunk table (``CHUNKS_SCHEMA``), in memory (``pa.Table``) or read on demand
+            (:class:`core.schemas.ParquetRows`).
         bm25: BM25 over the same rows.
         embedder: the query embedder. Calls into it are serialized unless it declares
             ``thread_safe = True`` (the ONNX embedder does).
@@ -183,27 +235,38 @@ class Retriever:
         published: the version the rows come from (``None`` in memory).
     """
 
-    def __init__(self, index: Any, chunks: pa.Table, bm25: BM25Index, embedder: Embedder, *,
+    def __init__(self, index: Any, chunks: "pa.Table | ParquetRows | TableRows", bm25: BM25Index, embedder: Embedder, *,
                  metric: str = "ip", published: "PublishedIndex | None" = None) -> None:
-        if index.ntotal != chunks.num_rows or bm25.n_chunks != chunks.num_rows:
+        rows = TableRows(chunks) if isinstance(chunks, pa.Table) else chunks
+        if index.ntotal != rows.num_rows or bm25.n_chunks != rows.num_rows:
             raise ValueError(f"FAISS holds {index.ntotal} vectors, BM25 {bm25.n_chunks} rows, "
-                             f"the chunk table {chunks.num_rows} rows: they must be the same rows")
+                             f"the chunk table {rows.num_rows} rows: they must be the same rows")
         self.index = index
-        self.chunks = chunks
+        self.rows = rows
         self.bm25 = bm25
         self.embedder = embedder
         self.published = published
         self._l2 = metric == "l2"
         self._embed_lock = contextlib.nullcontext() if getattr(embedder, "thread_safe", False) else threading.Lock()
         self._mask_cache: dict[ChunkFilter, np.ndarray] = {}
-        self._chunk_id = chunks.column("chunk_id").to_pylist()
-        self._doc_id = chunks.column("doc_id").to_pylist()
-        self._uri = chunks.column("uri").to_pylist()
-        self._page = chunks.column("page").to_pylist()
-        self._start = chunks.column("char_start").to_pylist()
-        self._end = chunks.column("char_end").to_pylist()
-        self._section = [tuple(s or ()) for s in chunks.column("section_path").to_pylist()]
-        self._text = chunks.column("text").to_pylist()
+        self._filter_columns: dict[str, list] = {}
+        self._filter_lock = threading.Lock()
+
+    @property
+    def chunks(self) -> pa.Table:
+        """The whole chunk table (read on demand for a published version)."""
+        return self.rows.table()
+
+    def _column(self, name: str) -> list:
+        """A column as Python values, read the first time a filter needs it."""
+        with self._filter_lock:
+            got = self._filter_columns.get(name)
+            if got is None:
+                got = self.rows.column(name).to_pylist()
+                if name == "section_path":
+                    got = [tuple(s or ()) for s in got]
+                self._filter_columns[name] = got
+            return got
 
     @classmethod
     def open(cls, registry: IndexRegistry, ref: str, embedder: Embedder | None = None, backend: str = "auto",
@@ -230,8 +293,8 @@ class Retriever:
         if embedder is None:
             embedder = embedder_for(published.manifest, backend, cache_dir, threads)
         published.check_embedder(embedder)  # a backend given by name must give the index's identity too
-        bm25 = BM25Index.open(published.path, published.chunks)
-        return cls(published.index, published.chunks, bm25, embedder,
+        bm25 = BM25Index.open(published.path, published.rows)
+        return cls(published.index, published.rows, bm25, embedder,
                    metric=str(published.manifest.index.get("metric", "ip")), published=published)
 
     @classmethod
@@ -245,7 +308,7 @@ class Retriever:
     @property
     def n_chunks(self) -> int:
         """Chunk rows searched."""
-        return len(self._chunk_id)
+        return self.rows.num_rows
 
     def warm_up(self) -> None:
         """Load the embedding model and run one query through it now rather than on the first request."""
@@ -264,22 +327,22 @@ class Retriever:
         m = np.ones(n, dtype=bool)
         if flt.sources:
             memo: dict[str, bool] = {}
-            for i, uri in enumerate(self._uri):
+            for i, uri in enumerate(self._column("uri")):
                 if uri not in memo:
                     base = posixpath.basename(uri)
                     memo[uri] = any(fnmatch.fnmatchcase(uri, p) or fnmatch.fnmatchcase(base, p) for p in flt.sources)
                 m[i] &= memo[uri]
         if flt.doc_ids:
             ids = set(flt.doc_ids)
-            m &= np.fromiter((d in ids for d in self._doc_id), dtype=bool, count=n)
+            m &= np.fromiter((d in ids for d in self._column("doc_id")), dtype=bool, count=n)
         if flt.pages or flt.page_min is not None or flt.page_max is not None:
             pages = set(flt.pages)
             lo = flt.page_min if flt.page_min is not None else -(1 << 62)
             hi = flt.page_max if flt.page_max is not None else 1 << 62
-            m &= np.fromiter(((p is not None and (not pages or p in pages) and lo <= p <= hi) for p in self._page),
+            m &= np.fromiter(((p is not None and (not pages or p in pages) and lo <= p <= hi) for p in self._column("page")),
                              dtype=bool, count=n)
         if flt.sections:
-            m &= np.fromiter((any(fnmatch.fnmatchcase(t, p) for t in sec for p in flt.sections) for sec in self._section),
+            m &= np.fromiter((any(fnmatch.fnmatchcase(t, p) for t in sec for p in flt.sections) for sec in self._column("section_path")),
                              dtype=bool, count=n)
         if len(self._mask_cache) < 256:
             self._mask_cache[flt] = m
@@ -292,22 +355,26 @@ class Retriever:
             return self.embedder.embed([query])
 
     def dense(self, query: str, depth: int, allowed: np.ndarray | None = None,
-              vector: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              vector: np.ndarray | None = None, config: RetrievalConfig = RetrievalConfig()
+              ) -> tuple[np.ndarray, np.ndarray]:
         """Dense top-``depth`` rows and scores (higher better; negative L2 distance for ``l2``).
 
         ``vector`` (float32 (dim,) or (1, dim)) is the query's embedding when the caller has it.
+        ``config.ef_search`` / ``config.nprobe`` apply to HNSW / IVF kinds (per query: nothing is
+        set on the shared index). Approximate kinds may return fewer than ``depth`` rows.
         """
+        sel = None
         if allowed is not None:
             ids = np.flatnonzero(allowed).astype(np.int64)
             if len(ids) == 0:
                 return _EMPTY
             depth = min(depth, len(ids))
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
+            sel = faiss.IDSelectorBatch(ids)
         else:
             depth = min(depth, self.index.ntotal)
-            params = None
         if depth <= 0:
             return _EMPTY
+        params = search_parameters(self.index, depth=depth, ef_search=config.ef_search, nprobe=config.nprobe, sel=sel)
         q = self.embed_query(query) if vector is None else vector
         q = np.ascontiguousarray(np.asarray(q, dtype=np.float32).reshape(1, -1))
         scores, rows = self.index.search(q, depth, params=params) if params is not None else self.index.search(q, depth)
@@ -338,13 +405,13 @@ class Retriever:
         allowed = self.mask(flt)
         k = config.k
         if config.mode == "dense":
-            rows, scores = self.dense(query, k, allowed, vector)
+            rows, scores = self.dense(query, k, allowed, vector, config)
             return self._hits(rows.tolist(), scores.tolist(), {"dense": (rows, scores)})
         if config.mode == "bm25":
             rows, scores = self.lexical(query, k, allowed)
             return self._hits(rows.tolist(), scores.tolist(), {"bm25": (rows, scores)})
         depth = max(config.candidates, k)
-        lists = {"dense": self.dense(query, depth, allowed, vector), "bm25": self.lexical(query, depth, allowed)}
+        lists = {"dense": self.dense(query, depth, allowed, vector, config), "bm25": self.lexical(query, depth, allowed)}
         weights = {"dense": config.weights.dense, "bm25": config.weights.bm25}
         if config.fusion == "rrf":
             fused = rrf_fuse({n: r.tolist() for n, (r, _) in lists.items()}, weights, config.rrf_k)
@@ -362,14 +429,16 @@ class Retriever:
             name: {int(r): (i + 1, float(s)) for i, (r, s) in enumerate(zip(rs.tolist(), ss.tolist()))}
             for name, (rs, ss) in lists.items()
         }
+        got = self.rows.take([int(r) for r in rows], HIT_COLUMNS)
         out = []
-        for rank, (row, score) in enumerate(zip(rows, scores), start=1):
+        for i, (row, score) in enumerate(zip(rows, scores)):
             ranks = {n: w[row][0] for n, w in where.items() if row in w}
             raw = {n: w[row][1] for n, w in where.items() if row in w}
             out.append(Hit(
-                rank=rank, score=float(score), row=row, chunk_id=self._chunk_id[row], doc_id=self._doc_id[row],
-                source=self._uri[row], page=self._page[row], char_start=self._start[row], char_end=self._end[row],
-                section_path=self._section[row], text=self._text[row], retriever_ranks=ranks, retriever_scores=raw,
+                rank=i + 1, score=float(score), row=row, chunk_id=got["chunk_id"][i], doc_id=got["doc_id"][i],
+                source=got["uri"][i], page=got["page"][i], char_start=got["char_start"][i], char_end=got["char_end"][i],
+                section_path=tuple(got["section_path"][i] or ()), text=got["text"][i], retriever_ranks=ranks,
+                retriever_scores=raw,
             ))
         return out
 
@@ -468,5 +537,5 @@ class Index:
         return f"Index({self.name}@{self.version}, {self.retriever.n_chunks} chunks, {self.defaults.mode})"
 
 
-__all__ = ["PublishedIndex", "Retriever", "Index", "Hit", "min_max", "rrf_fuse", "weighted_fuse", "embedder_for",
-           "INDEX_FILE", "CHUNKS_FILE", "DOCUMENTS_FILE", "QUARANTINE_FILE"]
+__all__ = ["PublishedIndex", "TableRows", "HIT_COLUMNS", "Retriever", "Index", "Hit", "min_max", "rrf_fuse", "weighted_fuse", "embedder_for",
+           "INDEX_FILE", "CHUNKS_FILE", "CHUNK_ROWS_FILE", "DOCUMENTS_FILE", "QUARANTINE_FILE"]

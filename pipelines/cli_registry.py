@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ragline.indexers.faiss_index import factory_in
 from ragline.indexers.registry import VERSION_RE, IndexRegistry, RegistryError, check_alias, check_name
 from ragline.pipelines.cli import (
     JsonOpt,
@@ -223,8 +224,8 @@ def _show_table(info: dict[str, Any], m: Any, sel: str) -> Table:
                     + (", context" if ch.get("context") else "") + f"; fingerprint {ch.get('fingerprint')}"),
         ("embedding", f"{e.get('model_id')}, dim {e.get('dim')}, " + ("normalized" if e.get("normalize") else "not normalized")
                       + f"; revision {str(e.get('revision'))[:16]}"),
-        ("faiss", f"{fx.get('kind')}, metric {fx.get('metric')}"
-                  + "".join(f", {k} {v}" for k, v in fx.items() if k not in ("kind", "metric", "ntotal"))),
+        ("faiss", f"{factory_in(fx)}, metric {fx.get('metric')}"
+                  + "".join(f", {k} {v}" for k, v in fx.items() if k not in ("kind", "factory", "metric", "ntotal"))),
         ("params hash", info["params_hash"][:16]),
         ("git commit", info["git_commit"] or "-"),
         ("dvc.lock", info["dvc_lock_sha256"][:16] if info["dvc_lock_sha256"] else "-"),

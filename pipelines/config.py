@@ -210,11 +210,14 @@ class IndexConfig(_Section):
     Attributes:
         name: index name; versions go to ``<root>/<name>/<version>/``.
         root: folder that holds every index.
-        kind: ``flat`` (exact) or ``hnsw`` (approximate, Malkov & Yashunin 2018).
+        factory: the FAISS kind as a factory string (``Flat``, ``HNSW32``, ``IVF4096,Flat``,
+            ``IVF1024,PQ48``...; :mod:`indexers.faiss_index`) or ``auto``: ``Flat`` (exact) below
+            :data:`indexers.faiss_index.AUTO_FLAT_MAX` chunks, ``IVF{nlist},Flat`` above. Checked
+            with ``faiss.index_factory`` when the params are loaded. Search-time settings
+            (``ef_search``, ``nprobe``) are in ``retrieval:``.
         metric: ``ip`` (inner product; cosine over normalized vectors) or ``l2``.
-        hnsw_m: HNSW graph degree.
-        hnsw_ef_construction: HNSW build-time beam width.
-        hnsw_ef_search: HNSW query-time beam width.
+        train_size: vectors sampled to train kinds that need it (IVF, PQ, SQ, OPQ).
+        ef_construction: HNSW build-time beam width (HNSW kinds only).
         lock_timeout_s: seconds a publish waits for another one on the same index.
         verify: what opening a version for serving checks against its manifest: ``sha256``
             (size and content hash of every file; the default) or ``size`` (sizes only, for
@@ -228,16 +231,36 @@ class IndexConfig(_Section):
 
     name: str = "sample"
     root: str = "indexes"
-    kind: Literal["flat", "hnsw"] = "flat"
+    factory: str = "auto"
     metric: Literal["ip", "l2"] = "ip"
-    hnsw_m: int = Field(default=32, ge=4, le=256)
-    hnsw_ef_construction: int = Field(default=200, ge=8)
-    hnsw_ef_search: int = Field(default=64, ge=1)
+    train_size: int = Field(default=100_000, ge=1)
+    ef_construction: int = Field(default=40, ge=8)
     lock_timeout_s: float = Field(default=600.0, ge=0)
     bm25_k1: float = Field(default=1.5, ge=0)
     bm25_b: float = Field(default=0.75, ge=0, le=1)
     verify: Literal["sha256", "size"] = "sha256"
     bm25_stemmer: Literal["english", "none"] = "english"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            old = [k for k in ("kind", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search") if k in data]
+            if old:
+                raise ValueError(f"index.{old[0]} was replaced by index.factory, a FAISS factory string "
+                                 "(kind: flat -> factory: Flat; kind: hnsw + hnsw_m: 32 -> factory: HNSW32; "
+                                 "hnsw_ef_construction -> index.ef_construction; hnsw_ef_search -> retrieval.ef_search)")
+        return data
+
+    @field_validator("factory")
+    @classmethod
+    def _valid_factory(cls, v: str) -> str:
+        from ragline.indexers.faiss_index import check_factory
+
+        try:
+            return check_factory(v.strip())
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix("index.factory: ")) from e
 
     @field_validator("name")
     @classmethod
@@ -256,7 +279,7 @@ class IndexConfig(_Section):
         """The :class:`indexers.faiss_index.FaissSpec` these params give."""
         from ragline.indexers.faiss_index import FaissSpec
 
-        return FaissSpec(self.kind, self.metric, self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search)
+        return FaissSpec(self.factory, self.metric, self.train_size, self.ef_construction)
 
 
 class PathsConfig(_Section):

@@ -13,17 +13,22 @@ import pyarrow as pa
 from ragline.core.hashing import sha256_file
 from ragline.indexers.bm25 import write_bm25
 from ragline.indexers.embedders import EmbedderInfo
-from ragline.indexers.faiss_index import build_faiss_index, write_faiss_index
+from ragline.indexers.faiss_index import VECTORS_FILE, build_faiss_index, index_record, write_faiss_index, write_vectors
 from ragline.indexers.manifest import Manifest, params_hash
 from ragline.indexers.registry import DEFAULT_ALIAS, IndexRegistry
-from ragline.indexers.retriever import CHUNKS_FILE, DOCUMENTS_FILE, INDEX_FILE, QUARANTINE_FILE
-from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_table
+from ragline.indexers.retriever import CHUNK_ROWS_FILE, CHUNKS_FILE, DOCUMENTS_FILE, INDEX_FILE, QUARANTINE_FILE
+from ragline.core.schemas import CHUNKS_ROW_GROUP, CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_row_file, write_table
 from ragline.pipelines.config import IndexConfig, Params
 from ragline.pipelines.chunk import chunker_record
 
 
 def build_index(vectors: np.ndarray, cfg: IndexConfig):
-    """Stage ``index``: a FAISS index over float32 (n, dim) vectors (row i = chunk row i)."""
+    """Stage ``index``: a FAISS index over float32 (n, dim) vectors (row i = chunk row i), of the
+    kind ``index.factory`` names (trained on ``index.train_size`` vectors when it needs training).
+
+    Raises:
+        ConfigError: FAISS rejects the factory string at this dimension, or training failed.
+    """
     return build_faiss_index(vectors, cfg.faiss_spec())
 
 
@@ -95,9 +100,11 @@ def publish_index(
 
     def write(folder: Path, version: str) -> Manifest:
         write_table(documents, folder / DOCUMENTS_FILE, DOCUMENTS_SCHEMA)
-        write_table(chunks, folder / CHUNKS_FILE, CHUNKS_SCHEMA)
+        write_table(chunks, folder / CHUNKS_FILE, CHUNKS_SCHEMA, CHUNKS_ROW_GROUP)
+        write_row_file(chunks, folder / CHUNK_ROWS_FILE, CHUNKS_SCHEMA)  # a search's hits, read by row from a memory map
         write_table(quarantine, folder / QUARANTINE_FILE, QUARANTINE_SCHEMA)
         write_faiss_index(index, folder / INDEX_FILE)
+        write_vectors(vectors, folder / VECTORS_FILE)  # kept: a lossy kind (PQ, SQ) cannot give them back
         write_bm25(chunks, folder, params.index.bm25_spec())  # bm25.npz + bm25.json: for bm25/hybrid retrieval
         return Manifest(
             index_name=name,
@@ -107,9 +114,7 @@ def publish_index(
             params_hash=params_hash(param_values),
             chunker=chunker_record(params.chunk, params.embed.model),
             embedding=embedder.to_manifest(),
-            index={"kind": params.index.kind, "metric": params.index.metric, "ntotal": int(index.ntotal),
-                   **({"hnsw_m": params.index.hnsw_m, "hnsw_ef_construction": params.index.hnsw_ef_construction,
-                       "hnsw_ef_search": params.index.hnsw_ef_search} if params.index.kind == "hnsw" else {})},
+            index=index_record(index, params.index.faiss_spec()),
             counts={"documents": documents.num_rows, "chunks": chunks.num_rows,
                     "vectors": int(index.ntotal), "quarantined": quarantine.num_rows},
             inputs=inputs,

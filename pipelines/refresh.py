@@ -4,7 +4,7 @@ A refresh compares the sources' current files (sha256 of their bytes) with the `
 the manifest of the index's ``latest`` version (its *parent*) and sorts every document into
 added, changed, removed or unchanged. Only added and changed files are parsed, chunked and
 embedded; unchanged documents carry their document rows, chunk rows and vectors (read back
-from the parent's FAISS index) into the new version without recomputation; removed documents
+from the parent's vectors.npy) into the new version without recomputation; removed documents
 are dropped. When the chunker or the embedder differs from the parent's, unchanged documents
 are re-chunked from their stored text and/or re-embedded, through the embedding cache, which
 still skips every text embedded before.
@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from ragline.core.errors import ConfigError
 from ragline.core.hashing import sha256_file
 from ragline.indexers.embedders import Embedder, EmbedderInfo
-from ragline.indexers.faiss_index import read_faiss_index
+from ragline.indexers.faiss_index import VECTORS_FILE, build_settings, read_faiss_index, read_vectors, vectors_of
 from ragline.indexers.manifest import MANIFEST_FILE, CorruptRegistryError, Manifest
 from ragline.indexers.registry import DEFAULT_ALIAS, IndexRef, IndexRegistry, RegistryError
 from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, read_table
@@ -53,8 +53,9 @@ from ragline.pipelines.load import (
 
 #: ``load:`` keys whose change means every document must be parsed again.
 RELOAD_KEYS = ("strategy", "max_file_mb", "html_drop")
-#: ``index:`` keys whose change means the FAISS index must be rebuilt (vectors are kept).
-INDEX_KEYS = ("kind", "metric", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search")
+#: ``index:`` keys whose change means the FAISS index must be rebuilt (vectors are kept):
+#: :func:`indexers.faiss_index.build_settings` (old ``kind``/``hnsw_*`` params read as factory strings).
+INDEX_KEYS = ("factory_param", "metric", "train_size", "ef_construction")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +163,7 @@ class ParentData:
         manifest: its manifest.
         documents: ``DOCUMENTS_SCHEMA`` table.
         chunks: ``CHUNKS_SCHEMA`` table (row i = FAISS id i).
-        vectors: float32 (n_chunks, dim), reconstructed from its FAISS index.
+        vectors: float32 (n_chunks, dim), its vectors.npy (memory-mapped, read-only).
         quarantine: its quarantine records.
     """
 
@@ -536,8 +537,8 @@ def plan_refresh(params: Params, registry: IndexRegistry, sources: Sequence[str 
         reasons.append(f"embedder changed ({old_e.get('model_id')} {old_e.get('revision')} "
                        f"{old_e.get('quantization') or 'fp32'} -> {model_id} {revision} {quantization or 'fp32'}): "
                        "every chunk is embedded again (through the embedding cache)")
-    old_index = m.params.get("index", {})
-    index_changed = [k for k in INDEX_KEYS if old_index.get(k) != getattr(params.index, k)]
+    old_index, new_index = build_settings(m.params.get("index", {})), params.index.faiss_spec().settings()
+    index_changed = [k.removesuffix("_param") for k in INDEX_KEYS if old_index.get(k) != new_index.get(k)]
     if index_changed:
         reasons.append(f"index.{'/'.join(index_changed)} changed: the FAISS index is rebuilt")
     return RefreshPlan(name, parent, files, diff, reload_all=bool(load_changed), rechunk_all=rechunk,
@@ -547,7 +548,8 @@ def plan_refresh(params: Params, registry: IndexRegistry, sources: Sequence[str 
 
 # ---------------------------------------------------------------- carrying over
 def read_parent(registry: IndexRegistry, name: str, version: str) -> ParentData:
-    """Read a version's tables and its vectors (reconstructed from the FAISS index).
+    """Read a version's tables and its vectors (``vectors.npy``, memory-mapped; reconstructed from the FAISS
+    index for versions published before it).
 
     Raises:
         CorruptRegistryError: a file differs from the manifest (``index.verify``), the index and the
@@ -557,14 +559,15 @@ def read_parent(registry: IndexRegistry, name: str, version: str) -> ParentData:
     m = registry.check_files(name, version)  # never carry damaged vectors or chunks into a new version
     folder = registry.version_dir(name, version)
     chunks = read_table(folder / "chunks.parquet", CHUNKS_SCHEMA)
-    index = read_faiss_index(folder / "index.faiss")
-    if index.ntotal != chunks.num_rows:
+    if (folder / VECTORS_FILE).exists():
+        vectors = read_vectors(folder / VECTORS_FILE)
+    else:  # versions from before vectors.npy: Flat or HNSW, whose storage is exact
+        vectors = vectors_of(read_faiss_index(folder / "index.faiss"))
+    if len(vectors) != chunks.num_rows:
         raise CorruptRegistryError(
-            f"{folder}: index holds {index.ntotal} vectors but chunks.parquet {chunks.num_rows} rows; the version "
+            f"{folder}: {len(vectors)} vectors but chunks.parquet has {chunks.num_rows} rows; the version "
             f"is damaged: `ragline index promote VERSION --index {name} --alias {DEFAULT_ALIAS}` to another version"
         )
-    vectors = (index.reconstruct_n(0, index.ntotal) if index.ntotal
-               else np.zeros((0, index.d), dtype=np.float32))
     q = folder / "quarantine.parquet"
     quarantine = quarantine_from_table(read_table(q, QUARANTINE_SCHEMA)) if q.exists() else []
     if not (folder / MANIFEST_FILE).exists():  # pragma: no cover - manifest() already checked

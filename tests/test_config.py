@@ -35,7 +35,9 @@ def test_section_hash_changes_only_with_its_section() -> None:
     [
         ({"load": {"strategy": "magic"}}, r"load\.strategy"),
         ({"load": {"max_failed_fraction": 2}}, r"load\.max_failed_fraction"),
-        ({"index": {"kind": "annoy"}}, r"index\.kind"),
+        ({"index": {"kind": "flat"}}, r"index\.kind was replaced by index\.factory"),
+        ({"index": {"factory": "IVFx,Flat"}}, r"index\.factory: FAISS rejects .*could not parse index string IVFx,Flat"),
+        ({"index": {"factory": "IVF64,PQ7"}}, r"index\.factory: FAISS rejects the factory string 'IVF64,PQ7' at dim 384: .*multiple of the number of subquantizers"),
         ({"index": {"bm25_b": 1.5}}, r"index\.bm25_b"),
         ({"embed": {"backend": "tensorflow"}}, r"embed\.backend"),
         ({"embed": {"batch": 3}}, r"embed\.batch"),

@@ -144,7 +144,7 @@ def test_failed_parse_keeps_previous_version_until_fixed(light_workspace: Path, 
 @pytest.mark.parametrize(
     ("section", "change", "flag"),
     [("chunk", {"max_tokens": 60}, "rechunk_all"), ("embed", {"model": "hashing:32"}, "reembed_all"),
-     ("index", {"kind": "hnsw"}, "reindex"), ("load", {"html_drop": ["nav", "aside"]}, "reload_all")],
+     ("index", {"factory": "HNSW16"}, "reindex"), ("load", {"html_drop": ["nav", "aside"]}, "reload_all")],
 )
 def test_settings_change_redoes_what_it_affects(light_workspace: Path, prefect_harness, section, change, flag) -> None:
     first = refresh()
@@ -158,7 +158,7 @@ def test_settings_change_redoes_what_it_affects(light_workspace: Path, prefect_h
     chunks, vecs = version_data("indexes", "sample", "v0002")
     if flag == "reindex":  # vectors carried, only the FAISS index is rebuilt
         assert s.embedded_chunks == 0 and s.carried_chunks == s.chunks == first.chunks
-        assert IndexRegistry("indexes").manifest("sample", "v0002").index["kind"] == "hnsw"
+        assert IndexRegistry("indexes").manifest("sample", "v0002").index["factory"] == "HNSW16"
     else:
         assert s.carried_chunks == 0 and s.embedded_chunks == s.chunks
     full_chunks, full_vecs = full_build(f"full-{flag}")

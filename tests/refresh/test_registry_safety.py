@@ -224,7 +224,7 @@ def test_permission_denied_while_reading_is_one_line(three_versions: IndexRegist
 
     target = str(Path("indexes/sample/v0003/index.faiss").resolve())
 
-    def denied(path):
+    def denied(path, **_):
         raise PermissionError(errno.EACCES, "Permission denied", target)
 
     monkeypatch.setattr(retriever, "read_faiss_index", denied)
