@@ -135,13 +135,13 @@ def ingest(
     The manifest records the sources (as given, normalized), so `ragline refresh --index NAME`
     later refreshes the same ones.
     """
-    from ragline.pipelines.load import discover_files
     from ragline.pipelines.refresh import normalize_sources, refresh_params
+    from ragline.pipelines.sources import discover
 
     params = _params(params_file, index)
     params = refresh_params(params.to_dict(), None, None, normalize_sources(sources or params.load.sources))
-    # argument errors (a missing source, no file to ingest) end here, before Prefect starts
-    if not discover_files(params.load.sources, params.load.include, params.load.exclude):
+    # argument errors (a missing source, an unreachable bucket, no file to ingest) end here, before Prefect starts
+    if not discover(params.load.sources, params.load):
         raise PipelineError(f"no files to ingest under {', '.join(params.load.sources)} "
                             f"(load.include {params.load.include}, load.exclude {params.load.exclude})")
     from ragline.pipelines.flows import REPORTER, ingest_flow
@@ -332,10 +332,11 @@ def _short_time(iso: str) -> str:
 def stage_load(params_file: Path = ParamsOpt) -> None:
     """Stage load: load.sources → paths.documents + paths.quarantine."""
     from ragline.core.schemas import DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_table
-    from ragline.pipelines.load import check_failure_rate, discover_files, documents_to_table, load_documents, quarantine_to_table
+    from ragline.pipelines.load import check_failure_rate, documents_to_table, load_documents, quarantine_to_table
+    from ragline.pipelines.sources import discover
 
     p = load_params(params_file)
-    files = discover_files(p.load.sources, p.load.include, p.load.exclude, follow_symlinks=p.load.follow_symlinks)
+    files = discover(p.load.sources, p.load)
     docs, bad = load_documents(files, p.load)
     check_failure_rate(len(files), bad, p.load.max_failed_fraction)
     _mkparent(p.paths.documents, p.paths.quarantine)

@@ -71,6 +71,14 @@ class LoadConfig(_Section):
             more than this many MiB uncompressed are quarantined as ``ZipBomb`` before parsing.
         max_zip_ratio: a zip member over 1 MiB uncompressed that expands more than this many
             times its compressed size is a ``ZipBomb`` too.
+        storage_options: fsspec options of remote sources (:mod:`pipelines.sources`), keyed by
+            the source URL as written in ``sources`` or by protocol (``s3``, ``gs``, ``az``):
+            endpoint, credentials, ``version_aware``... Empty: the implementation's standard
+            environment variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+        http_timeout_s: connect/read timeout of every HTTP request to an HTTP source, seconds.
+        http_retries: extra attempts after a connection error, a timeout, 429 or 5xx.
+        http_redirect_hosts: hosts an HTTP source may be redirected to besides its own host
+            (a redirect elsewhere quarantines the page as ``Redirected``).
     """
 
     sources: list[str] = Field(default_factory=lambda: ["data/sample"])
@@ -87,6 +95,10 @@ class LoadConfig(_Section):
     max_tasks_per_child: int = Field(default=20, ge=1)
     max_unzipped_mb: float = Field(default=500.0, gt=0)
     max_zip_ratio: float = Field(default=200.0, gt=1)
+    storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    http_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    http_retries: int = Field(default=2, ge=0, le=10)
+    http_redirect_hosts: list[str] = Field(default_factory=list)
 
     @field_validator("html_drop")
     @classmethod

@@ -45,7 +45,6 @@ from ragline.pipelines.embed import embed_chunks, index_embedder  # noqa: E402
 from ragline.pipelines.load import (  # noqa: E402
     QuarantineRecord,
     check_failure_rate,
-    discover_files,
     documents_to_table,
     load_documents,
     quarantine_to_table,
@@ -235,8 +234,9 @@ def _retry_on_io(task, task_run, state) -> bool:
 
 @task(name="discover", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def discover_task(sources: list[str], params: Params):
-    return discover_files(sources, params.load.include, params.load.exclude,
-                          follow_symlinks=params.load.follow_symlinks)
+    from ragline.pipelines.sources import discover
+
+    return discover(sources, params.load)
 
 
 @task(name="load", cache_policy=NO_CACHE)
