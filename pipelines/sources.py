@@ -337,7 +337,7 @@ class HttpSource:
                                                             f"load.http_timeout_s={self.timeout_s:g} s") from None
                 except httpx.HTTPError as e:
                     raise DownloadFailed("DownloadFailed", f"{redact_url(url)}: {type(e).__name__}: {e}") from None
-                if r.is_redirect:
+                if r.status_code in (301, 302, 303, 307, 308) and r.headers.get("location"):
                     nxt = urljoin(target, r.headers.get("location", ""))
                     r.close()
                     host = (urlsplit(nxt).hostname or "").lower()
