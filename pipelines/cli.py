@@ -113,6 +113,25 @@ ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="Params fil
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
 
 
+RunnerOpt = typer.Option(None, "--runner", help="Where load/chunk/embed run: local, dask (a local Dask cluster) "
+                         "or dask=tcp://HOST:PORT (an existing scheduler); default: runner: in params.")
+
+
+def with_runner(params: Params, spec: str | None) -> Params:
+    """``params`` with ``runner.kind``/``runner.address`` from a ``--runner`` value (unchanged for ``None``).
+
+    Raises:
+        ConfigError: a value other than ``local``, ``dask`` or ``dask=ADDRESS``.
+    """
+    if spec is None:
+        return params
+    from ragline.pipelines.config import RunnerConfig
+
+    data = params.to_dict()
+    data["runner"].update(RunnerConfig.parse(spec))
+    return Params.from_dict(data, source=f"params (+ --runner {spec})")
+
+
 def _params(path: Path, index: str | None = None) -> Params:
     params = load_params(path)
     if index is not None:  # an empty --index is an error (index.name is validated), not the default
@@ -128,6 +147,7 @@ def ingest(
     sources: list[str] = typer.Argument(None, help="Folders or files (default: load.sources from params)."),
     params_file: Path = ParamsOpt,
     index: Optional[str] = typer.Option(None, "--index", "-i", help="Index name (default: index.name)."),
+    runner: Optional[str] = RunnerOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Load, chunk, embed and publish SOURCES as a new version of an index (Prefect flow).
@@ -138,7 +158,7 @@ def ingest(
     from ragline.pipelines.refresh import normalize_sources, refresh_params
     from ragline.pipelines.sources import discover
 
-    params = _params(params_file, index)
+    params = with_runner(_params(params_file, index), runner)
     params = refresh_params(params.to_dict(), None, None, normalize_sources(sources or params.load.sources))
     # argument errors (a missing source, an unreachable bucket, no file to ingest) end here, before Prefect starts
     if not discover(params.load.sources, params.load):

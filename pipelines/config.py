@@ -368,6 +368,42 @@ class PrefectConfig(_Section):
     api_retries: int = Field(default=2, ge=0, le=10)
 
 
+class RunnerConfig(_Section):
+    """``runner:`` — where ingest and refresh run load, chunk and embed (``--runner``).
+
+    Attributes:
+        kind: ``local`` (this process and its parsing workers) or ``dask``: Prefect tasks
+            mapped over partitions of the document list on a Dask cluster (prefect-dask's
+            ``DaskTaskRunner``), then merged and published by this process.
+        address: scheduler address (``tcp://host:8786``) of an existing cluster; ``None``
+            starts a ``LocalCluster`` of ``n_workers`` processes.
+        n_workers: worker processes of the local cluster.
+        threads_per_worker: threads per worker process (also the embedder's threads there).
+        partitions: partitions of the document list; 0 means two per worker.
+        partition_retries: times a partition whose worker died is run again before its files
+            are quarantined (``WorkerLost``).
+    """
+
+    kind: Literal["local", "dask"] = "local"
+    address: str | None = None
+    n_workers: int = Field(default=2, ge=1, le=256)
+    threads_per_worker: int = Field(default=1, ge=1, le=64)
+    partitions: int = Field(default=0, ge=0, le=100000)
+    partition_retries: int = Field(default=1, ge=0, le=10)
+
+    @classmethod
+    def parse(cls, spec: str) -> dict[str, Any]:
+        """``--runner`` values: ``local``, ``dask`` or ``dask=ADDRESS`` → ``{"kind", "address"}``.
+
+        Raises:
+            ConfigError: another value.
+        """
+        kind, _, address = spec.partition("=")
+        if kind not in ("local", "dask") or (kind == "local" and address):
+            raise ConfigError(f"--runner {spec!r}: use local, dask or dask=tcp://HOST:PORT")
+        return {"kind": kind, "address": address or None}
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
 
@@ -382,6 +418,7 @@ class Params(_Section):
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     prefect: PrefectConfig = Field(default_factory=PrefectConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
 
     def to_dict(self) -> dict[str, Any]:
