@@ -112,3 +112,48 @@ def http_server(root: str | os.PathLike) -> Iterator[http.server.ThreadingHTTPSe
         server.release.set()
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def dask_cluster(n_workers: int = 2, cwd: str | os.PathLike | None = None, timeout_s: float = 120.0) -> Iterator[str]:
+    """A real Dask cluster on loopback: ``dask scheduler`` plus ``n_workers`` ``dask worker``
+    processes (one thread each, no dashboard), started in ``cwd``; yields the scheduler
+    address and stops every process it started."""
+    port = free_port()
+    exe = str(Path(sys.executable).with_name("dask"))
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
+    procs = [subprocess.Popen([exe, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        _wait_port(port, procs[0], timeout_s)
+        for _ in range(n_workers):
+            procs.append(subprocess.Popen([exe, "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                           "--no-dashboard", "--host", "127.0.0.1"],
+                                          cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout=timeout_s) as client:
+            client.wait_for_workers(n_workers, timeout=timeout_s)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+            time.sleep(0.2)
