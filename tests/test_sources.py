@@ -69,8 +69,11 @@ def test_s3_ingest_refresh_propagates_changes_and_deletions(workspace: Path, pre
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     fs, bucket = s3
     url = f"s3://{bucket}/docs"
+    fs.pipe(f"{bucket}/docs/broken.txt", b"text \x00\x01 with a NUL")  # quarantined (BinaryContent)
     r = _cli("ingest", url, "--index", "s3docs", "--json")
     assert r.exit_code == 0, r.output
+    assert [(q["path"], q["error_type"]) for q in json.loads(r.output)["quarantine"]] == [
+        (f"{url}/broken.txt", "BinaryContent")]
     reg = IndexRegistry("indexes")
     m = reg.manifest("s3docs", "v0001")
     assert m.sources == [url]
@@ -81,7 +84,7 @@ def test_s3_ingest_refresh_propagates_changes_and_deletions(workspace: Path, pre
     assert {u.rsplit("/", 1)[1]: d["text"] for u, d in docs.items()} == {Path(d.uri).name: d.text for d in local_docs}
     assert {u.rsplit("/", 1)[1]: d["sha256"] for u, d in docs.items()} == {Path(d.uri).name: d.sha256 for d in local_docs}
     listing = fs.find(f"{bucket}/docs", detail=True)
-    for rec in m.inputs:  # the listing's ETag and size are recorded beside the content hash
+    for rec in m.inputs:  # (broken.txt is quarantined, not an input)  # the listing's ETag and size are recorded beside the content hash
         info = listing[rec["uri"].removeprefix("s3://")]
         assert rec["etag"] == info["ETag"].strip('"') and rec["size"] == info["size"]
 
@@ -95,6 +98,7 @@ def test_s3_ingest_refresh_propagates_changes_and_deletions(workspace: Path, pre
         mp.setattr(FsspecSource, "read", no_download)
         plan = plan_refresh(Params.from_dict(params), reg)
     assert plan.nothing_to_do and len(plan.diff.unchanged) == 12
+    assert plan.diff.still_quarantined == (f"{url}/broken.txt",)  # unchanged listing: not retried
 
     # one change, one deletion, one addition in the bucket
     fs.pipe(f"{bucket}/docs/swarming.md", b"# Swarming\n\nBees leave the hive with the old queen in late spring.\n")
