@@ -10,7 +10,8 @@ Prints, as one JSON object per part:
    one thread per worker, no embedding cache) on a LocalCluster of 2 workers vs 1 worker,
    same texts in the same partitions: speed-up (target >= 1.7x) and max |difference|.
 4. ``driver_rss``: peak RSS of the driver process of ``ragline ingest`` of the sample corpus
-   with the hashing embedder, ``--runner local`` vs ``--runner dask`` (workers not counted).
+   (the real model unless ``--rss-model hashing``), ``--runner local`` vs ``--runner dask``
+   (workers not counted: under Dask the driver never loads the model).
 
 Run: ``nice -n 5 .venv/bin/python benchmarks/distributed.py [--parts 1,2,3,4] [--objects 10000]``.
 The machine is shared (2 cores): results vary with its load; numbers are printed, not asserted.
@@ -149,7 +150,7 @@ finally:
 """
 
 
-def driver_rss() -> dict:
+def driver_rss(model: str) -> dict:
     import shutil
 
     import yaml
@@ -158,7 +159,7 @@ def driver_rss() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(SAMPLE, Path(tmp) / "data" / "sample")
         params = yaml.safe_load((REPO / "params.yaml").read_text())
-        params["embed"]["model"] = "hashing"
+        params["embed"]["model"] = model
         (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params))
         for runner in ("local", "dask"):
             t = time.perf_counter()
@@ -176,6 +177,7 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=10_000)
     ap.add_argument("--texts", type=int, default=256)
     ap.add_argument("--backend", default="torch")
+    ap.add_argument("--rss-model", default="all-MiniLM-L6-v2", help="embed.model of part 4 (hashing: no model)")
     a = ap.parse_args()
     parts = {int(p) for p in a.parts.split(",")}
     if parts & {1, 2}:
@@ -188,7 +190,7 @@ def main() -> None:
     if 3 in parts:
         print(json.dumps({"dask_embed": dask_embed(a.texts, a.backend)}), flush=True)
     if 4 in parts:
-        print(json.dumps({"driver_rss": driver_rss()}), flush=True)
+        print(json.dumps({"driver_rss": {"model": a.rss_model, **driver_rss(a.rss_model)}}), flush=True)
 
 
 if __name__ == "__main__":

@@ -371,8 +371,7 @@ class HttpSource:
         """``(status, body, facts)``; a 304 has an empty body."""
         r = self._open(client, url, headers)
         try:
-            facts = _facts(r.headers.get("etag", "").strip('"') if r.headers.get("etag") else "", "",
-                           r.headers.get("last-modified", ""))
+            facts = _facts(r.headers.get("etag", ""), "", r.headers.get("last-modified", ""))  # ETag as sent (W/"..." kept)
             if r.status_code == 304:
                 return 304, b"", facts
             declared = r.headers.get("content-length")
@@ -489,7 +488,7 @@ class HttpSource:
             return True
         headers = {}
         if recorded.get("etag"):
-            headers["If-None-Match"] = f'"{recorded["etag"]}"'
+            headers["If-None-Match"] = recorded["etag"]
         if recorded.get("last_modified") and not entry.mtime:
             headers["If-Modified-Since"] = recorded["last_modified"]
         try:
