@@ -144,7 +144,8 @@ def _params(path: Path, index: str | None = None) -> Params:
 @app.command()
 @clean_errors
 def ingest(
-    sources: list[str] = typer.Argument(None, help="Folders or files (default: load.sources from params)."),
+    sources: list[str] = typer.Argument(None, help="Folders, files or URLs: s3://, gs://, az://, a sitemap.xml, a URL "
+                                        "list .txt (default: load.sources from params)."),
     params_file: Path = ParamsOpt,
     index: Optional[str] = typer.Option(None, "--index", "-i", help="Index name (default: index.name)."),
     runner: Optional[str] = RunnerOpt,
