@@ -37,7 +37,9 @@ class Manifest:
         index: FAISS settings (:func:`indexers.faiss_index.index_record`: ``factory``, ``metric``,
             ``ntotal``...; versions before factory strings: ``{"kind", "metric", ...}``).
         counts: ``{"documents", "chunks", "vectors", "quarantined"}``.
-        inputs: ``[{"uri", "doc_id", "sha256"}]`` of every input document, sorted by uri.
+        inputs: ``[{"uri", "doc_id", "sha256"}]`` of every input document, sorted by uri; an
+            entry of a remote source adds what its listing said (``etag``, ``version_id``,
+            ``last_modified``, ``size``), see ``pipelines/sources.py``.
         files: ``{file name: sha256}`` of every file in the version folder but the manifest.
         file_sizes: ``{file name: size in bytes}`` of the same files (empty in manifests written
             before sizes were recorded: then only the sha256 is checked).
@@ -64,7 +66,7 @@ class Manifest:
     embedding: dict[str, Any]
     index: dict[str, Any]
     counts: dict[str, int]
-    inputs: list[dict[str, str]]
+    inputs: list[dict[str, Any]]
     files: dict[str, str] = field(default_factory=dict)
     git_commit: str | None = None
     dvc_lock_sha256: str | None = None

@@ -113,6 +113,25 @@ ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="Params fil
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
 
 
+RunnerOpt = typer.Option(None, "--runner", help="Where load/chunk/embed run: local, dask (a local Dask cluster) "
+                         "or dask=tcp://HOST:PORT (an existing scheduler); default: runner: in params.")
+
+
+def with_runner(params: Params, spec: str | None) -> Params:
+    """``params`` with ``runner.kind``/``runner.address`` from a ``--runner`` value (unchanged for ``None``).
+
+    Raises:
+        ConfigError: a value other than ``local``, ``dask`` or ``dask=ADDRESS``.
+    """
+    if spec is None:
+        return params
+    from ragline.pipelines.config import RunnerConfig
+
+    data = params.to_dict()
+    data["runner"].update(RunnerConfig.parse(spec))
+    return Params.from_dict(data, source=f"params (+ --runner {spec})")
+
+
 def _params(path: Path, index: str | None = None) -> Params:
     params = load_params(path)
     if index is not None:  # an empty --index is an error (index.name is validated), not the default
@@ -125,9 +144,11 @@ def _params(path: Path, index: str | None = None) -> Params:
 @app.command()
 @clean_errors
 def ingest(
-    sources: list[str] = typer.Argument(None, help="Folders or files (default: load.sources from params)."),
+    sources: list[str] = typer.Argument(None, help="Folders, files or URLs: s3://, gs://, az://, a sitemap.xml, a URL "
+                                        "list .txt (default: load.sources from params)."),
     params_file: Path = ParamsOpt,
     index: Optional[str] = typer.Option(None, "--index", "-i", help="Index name (default: index.name)."),
+    runner: Optional[str] = RunnerOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Load, chunk, embed and publish SOURCES as a new version of an index (Prefect flow).
@@ -135,13 +156,13 @@ def ingest(
     The manifest records the sources (as given, normalized), so `ragline refresh --index NAME`
     later refreshes the same ones.
     """
-    from ragline.pipelines.load import discover_files
     from ragline.pipelines.refresh import normalize_sources, refresh_params
+    from ragline.pipelines.sources import discover
 
-    params = _params(params_file, index)
+    params = with_runner(_params(params_file, index), runner)
     params = refresh_params(params.to_dict(), None, None, normalize_sources(sources or params.load.sources))
-    # argument errors (a missing source, no file to ingest) end here, before Prefect starts
-    if not discover_files(params.load.sources, params.load.include, params.load.exclude):
+    # argument errors (a missing source, an unreachable bucket, no file to ingest) end here, before Prefect starts
+    if not discover(params.load.sources, params.load):
         raise PipelineError(f"no files to ingest under {', '.join(params.load.sources)} "
                             f"(load.include {params.load.include}, load.exclude {params.load.exclude})")
     from ragline.pipelines.flows import REPORTER, ingest_flow
@@ -332,10 +353,11 @@ def _short_time(iso: str) -> str:
 def stage_load(params_file: Path = ParamsOpt) -> None:
     """Stage load: load.sources → paths.documents + paths.quarantine."""
     from ragline.core.schemas import DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_table
-    from ragline.pipelines.load import check_failure_rate, discover_files, documents_to_table, load_documents, quarantine_to_table
+    from ragline.pipelines.load import check_failure_rate, documents_to_table, load_documents, quarantine_to_table
+    from ragline.pipelines.sources import discover
 
     p = load_params(params_file)
-    files = discover_files(p.load.sources, p.load.include, p.load.exclude, follow_symlinks=p.load.follow_symlinks)
+    files = discover(p.load.sources, p.load)
     docs, bad = load_documents(files, p.load)
     check_failure_rate(len(files), bad, p.load.max_failed_fraction)
     _mkparent(p.paths.documents, p.paths.quarantine)

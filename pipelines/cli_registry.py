@@ -64,6 +64,8 @@ def refresh(
     cron: Optional[str] = typer.Option(None, "--cron", help="Cron schedule for --serve (default: refresh.cron)."),
     interval_s: Optional[float] = typer.Option(None, "--interval-s", min=1.0,
                                                help="Refresh every this many seconds (--serve; instead of cron)."),
+    runner: Optional[str] = typer.Option(None, "--runner", help="Where parsing runs: local, dask or "
+                                         "dask=tcp://HOST:PORT (default: runner: in params)."),
 ) -> None:
     """Publish a new version with only what changed since `latest` (an ingest when nothing exists).
 
@@ -74,10 +76,10 @@ def refresh(
     Without SOURCES, the sources the index was built from are refreshed; other SOURCES are
     refused (naming both) unless --replace-sources is given.
     """
-    from ragline.pipelines.cli import make_reporter
+    from ragline.pipelines.cli import make_reporter, with_runner
     from ragline.pipelines.refresh import refresh_params, resolve_sources, run_refresh
 
-    params = refresh_params(None, params_file, index)
+    params = with_runner(refresh_params(None, params_file, index), runner)
     if serve:
         if replace_sources:
             raise PipelineError("--replace-sources does not go with --serve: run `ragline refresh --replace-sources "

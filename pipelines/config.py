@@ -82,6 +82,14 @@ class LoadConfig(_Section):
             ``nlp``: unstructured's sentence and verb heuristics (spaCy), about 3/4 of the
             parsing time of Markdown and HTML; they only choose between ``NarrativeText``
             and ``Text``, which no chunker reads, so both give the same chunks.
+        storage_options: fsspec options of remote sources (:mod:`pipelines.sources`), keyed by
+            the source URL as written in ``sources`` or by protocol (``s3``, ``gs``, ``az``):
+            endpoint, credentials, ``version_aware``... Empty: the implementation's standard
+            environment variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+        http_timeout_s: connect/read timeout of every HTTP request to an HTTP source, seconds.
+        http_retries: extra attempts after a connection error, a timeout, 429 or 5xx.
+        http_redirect_hosts: hosts an HTTP source may be redirected to besides its own host
+            (a redirect elsewhere quarantines the page as ``Redirected``).
     """
 
     sources: list[str] = Field(default_factory=lambda: ["data/sample"])
@@ -100,6 +108,10 @@ class LoadConfig(_Section):
     max_zip_ratio: float = Field(default=200.0, gt=1)
     languages: list[str] = Field(default_factory=lambda: ["eng"], min_length=1)
     element_types: Literal["markup", "nlp"] = "markup"
+    storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    http_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    http_retries: int = Field(default=2, ge=0, le=10)
+    http_redirect_hosts: list[str] = Field(default_factory=list)
 
     @field_validator("html_drop")
     @classmethod
@@ -421,6 +433,40 @@ class TelemetryConfig(_Section):
     job: str = Field(default="ragline", min_length=1)
     push_timeout_s: float = Field(default=10.0, gt=0, le=600)
     traces: TracesConfig = Field(default_factory=TracesConfig)
+class RunnerConfig(_Section):
+    """``runner:`` — where ingest and refresh run load, chunk and embed (``--runner``).
+
+    Attributes:
+        kind: ``local`` (this process and its parsing workers) or ``dask``: Prefect tasks
+            mapped over partitions of the document list on a Dask cluster (prefect-dask's
+            ``DaskTaskRunner``), then merged and published by this process.
+        address: scheduler address (``tcp://host:8786``) of an existing cluster; ``None``
+            starts a ``LocalCluster`` of ``n_workers`` processes.
+        n_workers: worker processes of the local cluster.
+        threads_per_worker: threads per worker process (also the embedder's threads there).
+        partitions: partitions of the document list; 0 means two per worker.
+        partition_retries: times a partition whose worker died is run again before its files
+            are quarantined (``WorkerLost``).
+    """
+
+    kind: Literal["local", "dask"] = "local"
+    address: str | None = None
+    n_workers: int = Field(default=2, ge=1, le=256)
+    threads_per_worker: int = Field(default=1, ge=1, le=64)
+    partitions: int = Field(default=0, ge=0, le=100000)
+    partition_retries: int = Field(default=1, ge=0, le=10)
+
+    @classmethod
+    def parse(cls, spec: str) -> dict[str, Any]:
+        """``--runner`` values: ``local``, ``dask`` or ``dask=ADDRESS`` → ``{"kind", "address"}``.
+
+        Raises:
+            ConfigError: another value.
+        """
+        kind, _, address = spec.partition("=")
+        if kind not in ("local", "dask") or (kind == "local" and address):
+            raise ConfigError(f"--runner {spec!r}: use local, dask or dask=tcp://HOST:PORT")
+        return {"kind": kind, "address": address or None}
 
 
 class Params(_Section):
@@ -437,6 +483,7 @@ class Params(_Section):
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     prefect: PrefectConfig = Field(default_factory=PrefectConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 

@@ -24,9 +24,9 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 from ragline.core.offline import set_offline_env
 from ragline.pipelines.verbosity import quiet_libraries
@@ -44,7 +44,6 @@ from ragline.pipelines.embed import index_embedder  # noqa: E402
 from ragline.pipelines.load import (  # noqa: E402
     QuarantineRecord,
     check_failure_rate,
-    discover_files,
     documents_to_table,
     load_documents,
     prestart_parsers,
@@ -154,6 +153,7 @@ class GuardedFlow:
 
         raw = self._params_of(args, kwargs)
         cfg = PrefectConfig.model_validate((raw or {}).get("prefect") or {})
+        flow_obj = _with_task_runner(self._flow, (raw or {}).get("runner"))
         updates: dict[Any, Any] = {}
         if not os.environ.get(STARTUP_TIMEOUT_ENV):
             updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = max(1, round(cfg.startup_timeout_s))
@@ -170,8 +170,8 @@ class GuardedFlow:
         try:
             if self._before is not None:
                 self._before()
-            with temporary_settings(updates=updates) if updates else nullcontext():
-                return self._flow(*args, **kwargs)
+            with temporary_settings(updates=updates) if updates else nullcontext(), _quiet_dask_shutdown():
+                return flow_obj(*args, **kwargs)
         except Exception as e:
             if not _is_api_failure(e):
                 raise
@@ -233,8 +233,9 @@ def _retry_on_io(task, task_run, state) -> bool:
 
 @task(name="discover", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def discover_task(sources: list[str], params: Params):
-    return discover_files(sources, params.load.include, params.load.exclude,
-                          follow_symlinks=params.load.follow_symlinks)
+    from ragline.pipelines.sources import discover
+
+    return discover(sources, params.load)
 
 
 @task(name="load", cache_policy=NO_CACHE)
@@ -265,9 +266,8 @@ def publish_task(params: Params, documents, chunks, vectors, quarantine, embedde
                          quarantine_to_table(quarantine), info_of(embedder), stats=stats)
 
 
-@flow(name="ingest", validate_parameters=False, log_prints=False)
 @observed("ingest")
-def _ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
+def _ingest_flow_fn(sources: list[str], params: dict[str, Any]) -> IngestSummary:
     """Load, chunk, embed, index and publish ``sources`` as a new version of ``index.name``.
 
     Args:
@@ -286,12 +286,17 @@ def _ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
     t0 = time.perf_counter()
     with _timed(times, "discover"):
         files = discover_task(list(p.load.sources), p)
-    model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
-    with _timed(times, "load-chunk-embed"):
-        streamed = load_chunk_embed_task(files, p, model.result)
-    docs, chunks, chunk_bad, quarantine = streamed.documents, streamed.chunks, streamed.chunk_bad, streamed.quarantine
-    embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
-    times.update({f"{k} (overlapped)": v for k, v in streamed.seconds.items()})
+    if p.runner.kind == "dask":  # load, chunk and embed per partition on the cluster; merged here
+        with _timed(times, "cluster"):
+            docs, quarantine, chunks, vectors, computed, embedder = build_on_cluster(files, p)
+        chunk_bad = [q for q in quarantine if q.stage == "chunk"]
+    else:  # parsing and chunking overlap embedding (pipelines/stream.py)
+        model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
+        with _timed(times, "load-chunk-embed"):
+            streamed = load_chunk_embed_task(files, p, model.result)
+        docs, chunks, chunk_bad, quarantine = streamed.documents, streamed.chunks, streamed.chunk_bad, streamed.quarantine
+        embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
+        times.update({f"{k} (overlapped)": v for k, v in streamed.seconds.items()})
     summary = IngestSummary(p.index.name, None, len(docs), chunks.num_rows, computed,
                             chunks.num_rows - computed, quarantine, times)
     try:
@@ -310,6 +315,9 @@ def _ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
     return _record(summary)
 
 
+# the function stays a module attribute under its own name, so that a Dask task runner (which
+# ships the flow run's context to its workers) pickles it by reference, not with this module's globals
+_ingest_flow = flow(name="ingest", validate_parameters=False, log_prints=False)(_ingest_flow_fn)
 ingest_flow = GuardedFlow(_ingest_flow, lambda args, kwargs: kwargs.get("params", args[1] if len(args) > 1 else None),
                           before=prestart_parsers)  # the parsers' fork server preloads while Prefect starts
 
@@ -411,9 +419,8 @@ def publish_refresh_task(params: Params, assembly, vectors, info, parent_version
                          parent_version=parent_version)
 
 
-@flow(name="refresh", validate_parameters=False, log_prints=False)
 @observed("refresh")
-def _refresh_flow(
+def _refresh_flow_fn(
     params: dict[str, Any] | None = None,
     sources: list[str] | None = None,
     params_file: str | None = None,
@@ -465,7 +472,10 @@ def _refresh_flow(
         parent = read_parent_task(p, plan.parent_version) if plan.parent_version else None
         files = plan.to_load()
         with _timed(times, "load"):
-            docs, bad = load_task(files, p) if files else ([], [])
+            if files and p.runner.kind == "dask":  # parsing on the cluster; assembly and embedding here
+                docs, bad, *_ = build_on_cluster(files, p, load_only=True)
+            else:
+                docs, bad = load_task(files, p) if files else ([], [])
         crash_point("refresh:loaded")
         needs_model = (parent is None or bool(docs) or plan.reembed_all or plan.rechunk_all
                        or p.chunk.needs_embedder)
@@ -552,6 +562,7 @@ def drift_block(p: Params, drift: dict[str, Any] | None, alias: str) -> str | No
     return None
 
 
+_refresh_flow = flow(name="refresh", validate_parameters=False, log_prints=False)(_refresh_flow_fn)  # see _ingest_flow
 refresh_flow = GuardedFlow(_refresh_flow, lambda args, kwargs: kwargs.get("params", args[0] if args else None))
 
 
@@ -571,3 +582,102 @@ def scheduled_refresh_flow(
     from ragline.pipelines.flows import refresh_flow as run_refresh
 
     return run_refresh(params_file=params_file, index=index, sources=sources).to_dict()
+
+
+# ---------------- distributed builds: Prefect tasks on Dask (prefect-dask) ----------------
+def _partition_task():
+    """The ``build-partition`` task around :func:`pipelines.distributed.build_partition` (a
+    module-level function, so Dask pickles it by reference, not with this module's globals)."""
+    from ragline.pipelines.distributed import build_partition
+
+    return task(name="build-partition", cache_policy=NO_CACHE)(build_partition)
+
+
+def build_on_cluster(files, p: Params, load_only: bool = False):
+    """Map :func:`pipelines.distributed.build_partition` over partitions of ``files`` with the
+    flow's task runner (a ``DaskTaskRunner`` under ``runner.kind: dask``) and merge the results.
+
+    A partition that still fails after ``runner.partition_retries`` reruns (its worker died,
+    the cluster lost it) has its files quarantined as ``WorkerLost``; the others are kept.
+
+    Returns:
+        ``(documents, quarantine, chunks, vectors, computed, embedder)``: ``embedder`` is the
+        identity-only embedder of ``embed:`` (its weights are never loaded on the driver).
+    """
+    from prefect import unmapped
+
+    from ragline.pipelines.distributed import lost_partition, merge_partitions, partition
+
+    parts = partition(files, p.runner.partitions or 2 * p.runner.n_workers)
+    embedder = index_embedder(p)
+    if not parts:
+        docs, bad, chunks, vectors, computed = merge_partitions([], info_of(embedder).dim)
+        return docs, bad, chunks, vectors, computed, embedder
+    runner_task = _partition_task().with_options(retries=p.runner.partition_retries, retry_delay_seconds=1)
+    futures = runner_task.map(parts, unmapped(p), load_only=unmapped(load_only))
+    results = []
+    for part, fut in zip(parts, futures):
+        try:
+            results.append(fut.result())
+        except Exception as e:  # noqa: BLE001 - a lost partition is quarantined, the run goes on
+            log.warning("partition of %d files failed on the cluster: %s", len(part), type(e).__name__)
+            results.append(lost_partition(part, e))
+    dim = 0 if load_only else info_of(embedder).dim
+    docs, bad, chunks, vectors, computed = merge_partitions(results, dim)
+    return docs, bad, chunks, vectors, computed, embedder
+
+
+def _with_task_runner(flow_obj: Any, runner: dict | None) -> Any:
+    """``flow_obj`` with prefect-dask's ``DaskTaskRunner`` when ``runner.kind`` is ``dask``:
+    connected to ``runner.address``, or a ``LocalCluster`` of ``runner.n_workers`` processes
+    with ``runner.threads_per_worker`` threads each (no dashboard)."""
+    from ragline.pipelines.config import RunnerConfig
+
+    cfg = RunnerConfig.model_validate(runner or {})
+    if cfg.kind != "dask":
+        return flow_obj
+    from prefect_dask import DaskTaskRunner
+
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # a local cluster's worker processes: quiet too
+    if cfg.address:
+        task_runner = DaskTaskRunner(address=cfg.address)
+    else:
+        task_runner = DaskTaskRunner(cluster_kwargs={"n_workers": cfg.n_workers, "processes": True,
+                                                     "threads_per_worker": cfg.threads_per_worker,
+                                                     "dashboard_address": None})
+    return flow_obj.with_options(task_runner=task_runner)
+
+
+class _DropCommClosed(logging.Filter):
+    """Drop distributed's tracebacks of connections closed while a cluster shuts down."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        text = record.getMessage()
+        return not (type(exc).__name__ in ("CommClosedError", "StreamClosedError")
+                    or "CommClosedError" in text or "Stream is closed" in text)
+
+
+#: loggers through which distributed reports connections closed at shutdown
+_DASK_LOGGERS = ("distributed", "distributed.core", "distributed.client", "distributed.worker",
+                 "distributed.nanny", "distributed.scheduler", "distributed.comm.tcp", "distributed.batched",
+                 "tornado.application", "asyncio")
+
+
+@contextmanager
+def _quiet_dask_shutdown() -> Iterator[None]:
+    """While a flow runs, distributed's shutdown ``CommClosedError`` noise is not printed, and
+    its INFO/WARNING lines about clusters starting and stopping are not shown (errors are)."""
+    noise = _DropCommClosed()
+    loggers = [logging.getLogger(n) for n in _DASK_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addFilter(noise)
+        if lg.name.startswith("distributed"):
+            lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.removeFilter(noise)
+            lg.setLevel(level)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import fnmatch
 import functools
 import html
+import io
 import mimetypes
 import os
 import re
@@ -67,12 +69,23 @@ class SourceFile:
             reason (``NotARegularFile``, ``SymlinkOutsideRoot``, ``SymlinkNotFollowed``,
             ``SymlinkLoop``, ``BrokenSymlink``). Loading and refresh hashing never read it.
         skip_message: the one-line explanation that goes with ``skip_type``.
+        source: for an entry of a remote source (:mod:`pipelines.sources`), the source URL it
+            was listed from; ``""`` for a local file. A remote entry's ``path`` is only its
+            name (the suffix names the type); its bytes come from the source.
+        size: bytes the listing gives (``-1``: not listed).
+        etag, version_id, mtime: the listing's ETag, object version id and modification time
+            (or a sitemap's ``<lastmod>``); ``""`` when it gives none.
     """
 
     path: Path
     uri: str
     skip_type: str = ""
     skip_message: str = ""
+    source: str = ""
+    size: int = -1
+    etag: str = ""
+    version_id: str = ""
+    mtime: str = ""
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
@@ -327,7 +340,9 @@ def element_types(mode: str) -> Iterator[None]:
 
 
 def _partition(path: Path, suffix: str, data: bytes, strategy: str, html_drop: Sequence[str] = (),
-               languages: Sequence[str] = ("eng",)) -> list:
+               languages: Sequence[str] = ("eng",), from_bytes: bool = False) -> list:
+    """Elements of one file; ``from_bytes`` (a remote entry: ``path`` is only a name) hands
+    PDF and generic partitioners ``file=`` (the bytes) instead of ``filename=``."""
     from ragline.pipelines.offline import install_unstructured_nlp
 
     install_unstructured_nlp()
@@ -354,10 +369,13 @@ def _partition(path: Path, suffix: str, data: bytes, strategy: str, html_drop: S
     if suffix == ".pdf":
         from unstructured.partition.pdf import partition_pdf
 
-        return partition_pdf(filename=str(path), strategy=strategy, infer_table_structure=False,
+        where = {"file": io.BytesIO(data)} if from_bytes else {"filename": str(path)}
+        return partition_pdf(**where, strategy=strategy, infer_table_structure=False,
                              languages=["eng"] if langs == ["auto"] else langs)  # OCR needs named languages
     from unstructured.partition.auto import partition
 
+    if from_bytes:
+        return partition(file=io.BytesIO(data), metadata_filename=path.name, strategy=strategy, languages=langs)
     return partition(filename=str(path), strategy=strategy, languages=langs)
 
 
@@ -621,10 +639,11 @@ def load_document(src: SourceFile, cfg: LoadConfig) -> Document | QuarantineReco
     """
     path = src.path
     sha = ""
+    facts: dict[str, str] = {}
     try:
         if src.skip_type:
             raise _LoadFailure(src.skip_type, src.skip_message or f"{src.uri}: not read ({src.skip_type})")
-        if path.is_symlink() and not path.exists():
+        if not src.source and path.is_symlink() and not path.exists():
             raise _LoadFailure("BrokenSymlink", f"{src.uri}: symlink to missing {os.readlink(path)}")
         suffix = path.suffix.lower()
         mime = SUPPORTED_TYPES.get(suffix)
@@ -635,20 +654,10 @@ def load_document(src: SourceFile, cfg: LoadConfig) -> Document | QuarantineReco
                 f"{src.uri}: unsupported file type {suffix or '(no suffix)'} ({guessed}); "
                 f"supported: {', '.join(sorted(SUPPORTED_TYPES))}",
             )
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise _LoadFailure("NotARegularFile", f"{src.uri}: {file_kind(st.st_mode)}, not a regular file; not read")
-            size = st.st_size
-            if size == 0:
-                raise _LoadFailure("EmptyFile", f"{src.uri}: empty file (0 bytes)")
-            if size > cfg.max_file_mb * 1024 * 1024:
-                raise _LoadFailure(
-                    "FileTooLarge",
-                    f"{src.uri}: {size / 1048576:.1f} MiB exceeds load.max_file_mb={cfg.max_file_mb}",
-                )
-            data = f.read(size)
+        if src.source:  # a remote entry (pipelines/sources.py): downloaded here, in the parsing worker
+            data, facts, size = _read_remote(src, cfg)
+        else:
+            data, size = _read_local(src, cfg)
         sha = sha256_bytes(data)
         pages = 0
         if suffix in ZIP_SUFFIXES:
@@ -658,7 +667,8 @@ def load_document(src: SourceFile, cfg: LoadConfig) -> Document | QuarantineReco
         title_hint = _title_hint(suffix, data)
         try:
             with element_types(cfg.element_types):
-                raw = _partition(path, suffix, data, cfg.strategy, cfg.html_drop, cfg.languages)
+                raw = _partition(path, suffix, data, cfg.strategy, cfg.html_drop, cfg.languages,
+                                 from_bytes=bool(src.source))
         except (_LoadFailure, MemoryError):
             raise
         except formats.FormatError as e:  # a malformed file of a supported format: its own reason
@@ -669,7 +679,8 @@ def load_document(src: SourceFile, cfg: LoadConfig) -> Document | QuarantineReco
             raise _LoadFailure(type(e).__name__, f"{src.uri}: {type(e).__name__}: {e}".strip()) from e
         del data
         try:
-            return _build_document(src, sha, mime, size, raw, title_hint)
+            doc = _build_document(src, sha, mime, size, raw, title_hint)
+            return dataclasses.replace(doc, metadata={**doc.metadata, **facts}) if facts else doc
         except _LoadFailure as f:
             if pages and f.error_type == "NoElements":
                 raise _LoadFailure(
@@ -677,12 +688,60 @@ def load_document(src: SourceFile, cfg: LoadConfig) -> Document | QuarantineReco
                     "its text needs OCR (load.strategy: ocr_only or hi_res, with Tesseract installed)") from None
             raise
     except _LoadFailure as f:
-        return QuarantineRecord(src.uri, STAGE, f.error_type, str(f), sha)
+        return QuarantineRecord(src.uri, STAGE, f.error_type, str(f), _quarantine_sha(src, sha))
     except MemoryError:
         return QuarantineRecord(src.uri, STAGE, "MemoryLimit",
-                                f"{src.uri}: out of memory while parsing (load.max_worker_mb={cfg.max_worker_mb})", sha)
+                                f"{src.uri}: out of memory while parsing (load.max_worker_mb={cfg.max_worker_mb})",
+                                _quarantine_sha(src, sha))
     except OSError as e:
-        return QuarantineRecord(src.uri, STAGE, type(e).__name__, f"{src.uri}: {e}", sha)
+        return QuarantineRecord(src.uri, STAGE, type(e).__name__, f"{src.uri}: {e}", _quarantine_sha(src, sha))
+
+
+def _quarantine_sha(src: SourceFile, sha: str) -> str:
+    """The ``sha256`` of a quarantine record: the bytes' sha256 for a local file; for a remote
+    entry its listing fingerprint (:func:`pipelines.sources.listing_fingerprint`), which a
+    refresh compares without downloading."""
+    if not src.source:
+        return sha
+    from ragline.pipelines.sources import listing_fingerprint
+
+    return listing_fingerprint(src)
+
+
+def _read_remote(src: SourceFile, cfg: LoadConfig) -> tuple[bytes, dict[str, str], int]:
+    """``(bytes, facts, size)`` of a remote entry (:func:`pipelines.sources.read_entry`)."""
+    from ragline.pipelines.sources import DownloadFailed, read_entry
+
+    try:
+        data, facts = read_entry(src, cfg)
+    except DownloadFailed as e:
+        raise _LoadFailure(e.error_type, str(e)) from None
+    if not data:
+        raise _LoadFailure("EmptyFile", f"{src.uri}: empty (0 bytes)")
+    return data, facts, len(data)
+
+
+def _read_local(src: SourceFile, cfg: LoadConfig) -> tuple[bytes, int]:
+    """``(bytes, size)`` of a local regular file, opened without blocking (a FIFO never blocks).
+
+    Raises:
+        _LoadFailure: not a regular file, empty, over ``cfg.max_file_mb``.
+        OSError: it cannot be read.
+    """
+    fd = os.open(src.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _LoadFailure("NotARegularFile", f"{src.uri}: {file_kind(st.st_mode)}, not a regular file; not read")
+        size = st.st_size
+        if size == 0:
+            raise _LoadFailure("EmptyFile", f"{src.uri}: empty file (0 bytes)")
+        if size > cfg.max_file_mb * 1024 * 1024:
+            raise _LoadFailure(
+                "FileTooLarge",
+                f"{src.uri}: {size / 1048576:.1f} MiB exceeds load.max_file_mb={cfg.max_file_mb}",
+            )
+        return f.read(size), size
 
 
 # ---------------------------------------------------------------- parsing workers

@@ -20,6 +20,7 @@ from ragline.indexers.retriever import CHUNK_ROWS_FILE, CHUNKS_FILE, DOCUMENTS_F
 from ragline.core.schemas import CHUNKS_ROW_GROUP, CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_row_file, write_table
 from ragline.pipelines.config import IndexConfig, Params
 from ragline.pipelines.chunk import chunker_record
+from ragline.pipelines.sources import input_record
 
 
 def build_index(vectors: np.ndarray, cfg: IndexConfig):
@@ -92,9 +93,10 @@ def publish_index(
     index = build_index(vectors, params.index)
     param_values = params.to_dict()
     inputs = sorted(
-        ({"uri": u, "doc_id": d, "sha256": s} for u, d, s in zip(
+        (input_record(u, d, s, dict(m or ()), n) for u, d, s, m, n in zip(
             documents.column("uri").to_pylist(), documents.column("doc_id").to_pylist(),
-            documents.column("sha256").to_pylist())),
+            documents.column("sha256").to_pylist(), documents.column("metadata").to_pylist(),
+            documents.column("size_bytes").to_pylist())),
         key=lambda r: r["uri"],
     )
 

@@ -44,7 +44,6 @@ from ragline.pipelines.load import (
     Document,
     QuarantineRecord,
     SourceFile,
-    discover_files,
     doc_id_for,
     documents_from_table,
     documents_to_table,
@@ -383,10 +382,15 @@ def skip_reason(f: ScannedFile, max_file_mb: float) -> str | None:
     path = f.source.path
     if path.suffix.lower() not in SUPPORTED_TYPES:
         return "unsupported type"
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return "unreadable"
+    if f.source.source:  # a remote entry: what the listing says (-1: not listed, e.g. a web page)
+        size = f.source.size
+        if size < 0:
+            return None
+    else:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return "unreadable"
     if size == 0:
         return "empty"
     if size > max_file_mb * 1024 * 1024:
@@ -394,28 +398,43 @@ def skip_reason(f: ScannedFile, max_file_mb: float) -> str | None:
     return None
 
 
-def scan_sources(sources: Sequence[str | Path], params: Params) -> list[ScannedFile]:
+def scan_sources(sources: Sequence[str | Path], params: Params, parent_inputs: Sequence[dict[str, Any]] = (),
+                 parent_quarantine: dict[str, str] | None = None) -> list[ScannedFile]:
     """Discover the files under ``sources`` (``load.include``/``exclude``/``follow_symlinks``,
-    the same :func:`~pipelines.load.discover_files` as ingest) and hash them.
+    the same :func:`~pipelines.sources.discover` as ingest) and hash them.
 
     Files discovery refused (special files such as FIFOs or devices, links out of the source
     roots or in loops) are not opened, so a FIFO or a link to ``/dev/zero`` cannot block
-    the scan; they get ``sha256=""`` and loading quarantines them with their reason.
+    the scan; they get ``sha256=""`` and loading quarantines them with their reason. Entries
+    of remote sources are not downloaded: :func:`pipelines.sources.scan_remote` decides from
+    the listing (ETag, size, version id) or a conditional HTTP request against
+    ``parent_inputs`` / ``parent_quarantine`` whether they are unchanged.
 
     Returns:
-        One :class:`ScannedFile` per file, sorted by URI; unreadable files get ``sha256=""``.
+        One :class:`ScannedFile` per file, sorted by URI; unreadable files, and remote entries
+        that are new or changed, get ``sha256=""``.
 
     Raises:
         FileNotFoundError: a source does not exist.
+        SourceUnavailable: a remote source cannot be listed.
     """
+    from ragline.pipelines.sources import discover, scan_remote
+
     out = []
-    for f in discover_files(sources, params.load.include, params.load.exclude,
-                            follow_symlinks=params.load.follow_symlinks):
+    remote = []
+    for f in discover(sources, params.load):
+        if f.source:
+            remote.append(f)
+            continue
         try:
             sha = "" if f.skip_type else sha256_file(f.path)
         except OSError:
             sha = ""
         out.append(ScannedFile(f, doc_id_for(f.uri), sha))
+    if remote:
+        out += [ScannedFile(f, doc_id_for(f.uri), sha)
+                for f, sha in scan_remote(remote, params.load, parent_inputs, parent_quarantine or {})]
+        out.sort(key=lambda s: s.uri)
     return out
 
 
@@ -443,7 +462,7 @@ def diff_inputs(
     for f in files:
         if f.uri in parent and parent[f.uri] == f.sha256 and f.sha256:
             unchanged.append(f.uri)
-        elif f.uri in bad and bad[f.uri] == f.sha256:
+        elif f.uri in bad and bad[f.uri] == f.sha256 and (f.sha256 or not f.source.source):
             still_bad.append(f.uri)
         elif f.uri in parent:
             changed.append(f.uri)
@@ -509,16 +528,18 @@ def plan_refresh(params: Params, registry: IndexRegistry, sources: Sequence[str 
     """
     name = params.index.name
     scanned = normalize_sources(list(sources or params.load.sources))
-    files = tuple(scan_sources(scanned, params))
     parent = parent_version(registry, name)
 
     def skip(f: ScannedFile) -> str | None:
         return skip_reason(f, params.load.max_file_mb)
 
     if parent is None:
+        files = tuple(scan_sources(scanned, params))
         return RefreshPlan(name, None, files, diff_inputs(files, [], {}, skip), sources=tuple(scanned))
     m = registry.manifest(name, parent)
-    diff = diff_inputs(files, m.inputs, _parent_quarantine(registry, name, parent), skip)
+    bad = _parent_quarantine(registry, name, parent)
+    files = tuple(scan_sources(scanned, params, m.inputs, bad))
+    diff = diff_inputs(files, m.inputs, bad, skip)
     reasons: list[str] = []
     old_load = m.params.get("load", {})
     load_changed = [k for k in RELOAD_KEYS if old_load.get(k) != getattr(params.load, k)]

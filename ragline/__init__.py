@@ -97,7 +97,8 @@ def ingest(sources: Sequence[str | Path] | str | Path, *, index: str | None = No
     """Load, chunk, embed and publish ``sources`` as a new version of an index (``ragline ingest``).
 
     Args:
-        sources: folders or files (one path or a list); empty: ``load.sources`` of the params.
+        sources: folders, files or URLs (``s3://...``, a sitemap ``https://.../sitemap.xml``; one or a
+            list; see README "Sources beyond one folder"); empty: ``load.sources`` of the params.
         index: index name (default: ``index.name``).
         params: a params file (``params.yaml`` may be missing: then the defaults), a ``Params``
             object, or ``None`` for the defaults.
