@@ -109,7 +109,7 @@ class TokenIndex:
 
     Memory: 4 bytes per token once built (``ends``); while building, the token ids as well
     (4 bytes per token) and blockwise temporaries. A 200 MB one-line English text (45 M
-    tokens) peaks at about 1.7x its size (a per-character table took 4 bytes per character).
+    tokens) peaks at about 1.8x its size (a per-character table took 4 bytes per character).
 
     Attributes:
         n_tokens: number of tokens of the whole document.
