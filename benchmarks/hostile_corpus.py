@@ -13,10 +13,16 @@ PDFs, NULs early and late, a 200 MB one-line text, ...) and then, with the real 
   3. loads the 200 MB one-line text with ``load.max_file_mb: 250`` and chunks it, measuring the
      worker's and the chunking process's peak RSS against the file size (target <= 4x).
 
+Then runs ``ragline query``, ``index gc`` and ``index promote`` with index, alias and version
+references that point outside ``index.root`` (each must exit 1 with one line) and ``ragline
+index gc``.
+
 Prints for the run: hangs, tracebacks (in any command's output), files lost (neither indexed
 nor quarantined), files read outside a source root (canary text in any published table, or a
-canary file's access time moved), good files indexed, and the largest worker peak RSS among the
-hostile files within the default size limits (target <= 1.5 GiB). Exit 1 when a target fails.
+canary file's access time moved), hostile references accepted, paths created outside the index
+root, aliased versions deleted (an alias whose version has no manifest after gc), good files
+indexed, and the largest worker peak RSS among the hostile files within the default size limits
+(target <= 1.5 GiB). Exit 1 when a target fails.
 
     nice -n 10 .venv/bin/python benchmarks/hostile_corpus.py [--workdir DIR] [--skip-big | --big-only] [--json]
 
@@ -193,6 +199,13 @@ def _run(args: list[str], cwd: Path) -> dict:
             "tracebacks": out.count("Traceback (most recent call last)"), "output": out[-3000:]}
 
 
+def _files_outside_registry(work: Path) -> set[str]:
+    """Every path under ``work`` (the benchmark's folder, the index root's parent) that is not
+    inside ``indexes/`` (index.root) or ``.ragline/`` (the cache)."""
+    return {p.relative_to(work).as_posix() for p in work.rglob("*")
+            if p.relative_to(work).parts[0] not in ("indexes", ".ragline")}
+
+
 def _peak_child_mb(code: str, cwd: Path) -> dict:
     """Run ``code`` in a fresh Python; it prints one JSON line (its own measurements)."""
     r = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=HANG_S)
@@ -298,6 +311,14 @@ def main() -> int:
                      "message": "" if q is None else q.message[len(s.uri) + 2:][:110]})
     runs = [_run(["ingest", "docs", "--json"], work), _run(["refresh", "docs", "--json"], work)]
     atimes1 = _atimes(outside)
+    # the registry under hostile references: every one must be refused (exit 1, one line) and
+    # nothing may appear outside index.root; then gc must keep every aliased version
+    before = _files_outside_registry(work)
+    escapes = [_run(args, work) for args in (
+        ["query", "bees", "--index", "../outside/x"], ["query", "bees", "--index", "hostile@../../outside/notes"],
+        ["index", "gc", "--index", "../../outside"], ["index", "promote", "v0001", "--alias", "../../x"])]
+    gc = _run(["index", "gc"], work)
+    new_paths = sorted(_files_outside_registry(work) - before)
 
     import pyarrow.parquet as pq
 
@@ -312,6 +333,8 @@ def main() -> int:
         indexed = set(pq.read_table(folder / "documents.parquet").column("uri").to_pylist())
         quarantined = set(pq.read_table(folder / "quarantine.parquet").column("path").to_pylist())
         published[version] = json.dumps({"indexed": len(indexed), "quarantined": len(quarantined)})
+    aliased_lost = sorted(f"{a} -> {v}" for a, v in reg.aliases("hostile").items()
+                          if not (work / "indexes" / "hostile" / v / "manifest.json").is_file())
     latest = reg.aliases("hostile").get("latest")
     lost = []
     if latest:
@@ -331,15 +354,18 @@ def main() -> int:
     big = None if a.skip_big else _big_text(work)
     summary = {
         "hostile_files": len([r for r in rows if r["file"] not in good]), "good_files": len(good),
-        "load_stage_s": round(load_s, 1), "hangs": sum(r["hung"] for r in runs),
-        "tracebacks": sum(r["tracebacks"] for r in runs), "files_lost": lost,
+        "load_stage_s": round(load_s, 1), "hangs": sum(r["hung"] for r in [*runs, *escapes, gc]),
+        "tracebacks": sum(r["tracebacks"] for r in [*runs, *escapes, gc]), "files_lost": lost,
+        "hostile_references_accepted": [r["cmd"] for r in escapes if r["rc"] != 1],
+        "paths_outside_the_index_root": new_paths, "aliased_versions_deleted": aliased_lost,
         "files_read_outside_a_source_root": read_outside, "good_files_not_indexed": good_missing,
         "max_worker_peak_mb_hostile_within_limits": max_peak,
-        "commands": [{k: r[k] for k in ("cmd", "rc", "hung", "seconds", "tracebacks")} for r in runs],
+        "commands": [{k: r[k] for k in ("cmd", "rc", "hung", "seconds", "tracebacks")} for r in [*runs, *escapes, gc]],
         "versions": published, "big_text": big,
     }
     ok = (summary["hangs"] == 0 and summary["tracebacks"] == 0 and not lost and not read_outside
-          and not good_missing and max_peak <= 1536 and all(r["rc"] == 0 for r in runs)
+          and not good_missing and max_peak <= 1536 and all(r["rc"] == 0 for r in [*runs, gc])
+          and not summary["hostile_references_accepted"] and not new_paths and not aliased_lost
           and (big is None or _big_ok(big)))
     summary["targets_met"] = ok
     if a.json:
@@ -353,7 +379,7 @@ def main() -> int:
         print()
         for k, v in summary.items():
             print(f"{k}: {v}")
-        for r in runs:
+        for r in [*runs, gc]:
             if r["rc"] != 0 or r["tracebacks"]:
                 print(f"--- output of {r['cmd']} ---\n{r['output']}")
     if not a.workdir:
