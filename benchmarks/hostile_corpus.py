@@ -13,12 +13,20 @@ PDFs, NULs early and late, a 200 MB one-line text, ...) and then, with the real 
   3. loads the 200 MB one-line text with ``load.max_file_mb: 250`` and chunks it, measuring the
      worker's and the chunking process's peak RSS against the file size (target <= 4x).
 
+Then runs ``ragline query``, ``index gc`` and ``index promote`` with index, alias and version
+references that point outside ``index.root`` (each must exit 1 with one line) and ``ragline
+index gc``.
+
 Prints for the run: hangs, tracebacks (in any command's output), files lost (neither indexed
 nor quarantined), files read outside a source root (canary text in any published table, or a
-canary file's access time moved), good files indexed, and the largest worker peak RSS among the
-hostile files within the default size limits (target <= 1.5 GiB). Exit 1 when a target fails.
+canary file's access time moved), hostile references accepted, paths created outside the index
+root, aliased versions deleted (an alias whose version has no manifest after gc), good files
+indexed, and the largest worker peak RSS among the hostile files within the default size limits
+(target <= 1.5 GiB). Exit 1 when a target fails.
 
-    nice -n 10 .venv/bin/python benchmarks/hostile_corpus.py [--workdir DIR] [--skip-big] [--json]
+    nice -n 10 .venv/bin/python benchmarks/hostile_corpus.py [--workdir DIR] [--skip-big | --big-only] [--json]
+
+``--big-only`` runs step 3 alone (the 200 MB text: load and chunk peaks against the file size).
 """
 
 from __future__ import annotations
@@ -191,6 +199,13 @@ def _run(args: list[str], cwd: Path) -> dict:
             "tracebacks": out.count("Traceback (most recent call last)"), "output": out[-3000:]}
 
 
+def _files_outside_registry(work: Path) -> set[str]:
+    """Every path under ``work`` (the benchmark's folder, the index root's parent) that is not
+    inside ``indexes/`` (index.root) or ``.ragline/`` (the cache)."""
+    return {p.relative_to(work).as_posix() for p in work.rglob("*")
+            if p.relative_to(work).parts[0] not in ("indexes", ".ragline")}
+
+
 def _peak_child_mb(code: str, cwd: Path) -> dict:
     """Run ``code`` in a fresh Python; it prints one JSON line (its own measurements)."""
     r = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=HANG_S)
@@ -200,7 +215,7 @@ def _peak_child_mb(code: str, cwd: Path) -> dict:
 
 
 BIG_CODE = r"""
-import json, sys
+import json, sys, time
 sys.path.insert(0, {repo!r})
 from ragline.core.offline import set_offline_env; set_offline_env()
 from pathlib import Path
@@ -217,25 +232,51 @@ if __name__ == '__main__':
     base = hwm()
     docs, bad = load_documents(discover_files([path]), LoadConfig(workers=1, max_file_mb=250), observe=stats.append)
     after_load = hwm()
-    reset(); before_chunk = hwm()
+    reset(); before_chunk = hwm(); t0, c0 = time.perf_counter(), time.process_time()
     table = chunk_documents(docs, ChunkConfig())[0] if docs else None
+    chunk_s, chunk_cpu_s = round(time.perf_counter() - t0, 1), round(time.process_time() - c0, 1)
     print(json.dumps({{"file_mb": path.stat().st_size / 1048576, "verdict": "document" if docs else bad[0].error_type,
                       "load_s": stats[0].seconds, "worker_peak_mb": stats[0].peak_rss_mb,
                       "parent_peak_load_mb": after_load, "parent_base_mb": base,
-                      "chunk_peak_mb": hwm(), "chunk_start_mb": before_chunk, "chunks": table.num_rows if table else 0}}))
+                      "chunk_peak_mb": hwm(), "chunk_start_mb": before_chunk, "chunks": table.num_rows if table else 0,
+                      "chunk_s": chunk_s, "chunk_cpu_s": chunk_cpu_s}}))
 """
+
+
+def _big_text(work: Path) -> dict:
+    """Step 3: load and chunk ``work/docs/oneline-200mb.txt`` in a fresh process; peaks against the file size."""
+    big = _peak_child_mb(BIG_CODE.format(repo=str(REPO), path=str(work / "docs" / "oneline-200mb.txt")), work)
+    if "error" not in big:
+        big["worker_x_file"] = round(big["worker_peak_mb"] / big["file_mb"], 2)
+        big["chunk_x_file"] = round((big["chunk_peak_mb"] - big["chunk_start_mb"]) / big["file_mb"], 2)
+    return big
+
+
+def _big_ok(big: dict) -> bool:
+    """Targets of step 3: the text is a document, loaded and chunked at <= 4x the file size each."""
+    return ("error" not in big and big["verdict"] == "document" and big["worker_x_file"] <= 4
+            and big["chunk_x_file"] <= 4)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=None, help="keep the corpus here (default: a temp dir)")
     ap.add_argument("--skip-big", action="store_true", help="leave out the 200 MB text (step 3 too)")
+    ap.add_argument("--big-only", action="store_true", help="only step 3: load and chunk the 200 MB text")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     a = ap.parse_args()
     work = a.workdir or Path(tempfile.mkdtemp(prefix="ragline-hostile-"))
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    if a.big_only:
+        (work / "docs").mkdir()
+        _write_big_text(work / "docs" / "oneline-200mb.txt")
+        big = _big_text(work)
+        print(json.dumps({"big_text": big}, indent=2) if a.json else "\n".join(f"{k}: {v}" for k, v in big.items()))
+        if not a.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0 if _big_ok(big) else 1
     docs, outside = work / "docs", work / "outside"
     what = build_corpus(docs, outside, big=not a.skip_big)
     good = sorted(p.name for p in SAMPLE.iterdir())
@@ -270,6 +311,14 @@ def main() -> int:
                      "message": "" if q is None else q.message[len(s.uri) + 2:][:110]})
     runs = [_run(["ingest", "docs", "--json"], work), _run(["refresh", "docs", "--json"], work)]
     atimes1 = _atimes(outside)
+    # the registry under hostile references: every one must be refused (exit 1, one line) and
+    # nothing may appear outside index.root; then gc must keep every aliased version
+    before = _files_outside_registry(work)
+    escapes = [_run(args, work) for args in (
+        ["query", "bees", "--index", "../outside/x"], ["query", "bees", "--index", "hostile@../../outside/notes"],
+        ["index", "gc", "--index", "../../outside"], ["index", "promote", "v0001", "--alias", "../../x"])]
+    gc = _run(["index", "gc"], work)
+    new_paths = sorted(_files_outside_registry(work) - before)
 
     import pyarrow.parquet as pq
 
@@ -284,6 +333,8 @@ def main() -> int:
         indexed = set(pq.read_table(folder / "documents.parquet").column("uri").to_pylist())
         quarantined = set(pq.read_table(folder / "quarantine.parquet").column("path").to_pylist())
         published[version] = json.dumps({"indexed": len(indexed), "quarantined": len(quarantined)})
+    aliased_lost = sorted(f"{a} -> {v}" for a, v in reg.aliases("hostile").items()
+                          if not (work / "indexes" / "hostile" / v / "manifest.json").is_file())
     latest = reg.aliases("hostile").get("latest")
     lost = []
     if latest:
@@ -300,23 +351,22 @@ def main() -> int:
     in_limits = [r for r in rows if r["file"] not in good and r["worker_peak_mb"] is not None
                  and r["reason"] != "FileTooLarge"]
     max_peak = max((r["worker_peak_mb"] for r in in_limits), default=0.0)
-    big = None
-    if not a.skip_big:
-        big = _peak_child_mb(BIG_CODE.format(repo=str(REPO), path=str(docs / "oneline-200mb.txt")), work)
+    big = None if a.skip_big else _big_text(work)
     summary = {
         "hostile_files": len([r for r in rows if r["file"] not in good]), "good_files": len(good),
-        "load_stage_s": round(load_s, 1), "hangs": sum(r["hung"] for r in runs),
-        "tracebacks": sum(r["tracebacks"] for r in runs), "files_lost": lost,
+        "load_stage_s": round(load_s, 1), "hangs": sum(r["hung"] for r in [*runs, *escapes, gc]),
+        "tracebacks": sum(r["tracebacks"] for r in [*runs, *escapes, gc]), "files_lost": lost,
+        "hostile_references_accepted": [r["cmd"] for r in escapes if r["rc"] != 1],
+        "paths_outside_the_index_root": new_paths, "aliased_versions_deleted": aliased_lost,
         "files_read_outside_a_source_root": read_outside, "good_files_not_indexed": good_missing,
         "max_worker_peak_mb_hostile_within_limits": max_peak,
-        "commands": [{k: r[k] for k in ("cmd", "rc", "hung", "seconds", "tracebacks")} for r in runs],
+        "commands": [{k: r[k] for k in ("cmd", "rc", "hung", "seconds", "tracebacks")} for r in [*runs, *escapes, gc]],
         "versions": published, "big_text": big,
     }
     ok = (summary["hangs"] == 0 and summary["tracebacks"] == 0 and not lost and not read_outside
-          and not good_missing and max_peak <= 1536 and all(r["rc"] == 0 for r in runs))
-    if big and "error" not in big:
-        big["worker_x_file"] = round(big["worker_peak_mb"] / big["file_mb"], 2)
-        big["chunk_x_file"] = round((big["chunk_peak_mb"] - big["chunk_start_mb"]) / big["file_mb"], 2)
+          and not good_missing and max_peak <= 1536 and all(r["rc"] == 0 for r in [*runs, gc])
+          and not summary["hostile_references_accepted"] and not new_paths and not aliased_lost
+          and (big is None or _big_ok(big)))
     summary["targets_met"] = ok
     if a.json:
         print(json.dumps({"files": rows, "run": summary}, indent=2))
@@ -329,7 +379,7 @@ def main() -> int:
         print()
         for k, v in summary.items():
             print(f"{k}: {v}")
-        for r in runs:
+        for r in [*runs, gc]:
             if r["rc"] != 0 or r["tracebacks"]:
                 print(f"--- output of {r['cmd']} ---\n{r['output']}")
     if not a.workdir:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -39,7 +39,8 @@ EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
 @runtime_checkable
 class Chunker(Protocol):
-    """The chunker contract: one small method over one document.
+    """The chunker contract: one small method over one document, ``chunk``, and its lazy
+    form ``chunk_iter`` (chunks made as they are consumed; :class:`SpanChunker` gives both).
 
     ``name`` and ``version`` identify the strategy; ``fingerprint`` hashes them with the
     configuration so that ids and caches change whenever the output could change.
@@ -54,6 +55,10 @@ class Chunker(Protocol):
     def chunk(
         self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None
     ) -> list[Chunk]: ...
+
+    def chunk_iter(
+        self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None
+    ) -> Iterator[Chunk]: ...
 
 
 def fingerprint_of(name: str, version: int, config: Any) -> str:
@@ -140,32 +145,57 @@ def make_chunks(
     Raises:
         ValueError: if a span is out of range or empty.
     """
-    starts = [e.char_start for e in elements] if elements else []
-    out: list[Chunk] = []
+    return list(iter_chunks(text, spans, doc_id=doc_id, fingerprint=fingerprint, elements=elements))
+
+
+def iter_chunks(
+    text: str,
+    spans: Sequence[tuple[int, int, int] | tuple[int, int, int, bool]],
+    *,
+    doc_id: str,
+    fingerprint: str,
+    elements: Sequence[ElementSpan] | None = None,
+) -> Iterator[Chunk]:
+    """:func:`make_chunks`, one chunk at a time: every span is checked when this is called,
+    and each :class:`Chunk` (with its text, a copy of the slice) is made when it is consumed,
+    so a consumer that keeps only a batch holds a batch of chunk texts, not the document's.
+
+    Raises:
+        ValueError: if a span is out of range or empty (raised by this call, before any chunk).
+    """
     n = len(text)
+    for span in spans:
+        if not (0 <= span[0] < span[1] <= n):
+            raise ValueError(f"chunk span ({span[0]}, {span[1]}) is outside the text of length {n} (doc {doc_id!r})")
+    return _chunks(text, spans, doc_id, fingerprint, elements)
+
+
+def _chunks(
+    text: str,
+    spans: Sequence[tuple[int, int, int] | tuple[int, int, int, bool]],
+    doc_id: str,
+    fingerprint: str,
+    elements: Sequence[ElementSpan] | None,
+) -> Iterator[Chunk]:
+    starts = [e.char_start for e in elements] if elements else []
     for span in spans:
         s, e, tok = span[0], span[1], span[2]
         oversized = bool(span[3]) if len(span) > 3 else False
-        if not (0 <= s < e <= n):
-            raise ValueError(f"chunk span ({s}, {e}) is outside the text of length {n} (doc {doc_id!r})")
         page: int | None = None
         section: tuple[str, ...] = ()
         if starts:
             page, section = _locate(starts, elements, s)  # type: ignore[arg-type]
-        out.append(
-            Chunk(
-                chunk_id=make_chunk_id(doc_id, s, e, fingerprint),
-                doc_id=doc_id,
-                char_start=s,
-                char_end=e,
-                token_count=tok,
-                text=text[s:e],
-                page=page,
-                section_path=section,
-                oversized=oversized,
-            )
+        yield Chunk(
+            chunk_id=make_chunk_id(doc_id, s, e, fingerprint),
+            doc_id=doc_id,
+            char_start=s,
+            char_end=e,
+            token_count=tok,
+            text=text[s:e],
+            page=page,
+            section_path=section,
+            oversized=oversized,
         )
-    return out
 
 
 class SpanChunker:
@@ -216,5 +246,13 @@ class SpanChunker:
             Chunks in document order, each at most ``max_tokens`` tokens unless flagged
             ``oversized``; empty for empty or whitespace-only text.
         """
+        return list(self.chunk_iter(text, doc_id=doc_id, elements=elements))
+
+    def chunk_iter(
+        self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None
+    ) -> Iterator[Chunk]:
+        """:meth:`chunk`, one chunk at a time: the boundaries are computed (and any error
+        raised) by this call, each chunk's text is sliced when it is consumed
+        (:func:`iter_chunks`)."""
         spans = self.spans(text, keep=table_rows(text, elements))
-        return make_chunks(text, spans, doc_id=doc_id, fingerprint=self.fingerprint, elements=elements)
+        return iter_chunks(text, spans, doc_id=doc_id, fingerprint=self.fingerprint, elements=elements)

@@ -153,7 +153,7 @@ def _cuts(text: str, level: str, start: int, end: int) -> list[int]:
 class _Packer:
     """Greedy packing state for one call of :func:`recursive_spans`."""
 
-    __slots__ = ("text", "index", "prefix", "max_tokens", "overlap", "levels", "keep", "out")
+    __slots__ = ("text", "index", "max_tokens", "overlap", "levels", "keep", "out")
 
     def __init__(
         self, text: str, index: TokenIndex, max_tokens: int, overlap: int, levels: tuple[str, ...], keep: KeepTogether
@@ -161,7 +161,6 @@ class _Packer:
         self.text = text
         self.keep = keep
         self.index = index
-        self.prefix = index.prefix
         self.max_tokens = max_tokens
         self.overlap = overlap
         self.levels = levels
@@ -170,7 +169,7 @@ class _Packer:
     def emit(self, start: int, end: int) -> None:
         s, e = strip_span(self.text, start, end)
         if s < e:
-            n = int(self.prefix[e] - self.prefix[s])
+            n = self.index.count(s, e)
             self.out.append((s, e, n, n > self.max_tokens))
 
     def split(self, start: int, end: int, depth: int) -> None:
@@ -178,7 +177,7 @@ class _Packer:
         start, end = strip_span(self.text, start, end)
         if start >= end:
             return
-        if self.prefix[end] - self.prefix[start] <= self.max_tokens:
+        if self.index.count(start, end) <= self.max_tokens:
             self.emit(start, end)
             return
         while depth < len(self.levels):
@@ -202,8 +201,8 @@ class _Packer:
         for k in range(n):
             m = _NON_SPACE.search(text, bounds[k], bounds[k + 1])
             firsts.append(m.start() if m else bounds[k + 1])
-        pre = self.prefix[bounds].tolist()  # tokens before each piece bound
-        pre_first = self.prefix[firsts].tolist()  # tokens before each piece's first non-blank
+        pre = self.index.before(bounds).tolist()  # tokens before each piece bound
+        pre_first = self.index.before(firsts).tolist()  # tokens before each piece's first non-blank
         i = 0  # first piece of the open chunk
         done = 0  # pieces before this one are already in an emitted chunk
         j = 0

@@ -118,13 +118,42 @@ _WHITESPACE = np.zeros(WHITESPACE_MAX + 1, dtype=bool)
 _WHITESPACE[[c for c in range(WHITESPACE_MAX + 1) if chr(c).isspace()]] = True
 
 
+#: Characters handled per step by :func:`word_runs` and :func:`token_windows`: the bound of
+#: their temporaries (about 12 bytes per character of a block), whatever the text's length.
+BLOCK_CHARS = 1 << 20
+_SPACE = re.compile(r"\s")
+
+
 def word_runs(text: str, start: int = 0, end: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Maximal runs of non-whitespace characters of ``text[start:end]`` (what ``\\S+`` matches).
+
+    Computed over blocks of :data:`BLOCK_CHARS` characters (a run across a block edge is
+    joined), so the temporaries do not grow with the text; the output takes 16 bytes per run.
 
     Returns:
         ``(starts, ends)``: int64 arrays (n_runs,) of half-open character offsets into ``text``.
     """
     end = len(text) if end is None else end
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    for b0 in range(start, end, BLOCK_CHARS):
+        s, e = _word_runs_block(text, b0, min(b0 + BLOCK_CHARS, end))
+        if not len(s):
+            continue
+        if ends and ends[-1][-1] == b0 and s[0] == b0:  # one run across the block edge
+            ends[-1][-1] = e[0]
+            s, e = s[1:], e[1:]
+        if len(s):
+            starts.append(s)
+            ends.append(e)
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if len(starts) == 1:
+        return starts[0], ends[0]
+    return np.concatenate(starts), np.concatenate(ends)
+
+
+def _word_runs_block(text: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
     if end <= start:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     cp = np.frombuffer(text[start:end].encode("utf-32-le"), dtype=np.uint32)
@@ -266,46 +295,110 @@ def token_windows(
         overlap_tokens: at most this many tokens shared by consecutive windows (>= 0).
         keep: spans no window boundary may cut.
 
+    Memory: the units are read a block at a time (:class:`_UnitStream`), so a window pass
+    over a huge text holds about one block's units, not the whole text's.
+
     Returns:
         Trimmed, non-empty ``(char_start, char_end, token_count, oversized)`` spans in
         order; ``oversized`` only for one character that needs more than ``max_tokens``
         tokens.
     """
-    us, ue = keep.units(text, start, end)
-    if len(us) == 0:
+    units = _UnitStream(text, index, start, end, keep)
+    units.extend(0)
+    if not len(units.us):
         return []
-    prefix = index.prefix
-    p_start = prefix[us].astype(np.int64)
-    p_end = prefix[ue].astype(np.int64)
-    budget, overlap, n = max_tokens, overlap_tokens, len(us)
+    before = index.before
+    budget, overlap = max_tokens, overlap_tokens
     out: list[Span] = []
 
-    def emit(s: int, e: int) -> None:
-        count = int(prefix[e] - prefix[s])
+    def emit(s: int, e: int, count: int) -> None:
         out.append((s, e, count, count > budget))
 
-    i, a = 0, int(us[0])
+    i, a, pa = 0, int(units.us[0]), int(units.ps[0])  # pa: tokens ended before a
     while True:
-        j = int(np.searchsorted(p_end, int(prefix[a]) + budget, side="right")) - 1
+        target = pa + budget
+        while True:  # the last unit that fits from a; the buffer grows while it may hold more
+            j = int(np.searchsorted(units.pe, target, side="right")) - 1
+            if j < len(units.us) - 1 or units.exhausted:
+                break
+            units.extend(i)
+            i, j = 0, j - i
+        n = len(units.us)
         if j >= i:  # units i..j fit from a
-            emit(a, int(ue[j]))
+            emit(a, int(units.ue[j]), int(units.pe[j]) - pa)
             if j == n - 1:
                 return out
             nxt = j + 1
             if overlap:
-                threshold = max(int(p_end[j]) - overlap, int(p_end[j + 1]) - budget)
-                nxt = min(max(int(np.searchsorted(p_start, threshold, side="left")), i + 1), j + 1)
-            i, a = nxt, int(us[nxt])
+                threshold = max(int(units.pe[j]) - overlap, int(units.pe[j + 1]) - budget)
+                nxt = min(max(int(np.searchsorted(units.ps, threshold, side="left")), i + 1), j + 1)
+            i, a, pa = nxt, int(units.us[nxt]), int(units.ps[nxt])
             continue
         # Unit i alone (from a) exceeds the budget: cut it at token ends.
+        end_i = int(units.ue[i])
         c = index.last_cut_within(a, budget)
         if c <= a:  # one character needs more tokens than the budget: indivisible
-            c = min(index.next_token_end(a), int(ue[i]))
-        emit(a, c)
-        if c >= ue[i]:
+            c = min(index.next_token_end(a), end_i)
+        emit(a, c, before(c) - pa)
+        if c >= end_i:
             if i == n - 1:
-                return out
-            i, a = i + 1, int(us[i + 1])
+                units.extend(n)
+                if not len(units.us):
+                    return out
+                i = -1
+            i += 1
+            a, pa = int(units.us[i]), int(units.ps[i])
             continue
         nxt = index.first_cut_with(c, overlap) if overlap else c
         a = nxt if nxt > a else c
+        pa = before(a)
+
+
+class _UnitStream:
+    """The units of ``text[start:end]`` (:meth:`KeepTogether.units`) and the tokens ended
+    before each unit's start (``ps``) and end (``pe``), produced a block of about
+    :data:`BLOCK_CHARS` characters at a time so that memory stays bounded on a huge text.
+
+    A block ends where no unit can cross: next to whitespace and not inside a kept span, so
+    the units of consecutive blocks are exactly those of the whole range.
+    """
+
+    __slots__ = ("text", "index", "keep", "pos", "end", "us", "ue", "ps", "pe")
+
+    def __init__(self, text: str, index: TokenIndex, start: int, end: int, keep: KeepTogether) -> None:
+        self.text, self.index, self.keep, self.pos, self.end = text, index, keep, start, end
+        self.us = self.ue = self.ps = self.pe = np.zeros(0, np.int64)
+
+    @property
+    def exhausted(self) -> bool:
+        """True when every unit of the range is in the buffer (or was dropped from it)."""
+        return self.pos >= self.end
+
+    def extend(self, drop: int) -> None:
+        """Drop the first ``drop`` units of the buffer and append the units of the next
+        blocks, at least one unless the range is exhausted."""
+        self.us, self.ue, self.ps, self.pe = self.us[drop:], self.ue[drop:], self.ps[drop:], self.pe[drop:]
+        while self.pos < self.end:
+            s = self.pos
+            self.pos = self._block_end(s)
+            us, ue = self.keep.units(self.text, s, self.pos)
+            if len(us):
+                before = self.index.before
+                self.us, self.ue = np.concatenate((self.us, us)), np.concatenate((self.ue, ue))
+                self.ps = np.concatenate((self.ps, before(us)))
+                self.pe = np.concatenate((self.pe, before(ue)))
+                return
+
+    def _block_end(self, start: int) -> int:
+        text, keep, end = self.text, self.keep, self.end
+        e = start + BLOCK_CHARS
+        while e < end:
+            if not text[e - 1].isspace() and not text[e].isspace():  # inside a word: to its end
+                m = _SPACE.search(text, e, end)
+                e = m.start() if m else end
+                continue
+            k = keep._at(e) if keep else -1
+            if k < 0:
+                return e
+            e = keep.ends[k]  # inside a kept span: to its end
+        return end

@@ -98,9 +98,8 @@ def pack_sentences(
         ``(char_start, char_end, token_count, oversized)`` spans in order. A sentence over
         the budget is split by :func:`chunkers.recursive.recursive_spans`.
     """
-    prefix = index.prefix
-    starts = prefix[[s for s, _ in sentences]].tolist()
-    ends = prefix[[e for _, e in sentences]].tolist()
+    starts = index.before([s for s, _ in sentences]).tolist()
+    ends = index.before([e for _, e in sentences]).tolist()
     out: list[Span] = []
     n = len(sentences)
     i = done = j = 0

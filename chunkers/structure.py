@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from ragline.chunkers import _validate as v
-from ragline.chunkers.base import Chunk, ElementSpan, SpanChunker, make_chunks, table_rows
+from ragline.chunkers.base import Chunk, ElementSpan, SpanChunker, iter_chunks, table_rows
 from ragline.chunkers.recursive import recursive_spans
 from ragline.chunkers.segment import KeepTogether, Span, strip_span
 from ragline.chunkers.tokenizer import ENCODING_NAME, TokenIndex
@@ -74,10 +74,11 @@ class StructureChunker(SpanChunker):
 
     config_class = StructureChunkerConfig
 
-    def chunk(
+    def chunk_iter(
         self, text: str, *, doc_id: str = "", elements: Sequence[ElementSpan] | None = None
-    ) -> list[Chunk]:
-        """Chunk one document's normalized text along its elements.
+    ) -> Iterator[Chunk]:
+        """Chunk one document's normalized text along its elements, one chunk at a time
+        (:meth:`chunk` gives the list; boundaries and errors come at this call).
 
         Args:
             text: the document's normalized text.
@@ -94,7 +95,7 @@ class StructureChunker(SpanChunker):
         """
         units = normalize_elements(text, elements) if elements else paragraph_elements(text)
         spans = self.spans(text, units, keep=table_rows(text, elements))
-        return make_chunks(text, spans, doc_id=doc_id, fingerprint=self.fingerprint, elements=units)
+        return iter_chunks(text, spans, doc_id=doc_id, fingerprint=self.fingerprint, elements=units)
 
     def spans(  # type: ignore[override]
         self, text: str, units: Sequence[ElementSpan], *, keep: Sequence[tuple[int, int]] = ()
@@ -113,26 +114,28 @@ class StructureChunker(SpanChunker):
         budget, min_tokens = self.config.max_tokens, self.config.min_tokens
         index = TokenIndex(text, self.config.encoding)
         kept = KeepTogether(keep, index, budget)
-        prefix = index.prefix
+        pre_start = index.before([u.char_start for u in units]).tolist()  # tokens ended before each element
+        pre_end = index.before([u.char_end for u in units]).tolist()  # ... and at its end
         out: list[Span] = []
         start = -1  # start offset of the open chunk, -1 when none is open
-        last = units[0]  # last element of the open chunk
+        p_start = 0  # tokens before start
+        last = 0  # index of the last element of the open chunk
         only_titles = True  # the open chunk holds only titles so far
 
         def close() -> None:
             nonlocal start
             if start >= 0:
-                out.append((start, last.char_end, int(prefix[last.char_end] - prefix[start]), False))
+                out.append((start, units[last].char_end, pre_end[last] - p_start, False))
             start = -1
 
-        for u in units:
+        for k, u in enumerate(units):
             is_title = u.type in TITLE_TYPES
-            if int(prefix[u.char_end] - prefix[u.char_start]) > budget:  # alone over budget
+            if pre_end[k] - pre_start[k] > budget:  # alone over budget
                 pieces = recursive_spans(text, index, u.char_start, u.char_end, max_tokens=budget, keep=kept)
                 if start >= 0 and only_titles and pieces and not pieces[0][3]:
                     # Keep the open heading(s) with the first piece when they fit together.
                     first_end = pieces[0][1]
-                    merged = int(prefix[first_end] - prefix[start])
+                    merged = index.before(first_end) - p_start
                     if merged <= budget:
                         pieces[0] = (start, first_end, merged, False)
                         start = -1
@@ -140,16 +143,16 @@ class StructureChunker(SpanChunker):
                 out.extend(pieces)
                 continue
             if start >= 0:
-                boundary = is_title or u.section_path != last.section_path
-                if int(prefix[u.char_end] - prefix[start]) > budget or (
+                boundary = is_title or u.section_path != units[last].section_path
+                if pre_end[k] - p_start > budget or (
                     boundary
                     and not only_titles
-                    and int(prefix[last.char_end] - prefix[start]) >= min_tokens
+                    and pre_end[last] - p_start >= min_tokens
                 ):
                     close()
             if start < 0:
-                start, only_titles = u.char_start, True
-            last = u
+                start, p_start, only_titles = u.char_start, pre_start[k], True
+            last = k
             only_titles = only_titles and is_title
         close()
         return out

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import numpy as np
 
@@ -35,6 +36,45 @@ def _token_byte_lengths_u16(name: str) -> np.ndarray:
     return lengths.astype(np.uint16)
 
 
+#: Tokens (or characters) handled per step by the blockwise loops below: bounds temporaries.
+_BLOCK = 1 << 20
+
+
+def _char_ends(tokens: np.ndarray, text: str, name: str) -> np.ndarray:
+    """Character offset where every token of ``text`` ends (see :func:`encode_with_char_offsets`).
+
+    Returns:
+        uint32 array (n_tokens,) for texts under 2**30 characters, else int64;
+        nondecreasing, ``[-1] == len(text)``.
+    """
+    lengths = _token_byte_lengths_u16(name)
+    n = len(tokens)
+    # byte offsets bound character offsets; UTF-8 takes at most 4 bytes per character
+    dtype = np.uint32 if 4 * len(text) < (1 << 32) else np.int64
+    ends = np.empty(n, dtype=dtype)
+    carry = 0
+    for b0 in range(0, n, _BLOCK):  # cumulative byte lengths, one block of tokens at a time
+        block = ends[b0:b0 + _BLOCK]
+        np.cumsum(lengths[tokens[b0:b0 + _BLOCK]], dtype=dtype, out=block)
+        block += dtype(carry)
+        carry = int(block[-1])
+    if text.isascii():  # one byte per character: byte offsets are character offsets
+        return ends
+    # characters before byte offset b = UTF-8 lead (non-continuation) bytes before b; a bound
+    # inside a character thus counts that character, i.e. rounds up to its end. Computed over
+    # blocks of characters so that no per-byte table of the whole text is built.
+    byte0 = 0
+    for c0 in range(0, len(text), _BLOCK):
+        data = np.frombuffer(text[c0:c0 + _BLOCK].encode("utf-8"), dtype=np.uint8)
+        # (the query has the array's dtype: a mixed-dtype searchsorted would copy the array)
+        lo, hi = np.searchsorted(ends, np.array([byte0, byte0 + len(data)], dtype=dtype), side="right")
+        if hi > lo:  # token ends in (byte0, byte0 + len(data)]
+            leads = np.cumsum((data & 0xC0) != 0x80, dtype=np.int32)
+            ends[lo:hi] = c0 + leads[ends[lo:hi].astype(np.int64) - byte0 - 1]
+        byte0 += len(data)
+    return ends
+
+
 def encode_with_char_offsets(text: str, name: str = ENCODING_NAME) -> tuple[np.ndarray, np.ndarray]:
     """Encode ``text`` and map every token boundary to a character offset.
 
@@ -45,73 +85,92 @@ def encode_with_char_offsets(text: str, name: str = ENCODING_NAME) -> tuple[np.n
         multi-byte character (byte-level BPE can split one) is rounded up to the end of that
         character, so slices ``text[bounds[i]:bounds[j]]`` are always valid and contiguous
         windows stay contiguous.
-
-    Memory: about 14 bytes per token plus, for non-ASCII text, the UTF-8 bytes and 8 bytes per
-    UTF-8 continuation byte (no per-character table and no Python int per token: a 200 MB
-    one-line text used 6 GB before).
     """
-    enc = get_encoding(name)
-    tokens = enc.encode_to_numpy(text, disallowed_special=())
-    lengths = _token_byte_lengths_u16(name)  # 2 bytes per token for the gathered lengths, not 8
-    byte_bounds = np.zeros(len(tokens) + 1, dtype=np.int64)
-    if len(tokens):
-        np.cumsum(lengths[tokens], dtype=np.int64, out=byte_bounds[1:])
-    if text.isascii():  # one byte per character: byte offsets are character offsets
-        return tokens, byte_bounds
-    data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    # characters before byte offset b = b - (UTF-8 continuation bytes before b); a bound
-    # inside a character thus counts that character, i.e. rounds up to its end
-    continuation = np.flatnonzero((data & 0xC0) == 0x80)
-    del data
-    return tokens, byte_bounds - np.searchsorted(continuation, byte_bounds, side="left")
+    tokens = get_encoding(name).encode_to_numpy(text, disallowed_special=())
+    bounds = np.zeros(len(tokens) + 1, dtype=np.int64)
+    bounds[1:] = _char_ends(tokens, text, name)
+    return tokens, bounds
 
 
 class TokenIndex:
     """Token counts of arbitrary character spans of one document, from one tokenization.
 
-    The document is encoded once; ``prefix[c]`` is the number of its tokens that end at or
-    before character offset ``c`` (token ends as in :func:`encode_with_char_offsets`, rounded
-    up to character boundaries). The count of a span is then ``prefix[end] - prefix[start]``:
-    O(1), additive (the counts of adjacent spans sum to the count of their union), and the
-    counts of a partition of the text sum to the document's token count. A token that
-    straddles the span's end is attributed to the next span, one that straddles its start
-    to this span.
+    The document is encoded once and the character offset where each token ends is kept
+    (``ends``, token ends as in :func:`encode_with_char_offsets`, rounded up to character
+    boundaries). The count of a span is the number of tokens that end inside it,
+    :meth:`before` ``(end) - before(start)``: additive (the counts of adjacent spans sum to
+    the count of their union), and the counts of a partition of the text sum to the
+    document's token count. A token that straddles the span's end is attributed to the next
+    span, one that straddles its start to this span. A look-up is a binary search
+    (``numpy.searchsorted``), O(log n_tokens).
 
     Counts are measured in the *document's* tokenization: encoding a chunk's text on its
     own can differ by a token or two at its edges, because BPE merges depend on context.
 
+    Memory: 4 bytes per token once built (``ends``); while building, the token ids as well
+    (4 bytes per token) and blockwise temporaries. A 200 MB one-line English text (45 M
+    tokens) peaks at about 1.8x its size (a per-character table took 4 bytes per character).
+
     Attributes:
         n_tokens: number of tokens of the whole document.
-        prefix: int32 array (len(text) + 1,), nondecreasing, ``prefix[-1] == n_tokens``
-            (4 bytes per character of the document).
+        n_chars: ``len(text)``.
+        ends: uint32 array (n_tokens,) (int64 from 2**30 characters on), nondecreasing, of the
+            character offset where each token ends; ``ends[-1] == n_chars``.
     """
 
-    __slots__ = ("n_tokens", "prefix")
+    __slots__ = ("n_tokens", "n_chars", "ends", "_search", "_offset")
 
     def __init__(self, text: str, name: str = ENCODING_NAME) -> None:
-        _, bounds = encode_with_char_offsets(text, name)
-        self.n_tokens = len(bounds) - 1
-        counts = np.bincount(bounds[1:], minlength=len(text) + 1)
-        self.prefix: np.ndarray = np.cumsum(counts, dtype=np.int32)
+        tokens = get_encoding(name).encode_to_numpy(text, disallowed_special=())
+        self.ends: np.ndarray = _char_ends(tokens, text, name)
+        del tokens
+        self.n_tokens = len(self.ends)
+        self.n_chars = len(text)
+        self._search = self.ends.searchsorted
+        # look-ups take the array's own dtype: numpy would otherwise cast the whole array to
+        # the common dtype of a Python int (int64) on every call (O(n_tokens), not O(log))
+        self._offset = self.ends.dtype.type
+
+    def before(self, offsets: "int | np.ndarray | Sequence[int]") -> "int | np.ndarray":
+        """Tokens that end at or before each character offset (0 <= offset <= n_chars).
+
+        Args:
+            offsets: one offset (an ``int``) or a sequence/array of them.
+
+        Returns:
+            An ``int`` for an ``int``, else an int64 array of the offsets' shape.
+        """
+        if isinstance(offsets, (int, np.integer)):
+            return int(self._search(self._offset(offsets), "right"))
+        return self._search(np.asarray(offsets, dtype=self.ends.dtype), "right").astype(np.int64)
 
     def count(self, start: int, end: int) -> int:
         """Tokens of the half-open character span ``[start, end)``."""
-        return int(self.prefix[end] - self.prefix[start])
+        return self.before(end) - self.before(start)  # type: ignore[operator]
+
+    def _end_of(self, k: int) -> int:
+        """Smallest offset where ``k`` tokens have ended (0 for ``k <= 0``)."""
+        return int(self.ends[k - 1]) if k > 0 else 0
 
     def last_cut_within(self, start: int, budget: int) -> int:
         """Largest token end ``c > start`` with ``count(start, c) <= budget``, or ``start``.
 
         Only offsets where a token ends are returned, so a cut there does not split a token.
         """
-        target = self.prefix[start] + budget
-        c = int(np.searchsorted(self.prefix, target, side="right")) - 1
-        c = int(np.searchsorted(self.prefix, self.prefix[c], side="left"))  # where that count is reached
+        k = self.before(start) + budget  # at most this many tokens may have ended at the cut
+        if k >= self.n_tokens:
+            m = self.n_tokens
+        else:  # tokens ended just before token k's end: the most reachable without it
+            m = int(self._search(self.ends[k], "left"))
+        c = self._end_of(m)
         return c if c > start else start
 
     def next_token_end(self, start: int) -> int:
-        """Smallest offset ``c > start`` where at least one more token has ended."""
-        return int(np.searchsorted(self.prefix, self.prefix[start] + 1, side="left"))
+        """Smallest offset ``c > start`` where at least one more token has ended
+        (``n_chars + 1`` when none is left)."""
+        k = self.before(start) + 1
+        return self._end_of(k) if k <= self.n_tokens else self.n_chars + 1
 
     def first_cut_with(self, end: int, tokens: int) -> int:
         """Smallest token end ``c <= end`` with ``count(c, end) <= tokens``."""
-        return int(np.searchsorted(self.prefix, self.prefix[end] - tokens, side="left"))
+        return self._end_of(self.before(end) - tokens)

@@ -10,11 +10,6 @@ from typing import Any, Callable
 
 from ragline.core.errors import CLI_ERRORS, error_line
 
-#: What a command ends with as one line on stderr and exit code 1: every ragline error and
-#: every OS error (disk full, permission denied, a name too long, a missing file):
-#: :data:`ragline.core.errors.CLI_ERRORS`, printed by :func:`ragline.core.errors.error_line`.
-KNOWN_ERRORS: tuple[type[BaseException], ...] = CLI_ERRORS
-
 
 def print_json(data: Any) -> None:
     """Write ``data`` to stdout as indented JSON (non-JSON values as ``str``, UTF-8 kept)."""
@@ -32,13 +27,15 @@ def print_error(message: object) -> None:
 
 
 def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a typer command: a :data:`KNOWN_ERRORS` error becomes one line on stderr and exit code 1."""
+    """Decorate a typer command: a :data:`ragline.core.errors.CLI_ERRORS` error (every ragline
+    error and every OS error: disk full, permission denied, a name too long, a missing file)
+    becomes one line on stderr (:func:`ragline.core.errors.error_line`) and exit code 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except KNOWN_ERRORS as e:
+        except CLI_ERRORS as e:
             import typer
 
             print_error(e)
@@ -47,4 +44,4 @@ def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-__all__ = ["KNOWN_ERRORS", "print_json", "print_error", "clean_errors"]
+__all__ = ["print_json", "print_error", "clean_errors"]

@@ -8,7 +8,7 @@ class also derives from the builtin it refines (``ValueError``, ``LookupError``,
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import errno as _errno
 import os as _os
@@ -113,6 +113,14 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:60] + f"...' ({len(str(value))} characters)"
 
 
+def pydantic_message(err: Mapping[str, Any]) -> str:
+    """The words of one pydantic error (an item of ``ValidationError.errors()``): its ``msg``
+    without the ``"Value error, "`` that pydantic puts before a validator's own message. Every
+    conversion of a pydantic error to a ragline message goes through it (:func:`config_error`
+    here, the flow-spec errors with file:line in ``runner/spec.py``)."""
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
 def config_error(e: Exception, source: str, prefix: str = "", model: Any = None) -> ConfigError:
     """One :class:`ConfigError` from a pydantic ``ValidationError`` (its first error): the one
     conversion every config reader uses.
@@ -137,7 +145,7 @@ def config_error(e: Exception, source: str, prefix: str = "", model: Any = None)
         allowed = sorted(parent.model_fields) if parent is not None else []
         return ConfigError(f"{source}: unknown key `{dotted}`{did_you_mean(str(loc[-1]), allowed)}; "
                            f"allowed: {', '.join(allowed) or '-'}")
-    msg = str(err["msg"]).removeprefix("Value error, ")
+    msg = pydantic_message(err)
     value = err.get("input")
     shown = "input" in err and not isinstance(value, dict) and not (isinstance(value, str) and value[:20] in msg)
     got = f" (got {_shown(value)})" if shown else ""
@@ -145,7 +153,7 @@ def config_error(e: Exception, source: str, prefix: str = "", model: Any = None)
 
 
 __all__ = [
-    "config_error", "did_you_mean",
+    "config_error", "pydantic_message", "did_you_mean",
     "RaglineError", "ConfigError", "SchemaMismatchError", "RegistryError", "IndexNotFound",
     "AliasNotFound", "VersionNotFound", "CorruptRegistryError", "IndexCompatibilityError",
     "LockTimeoutError", "CLI_ERRORS", "error_line",

@@ -13,6 +13,10 @@ from ragline.pipelines.config import ChunkConfig
 from ragline.pipelines.load import Document, QuarantineRecord
 
 STAGE = "chunk"
+#: Rows converted to Arrow at a time. Chunks are made lazily (``chunker.chunk_iter``), so
+#: their texts are held once (in Arrow) plus one batch as Python strings: a 200 MB
+#: document's chunks add about its size, not twice that.
+_BATCH_ROWS = 4096
 
 
 def make_chunker(cfg: ChunkConfig, embed_fn: EmbedFn | None = None, embed_model: str = "") -> Chunker:
@@ -57,27 +61,36 @@ def chunk_documents(
 
     Returns:
         ``(chunks, quarantine)``: an Arrow table of ``CHUNKS_SCHEMA`` (``row`` = position,
-        the FAISS id) and records of documents the chunker failed on.
+        the FAISS id; built from record batches of up to 4096 rows) and records of
+        documents the chunker failed on.
     """
     chunker = make_chunker(cfg, embed_fn, embed_model)
+    batches: list[pa.RecordBatch] = []
     rows: list[dict] = []
+    n_rows = 0
     bad: list[QuarantineRecord] = []
     for doc in docs:
         try:
-            chunks = chunker.chunk(doc.text, doc_id=doc.doc_id, elements=doc.elements)
+            chunks = chunker.chunk_iter(doc.text, doc_id=doc.doc_id, elements=doc.elements)
         except Exception as e:  # a strategy bug on one document must not kill the run
             bad.append(QuarantineRecord(doc.uri, STAGE, type(e).__name__, f"{doc.uri}: {e}", doc.sha256))
-            chunks = []
-        for c in chunks:
+            chunks = ()
+        for c in chunks:  # made as consumed: a batch of chunk texts is held, then Arrow's copy
             rows.append({
-                "row": len(rows), "chunk_id": c.chunk_id, "doc_id": c.doc_id, "uri": doc.uri,
+                "row": n_rows, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "uri": doc.uri,
                 "char_start": c.char_start, "char_end": c.char_end, "token_count": c.token_count,
                 "page": c.page, "section_path": list(c.section_path), "oversized": c.oversized,
                 "text": c.text, "context": context_prefix(doc, c) if cfg.context else "",
             })
+            n_rows += 1
+            if len(rows) == _BATCH_ROWS:
+                batches.append(pa.RecordBatch.from_pylist(rows, schema=CHUNKS_SCHEMA))
+                rows.clear()
         if progress:
             progress(1)
-    return pa.Table.from_pylist(rows, schema=CHUNKS_SCHEMA), bad
+    if rows or not batches:
+        batches.append(pa.RecordBatch.from_pylist(rows, schema=CHUNKS_SCHEMA))
+    return pa.Table.from_batches(batches, schema=CHUNKS_SCHEMA), bad
 
 
 def chunker_record(cfg: ChunkConfig, embed_model: str = "") -> dict:

@@ -40,6 +40,7 @@ from typing import Annotated, Any, ClassVar, Iterator, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ragline.core.errors import pydantic_message
 from ragline.indexers.retrieval import RETRIEVAL_FIELDS, Fusion, Mode, RetrievalConfig, Weights
 from ragline.runner.errors import FlowSpecError
 
@@ -540,9 +541,7 @@ def _validation_message(e: ValidationError, file: Path, lines: dict, raw: dict, 
     overridden = (raw.get("variants") or {}).get(variant, {}) if variant else {}
     for err in e.errors():
         loc = _clean_loc(tuple(err["loc"]))
-        msg = err["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+        msg = pydantic_message(err)
         if err["type"] == "union_tag_invalid":
             msg = f"unknown node type {err.get('input', {}).get('type')!r}; allowed: {', '.join(NODE_TYPES)}" \
                 if isinstance(err.get("input"), dict) else msg

@@ -29,3 +29,22 @@ def test_token_chunk_ids_do_not_depend_on_the_embedding_model() -> None:
     assert a.column("chunk_id").to_pylist() == b.column("chunk_id").to_pylist()
     for row in a.to_pylist():
         assert TEXT[row["char_start"] : row["char_end"]] == row["text"]
+
+
+def test_rows_are_numbered_across_arrow_batches_and_match_the_chunker(monkeypatch) -> None:
+    # Issue 11: the stage converts chunks to Arrow a batch at a time (chunk texts held once);
+    # batch edges must not show in the table: rows numbered 0..n-1, the chunker's chunks in order.
+    import ragline.pipelines.chunk as stage
+
+    cfg = ChunkConfig(strategy="token", max_tokens=8, context=True)
+    other = Document(doc_id_for("b.txt"), "b.txt", "1" * 64, "text/plain", len(TEXT), "b", TEXT[::-1], ())
+    whole, _ = chunk_documents([DOC, other], cfg)
+    monkeypatch.setattr(stage, "_BATCH_ROWS", 3)
+    table, bad = chunk_documents([DOC, other], cfg)
+    assert bad == [] and table.column("text").num_chunks > 2
+    assert table.equals(whole)
+    chunker = stage.make_chunker(cfg)
+    expected = chunker.chunk(DOC.text, doc_id=DOC.doc_id) + chunker.chunk(other.text, doc_id=other.doc_id)
+    assert table.column("row").to_pylist() == list(range(len(expected)))
+    assert table.column("chunk_id").to_pylist() == [c.chunk_id for c in expected]
+    assert table.column("text").to_pylist() == [c.text for c in expected]

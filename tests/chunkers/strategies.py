@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 from hypothesis import HealthCheck, settings
@@ -57,3 +58,17 @@ def fake_embed(texts: Sequence[str], dim: int = 32) -> np.ndarray:
         for w in t.lower().split():
             out[i, zlib.crc32(w.encode("utf-8")) % dim] += 1.0
     return out
+
+
+@contextmanager
+def small_blocks(chars: int, tokens: int) -> Iterator[None]:
+    """Run the blockwise loops (``chunkers.segment.BLOCK_CHARS`` characters, ``tokenizer._BLOCK``
+    tokens per step) with tiny blocks, so that short test texts cross many block edges."""
+    from ragline.chunkers import segment, tokenizer
+
+    saved = segment.BLOCK_CHARS, tokenizer._BLOCK
+    segment.BLOCK_CHARS, tokenizer._BLOCK = chars, tokens
+    try:
+        yield
+    finally:
+        segment.BLOCK_CHARS, tokenizer._BLOCK = saved

@@ -11,7 +11,7 @@ from ragline.chunkers.base import ElementSpan, table_rows
 from ragline.chunkers.registry import get_chunker
 from ragline.chunkers.segment import KeepTogether
 from ragline.chunkers.tokenizer import TokenIndex
-from tests.chunkers.strategies import PROPERTY_SETTINGS, documents, fake_embed
+from tests.chunkers.strategies import PROPERTY_SETTINGS, documents, fake_embed, small_blocks
 from tests.invariants import assert_chunk_invariants
 
 ALL = ["token", "recursive", "sentence", "structure", "semantic"]
@@ -141,3 +141,22 @@ def test_rows_that_fit_are_never_cut(
     chunker = _chunker(strategy, **options)
     chunks = chunker.chunk(text, doc_id="doc", elements=elements)
     assert_chunk_invariants(text, chunks, max_tokens, chunker=chunker, elements=elements)
+
+
+@PROPERTY_SETTINGS
+@given(documents_with_tables(), st.sampled_from(ALL), st.integers(1, 40), st.sampled_from([1, 4, 9]), st.data())
+def test_the_block_size_does_not_change_the_chunks(
+    doc: tuple[str, list[ElementSpan]], strategy: str, max_tokens: int, block: int, data: st.DataObject
+) -> None:
+    # Issue 11: token windows read words a block of characters at a time and token ends are
+    # built a block of tokens at a time (bounded memory on a 200 MB text). A block must end
+    # where no unit (word, kept row) crosses it, so tiny blocks give exactly the chunks of
+    # one block.
+    text, elements = doc
+    options: dict[str, int] = {"max_tokens": max_tokens}
+    if strategy in ("token", "recursive"):
+        options["overlap_tokens"] = data.draw(st.integers(0, max_tokens - 1))
+    chunker = _chunker(strategy, **options)
+    expected = chunker.chunk(text, doc_id="d", elements=elements)
+    with small_blocks(block, block):
+        assert chunker.chunk(text, doc_id="d", elements=elements) == expected

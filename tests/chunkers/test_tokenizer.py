@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ragline.chunkers.tokenizer import TokenIndex, count_tokens
-from tests.chunkers.strategies import PROPERTY_SETTINGS, documents
+from ragline.chunkers.tokenizer import TokenIndex, count_tokens, get_encoding
+from tests.chunkers.strategies import PROPERTY_SETTINGS, documents, small_blocks
 
 
 def test_counts_of_word_spans() -> None:
@@ -39,3 +40,37 @@ def test_counts_of_a_partition_add_up_to_the_document(text: str, data: st.DataOb
     assert index.n_tokens == count_tokens(text)
     cuts = sorted(set(data.draw(st.lists(st.integers(0, len(text)), max_size=8))) | {0, len(text)})
     assert sum(index.count(a, b) for a, b in zip(cuts, cuts[1:])) == index.n_tokens
+
+
+def _reference_ends(text: str) -> list[int]:
+    """Token end offsets the slow way: byte lengths token by token, then UTF-8 lead bytes before
+    each end (a token ending inside a character counts that character)."""
+    enc = get_encoding()
+    leads = np.cumsum([(b & 0xC0) != 0x80 for b in text.encode("utf-8")], dtype=np.int64)
+    ends, pos = [], 0
+    for tok in enc.encode(text, disallowed_special=()):
+        pos += len(enc.decode_single_token_bytes(tok))
+        ends.append(int(leads[pos - 1]) if pos else 0)
+    return ends
+
+
+@PROPERTY_SETTINGS
+@given(documents(), st.sampled_from([2, 7, 1 << 20]), st.data())
+def test_lookups_equal_the_per_character_table(text: str, block: int, data: st.DataObject) -> None:
+    # Issue 11: the per-character prefix table (4 bytes per character, 4x a 200 MB text on its
+    # own) was replaced by token ends and binary search; every answer must stay the same,
+    # whatever the block size of the construction.
+    with small_blocks(block, block):
+        index = TokenIndex(text)
+    ends = _reference_ends(text)
+    assert index.ends.tolist() == ends
+    n = len(text)
+    prefix = np.searchsorted(np.asarray(ends, dtype=np.int64), np.arange(n + 1), side="right")  # old table
+    assert index.before(np.arange(n + 1)).tolist() == prefix.tolist()
+    for _ in range(5):
+        start = data.draw(st.integers(0, n))
+        budget = data.draw(st.integers(0, 20))
+        old_cut = int(np.searchsorted(prefix, prefix[int(np.searchsorted(prefix, prefix[start] + budget, "right")) - 1]))
+        assert index.last_cut_within(start, budget) == (old_cut if old_cut > start else start)
+        assert index.next_token_end(start) == int(np.searchsorted(prefix, prefix[start] + 1, "left"))
+        assert index.first_cut_with(start, budget) == int(np.searchsorted(prefix, prefix[start] - budget, "left"))
