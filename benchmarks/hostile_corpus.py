@@ -13,7 +13,7 @@ PDFs, NULs early and late, a 200 MB one-line text, ...) and then, with the real 
   3. loads the 200 MB one-line text with ``load.max_file_mb: 250`` and chunks it, measuring the
      worker's and the chunking process's peak RSS against the file size (target <= 4x).
 
-Then runs ``ragline query``, ``index gc --keep 0``.and ``index promote`` with index, alias and version
+Then runs ``ragline query``, ``index gc`` and ``index promote`` with index, alias and version
 references that point outside ``index.root`` (each must exit 1 with one line) and ``ragline
 index gc --keep 0``.
 
