@@ -15,7 +15,7 @@ PDFs, NULs early and late, a 200 MB one-line text, ...) and then, with the real 
 
 Then runs ``ragline query``, ``index gc`` and ``index promote`` with index, alias and version
 references that point outside ``index.root`` (each must exit 1 with one line) and ``ragline
-index gc``.
+index gc --keep 0``.
 
 Prints for the run: hangs, tracebacks (in any command's output), files lost (neither indexed
 nor quarantined), files read outside a source root (canary text in any published table, or a
@@ -316,8 +316,8 @@ def main() -> int:
     before = _files_outside_registry(work)
     escapes = [_run(args, work) for args in (
         ["query", "bees", "--index", "../outside/x"], ["query", "bees", "--index", "hostile@../../outside/notes"],
-        ["index", "gc", "--index", "../../outside"], ["index", "promote", "v0001", "--alias", "../../x"])]
-    gc = _run(["index", "gc"], work)
+        ["index", "gc", "--keep", "0", "--index", "../../outside"], ["index", "promote", "v0001", "--alias", "../../x"])]
+    gc = _run(["index", "gc", "--keep", "0"], work)
     new_paths = sorted(_files_outside_registry(work) - before)
 
     import pyarrow.parquet as pq
