@@ -53,6 +53,7 @@ from ragline.pipelines.load import (  # noqa: E402
 from ragline.pipelines.errors import PipelineError  # noqa: E402
 from ragline.pipelines.progress import Reporter  # noqa: E402
 from ragline.pipelines.publish import publish_index  # noqa: E402
+from ragline.pipelines import curate as curation_stage  # noqa: E402  [curate hook]
 
 #: Progress reporter for the current run (set by the CLI; tasks run in the caller's context).
 REPORTER: contextvars.ContextVar[Reporter] = contextvars.ContextVar("ragline_reporter", default=Reporter())
@@ -253,6 +254,24 @@ def chunk_task(docs, params: Params, embedder: Embedder):
                                embed_model=params.embed.model)
 
 
+# [curate hook] boilerplate before chunking, duplicate clusters after (pipelines/curate.py)
+@task(name="curate-documents", cache_policy=NO_CACHE)
+def curate_documents_task(docs, params: Params, state=None):
+    return curation_stage.curate_documents(docs, params, state)
+
+
+@task(name="curate", cache_policy=NO_CACHE)
+def curate_task(documents, chunks, params: Params, boilerplate):
+    return curation_stage.curate_ingest(documents, chunks, params, boilerplate)
+
+
+@task(name="curate-refresh", cache_policy=NO_CACHE)
+def curate_refresh_task(assembly, parent, params: Params, state, boilerplate, embedder):
+    embed_fn = (lambda texts: embedder.embed(list(texts))) if params.chunk.needs_embedder and embedder else None
+    return curation_stage.curate_refresh(assembly, parent, params, state=state, boilerplate=boilerplate,
+                                         embed_fn=embed_fn)
+
+
 @task(name="load-model", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def load_model_task(params: Params) -> Embedder:
     embedder = index_embedder(params)
@@ -268,9 +287,10 @@ def embed_task(chunks, params: Params, embedder: Embedder):
 
 @task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
       cache_policy=NO_CACHE)
-def publish_task(params: Params, documents, chunks, vectors, quarantine, embedder: Embedder, stats: dict):
+def publish_task(params: Params, documents, chunks, vectors, quarantine, embedder: Embedder, stats: dict,
+                 curation=None):
     return publish_index(IndexRegistry(params.index.root), params, documents, chunks, vectors,
-                         quarantine_to_table(quarantine), info_of(embedder), stats=stats)
+                         quarantine_to_table(quarantine), info_of(embedder), stats=stats, curation=curation)
 
 
 @flow(name="ingest", validate_parameters=False, log_prints=False)
@@ -295,11 +315,17 @@ def _ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
         files = discover_task(list(p.load.sources), p)
     with _timed(times, "load"):
         docs, quarantine = load_task(files, p)
+    with _timed(times, "curate"):  # [curate hook] boilerplate
+        docs, boilerplate = curate_documents_task(docs, p)
     with _timed(times, "load-model"):
         embedder = load_model_task(p)
     with _timed(times, "chunk"):
         chunks, chunk_bad = chunk_task(docs, p, embedder)
     quarantine = quarantine + chunk_bad
+    good = {q.path for q in chunk_bad}
+    documents = documents_to_table([d for d in docs if d.uri not in good])
+    with _timed(times, "curate"):  # [curate hook] duplicate clusters; only the indexed rows go on
+        chunks, curation = curate_task(documents, chunks, p, boilerplate)
     summary = IngestSummary(p.index.name, None, len(docs), chunks.num_rows, 0, 0, quarantine, times)
     try:
         check_failure_rate(len(files), quarantine, p.load.max_failed_fraction)
@@ -310,11 +336,9 @@ def _ingest_flow(sources: list[str], params: dict[str, Any]) -> IngestSummary:
     with _timed(times, "embed"):
         vectors, computed = embed_task(chunks, p, embedder)
     summary.embedded, summary.cache_hits = computed, chunks.num_rows - computed
-    good = {q.path for q in chunk_bad}
-    documents = documents_to_table([d for d in docs if d.uri not in good])
     with _timed(times, "publish"):
         manifest = publish_task(p, documents, chunks, vectors, quarantine, embedder,
-                                {"stage_seconds": times, "embedded": computed})
+                                {"stage_seconds": times, "embedded": computed}, curation)
     summary.version = manifest.version
     summary.total_seconds = round(time.perf_counter() - t0, 3)
     return _record(summary)
@@ -414,10 +438,11 @@ def fill_vectors_task(assembly, params: Params, embedder: Embedder | None):
 
 @task(name="publish-refresh", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
       cache_policy=NO_CACHE)
-def publish_refresh_task(params: Params, assembly, vectors, info, parent_version: str | None, stats: dict):
+def publish_refresh_task(params: Params, assembly, vectors, info, parent_version: str | None, stats: dict,
+                         curation=None):
     return publish_index(IndexRegistry(params.index.root, params.index.lock_timeout_s), params, assembly.documents,
                          assembly.chunks, vectors, quarantine_to_table(assembly.quarantine), info, stats=stats,
-                         parent_version=parent_version)
+                         parent_version=parent_version, curation=curation)
 
 
 @flow(name="refresh", validate_parameters=False, log_prints=False)
@@ -475,6 +500,9 @@ def _refresh_flow(
         with _timed(times, "load"):
             docs, bad = load_task(files, p) if files else ([], [])
         crash_point("refresh:loaded")
+        with _timed(times, "curate"):  # [curate hook] the parent's clusters, signatures and boilerplate keys
+            cur_state = curation_stage.read_parent_curation(registry, p.index.name, plan.parent_version)
+            docs, boilerplate = curate_documents_task(docs, p, cur_state)
         needs_model = (parent is None or bool(docs) or plan.reembed_all or plan.rechunk_all
                        or p.chunk.needs_embedder)
         embedder = None
@@ -483,6 +511,8 @@ def _refresh_flow(
                 embedder = load_model_task(p)
         with _timed(times, "chunk"):
             assembly = assemble_task(plan, parent, docs, bad, p, embedder)
+        with _timed(times, "curate"):  # [curate hook] re-cluster; a copy whose canonical went is re-chunked
+            assembly, curation = curate_refresh_task(assembly, parent, p, cur_state, boilerplate, embedder)
         summary.quarantine, summary.kept_previous = assembly.quarantine, assembly.kept_previous
         summary.documents, summary.chunks = assembly.documents.num_rows, assembly.chunks.num_rows
         summary.carried_chunks = assembly.carried_chunks
@@ -504,7 +534,7 @@ def _refresh_flow(
                  "embedded_chunks": summary.embedded_chunks, "carried_chunks": summary.carried_chunks,
                  "kept_previous": summary.kept_previous, "reasons": summary.reasons}
         with _timed(times, "publish"):
-            manifest = publish_refresh_task(p, assembly, vectors, info, plan.parent_version, stats)
+            manifest = publish_refresh_task(p, assembly, vectors, info, plan.parent_version, stats, curation)
         summary.version = manifest.version
         if p.drift.on_refresh and plan.parent_version:
             with _timed(times, "drift"):
