@@ -658,3 +658,39 @@ def curate_ingest(
 def read_parent_curation(registry: Any, name: str, version: str | None) -> ParentCuration:
     """The curation files of ``name@version`` (empty state for ``None`` or a version without them)."""
     return ParentCuration.read(registry.version_dir(name, version) if version else None)
+
+
+# ------------------------------------------------------------------ reporting (index show / diff)
+def cluster_diff(folder_a: str | Path, folder_b: str | Path) -> dict[str, Any]:
+    """Duplicate-cluster changes between two version folders (``ragline index diff``).
+
+    Returns:
+        ``{"clusters_a", "clusters_b", "added", "removed", "changed", "promoted"}``: cluster
+        counts, ids (``level:cluster_id``) of clusters only in b / only in a / with other
+        members, and member ids canonical in b but not in a (copies promoted when their
+        canonical went). Versions without ``duplicates.parquet`` count as having no clusters.
+    """
+    def members(folder: str | Path) -> tuple[dict[str, set[str]], set[str]]:
+        path = Path(folder) / DUPLICATES_FILE
+        rows = read_table(path, DUPLICATES_SCHEMA).to_pylist() if path.exists() else []
+        out: dict[str, set[str]] = defaultdict(set)
+        for r in rows:
+            out[f"{r['level']}:{r['cluster_id']}"].add(r["member_id"])
+        return out, {r["member_id"] for r in rows if r["canonical"]}
+
+    a, canon_a = members(folder_a)
+    b, canon_b = members(folder_b)
+    members_a = {m for ms in a.values() for m in ms}
+    return {"clusters_a": len(a), "clusters_b": len(b), "added": sorted(set(b) - set(a)),
+            "removed": sorted(set(a) - set(b)), "changed": sorted(k for k in set(a) & set(b) if a[k] != b[k]),
+            "promoted": sorted((canon_b - canon_a) & members_a)}
+
+
+def summary_line(counts: dict[str, Any] | None) -> str:
+    """One line of a version's curation counts (``ragline index show``); ``-`` when none recorded."""
+    if not counts:
+        return "-"
+    d, c, b = counts["documents"], counts["chunks"], counts["boilerplate"]
+    return (f"{counts['policy']} (Jaccard >= {counts['near_duplicate_threshold']}): documents {d['exact']} exact + "
+            f"{d['near']} near copies, chunks {c['exact']} exact + {c['near']} near; {counts['removed_chunks']} chunks "
+            f"not indexed; boilerplate {b['elements']} elements ({b['chars']} chars) from {b['documents']} documents")

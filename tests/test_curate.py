@@ -225,3 +225,31 @@ def test_refresh_adding_a_copy_links_it_without_reembedding(light_workspace: Pat
     _, docs, chunks, dups, cur = _version("sample", s2.version)
     assert cur["counts"]["documents"]["exact"] == 1
     _no_silent_drop(docs, chunks, dups)
+
+
+def test_profile_show_and_diff_report_curation(light_workspace: Path, prefect_harness) -> None:
+    from ragline.pipelines.flows import refresh_flow
+    from tests.refresh.conftest import cli
+
+    _plant_copies()
+    refresh_flow(params=params_here().to_dict())
+    code, stdout, _ = cli("index", "profile", "--json", "--html", "report/profile.html")
+    assert code == 0, stdout
+    prof = json.loads(stdout)
+    assert prof["documents"]["count"] == 8 and prof["documents"]["by_folder"]["data/sample/zz-copies"] == 2
+    assert prof["languages"] == {"en": 8}
+    assert prof["curation"]["documents"] == {"exact": 1, "near": 1}
+    assert prof["chunk_tokens"]["count"] == prof["chunks"] and sum(prof["chunk_tokens"]["counts"]) == prof["chunks"]
+    page = Path("report/profile.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 2 and "http://" not in page and "https://" not in page
+    code, stdout, _ = cli("index", "profile")
+    assert code == 0 and "curation" in stdout and "exact" in stdout
+    code, stdout, _ = cli("index", "show", "--json")
+    assert json.loads(stdout)["curation"]["removed_documents"] == 2
+    (SRC / "swarming.md").unlink()
+    refresh_flow(params=params_here().to_dict())
+    code, stdout, _ = cli("index", "diff", "v0001", "v0002", "--json")
+    dups = json.loads(stdout)["duplicates"]
+    assert dups["promoted"] == [doc_id_for(str(SRC / "zz-copies/swarming-copy.md"))]
+    code, stdout, _ = cli("index", "diff", "v0001", "v0002")
+    assert "1 copies promoted to canonical" in " ".join(stdout.split())
