@@ -272,6 +272,9 @@ class PathsConfig(_Section):
     """``paths:`` — where the DVC stages keep their intermediate tables and the cache."""
 
     documents: str = "build/documents.parquet"
+    curated_documents: str = "build/curated_documents.parquet"  # after boilerplate removal (stage chunk)
+    duplicates: str = "build/duplicates.parquet"
+    curation: str = "build/curation.json"
     chunks: str = "build/chunks.parquet"
     embeddings: str = "build/embeddings.parquet"
     quarantine: str = "build/quarantine.parquet"

@@ -694,3 +694,31 @@ def summary_line(counts: dict[str, Any] | None) -> str:
     return (f"{counts['policy']} (Jaccard >= {counts['near_duplicate_threshold']}): documents {d['exact']} exact + "
             f"{d['near']} near copies, chunks {c['exact']} exact + {c['near']} near; {counts['removed_chunks']} chunks "
             f"not indexed; boilerplate {b['elements']} elements ({b['chars']} chars) from {b['documents']} documents")
+
+
+# ------------------------------------------------------------------ DVC stage files
+@dataclass(frozen=True)
+class StoredCuration:
+    """A curation written by the DVC ``chunk`` stage (``paths.duplicates`` + ``paths.curation``),
+    published with the version by ``ragline stage publish`` (same interface as :class:`Curation`
+    for :func:`pipelines.publish.publish_index`; no signatures: a DVC build is always a full build)."""
+
+    duplicates: Path
+    curation: Path
+
+    def write(self, folder: str | Path) -> None:
+        """Copy both files into ``folder`` under their published names."""
+        import shutil
+
+        shutil.copyfile(self.duplicates, Path(folder) / DUPLICATES_FILE)
+        shutil.copyfile(self.curation, Path(folder) / CURATION_FILE)
+
+    def counts(self) -> dict[str, Any]:
+        """The counts of the stored ``curation.json``."""
+        return json.loads(Path(self.curation).read_text(encoding="utf-8"))["counts"]
+
+
+def write_stage_files(curation: Curation, duplicates_path: str | Path, curation_path: str | Path) -> None:
+    """Write the DVC ``chunk`` stage's curation outputs (``paths.duplicates``, ``paths.curation``)."""
+    write_table(curation.duplicates_table(), duplicates_path, DUPLICATES_SCHEMA)
+    write_json_atomic(curation_path, curation.to_json())
