@@ -253,3 +253,16 @@ def test_profile_show_and_diff_report_curation(light_workspace: Path, prefect_ha
     assert dups["promoted"] == [doc_id_for(str(SRC / "zz-copies/swarming-copy.md"))]
     code, stdout, _ = cli("index", "diff", "v0001", "v0002")
     assert "1 copies promoted to canonical" in " ".join(stdout.split())
+
+
+def test_eval_chunking_reports_chunks_curation_leaves_out(workspace: Path) -> None:
+    from ragline.pipelines.evaluate_chunking import EvalDataset, Question, Reference, evaluate_chunking
+
+    text = _text(5, 900)
+    ds = EvalDataset("mem", {"a": text, "b": text, "c": _text(6, 900)},
+                     (Question(text[:40], "a", (Reference(0, 40, text[:40]),)),))
+    p = params_here()
+    res = evaluate_chunking(ds, p, k=1)
+    assert res.curation_removed_chunks == res.corpora[1].chunks > 0  # corpus b is an exact copy of a
+    keep_all = Params.from_dict({**p.to_dict(), "curate": {"duplicates": "keep_all"}})
+    assert evaluate_chunking(ds, keep_all, k=1).curation_removed_chunks == 0
