@@ -722,3 +722,27 @@ def write_stage_files(curation: Curation, duplicates_path: str | Path, curation_
     """Write the DVC ``chunk`` stage's curation outputs (``paths.duplicates``, ``paths.curation``)."""
     write_table(curation.duplicates_table(), duplicates_path, DUPLICATES_SCHEMA)
     write_json_atomic(curation_path, curation.to_json())
+
+
+#: ``curate:`` keys whose change means every file is parsed again (removed boilerplate is not
+#: in the stored text); a change of any other key re-chunks and re-clusters every document.
+RELOAD_KEYS = ("boilerplate", "boilerplate_min_docs", "boilerplate_min_share")
+
+
+def plan_changes(old: Mapping[str, Any] | None, cfg: CurateConfig) -> tuple[bool, bool, str | None]:
+    """How a refresh must react to ``curate:`` params that differ from the parent's.
+
+    Args:
+        old: the parent manifest's ``params["curate"]`` (``None``: built before curation existed).
+        cfg: the current ``curate:`` params.
+
+    Returns:
+        ``(reload_all, rechunk_all, reason)``; ``reason`` is ``None`` when nothing changed.
+    """
+    new = cfg.model_dump(mode="json")
+    if old == new:
+        return False, False, None
+    changed = sorted(k for k in new if (old or {}).get(k) != new[k])
+    reload_all = old is None or any(k in RELOAD_KEYS for k in changed)
+    what = "every file is parsed again" if reload_all else "every document is re-chunked and re-clustered"
+    return reload_all, True, f"curate.{'/'.join(changed)} changed: {what}"

@@ -266,3 +266,22 @@ def test_eval_chunking_reports_chunks_curation_leaves_out(workspace: Path) -> No
     assert res.curation_removed_chunks == res.corpora[1].chunks > 0  # corpus b is an exact copy of a
     keep_all = Params.from_dict({**p.to_dict(), "curate": {"duplicates": "keep_all"}})
     assert evaluate_chunking(ds, keep_all, k=1).curation_removed_chunks == 0
+
+
+def test_changing_curate_params_makes_refresh_redo_curation(light_workspace: Path, prefect_harness) -> None:
+    from ragline.pipelines.flows import refresh_flow
+
+    _plant_copies()
+    s1 = refresh_flow(params=params_here().to_dict())
+    write_params(light_workspace, curate={"duplicates": "keep_all"})
+    s2 = refresh_flow(params=params_here().to_dict())
+    assert s2.version == "v0002" and any("curate.duplicates changed" in r for r in s2.reasons)
+    # the copies' chunks are indexed now; the exact copy's texts come from the embedding cache
+    assert s2.chunks > s1.chunks and s2.computed < s2.chunks - s1.chunks
+    write_params(light_workspace, curate={"boilerplate": False})
+    p = params_here()
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.refresh import plan_refresh
+
+    plan = plan_refresh(p, IndexRegistry(p.index.root))
+    assert plan.reload_all and plan.rechunk_all
