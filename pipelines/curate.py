@@ -124,10 +124,12 @@ def _minhash(values: np.ndarray, num_perm: int):
 
 
 # ------------------------------------------------------------------ boilerplate
-def _element_key(text: str) -> str:
-    """Case-folded, whitespace-collapsed text; digits masked in short elements only (``Page 3 of 9``)."""
+def _element_key(text: str, paged: bool = False) -> str:
+    """Case-folded, whitespace-collapsed text; on pages of one PDF (``paged``) the digits of short
+    elements are masked, so running footers ``Page 3 of 9`` / ``Page 4 of 9`` share a key. Across
+    the documents of a folder digits are kept (``Changed in version 3.2`` is content)."""
     key = collapse(text).casefold()
-    return _DIGITS.sub("#", key) if len(key) <= _SHORT_CHARS else key
+    return _DIGITS.sub("#", key) if paged and len(key) <= _SHORT_CHARS else key
 
 
 def _group_of(uri: str) -> str:
@@ -202,15 +204,18 @@ def strip_boilerplate(
     known = known or {}
     # running headers/footers of one paged document (PDF pages)
     for di, d in enumerate(docs):
+        if not any(e.page is not None for e in d.elements):
+            continue
+        paged = [_element_key(d.text[e.char_start:e.char_end], paged=True) for e in d.elements]
         pages: dict[int, set[str]] = defaultdict(set)
-        for e, k in zip(d.elements, keys_of[di]):
+        for e, k in zip(d.elements, paged):
             if e.page is not None:
                 pages[e.page].add(k)
         group = f"pdf:{d.uri}"
         bad = _frequent(list(pages.values()), cfg) | set(known.get(group, ()))
         if bad:
             report.keys[group] = sorted(bad)
-            drop[di] |= {i for i, k in enumerate(keys_of[di]) if k in bad}
+            drop[di] |= {i for i, k in enumerate(paged) if k in bad}
     # site boilerplate: elements repeated over the documents of one folder
     groups: dict[str, list[int]] = defaultdict(list)
     for di, d in enumerate(docs):
@@ -301,12 +306,16 @@ def find_duplicates(
                 sigs[i] = s[1]
             else:
                 todo.append(i)
-        for i in todo:
-            try:
-                sigs[i] = minhash_signatures([members[i].text], cfg)[0]
-            except Exception as e:  # noqa: BLE001 - one bad text is recorded, never fatal
-                out.errors[members[i].member_id] = f"{type(e).__name__}: {e}"
-                sigs[i] = np.zeros(0, dtype=np.uint32)
+        try:
+            for i, sig in zip(todo, minhash_signatures([members[i].text for i in todo], cfg)):
+                sigs[i] = sig
+        except Exception:  # noqa: BLE001 - find the bad text one by one below
+            for i in todo:
+                try:
+                    sigs[i] = minhash_signatures([members[i].text], cfg)[0]
+                except Exception as e:  # noqa: BLE001 - one bad text is recorded, never fatal
+                    out.errors[members[i].member_id] = f"{type(e).__name__}: {e}"
+                    sigs[i] = np.zeros(0, dtype=np.uint32)
         out.signatures = {m.member_id: (shas[i], sigs[i]) for i, m in enumerate(members)}
     else:
         out.signatures = {m.member_id: (shas[i], np.zeros(0, dtype=np.uint32)) for i, m in enumerate(members)}
