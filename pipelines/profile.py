@@ -160,3 +160,27 @@ def render_html(profile: dict[str, Any]) -> str:
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+def overview_png(profile: dict[str, Any]) -> bytes:
+    """A PNG (bytes) with the text-length and chunk-token histograms side by side (the README picture)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), dpi=100)
+    for ax, (key, title, xlabel) in zip(axes, (("text_chars", "document text length", "characters"),
+                                              ("chunk_tokens", "chunk length", "cl100k_base tokens"))):
+        hist = profile[key]
+        if hist["counts"]:
+            ax.bar(hist["bins"][:-1], hist["counts"], width=np.diff(hist["bins"]), align="edge", color="#4c72b0",
+                   edgecolor="white")
+        ax.set_title(f"{profile['index']}@{profile['version']}: {title}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("count")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
