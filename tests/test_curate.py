@@ -141,9 +141,20 @@ def _version(name: str, version: str):
 
 
 def _no_silent_drop(docs, chunks, dups) -> None:
+    """Every document has indexed chunks or a duplicate record; every chunk the chunker makes of the
+    published text is indexed, or recorded as a copy (itself or its whole document)."""
+    from ragline.pipelines.chunk import chunk_documents
+    from ragline.pipelines.load import documents_from_table
+
     indexed = set(chunks.column("doc_id").to_pylist())
     recorded = {r["doc_id"] for r in dups.to_pylist()}
     assert all(d in indexed or d in recorded for d in docs.column("doc_id").to_pylist())
+    made, _ = chunk_documents(documents_from_table(docs), params_here().chunk)
+    copies = {r["member_id"] for r in dups.to_pylist() if not r["canonical"]}
+    kept = set(chunks.column("chunk_id").to_pylist())
+    lost = [c for c, d in zip(made.column("chunk_id").to_pylist(), made.column("doc_id").to_pylist())
+            if c not in kept and c not in copies and d not in copies]
+    assert lost == [] and kept <= set(made.column("chunk_id").to_pylist())
     texts = dict(zip(docs.column("doc_id").to_pylist(), docs.column("text").to_pylist()))
     for r in chunks.to_pylist():
         assert texts[r["doc_id"]][r["char_start"]:r["char_end"]] == r["text"]
