@@ -101,6 +101,20 @@ DUPLICATES_SCHEMA = pa.schema(
 )
 
 
+#: ``signatures.parquet``: the MinHash signature of every document and indexed chunk of a
+#: version, so a refresh compares new content without recomputing the unchanged.
+SIGNATURES_SCHEMA = pa.schema(
+    [
+        ("level", pa.string()),          # document | chunk
+        ("member_id", pa.string()),      # doc id or chunk id
+        ("text_sha256", pa.string()),    # sha256 of the whitespace-collapsed text
+        ("num_perm", pa.int32()),
+        ("shingle_words", pa.int32()),
+        ("hashvalues", pa.list_(pa.uint32())),  # empty when the text has no words
+    ],
+    metadata=_META,
+)
+
 def embeddings_schema(dim: int) -> pa.Schema:
     """Schema of ``embeddings.parquet``: chunk_id and a float32 vector of ``dim`` values."""
     return pa.schema(

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -48,27 +47,13 @@ import pyarrow as pa
 from ragline.core.hashing import sha256_text
 from ragline.core.io import write_json_atomic
 from ragline.core.records import Document, ElementSpan
-from ragline.core.schemas import CHUNKS_SCHEMA, DUPLICATES_SCHEMA, _META, read_table, write_table
+from ragline.core.schemas import CHUNKS_SCHEMA, DUPLICATES_SCHEMA, SIGNATURES_SCHEMA, read_table, write_table
 from ragline.pipelines.config import CurateConfig
 
 STAGE = "curate"
 DUPLICATES_FILE = "duplicates.parquet"
 CURATION_FILE = "curation.json"
 SIGNATURES_FILE = "signatures.parquet"
-
-#: ``signatures.parquet``: the MinHash signature of every document and indexed chunk of a
-#: version, so a refresh compares new content without recomputing the unchanged.
-SIGNATURES_SCHEMA = pa.schema(
-    [
-        ("level", pa.string()),          # document | chunk
-        ("member_id", pa.string()),      # doc id or chunk id
-        ("text_sha256", pa.string()),    # sha256 of the whitespace-collapsed text
-        ("num_perm", pa.int32()),
-        ("shingle_words", pa.int32()),
-        ("hashvalues", pa.list_(pa.uint32())),  # empty when the text has no words
-    ],
-    metadata=_META,
-)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SPACE = re.compile(r"\s+")
@@ -441,6 +426,8 @@ class ParentCuration:
     duplicates: pa.Table
     signatures: dict[tuple[str, str], tuple[str, np.ndarray]]
     boilerplate_keys: dict[str, list[str]]
+    #: (num_perm, shingle_words) the signatures were made with
+    made_with: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, folder: str | Path | None) -> "ParentCuration":
@@ -452,19 +439,23 @@ class ParentCuration:
         dup = (read_table(folder / DUPLICATES_FILE, DUPLICATES_SCHEMA) if (folder / DUPLICATES_FILE).exists()
                else DUPLICATES_SCHEMA.empty_table())
         sigs: dict[tuple[str, str], tuple[str, np.ndarray]] = {}
+        made: dict[tuple[str, str], tuple[int, int]] = {}
         if (folder / SIGNATURES_FILE).exists():
             t = read_table(folder / SIGNATURES_FILE, SIGNATURES_SCHEMA)
-            for lvl, mid, sha, hv in zip(*(t.column(c).to_pylist() for c in
-                                           ("level", "member_id", "text_sha256", "hashvalues"))):
+            for lvl, mid, sha, n, w, hv in zip(*(t.column(c).to_pylist() for c in (
+                    "level", "member_id", "text_sha256", "num_perm", "shingle_words", "hashvalues"))):
                 sigs[(lvl, mid)] = (sha, np.asarray(hv, dtype=np.uint32))
+                made[(lvl, mid)] = (n, w)
         keys = {}
         if (folder / CURATION_FILE).exists():
             keys = json.loads((folder / CURATION_FILE).read_text(encoding="utf-8")).get("boilerplate_keys", {})
-        return cls(dup, sigs, keys)
+        return cls(dup, sigs, keys, made)
 
-    def stored(self, level: str) -> dict[str, tuple[str, np.ndarray]]:
-        """member id -> (sha256, signature) of one level."""
-        return {mid: v for (lvl, mid), v in self.signatures.items() if lvl == level}
+    def stored(self, level: str, cfg: CurateConfig) -> dict[str, tuple[str, np.ndarray]]:
+        """member id -> (sha256, signature) of one level, made with ``cfg``'s num_perm and shingle_words."""
+        want = (cfg.num_perm, cfg.shingle_words)
+        return {mid: v for (lvl, mid), v in self.signatures.items()
+                if lvl == level and self.made_with.get((lvl, mid)) == want}
 
     def rows(self) -> list[dict[str, Any]]:
         """The parent's duplicate rows as dicts."""
@@ -500,7 +491,7 @@ def curate_chunks(
     d_ids, d_uris, d_texts = (documents.column(c).to_pylist() for c in ("doc_id", "uri", "text"))
     doc_members = [Member(i, i, u, t, i in preferred) for i, u, t in zip(d_ids, d_uris, d_texts) if i not in fixed_docs]
     cur = Curation(cfg, boilerplate=boilerplate or BoilerplateReport(), carried=list(fixed_aliases))
-    cur.documents = find_duplicates(doc_members, cfg, "document", parent.stored("document"))
+    cur.documents = find_duplicates(doc_members, cfg, "document", parent.stored("document", cfg))
     keep = np.ones(chunks.num_rows, dtype=bool)
     c_doc = chunks.column("doc_id").to_pylist()
     drop_copies = cfg.duplicates != "keep_all"
@@ -511,7 +502,7 @@ def curate_chunks(
         c_ids, c_uris, c_texts = (chunks.column(c).to_pylist() for c in ("chunk_id", "uri", "text"))
         rows = np.flatnonzero(keep)
         ch_members = [Member(c_ids[r], c_doc[r], c_uris[r], c_texts[r], c_ids[r] in preferred) for r in rows]
-        cur.chunks = find_duplicates(ch_members, cfg, "chunk", parent.stored("chunk"))
+        cur.chunks = find_duplicates(ch_members, cfg, "chunk", parent.stored("chunk", cfg))
         if drop_copies:
             alias_chunks = set(cur.chunks.aliases)
             keep &= np.fromiter((c not in alias_chunks for c in c_ids), dtype=bool, count=len(c_ids))

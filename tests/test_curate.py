@@ -296,3 +296,16 @@ def test_changing_curate_params_makes_refresh_redo_curation(light_workspace: Pat
 
     plan = plan_refresh(p, IndexRegistry(p.index.root))
     assert plan.reload_all and plan.rechunk_all
+
+
+def test_stored_signatures_are_reused_only_when_made_the_same_way(tmp_path: Path) -> None:
+    from ragline.pipelines.curate import Curation, ParentCuration
+
+    cfg = CurateConfig()
+    cur = Curation(cfg)
+    cur.documents = find_duplicates([Member("a", "a", "x/a", _text(1))], cfg, "document")
+    cur.write(tmp_path)
+    state = ParentCuration.read(tmp_path)
+    assert set(state.stored("document", cfg)) == {"a"}
+    assert state.stored("document", CurateConfig(shingle_words=5)) == {}
+    assert state.stored("document", CurateConfig(num_perm=64)) == {}
