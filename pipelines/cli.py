@@ -238,7 +238,8 @@ def query(
         _print_json([h.to_dict() for h in hits])
         return
     print_hits(f"{idx.name}@{idx.version}: {text}",
-               [(h.rank, h.score, h.source, h.page, h.char_start, h.char_end, h.text) for h in hits])
+               [(h.rank, h.score, h.source + (f" (also in {', '.join(h.duplicates)})" if h.duplicates else ""),  # curate
+                 h.page, h.char_start, h.char_end, h.text) for h in hits])
 
 
 #: Below this console width, tables switch to a narrower (or vertical) layout.

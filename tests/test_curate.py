@@ -309,3 +309,13 @@ def test_stored_signatures_are_reused_only_when_made_the_same_way(tmp_path: Path
     assert set(state.stored("document", cfg)) == {"a"}
     assert state.stored("document", CurateConfig(shingle_words=5)) == {}
     assert state.stored("document", CurateConfig(num_perm=64)) == {}
+
+
+def test_query_table_names_the_other_copies(light_workspace: Path, prefect_harness) -> None:
+    from ragline.pipelines.flows import ingest_flow
+    from tests.refresh.conftest import cli
+
+    _plant_copies()
+    ingest_flow([], params_here().to_dict())
+    code, stdout, _ = cli("query", "swarm cells queen", "-k", "3", "--mode", "bm25")
+    assert code == 0 and "also in" in stdout and "swarming-copy.md" in " ".join(stdout.split()).replace(" ", "")
