@@ -13,7 +13,7 @@ It runs the stage functions directly (no Prefect): load, curate (boilerplate), c
   per kind of copy; precision over every detected pair, a pair being right when both members
   come from the same page: planted copies and the page's own ``_sources`` copy),
 - chunks curation removed, and the embedding time that saves (removed chunks x the seconds
-  per chunk of ``--model`` measured on a 64-chunk sample; ``--model hashing`` measures the
+  per chunk of ``--model`` on ``embed.backend`` measured on a 64-chunk sample; ``--model hashing`` measures the
   fake embedder, a smoke run),
 - the share of top-5 slots holding a chunk that is a copy (word 3-shingle Jaccard >= 0.8) of a
   higher-ranked hit, on 30 questions, before (every chunk indexed) and after (curated,
@@ -135,7 +135,8 @@ def main() -> int:
     ap.add_argument("--planted", type=int, default=10, help="pages that get planted copies")
     ap.add_argument("--model", default="all-MiniLM-L6-v2", help="embedder timed on a 64-chunk sample (hashing = fake)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threshold", type=float, default=None, help="curate.near_duplicate_threshold (default: params)")
+    ap.add_argument("--threshold", type=float, nargs="*", default=None,
+                    help="curate.near_duplicate_threshold values to measure on the same corpus (default: params)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -154,8 +155,6 @@ def main() -> int:
     repo = Path(__file__).resolve().parents[1]
     base = load_params(repo / "params.yaml").to_dict()
     base["load"]["workers"] = args.workers
-    if args.threshold is not None:
-        base["curate"]["near_duplicate_threshold"] = args.threshold
     params = Params.from_dict(base)
     rng = random.Random(args.seed)
     pages = [p for p in PAGES[: args.pages] if (DOCS / "library" / f"{p}.html").exists()]
@@ -195,80 +194,91 @@ def main() -> int:
         chunks, chunk_bad = chunk_documents(curated_docs, params.chunk)
         t_chunk = (time.perf_counter() - t0) / 2
         documents = documents_to_table(curated_docs)
-        t0 = time.perf_counter()
-        kept, cur = curate_ingest(documents, chunks, params, boiler)
-        t_cluster = time.perf_counter() - t0
 
-        # precision / recall of document-level near-duplicate detection
-        canon_of = {r["member_id"]: r["canonical_id"] for r in cur.documents.rows}
-        uri_of = dict(zip(documents.column("doc_id").to_pylist(), documents.column("uri").to_pylist()))
-        pairs = [(uri_of[m], uri_of[c]) for m, c in cur.documents.aliases.items()]
-        right = [p for p in pairs if origin(p[0]) == origin(p[1])]
-        precision = len(right) / len(pairs) if pairs else 1.0
-        cluster_of = {uri_of[m]: canon_of.get(m, m) for m in uri_of}
-        page_of = {origin(u): u for u in uri_of.values() if kind_of(u) == "page"}
-        recall: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for u in uri_of.values():
-            k = kind_of(u)
-            if k in KINDS:
-                recall[k][1] += 1
-                orig = page_of.get(origin(u))
-                recall[k][0] += int(orig is not None and cluster_of[u] == cluster_of[orig])
-        sources = [u for u in uri_of.values() if kind_of(u) == "source"]
-        sources_linked = sum(1 for u in sources if origin(u) in page_of and cluster_of[u] == cluster_of[page_of[origin(u)]])
-        wrong = [p for p in pairs if origin(p[0]) != origin(p[1])]
-
-        # embedding time per chunk on a 64-chunk sample
-        embedder = make_embedder(args.model, True)
+        # embedding time per chunk on a 64-chunk sample (the params' backend)
+        embedder = make_embedder(args.model, True, backend=params.embed.backend, cache_dir=params.paths.cache)
         sample = [t for t in raw_chunks.column("text").to_pylist()[:64]]
         embedder.embed(sample[:4])
         t0 = time.perf_counter()
         embedder.embed(sample)
         s_per_chunk = (time.perf_counter() - t0) / max(1, len(sample))
 
-        # top-5 copies before / after (BM25 through the one Retriever)
+        # top-5 copies before curation (BM25 through the one Retriever)
         hashing = make_embedder("hashing", True)
         cfg = RetrievalConfig(mode="bm25", k=5)
-        import numpy as np
-
         before = Retriever.in_memory(raw_chunks, hashing.embed(raw_chunks.column("text").to_pylist()), hashing,
                                      params.index.faiss_spec(), params.index.bm25_spec())
-        after = Retriever.in_memory(kept, hashing.embed(kept.column("text").to_pylist()), hashing,
-                                    params.index.faiss_spec(), params.index.bm25_spec())
-        after = Retriever(after.index, kept, after.bm25, hashing, duplicates=cur.duplicates_table())
         share_before = copy_share([before.search(q, cfg) for q in QUESTIONS])
-        hits_after = [after.search(q, cfg) for q in QUESTIONS]
-        share_after = copy_share(hits_after)
-        listed = sum(1 for hs in hits_after for h in hs if h.duplicates)
-        del np
 
-        embed_after = kept.num_rows * s_per_chunk
-        ingest = t_load + t_boiler + t_chunk + t_cluster + embed_after
-        result = {
-            "documents": len(docs), "quarantined": len(bad) + len(chunk_bad), "pages": len(pages),
-            "planted_from": len(seeds),
-            "threshold": params.curate.near_duplicate_threshold,
-            "recall": {k: {"found": v[0], "of": v[1], "recall": round(v[0] / v[1], 3) if v[1] else None}
-                       for k, v in sorted(recall.items())},
-            "precision": round(precision, 3), "pairs_detected": len(pairs), "pairs_wrong": wrong[:10],
-            "sources_linked_to_their_page": f"{sources_linked}/{len(sources)}",
-            "chunks_before": raw_chunks.num_rows, "chunks_after": kept.num_rows,
-            "chunks_removed": cur.removed_chunks, "chunk_clusters": cur.counts()["chunks"],
-            "boilerplate": cur.counts()["boilerplate"],
-            "boilerplate_keys": {g: k[:5] for g, k in sorted(cur.boilerplate.keys.items())},
-            "embed_model": args.model, "embed_s_per_chunk": round(s_per_chunk, 5),
-            "embedding_seconds_saved": round(cur.removed_chunks * s_per_chunk, 2),
-            "top5_copy_share_before": round(share_before, 3), "top5_copy_share_after": round(share_after, 3),
-            "hits_listing_other_sources": listed,
-            "seconds": {"load": round(t_load, 2), "boilerplate": round(t_boiler, 3), "chunk": round(t_chunk, 2),
-                        "cluster": round(t_cluster, 3), "embed_estimated": round(embed_after, 2)},
-            "curation_share_of_ingest": round((t_boiler + t_cluster) / ingest, 4) if ingest else 0.0,
-        }
+        results = []
+        for threshold in args.threshold or [params.curate.near_duplicate_threshold]:
+            pt = Params.from_dict({**params.to_dict(), "curate": {**params.to_dict()["curate"],
+                                                                  "near_duplicate_threshold": threshold}})
+            t0 = time.perf_counter()
+            kept, cur = curate_ingest(documents, chunks, pt, boiler)
+            t_cluster = time.perf_counter() - t0
+
+            # precision / recall of document-level near-duplicate detection
+            canon_of = {r["member_id"]: r["canonical_id"] for r in cur.documents.rows}
+            uri_of = dict(zip(documents.column("doc_id").to_pylist(), documents.column("uri").to_pylist()))
+            pairs = [(uri_of[m], uri_of[c]) for m, c in cur.documents.aliases.items()]
+            right = [x for x in pairs if origin(x[0]) == origin(x[1])]
+            precision = len(right) / len(pairs) if pairs else 1.0
+            cluster_of = {uri_of[m]: canon_of.get(m, m) for m in uri_of}
+            page_of = {origin(u): u for u in uri_of.values() if kind_of(u) == "page"}
+            recall: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+            for u in uri_of.values():
+                k = kind_of(u)
+                if k in KINDS:
+                    recall[k][1] += 1
+                    orig = page_of.get(origin(u))
+                    recall[k][0] += int(orig is not None and cluster_of[u] == cluster_of[orig])
+            sources = [u for u in uri_of.values() if kind_of(u) == "source"]
+            sources_linked = sum(1 for u in sources
+                                 if origin(u) in page_of and cluster_of[u] == cluster_of[page_of[origin(u)]])
+            wrong = [x for x in pairs if origin(x[0]) != origin(x[1])]
+
+            after = Retriever.in_memory(kept, hashing.embed(kept.column("text").to_pylist()), hashing,
+                                        params.index.faiss_spec(), params.index.bm25_spec())
+            after = Retriever(after.index, kept, after.bm25, hashing, duplicates=cur.duplicates_table())
+            hits_after = [after.search(q, cfg) for q in QUESTIONS]
+            share_after = copy_share(hits_after)
+            listed = sum(1 for hs in hits_after for h in hs if h.duplicates)
+
+            embed_after = kept.num_rows * s_per_chunk
+            ingest = t_load + t_boiler + t_chunk + t_cluster + embed_after
+            results.append({
+                "documents": len(docs), "quarantined": len(bad) + len(chunk_bad), "pages": len(pages),
+                "planted_from": len(seeds),
+                "threshold": threshold,
+                "recall": {k: {"found": v[0], "of": v[1], "recall": round(v[0] / v[1], 3) if v[1] else None}
+                           for k, v in sorted(recall.items())},
+                "precision": round(precision, 3), "pairs_detected": len(pairs), "pairs_wrong": wrong[:10],
+                "sources_linked_to_their_page": f"{sources_linked}/{len(sources)}",
+                "chunks_before": raw_chunks.num_rows, "chunks_after": kept.num_rows,
+                "chunks_removed": cur.removed_chunks, "chunk_clusters": cur.counts()["chunks"],
+                "boilerplate": cur.counts()["boilerplate"],
+                "boilerplate_keys": {g: k[:5] for g, k in sorted(cur.boilerplate.keys.items())},
+                "embed_model": f"{args.model} ({params.embed.backend})", "embed_s_per_chunk": round(s_per_chunk, 5),
+                "embedding_seconds_saved": round(cur.removed_chunks * s_per_chunk, 2),
+                "top5_copy_share_before": round(share_before, 3), "top5_copy_share_after": round(share_after, 3),
+                "hits_listing_other_sources": listed,
+                "seconds": {"load": round(t_load, 2), "boilerplate": round(t_boiler, 3), "chunk": round(t_chunk, 2),
+                            "cluster": round(t_cluster, 3), "embed_estimated": round(embed_after, 2)},
+                "curation_share_of_ingest": round((t_boiler + t_cluster) / ingest, 4) if ingest else 0.0,
+            })
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(results, indent=2))
         return 0
+    for result in results:
+        report(result, len(QUESTIONS))
+    return 0
+
+
+def report(result: dict, n_questions: int) -> None:
+    """Print one threshold's results."""
     print(f"corpus: {result['pages']} Python library pages + their _sources copies + planted copies of "
           f"{result['planted_from']} pages = {result['documents']} documents ({result['quarantined']} quarantined)")
     print(f"near-duplicate detection (Jaccard >= {result['threshold']}), document level:")
@@ -281,16 +291,15 @@ def main() -> int:
           f"clusters {result['chunk_clusters']}); boilerplate {result['boilerplate']}")
     for g, keys in result["boilerplate_keys"].items():
         print(f"  boilerplate in {Path(g).name or g}: {'; '.join(k[:50] for k in keys)}")
-    print(f"embedding time saved: {result['embedding_seconds_saved']} s ({args.model}, "
+    print(f"embedding time saved: {result['embedding_seconds_saved']} s ({result['embed_model']}, "
           f"{result['embed_s_per_chunk']} s/chunk on a 64-chunk sample)")
-    print(f"top-5 slots holding a copy of a higher hit (BM25, {len(QUESTIONS)} questions): "
+    print(f"top-5 slots holding a copy of a higher hit (BM25, {n_questions} questions): "
           f"{result['top5_copy_share_before']} before -> {result['top5_copy_share_after']} after; "
           f"{result['hits_listing_other_sources']} hits list other sources")
     s = result["seconds"]
     print(f"curation share of ingest: {result['curation_share_of_ingest']:.2%} (boilerplate {s['boilerplate']} s + "
           f"clustering {s['cluster']} s of load {s['load']} s + chunk {s['chunk']} s + embed {s['embed_estimated']} s); "
           "target <= 5%")
-    return 0
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ class CurateConfig(_Section):
     num_perm: int = Field(default=128, ge=16, le=1024)
     boilerplate: bool = True
     boilerplate_min_docs: int = Field(default=5, ge=2)
-    boilerplate_min_share: float = Field(default=0.6, gt=0, le=1)
+    boilerplate_min_share: float = Field(default=0.8, gt=0, le=1)
 
 
 class EmbedConfig(_Section):
