@@ -319,3 +319,21 @@ def test_query_table_names_the_other_copies(light_workspace: Path, prefect_harne
     ingest_flow([], params_here().to_dict())
     code, stdout, _ = cli("query", "swarm cells queen", "-k", "3", "--mode", "bm25")
     assert code == 0 and "also in" in stdout and "swarming-copy.md" in " ".join(stdout.split()).replace(" ", "")
+
+
+def test_a_text_the_shingler_fails_on_is_recorded_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ragline.pipelines.curate as curate
+
+    real = curate.minhash_signatures
+
+    def flaky(texts, cfg):
+        if any("poison" in t for t in texts):
+            raise UnicodeError("cannot shingle this")
+        return real(texts, cfg)
+
+    monkeypatch.setattr(curate, "minhash_signatures", flaky)
+    base = _text(9)
+    members = [Member("a", "a", "x/a", base), Member("b", "b", "x/b", "poison " + base), Member("c", "c", "x/c", base)]
+    cl = find_duplicates(members, CurateConfig(), "document")
+    assert cl.errors == {"b": "UnicodeError: cannot shingle this"}
+    assert cl.aliases == {"c": "a"} and "b" in cl.signatures  # b stays a document of its own (indexed)
