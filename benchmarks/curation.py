@@ -46,6 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ragline.core.offline import set_offline_env  # noqa: E402
 
 set_offline_env()
+from ragline.pipelines.verbosity import quiet_libraries  # noqa: E402
+
+quiet_libraries()
 
 DOCS = Path("/usr/share/doc/python3.11-doc/html")
 PAGES = ("json", "os", "os.path", "re", "datetime", "collections", "itertools", "functools", "pathlib", "subprocess",

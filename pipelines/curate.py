@@ -309,14 +309,14 @@ def find_duplicates(
         from datasketch import MinHashLSH
 
         lsh = MinHashLSH(threshold=cfg.near_duplicate_threshold, num_perm=cfg.num_perm)
-    by_sha: dict[str, int] = {}
+    by_sha: dict[str, tuple[int, float]] = {}
     hashes: dict[int, Any] = {}
     members_of: dict[int, list[tuple[int, float, str]]] = defaultdict(list)
     for i in order:
         m = members[i]
-        canon = by_sha.get(shas[i])
-        if canon is not None:
-            members_of[canon].append((i, 1.0, "exact"))
+        hit = by_sha.get(shas[i])
+        if hit is not None:  # an exact copy of a canonical member, or of a near copy (then its cluster)
+            members_of[hit[0]].append((i, hit[1], "exact"))
             continue
         if lsh is not None and len(sigs[i]):
             mh = _minhash(sigs[i], cfg.num_perm)
@@ -328,10 +328,11 @@ def find_duplicates(
                     best, best_sim = j, sim
             if best is not None:
                 members_of[best].append((i, best_sim, "near"))
+                by_sha.setdefault(shas[i], (best, best_sim))
                 continue
             hashes[i] = mh
             lsh.insert(str(i), mh)
-        by_sha[shas[i]] = i
+        by_sha[shas[i]] = (i, 1.0)
     for c, mem in sorted(members_of.items()):
         cm = members[c]
         out.rows.append({"cluster_id": cm.member_id, "level": level, "member_id": cm.member_id, "doc_id": cm.doc_id,

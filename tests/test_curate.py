@@ -337,3 +337,13 @@ def test_a_text_the_shingler_fails_on_is_recorded_and_kept(monkeypatch: pytest.M
     cl = find_duplicates(members, CurateConfig(), "document")
     assert cl.errors == {"b": "UnicodeError: cannot shingle this"}
     assert cl.aliases == {"c": "a"} and "b" in cl.signatures  # b stays a document of its own (indexed)
+
+
+def test_exact_copy_of_a_near_copy_joins_its_cluster() -> None:
+    base = _text(11)
+    near = _edit(base, 0.01)
+    members = [Member("a", "a", "x/a", base), Member("b", "b", "x/b", near), Member("c", "c", "x/c", near)]
+    cl = find_duplicates(members, CurateConfig(), "document")
+    rows = {r["member_id"]: r for r in cl.rows}
+    assert cl.aliases == {"b": "a", "c": "a"}
+    assert rows["c"]["method"] == "exact" and rows["c"]["similarity"] == rows["b"]["similarity"] < 1.0
