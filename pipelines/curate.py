@@ -19,10 +19,11 @@ lists what each rule removed; ``duplicates.parquet`` lists every member of every
   resemblance and containment of documents" (Compression and Complexity of Sequences, 1997);
   Leskovec, Rajaraman & Ullman, *Mining of Massive Datasets*, ch. 3 (banded LSH).
 
-Clusters are stars around a canonical member: members are visited in priority order (a member
-that was canonical in the parent version first, then source order: documents by URI, chunks
-by row) and each joins the cluster of the best earlier canonical it matches, else becomes a
-canonical itself. ``curate.duplicates`` decides what is indexed: ``link`` and ``keep_first``
+Clusters have one canonical member: members are visited in priority order (a member indexed
+in the parent version first, then source order: documents by URI, chunks by row) and each
+joins the cluster of the most similar earlier member it matches (exact or at least the
+threshold; so a copy of a near copy joins too), else becomes a canonical itself. The recorded
+similarity is the estimate against the canonical member. ``curate.duplicates`` decides what is indexed: ``link`` and ``keep_first``
 index the canonical members only (``link`` lists the others on hits, see
 :class:`indexers.retriever.Retriever`), ``keep_all`` indexes everything.
 
@@ -310,6 +311,7 @@ def find_duplicates(
 
         lsh = MinHashLSH(threshold=cfg.near_duplicate_threshold, num_perm=cfg.num_perm)
     by_sha: dict[str, tuple[int, float]] = {}
+    cluster_of: dict[int, int] = {}
     hashes: dict[int, Any] = {}
     members_of: dict[int, list[tuple[int, float, str]]] = defaultdict(list)
     for i in order:
@@ -326,12 +328,16 @@ def find_duplicates(
                 sim = float(mh.jaccard(hashes[j]))
                 if sim >= cfg.near_duplicate_threshold and (sim > best_sim or (sim == best_sim and j < best)):
                     best, best_sim = j, sim
-            if best is not None:
-                members_of[best].append((i, best_sim, "near"))
-                by_sha.setdefault(shas[i], (best, best_sim))
-                continue
             hashes[i] = mh
-            lsh.insert(str(i), mh)
+            lsh.insert(str(i), mh)  # near copies are indexed too: a copy of a copy joins the same cluster
+            if best is not None:
+                canon = cluster_of[best]
+                sim = best_sim if canon == best else float(mh.jaccard(hashes[canon]))
+                members_of[canon].append((i, sim, "near"))
+                cluster_of[i] = canon
+                by_sha.setdefault(shas[i], (canon, sim))
+                continue
+            cluster_of[i] = i
         by_sha[shas[i]] = (i, 1.0)
     for c, mem in sorted(members_of.items()):
         cm = members[c]
