@@ -126,6 +126,8 @@ class Hit:
         retriever_ranks: ``{"dense": r, "bm25": r}`` 1-based ranks in each retriever's list
             (only retrievers that returned the row).
         retriever_scores: the raw scores behind those ranks.
+        duplicates: source URIs of the other copies of this passage (its duplicate cluster, as
+            ``duplicates.parquet`` records it), not returned as hits of their own; ``()`` when none.
     """
 
     rank: int
@@ -141,6 +143,7 @@ class Hit:
     text: str
     retriever_ranks: Mapping[str, int] = field(default_factory=dict)
     retriever_scores: Mapping[str, float] = field(default_factory=dict)
+    duplicates: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field (the keys are the attribute names)."""
@@ -149,4 +152,5 @@ class Hit:
             "doc_id": self.doc_id, "source": self.source, "page": self.page, "char_start": self.char_start,
             "char_end": self.char_end, "section_path": list(self.section_path), "text": self.text,
             "retriever_ranks": dict(self.retriever_ranks), "retriever_scores": dict(self.retriever_scores),
+            "duplicates": list(self.duplicates),
         }

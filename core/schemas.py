@@ -82,6 +82,42 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 
+#: ``duplicates.parquet`` of a version: one row per member of each duplicate cluster (two or more
+#: members), written by :mod:`pipelines.curate`. ``level`` is ``document`` or ``chunk``;
+#: ``member_id`` a doc id or chunk id; ``cluster_id`` the canonical member's id; ``method``
+#: ``exact`` (sha256 of the normalized text), ``near`` (MinHash/LSH Jaccard estimate) or
+#: ``canonical`` (the member that is indexed); ``similarity`` the estimated Jaccard of word
+#: shingles with the canonical member (1.0 for exact copies and the canonical row).
+DUPLICATES_SCHEMA = pa.schema(
+    [
+        ("cluster_id", pa.string()),
+        ("level", pa.string()),
+        ("member_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("uri", pa.string()),
+        ("canonical", pa.bool_()),
+        ("canonical_id", pa.string()),
+        ("similarity", pa.float32()),
+        ("method", pa.string()),
+    ],
+    metadata=_META,
+)
+
+
+#: ``signatures.parquet``: the MinHash signature of every document and indexed chunk of a
+#: version, so a refresh compares new content without recomputing the unchanged.
+SIGNATURES_SCHEMA = pa.schema(
+    [
+        ("level", pa.string()),          # document | chunk
+        ("member_id", pa.string()),      # doc id or chunk id
+        ("text_sha256", pa.string()),    # sha256 of the whitespace-collapsed text
+        ("num_perm", pa.int32()),
+        ("shingle_words", pa.int32()),
+        ("hashvalues", pa.list_(pa.uint32())),  # empty when the text has no words
+    ],
+    metadata=_META,
+)
+
 def embeddings_schema(dim: int) -> pa.Schema:
     """Schema of ``embeddings.parquet``: chunk_id and a float32 vector of ``dim`` values."""
     return pa.schema(

@@ -38,6 +38,7 @@ turns every chunk text into Python objects.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import posixpath
 import threading
@@ -50,7 +51,7 @@ import numpy as np
 import pyarrow as pa
 
 from ragline.core.records import Hit
-from ragline.core.schemas import CHUNKS_SCHEMA, HIT_COLUMNS, ParquetRows
+from ragline.core.schemas import CHUNKS_SCHEMA, DUPLICATES_SCHEMA, HIT_COLUMNS, ParquetRows, read_table
 from ragline.indexers.bm25 import BM25Index, BM25Spec
 from ragline.indexers.embedders import HASHING_MODEL, Embedder, info_of, make_embedder
 from ragline.indexers.faiss_index import (VECTORS_FILE, FaissSpec, build_faiss_index, factory_in, read_faiss_index,
@@ -86,6 +87,7 @@ class TableRows:
     def table(self) -> pa.Table:
         """The table."""
         return self._table
+DUPLICATES_FILE = "duplicates.parquet"  # written by pipelines/curate.py
 
 
 @dataclass
@@ -233,10 +235,14 @@ class Retriever:
             ``thread_safe = True`` (the ONNX embedder does).
         metric: ``ip`` or ``l2`` (L2 distances are negated so that higher is better).
         published: the version the rows come from (``None`` in memory).
+        duplicates: the version's ``DUPLICATES_SCHEMA`` table (``duplicates.parquet``), or
+            ``None``: each hit then lists the other copies of its passage, and rows of one chunk
+            cluster that are all indexed (``curate.duplicates: keep_all``) give one hit.
     """
 
     def __init__(self, index: Any, chunks: "pa.Table | ParquetRows | TableRows", bm25: BM25Index, embedder: Embedder, *,
-                 metric: str = "ip", published: "PublishedIndex | None" = None) -> None:
+                 metric: str = "ip", published: "PublishedIndex | None" = None,
+                 duplicates: pa.Table | None = None) -> None:
         rows = TableRows(chunks) if isinstance(chunks, pa.Table) else chunks
         if index.ntotal != rows.num_rows or bm25.n_chunks != rows.num_rows:
             raise ValueError(f"FAISS holds {index.ntotal} vectors, BM25 {bm25.n_chunks} rows, "
@@ -267,6 +273,11 @@ class Retriever:
                     got = [tuple(s or ()) for s in got]
                 self._filter_columns[name] = got
             return got
+        self._copies: dict[int, tuple[str, ...]] = {}
+        self._cluster: np.ndarray | None = None
+        if duplicates is not None and duplicates.num_rows:  # [curate hook] read the id columns only then
+            self._copies, self._cluster = _duplicate_links(duplicates, self._column("chunk_id"), self._column("doc_id"),
+                                                           self._column("uri"))
 
     @classmethod
     def open(cls, registry: IndexRegistry, ref: str, embedder: Embedder | None = None, backend: str = "auto",
@@ -294,8 +305,11 @@ class Retriever:
             embedder = embedder_for(published.manifest, backend, cache_dir, threads)
         published.check_embedder(embedder)  # a backend given by name must give the index's identity too
         bm25 = BM25Index.open(published.path, published.rows)
+        dup_path = published.path / DUPLICATES_FILE  # [curate hook] one hit per duplicate cluster
+        duplicates = read_table(dup_path, DUPLICATES_SCHEMA) if dup_path.exists() else None
         return cls(published.index, published.rows, bm25, embedder,
-                   metric=str(published.manifest.index.get("metric", "ip")), published=published)
+                   metric=str(published.manifest.index.get("metric", "ip")), published=published,
+                   duplicates=duplicates)
 
     @classmethod
     def in_memory(cls, chunks: pa.Table, vectors: np.ndarray, embedder: Embedder,
@@ -402,6 +416,21 @@ class Retriever:
             Ranked hits, best first (fewer than k when fewer rows pass the filter or, for
             bm25, share a term with the query).
         """
+        if self._cluster is not None:  # [curate hook] copies indexed side by side: one hit per cluster
+            deeper = config.model_copy(update={"k": min(self.n_chunks, config.k * 4),
+                                               "candidates": max(config.candidates, config.k * 4)})
+            hits, seen = [], set()
+            for h in self._search(query, deeper, flt, vector=vector):
+                c = int(self._cluster[h.row])
+                if c >= 0 and c in seen:
+                    continue
+                seen.add(c)
+                hits.append(h)
+            return [dataclasses.replace(h, rank=i) for i, h in enumerate(hits[:config.k], start=1)]
+        return self._search(query, config, flt, vector=vector)
+
+    def _search(self, query: str, config: RetrievalConfig, flt: ChunkFilter, *,
+                vector: np.ndarray | None = None) -> list[Hit]:
         allowed = self.mask(flt)
         k = config.k
         if config.mode == "dense":
@@ -438,9 +467,40 @@ class Retriever:
                 rank=i + 1, score=float(score), row=row, chunk_id=got["chunk_id"][i], doc_id=got["doc_id"][i],
                 source=got["uri"][i], page=got["page"][i], char_start=got["char_start"][i], char_end=got["char_end"][i],
                 section_path=tuple(got["section_path"][i] or ()), text=got["text"][i], retriever_ranks=ranks,
-                retriever_scores=raw,
+                retriever_scores=raw, duplicates=self._copies.get(row, ()),
             ))
         return out
+
+
+def _duplicate_links(duplicates: pa.Table | None, chunk_ids: Sequence[str], doc_ids: Sequence[str],
+                     uris: Sequence[str]) -> tuple[dict[int, tuple[str, ...]], np.ndarray | None]:
+    """From ``duplicates.parquet``: row -> other sources carrying the passage (chunk cluster members
+    and, for a document cluster, the other copies of the document), and int64 (n_rows,) chunk
+    cluster numbers (-1: none) when two indexed rows share a cluster, else ``None``."""
+    if duplicates is None or duplicates.num_rows == 0:
+        return {}, None
+    members: dict[tuple[str, str], list[str]] = {}
+    cluster_of: dict[tuple[str, str], str] = {}
+    for r in duplicates.to_pylist():
+        members.setdefault((r["level"], r["cluster_id"]), []).append(r["uri"])
+        cluster_of[(r["level"], r["member_id"])] = r["cluster_id"]
+    copies: dict[int, tuple[str, ...]] = {}
+    cluster = np.full(len(chunk_ids), -1, dtype=np.int64)
+    numbers: dict[str, int] = {}
+    for row, (cid, did, uri) in enumerate(zip(chunk_ids, doc_ids, uris)):
+        found: list[str] = []
+        for level, member in (("chunk", cid), ("document", did)):
+            key = cluster_of.get((level, member))
+            if key is not None:
+                found += members[(level, key)]
+                if level == "chunk":
+                    cluster[row] = numbers.setdefault(key, len(numbers))
+        others = tuple(dict.fromkeys(u for u in found if u != uri))
+        if others:
+            copies[row] = others
+    used = cluster[cluster >= 0]
+    shared = len(used) != len(np.unique(used))
+    return copies, (cluster if shared else None)
 
 
 class Index:

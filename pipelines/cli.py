@@ -259,7 +259,8 @@ def query(
         _print_json([h.to_dict() for h in hits])
         return
     print_hits(f"{idx.name}@{idx.version}: {text}",
-               [(h.rank, h.score, h.source, h.page, h.char_start, h.char_end, h.text) for h in hits])
+               [(h.rank, h.score, h.source + (f" (also in {', '.join(h.duplicates)})" if h.duplicates else ""),  # curate
+                 h.page, h.char_start, h.char_end, h.text) for h in hits])
 
 
 #: Below this console width, tables switch to a narrower (or vertical) layout.
@@ -369,22 +370,31 @@ def stage_load(params_file: Path = ParamsOpt) -> None:
 @stage_app.command("chunk")
 @clean_errors
 def stage_chunk(params_file: Path = ParamsOpt) -> None:
-    """Stage chunk: paths.documents → paths.chunks."""
+    """Stage chunk (curate, then chunk): paths.documents → paths.curated_documents, paths.chunks,
+    paths.duplicates, paths.curation."""
     from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, read_table, write_table
+    from ragline.pipelines import curate
     from ragline.pipelines.chunk import chunk_documents
     from ragline.pipelines.embed import index_embedder
-    from ragline.pipelines.load import documents_from_table
+    from ragline.pipelines.load import documents_from_table, documents_to_table
 
     p = load_params(params_file)
     docs = documents_from_table(read_table(p.paths.documents, DOCUMENTS_SCHEMA))
+    docs, boilerplate = curate.curate_documents(docs, p)  # [curate hook] before the text is chunked
     embed_fn = None
     if p.chunk.needs_embedder:
         embedder = index_embedder(p)
         embed_fn = lambda texts: embedder.embed(list(texts))  # noqa: E731
     chunks, bad = chunk_documents(docs, p.chunk, embed_fn=embed_fn, embed_model=p.embed.model)
-    _mkparent(p.paths.chunks)
+    failed = {q.path for q in bad}
+    documents = documents_to_table([d for d in docs if d.uri not in failed])
+    chunks, curation = curate.curate_ingest(documents, chunks, p, boilerplate)  # [curate hook]
+    _mkparent(p.paths.chunks, p.paths.curated_documents, p.paths.duplicates, p.paths.curation)
+    write_table(documents, p.paths.curated_documents, DOCUMENTS_SCHEMA)
     write_table(chunks, p.paths.chunks, CHUNKS_SCHEMA)
-    out.print(f"chunk: {chunks.num_rows} chunks from {len(docs)} documents ({len(bad)} failed) → {p.paths.chunks}")
+    curate.write_stage_files(curation, p.paths.duplicates, p.paths.curation)
+    out.print(f"chunk: {chunks.num_rows} chunks from {len(docs)} documents ({len(bad)} failed, "
+              f"{curation.removed_chunks} not indexed as copies) → {p.paths.chunks}")
 
 
 @stage_app.command("embed")
@@ -423,10 +433,13 @@ def stage_publish(params_file: Path = ParamsOpt) -> None:
     if emb.column("chunk_id").to_pylist() != chunks.column("chunk_id").to_pylist():
         raise PipelineError(f"{p.paths.embeddings} does not match {p.paths.chunks}; run `dvc repro`")
     embedder = index_embedder(p)
+    from ragline.pipelines.curate import StoredCuration  # [curate hook]
+
     manifest = publish_index(
-        IndexRegistry(p.index.root), p, read_table(p.paths.documents, DOCUMENTS_SCHEMA), chunks,
+        IndexRegistry(p.index.root), p, read_table(p.paths.curated_documents, DOCUMENTS_SCHEMA), chunks,
         vectors_from_table(emb), read_table(p.paths.quarantine, QUARANTINE_SCHEMA), info_of(embedder),
         dvc_stage_deps=dvc_stage_deps(p),
+        curation=StoredCuration(Path(p.paths.duplicates), Path(p.paths.curation)),
     )
     _mkparent(p.paths.published)
     Path(p.paths.published).write_text(json.dumps(

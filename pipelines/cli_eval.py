@@ -111,8 +111,8 @@ def eval_chunking(
               f"[bold]{result.mean_chunk_tokens:.0f}")
     out.print(t)
     out.print(f"chunking {result.chunk_seconds:.2f} s ({result.chunk_mb_per_s:.2f} MB/s) · embedding "
-              f"{result.embed_seconds:.2f} s ({result.embedded_now} embedded now, {result.cache_hits} from cache)",
-              highlight=False)
+              f"{result.embed_seconds:.2f} s ({result.embedded_now} embedded now, {result.cache_hits} from cache) · "
+              f"curation would leave out {result.curation_removed_chunks} duplicate chunks", highlight=False)
 
 
 def _with_search_mode(params: Params, mode: str | None, fusion: str | None, k: int | None = None) -> Params:

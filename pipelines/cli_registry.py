@@ -190,6 +190,7 @@ def index_show(
         "chunker": m.chunker, "embedding": m.embedding, "faiss": m.index, "git_commit": m.git_commit,
         "dvc_lock_sha256": m.dvc_lock_sha256, "dvc_stage_deps": getattr(m, "dvc_stage_deps", {}),
         "files_intact": not damaged, "damaged_files": damaged, "stats": m.stats,
+        "curation": m.stats.get("curation"),  # [curate hook]
     }
     sel = what.partition("@")[2] if "@" in what else what
     if not VERSION_RE.match(sel):
@@ -233,6 +234,9 @@ def _show_table(info: dict[str, Any], m: Any, sel: str) -> Table:
         ("dvc.lock", info["dvc_lock_sha256"][:16] if info["dvc_lock_sha256"] else "-"),
         ("files", "intact (sha256 checked)" if info["files_intact"] else "DAMAGED: " + ", ".join(info["damaged_files"])),
     ]
+    from ragline.pipelines.curate import summary_line  # [curate hook]
+
+    rows.append(("curation", summary_line(m.stats.get("curation"))))
     refresh_stats = m.stats.get("refresh")
     if refresh_stats:
         rows.append(("refresh diff", ", ".join(f"{v} {k}" for k, v in refresh_stats.items())))
@@ -259,8 +263,11 @@ def index_diff(
     params = load_params(params_file)
     reg = _registry(params)
     d = reg.diff_versions(_name(params, index), a, b)
+    from ragline.pipelines.curate import cluster_diff  # [curate hook] duplicate-cluster changes
+
+    dups = cluster_diff(reg.version_dir(d.name, d.a), reg.version_dir(d.name, d.b))
     if as_json:
-        _print_json(d.to_dict())
+        _print_json({**d.to_dict(), "duplicates": dups})
         return
     out.print(f"{d.name}: {d.a} → {d.b}: {len(d.added)} added, {len(d.removed)} removed, {len(d.changed)} changed, "
               f"{d.unchanged} unchanged documents; chunks {d.chunks_a} → {d.chunks_b} "
@@ -273,10 +280,60 @@ def index_diff(
         for uri, (ca, cb) in d.doc_chunks.items():
             t.add_row(uri, kind[uri], str(ca), str(cb))
         out.print(t)
+    out.print(f"duplicate clusters {dups['clusters_a']} → {dups['clusters_b']}: {len(dups['added'])} new, "
+              f"{len(dups['removed'])} gone, {len(dups['changed'])} with other members, "
+              f"{len(dups['promoted'])} copies promoted to canonical", highlight=False)
     if d.params_changed:
         out.print(f"params changed: {', '.join(d.params_changed)}", highlight=False)
     if d.chunker_changed or d.embedding_changed:
         out.print(f"chunker changed: {d.chunker_changed}; embedder changed: {d.embedding_changed}", highlight=False)
+
+
+@index_app.command("profile")
+@clean_errors
+def index_profile(
+    ref: Optional[str] = typer.Argument(None, help="NAME@ALIAS, NAME@VERSION, ALIAS or VERSION (default: latest)."),
+    params_file: Path = ParamsOpt,
+    as_json: bool = JsonOpt,
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report (histograms "
+                                                                 "inline) to this file."),
+) -> None:
+    """Profile a version's data: documents by type and folder, text and chunk-length histograms, languages,
+    pages per PDF, quarantine reasons, duplicates and boilerplate removed, the largest documents."""
+    from ragline.pipelines.profile import build_profile, render_html
+
+    params = load_params(params_file)
+    reg = _registry(params)
+    what = ref or "latest"
+    name, version = reg.resolve(what if "@" in what else f"{params.index.name}@{what}")
+    reg.check_files(name, version)
+    prof = build_profile(reg.version_dir(name, version), name, version)
+    if html_out is not None:
+        html_out.parent.mkdir(parents=True, exist_ok=True)
+        html_out.write_text(render_html(prof), encoding="utf-8")
+    if as_json:
+        _print_json(prof)
+        return
+    from ragline.pipelines.curate import summary_line
+
+    t = Table(title=f"{name}@{version}", show_header=False, box=None, padding=(0, 2, 0, 0))
+    t.add_column("field", style="bold", no_wrap=True)
+    t.add_column("value", overflow="fold")
+
+    def counts(d: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items()) or "-"
+
+    h, c = prof["text_chars"], prof["chunk_tokens"]
+    for k, v in (("documents", f"{prof['documents']['count']} ({counts(prof['documents']['by_type'])})"),
+                 ("folders", counts(prof["documents"]["by_folder"])),
+                 ("text chars", f"median {h['median']}, p95 {h['p95']}, max {h['max']}"),
+                 ("chunk tokens", f"{c['count']} chunks, median {c['median']}, p95 {c['p95']}, max {c['max']}"),
+                 ("languages", counts(prof["languages"])), ("PDF pages", counts(prof["pdf_pages"])),
+                 ("quarantine", counts(prof["quarantine"])), ("curation", summary_line(prof["curation"])),
+                 ("largest", ", ".join(f"{r['uri']} ({r['chars']} chars)" for r in prof["largest"][:3])),
+                 *((("html", str(html_out)),) if html_out else ())):
+        t.add_row(k, escape(str(v)))
+    out.print(t, soft_wrap=False)
 
 
 @index_app.command("drift")

@@ -186,6 +186,39 @@ class ChunkConfig(_Section):
         return {k: v for k, v in values.items() if k in accepted}
 
 
+class CurateConfig(_Section):
+    """``curate:`` — duplicate and boilerplate removal between load and chunk (:mod:`pipelines.curate`).
+
+    Attributes:
+        duplicates: ``link`` (default) indexes one canonical copy of each duplicate cluster and
+            lists the other copies' sources on its hits; ``keep_first`` indexes the canonical
+            copy only; ``keep_all`` indexes every copy (clusters are still recorded, and queries
+            return one hit per chunk cluster). The canonical copy is the earliest by source
+            order, and a copy that was canonical in the parent version stays canonical.
+        near_duplicate_threshold: Jaccard similarity (0, 1] of word shingles at or above which
+            two documents (or chunks) are near-duplicates (MinHash + LSH, Broder 1997).
+        near_duplicates: detect near-duplicates (``false``: exact copies only).
+        chunk_level: also cluster chunks (exact and near) across documents.
+        shingle_words: words per shingle.
+        num_perm: MinHash permutations (more: a closer Jaccard estimate, larger signatures).
+        boilerplate: remove elements repeated on most pages of a PDF or most pages of a
+            folder of documents (running headers, footers, page numbers, banners).
+        boilerplate_min_docs: pages (of one PDF) or documents (of one folder) needed before
+            frequencies are trusted.
+        boilerplate_min_share: share (0, 1] of those pages/documents an element must appear on.
+    """
+
+    duplicates: Literal["keep_all", "keep_first", "link"] = "link"
+    near_duplicate_threshold: float = Field(default=0.9, gt=0, le=1)
+    near_duplicates: bool = True
+    chunk_level: bool = True
+    shingle_words: int = Field(default=3, ge=1, le=50)
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    boilerplate: bool = True
+    boilerplate_min_docs: int = Field(default=5, ge=2)
+    boilerplate_min_share: float = Field(default=0.8, gt=0, le=1)
+
+
 class EmbedConfig(_Section):
     """``embed:`` — the embedding model.
 
@@ -298,6 +331,9 @@ class PathsConfig(_Section):
     """``paths:`` — where the DVC stages keep their intermediate tables and the cache."""
 
     documents: str = "build/documents.parquet"
+    curated_documents: str = "build/curated_documents.parquet"  # after boilerplate removal (stage chunk)
+    duplicates: str = "build/duplicates.parquet"
+    curation: str = "build/curation.json"
     chunks: str = "build/chunks.parquet"
     embeddings: str = "build/embeddings.parquet"
     quarantine: str = "build/quarantine.parquet"
@@ -473,6 +509,7 @@ class Params(_Section):
     """The whole of ``params.yaml``."""
 
     load: LoadConfig = Field(default_factory=LoadConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)

@@ -316,6 +316,9 @@ class ChunkingEvalResult:
             {"dense": 0.5, "bm25": 0.5}, "candidates": 50}`` (``{"mode": "dense"}`` for dense;
             :meth:`indexers.retrieval.RetrievalConfig.record`).
         retrieved_ids: per question, the chunk ids retrieved, best first.
+        curation_removed_chunks: chunks that curation (``curate:`` params, duplicate clusters
+            over the corpora's chunks; boilerplate is not removed, the labels index the raw
+            corpus text) would leave out of an index; the evaluation itself scores every chunk.
     """
 
     dataset: str
@@ -335,6 +338,7 @@ class ChunkingEvalResult:
     per_question: np.ndarray = field(repr=False, compare=False)
     retrieval: dict[str, Any] = field(default_factory=lambda: {"mode": "dense"})
     retrieved_ids: tuple[tuple[str, ...], ...] = field(default=(), repr=False, compare=False)
+    curation_removed_chunks: int = 0
 
     @property
     def chunk_mb_per_s(self) -> float:
@@ -356,7 +360,8 @@ class ChunkingEvalResult:
                 "precision_omega": round(o.precision_omega, 4), "questions": o.questions, "k": self.k,
                 "mode": self.retrieval["mode"],
                 "chunks": self.chunks, "mean_chunk_tokens": round(self.mean_chunk_tokens, 1),
-                "chunk_seconds": round(self.chunk_seconds, 3), "embed_seconds": round(self.embed_seconds, 3)}
+                "chunk_seconds": round(self.chunk_seconds, 3), "embed_seconds": round(self.embed_seconds, 3),
+                "curation_removed_chunks": self.curation_removed_chunks}
 
     def plot_rows(self) -> list[dict[str, Any]]:
         """Recall-vs-IoU points: one row for ``all`` and one per corpus."""
@@ -438,6 +443,10 @@ def evaluate_chunking(
         chunk_seconds = time.perf_counter() - t0
     if bad:
         raise PipelineError("; ".join(f"chunking {b.path} failed: {b.error_type}: {b.message}" for b in bad))
+    from ragline.pipelines.curate import curate_chunks  # [curate hook] what curation would leave out
+    from ragline.pipelines.load import documents_to_table
+
+    curation, _ = curate_chunks(documents_to_table(docs), chunks, params.curate)
     with stage("embed", chunks.num_rows + len(dataset.questions)) as advance:
         t0 = time.perf_counter()
         vectors, computed = embed_chunks(chunks, embedder, cache_dir, params.embed.batch_size, progress=advance)
@@ -468,6 +477,7 @@ def evaluate_chunking(
         chunk_seconds=chunk_seconds, embed_seconds=embed_seconds,
         embedded_now=computed + q_computed, cache_hits=n_texts - computed - q_computed,
         per_question=per_question, retrieval=config.record(), retrieved_ids=retrieved_ids,
+        curation_removed_chunks=curation.removed_chunks,
     )
 
 

@@ -54,6 +54,7 @@ from ragline.pipelines.progress import Reporter  # noqa: E402
 from ragline.pipelines.publish import publish_index  # noqa: E402
 from ragline.pipelines.telemetry import observed, timed as _timed  # noqa: E402  (metrics files, push, spans)
 from ragline.pipelines.stream import load_chunk_embed  # noqa: E402
+from ragline.pipelines import curate as curation_stage  # noqa: E402  [curate hook]
 
 #: Progress reporter for the current run (set by the CLI; tasks run in the caller's context).
 REPORTER: contextvars.ContextVar[Reporter] = contextvars.ContextVar("ragline_reporter", default=Reporter())
@@ -244,6 +245,27 @@ def load_task(files, params: Params):
         return load_documents(files, params.load, progress=advance)
 
 
+# [curate hook] boilerplate before chunking, duplicate clusters after (pipelines/curate.py)
+@task(name="curate-documents", cache_policy=NO_CACHE)
+def curate_documents_task(docs, params: Params, state=None):
+    return curation_stage.curate_documents(docs, params, state)
+
+
+@task(name="curate", cache_policy=NO_CACHE)
+def curate_task(documents, chunks, params: Params, boilerplate):
+    """Duplicate clusters of a full build: ``(indexed chunks, curation, keep)``, keep a bool mask
+    (n_chunks,) of the rows indexed (the same rows of the vectors)."""
+    curation, keep = curation_stage.curate_chunks(documents, chunks, params.curate, boilerplate=boilerplate)
+    return curation_stage.take_rows(chunks, keep), curation, keep
+
+
+@task(name="curate-refresh", cache_policy=NO_CACHE)
+def curate_refresh_task(assembly, parent, params: Params, state, boilerplate, embedder):
+    embed_fn = (lambda texts: embedder.embed(list(texts))) if params.chunk.needs_embedder and embedder else None
+    return curation_stage.curate_refresh(assembly, parent, params, state=state, boilerplate=boilerplate,
+                                         embed_fn=embed_fn)
+
+
 @task(name="load-model", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def load_model_task(params: Params) -> Embedder:
     embedder = index_embedder(params)
@@ -252,18 +274,20 @@ def load_model_task(params: Params) -> Embedder:
 
 
 @task(name="load-chunk-embed", cache_policy=NO_CACHE)
-def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder]):
+def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder], curate=None):
     """Parsing and chunking overlap embedding (:mod:`pipelines.stream`); ``embedder`` waits for
-    the model task, submitted beside this one, so a first export overlaps parsing too."""
+    the model task, submitted beside this one, so a first export overlaps parsing too; ``curate``
+    (boilerplate removal) runs on every parsed document before chunking."""
     with REPORTER.get().stage("ingest", len(files)) as advance:
-        return load_chunk_embed(files, params, embedder, progress=advance)
+        return load_chunk_embed(files, params, embedder, progress=advance, curate=curate)
 
 
 @task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
       cache_policy=NO_CACHE)
-def publish_task(params: Params, documents, chunks, vectors, quarantine, embedder: Embedder, stats: dict):
+def publish_task(params: Params, documents, chunks, vectors, quarantine, embedder: Embedder, stats: dict,
+                 curation=None):
     return publish_index(IndexRegistry(params.index.root), params, documents, chunks, vectors,
-                         quarantine_to_table(quarantine), info_of(embedder), stats=stats)
+                         quarantine_to_table(quarantine), info_of(embedder), stats=stats, curation=curation)
 
 
 @observed("ingest")
@@ -286,30 +310,44 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any]) -> IngestSummary
     t0 = time.perf_counter()
     with _timed(times, "discover"):
         files = discover_task(list(p.load.sources), p)
+    boilerplate = None
     if p.runner.kind == "dask":  # load, chunk and embed per partition on the cluster; merged here
         with _timed(times, "cluster"):
             docs, quarantine, chunks, vectors, computed, embedder = build_on_cluster(files, p)
         chunk_bad = [q for q in quarantine if q.stage == "chunk"]
+        if p.curate.boilerplate:  # partitions are chunked apart: no corpus-wide boilerplate frequencies
+            log.warning("curate.boilerplate is not applied with --runner dask (each partition is chunked on its "
+                        "own worker); duplicate clusters are")
     else:  # parsing and chunking overlap embedding (pipelines/stream.py)
+        found: dict[str, Any] = {}
+
+        def curate_docs(parsed):  # [curate hook] boilerplate, once every file is parsed
+            kept, found["boilerplate"] = curation_stage.curate_documents(parsed, p)
+            return kept
+
         model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
         with _timed(times, "load-chunk-embed"):
-            streamed = load_chunk_embed_task(files, p, model.result)
+            streamed = load_chunk_embed_task(files, p, model.result, curate_docs if p.curate.boilerplate else None)
         docs, chunks, chunk_bad, quarantine = streamed.documents, streamed.chunks, streamed.chunk_bad, streamed.quarantine
         embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
         times.update({f"{k} (overlapped)": v for k, v in streamed.seconds.items()})
+        boilerplate = found.get("boilerplate")
+    good = {q.path for q in chunk_bad}
+    documents = documents_to_table([d for d in docs if d.uri not in good])
+    with _timed(times, "curate"):  # [curate hook] duplicate clusters; only the indexed rows (and vectors) go on
+        chunks, curation, keep = curate_task(documents, chunks, p, boilerplate)
+        vectors = vectors[keep]
     summary = IngestSummary(p.index.name, None, len(docs), chunks.num_rows, computed,
-                            chunks.num_rows - computed, quarantine, times)
+                            max(0, chunks.num_rows - computed), quarantine, times)
     try:
         check_failure_rate(len(files), quarantine, p.load.max_failed_fraction)
     except Exception as e:  # FailureRateExceeded: report, publish nothing (vectors stay in the cache)
         summary.failed = str(e)
         summary.total_seconds = round(time.perf_counter() - t0, 3)
         return summary
-    good = {q.path for q in chunk_bad}
-    documents = documents_to_table([d for d in docs if d.uri not in good])
     with _timed(times, "publish"):
         manifest = publish_task(p, documents, chunks, vectors, quarantine, embedder,
-                                {"stage_seconds": times, "embedded": computed})
+                                {"stage_seconds": times, "embedded": computed}, curation)
     summary.version = manifest.version
     summary.total_seconds = round(time.perf_counter() - t0, 3)
     return _record(summary)
@@ -413,10 +451,11 @@ def fill_vectors_task(assembly, params: Params, embedder: Embedder | None):
 
 @task(name="publish-refresh", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
       cache_policy=NO_CACHE)
-def publish_refresh_task(params: Params, assembly, vectors, info, parent_version: str | None, stats: dict):
+def publish_refresh_task(params: Params, assembly, vectors, info, parent_version: str | None, stats: dict,
+                         curation=None):
     return publish_index(IndexRegistry(params.index.root, params.index.lock_timeout_s), params, assembly.documents,
                          assembly.chunks, vectors, quarantine_to_table(assembly.quarantine), info, stats=stats,
-                         parent_version=parent_version)
+                         parent_version=parent_version, curation=curation)
 
 
 @observed("refresh")
@@ -477,6 +516,9 @@ def _refresh_flow_fn(
             else:
                 docs, bad = load_task(files, p) if files else ([], [])
         crash_point("refresh:loaded")
+        with _timed(times, "curate"):  # [curate hook] the parent's clusters, signatures and boilerplate keys
+            cur_state = curation_stage.read_parent_curation(registry, p.index.name, plan.parent_version)
+            docs, boilerplate = curate_documents_task(docs, p, cur_state)
         needs_model = (parent is None or bool(docs) or plan.reembed_all or plan.rechunk_all
                        or p.chunk.needs_embedder)
         embedder = None
@@ -485,6 +527,8 @@ def _refresh_flow_fn(
                 embedder = load_model_task(p)
         with _timed(times, "chunk"):
             assembly = assemble_task(plan, parent, docs, bad, p, embedder)
+        with _timed(times, "curate"):  # [curate hook] re-cluster; a copy whose canonical went is re-chunked
+            assembly, curation = curate_refresh_task(assembly, parent, p, cur_state, boilerplate, embedder)
         summary.quarantine, summary.kept_previous = assembly.quarantine, assembly.kept_previous
         summary.documents, summary.chunks = assembly.documents.num_rows, assembly.chunks.num_rows
         summary.carried_chunks = assembly.carried_chunks
@@ -506,7 +550,7 @@ def _refresh_flow_fn(
                  "embedded_chunks": summary.embedded_chunks, "carried_chunks": summary.carried_chunks,
                  "kept_previous": summary.kept_previous, "reasons": summary.reasons}
         with _timed(times, "publish"):
-            manifest = publish_refresh_task(p, assembly, vectors, info, plan.parent_version, stats)
+            manifest = publish_refresh_task(p, assembly, vectors, info, plan.parent_version, stats, curation)
         summary.version = manifest.version
         if p.drift.on_refresh and plan.parent_version:
             with _timed(times, "drift"):

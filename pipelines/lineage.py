@@ -88,9 +88,11 @@ def dvc_md5(path: str | Path) -> str:
 
 def dvc_stage_deps(params: Params) -> dict[str, str]:
     """``{path: md5}`` of the data files the ``publish`` stage of ``dvc.yaml`` depends on
-    (``paths.documents``, ``paths.chunks``, ``paths.embeddings``, ``paths.quarantine``)."""
+    (``paths.curated_documents``, ``paths.chunks``, ``paths.embeddings``, ``paths.quarantine``,
+    ``paths.duplicates``, ``paths.curation``)."""
     paths = params.paths
-    return {p: dvc_md5(p) for p in (paths.documents, paths.chunks, paths.embeddings, paths.quarantine)}
+    return {p: dvc_md5(p) for p in (paths.curated_documents, paths.chunks, paths.embeddings, paths.quarantine,
+                                    paths.duplicates, paths.curation)}
 
 
 def _git(args: Sequence[str], cwd: Path) -> str:

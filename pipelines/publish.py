@@ -64,6 +64,7 @@ def publish_index(
     parent_version: str | None = None,
     aliases: Sequence[str] = (DEFAULT_ALIAS,),
     dvc_stage_deps: dict[str, str] | None = None,
+    curation: Any = None,
 ) -> Manifest:
     """Stage ``publish``: build the index and publish ``<root>/<name>/<version>/`` atomically.
 
@@ -79,6 +80,8 @@ def publish_index(
         parent_version: the version a refresh started from.
         aliases: aliases moved to the new version once it is complete.
         dvc_stage_deps: ``{path: md5}`` of the DVC publish stage's data inputs (``ragline stage publish``).
+        curation: :class:`pipelines.curate.Curation` of this version; its files
+            (``duplicates.parquet``, ``signatures.parquet``, ``curation.json``) are published with it.
 
     Returns:
         The written manifest.
@@ -108,6 +111,8 @@ def publish_index(
         write_faiss_index(index, folder / INDEX_FILE)
         write_vectors(vectors, folder / VECTORS_FILE)  # kept: a lossy kind (PQ, SQ) cannot give them back
         write_bm25(chunks, folder, params.index.bm25_spec())  # bm25.npz + bm25.json: for bm25/hybrid retrieval
+        if curation is not None:  # [curate hook] duplicates.parquet, signatures.parquet, curation.json
+            curation.write(folder)
         return Manifest(
             index_name=name,
             version=version,
@@ -123,7 +128,7 @@ def publish_index(
             git_commit=git_commit(),
             dvc_lock_sha256=dvc_lock_sha256(),
             parent_version=parent_version,
-            stats=dict(stats or {}),
+            stats={**(stats or {}), **({"curation": curation.counts()} if curation is not None else {})},
             dvc_stage_deps=dict(dvc_stage_deps or {}),
         )
 

@@ -558,6 +558,13 @@ def plan_refresh(params: Params, registry: IndexRegistry, sources: Sequence[str 
         reasons.append(f"embedder changed ({old_e.get('model_id')} {old_e.get('revision')} "
                        f"{old_e.get('quantization') or 'fp32'} -> {model_id} {revision} {quantization or 'fp32'}): "
                        "every chunk is embedded again (through the embedding cache)")
+    from ragline.pipelines.curate import plan_changes  # [curate hook] curate: params changed
+
+    cur_reload, cur_rechunk, cur_reason = plan_changes(m.params.get("curate"), params.curate)
+    if cur_reason:
+        reasons.append(cur_reason)
+        load_changed = load_changed or (["curate"] if cur_reload else [])
+        rechunk = rechunk or cur_rechunk
     old_index, new_index = build_settings(m.params.get("index", {})), params.index.faiss_spec().settings()
     index_changed = [k.removesuffix("_param") for k in INDEX_KEYS if old_index.get(k) != new_index.get(k)]
     if index_changed:

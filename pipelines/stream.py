@@ -36,6 +36,8 @@ from ragline.pipelines.load import SourceFile, load_documents
 EMBED_PART = 256
 #: chunk batches (one per arrival of parsed documents) that may wait before chunking pauses
 QUEUE_DOCUMENTS = 256
+#: curated documents chunked and queued at a time (with a ``curate`` step)
+CURATED_BATCH = 16
 #: niceness added to the parsing workers while the embedder runs beside them
 PARSER_NICE = 5
 
@@ -74,6 +76,7 @@ def load_chunk_embed(
     params,  # ragline.pipelines.config.Params
     embedder: Callable[[], Embedder],
     progress: Callable[[int], None] | None = None,
+    curate: Callable[[list[Document]], list[Document]] | None = None,
 ) -> StreamResult:
     """Parse, chunk and embed ``files`` with embedding overlapping parsing and chunking.
 
@@ -87,6 +90,11 @@ def load_chunk_embed(
         embedder: returns the embedder (called once, in the embedding thread, so a model
             still being built does not hold up parsing).
         progress: called with 1 per file whose chunks are embedded (or that was quarantined).
+        curate: a whole-corpus step between parsing and chunking (boilerplate removal,
+            :func:`pipelines.curate.curate_documents`), given every parsed document in file
+            order and returning them changed. With it, chunking waits for the last file to be
+            parsed (the model still loads while files are parsed); without it, each document
+            is chunked as soon as it and every one before it are parsed.
 
     Returns:
         :class:`StreamResult`.
@@ -163,18 +171,8 @@ def load_chunk_embed(
             except queue.Full:
                 continue
 
-    def arrived(i: int, r: Document | QuarantineRecord) -> None:
-        nonlocal next_i, rows
-        results[i] = r
-        ready: list[Document] = []
-        n_files = 0
-        while next_i < n and results[next_i] is not None:
-            if isinstance(results[next_i], Document):
-                ready.append(results[next_i])
-            next_i += 1
-            n_files += 1
-        if not n_files or state["error"] is not None:
-            return
+    def chunk_and_queue(ready: list[Document], n_files: int) -> None:
+        nonlocal rows
         t_chunk = time.perf_counter()
         table, bad = chunk_documents(ready, params.chunk, embed_fn=embed_fn, embed_model=params.embed.model)
         table = table.set_column(0, "row", pa.array(range(rows, rows + table.num_rows), pa.int64()))
@@ -184,11 +182,39 @@ def load_chunk_embed(
         chunk_bad.extend(bad)
         put((indexed_texts(table), n_files))
 
+    def arrived(i: int, r: Document | QuarantineRecord) -> None:
+        nonlocal next_i
+        results[i] = r
+        if curate is not None:  # chunked after the whole corpus is parsed and curated
+            return
+        ready: list[Document] = []
+        n_files = 0
+        while next_i < n and results[next_i] is not None:
+            if isinstance(results[next_i], Document):
+                ready.append(results[next_i])
+            next_i += 1
+            n_files += 1
+        if not n_files or state["error"] is not None:
+            return
+        chunk_and_queue(ready, n_files)
+
     worker = threading.Thread(target=embed_loop, name="ragline-embed", daemon=True)
     worker.start()
     try:
         docs, load_bad = load_documents(files, params.load, deliver=arrived, nice=PARSER_NICE)
         seconds["load"] = time.perf_counter() - t0
+        if curate is not None:
+            t_curate = time.perf_counter()
+            docs = curate(docs)
+            seconds["curate"] = time.perf_counter() - t_curate
+            for start in range(0, len(docs), CURATED_BATCH):
+                if state["error"] is not None:
+                    break
+                part = docs[start:start + CURATED_BATCH]
+                n_files = len(part) + (len(files) - len(docs) if start + CURATED_BATCH >= len(docs) else 0)
+                chunk_and_queue(part, n_files)
+            if not docs and files:
+                put(([], len(files)))
     finally:
         state["producer_done"] = True
         put(_DONE)

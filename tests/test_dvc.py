@@ -66,3 +66,19 @@ def test_repro_then_chunk_param_change_reruns_from_chunk(dvc_copy: Path) -> None
     lock = yaml.safe_load((dvc_copy / "dvc.lock").read_text())
     assert lock["stages"]["chunk"]["params"]["params.yaml"]["chunk"]["max_tokens"] == 120
     assert set(lock["stages"]["load"]["params"]["params.yaml"]) == {"load"}
+
+
+def test_curate_params_are_stage_params_and_publish_carries_curation(dvc_copy: Path) -> None:
+    _run([str(BIN / "dvc"), "repro", "publish"], dvc_copy)
+    lock = yaml.safe_load((dvc_copy / "dvc.lock").read_text())
+    assert lock["stages"]["chunk"]["params"]["params.yaml"]["curate"]["duplicates"] == "link"
+    published = json.loads((dvc_copy / "build" / "published.json").read_text())
+    version = dvc_copy / "indexes" / "sample" / published["version"]
+    assert (version / "duplicates.parquet").exists()
+    assert json.loads((version / "curation.json").read_text())["counts"]["policy"] == "link"
+    # `dvc exp run -S curate.near_duplicate_threshold=0.8` is a params change: chunk reruns (load does not)
+    _run(["git", "add", "-A"], dvc_copy)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "base"], dvc_copy)
+    changed = _run([str(BIN / "dvc"), "exp", "run", "-S", "curate.near_duplicate_threshold=0.8", "publish"], dvc_copy)
+    ran = _ran_stages(changed)
+    assert "load" not in ran and {"chunk", "publish"} <= set(ran)  # embed only reruns when the chunks changed

@@ -88,7 +88,7 @@ def test_query_json_has_every_field(ingested: Path) -> None:
     hits = json.loads(result.stdout)
     assert [h["rank"] for h in hits] == [1, 2, 3]
     assert set(hits[0]) == {"rank", "score", "row", "chunk_id", "doc_id", "source", "page", "char_start",
-                            "char_end", "section_path", "text", "retriever_ranks", "retriever_scores"}
+                            "char_end", "section_path", "text", "retriever_ranks", "retriever_scores", "duplicates"}
     assert hits[0]["source"] == "data/sample/varroa-mites.pdf"
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
 

@@ -99,7 +99,8 @@ def test_table_output_and_dvc_files(workspace: Path, mini_dataset: Path) -> None
     assert "wikitexts" in res.stdout and "all" in res.stdout and "state_of_the_union" not in res.stdout
     metrics = json.loads((workspace / "m" / "chunking.json").read_text())
     assert set(metrics) == {"recall", "precision", "iou", "precision_omega", "questions", "k", "mode", "chunks",
-                            "mean_chunk_tokens", "chunk_seconds", "embed_seconds"}
+                            "mean_chunk_tokens", "chunk_seconds", "embed_seconds",
+                            "curation_removed_chunks"}
     assert metrics["questions"] == 5 and metrics["k"] == 5
     points = json.loads((workspace / "p" / "points.json").read_text())
     assert [p["corpus"] for p in points] == ["all", "wikitexts"]

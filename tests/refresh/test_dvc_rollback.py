@@ -76,8 +76,8 @@ def test_rollback_rebuilds_the_recorded_version(dvc_repo: Path) -> None:
     m1 = reg.manifest("sample", v1)
     lock = (repo / "dvc.lock").read_text()
     # the manifest records the publish stage's data inputs exactly as dvc.lock lists them
-    data_files = ("build/documents.parquet", "build/chunks.parquet", "build/embeddings.parquet",
-                  "build/quarantine.parquet")
+    data_files = ("build/curated_documents.parquet", "build/chunks.parquet", "build/embeddings.parquet",
+                  "build/quarantine.parquet", "build/duplicates.parquet", "build/curation.json")
     locked = lock_publish_deps(lock)
     assert m1.dvc_stage_deps == {p: locked[p] for p in data_files} == {p: dvc_md5(repo / p) for p in data_files}
     v1_commit = sh(repo, "git", "rev-parse", "HEAD").strip()

@@ -1,0 +1,755 @@
+"""Stage ``curate`` (between load and chunk): boilerplate removal, exact and near-duplicate clusters.
+
+Three rules, each recorded so that nothing is dropped silently (``curation.json`` counts and
+lists what each rule removed; ``duplicates.parquet`` lists every member of every cluster):
+
+- **Boilerplate** (:func:`strip_boilerplate`, before chunking): an element whose text (case
+  folded, whitespace collapsed, digits of short elements masked so "Page 3" equals "Page 4") appears on at least
+  ``boilerplate_min_share`` of the pages of one PDF, or of the documents of one folder, is
+  removed, when that PDF has at least ``boilerplate_min_docs`` pages (the folder that many
+  documents). The document's normalized text is rebuilt from the kept elements (joined by
+  ``\\n\\n`` as loading does) *before* chunking, so chunk offsets index the published text
+  (``text == doc_text[char_start:char_end]``). A document is never emptied: when every
+  element would go, none does.
+- **Exact duplicates**: documents (and chunks) whose whitespace-collapsed text has the same
+  sha256.
+- **Near-duplicates**: MinHash signatures over word shingles and locality-sensitive hashing
+  (datasketch's ``MinHash`` / ``MinHashLSH``) find candidates whose estimated Jaccard
+  similarity is at least ``near_duplicate_threshold``. Sources: A. Broder, "On the
+  resemblance and containment of documents" (Compression and Complexity of Sequences, 1997);
+  Leskovec, Rajaraman & Ullman, *Mining of Massive Datasets*, ch. 3 (banded LSH).
+
+Clusters have one canonical member: members are visited in priority order (a member indexed
+in the parent version first, then source order: documents by URI, chunks by row) and each
+joins the cluster of the most similar earlier member it matches (exact or at least the
+threshold; so a copy of a near copy joins too), else becomes a canonical itself. The recorded
+similarity is the estimate against the canonical member. ``curate.duplicates`` decides what is indexed: ``link`` and ``keep_first``
+index the canonical members only (``link`` lists the others on hits, see
+:class:`indexers.retriever.Retriever`), ``keep_all`` indexes everything.
+
+Refresh (:func:`curate_refresh`) reuses the signatures stored with the parent version
+(``signatures.parquet``) for every unchanged document and chunk, and re-chunks a carried copy
+whose canonical was deleted or changed, so deleting one copy never drops content another
+source still has.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ragline.core.hashing import sha256_text
+from ragline.core.io import write_json_atomic
+from ragline.core.records import Document, ElementSpan
+from ragline.core.schemas import CHUNKS_SCHEMA, DUPLICATES_SCHEMA, SIGNATURES_SCHEMA, read_table, write_table
+from ragline.pipelines.config import CurateConfig
+
+STAGE = "curate"
+DUPLICATES_FILE = "duplicates.parquet"
+CURATION_FILE = "curation.json"
+SIGNATURES_FILE = "signatures.parquet"
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_SPACE = re.compile(r"\s+")
+_DIGITS = re.compile(r"\d+")
+_SHORT_CHARS = 80  # elements up to this long have their digits masked in boilerplate keys
+_SEED = 1  # MinHash permutation seed: fixed, so signatures stored with a version stay comparable
+
+
+# ------------------------------------------------------------------ text keys
+def collapse(text: str) -> str:
+    """Text with every run of whitespace turned into one space, stripped (NFC already applied by load)."""
+    return _SPACE.sub(" ", text).strip()
+
+
+def content_sha256(text: str) -> str:
+    """sha256 (hex) of the whitespace-collapsed text: the exact-duplicate key."""
+    return sha256_text(collapse(text))
+
+
+def shingles(text: str, n: int) -> set[bytes]:
+    """Word ``n``-shingles of ``text`` (lower-cased ``\\w+`` words), UTF-8 encoded.
+
+    A text shorter than ``n`` words gives one shingle of all its words; no words gives ``set()``.
+    """
+    words = _WORD.findall(text.casefold())
+    if not words:
+        return set()
+    if len(words) <= n:
+        return {" ".join(words).encode()}
+    return {" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)}
+
+
+def minhash_signatures(texts: Sequence[str], cfg: CurateConfig) -> list[np.ndarray]:
+    """MinHash signatures (uint32 (num_perm,)) of word shingles; an empty array for a text without words.
+
+    Source: Broder 1997; datasketch ``MinHash.bulk`` with seed 1 and its default sha1-based hash.
+    """
+    from datasketch import MinHash
+
+    sets = [shingles(t, cfg.shingle_words) for t in texts]
+    idx = [i for i, s in enumerate(sets) if s]
+    out = [np.zeros(0, dtype=np.uint32) for _ in texts]
+    if idx:
+        for i, m in zip(idx, MinHash.bulk([list(sets[i]) for i in idx], num_perm=cfg.num_perm, seed=_SEED, scheme="affine32")):
+            out[i] = m.hashvalues.astype(np.uint32)
+    return out
+
+
+def _minhash(values: np.ndarray, num_perm: int):
+    from datasketch import MinHash
+
+    return MinHash(num_perm=num_perm, seed=_SEED, hashvalues=values, scheme="affine32")
+
+
+# ------------------------------------------------------------------ boilerplate
+def _element_key(text: str, paged: bool = False) -> str:
+    """Case-folded, whitespace-collapsed text; on pages of one PDF (``paged``) the digits of short
+    elements are masked, so running footers ``Page 3 of 9`` / ``Page 4 of 9`` share a key. Across
+    the documents of a folder digits are kept (``Changed in version 3.2`` is content)."""
+    key = collapse(text).casefold()
+    return _DIGITS.sub("#", key) if paged and len(key) <= _SHORT_CHARS else key
+
+
+def _group_of(uri: str) -> str:
+    return str(PurePosixPath(uri).parent)
+
+
+@dataclass
+class BoilerplateReport:
+    """What :func:`strip_boilerplate` removed.
+
+    Attributes:
+        removed: source URI -> element texts removed from it (in document order).
+        keys: group (``pdf:<uri>`` or a folder) -> boilerplate keys detected there.
+        chars: characters removed in total.
+    """
+
+    removed: dict[str, list[str]] = field(default_factory=dict)
+    keys: dict[str, list[str]] = field(default_factory=dict)
+    chars: int = 0
+
+    def merge(self, other: "BoilerplateReport") -> "BoilerplateReport":
+        keys = {g: sorted(set(self.keys.get(g, [])) | set(other.keys.get(g, []))) for g in {*self.keys, *other.keys}}
+        return BoilerplateReport({**self.removed, **other.removed}, keys, self.chars + other.chars)
+
+
+def _frequent(units: Sequence[set[str]], cfg: CurateConfig) -> set[str]:
+    """Keys present in at least ``boilerplate_min_share`` of ``units`` (each a set of keys), at least two."""
+    if len(units) < cfg.boilerplate_min_docs:
+        return set()
+    counts = Counter(k for u in units for k in u)
+    need = max(2, int(np.ceil(cfg.boilerplate_min_share * len(units))))
+    return {k for k, c in counts.items() if c >= need}
+
+
+def _rebuild(doc: Document, drop: set[int]) -> Document:
+    """``doc`` without the elements at indices ``drop``: text rejoined with ``\\n\\n``, spans recomputed."""
+    parts: list[str] = []
+    spans: list[ElementSpan] = []
+    pos = 0
+    for i, el in enumerate(doc.elements):
+        if i in drop:
+            continue
+        text = doc.text[el.char_start:el.char_end]
+        if parts:
+            pos += 2
+        spans.append(replace(el, char_start=pos, char_end=pos + len(text)))
+        parts.append(text)
+        pos += len(text)
+    return replace(doc, text="\n\n".join(parts), elements=tuple(spans))
+
+
+def strip_boilerplate(
+    docs: Sequence[Document], cfg: CurateConfig, known: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[list[Document], BoilerplateReport]:
+    """Remove elements repeated on most pages of a PDF or most documents of a folder.
+
+    Args:
+        docs: loaded documents (their text is the ``\\n\\n`` join of their elements).
+        cfg: the ``curate:`` params (``boilerplate``, ``boilerplate_min_docs``, ``boilerplate_min_share``).
+        known: group -> keys detected before (a refresh passes the parent's, so a changed page
+            of a folder loses the same banner even when few pages changed).
+
+    Returns:
+        ``(documents, report)``: documents in the same order (unchanged ones are the same
+        objects), and what was removed from each.
+    """
+    report = BoilerplateReport()
+    if not cfg.boilerplate or not docs:
+        return list(docs), report
+    keys_of = [[_element_key(d.text[e.char_start:e.char_end]) for e in d.elements] for d in docs]
+    drop: dict[int, set[int]] = defaultdict(set)
+    known = known or {}
+    # running headers/footers of one paged document (PDF pages)
+    for di, d in enumerate(docs):
+        if not any(e.page is not None for e in d.elements):
+            continue
+        paged = [_element_key(d.text[e.char_start:e.char_end], paged=True) for e in d.elements]
+        pages: dict[int, set[str]] = defaultdict(set)
+        for e, k in zip(d.elements, paged):
+            if e.page is not None:
+                pages[e.page].add(k)
+        group = f"pdf:{d.uri}"
+        bad = _frequent(list(pages.values()), cfg) | set(known.get(group, ()))
+        if bad:
+            report.keys[group] = sorted(bad)
+            drop[di] |= {i for i, k in enumerate(paged) if k in bad}
+    # site boilerplate: elements repeated over the documents of one folder
+    groups: dict[str, list[int]] = defaultdict(list)
+    for di, d in enumerate(docs):
+        groups[_group_of(d.uri)].append(di)
+    for group, members in groups.items():
+        bad = _frequent([set(keys_of[di]) for di in members], cfg) | set(known.get(group, ()))
+        if bad:
+            report.keys[group] = sorted(bad)
+            for di in members:
+                drop[di] |= {i for i, k in enumerate(keys_of[di]) if k in bad}
+    out = list(docs)
+    for di, idx in drop.items():
+        d = docs[di]
+        if not idx or len(idx) >= len(d.elements):  # never empty a document
+            continue
+        out[di] = _rebuild(d, idx)
+        report.removed[d.uri] = [d.text[d.elements[i].char_start:d.elements[i].char_end] for i in sorted(idx)]
+        report.chars += len(d.text) - len(out[di].text)
+    return out, report
+
+
+# ------------------------------------------------------------------ clustering
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One document or chunk to cluster.
+
+    Attributes:
+        member_id: doc id or chunk id.
+        doc_id, uri: the document it belongs to.
+        text: its text.
+        preferred: True when it was canonical in the parent version (visited first).
+    """
+
+    member_id: str
+    doc_id: str
+    uri: str
+    text: str
+    preferred: bool = False
+
+
+@dataclass
+class Clusters:
+    """Result of :func:`find_duplicates` for one level.
+
+    Attributes:
+        rows: ``DUPLICATES_SCHEMA`` rows (dicts) of clusters with two or more members.
+        aliases: member id -> canonical member id, for non-canonical members.
+        signatures: member id -> (text sha256, uint32 signature) of every member.
+        errors: member id -> why its shingles could not be computed (it is kept, unclustered by near).
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    signatures: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def count(self, method: str) -> int:
+        """Non-canonical members found by ``method`` (``exact`` or ``near``)."""
+        return sum(1 for r in self.rows if r["method"] == method)
+
+
+def find_duplicates(
+    members: Sequence[Member], cfg: CurateConfig, level: str,
+    stored: Mapping[str, tuple[str, np.ndarray]] | None = None,
+) -> Clusters:
+    """Cluster exact and near-duplicate members (see the module docstring for the order and method).
+
+    Args:
+        members: documents or chunks in source order.
+        cfg: the ``curate:`` params.
+        level: ``document`` or ``chunk`` (recorded in the rows).
+        stored: member id -> (text sha256, signature) from the parent version; reused when the
+            sha256 still matches (nothing is recomputed for unchanged members).
+
+    Returns:
+        The clusters.
+    """
+    stored = stored or {}
+    order = sorted(range(len(members)), key=lambda i: (not members[i].preferred, i))
+    shas = [content_sha256(m.text) for m in members]
+    sigs: list[np.ndarray | None] = [None] * len(members)
+    out = Clusters()
+    if cfg.near_duplicates:
+        todo = []
+        for i, m in enumerate(members):
+            s = stored.get(m.member_id)
+            if s is not None and s[0] == shas[i] and len(s[1]) in (0, cfg.num_perm):
+                sigs[i] = s[1]
+            else:
+                todo.append(i)
+        try:
+            for i, sig in zip(todo, minhash_signatures([members[i].text for i in todo], cfg)):
+                sigs[i] = sig
+        except Exception:  # noqa: BLE001 - find the bad text one by one below
+            for i in todo:
+                try:
+                    sigs[i] = minhash_signatures([members[i].text], cfg)[0]
+                except Exception as e:  # noqa: BLE001 - one bad text is recorded, never fatal
+                    out.errors[members[i].member_id] = f"{type(e).__name__}: {e}"
+                    sigs[i] = np.zeros(0, dtype=np.uint32)
+        out.signatures = {m.member_id: (shas[i], sigs[i]) for i, m in enumerate(members)}
+    else:
+        out.signatures = {m.member_id: (shas[i], np.zeros(0, dtype=np.uint32)) for i, m in enumerate(members)}
+    lsh = None
+    if cfg.near_duplicates:
+        from datasketch import MinHashLSH
+
+        lsh = MinHashLSH(threshold=cfg.near_duplicate_threshold, num_perm=cfg.num_perm)
+    by_sha: dict[str, tuple[int, float]] = {}
+    cluster_of: dict[int, int] = {}
+    hashes: dict[int, Any] = {}
+    members_of: dict[int, list[tuple[int, float, str]]] = defaultdict(list)
+    for i in order:
+        m = members[i]
+        hit = by_sha.get(shas[i])
+        if hit is not None:  # an exact copy of a canonical member, or of a near copy (then its cluster)
+            members_of[hit[0]].append((i, hit[1], "exact"))
+            continue
+        if lsh is not None and len(sigs[i]):
+            mh = _minhash(sigs[i], cfg.num_perm)
+            best, best_sim = None, -1.0
+            for key in lsh.query(mh):
+                j = int(key)
+                sim = float(mh.jaccard(hashes[j]))
+                if sim >= cfg.near_duplicate_threshold and (sim > best_sim or (sim == best_sim and j < best)):
+                    best, best_sim = j, sim
+            hashes[i] = mh
+            lsh.insert(str(i), mh)  # near copies are indexed too: a copy of a copy joins the same cluster
+            if best is not None:
+                canon = cluster_of[best]
+                sim = best_sim if canon == best else float(mh.jaccard(hashes[canon]))
+                members_of[canon].append((i, sim, "near"))
+                cluster_of[i] = canon
+                by_sha.setdefault(shas[i], (canon, sim))
+                continue
+            cluster_of[i] = i
+        by_sha[shas[i]] = (i, 1.0)
+    for c, mem in sorted(members_of.items()):
+        cm = members[c]
+        out.rows.append({"cluster_id": cm.member_id, "level": level, "member_id": cm.member_id, "doc_id": cm.doc_id,
+                         "uri": cm.uri, "canonical": True, "canonical_id": cm.member_id, "similarity": 1.0,
+                         "method": "canonical"})
+        for i, sim, method in mem:
+            m = members[i]
+            out.aliases[m.member_id] = cm.member_id
+            out.rows.append({"cluster_id": cm.member_id, "level": level, "member_id": m.member_id, "doc_id": m.doc_id,
+                             "uri": m.uri, "canonical": False, "canonical_id": cm.member_id,
+                             "similarity": round(sim, 4), "method": method})
+    return out
+
+
+# ------------------------------------------------------------------ the version's curation
+@dataclass
+class Curation:
+    """What curation decided for one version (published as three files with it).
+
+    Attributes:
+        config: the ``curate:`` params used.
+        documents: document-level clusters.
+        chunks: chunk-level clusters.
+        boilerplate: boilerplate removals.
+        removed_chunks: chunk rows not indexed (aliases under ``link``/``keep_first``).
+        removed_documents: documents indexed through another copy only (no chunks of their own).
+        carried: duplicate rows carried from the parent (unchanged aliases whose canonical is still there).
+        seconds: wall time of the curation.
+    """
+
+    config: CurateConfig
+    documents: Clusters = field(default_factory=Clusters)
+    chunks: Clusters = field(default_factory=Clusters)
+    boilerplate: BoilerplateReport = field(default_factory=BoilerplateReport)
+    removed_chunks: int = 0
+    removed_documents: int = 0
+    carried: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def duplicates_table(self) -> pa.Table:
+        """``DUPLICATES_SCHEMA`` table: document clusters, then chunk clusters (carried rows included)."""
+        rows = self.documents.rows + self.chunks.rows
+        seen = {(r["level"], r["member_id"]) for r in rows}
+        rows += [r for r in self.carried if (r["level"], r["member_id"]) not in seen]
+        return pa.Table.from_pylist(rows, schema=DUPLICATES_SCHEMA)
+
+    def signatures_table(self) -> pa.Table:
+        """``SIGNATURES_SCHEMA`` table of every document and chunk signature."""
+        rows = [{"level": lvl, "member_id": mid, "text_sha256": sha, "num_perm": self.config.num_perm,
+                 "shingle_words": self.config.shingle_words, "hashvalues": sig.tolist()}
+                for lvl, cl in (("document", self.documents), ("chunk", self.chunks))
+                for mid, (sha, sig) in cl.signatures.items()]
+        return pa.Table.from_pylist(rows, schema=SIGNATURES_SCHEMA)
+
+    def counts(self) -> dict[str, Any]:
+        """Counts by rule (what ``curation.json`` and ``ragline index show`` report)."""
+        carried = Counter((r["level"], r["method"]) for r in self.carried if not r["canonical"])
+        return {
+            "policy": self.config.duplicates,
+            "near_duplicate_threshold": self.config.near_duplicate_threshold,
+            "documents": {"exact": self.documents.count("exact") + carried[("document", "exact")],
+                          "near": self.documents.count("near") + carried[("document", "near")]},
+            "chunks": {"exact": self.chunks.count("exact") + carried[("chunk", "exact")],
+                       "near": self.chunks.count("near") + carried[("chunk", "near")]},
+            "removed_documents": self.removed_documents,
+            "removed_chunks": self.removed_chunks,
+            "boilerplate": {"documents": len(self.boilerplate.removed),
+                            "elements": sum(len(v) for v in self.boilerplate.removed.values()),
+                            "chars": self.boilerplate.chars},
+            "shingle_errors": len(self.documents.errors) + len(self.chunks.errors),
+            "seconds": round(self.seconds, 3),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """``curation.json``: counts, config, boilerplate removed per document and keys per group, errors."""
+        return {"counts": self.counts(), "config": self.config.model_dump(mode="json"),
+                "boilerplate_removed": self.boilerplate.removed, "boilerplate_keys": self.boilerplate.keys,
+                "shingle_errors": {**self.documents.errors, **self.chunks.errors}}
+
+    def write(self, folder: str | Path) -> None:
+        """Write ``duplicates.parquet``, ``signatures.parquet`` and ``curation.json`` into ``folder``."""
+        folder = Path(folder)
+        write_table(self.duplicates_table(), folder / DUPLICATES_FILE, DUPLICATES_SCHEMA)
+        write_table(self.signatures_table(), folder / SIGNATURES_FILE, SIGNATURES_SCHEMA)
+        write_json_atomic(folder / CURATION_FILE, self.to_json())
+
+
+@dataclass
+class ParentCuration:
+    """The curation files of a parent version (empty when it has none)."""
+
+    duplicates: pa.Table
+    signatures: dict[tuple[str, str], tuple[str, np.ndarray]]
+    boilerplate_keys: dict[str, list[str]]
+    #: (num_perm, shingle_words) the signatures were made with
+    made_with: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, folder: str | Path | None) -> "ParentCuration":
+        """Read a version folder's curation files; missing files give empty state."""
+        empty = cls(DUPLICATES_SCHEMA.empty_table(), {}, {})
+        if folder is None:
+            return empty
+        folder = Path(folder)
+        dup = (read_table(folder / DUPLICATES_FILE, DUPLICATES_SCHEMA) if (folder / DUPLICATES_FILE).exists()
+               else DUPLICATES_SCHEMA.empty_table())
+        sigs: dict[tuple[str, str], tuple[str, np.ndarray]] = {}
+        made: dict[tuple[str, str], tuple[int, int]] = {}
+        if (folder / SIGNATURES_FILE).exists():
+            t = read_table(folder / SIGNATURES_FILE, SIGNATURES_SCHEMA)
+            for lvl, mid, sha, n, w, hv in zip(*(t.column(c).to_pylist() for c in (
+                    "level", "member_id", "text_sha256", "num_perm", "shingle_words", "hashvalues"))):
+                sigs[(lvl, mid)] = (sha, np.asarray(hv, dtype=np.uint32))
+                made[(lvl, mid)] = (n, w)
+        keys = {}
+        if (folder / CURATION_FILE).exists():
+            keys = json.loads((folder / CURATION_FILE).read_text(encoding="utf-8")).get("boilerplate_keys", {})
+        return cls(dup, sigs, keys, made)
+
+    def stored(self, level: str, cfg: CurateConfig) -> dict[str, tuple[str, np.ndarray]]:
+        """member id -> (sha256, signature) of one level, made with ``cfg``'s num_perm and shingle_words."""
+        want = (cfg.num_perm, cfg.shingle_words)
+        return {mid: v for (lvl, mid), v in self.signatures.items()
+                if lvl == level and self.made_with.get((lvl, mid)) == want}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The parent's duplicate rows as dicts."""
+        return self.duplicates.to_pylist()
+
+
+def curate_chunks(
+    documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, *,
+    boilerplate: BoilerplateReport | None = None, parent: ParentCuration | None = None,
+    fixed_aliases: Sequence[dict[str, Any]] = (),
+) -> tuple[Curation, np.ndarray]:
+    """Cluster documents and chunks and decide which chunk rows are indexed.
+
+    Args:
+        documents: ``DOCUMENTS_SCHEMA`` table of the version (every document, copies included).
+        chunks: ``CHUNKS_SCHEMA`` table of every chunk made (row order = source order).
+        cfg: the ``curate:`` params.
+        boilerplate: what :func:`strip_boilerplate` removed (recorded).
+        parent: the parent version's curation (signatures reused, its canonical members preferred).
+        fixed_aliases: parent duplicate rows carried as they are (aliases of unchanged documents
+            whose canonical is still indexed; their chunks are not in ``chunks``).
+
+    Returns:
+        ``(curation, keep)``: keep is bool (n_chunks,), the rows to index.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    parent = parent or ParentCuration.read(None)
+    # members indexed in the parent stay canonical (stable across refreshes)
+    preferred = {mid for (_, mid) in parent.signatures} - {r["member_id"] for r in parent.rows() if not r["canonical"]}
+    fixed_docs = {r["member_id"] for r in fixed_aliases if r["level"] == "document"}
+    d_ids, d_uris, d_texts = (documents.column(c).to_pylist() for c in ("doc_id", "uri", "text"))
+    doc_members = [Member(i, i, u, t, i in preferred) for i, u, t in zip(d_ids, d_uris, d_texts) if i not in fixed_docs]
+    cur = Curation(cfg, boilerplate=boilerplate or BoilerplateReport(), carried=list(fixed_aliases))
+    cur.documents = find_duplicates(doc_members, cfg, "document", parent.stored("document", cfg))
+    keep = np.ones(chunks.num_rows, dtype=bool)
+    c_doc = chunks.column("doc_id").to_pylist()
+    drop_copies = cfg.duplicates != "keep_all"
+    if drop_copies:
+        alias_docs = set(cur.documents.aliases)
+        keep &= np.fromiter((d not in alias_docs for d in c_doc), dtype=bool, count=len(c_doc))
+    if cfg.chunk_level:
+        c_ids, c_uris, c_texts = (chunks.column(c).to_pylist() for c in ("chunk_id", "uri", "text"))
+        rows = np.flatnonzero(keep)
+        ch_members = [Member(c_ids[r], c_doc[r], c_uris[r], c_texts[r], c_ids[r] in preferred) for r in rows]
+        cur.chunks = find_duplicates(ch_members, cfg, "chunk", parent.stored("chunk", cfg))
+        if drop_copies:
+            alias_chunks = set(cur.chunks.aliases)
+            keep &= np.fromiter((c not in alias_chunks for c in c_ids), dtype=bool, count=len(c_ids))
+    for r in fixed_aliases:  # carried aliases keep their stored signatures for the next refresh
+        sig = parent.signatures.get((r["level"], r["member_id"]))
+        target = cur.documents if r["level"] == "document" else cur.chunks
+        if sig is not None and r["member_id"] not in target.signatures:
+            target.signatures[r["member_id"]] = sig
+    cur.removed_chunks = int((~keep).sum())
+    indexed_docs = {d for d, k in zip(c_doc, keep) if k}
+    cur.removed_documents = sum(1 for d in d_ids if d not in indexed_docs and d in cur.documents.aliases) + \
+        sum(1 for r in fixed_aliases if r["level"] == "document" and not r["canonical"])
+    cur.seconds = time.perf_counter() - t0
+    return cur, keep
+
+
+def take_rows(chunks: pa.Table, keep: np.ndarray) -> pa.Table:
+    """The kept rows of a ``CHUNKS_SCHEMA`` table, ``row`` renumbered 0..n-1 (the FAISS ids)."""
+    out = chunks.filter(pa.array(keep, type=pa.bool_()))
+    return out.set_column(0, "row", pa.array(np.arange(out.num_rows, dtype=np.int64))).cast(CHUNKS_SCHEMA)
+
+
+# ------------------------------------------------------------------ refresh
+def carried_aliases(parent: ParentCuration, carried_ids: set[str]) -> tuple[list[dict[str, Any]], set[str]]:
+    """Split the parent's alias rows of carried (unchanged) documents.
+
+    Args:
+        parent: the parent's curation.
+        carried_ids: doc ids carried unchanged into the new version.
+
+    Returns:
+        ``(rows, rechunk)``: duplicate rows (alias + canonical rows) that stay true as they are
+        (alias and canonical documents both carried unchanged), and doc ids of carried
+        documents that must be chunked again because their canonical copy was deleted or changed.
+    """
+    rows = parent.rows()
+    canon_doc = {r["member_id"]: r["doc_id"] for r in rows if r["canonical"]}
+    keep_rows: list[dict[str, Any]] = []
+    rechunk: set[str] = set()
+    for r in rows:
+        if r["canonical"] or r["doc_id"] not in carried_ids:
+            continue
+        if canon_doc.get(r["canonical_id"]) in carried_ids:
+            keep_rows.append(r)
+        else:
+            rechunk.add(r["doc_id"])
+    clusters = {r["cluster_id"] for r in keep_rows}
+    keep_rows += [r for r in rows if r["canonical"] and r["cluster_id"] in clusters]
+    return keep_rows, rechunk
+
+
+def curate_refresh(
+    assembly: Any, parent: Any, params: Any, *, state: ParentCuration | None = None,
+    boilerplate: BoilerplateReport | None = None,
+    embed_fn: Callable[[Sequence[str]], np.ndarray] | None = None,
+) -> tuple[Any, Curation]:
+    """Curate a refresh's assembly (:class:`pipelines.refresh.Assembly`) against its parent.
+
+    Unchanged documents keep their signatures and clusters; a carried copy whose canonical
+    copy was deleted or changed is chunked again from its stored text (its chunks then need
+    embedding, through the embedding cache), so its content stays indexed; new and changed
+    documents are compared with every document of the version.
+
+    Args:
+        assembly: the refresh assembly (documents, chunks, carried vectors, need_embed).
+        parent: :class:`pipelines.refresh.ParentData` or ``None`` (a first build).
+        params: validated :class:`pipelines.config.Params`.
+        state: the parent version's curation files (:meth:`ParentCuration.read`).
+        boilerplate: what :func:`strip_boilerplate` removed from the new documents.
+        embed_fn: embedder callable, for a chunking strategy that needs one.
+
+    Returns:
+        ``(assembly, curation)``: the assembly restricted to the indexed rows.
+    """
+    from ragline.pipelines.chunk import chunk_documents
+    from ragline.pipelines.load import documents_from_table
+
+    cfg = params.curate
+    state = state or ParentCuration.read(None)
+    docs, chunks = assembly.documents, assembly.chunks
+    need, carried_vec = assembly.need_embed, assembly.carried_vectors
+    fixed: list[dict[str, Any]] = []
+    if parent is not None:
+        parent_sha = dict(zip(parent.documents.column("doc_id").to_pylist(), parent.documents.column("sha256").to_pylist()))
+        new_chunk_docs = set(np.asarray(chunks.column("doc_id").to_pylist(), dtype=object)[need].tolist()) \
+            if chunks.num_rows else set()
+        carried_ids = {d for d, s in zip(docs.column("doc_id").to_pylist(), docs.column("sha256").to_pylist())
+                       if parent_sha.get(d) == s and d not in new_chunk_docs}
+        fixed, rechunk = carried_aliases(state, carried_ids)
+        if cfg.duplicates == "keep_all":
+            fixed, rechunk = [], set()
+        if rechunk:
+            ids = docs.column("doc_id").to_pylist()
+            table = docs.take(pa.array([i for i, d in enumerate(ids) if d in rechunk], type=pa.int64()))
+            fresh, _bad = chunk_documents(documents_from_table(table), params.chunk, embed_fn=embed_fn,
+                                          embed_model=params.embed.model)
+            have = set(chunks.column("chunk_id").to_pylist())
+            add = np.array([c not in have for c in fresh.column("chunk_id").to_pylist()], dtype=bool)
+            fresh = fresh.filter(pa.array(add))
+            if fresh.num_rows:
+                chunks = pa.concat_tables([chunks, fresh.cast(CHUNKS_SCHEMA)])
+                need = np.concatenate([need, np.ones(fresh.num_rows, dtype=bool)])
+                if carried_vec is not None:
+                    carried_vec = np.concatenate(
+                        [carried_vec, np.zeros((fresh.num_rows, carried_vec.shape[1]), dtype=np.float32)])
+    cur, keep = curate_chunks(docs, chunks, cfg, boilerplate=boilerplate, parent=state, fixed_aliases=fixed)
+    cur.boilerplate.keys = {**state.boilerplate_keys, **cur.boilerplate.keys}
+    assembly = replace(assembly, chunks=take_rows(chunks, keep), need_embed=need[keep],
+                       carried_vectors=None if carried_vec is None else carried_vec[keep])
+    return assembly, cur
+
+
+def removed_rows_check(documents: pa.Table, chunks: pa.Table, curation: Curation) -> list[str]:
+    """Documents of ``documents`` that have no indexed chunk and no duplicate record (should be empty).
+
+    Used by tests and ``ragline index profile`` to show that curation drops nothing silently.
+    """
+    indexed = set(chunks.column("doc_id").to_pylist())
+    recorded = set(curation.duplicates_table().column("doc_id").to_pylist())
+    return [u for d, u in zip(documents.column("doc_id").to_pylist(), documents.column("uri").to_pylist())
+            if d not in indexed and d not in recorded]
+
+
+# ------------------------------------------------------------------ stage entry points (flows, DVC, API)
+def curate_documents(
+    docs: Sequence[Document], params: Any, state: ParentCuration | None = None,
+) -> tuple[list[Document], BoilerplateReport]:
+    """Boilerplate removal on loaded documents, before chunking (``curate.boilerplate``).
+
+    Args:
+        docs: loaded documents.
+        params: validated :class:`pipelines.config.Params`.
+        state: the parent version's curation (its boilerplate keys apply too), or ``None``.
+
+    Returns:
+        ``(documents, report)``.
+    """
+    return strip_boilerplate(docs, params.curate, (state.boilerplate_keys if state else None))
+
+
+def curate_ingest(
+    documents: pa.Table, chunks: pa.Table, params: Any, boilerplate: BoilerplateReport | None = None,
+) -> tuple[pa.Table, Curation]:
+    """Cluster a full build's documents and chunks; the chunk rows to index (``row`` renumbered).
+
+    Returns:
+        ``(chunks, curation)``: the indexed chunks and what curation decided.
+    """
+    cur, keep = curate_chunks(documents, chunks, params.curate, boilerplate=boilerplate)
+    return take_rows(chunks, keep), cur
+
+
+def read_parent_curation(registry: Any, name: str, version: str | None) -> ParentCuration:
+    """The curation files of ``name@version`` (empty state for ``None`` or a version without them)."""
+    return ParentCuration.read(registry.version_dir(name, version) if version else None)
+
+
+# ------------------------------------------------------------------ reporting (index show / diff)
+def cluster_diff(folder_a: str | Path, folder_b: str | Path) -> dict[str, Any]:
+    """Duplicate-cluster changes between two version folders (``ragline index diff``).
+
+    Returns:
+        ``{"clusters_a", "clusters_b", "added", "removed", "changed", "promoted"}``: cluster
+        counts, ids (``level:cluster_id``) of clusters only in b / only in a / with other
+        members, and member ids canonical in b but not in a (copies promoted when their
+        canonical went). Versions without ``duplicates.parquet`` count as having no clusters.
+    """
+    def members(folder: str | Path) -> tuple[dict[str, set[str]], set[str]]:
+        path = Path(folder) / DUPLICATES_FILE
+        rows = read_table(path, DUPLICATES_SCHEMA).to_pylist() if path.exists() else []
+        out: dict[str, set[str]] = defaultdict(set)
+        for r in rows:
+            out[f"{r['level']}:{r['cluster_id']}"].add(r["member_id"])
+        return out, {r["member_id"] for r in rows if r["canonical"]}
+
+    a, canon_a = members(folder_a)
+    b, canon_b = members(folder_b)
+    members_a = {m for ms in a.values() for m in ms}
+    return {"clusters_a": len(a), "clusters_b": len(b), "added": sorted(set(b) - set(a)),
+            "removed": sorted(set(a) - set(b)), "changed": sorted(k for k in set(a) & set(b) if a[k] != b[k]),
+            "promoted": sorted((canon_b - canon_a) & members_a)}
+
+
+def summary_line(counts: dict[str, Any] | None) -> str:
+    """One line of a version's curation counts (``ragline index show``); ``-`` when none recorded."""
+    if not counts:
+        return "-"
+    d, c, b = counts["documents"], counts["chunks"], counts["boilerplate"]
+    return (f"{counts['policy']} (Jaccard >= {counts['near_duplicate_threshold']}): documents {d['exact']} exact + "
+            f"{d['near']} near copies, chunks {c['exact']} exact + {c['near']} near; {counts['removed_chunks']} chunks "
+            f"not indexed; boilerplate {b['elements']} elements ({b['chars']} chars) from {b['documents']} documents")
+
+
+# ------------------------------------------------------------------ DVC stage files
+@dataclass(frozen=True)
+class StoredCuration:
+    """A curation written by the DVC ``chunk`` stage (``paths.duplicates`` + ``paths.curation``),
+    published with the version by ``ragline stage publish`` (same interface as :class:`Curation`
+    for :func:`pipelines.publish.publish_index`; no signatures: a DVC build is always a full build)."""
+
+    duplicates: Path
+    curation: Path
+
+    def write(self, folder: str | Path) -> None:
+        """Copy both files into ``folder`` under their published names."""
+        import shutil
+
+        shutil.copyfile(self.duplicates, Path(folder) / DUPLICATES_FILE)
+        shutil.copyfile(self.curation, Path(folder) / CURATION_FILE)
+
+    def counts(self) -> dict[str, Any]:
+        """The counts of the stored ``curation.json``."""
+        return json.loads(Path(self.curation).read_text(encoding="utf-8"))["counts"]
+
+
+def write_stage_files(curation: Curation, duplicates_path: str | Path, curation_path: str | Path) -> None:
+    """Write the DVC ``chunk`` stage's curation outputs (``paths.duplicates``, ``paths.curation``)."""
+    write_table(curation.duplicates_table(), duplicates_path, DUPLICATES_SCHEMA)
+    write_json_atomic(curation_path, curation.to_json())
+
+
+#: ``curate:`` keys whose change means every file is parsed again (removed boilerplate is not
+#: in the stored text); a change of any other key re-chunks and re-clusters every document.
+RELOAD_KEYS = ("boilerplate", "boilerplate_min_docs", "boilerplate_min_share")
+
+
+def plan_changes(old: Mapping[str, Any] | None, cfg: CurateConfig) -> tuple[bool, bool, str | None]:
+    """How a refresh must react to ``curate:`` params that differ from the parent's.
+
+    Args:
+        old: the parent manifest's ``params["curate"]`` (``None``: built before curation existed).
+        cfg: the current ``curate:`` params.
+
+    Returns:
+        ``(reload_all, rechunk_all, reason)``; ``reason`` is ``None`` when nothing changed.
+    """
+    new = cfg.model_dump(mode="json")
+    if old == new:
+        return False, False, None
+    changed = sorted(k for k in new if (old or {}).get(k) != new[k])
+    reload_all = old is None or any(k in RELOAD_KEYS for k in changed)
+    what = "every file is parsed again" if reload_all else "every document is re-chunked and re-clustered"
+    return reload_all, True, f"curate.{'/'.join(changed)} changed: {what}"

@@ -1,0 +1,349 @@
+"""Curation (pipelines/curate.py): exact and near-duplicate clusters, boilerplate removal with
+the offset invariant kept, the files published with a version, refresh that never drops content."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from ragline.core.errors import ConfigError
+from ragline.core.hashing import doc_id_for
+from ragline.core.records import Document, ElementSpan
+from ragline.pipelines.config import CurateConfig, Params
+from ragline.pipelines.curate import Member, find_duplicates, strip_boilerplate
+from tests.conftest import write_params
+from tests.invariants import assert_chunk_invariants
+from tests.refresh.conftest import light_workspace, params_here  # noqa: F401  (fixture)
+
+SRC = Path("data/sample")
+WORDS = [f"w{i}" for i in range(3000)]
+
+
+def _text(seed: int, n: int = 600) -> str:
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def _edit(text: str, frac: float, seed: int = 7) -> str:
+    words = text.split()
+    rng = random.Random(seed)
+    for i in rng.sample(range(len(words)), int(frac * len(words))):
+        words[i] = f"changed{i}"
+    return " ".join(words)
+
+
+def _doc(uri: str, parts: list[str], pages: list[int | None] | None = None) -> Document:
+    spans, pos = [], 0
+    for i, p in enumerate(parts):
+        if i:
+            pos += 2
+        spans.append(ElementSpan("NarrativeText", pos, pos + len(p), (pages or [None] * len(parts))[i]))
+        pos += len(p)
+    return Document(doc_id_for(uri), uri, "0" * 64, "text/plain", 1, uri, "\n\n".join(parts), tuple(spans))
+
+
+# ------------------------------------------------------------------ unit: clusters
+def test_exact_and_near_duplicates_by_edit_rate() -> None:
+    base = _text(1)
+    members = [Member("a", "a", "x/a", base), Member("b", "b", "x/b", base.replace(" ", "\n  ")),
+               Member("c", "c", "x/c", _edit(base, 0.01)), Member("d", "d", "x/d", _edit(base, 0.20)),
+               Member("e", "e", "x/e", _text(2))]
+    cl = find_duplicates(members, CurateConfig(), "document")
+    assert cl.aliases == {"b": "a", "c": "a"}  # 20 % edited and unrelated texts stay apart
+    rows = {r["member_id"]: r for r in cl.rows}
+    assert rows["a"]["canonical"] and rows["a"]["method"] == "canonical"
+    assert rows["b"]["method"] == "exact" and rows["b"]["similarity"] == 1.0
+    assert rows["c"]["method"] == "near" and 0.85 < rows["c"]["similarity"] < 1.0
+    # a lower threshold also takes the 20 % copy; exact-only takes neither near copy
+    assert set(find_duplicates(members, CurateConfig(near_duplicate_threshold=0.2), "document").aliases) == {"b", "c", "d"}
+    assert find_duplicates(members, CurateConfig(near_duplicates=False), "document").aliases == {"b": "a"}
+
+
+def test_preferred_member_stays_canonical_and_stored_signatures_are_reused() -> None:
+    base = _text(3)
+    members = [Member("a", "a", "x/a", base), Member("b", "b", "x/b", base, preferred=True)]
+    cl = find_duplicates(members, CurateConfig(), "document")
+    assert cl.aliases == {"a": "b"}
+    poisoned = {"a": (cl.signatures["a"][0], cl.signatures["a"][1] * 0)}  # stored: reused as is, not recomputed
+    again = find_duplicates(members, CurateConfig(), "document", stored=poisoned)
+    assert (again.signatures["a"][1] == 0).all() and (again.signatures["b"][1] == cl.signatures["b"][1]).all()
+
+
+@pytest.mark.parametrize("value", [0, -0.1, 1.01, "high"])
+def test_threshold_outside_unit_interval_is_a_config_error(value) -> None:
+    with pytest.raises(ConfigError, match=r"curate\.near_duplicate_threshold"):
+        Params.from_dict({"curate": {"near_duplicate_threshold": value}})
+
+
+def test_unknown_policy_and_key_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match=r"curate\.duplicates"):
+        Params.from_dict({"curate": {"duplicates": "drop"}})
+    with pytest.raises(ConfigError, match=r"curate\.boilerplat"):
+        Params.from_dict({"curate": {"boilerplat": True}})
+
+
+# ------------------------------------------------------------------ unit: boilerplate
+def test_pdf_running_header_and_page_numbers_are_removed_offsets_hold() -> None:
+    from ragline.chunkers.registry import get_chunker
+
+    parts, pages = [], []
+    for page in range(1, 7):
+        parts += ["ACME Handbook - Confidential", f"Body of page {page}: " + _text(page, 80), f"Page {page} of 6"]
+        pages += [page, page, page]
+    doc = _doc("docs/handbook.pdf", parts, pages)
+    (out,), report = strip_boilerplate([doc], CurateConfig())
+    assert len(out.elements) == 6 and "ACME Handbook" not in out.text and "of 6" not in out.text
+    assert report.removed["docs/handbook.pdf"][:2] == ["ACME Handbook - Confidential", "Page 1 of 6"]
+    assert report.chars == len(doc.text) - len(out.text) > 0
+    for e in out.elements:  # every span indexes the rebuilt text
+        assert out.text[e.char_start:e.char_end].startswith("Body of page")
+    chunks = get_chunker("token", max_tokens=50).chunk(out.text, doc_id=out.doc_id, elements=out.elements)
+    assert_chunk_invariants(out.text, chunks, 50, elements=out.elements)
+    off, _ = strip_boilerplate([doc], CurateConfig(boilerplate=False))
+    assert off[0] is doc
+
+
+def test_site_banner_removed_from_a_folder_but_not_below_min_docs() -> None:
+    docs = [_doc(f"site/p{i}.html", ["Accept cookies to continue", _text(10 + i, 50), "Edit on GitHub"])
+            for i in range(5)]
+    out, report = strip_boilerplate(docs, CurateConfig())
+    assert all(d.text == docs[i].text.split("\n\n")[1] for i, d in enumerate(out))
+    assert sorted(report.keys["site"]) == ["accept cookies to continue", "edit on github"]
+    few, rep = strip_boilerplate(docs[:4], CurateConfig())  # 4 < boilerplate_min_docs
+    assert [d.text for d in few] == [d.text for d in docs[:4]] and not rep.removed
+    only = [_doc(f"s2/p{i}.html", ["Same line"]) for i in range(5)]
+    kept, rep = strip_boilerplate(only, CurateConfig())  # never empties a document
+    assert [d.text for d in kept] == ["Same line"] * 5 and not rep.removed
+
+
+# ------------------------------------------------------------------ flows: ingest and refresh
+def _plant_copies() -> str:
+    """An exact copy and a 1 %-edited copy of swarming.md in later folders; returns the original text."""
+    text = (SRC / "swarming.md").read_text()
+    (SRC / "zz-copies").mkdir()
+    (SRC / "zz-copies" / "swarming-copy.md").write_text(text)
+    words = text.split(" ")
+    words[len(words) // 2] = "CHANGED"
+    (SRC / "zz-copies" / "swarming-edit.md").write_text(" ".join(words))
+    return text
+
+
+def _version(name: str, version: str):
+    folder = Path("indexes") / name / version
+    return (folder, pq.read_table(folder / "documents.parquet"), pq.read_table(folder / "chunks.parquet"),
+            pq.read_table(folder / "duplicates.parquet"), json.loads((folder / "curation.json").read_text()))
+
+
+def _no_silent_drop(docs, chunks, dups) -> None:
+    """Every document has indexed chunks or a duplicate record; every chunk the chunker makes of the
+    published text is indexed, or recorded as a copy (itself or its whole document)."""
+    from ragline.pipelines.chunk import chunk_documents
+    from ragline.pipelines.load import documents_from_table
+
+    indexed = set(chunks.column("doc_id").to_pylist())
+    recorded = {r["doc_id"] for r in dups.to_pylist()}
+    assert all(d in indexed or d in recorded for d in docs.column("doc_id").to_pylist())
+    made, _ = chunk_documents(documents_from_table(docs), params_here().chunk)
+    copies = {r["member_id"] for r in dups.to_pylist() if not r["canonical"]}
+    kept = set(chunks.column("chunk_id").to_pylist())
+    lost = [c for c, d in zip(made.column("chunk_id").to_pylist(), made.column("doc_id").to_pylist())
+            if c not in kept and c not in copies and d not in copies]
+    assert lost == [] and kept <= set(made.column("chunk_id").to_pylist())
+    texts = dict(zip(docs.column("doc_id").to_pylist(), docs.column("text").to_pylist()))
+    for r in chunks.to_pylist():
+        assert texts[r["doc_id"]][r["char_start"]:r["char_end"]] == r["text"]
+
+
+def test_ingest_links_copies_and_one_hit_lists_every_source(light_workspace: Path, prefect_harness) -> None:
+    from ragline.indexers.retriever import Index
+    from ragline.pipelines.flows import ingest_flow
+
+    _plant_copies()
+    s = ingest_flow([], params_here().to_dict())
+    folder, docs, chunks, dups, cur = _version("sample", s.version)
+    assert docs.num_rows == 8 and s.chunks == chunks.num_rows
+    orig, copy, edit = (doc_id_for(str(SRC / p)) for p in ("swarming.md", "zz-copies/swarming-copy.md",
+                                                          "zz-copies/swarming-edit.md"))
+    doc_rows = {r["member_id"]: r for r in dups.to_pylist() if r["level"] == "document"}
+    assert doc_rows[orig]["canonical"] and doc_rows[copy]["method"] == "exact"
+    assert doc_rows[edit]["method"] == "near" and doc_rows[edit]["canonical_id"] == orig
+    assert not ({copy, edit} & set(chunks.column("doc_id").to_pylist()))
+    assert cur["counts"]["documents"] == {"exact": 1, "near": 1} and cur["counts"]["removed_documents"] == 2
+    assert cur["counts"]["removed_chunks"] > 0
+    _no_silent_drop(docs, chunks, dups)
+    hits = Index.open("indexes", "sample@latest").search("swarm", k=5)
+    swarm = [h for h in hits if h.doc_id == orig]
+    assert swarm and set(swarm[0].duplicates) == {str(SRC / "zz-copies/swarming-copy.md"),
+                                                  str(SRC / "zz-copies/swarming-edit.md")}
+    assert "duplicates" in swarm[0].to_dict()
+
+
+def test_keep_all_indexes_every_copy_but_returns_one_hit_per_cluster(light_workspace: Path, prefect_harness) -> None:
+    from ragline.indexers.retriever import Index
+    from ragline.pipelines.flows import ingest_flow
+
+    _plant_copies()
+    write_params(light_workspace, curate={"duplicates": "keep_all"})
+    s = ingest_flow([], params_here().to_dict())
+    _, docs, chunks, dups, cur = _version("sample", s.version)
+    assert len(set(chunks.column("doc_id").to_pylist())) == 8 and cur["counts"]["removed_chunks"] == 0
+    hits = Index.open("indexes", "sample@latest").search("swarm colony queen", k=5, mode="bm25")
+    texts = [h.text for h in hits]
+    assert len(texts) == len(set(texts))  # exact copies collapsed into one hit
+    assert any(h.duplicates for h in hits)
+
+
+def test_refresh_deleting_the_canonical_copy_keeps_its_content(light_workspace: Path, prefect_harness) -> None:
+    from ragline.indexers.retriever import Index
+    from ragline.pipelines.flows import refresh_flow
+
+    _plant_copies()
+    s1 = refresh_flow(params=params_here().to_dict())
+    _, docs1, chunks1, dups1, _ = _version("sample", s1.version)
+    copy = doc_id_for(str(SRC / "zz-copies/swarming-copy.md"))
+    assert copy not in set(chunks1.column("doc_id").to_pylist())
+    (SRC / "swarming.md").unlink()
+    s2 = refresh_flow(params=params_here().to_dict())
+    folder, docs2, chunks2, dups2, cur2 = _version("sample", s2.version)
+    mine = chunks2.filter(pc.equal(chunks2.column("doc_id"), copy))
+    assert mine.num_rows > 0, "the copy's content must be indexed once its canonical is deleted"
+    orig = chunks1.filter(pc.equal(chunks1.column("doc_id"), doc_id_for(str(SRC / "swarming.md"))))
+    assert mine.column("text").to_pylist() == orig.column("text").to_pylist()  # the same passages, now from the copy
+    rows = {r["member_id"]: r for r in dups2.to_pylist() if r["level"] == "document"}
+    assert rows[copy]["canonical"]  # promoted; the edited copy now points at it
+    assert rows[doc_id_for(str(SRC / "zz-copies/swarming-edit.md"))]["canonical_id"] == copy
+    _no_silent_drop(docs2, chunks2, dups2)
+    hit = Index.open("indexes", "sample@latest").search("swarm", k=3)[0]
+    assert hit.source.endswith("swarming-copy.md")
+    # a refresh that changes nothing reuses every stored signature and does not publish
+    assert refresh_flow(params=params_here().to_dict()).version is None
+
+
+def test_refresh_adding_a_copy_links_it_without_reembedding(light_workspace: Path, prefect_harness) -> None:
+    from ragline.pipelines.flows import refresh_flow
+
+    s1 = refresh_flow(params=params_here().to_dict())
+    (SRC / "zz").mkdir()
+    shutil.copy(SRC / "hive-anatomy.md", SRC / "zz" / "hive-anatomy.md")
+    s2 = refresh_flow(params=params_here().to_dict())
+    assert s2.chunks == s1.chunks and s2.computed == 0
+    _, docs, chunks, dups, cur = _version("sample", s2.version)
+    assert cur["counts"]["documents"]["exact"] == 1
+    _no_silent_drop(docs, chunks, dups)
+
+
+def test_profile_show_and_diff_report_curation(light_workspace: Path, prefect_harness) -> None:
+    from ragline.pipelines.flows import refresh_flow
+    from tests.refresh.conftest import cli
+
+    _plant_copies()
+    refresh_flow(params=params_here().to_dict())
+    code, stdout, _ = cli("index", "profile", "--json", "--html", "report/profile.html")
+    assert code == 0, stdout
+    prof = json.loads(stdout)
+    assert prof["documents"]["count"] == 8 and prof["documents"]["by_folder"]["data/sample/zz-copies"] == 2
+    assert prof["languages"] == {"en": 8}
+    assert prof["curation"]["documents"] == {"exact": 1, "near": 1}
+    assert prof["chunk_tokens"]["count"] == prof["chunks"] and sum(prof["chunk_tokens"]["counts"]) == prof["chunks"]
+    page = Path("report/profile.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 2 and "http://" not in page and "https://" not in page
+    code, stdout, _ = cli("index", "profile")
+    assert code == 0 and "curation" in stdout and "exact" in stdout
+    code, stdout, _ = cli("index", "show", "--json")
+    assert json.loads(stdout)["curation"]["removed_documents"] == 2
+    (SRC / "swarming.md").unlink()
+    refresh_flow(params=params_here().to_dict())
+    code, stdout, _ = cli("index", "diff", "v0001", "v0002", "--json")
+    dups = json.loads(stdout)["duplicates"]
+    assert dups["promoted"] == [doc_id_for(str(SRC / "zz-copies/swarming-copy.md"))]
+    code, stdout, _ = cli("index", "diff", "v0001", "v0002")
+    assert "1 copies promoted to canonical" in " ".join(stdout.split())
+
+
+def test_eval_chunking_reports_chunks_curation_leaves_out(workspace: Path) -> None:
+    from ragline.pipelines.evaluate_chunking import EvalDataset, Question, Reference, evaluate_chunking
+
+    text = _text(5, 900)
+    ds = EvalDataset("mem", {"a": text, "b": text, "c": _text(6, 900)},
+                     (Question(text[:40], "a", (Reference(0, 40, text[:40]),)),))
+    p = params_here()
+    res = evaluate_chunking(ds, p, k=1)
+    assert res.curation_removed_chunks == res.corpora[1].chunks > 0  # corpus b is an exact copy of a
+    keep_all = Params.from_dict({**p.to_dict(), "curate": {"duplicates": "keep_all"}})
+    assert evaluate_chunking(ds, keep_all, k=1).curation_removed_chunks == 0
+
+
+def test_changing_curate_params_makes_refresh_redo_curation(light_workspace: Path, prefect_harness) -> None:
+    from ragline.pipelines.flows import refresh_flow
+
+    _plant_copies()
+    s1 = refresh_flow(params=params_here().to_dict())
+    write_params(light_workspace, curate={"duplicates": "keep_all"})
+    s2 = refresh_flow(params=params_here().to_dict())
+    assert s2.version == "v0002" and any("curate.duplicates changed" in r for r in s2.reasons)
+    # the copies' chunks are indexed now; the exact copy's texts come from the embedding cache
+    assert s2.chunks > s1.chunks and s2.computed < s2.chunks - s1.chunks
+    write_params(light_workspace, curate={"boilerplate": False})
+    p = params_here()
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.refresh import plan_refresh
+
+    plan = plan_refresh(p, IndexRegistry(p.index.root))
+    assert plan.reload_all and plan.rechunk_all
+
+
+def test_stored_signatures_are_reused_only_when_made_the_same_way(tmp_path: Path) -> None:
+    from ragline.pipelines.curate import Curation, ParentCuration
+
+    cfg = CurateConfig()
+    cur = Curation(cfg)
+    cur.documents = find_duplicates([Member("a", "a", "x/a", _text(1))], cfg, "document")
+    cur.write(tmp_path)
+    state = ParentCuration.read(tmp_path)
+    assert set(state.stored("document", cfg)) == {"a"}
+    assert state.stored("document", CurateConfig(shingle_words=5)) == {}
+    assert state.stored("document", CurateConfig(num_perm=64)) == {}
+
+
+def test_query_table_names_the_other_copies(light_workspace: Path, prefect_harness) -> None:
+    from ragline.pipelines.flows import ingest_flow
+    from tests.refresh.conftest import cli
+
+    _plant_copies()
+    ingest_flow([], params_here().to_dict())
+    code, stdout, _ = cli("query", "swarm cells queen", "-k", "3", "--mode", "bm25")
+    assert code == 0 and "also in" in stdout and "swarming-copy.md" in " ".join(stdout.split()).replace(" ", "")
+
+
+def test_a_text_the_shingler_fails_on_is_recorded_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ragline.pipelines.curate as curate
+
+    real = curate.minhash_signatures
+
+    def flaky(texts, cfg):
+        if any("poison" in t for t in texts):
+            raise UnicodeError("cannot shingle this")
+        return real(texts, cfg)
+
+    monkeypatch.setattr(curate, "minhash_signatures", flaky)
+    base = _text(9)
+    members = [Member("a", "a", "x/a", base), Member("b", "b", "x/b", "poison " + base), Member("c", "c", "x/c", base)]
+    cl = find_duplicates(members, CurateConfig(), "document")
+    assert cl.errors == {"b": "UnicodeError: cannot shingle this"}
+    assert cl.aliases == {"c": "a"} and "b" in cl.signatures  # b stays a document of its own (indexed)
+
+
+def test_exact_copy_of_a_near_copy_joins_its_cluster() -> None:
+    base = _text(11)
+    near = _edit(base, 0.01)
+    members = [Member("a", "a", "x/a", base), Member("b", "b", "x/b", near), Member("c", "c", "x/c", near)]
+    cl = find_duplicates(members, CurateConfig(), "document")
+    rows = {r["member_id"]: r for r in cl.rows}
+    assert cl.aliases == {"b": "a", "c": "a"}
+    assert rows["c"]["method"] == "exact" and rows["c"]["similarity"] == rows["b"]["similarity"] < 1.0
