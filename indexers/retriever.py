@@ -257,6 +257,11 @@ class Retriever:
         self._mask_cache: dict[ChunkFilter, np.ndarray] = {}
         self._filter_columns: dict[str, list] = {}
         self._filter_lock = threading.Lock()
+        self._copies: dict[int, tuple[str, ...]] = {}
+        self._cluster: np.ndarray | None = None
+        if duplicates is not None and duplicates.num_rows:  # [curate hook] read the id columns only then
+            self._copies, self._cluster = _duplicate_links(duplicates, self._column("chunk_id"), self._column("doc_id"),
+                                                           self._column("uri"))
 
     @property
     def chunks(self) -> pa.Table:
@@ -273,11 +278,6 @@ class Retriever:
                     got = [tuple(s or ()) for s in got]
                 self._filter_columns[name] = got
             return got
-        self._copies: dict[int, tuple[str, ...]] = {}
-        self._cluster: np.ndarray | None = None
-        if duplicates is not None and duplicates.num_rows:  # [curate hook] read the id columns only then
-            self._copies, self._cluster = _duplicate_links(duplicates, self._column("chunk_id"), self._column("doc_id"),
-                                                           self._column("uri"))
 
     @classmethod
     def open(cls, registry: IndexRegistry, ref: str, embedder: Embedder | None = None, backend: str = "auto",
