@@ -315,9 +315,8 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any]) -> IngestSummary
         with _timed(times, "cluster"):
             docs, quarantine, chunks, vectors, computed, embedder = build_on_cluster(files, p)
         chunk_bad = [q for q in quarantine if q.stage == "chunk"]
-        if p.curate.boilerplate:  # partitions are chunked apart: no corpus-wide boilerplate frequencies
-            log.warning("curate.boilerplate is not applied with --runner dask (each partition is chunked on its "
-                        "own worker); duplicate clusters are")
+        # partitions are chunked apart, so curate.boilerplate (corpus-wide frequencies) is not applied
+        # on a cluster (README "Scaling out"); duplicate clusters are, below
     else:  # parsing and chunking overlap embedding (pipelines/stream.py)
         found: dict[str, Any] = {}
 

@@ -848,10 +848,23 @@ def _inject_fault(src: SourceFile, spec: str) -> None:
                 hog.append(b"\x01" * (64 << 20))
 
 
+#: environment variables that object-store clients read (credentials, endpoints, regions)
+REMOTE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCS_", "AZURE_", "FSSPEC_")
+
+
+def _remote_env() -> dict[str, str]:
+    """The caller's object-store variables, handed to a parsing worker with each remote entry:
+    workers fork from a server that may have started before the caller set them."""
+    return {k: v for k, v in os.environ.items() if k.startswith(REMOTE_ENV_PREFIXES)}
+
+
 def _load_in_worker(
-    src: SourceFile, cfg: LoadConfig, fault: str
+    src: SourceFile, cfg: LoadConfig, fault: str, env: dict[str, str] | None = None
 ) -> tuple[Document | QuarantineRecord, float | None, float]:
     import time
+
+    if env:  # the caller's object-store settings now (the worker forked from a server started earlier)
+        os.environ.update(env)
 
     t0 = time.monotonic()
     try:
@@ -935,7 +948,8 @@ def _run_pool(
     try:
         try:
             for i in todo:
-                futures[pool.schedule(_load_in_worker, args=(files[i], cfg, fault), timeout=cfg.timeout_s)] = i
+                env = _remote_env() if files[i].source else None
+                futures[pool.schedule(_load_in_worker, args=(files[i], cfg, fault, env), timeout=cfg.timeout_s)] = i
         except (BrokenProcessPool, RuntimeError):
             left = [i for i in todo if i not in set(futures.values())]
         started = time.monotonic()
