@@ -38,61 +38,92 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import faiss
 import numpy as np
 import pyarrow as pa
 
 from ragline.core.records import Hit
 from ragline.core.schemas import CHUNKS_SCHEMA, read_table
-from ragline.indexers.bm25 import BM25Index, BM25Spec
+from ragline.indexers.bm25 import BM25Corpus, BM25Index, BM25Spec
 from ragline.indexers.embedders import HASHING_MODEL, Embedder, info_of, make_embedder
 from ragline.indexers.faiss_index import FaissSpec, build_faiss_index, read_faiss_index
+from ragline.indexers.segments import CHUNKS_FILE, DOCUMENTS_FILE, SegmentedDense, dead_doc_ids, live_rows, read_vectors
+from ragline.indexers.segments import INDEX_FILE as SEG_INDEX_FILE
 from ragline.indexers.manifest import CorruptRegistryError, Manifest, check_embedder
 from ragline.indexers.registry import IndexRegistry
 from ragline.indexers.retrieval import ChunkFilter, RetrievalConfig
 
-INDEX_FILE = "index.faiss"
-CHUNKS_FILE = "chunks.parquet"
-DOCUMENTS_FILE = "documents.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 
 
 @dataclass
 class PublishedIndex:
-    """A loaded index version: manifest, FAISS index and chunk table (row i = FAISS id i)."""
+    """A loaded index version: manifest, its segments' FAISS indexes and live chunk rows.
+
+    Global row ``i`` is the ``i``-th live chunk row, segment after segment in manifest order
+    (tombstoned rows are left out); ``chunks`` holds exactly those rows, ``row`` renumbered.
+
+    Attributes:
+        index: dense search over every segment (:class:`indexers.segments.SegmentedDense`).
+        chunks: the live chunk rows (``CHUNKS_SCHEMA``).
+        bm25: BM25 over the same rows with corpus-wide statistics (:class:`BM25Corpus`).
+        segments: ``(ref, folder, live local rows or None)`` per segment.
+    """
 
     name: str
     version: str
     path: Path
     manifest: Manifest
-    index: object
+    index: SegmentedDense
     chunks: pa.Table
-    _columns: dict = field(default_factory=dict, repr=False)
+    bm25: BM25Corpus
+    segments: list = field(default_factory=list)
 
     @classmethod
     def open(cls, registry: IndexRegistry, ref: str) -> "PublishedIndex":
         """Load ``NAME[@ALIAS|@VERSION]`` from a registry.
 
-        Every file is checked against the manifest first (size, and sha256 unless the
-        registry's ``verify`` mode is ``size``: ``index.verify`` in params).
+        Every file of the version and of its segments is checked against the manifest first
+        (size, and sha256 unless the registry's ``verify`` mode is ``size``: ``index.verify``).
 
         Raises:
             RegistryError: unknown index, alias or version, or a malformed reference.
             CorruptRegistryError: damaged manifest or alias, or a file that differs from the
-                manifest (names the file; nothing is served).
+                manifest (names the file and its segment; nothing is served).
             SchemaMismatchError: a table of another schema.
         """
         name, version = registry.resolve(ref)
         manifest = registry.check_files(name, version)
         path = registry.version_dir(name, version)
-        index = read_faiss_index(path / INDEX_FILE)
-        chunks = read_table(path / CHUNKS_FILE, CHUNKS_SCHEMA)
-        if index.ntotal != chunks.num_rows:
-            raise CorruptRegistryError(
-                f"{path}: index holds {index.ntotal} vectors but chunks.parquet {chunks.num_rows} rows; "
-                "the version is damaged: promote another version and delete this one"
-            )
-        return cls(name, version, path, manifest, index, chunks)
+        faiss_parts, bm25_parts, lives, tables, segs = [], [], [], [], []
+        for seg in registry.segments(name, version):
+            folder = registry.segment_dir(name, seg.id)
+            index = read_faiss_index(folder / SEG_INDEX_FILE)
+            chunks = read_table(folder / CHUNKS_FILE, CHUNKS_SCHEMA)
+            if index.ntotal != chunks.num_rows or chunks.num_rows != seg.chunks:
+                raise CorruptRegistryError(
+                    f"{folder}: index holds {index.ntotal} vectors, chunks.parquet {chunks.num_rows} rows, the manifest "
+                    f"says {seg.chunks}; {name}@{version} is damaged: promote another version"
+                )
+            live = live_rows(folder, dead_doc_ids(manifest.tombstones, seg.id), seg.chunks)
+            faiss_parts.append(index)
+            bm25_parts.append(BM25Index.open(folder, seg.chunks))
+            lives.append(live)
+            tables.append(chunks if live is None else chunks.take(pa.array(live, type=pa.int64())))
+            segs.append((seg, folder, live))
+        chunks = pa.concat_tables(tables) if tables else CHUNKS_SCHEMA.empty_table()
+        chunks = chunks.set_column(0, "row", pa.array(np.arange(chunks.num_rows, dtype=np.int64)))
+        metric = str(manifest.index.get("metric", "ip"))
+        return cls(name, version, path, manifest, SegmentedDense(faiss_parts, lives, metric), chunks,
+                   BM25Corpus(bm25_parts, lives), segs)
+
+    def vectors(self) -> np.ndarray:
+        """float32 (n_chunks, dim) vectors of the live rows, in global row order."""
+        parts = []
+        for (_, folder, live), index in zip(self.segments, self.index.parts):
+            v = read_vectors(folder, index)
+            parts.append(v if live is None else v[live])
+        dim = int(self.manifest.embedding.get("dim") or self.index.d or 0)
+        return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
     def check_embedder(self, embedder: Embedder) -> None:
         """Raise :class:`IndexCompatibilityError` unless ``embedder`` built this index."""
@@ -170,21 +201,27 @@ _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float32))
 class Retriever:
     """Dense / BM25 / hybrid search over one set of chunk rows (thread-safe for searching).
 
-    Row ``i`` of ``chunks`` is FAISS id ``i`` and BM25 column ``i``. Build one with
-    :meth:`open` (a published version) or :meth:`in_memory` (chunks and vectors at hand).
+    Row ``i`` of ``chunks`` is global row ``i`` of the dense and BM25 searches. Build one
+    with :meth:`open` (a published version: its segments are searched and merged, BM25 with
+    corpus-wide statistics) or :meth:`in_memory` (chunks and vectors at hand).
 
     Args:
-        index: the FAISS index over the chunk vectors.
+        index: a FAISS index over the chunk vectors, or a
+            :class:`indexers.segments.SegmentedDense` over several segments.
         chunks: the chunk table (``CHUNKS_SCHEMA``).
-        bm25: BM25 over the same rows.
+        bm25: BM25 over the same rows (:class:`BM25Index` or :class:`BM25Corpus`).
         embedder: the query embedder. Calls into it are serialized unless it declares
             ``thread_safe = True`` (the ONNX embedder does).
         metric: ``ip`` or ``l2`` (L2 distances are negated so that higher is better).
         published: the version the rows come from (``None`` in memory).
     """
 
-    def __init__(self, index: Any, chunks: pa.Table, bm25: BM25Index, embedder: Embedder, *,
+    def __init__(self, index: Any, chunks: pa.Table, bm25: BM25Index | BM25Corpus, embedder: Embedder, *,
                  metric: str = "ip", published: "PublishedIndex | None" = None) -> None:
+        if not isinstance(index, SegmentedDense):
+            index = SegmentedDense([index], metric=metric)
+        if not isinstance(bm25, BM25Corpus):
+            bm25 = BM25Corpus([bm25])
         if index.ntotal != chunks.num_rows or bm25.n_chunks != chunks.num_rows:
             raise ValueError(f"FAISS holds {index.ntotal} vectors, BM25 {bm25.n_chunks} rows, "
                              f"the chunk table {chunks.num_rows} rows: they must be the same rows")
@@ -209,7 +246,7 @@ class Retriever:
     def open(cls, registry: IndexRegistry, ref: str, embedder: Embedder | None = None, backend: str = "auto",
              cache_dir: str | Path | None = None, threads: int | None = None, model: str | None = None,
              normalize: bool = True) -> "Retriever":
-        """Load ``NAME[@ALIAS|@VERSION]``: FAISS index, chunks, BM25 (built on the fly for old versions).
+        """Load ``NAME[@ALIAS|@VERSION]``: every segment's FAISS index, live chunks and BM25 statistics.
 
         Without ``embedder``, queries are embedded by ``model`` (default: the model the
         manifest names; L2-normalized when ``normalize``) on ``backend`` (``auto``: the index's
@@ -230,8 +267,12 @@ class Retriever:
         if embedder is None:
             embedder = embedder_for(published.manifest, backend, cache_dir, threads)
         published.check_embedder(embedder)  # a backend given by name must give the index's identity too
-        bm25 = BM25Index.open(published.path, published.chunks)
-        return cls(published.index, published.chunks, bm25, embedder,
+        return cls.from_published(published, embedder)
+
+    @classmethod
+    def from_published(cls, published: PublishedIndex, embedder: Embedder) -> "Retriever":
+        """Search an opened version with ``embedder`` (not checked here: see :meth:`open`)."""
+        return cls(published.index, published.chunks, published.bm25, embedder,
                    metric=str(published.manifest.index.get("metric", "ip")), published=published)
 
     @classmethod
@@ -298,21 +339,14 @@ class Retriever:
         ``vector`` (float32 (dim,) or (1, dim)) is the query's embedding when the caller has it.
         """
         if allowed is not None:
-            ids = np.flatnonzero(allowed).astype(np.int64)
-            if len(ids) == 0:
-                return _EMPTY
-            depth = min(depth, len(ids))
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
+            depth = min(depth, int(np.count_nonzero(allowed)))
         else:
             depth = min(depth, self.index.ntotal)
-            params = None
         if depth <= 0:
             return _EMPTY
         q = self.embed_query(query) if vector is None else vector
         q = np.ascontiguousarray(np.asarray(q, dtype=np.float32).reshape(1, -1))
-        scores, rows = self.index.search(q, depth, params=params) if params is not None else self.index.search(q, depth)
-        keep = rows[0] >= 0
-        rows_, scores_ = rows[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
+        rows_, scores_ = self.index.search(q, depth, allowed)
         return rows_, (-scores_ if self._l2 else scores_)
 
     def lexical(self, query: str, depth: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -469,4 +503,4 @@ class Index:
 
 
 __all__ = ["PublishedIndex", "Retriever", "Index", "Hit", "min_max", "rrf_fuse", "weighted_fuse", "embedder_for",
-           "INDEX_FILE", "CHUNKS_FILE", "DOCUMENTS_FILE", "QUARANTINE_FILE"]
+           "CHUNKS_FILE", "DOCUMENTS_FILE", "QUARANTINE_FILE"]
