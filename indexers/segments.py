@@ -185,8 +185,8 @@ class SegmentedDense:
 
     Global rows are the live rows of the parts in order. Each part is searched for the
     ``depth`` best of its live (and allowed) rows (FAISS ``IDSelectorBatch`` when rows are
-    excluded), and the lists are merged by score, ties by lower global row; for exact
-    indexes this equals one index over the same rows.
+    excluded), and the lists are merged by score (a stable sort: ties keep segment order, then
+    FAISS's order); for exact indexes this gives the scores one index over the same rows gives.
 
     Args:
         parts: the segments' FAISS indexes.
@@ -243,8 +243,10 @@ class SegmentedDense:
             all_scores.append(scores[0][keep].astype(np.float32))
         if not all_rows:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if len(all_rows) == 1:  # one segment: FAISS's own order, ties included
+            return all_rows[0][:depth], all_scores[0][:depth]
         rows_, scores_ = np.concatenate(all_rows), np.concatenate(all_scores)
-        order = np.lexsort((rows_, scores_ if self.l2 else -scores_))[:depth]
+        order = np.argsort(scores_ if self.l2 else -scores_, kind="stable")[:depth]  # ties: segment order, then FAISS's
         return rows_[order], scores_[order]
 
 

@@ -109,8 +109,7 @@ def test_sigkill_during_compaction_and_gc_leaves_registry_consistent(light_works
     reg = IndexRegistry(p.index.root)
     name = p.index.name
     assert refresh_flow(params=p.to_dict()).version == "v0001"
-    for i in range(2):  # two refreshes: three segments, tombstones in the first
-        target = SRC / "swarming.md"
+    for i, target in enumerate((SRC / "swarming.md", SRC / "hive-anatomy.md")):  # three segments, tombstones in the first
         target.write_text(target.read_text() + f"\n\nCompaction drill {i}: smoke the hive.\n")
         assert refresh_flow(params=p.to_dict()).failed is None
     before = reg.resolve(f"{name}@latest")[1]
