@@ -48,7 +48,8 @@ def test_ingest_publishes_a_complete_version(ingested: Path) -> None:
     assert sorted(i["uri"] for i in m.inputs) == sorted(f"data/sample/{p.name}" for p in Path("data/sample").iterdir())
     assert set(m.files) == {"quarantine.parquet"}  # per-version files; the data is in the one segment
     (seg,) = m.segments
-    assert set(seg["files"]) == {"documents.parquet", "chunks.parquet", "index.faiss", "bm25.npz", "bm25.json"}
+    assert set(seg["files"]) == {"documents.parquet", "chunks.parquet", "chunks.arrow", "index.faiss", "vectors.npy",
+                                 "bm25.npz", "bm25.json"}
     assert seg["documents"] == 12 and seg["chunks"] == m.counts["chunks"] and m.tombstones == {}
     assert m.created_at.endswith("+00:00")
     # nothing half-written is left behind
