@@ -168,3 +168,31 @@ def test_compaction_policy() -> None:
     assert compaction_due(3, 0.0, 4, 0.3) is None
     assert "5 segments > index.compact_max_segments 4" == compaction_due(5, 0.0, 4, 0.3)
     assert "40.0% of rows tombstoned" in compaction_due(2, 0.4, 4, 0.3)
+
+
+def test_an_ivf_refresh_segment_reuses_the_parents_training_and_nprobe_reaches_every_segment(
+        light_workspace: Path, prefect_harness) -> None:
+    import faiss
+
+    from ragline.indexers.faiss_index import FaissSpec, factory_of, read_faiss_index
+
+    write_params(Path.cwd(), index={"factory": "IVF4,Flat"})
+    assert refresh().version == "v0001"
+    change_files()
+    assert refresh().version == "v0002"
+    reg = IndexRegistry(params_here().index.root)
+    a, b = (read_faiss_index(reg.segment_dir("sample", s.id) / "index.faiss") for s in reg.segments("sample", "v0002"))
+    assert factory_of(a) == factory_of(b) == "IVF4,Flat" and 0 < b.ntotal < a.ntotal
+    # the refresh's segment is not trained on its few rows: it holds the parent segment's centroids
+    centroids = [faiss.downcast_index(x).quantizer.reconstruct_n(0, 4) for x in (a, b)]
+    np.testing.assert_array_equal(centroids[0], centroids[1])
+    assert reg.manifest("sample", "v0002").index["factory"] == "IVF4,Flat"
+    # nprobe reaches each segment's search: every list visited gives exactly what Flat over the same rows gives
+    r = Retriever.open(reg, "sample")
+    flat = Retriever.in_memory(r.chunks, r.published.vectors(), r.embedder, FaissSpec(factory="Flat"))
+    for q in QUERIES:
+        got = r.search(q, RetrievalConfig(mode="dense", k=8, nprobe=4))
+        want = flat.search(q, RetrievalConfig(mode="dense", k=8))
+        np.testing.assert_allclose([h.score for h in got], [h.score for h in want], rtol=1e-5)  # ties may swap rows
+        exact = {h.chunk_id: h.score for h in flat.search(q, RetrievalConfig(mode="dense", k=r.n_chunks))}
+        np.testing.assert_allclose([exact[h.chunk_id] for h in got], [h.score for h in got], rtol=1e-5)
