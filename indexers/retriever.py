@@ -27,10 +27,14 @@ A :class:`Retriever` runs over a published version (:meth:`Retriever.open`) or o
 vectors and BM25 held in memory (:meth:`Retriever.in_memory`, what the chunking evaluation
 uses), with the same code.
 
-Opening a version is lazy: the FAISS index is memory-mapped where its kind allows
-(:func:`indexers.faiss_index.read_faiss_index`), ``chunks.parquet`` is opened by its footer
-only (:class:`core.schemas.ParquetRows`), and a search reads its hits' rows from the
-memory-mapped ``chunks.arrow`` (or, in versions without it, the Parquet row groups holding them);
+A published version is a list of segments (:mod:`indexers.segments`): dense search fans out
+over their FAISS indexes (:class:`indexers.segments.SegmentedDense`, ``ef_search``/``nprobe``
+per segment) and BM25 scores with corpus-wide statistics over their live rows
+(:class:`indexers.bm25.BM25Corpus`). Opening a version is lazy: each segment's FAISS index is
+memory-mapped where its kind allows (:func:`indexers.faiss_index.read_faiss_index`), its
+``chunks.parquet`` is opened by its footer only (:class:`core.schemas.ParquetRows`), and a search
+reads its hits' rows from the segment's memory-mapped ``chunks.arrow`` (or, in segments without
+it, the Parquet row groups holding them; :class:`indexers.segments.SegmentRows` maps global rows);
 the columns a metadata filter needs are read whole the first time a filter uses them. Nothing
 turns every chunk text into Python objects.
 """
