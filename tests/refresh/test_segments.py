@@ -196,3 +196,32 @@ def test_an_ivf_refresh_segment_reuses_the_parents_training_and_nprobe_reaches_e
         np.testing.assert_allclose([h.score for h in got], [h.score for h in want], rtol=1e-5)  # ties may swap rows
         exact = {h.chunk_id: h.score for h in flat.search(q, RetrievalConfig(mode="dense", k=r.n_chunks))}
         np.testing.assert_allclose([exact[h.chunk_id] for h in got], [h.score for h in got], rtol=1e-5)
+
+
+def test_rows_over_segments_are_read_lazily_and_leave_tombstoned_rows_out(segmented: IndexRegistry) -> None:
+    from ragline.indexers.segments import SegmentRows
+
+    reg = segmented
+    pub = PublishedIndex.open(reg, "sample@v0002")
+    assert isinstance(pub.rows, SegmentRows) and pub._table is None  # nothing read whole at open
+    hits = Retriever.from_published(pub, Retriever.open(reg, "sample@v0002").embedder).search(
+        "queen cells in spring", RetrievalConfig(mode="hybrid", k=5))
+    assert len(hits) == 5 and pub._table is None  # hits come from the segments' row files
+    table = pub.chunks
+    n = table.num_rows
+    pick = [n - 1, 0, 3, n // 2, 0]
+    got = pub.rows.take(pick, ("chunk_id", "text", "row"))
+    assert got["row"] == pick
+    assert got["chunk_id"] == [table.column("chunk_id")[i].as_py() for i in pick]
+    assert got["text"] == [table.column("text")[i].as_py() for i in pick]
+    assert [h.text for h in hits] == [table.column("text")[h.row].as_py() for h in hits]
+    assert pub.rows.column("uri").to_pylist() == table.column("uri").to_pylist()
+    dead = {d for t in reg.manifest("sample", "v0002").tombstones.values() for d in t["doc_ids"]}
+    import pyarrow.parquet as pq
+
+    newest = pq.read_table(segment_path("v0002", "chunks.parquet"), columns=["doc_id"]).column("doc_id").to_pylist()
+    # a tombstoned document's rows come only from the newest segment (changed) or not at all (removed)
+    assert dead and sum(d in dead for d in table.column("doc_id").to_pylist()) == sum(d in dead for d in newest)
+    assert n == reg.manifest("sample", "v0002").counts["chunks"]
+    with pytest.raises(IndexError):
+        pub.rows.take([n], ("chunk_id",))
