@@ -79,7 +79,6 @@ def main() -> int:
         print(f"error: {args.source} not found; apt-get install python3.11-doc", file=sys.stderr)
         return 2
 
-    import pyarrow.parquet as pq
     import yaml
     from prefect import flow
 
@@ -148,11 +147,11 @@ def main() -> int:
         print(f"error: the refresh published nothing: {inc.failed}", file=sys.stderr)
         return 1
     reg = IndexRegistry(work / "indexes")
-    uris = pq.read_table(reg.version_dir("pydocs", inc.version) / "chunks.parquet", columns=["uri"]).column("uri").to_pylist()
+    uris = reg.live_table("pydocs", inc.version, "chunks", columns=["uri"]).column("uri").to_pylist()
     redone = set(inc.added) | set(inc.changed)
     expected_embedded = sum(u in redone for u in uris)
     # the carried chunks must be exactly the parent's chunks of the unchanged pages
-    parent_uris = pq.read_table(reg.version_dir("pydocs", full.version) / "chunks.parquet", columns=["uri"]).column("uri").to_pylist()
+    parent_uris = reg.live_table("pydocs", full.version, "chunks", columns=["uri"]).column("uri").to_pylist()
     unchanged = {u for u in set(uris) if u not in redone}
     expected_carried = sum(u in unchanged for u in parent_uris)
 

@@ -204,8 +204,9 @@ def main() -> None:
         if hybrid_truth is None:
             flat = Retriever(exact, retriever.rows, retriever.bm25, emb)
             hybrid_truth = [[h.row for h in flat.search(qtext[i], cfg_hybrid, vector=qvec[i])] for i in idx]
-        folder = IndexRegistry(params.index.root).version_dir("scale", m.version)
-        size_mb = (folder / "index.faiss").stat().st_size / 2**20
+        reg = IndexRegistry(params.index.root)
+        size_mb = sum((reg.segment_dir("scale", s.id) / "index.faiss").stat().st_size
+                      for s in reg.segments("scale", m.version)) / 2**20  # the version's segments' FAISS files
         params_file = work / "params.yaml"
         params_file.write_text(yaml.safe_dump(params.to_dict()))
         cli = [str(Path(sys.executable).parent / "ragline"), "query", qtext[0], "--index", f"scale@{m.version}",

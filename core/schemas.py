@@ -144,7 +144,8 @@ def write_row_file(table: pa.Table, path: str | Path, schema: pa.Schema, columns
     except (KeyError, pa.ArrowInvalid, ValueError) as e:
         raise SchemaMismatchError(f"{path}: table does not fit the declared schema: {e}") from e
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, t.schema) as writer:
-        writer.write_table(t, max_chunksize=batch_rows)
+        for lo in range(0, t.num_rows, batch_rows):  # the same bytes however the table is chunked in memory
+            writer.write_table(t.slice(lo, batch_rows).combine_chunks())
 
 
 def write_table(table: pa.Table, path: str | Path, schema: pa.Schema, row_group_size: int | None = None) -> None:

@@ -23,8 +23,7 @@ Measures, B compared with A:
 
   - centroid shift: the cosine distance ``1 - cos(mean(A), mean(B))`` of the mean vectors.
   - novelty: for each chunk of B whose ``chunk_id`` is not in A, the cosine distance to its
-    nearest neighbour among A's vectors (found by searching A's FAISS index with k=1, in the
-    index's own metric), averaged; ``None`` when B has no new chunks.
+    nearest neighbour by cosine among A's live vectors (exact, numpy, in batches of 256), averaged; ``None`` when B has no new chunks.
 
 - **Retrieval** (with a question set): each question is searched in both versions through the
   one :class:`ragline.indexers.retriever.Index` (each version with the embedder that built it,
@@ -44,14 +43,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from ragline.evaluation.metrics import doc_recall
-from ragline.indexers.bm25 import BM25Index
 from ragline.indexers.embedders import Embedder
 from ragline.indexers.registry import IndexRef, IndexRegistry
 from ragline.indexers.retrieval import RetrievalConfig
-from ragline.indexers.retriever import DOCUMENTS_FILE, Index, PublishedIndex, Retriever, embedder_for
+from ragline.indexers.retriever import Index, PublishedIndex, Retriever, embedder_for
 
 PSI_FLOOR = 1e-4
 PSI_QUANTILES = 10
@@ -195,12 +192,9 @@ def embedding_drift(pa_: PublishedIndex, pb_: PublishedIndex) -> dict[str, Any]:
     new_rows = [i for i, c in enumerate(pb_.rows.column("chunk_id").to_pylist()) if c not in ids_a]
     out["new_chunks"] = len(new_rows)
     if new_rows and len(va):
-        q = np.ascontiguousarray(vb[new_rows])
-        _, nn = pa_.index.search(q, 1)
-        nn = nn[:, 0]
-        ok = nn >= 0
-        cos = np.sum(_unit(q[ok]) * _unit(va[nn[ok]]), axis=1)
-        out["new_chunk_nn_distance"] = round(float(np.mean(1.0 - cos)), 6) if ok.any() else None
+        q, ua = _unit(np.ascontiguousarray(vb[new_rows])), _unit(va)
+        cos = np.concatenate([np.max(q[i:i + 256] @ ua.T, axis=1) for i in range(0, len(q), 256)])  # exact NN by cosine
+        out["new_chunk_nn_distance"] = round(float(np.mean(1.0 - cos)), 6)
     return out
 
 
@@ -223,9 +217,7 @@ def retrieval_drift(ia: Index, ib: Index, questions: Sequence[tuple[str, str]], 
 
 
 def _open_index(pub: PublishedIndex, embedder: Embedder, config: RetrievalConfig) -> Index:
-    retriever = Retriever(pub.index, pub.rows, BM25Index.open(pub.path, pub.rows), embedder,
-                          metric=str(pub.manifest.index.get("metric", "ip")), published=pub)
-    return Index(retriever, config)
+    return Index(Retriever.from_published(pub, embedder), config)
 
 
 def compute_drift(
@@ -261,7 +253,7 @@ def compute_drift(
     pub_b = pub_a if vb == va else PublishedIndex.open(registry, f"{name}@{vb}")
 
     def docs(p: PublishedIndex) -> tuple[list[str], list[str]]:
-        t = pq.read_table(str(p.path / DOCUMENTS_FILE), columns=["uri", "mime_type"])
+        t = registry.live_table(name, p.version, "documents", columns=["uri", "mime_type"])
         return t.column("uri").to_pylist(), [m or "(unknown)" for m in t.column("mime_type").to_pylist()]
 
     (du_a, dm_a), (du_b, dm_b) = docs(pub_a), docs(pub_b)

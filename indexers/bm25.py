@@ -1,23 +1,29 @@
-"""BM25 lexical index over a version's chunks, built with bm25s and published with the version.
+"""BM25 lexical statistics per segment, scored with corpus-wide statistics at search time.
 
-The index is bm25s's eager sparse score matrix (one row per vocabulary token, one column per
-chunk row, so column ``i`` is FAISS id ``i``; numpy only, no scipy) saved as two top-level files of the version
-folder, which the registry hashes into the manifest like every other file:
+Each segment of a version stores its chunk rows' raw term statistics (one row per vocabulary
+token, one column per chunk row of the segment; numpy only, no scipy) as two files of the
+segment folder, which the registry hashes into the manifest like every other file:
 
-- ``bm25.npz``: the CSR arrays ``data`` (float32 BM25 term scores), ``indices`` (int32 chunk
-  rows) and ``indptr`` (int64), one row per vocabulary token.
+- ``bm25.npz``: the CSR arrays ``tf`` (float32 term counts), ``indices`` (int32 chunk rows),
+  ``indptr`` (int64), one row per vocabulary token, and ``doc_len`` (int32 tokens per row).
 - ``bm25.json``: format version, BM25 parameters, tokenizer settings, chunk count, vocabulary.
+
+Scores are computed per query over the live rows of every segment of a version
+(:class:`BM25Corpus`): document frequencies, the row count and the average row length are
+those of the live rows, so a version of several segments with tombstones scores exactly as a
+single-segment build of the same rows, and as bm25s over the same texts (both tested).
 
 Text indexed per chunk is what the chunk's vector embeds: its ``context`` prefix (may be
 empty) followed by its ``text``. Tokenization is ``bm25s.tokenize``'s: lower-case, the
 scikit-learn token pattern ``(?u)\\b\\w\\w+\\b``, a stopword list, and optionally a Snowball
 stemmer (PyStemmer), applied the same way to chunks and queries and recorded in ``bm25.json``;
-reimplemented in :func:`tokenize` so that searching never imports bm25s (tested equal to it).
-Nothing reaches the network.
+reimplemented in :func:`tokenize` so that neither building nor searching imports bm25s
+(tested equal to it). Nothing reaches the network.
 
 Sources: Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond"
-(Foundations and Trends in IR, 2009); Lù, "BM25S: Orders of magnitude faster lexical search
-via eager sparse scoring" (arXiv:2407.03618, 2024), library ``bm25s``.
+(Foundations and Trends in IR, 2009); Kamphuis, de Vries, Boytsov & Lin, "Which BM25 Do You
+Mean? A Large-Scale Reproducibility Study of Scoring Variants" (ECIR 2020); Lù, "BM25S"
+(arXiv:2407.03618, 2024), library ``bm25s`` (the reference the tests compare with).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import functools
 import importlib.util
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +46,7 @@ from ragline.core.schemas import indexed_texts
 BM25_ARRAYS_FILE = "bm25.npz"
 BM25_META_FILE = "bm25.json"
 BM25_FILES = (BM25_ARRAYS_FILE, BM25_META_FILE)
-BM25_FORMAT = 1
+BM25_FORMAT = 2
 
 log = logging.getLogger(__name__)
 
@@ -129,29 +136,38 @@ def tokenize(texts: Sequence[str], spec: BM25Spec) -> list[list[str]]:
 
 
 class BM25Index:
-    """A BM25 index over the chunk rows of one version.
+    """BM25 term statistics over the chunk rows of one segment, searchable alone or with others.
 
-    The score matrix is in CSR form with one row per vocabulary token: the chunk rows holding
-    token ``t`` are ``indices[indptr[t]:indptr[t + 1]]`` and their BM25 term scores the same
-    slice of ``data`` (bm25s's eager scores).
+    What is stored is what BM25 needs to be recomputed over any set of live rows: the raw
+    term frequencies in CSR form with one row per vocabulary token (the chunk rows holding
+    token ``t`` are ``indices[indptr[t]:indptr[t + 1]]``, their term counts the same slice of
+    ``tf``) and every row's length in tokens. Document frequencies, the row count and the
+    average length are taken at search time over the live rows of every segment searched
+    together (:class:`BM25Corpus`), so a version split into segments scores exactly as one
+    segment holding the same rows.
 
     Args:
-        data: float32 (nnz,) precomputed BM25 term scores.
+        tf: float32 (nnz,) term counts.
         indices: int32 (nnz,) chunk rows.
         indptr: int64 (n_vocab + 1,) row pointers.
-        n_chunks: number of chunk rows.
+        doc_len: int32 (n_chunks,) tokens per chunk row (after stopwords and stemming).
         vocab: token -> vocabulary row.
         spec: the settings it was built with.
     """
 
-    def __init__(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_chunks: int,
+    def __init__(self, tf: np.ndarray, indices: np.ndarray, indptr: np.ndarray, doc_len: np.ndarray,
                  vocab: dict[str, int], spec: BM25Spec) -> None:
-        self.data = np.asarray(data, dtype=np.float32)
+        self.tf = np.asarray(tf, dtype=np.float32)
         self.indices = np.asarray(indices, dtype=np.int32)
         self.indptr = np.asarray(indptr, dtype=np.int64)
-        self.n_chunks = int(n_chunks)
+        self.doc_len = np.asarray(doc_len, dtype=np.int32)
         self.vocab = vocab
         self.spec = spec
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of chunk rows."""
+        return len(self.doc_len)
 
     @property
     def n_vocab(self) -> int:
@@ -161,7 +177,7 @@ class BM25Index:
     # ---------- building ----------
     @classmethod
     def build(cls, texts: Sequence[str], spec: BM25Spec = BM25Spec()) -> "BM25Index":
-        """Index ``texts`` (row i = chunk row i) with bm25s.
+        """Count the terms of ``texts`` (row i = chunk row i), tokenized by :func:`tokenize`.
 
         Args:
             texts: one text per chunk row (see :func:`core.schemas.indexed_texts`).
@@ -170,22 +186,25 @@ class BM25Index:
         Returns:
             The index; empty texts are allowed (they never match).
         """
-        import bm25s
-
-        n = len(texts)
+        if spec.method not in _METHODS:
+            raise ValueError(f"BM25 method {spec.method!r}: ragline scores {', '.join(_METHODS)}")
         tokens = tokenize(texts, spec)
         vocab: dict[str, int] = {}
-        ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in tokens]
+        ids = [vocab.setdefault(t, len(vocab)) for doc in tokens for t in doc]
+        doc_len = np.fromiter((len(doc) for doc in tokens), dtype=np.int32, count=len(tokens))
         if not vocab:
-            return cls(np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(1, np.int64), n, {}, spec)
-        model = bm25s.BM25(k1=spec.k1, b=spec.b, method=spec.method)
-        model.index((ids, vocab), create_empty_token=False, show_progress=False)
-        s = model.scores
-        return cls(s["data"], s["indices"], s["indptr"], n, dict(model.vocab_dict), spec)
+            return cls(np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(1, np.int64), doc_len, {}, spec)
+        tok = np.asarray(ids, dtype=np.int64)
+        row = np.repeat(np.arange(len(tokens), dtype=np.int64), doc_len)
+        keys, counts = np.unique(tok * max(len(tokens), 1) + row, return_counts=True)  # sorted by token, then row
+        tok_of, row_of = np.divmod(keys, max(len(tokens), 1))
+        indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(tok_of, minlength=len(vocab)), out=indptr[1:])
+        return cls(counts.astype(np.float32), row_of.astype(np.int32), indptr, doc_len, vocab, spec)
 
     @classmethod
     def from_chunks(cls, chunks: pa.Table, spec: BM25Spec = BM25Spec()) -> "BM25Index":
-        """Index the chunk table of a version (``CHUNKS_SCHEMA``)."""
+        """Index the chunk table of a segment (``CHUNKS_SCHEMA``)."""
         return cls.build(indexed_texts(chunks), spec)
 
     # ---------- files ----------
@@ -193,9 +212,8 @@ class BM25Index:
         """Write ``bm25.npz`` and ``bm25.json`` at the top level of ``folder``."""
         folder = Path(folder)
         with open(folder / BM25_ARRAYS_FILE, "wb") as f:
-            np.savez(f, data=self.data, indices=self.indices, indptr=self.indptr)
-        meta = {"format": BM25_FORMAT, "library": "bm25s", "library_version": _bm25s_version(),
-                "spec": self.spec.to_dict(), "n_chunks": self.n_chunks, "n_vocab": self.n_vocab,
+            np.savez(f, tf=self.tf, indices=self.indices, indptr=self.indptr, doc_len=self.doc_len)
+        meta = {"format": BM25_FORMAT, "spec": self.spec.to_dict(), "n_chunks": self.n_chunks, "n_vocab": self.n_vocab,
                 "tokenizer": {"lower": True, "token_pattern": r"(?u)\b\w\w+\b",
                               "stemmer": None if self.spec.stemmer == "none" else f"snowball:{self.spec.stemmer}"},
                 "vocab": self.vocab}
@@ -206,66 +224,138 @@ class BM25Index:
         """Read the files :meth:`write` wrote.
 
         Raises:
-            FileNotFoundError: the version has no BM25 files.
+            FileNotFoundError: the folder has no BM25 files.
             OSError: the files are damaged or of another format.
         """
         folder = Path(folder)
         meta_path = folder / BM25_META_FILE
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("format") != BM25_FORMAT:
+                raise OSError(f"{meta_path}: BM25 format {meta.get('format')!r}, this ragline reads {BM25_FORMAT}")
             with np.load(folder / BM25_ARRAYS_FILE) as z:
-                data, indices, indptr = z["data"], z["indices"], z["indptr"]
+                tf, indices, indptr, doc_len = z["tf"], z["indices"], z["indptr"], z["doc_len"]
         except FileNotFoundError:
             raise
-        except (json.JSONDecodeError, ValueError, KeyError, OSError) as e:
+        except (json.JSONDecodeError, ValueError, KeyError) as e:
             raise OSError(f"{folder}: BM25 files are damaged ({e}); rebuild the index") from e
-        if meta.get("format") != BM25_FORMAT:
-            raise OSError(f"{meta_path}: BM25 format {meta.get('format')!r}, this ragline reads {BM25_FORMAT}")
-        if len(indptr) != int(meta["n_vocab"]) + 1 or len(data) != len(indices):
+        if len(indptr) != int(meta["n_vocab"]) + 1 or len(tf) != len(indices) or len(doc_len) != int(meta["n_chunks"]):
             raise OSError(f"{folder}: BM25 arrays do not match {BM25_META_FILE}; rebuild the index")
         spec = BM25Spec(**{"stemmer": "none", **meta["spec"]})  # files from before stemming: none
-        return cls(data, indices, indptr, int(meta["n_chunks"]), {str(k): int(v) for k, v in meta["vocab"].items()}, spec)
+        return cls(tf, indices, indptr, doc_len, {str(k): int(v) for k, v in meta["vocab"].items()}, spec)
 
     @classmethod
-    def open(cls, folder: Path, chunks: "pa.Table | Any") -> "BM25Index":
-        """Read the version's BM25 files, or build them from ``chunks`` when the version predates them.
-
-        Args:
-            folder: the version folder.
-            chunks: the version's chunk table, or rows read on demand (anything with ``num_rows``
-                and ``table()``, e.g. :class:`core.schemas.ParquetRows`); read whole only when
-                the files are absent.
+    def open(cls, folder: Path, n_chunks: int) -> "BM25Index":
+        """Read a segment's BM25 files and check they cover its ``n_chunks`` chunk rows.
 
         Raises:
-            OSError: the files exist but are damaged or do not match ``chunks``.
+            FileNotFoundError: the files are missing.
+            OSError: the files are damaged or cover another number of rows.
         """
-        folder = Path(folder)
-        if not (folder / BM25_META_FILE).exists():
-            log.info("%s has no %s (published before BM25); building BM25 from chunks.parquet (%d chunks)",
-                     folder, BM25_META_FILE, chunks.num_rows)
-            return cls.from_chunks(chunks if isinstance(chunks, pa.Table) else chunks.table())
         index = cls.read(folder)
-        if index.n_chunks != chunks.num_rows:
-            raise OSError(f"{folder / BM25_META_FILE}: BM25 covers {index.n_chunks} chunks but chunks.parquet "
-                          f"has {chunks.num_rows}; the version is damaged")
+        if index.n_chunks != n_chunks:
+            raise OSError(f"{Path(folder) / BM25_META_FILE}: BM25 covers {index.n_chunks} chunks but chunks.parquet "
+                          f"has {n_chunks}; the segment is damaged")
         return index
 
-    # ---------- searching ----------
+    # ---------- searching (this segment alone) ----------
     def query_ids(self, query: str) -> np.ndarray:
         """int64 vocabulary rows of the query's tokens (unknown tokens dropped, repeats kept)."""
         toks = tokenize([query], self.spec)[0]
         return np.asarray([self.vocab[t] for t in toks if t in self.vocab], dtype=np.int64)
 
     def scores(self, query: str) -> np.ndarray:
-        """float32 (n_chunks,) BM25 score of every chunk row for ``query`` (0 = no shared term)."""
-        out = np.zeros(self.n_chunks, dtype=np.float32)
-        for t in self.query_ids(query).tolist():
-            lo, hi = self.indptr[t], self.indptr[t + 1]
-            out[self.indices[lo:hi]] += self.data[lo:hi]  # rows are unique within one token's slice
-        return out
+        """float32 (n_chunks,) BM25 score of every row for ``query`` with this segment's own
+        statistics (0 = no shared term); equal to bm25s's over the same texts."""
+        return BM25Corpus([self]).scores(query)
 
     def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k chunk rows by BM25 score; rows with score 0 (no shared term) are never returned.
+        """Top-k rows of this segment alone (see :meth:`BM25Corpus.search`)."""
+        return BM25Corpus([self]).search(query, k, allowed)
+
+
+#: Scoring variants (Kamphuis et al., "Which BM25 Do You Mean?", ECIR 2020), as bm25s names them.
+_METHODS = ("lucene", "robertson", "atire")
+
+
+def _idf(method: str, df: float, n: float) -> float:
+    if method == "lucene":
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+    if method == "robertson":
+        return math.log(max((n - df + 0.5) / (df + 0.5), 1.0))
+    return math.log(n / df)  # atire
+
+
+def _tfc(method: str, tf: np.ndarray, dl: np.ndarray, avgdl: float, k1: float, b: float) -> np.ndarray:
+    norm = k1 * (1 - b + b * dl / avgdl)
+    if method == "atire":
+        return tf * (k1 + 1) / (tf + norm)
+    return tf / (norm + tf)
+
+
+class BM25Corpus:
+    """BM25 over the live rows of several segments, with corpus-wide statistics.
+
+    Global rows are the live rows of ``parts`` in order (part 0's live rows first). The row
+    count ``N``, each query term's document frequency and the average row length are taken
+    over live rows only, so the scores are those of one index built over exactly those rows
+    (Robertson & Zaragoza 2009; the Lucene variant by default, as bm25s).
+
+    Args:
+        parts: the segments' :class:`BM25Index` (all with the same :class:`BM25Spec`).
+        live: per part, int64 sorted local rows that are live, or ``None`` when every row is.
+
+    Raises:
+        ValueError: the parts were built with different settings.
+    """
+
+    def __init__(self, parts: Sequence[BM25Index], live: Sequence[np.ndarray | None] | None = None) -> None:
+        self.parts = list(parts)
+        live = list(live) if live is not None else [None] * len(self.parts)
+        specs = {p.spec for p in self.parts}
+        if len(specs) > 1:
+            raise ValueError(f"segments were built with different BM25 settings: {sorted(map(str, specs))}")
+        self.spec = self.parts[0].spec if self.parts else BM25Spec()
+        self._to_global: list[np.ndarray] = []  # per part: local row -> global row (-1 = tombstoned)
+        offset, total_len = 0, 0
+        for p, rows in zip(self.parts, live):
+            g = np.full(p.n_chunks, -1, dtype=np.int64)
+            rows = np.arange(p.n_chunks, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+            g[rows] = np.arange(offset, offset + len(rows), dtype=np.int64)
+            self._to_global.append(g)
+            offset += len(rows)
+            total_len += int(p.doc_len[rows].sum(dtype=np.int64))
+        self.n_chunks = offset
+        self.avgdl = total_len / offset if offset else 1.0
+
+    def scores(self, query: str) -> np.ndarray:
+        """float32 (n_chunks,) BM25 score of every live row for ``query`` (0 = no shared term)."""
+        out = np.zeros(self.n_chunks, dtype=np.float64)
+        if not self.parts or not self.n_chunks:
+            return out.astype(np.float32)
+        s = self.spec
+        avgdl = self.avgdl if self.avgdl > 0 else 1.0
+        for token in tokenize([query], s)[0]:
+            postings = []
+            for p, g in zip(self.parts, self._to_global):
+                t = p.vocab.get(token)
+                if t is None:
+                    continue
+                lo, hi = p.indptr[t], p.indptr[t + 1]
+                local = p.indices[lo:hi]
+                glob = g[local]
+                keep = glob >= 0
+                postings.append((glob[keep], p.tf[lo:hi][keep].astype(np.float64), p.doc_len[local[keep]]))
+            df = sum(len(x[0]) for x in postings)
+            if not df:
+                continue
+            idf = _idf(s.method, float(df), float(self.n_chunks))
+            for glob, tf, dl in postings:
+                out[glob] += idf * _tfc(s.method, tf, dl.astype(np.float64), avgdl, s.k1, s.b)
+        return out.astype(np.float32)
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k live rows by BM25 score; rows with score 0 (no shared term) are never returned.
 
         Args:
             query: the query text.
@@ -273,7 +363,7 @@ class BM25Index:
             allowed: optional bool (n_chunks,) mask; rows where it is False are skipped.
 
         Returns:
-            ``(rows, scores)``: int64 (k',) rows and float32 (k',) scores, best first
+            ``(rows, scores)``: int64 (k',) global rows and float32 (k',) scores, best first
             (ties broken by lower row), k' <= k.
         """
         s = self.scores(query)
@@ -290,14 +380,8 @@ class BM25Index:
         return rows, s[rows]
 
 
-def _bm25s_version() -> str:
-    import bm25s
-
-    return str(getattr(bm25s, "__version__", "unknown"))
-
-
 def write_bm25(chunks: pa.Table, folder: Path, spec: BM25Spec = BM25Spec()) -> BM25Index:
-    """Build the BM25 index of a version's chunks and write it into ``folder`` (publish step)."""
+    """Count the terms of a segment's chunks and write ``bm25.npz`` + ``bm25.json`` into ``folder``."""
     index = BM25Index.from_chunks(chunks, spec)
     index.write(folder)
     return index

@@ -145,17 +145,22 @@ def training_sample(vectors: np.ndarray, size: int, seed: int = _TRAIN_SEED) -> 
     return np.ascontiguousarray(vectors[rows], dtype=np.float32)
 
 
-def build_faiss_index(vectors: np.ndarray, spec: FaissSpec, *, add_batch: int = 65_536) -> faiss.Index:
+def build_faiss_index(vectors: np.ndarray, spec: FaissSpec, *, add_batch: int = 65_536,
+                      trained: faiss.Index | None = None) -> faiss.Index:
     """Build the index ``spec.factory`` names over ``vectors``.
 
     Kinds that need training (``index.is_trained`` false after ``faiss.index_factory``) are
-    trained on :func:`training_sample` of ``spec.train_size`` rows first. Vectors are added
+    trained on :func:`training_sample` of ``spec.train_size`` rows first, unless ``trained``
+    is an index of the same kind and dimension: then its trained state (IVF centroids, PQ/SQ
+    codebooks) is reused and only the vectors are added (a refresh's small segment takes the
+    parent segment's quantizer instead of training on a few rows). Vectors are added
     in batches of ``add_batch`` rows, so a memory-mapped ``vectors`` is never copied whole.
 
     Args:
         vectors: float32 array (n, dim) (a ``np.memmap`` is fine).
         spec: factory string (or ``auto``), metric, training sample size.
         add_batch: rows per ``index.add`` call.
+        trained: an index whose training to reuse (ignored when the kinds differ).
 
     Returns:
         A FAISS index holding n vectors with ids 0..n-1.
@@ -173,6 +178,11 @@ def build_faiss_index(vectors: np.ndarray, spec: FaissSpec, *, add_batch: int = 
     hnsw = _hnsw_of(index)
     if hnsw is not None:
         hnsw.efConstruction = int(spec.ef_construction)
+    if needs_training(index) and trained is not None and trained.is_trained and int(trained.d) == dim \
+            and type(faiss.downcast_index(trained)) is type(faiss.downcast_index(index)) \
+            and int(trained.metric_type) == int(index.metric_type):
+        index = faiss.clone_index(trained)
+        index.reset()
     if needs_training(index) and n:
         sample = training_sample(vectors, spec.train_size)
         try:

@@ -19,12 +19,22 @@ CRASH_POINTS: tuple[str, ...] = (
     "refresh:planned",  # diff computed, nothing loaded
     "refresh:loaded",  # added/changed documents parsed
     "refresh:embedded",  # new chunks embedded (vectors in the embedding cache)
+    "segment:staged",  # the new segment's files in segments/.staging-*, fsynced, not yet renamed
+    "segment:written",  # segments/<id>/ in place, no manifest lists it yet
     "publish:staging-written",  # data files in .staging-*, no manifest yet
     "publish:manifest-written",  # complete staging folder, not yet renamed
     "publish:renamed",  # version folder in place, aliases not moved
     "alias:tmp-written",  # alias temp file written, not yet os.replace'd
     "publish:aliased",  # aliases moved, process not yet done
 )
+
+#: Points only gc reaches (not in a refresh): versions deleted, unlisted segments not yet.
+GC_CRASH_POINTS: tuple[str, ...] = ("gc:versions-deleted",)
+
+#: Points ``ragline index compact`` reaches, in order (it writes a segment and publishes too).
+COMPACT_CRASH_POINTS: tuple[str, ...] = ("compact:read", "segment:staged", "segment:written",
+                                         "publish:staging-written", "publish:manifest-written", "publish:renamed",
+                                         "alias:tmp-written", "publish:aliased")
 
 
 def crash_point(name: str) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 MANIFEST_FILE = "manifest.json"
-MANIFEST_SCHEMA_VERSION = 1
+#: 2: versions are lists of segments plus tombstones (1: one folder holding every file).
+MANIFEST_SCHEMA_VERSION = 2
 
 
 from ragline.core.errors import CorruptRegistryError, IndexCompatibilityError  # noqa: E402,F401  (re-exported)
@@ -25,7 +26,14 @@ class Manifest:
     """Contents of ``manifest.json``.
 
     Attributes:
-        schema_version: manifest format version.
+        schema_version: manifest format version (:data:`MANIFEST_SCHEMA_VERSION`).
+        segments: the immutable, content-addressed segments the version is made of, in search
+            order: ``[{"id", "files", "file_sizes", "documents", "chunks"}]``
+            (:class:`indexers.segments.SegmentRef`); stored once per index under
+            ``<root>/<name>/segments/<id>/`` and shared by every version that lists them.
+        tombstones: ``{segment id: {"doc_ids": [...], "chunks": n}}``: documents of a listed
+            segment that a later segment replaces or that were removed, and how many chunk
+            rows they hold; their rows are not searched.
         index_name: index name.
         version: version id, e.g. ``v0003``.
         created_at: ISO-8601 UTC time of publishing.
@@ -40,7 +48,9 @@ class Manifest:
         inputs: ``[{"uri", "doc_id", "sha256"}]`` of every input document, sorted by uri; an
             entry of a remote source adds what its listing said (``etag``, ``version_id``,
             ``last_modified``, ``size``), see ``pipelines/sources.py``.
-        files: ``{file name: sha256}`` of every file in the version folder but the manifest.
+        files: ``{file name: sha256}`` of every file in the version folder but the manifest:
+            the per-version files (``quarantine.parquet``, and whatever else a stage publishes
+            with the version); the search data lives in ``segments``.
         file_sizes: ``{file name: size in bytes}`` of the same files (empty in manifests written
             before sizes were recorded: then only the sha256 is checked).
         git_commit: commit of the working tree that built it, when there is one.
@@ -75,6 +85,8 @@ class Manifest:
     dvc_stage_deps: dict[str, str] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     file_sizes: dict[str, int] = field(default_factory=dict)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    tombstones: dict[str, dict[str, Any]] = field(default_factory=dict)
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -105,9 +117,12 @@ class Manifest:
         if missing:
             raise CorruptRegistryError(f"{source}: manifest lacks field(s) {', '.join(missing)}")
         if data.get("schema_version", MANIFEST_SCHEMA_VERSION) != MANIFEST_SCHEMA_VERSION:
+            old = data.get("schema_version") == 1
             raise CorruptRegistryError(
-                f"{source}: manifest schema_version {data.get('schema_version')} is not "
-                f"{MANIFEST_SCHEMA_VERSION}; rebuild the index with this ragline"
+                f"{source}: manifest schema_version {data.get('schema_version')} is not {MANIFEST_SCHEMA_VERSION}"
+                + ("; the version was published before segments (one folder per version) and this ragline does "
+                   "not read it: rebuild the index with `ragline ingest SOURCES --index NAME`" if old else
+                   "; rebuild the index with this ragline")
             )
         try:
             return _adapter().validate_python({k: v for k, v in data.items() if k in names})

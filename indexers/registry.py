@@ -2,7 +2,11 @@
 
 Layout under the registry root::
 
-    <root>/<name>/<version>/            one immutable version (manifest.json + tables + index)
+    <root>/<name>/<version>/            one immutable version: manifest.json (segments, tombstones)
+                                        and the per-version files (quarantine.parquet, ...)
+    <root>/<name>/segments/<id>/        one immutable, content-addressed segment (tables, FAISS,
+                                        BM25 statistics), shared by every version that lists it
+    <root>/<name>/segments/.staging-<pid>-<n>  a segment being written (never listed)
     <root>/<name>/.staging-<version>-<pid>  a version being written (never listed)
     <root>/<name>/.trash-<version>-<pid>    a version being deleted by gc (never listed)
     <root>/<name>/aliases/<alias>.json  {"version", "updated_at", "meta", "history": [...]}
@@ -13,7 +17,10 @@ Publishing writes every file into the staging folder, fsyncs it, renames it to
 a half-written version and a crash leaves the previous alias valid. ``gc`` renames a
 version to ``.trash-*`` before deleting it, so a crash mid-delete never leaves a listed,
 incomplete version. Leftover staging and trash folders of dead processes are removed by
-``gc``.
+``gc``. A segment is written into a staging folder, fsynced and renamed to its id before the
+manifest that lists it is written, so a listed segment is always complete; ``gc`` deletes a
+segment only when no remaining version lists it (and keeps every segment while a version
+folder is damaged, since its manifest cannot say what it lists).
 """
 
 from __future__ import annotations
@@ -25,11 +32,15 @@ import re
 import shutil
 import stat
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from filelock import FileLock, Timeout
 
@@ -43,6 +54,7 @@ from ragline.indexers.manifest import (
     write_json_atomic,
 )
 from ragline.indexers.faults import crash_point
+from ragline.indexers.segments import SEGMENT_ID_RE, SEGMENTS_DIR, SegmentRef, segment_id
 from ragline.core.errors import ConfigError
 
 #: Values of ``index.verify``: what opening a version for serving checks against the manifest.
@@ -61,6 +73,7 @@ VERSION_RE = re.compile(rf"^{VERSION_PATTERN}$")
 NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
 ALIAS_RE = re.compile(rf"^{ALIAS_PATTERN}$")
 LEFTOVER_RE = re.compile(r"^\.(staging|trash)-(v\d{4,})-(\d+)$")
+SEGMENT_LEFTOVER_RE = re.compile(r"^\.(staging|trash)-(?:[0-9a-f]{32}-)?(\d+)-\d+$")
 DEFAULT_ALIAS = "latest"
 
 # One FileLock object per lock file and process, shared by threads: the lock is re-entrant
@@ -208,6 +221,8 @@ class GcReport:
         leftovers: staging/trash folders and alias temp files of dead processes that were removed.
         dry_run: nothing was deleted.
         damaged: version -> why it is damaged, who needs it and how to repair it (never deleted).
+        segments_deleted: ids of segments no remaining version lists (deleted, or would be).
+        segments_kept: number of segments still listed by a remaining version.
     """
 
     deleted: list[str]
@@ -215,11 +230,14 @@ class GcReport:
     leftovers: list[str]
     dry_run: bool = False
     damaged: dict[str, str] = field(default_factory=dict)
+    segments_deleted: list[str] = field(default_factory=list)
+    segments_kept: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {"deleted": self.deleted, "kept": self.kept, "leftovers": self.leftovers, "dry_run": self.dry_run,
-                "damaged": self.damaged}
+                "damaged": self.damaged, "segments_deleted": self.segments_deleted,
+                "segments_kept": self.segments_kept}
 
 
 @dataclass(frozen=True)
@@ -398,7 +416,127 @@ class IndexRegistry:
             raise CorruptRegistryError(f"{path}: manifest says version {m.version!r}, the folder is {version!r}; {repair}")
         for fname in m.files:
             self.file_path(name, version, fname)
+        try:
+            refs = [SegmentRef.from_dict(d) for d in m.segments]
+        except ValueError as e:
+            raise CorruptRegistryError(f"{path}: {e}; {repair}") from e
+        ids = {r.id for r in refs}
+        if len(ids) != len(refs) or not set(m.tombstones) <= ids:
+            raise CorruptRegistryError(f"{path}: segments listed twice, or tombstones of an unlisted segment; {repair}")
         return m
+
+    # ---------- segments ----------
+    def segments_dir(self, name: str) -> Path:
+        """``<root>/<name>/segments`` (may not exist)."""
+        return self._inside(self.index_dir(name) / SEGMENTS_DIR)
+
+    def segment_dir(self, name: str, seg: str) -> Path:
+        """Folder of one segment, checked to stay inside the root.
+
+        Raises:
+            CorruptRegistryError: ``seg`` is not a segment id (32 hex digits).
+            OutsideRootError: it resolves outside the root (a symlink).
+        """
+        if not isinstance(seg, str) or not SEGMENT_ID_RE.match(seg):
+            raise CorruptRegistryError(f"{_shown(seg)} is not a segment id (32 hex digits)")
+        return self._inside(self.segments_dir(name) / seg)
+
+    def segments(self, name: str, version: str) -> list[SegmentRef]:
+        """The segments a version lists, in search order.
+
+        Raises:
+            RegistryError, CorruptRegistryError: as :meth:`manifest`.
+        """
+        return [SegmentRef.from_dict(d) for d in self.manifest(name, version).segments]
+
+    def add_segment(self, name: str, write: Callable[[Path], None]) -> SegmentRef:
+        """Write a segment and move it, complete and fsynced, to ``segments/<id>/``.
+
+        Args:
+            name: index name.
+            write: ``write(folder)`` writes the segment's files (see
+                :func:`indexers.segments.write_segment_files`) into an empty staging folder.
+
+        Returns:
+            The segment as a manifest lists it. When a segment with the same content exists
+            already, it is reused (segments are content-addressed) and the staging copy removed.
+
+        Raises:
+            LockTimeoutError: another process holds the index.
+        """
+        import pyarrow.parquet as pq
+
+        with self.lock(name):
+            root = self.segments_dir(name)
+            root.mkdir(parents=True, exist_ok=True)
+            staging = root / f".staging-{os.getpid()}-{time.monotonic_ns()}"
+            staging.mkdir()
+            try:
+                write(staging)
+                listed = sorted(p for p in staging.iterdir() if p.is_file())
+                files = {p.name: sha256_file(p) for p in listed}
+                sizes = {p.name: p.stat().st_size for p in listed}
+                for p in listed:
+                    with open(p, "rb") as f:
+                        os.fsync(f.fileno())
+                fsync_dir(staging)
+                crash_point("segment:staged")
+                seg = segment_id(files)
+                docs = pq.read_metadata(str(staging / "documents.parquet")).num_rows
+                chunks = pq.read_metadata(str(staging / "chunks.parquet")).num_rows
+                final = self.segment_dir(name, seg)
+                if final.is_dir():
+                    shutil.rmtree(staging)
+                else:
+                    os.rename(staging, final)
+                    fsync_dir(root)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            crash_point("segment:written")
+            return SegmentRef(seg, files, sizes, docs, chunks)
+
+    def live_table(self, name: str, version: str, table: str, columns: list[str] | None = None) -> "pa.Table":
+        """The live rows of a version's ``documents`` or ``chunks`` table, segment after segment
+        (tombstoned documents left out); all columns unless ``columns``.
+
+        Raises:
+            RegistryError, CorruptRegistryError: as :meth:`manifest`.
+            OSError, SchemaMismatchError: a damaged table.
+        """
+        import pyarrow as pa
+
+        from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA
+        from ragline.indexers.segments import CHUNKS_FILE, DOCUMENTS_FILE, dead_doc_ids, read_live_table
+
+        fname, schema = {"documents": (DOCUMENTS_FILE, DOCUMENTS_SCHEMA), "chunks": (CHUNKS_FILE, CHUNKS_SCHEMA)}[table]
+        m = self.manifest(name, version)
+        parts = [read_live_table(self.segment_dir(name, r.id), fname, schema, dead_doc_ids(m.tombstones, r.id), columns)
+                 for r in self.segments(name, version)]
+        if not parts:
+            empty = schema.empty_table()
+            return empty.select(columns) if columns else empty
+        return pa.concat_tables(parts)
+
+    def version_files(self, name: str, version: str) -> dict[str, tuple[Path, str, int | None]]:
+        """Every file a version is made of: ``{key: (path, sha256, size or None)}``.
+
+        Keys are the per-version file names (``quarantine.parquet``, ...) and
+        ``segments/<id>/<file>`` for the files of each listed segment. This is the one list
+        the checks (:meth:`damaged_files`) and ``ragline index show`` read.
+
+        Raises:
+            RegistryError, CorruptRegistryError: as :meth:`manifest` (names, ids, paths checked).
+        """
+        m = self.manifest(name, version)
+        out: dict[str, tuple[Path, str, int | None]] = {}
+        for fname, digest in m.files.items():
+            out[fname] = (self.file_path(name, version, fname), digest, m.file_sizes.get(fname))
+        for ref in self.segments(name, version):
+            folder = self.segment_dir(name, ref.id)
+            for fname, digest in ref.files.items():
+                out[f"{SEGMENTS_DIR}/{ref.id}/{fname}"] = (self._inside(folder / fname), digest, ref.file_sizes.get(fname))
+        return out
 
     def _alias_path(self, name: str, alias: str) -> Path:
         return self._inside(self.index_dir(name) / "aliases" / f"{check_alias(alias)}.json")
@@ -678,10 +816,8 @@ class IndexRegistry:
         mode = mode or self.verify_mode
         if mode not in VERIFY_MODES:
             raise ConfigError(f"index.verify {mode!r}: use one of {', '.join(VERIFY_MODES)}")
-        m = self.manifest(name, version)
         bad: dict[str, str] = {}
-        for fname, digest in m.files.items():
-            p = self.file_path(name, version, fname)
+        for fname, (p, digest, want) in self.version_files(name, version).items():
             try:
                 st = p.lstat()
             except FileNotFoundError:
@@ -690,7 +826,6 @@ class IndexRegistry:
             if not stat.S_ISREG(st.st_mode):
                 bad[fname] = "not a regular file"
                 continue
-            want = m.file_sizes.get(fname)
             if want is not None and st.st_size != want:
                 bad[fname] = f"{st.st_size} bytes, the manifest says {want}"
             elif mode == "sha256" and sha256_file(p) != digest:
@@ -723,8 +858,9 @@ class IndexRegistry:
         """The one-line error for the damaged files ``bad`` (from :meth:`damaged_files`) of a version."""
         fname, why = sorted(bad.items())[0]
         more = f" (and {len(bad) - 1} more file(s))" if len(bad) > 1 else ""
+        where = self.index_dir(name) / fname if fname.startswith(f"{SEGMENTS_DIR}/") else self.version_dir(name, version) / fname
         return CorruptRegistryError(
-            f"{self.version_dir(name, version) / fname}: {why}{more}; {name}@{version} is damaged and is not "
+            f"{where}: {why}{more}; {name}@{version} is damaged and is not "
             f"served: promote another version (`ragline index promote VERSION --index {name} --alias ALIAS`) "
             f"or rebuild it (`ragline index restore {version} --index {name}`)"
         )
@@ -742,6 +878,12 @@ class IndexRegistry:
             for p in sorted(d.iterdir()):
                 m = LEFTOVER_RE.match(p.name)
                 if m and not _pid_alive(int(m.group(3))):
+                    found.append(p)
+        sdir = d / SEGMENTS_DIR
+        if sdir.is_dir():
+            for p in sorted(sdir.iterdir()):
+                m = SEGMENT_LEFTOVER_RE.match(p.name)
+                if m and not _pid_alive(int(m.group(2))):
                     found.append(p)
         adir = d / "aliases"
         if adir.is_dir():
@@ -818,11 +960,22 @@ class IndexRegistry:
                     f"delete {self.version_dir(name, v)} by hand once you have checked it"
                 damaged[v] = f"needed by {users}; not deleted: {message.split('; ')[0]}; {repair}"
             leftovers = self.leftovers(name)
+            listed = {r.id for v in versions if v not in deleted for r in self.segments(name, v)}
+            sdir = self.segments_dir(name)
+            stored = sorted(p.name for p in sdir.iterdir() if SEGMENT_ID_RE.match(p.name)) if sdir.is_dir() else []
+            # a damaged version's manifest cannot say which segments it lists: keep them all then
+            seg_deleted = [] if damaged else [s for s in stored if s not in listed]
             if not dry_run:
                 for v in deleted:
                     trash = self.index_dir(name) / f".trash-{v}-{os.getpid()}"
                     os.rename(self.version_dir(name, v), trash)
                     fsync_dir(self.index_dir(name))
+                    shutil.rmtree(trash)
+                crash_point("gc:versions-deleted")
+                for seg in seg_deleted:  # only after the versions listing them are gone
+                    trash = sdir / f".trash-{seg}-{os.getpid()}-0"
+                    os.rename(self.segment_dir(name, seg), trash)
+                    fsync_dir(sdir)
                     shutil.rmtree(trash)
                 for p in leftovers:
                     if p.is_dir():
@@ -830,7 +983,8 @@ class IndexRegistry:
                     else:
                         p.unlink(missing_ok=True)
             return GcReport(deleted, {v: kept[v] for v in versions if v in kept},
-                            [p.name for p in leftovers], dry_run, damaged)
+                            [p.name for p in leftovers], dry_run, damaged, seg_deleted,
+                            len([s for s in stored if s not in seg_deleted]))
 
     def diff_versions(self, name: str, a: str, b: str) -> VersionDiff:
         """Compare two versions: documents added/removed/changed, chunk counts, settings.
@@ -843,8 +997,6 @@ class IndexRegistry:
             RegistryError: unknown version or alias.
             CorruptRegistryError: a manifest is damaged.
         """
-        import pyarrow.parquet as pq
-
         va, vb = self.resolve(IndexRef(name, a))[1], self.resolve(IndexRef(name, b))[1]
         ma, mb = self.manifest(name, va), self.manifest(name, vb)
         ia = {r["uri"]: r["sha256"] for r in ma.inputs}
@@ -854,7 +1006,7 @@ class IndexRegistry:
         changed = sorted(u for u in set(ia) & set(ib) if ia[u] != ib[u])
 
         def chunk_cols(version: str) -> tuple[list[str], list[str]]:
-            t = pq.read_table(str(self.version_dir(name, version) / "chunks.parquet"), columns=["chunk_id", "uri"])
+            t = self.live_table(name, version, "chunks", columns=["chunk_id", "uri"])
             return t.column("chunk_id").to_pylist(), t.column("uri").to_pylist()
 
         ids_a, uris_a = chunk_cols(va)

@@ -27,10 +27,14 @@ A :class:`Retriever` runs over a published version (:meth:`Retriever.open`) or o
 vectors and BM25 held in memory (:meth:`Retriever.in_memory`, what the chunking evaluation
 uses), with the same code.
 
-Opening a version is lazy: the FAISS index is memory-mapped where its kind allows
-(:func:`indexers.faiss_index.read_faiss_index`), ``chunks.parquet`` is opened by its footer
-only (:class:`core.schemas.ParquetRows`), and a search reads its hits' rows from the
-memory-mapped ``chunks.arrow`` (or, in versions without it, the Parquet row groups holding them);
+A published version is a list of segments (:mod:`indexers.segments`): dense search fans out
+over their FAISS indexes (:class:`indexers.segments.SegmentedDense`, ``ef_search``/``nprobe``
+per segment) and BM25 scores with corpus-wide statistics over their live rows
+(:class:`indexers.bm25.BM25Corpus`). Opening a version is lazy: each segment's FAISS index is
+memory-mapped where its kind allows (:func:`indexers.faiss_index.read_faiss_index`), its
+``chunks.parquet`` is opened by its footer only (:class:`core.schemas.ParquetRows`), and a search
+reads its hits' rows from the segment's memory-mapped ``chunks.arrow`` (or, in segments without
+it, the Parquet row groups holding them; :class:`indexers.segments.SegmentRows` maps global rows);
 the columns a metadata filter needs are read whole the first time a filter uses them. Nothing
 turns every chunk text into Python objects.
 """
@@ -46,23 +50,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import faiss
 import numpy as np
 import pyarrow as pa
 
 from ragline.core.records import Hit
 from ragline.core.schemas import CHUNKS_SCHEMA, DUPLICATES_SCHEMA, HIT_COLUMNS, ParquetRows, read_table
-from ragline.indexers.bm25 import BM25Index, BM25Spec
+from ragline.indexers.bm25 import BM25Corpus, BM25Index, BM25Spec
 from ragline.indexers.embedders import HASHING_MODEL, Embedder, info_of, make_embedder
-from ragline.indexers.faiss_index import (VECTORS_FILE, FaissSpec, build_faiss_index, factory_in, read_faiss_index,
-                                          read_vectors, search_parameters, vectors_of)
+from ragline.indexers.faiss_index import FaissSpec, build_faiss_index, factory_in, read_faiss_index
+from ragline.indexers.segments import (CHUNK_ROWS_FILE, CHUNKS_FILE, DOCUMENTS_FILE, SegmentedDense, SegmentRows,
+                                       dead_doc_ids, live_rows, read_vectors)
+from ragline.indexers.segments import INDEX_FILE as SEG_INDEX_FILE
 from ragline.indexers.manifest import CorruptRegistryError, Manifest, check_embedder
 from ragline.indexers.registry import IndexRegistry
 from ragline.indexers.retrieval import ChunkFilter, RetrievalConfig
 
-INDEX_FILE = "index.faiss"
-CHUNKS_FILE = "chunks.parquet"
-DOCUMENTS_FILE = "documents.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 #: The hit columns of every chunk row as a memory-mapped Arrow IPC file (:func:`core.schemas.write_row_file`).
 CHUNK_ROWS_FILE = "chunks.arrow"
@@ -92,60 +94,95 @@ DUPLICATES_FILE = "duplicates.parquet"  # written by pipelines/curate.py
 
 @dataclass
 class PublishedIndex:
-    """An opened index version: manifest, FAISS index (memory-mapped where the kind allows) and
-    the chunk rows, read on demand (row i = FAISS id i)."""
+    """An opened index version: manifest, its segments' FAISS indexes and live chunk rows.
+
+    Global row ``i`` is the ``i``-th live chunk row, segment after segment in manifest order
+    (tombstoned rows are left out). Opening is lazy: each segment's FAISS index is memory-mapped
+    where its kind allows (:func:`indexers.faiss_index.read_faiss_index`), its ``chunks.parquet``
+    is opened by its footer only (:class:`core.schemas.ParquetRows`) and a search reads its hits'
+    rows from the segment's memory-mapped ``chunks.arrow``.
+
+    Attributes:
+        index: dense search over every segment (:class:`indexers.segments.SegmentedDense`).
+        rows: the live chunk rows, read on demand (:class:`core.schemas.ParquetRows` for a
+            version of one segment without tombstones, else :class:`indexers.segments.SegmentRows`).
+        bm25: BM25 over the same rows with corpus-wide statistics (:class:`BM25Corpus`).
+        segments: ``(ref, folder, live local rows or None)`` per segment.
+    """
 
     name: str
     version: str
     path: Path
     manifest: Manifest
-    index: object
-    rows: ParquetRows
+    index: SegmentedDense
+    rows: Any
+    bm25: BM25Corpus
+    segments: list = field(default_factory=list)
     _table: pa.Table | None = field(default=None, repr=False)
 
     @property
     def chunks(self) -> pa.Table:
-        """The whole chunk table (read from ``chunks.parquet`` on first use, then kept)."""
+        """The live chunk rows as one table (``CHUNKS_SCHEMA``, ``row`` = global row), read on first use, then kept."""
         if self._table is None:
             self._table = self.rows.table()
         return self._table
-
-    def vectors(self) -> np.ndarray:
-        """float32 (n_chunks, dim) vectors: ``vectors.npy`` memory-mapped read-only, or, for
-        versions published before it, reconstructed from the (Flat or HNSW) FAISS index.
-
-        Raises:
-            OSError: the file is damaged, or the index cannot give its vectors back.
-        """
-        f = self.path / VECTORS_FILE
-        if f.exists():
-            return read_vectors(f)
-        return vectors_of(read_faiss_index(self.path / INDEX_FILE))
 
     @classmethod
     def open(cls, registry: IndexRegistry, ref: str) -> "PublishedIndex":
         """Load ``NAME[@ALIAS|@VERSION]`` from a registry.
 
-        Every file is checked against the manifest first (size, and sha256 unless the
-        registry's ``verify`` mode is ``size``: ``index.verify`` in params).
+        Every file of the version and of its segments is checked against the manifest first
+        (size, and sha256 unless the registry's ``verify`` mode is ``size``: ``index.verify``).
 
         Raises:
             RegistryError: unknown index, alias or version, or a malformed reference.
             CorruptRegistryError: damaged manifest or alias, or a file that differs from the
-                manifest (names the file; nothing is served).
+                manifest (names the file and its segment; nothing is served).
             SchemaMismatchError: a table of another schema.
         """
         name, version = registry.resolve(ref)
         manifest = registry.check_files(name, version)
         path = registry.version_dir(name, version)
-        index = read_faiss_index(path / INDEX_FILE, mmap=True, factory=factory_in(manifest.index))
-        rows = ParquetRows(path / CHUNKS_FILE, CHUNKS_SCHEMA, path / CHUNK_ROWS_FILE)
-        if index.ntotal != rows.num_rows:
-            raise CorruptRegistryError(
-                f"{path}: index holds {index.ntotal} vectors but chunks.parquet {rows.num_rows} rows; "
-                "the version is damaged: promote another version and delete this one"
-            )
-        return cls(name, version, path, manifest, index, rows)
+        factory = factory_in(manifest.index)
+        faiss_parts, bm25_parts, lives, row_parts, segs = [], [], [], [], []
+        for seg in registry.segments(name, version):
+            folder = registry.segment_dir(name, seg.id)
+            index = read_faiss_index(folder / SEG_INDEX_FILE, mmap=True, factory=factory)
+            rows = ParquetRows(folder / CHUNKS_FILE, CHUNKS_SCHEMA, folder / CHUNK_ROWS_FILE)
+            if index.ntotal != rows.num_rows or rows.num_rows != seg.chunks:
+                raise CorruptRegistryError(
+                    f"{folder}: index holds {index.ntotal} vectors, chunks.parquet {rows.num_rows} rows, the manifest "
+                    f"says {seg.chunks}; {name}@{version} is damaged: promote another version"
+                )
+            live = live_rows(folder, dead_doc_ids(manifest.tombstones, seg.id), seg.chunks)
+            faiss_parts.append(index)
+            bm25_parts.append(BM25Index.open(folder, seg.chunks))
+            lives.append(live)
+            row_parts.append(rows)
+            segs.append((seg, folder, live))
+        if len(row_parts) == 1 and lives[0] is None:
+            all_rows: Any = row_parts[0]  # one segment, every row live: its rows are the global rows
+        else:
+            all_rows = SegmentRows(row_parts, lives)
+        metric = str(manifest.index.get("metric", "ip"))
+        return cls(name, version, path, manifest, SegmentedDense(faiss_parts, lives, metric), all_rows,
+                   BM25Corpus(bm25_parts, lives), segs)
+
+    def vectors(self) -> np.ndarray:
+        """float32 (n_chunks, dim) vectors of the live rows, in global row order (a read-only
+        memory map of the segment's ``vectors.npy`` for a version of one segment without tombstones).
+
+        Raises:
+            OSError: a vectors file is damaged, or an old segment's index cannot give its vectors back.
+        """
+        parts = []
+        for (_, folder, live), index in zip(self.segments, self.index.parts):
+            v = read_vectors(folder, index)
+            parts.append(v if live is None else v[live])
+        if len(parts) == 1:
+            return parts[0]
+        dim = int(self.manifest.embedding.get("dim") or self.index.d or 0)
+        return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
     def check_embedder(self, embedder: Embedder) -> None:
         """Raise :class:`IndexCompatibilityError` unless ``embedder`` built this index."""
@@ -223,14 +260,16 @@ _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.float32))
 class Retriever:
     """Dense / BM25 / hybrid search over one set of chunk rows (thread-safe for searching).
 
-    Row ``i`` of ``chunks`` is FAISS id ``i`` and BM25 column ``i``. Build one with
-    :meth:`open` (a published version) or :meth:`in_memory` (chunks and vectors at hand).
+    Row ``i`` of ``chunks`` is global row ``i`` of the dense and BM25 searches. Build one
+    with :meth:`open` (a published version: its segments are searched and merged, BM25 with
+    corpus-wide statistics) or :meth:`in_memory` (chunks and vectors at hand).
 
     Args:
-        index: the FAISS index over the chunk vectors.
+        index: a FAISS index over the chunk vectors, or a
+            :class:`indexers.segments.SegmentedDense` over several segments.
         chunks: the chunk table (``CHUNKS_SCHEMA``), in memory (``pa.Table``) or read on demand
-            (:class:`core.schemas.ParquetRows`).
-        bm25: BM25 over the same rows.
+            (:class:`core.schemas.ParquetRows`, :class:`indexers.segments.SegmentRows`).
+        bm25: BM25 over the same rows (:class:`BM25Index` or :class:`BM25Corpus`).
         embedder: the query embedder. Calls into it are serialized unless it declares
             ``thread_safe = True`` (the ONNX embedder does).
         metric: ``ip`` or ``l2`` (L2 distances are negated so that higher is better).
@@ -240,10 +279,15 @@ class Retriever:
             cluster that are all indexed (``curate.duplicates: keep_all``) give one hit.
     """
 
-    def __init__(self, index: Any, chunks: "pa.Table | ParquetRows | TableRows", bm25: BM25Index, embedder: Embedder, *,
+    def __init__(self, index: Any, chunks: "pa.Table | ParquetRows | TableRows | SegmentRows",
+                 bm25: BM25Index | BM25Corpus, embedder: Embedder, *,
                  metric: str = "ip", published: "PublishedIndex | None" = None,
                  duplicates: pa.Table | None = None) -> None:
         rows = TableRows(chunks) if isinstance(chunks, pa.Table) else chunks
+        if not isinstance(index, SegmentedDense):
+            index = SegmentedDense([index], metric=metric)
+        if not isinstance(bm25, BM25Corpus):
+            bm25 = BM25Corpus([bm25])
         if index.ntotal != rows.num_rows or bm25.n_chunks != rows.num_rows:
             raise ValueError(f"FAISS holds {index.ntotal} vectors, BM25 {bm25.n_chunks} rows, "
                              f"the chunk table {rows.num_rows} rows: they must be the same rows")
@@ -283,7 +327,7 @@ class Retriever:
     def open(cls, registry: IndexRegistry, ref: str, embedder: Embedder | None = None, backend: str = "auto",
              cache_dir: str | Path | None = None, threads: int | None = None, model: str | None = None,
              normalize: bool = True) -> "Retriever":
-        """Load ``NAME[@ALIAS|@VERSION]``: FAISS index, chunks, BM25 (built on the fly for old versions).
+        """Load ``NAME[@ALIAS|@VERSION]``: every segment's FAISS index, live chunks and BM25 statistics.
 
         Without ``embedder``, queries are embedded by ``model`` (default: the model the
         manifest names; L2-normalized when ``normalize``) on ``backend`` (``auto``: the index's
@@ -304,10 +348,14 @@ class Retriever:
         if embedder is None:
             embedder = embedder_for(published.manifest, backend, cache_dir, threads)
         published.check_embedder(embedder)  # a backend given by name must give the index's identity too
-        bm25 = BM25Index.open(published.path, published.rows)
+        return cls.from_published(published, embedder)
+
+    @classmethod
+    def from_published(cls, published: PublishedIndex, embedder: Embedder) -> "Retriever":
+        """Search an opened version with ``embedder`` (not checked here: see :meth:`open`)."""
         dup_path = published.path / DUPLICATES_FILE  # [curate hook] one hit per duplicate cluster
         duplicates = read_table(dup_path, DUPLICATES_SCHEMA) if dup_path.exists() else None
-        return cls(published.index, published.rows, bm25, embedder,
+        return cls(published.index, published.rows, published.bm25, embedder,
                    metric=str(published.manifest.index.get("metric", "ip")), published=published,
                    duplicates=duplicates)
 
@@ -377,23 +425,15 @@ class Retriever:
         ``config.ef_search`` / ``config.nprobe`` apply to HNSW / IVF kinds (per query: nothing is
         set on the shared index). Approximate kinds may return fewer than ``depth`` rows.
         """
-        sel = None
         if allowed is not None:
-            ids = np.flatnonzero(allowed).astype(np.int64)
-            if len(ids) == 0:
-                return _EMPTY
-            depth = min(depth, len(ids))
-            sel = faiss.IDSelectorBatch(ids)
+            depth = min(depth, int(np.count_nonzero(allowed)))
         else:
             depth = min(depth, self.index.ntotal)
         if depth <= 0:
             return _EMPTY
-        params = search_parameters(self.index, depth=depth, ef_search=config.ef_search, nprobe=config.nprobe, sel=sel)
         q = self.embed_query(query) if vector is None else vector
         q = np.ascontiguousarray(np.asarray(q, dtype=np.float32).reshape(1, -1))
-        scores, rows = self.index.search(q, depth, params=params) if params is not None else self.index.search(q, depth)
-        keep = rows[0] >= 0
-        rows_, scores_ = rows[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
+        rows_, scores_ = self.index.search(q, depth, allowed, ef_search=config.ef_search, nprobe=config.nprobe)
         return rows_, (-scores_ if self._l2 else scores_)
 
     def lexical(self, query: str, depth: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -597,5 +637,5 @@ class Index:
         return f"Index({self.name}@{self.version}, {self.retriever.n_chunks} chunks, {self.defaults.mode})"
 
 
-__all__ = ["PublishedIndex", "TableRows", "HIT_COLUMNS", "Retriever", "Index", "Hit", "min_max", "rrf_fuse", "weighted_fuse", "embedder_for",
-           "INDEX_FILE", "CHUNKS_FILE", "CHUNK_ROWS_FILE", "DOCUMENTS_FILE", "QUARANTINE_FILE"]
+__all__ = ["PublishedIndex", "TableRows", "HIT_COLUMNS", "Retriever", "Index", "Hit", "min_max", "rrf_fuse",
+           "weighted_fuse", "embedder_for", "CHUNKS_FILE", "CHUNK_ROWS_FILE", "DOCUMENTS_FILE", "QUARANTINE_FILE"]

@@ -1,4 +1,4 @@
-"""``ragline refresh`` and the registry commands ``ragline index show|diff|promote|rollback|gc|restore``.
+"""``ragline refresh`` and the registry commands ``ragline index show|diff|promote|rollback|gc|compact|restore``.
 
 Registered on the typer apps of :mod:`pipelines.cli` (imported there once). Prefect is only
 imported when a refresh has something to do, so a refresh with no changes costs a directory
@@ -16,6 +16,7 @@ from rich.table import Table
 
 from ragline.indexers.faiss_index import factory_in
 from ragline.indexers.registry import VERSION_RE, IndexRegistry, RegistryError, check_alias, check_name
+from ragline.indexers.segments import segment_summary
 from ragline.pipelines.cli import (
     JsonOpt,
     ParamsOpt,
@@ -191,6 +192,7 @@ def index_show(
         "dvc_lock_sha256": m.dvc_lock_sha256, "dvc_stage_deps": getattr(m, "dvc_stage_deps", {}),
         "files_intact": not damaged, "damaged_files": damaged, "stats": m.stats,
         "curation": m.stats.get("curation"),  # [curate hook]
+        "segments": segment_summary(reg.segments(name, version), m.tombstones),
     }
     sel = what.partition("@")[2] if "@" in what else what
     if not VERSION_RE.match(sel):
@@ -237,6 +239,11 @@ def _show_table(info: dict[str, Any], m: Any, sel: str) -> Table:
     from ragline.pipelines.curate import summary_line  # [curate hook]
 
     rows.append(("curation", summary_line(m.stats.get("curation"))))
+    for i, seg in enumerate(info["segments"]):
+        dead = f", {seg['deleted_documents']} documents / {seg['deleted_chunks']} chunks tombstoned" \
+            if seg["deleted_documents"] else ""
+        rows.append((f"segment {i + 1}", f"{seg['id'][:12]}: {seg['documents']} documents, {seg['chunks']} chunks"
+                                        f"{dead}, {seg['bytes'] / 1e6:.2f} MB"))
     refresh_stats = m.stats.get("refresh")
     if refresh_stats:
         rows.append(("refresh diff", ", ".join(f"{v} {k}" for k, v in refresh_stats.items())))
@@ -518,10 +525,46 @@ def index_gc(
     if report.leftovers:
         out.print(f"  {'would remove' if dry_run else 'removed'} leftovers of dead processes: {', '.join(report.leftovers)}",
                   highlight=False)
+    if report.segments_deleted:
+        out.print(f"  {verb} {len(report.segments_deleted)} segment(s) no kept version lists; "
+                  f"{report.segments_kept} kept", highlight=False)
     for v, why in report.damaged.items():
         err.print(f"[bold red]damaged:[/] {name}@{v}: {escape(why)}", highlight=False, soft_wrap=True)
     if report.damaged:
         raise typer.Exit(1)
+
+
+@index_app.command("compact")
+@clean_errors
+def index_compact(
+    ref: Optional[str] = typer.Argument(None, help="NAME[@ALIAS|@VERSION] to compact (default: index.name@latest)."),
+    params_file: Path = ParamsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Merge a version's segments into one (tombstoned rows dropped) and publish it as a new version.
+
+    Nothing is re-embedded. The alias named (and ``latest``, when it pointed at the compacted
+    version) moves to the new version; a refresh also compacts by itself past
+    ``index.compact_max_segments`` segments or ``index.compact_max_tombstone_ratio``
+    tombstoned rows. A damaged segment makes it refuse, naming the file.
+    """
+    from ragline.pipelines.publish import compact_index
+
+    params = load_params(params_file)
+    reg = _registry(params)
+    target = ref or f"{params.index.name}@latest"
+    name, before = reg.resolve(target)
+    m = compact_index(reg, params, target)
+    moved = sorted(a for a, v in reg.aliases(name).items() if v == m.version)
+    info = {"index": name, "compacted": before, "version": m.version, "segments_before": m.stats["segments_before"],
+            "segments": len(m.segments), "documents": m.counts["documents"], "chunks": m.counts["chunks"],
+            "aliases": moved}
+    if as_json:
+        _print_json(info)
+        return
+    out.print(f"{name}@{m.version}: {before} compacted from {info['segments_before']} segment(s) into "
+              f"{info['segments']} ({info['documents']} documents, {info['chunks']} chunks); "
+              f"aliases moved: {', '.join(moved) or '-'}", highlight=False)
 
 
 @index_app.command("restore")

@@ -272,6 +272,10 @@ class IndexConfig(_Section):
         bm25_b: BM25 document-length normalization in [0, 1] (default 0.75).
         bm25_stemmer: ``english`` (Snowball/Porter2 stemming of chunks and queries, through
             PyStemmer; +0.010 recall on chunking-eval with the shipped params) or ``none``.
+        compact_max_segments: a refresh whose version would list more segments than this
+            merges them all into one (compaction; ``ragline index compact`` does it on demand).
+        compact_max_tombstone_ratio: likewise when more than this share of the chunk rows
+            of the version's segments would be tombstoned (replaced or removed documents).
     """
 
     name: str = "sample"
@@ -285,6 +289,8 @@ class IndexConfig(_Section):
     bm25_b: float = Field(default=0.75, ge=0, le=1)
     verify: Literal["sha256", "size"] = "sha256"
     bm25_stemmer: Literal["english", "none"] = "english"
+    compact_max_segments: int = Field(default=16, ge=1)
+    compact_max_tombstone_ratio: float = Field(default=0.3, ge=0, le=1)
 
     @model_validator(mode="before")
     @classmethod

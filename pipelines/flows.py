@@ -454,7 +454,7 @@ def publish_refresh_task(params: Params, assembly, vectors, info, parent_version
                          curation=None):
     return publish_index(IndexRegistry(params.index.root, params.index.lock_timeout_s), params, assembly.documents,
                          assembly.chunks, vectors, quarantine_to_table(assembly.quarantine), info, stats=stats,
-                         parent_version=parent_version, curation=curation)
+                         parent_version=parent_version, shared=assembly.shared, curation=curation)
 
 
 @observed("refresh")
@@ -529,7 +529,7 @@ def _refresh_flow_fn(
         with _timed(times, "curate"):  # [curate hook] re-cluster; a copy whose canonical went is re-chunked
             assembly, curation = curate_refresh_task(assembly, parent, p, cur_state, boilerplate, embedder)
         summary.quarantine, summary.kept_previous = assembly.quarantine, assembly.kept_previous
-        summary.documents, summary.chunks = assembly.documents.num_rows, assembly.chunks.num_rows
+        summary.documents, summary.chunks = assembly.version_documents, assembly.version_chunks
         summary.carried_chunks = assembly.carried_chunks
         try:
             check_failure_rate(len(plan.files), assembly.quarantine, p.load.max_failed_fraction)
@@ -547,7 +547,8 @@ def _refresh_flow_fn(
         info = info or info_of(embedder)
         stats = {"stage_seconds": times, "refresh": summary.counts(), "embedded": summary.computed,
                  "embedded_chunks": summary.embedded_chunks, "carried_chunks": summary.carried_chunks,
-                 "kept_previous": summary.kept_previous, "reasons": summary.reasons}
+                 "kept_previous": summary.kept_previous, "reasons": summary.reasons,
+                 **({"compaction": assembly.compaction} if assembly.compaction else {})}
         with _timed(times, "publish"):
             manifest = publish_refresh_task(p, assembly, vectors, info, plan.parent_version, stats, curation)
         summary.version = manifest.version

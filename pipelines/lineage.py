@@ -28,7 +28,6 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from ragline.indexers.faiss_index import read_faiss_index
 from ragline.indexers.manifest import Manifest
 from ragline.indexers.registry import IndexRegistry
 from ragline.pipelines.config import Params
@@ -173,16 +172,15 @@ def compare_versions(registry: IndexRegistry, name: str, recorded: str, rebuilt:
     Raises:
         RegistryError, CorruptRegistryError: unknown or damaged version.
     """
-    import pyarrow.parquet as pq
+    from ragline.indexers.retriever import PublishedIndex
 
     out = []
     for v in (recorded, rebuilt):
-        m = registry.manifest(name, v)
-        folder = registry.version_dir(name, v)
-        index = read_faiss_index(folder / "index.faiss")
-        vecs = index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), np.float32)
-        ids = pq.read_table(str(folder / "chunks.parquet"), columns=["chunk_id"]).column("chunk_id").to_pylist()
-        out.append((m, vecs, ids))
+        # rows in chunk-id order: a version of several segments lists the same rows in another order
+        pub = PublishedIndex.open(registry, f"{name}@{v}")
+        ids = pub.chunks.column("chunk_id").to_pylist()
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        out.append((pub.manifest, pub.vectors()[order], [ids[i] for i in order]))
     (ma, va, ia), (mb, vb, ib) = out
     diff = float(np.max(np.abs(va - vb))) if va.shape == vb.shape and va.size else (0.0 if va.shape == vb.shape else None)
     return VersionComparison(name, recorded, rebuilt, (len(va), len(vb)), ia == ib, diff, ma.params_hash == mb.params_hash)

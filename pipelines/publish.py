@@ -1,23 +1,34 @@
-"""Stages ``index`` and ``publish``: build the FAISS index and publish an immutable version."""
+"""Stages ``index`` and ``publish``: write a segment and publish an immutable version listing it.
+
+A version is a manifest listing segments (:mod:`indexers.segments`) plus tombstones and the
+per-version files. :func:`publish_index` writes one new segment for the documents it is given
+and lists it after the segments shared with the parent (:class:`SharedSegments`), whose
+tombstones say which of their documents the new segment replaces or which were removed.
+:func:`compact_index` merges a version's segments into one. The per-version files are
+written in one place, :func:`write_version_files` (add a stage's extra file there).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import subprocess
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from ragline.core.errors import ConfigError
 from ragline.core.hashing import sha256_file
-from ragline.indexers.bm25 import write_bm25
 from ragline.indexers.embedders import EmbedderInfo
-from ragline.indexers.faiss_index import VECTORS_FILE, build_faiss_index, index_record, write_faiss_index, write_vectors
+from ragline.indexers.faults import crash_point
+from ragline.indexers.faiss_index import build_faiss_index, resolve_factory
 from ragline.indexers.manifest import Manifest, params_hash
 from ragline.indexers.registry import DEFAULT_ALIAS, IndexRegistry
-from ragline.indexers.retriever import CHUNK_ROWS_FILE, CHUNKS_FILE, DOCUMENTS_FILE, INDEX_FILE, QUARANTINE_FILE
-from ragline.core.schemas import CHUNKS_ROW_GROUP, CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, write_row_file, write_table
+from ragline.indexers.retriever import QUARANTINE_FILE
+from ragline.indexers.segments import INDEX_FILE, SegmentRef, write_segment_files
+from ragline.core.schemas import QUARANTINE_SCHEMA, write_table
 from ragline.pipelines.config import IndexConfig, Params
 from ragline.pipelines.chunk import chunker_record
 from ragline.pipelines.sources import input_record
@@ -52,6 +63,48 @@ def dvc_lock_sha256(cwd: str | Path = ".") -> str | None:
     return sha256_file(p) if p.exists() else None
 
 
+@dataclass(frozen=True)
+class SharedSegments:
+    """What a new version takes over from its parent without rewriting it.
+
+    Attributes:
+        segments: the parent's segments still holding live rows, in order.
+        tombstones: ``{segment id: {"doc_ids": [...], "chunks": n}}`` for those segments (the
+            parent's plus the documents this run replaces or removes).
+        inputs: manifest ``inputs`` entries (``uri``, ``doc_id``, ``sha256``) of the live
+            documents of those segments.
+    """
+
+    segments: list[SegmentRef] = field(default_factory=list)
+    tombstones: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inputs: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def live_chunks(self) -> int:
+        """Chunk rows of the shared segments that are not tombstoned."""
+        return sum(r.chunks - int((self.tombstones.get(r.id) or {}).get("chunks") or 0) for r in self.segments)
+
+
+def write_version_files(folder: Path, quarantine: pa.Table, extra: dict[str, Any] | None = None) -> None:
+    """Write the per-version files (not segment data) into the staging ``folder``.
+
+    The one place listing them: ``quarantine.parquet``, plus ``extra``: ``{file name: a
+    pyarrow Table (written as Parquet) | bytes | str}`` that a stage publishes with the version
+    (the registry hashes whatever is here into the manifest's ``files``).
+    """
+    write_table(quarantine, folder / QUARANTINE_FILE, QUARANTINE_SCHEMA)
+    for fname, content in (extra or {}).items():
+        path = folder / fname
+        if isinstance(content, pa.Table):
+            import pyarrow.parquet as pq
+
+            pq.write_table(content, str(path))
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(str(content), encoding="utf-8")
+
+
 def publish_index(
     registry: IndexRegistry,
     params: Params,
@@ -65,14 +118,17 @@ def publish_index(
     aliases: Sequence[str] = (DEFAULT_ALIAS,),
     dvc_stage_deps: dict[str, str] | None = None,
     curation: Any = None,
+    shared: SharedSegments | None = None,
+    extra_files: dict[str, Any] | None = None,
 ) -> Manifest:
-    """Stage ``publish``: build the index and publish ``<root>/<name>/<version>/`` atomically.
+    """Stage ``publish``: write a segment of these rows and publish a version listing it atomically.
 
     Args:
         registry: the registry to publish into.
         params: validated params (recorded whole, with their hash).
-        documents: table of ``DOCUMENTS_SCHEMA``.
-        chunks: table of ``CHUNKS_SCHEMA``; row i is FAISS id i.
+        documents: table of ``DOCUMENTS_SCHEMA``: the new segment's documents (every document
+            for a full build; the added and changed ones for a refresh).
+        chunks: table of ``CHUNKS_SCHEMA``; row i is FAISS id i of the new segment.
         vectors: float32 (n_chunks, dim).
         quarantine: table of ``QUARANTINE_SCHEMA``.
         embedder: identity of the embedder that made ``vectors``.
@@ -82,6 +138,8 @@ def publish_index(
         dvc_stage_deps: ``{path: md5}`` of the DVC publish stage's data inputs (``ragline stage publish``).
         curation: :class:`pipelines.curate.Curation` of this version; its files
             (``duplicates.parquet``, ``signatures.parquet``, ``curation.json``) are published with it.
+        shared: segments taken over from the parent (``None``: a full build, one segment).
+        extra_files: more per-version files (:func:`write_version_files`).
 
     Returns:
         The written manifest.
@@ -93,26 +151,33 @@ def publish_index(
     if vectors.shape != (chunks.num_rows, embedder.dim):
         raise ValueError(f"vectors have shape {vectors.shape}, expected ({chunks.num_rows}, {embedder.dim})")
     name = params.index.name
-    index = build_index(vectors, params.index)
+    shared = shared or SharedSegments()
     param_values = params.to_dict()
-    inputs = sorted(
-        (input_record(u, d, s, dict(m or ()), n) for u, d, s, m, n in zip(
-            documents.column("uri").to_pylist(), documents.column("doc_id").to_pylist(),
-            documents.column("sha256").to_pylist(), documents.column("metadata").to_pylist(),
-            documents.column("size_bytes").to_pylist())),
-        key=lambda r: r["uri"],
-    )
+    new_inputs = [input_record(u, d, s, dict(m or ()), n) for u, d, s, m, n in zip(
+        documents.column("uri").to_pylist(), documents.column("doc_id").to_pylist(),
+        documents.column("sha256").to_pylist(), documents.column("metadata").to_pylist(),
+        documents.column("size_bytes").to_pylist())]
+    inputs = sorted(list(shared.inputs) + new_inputs, key=lambda r: r["uri"])
+    spec = params.index.faiss_spec()
 
     def write(folder: Path, version: str) -> Manifest:
-        write_table(documents, folder / DOCUMENTS_FILE, DOCUMENTS_SCHEMA)
-        write_table(chunks, folder / CHUNKS_FILE, CHUNKS_SCHEMA, CHUNKS_ROW_GROUP)
-        write_row_file(chunks, folder / CHUNK_ROWS_FILE, CHUNKS_SCHEMA)  # a search's hits, read by row from a memory map
-        write_table(quarantine, folder / QUARANTINE_FILE, QUARANTINE_SCHEMA)
-        write_faiss_index(index, folder / INDEX_FILE)
-        write_vectors(vectors, folder / VECTORS_FILE)  # kept: a lossy kind (PQ, SQ) cannot give them back
-        write_bm25(chunks, folder, params.index.bm25_spec())  # bm25.npz + bm25.json: for bm25/hybrid retrieval
+        segments = list(shared.segments)
+        record: dict[str, Any] = {}
+        if documents.num_rows or chunks.num_rows or not segments:
+            # a kind that needs training reuses the first shared segment's training (compaction retrains)
+            trained_from = registry.segment_dir(name, segments[0].id) / INDEX_FILE if segments else None
+            seg = registry.add_segment(name, lambda d: record.update(write_segment_files(
+                d, documents, chunks, vectors, spec, params.index.bm25_spec(), trained_from)))
+            if seg.id in {r.id for r in segments}:
+                raise RuntimeError(f"segment {seg.id} is already listed by the parent with live rows")
+            segments.append(seg)
+        write_version_files(folder, quarantine, extra_files)
         if curation is not None:  # [curate hook] duplicates.parquet, signatures.parquet, curation.json
             curation.write(folder)
+        live = shared.live_chunks + chunks.num_rows
+        if not record:  # no new segment (a refresh that only removed documents): the settings, nothing built
+            record = {"factory": resolve_factory(spec.factory, live), **spec.settings(), "dim": int(embedder.dim),
+                      "trained_on": 0}
         return Manifest(
             index_name=name,
             version=version,
@@ -121,15 +186,83 @@ def publish_index(
             params_hash=params_hash(param_values),
             chunker=chunker_record(params.chunk, params.embed.model),
             embedding=embedder.to_manifest(),
-            index=index_record(index, params.index.faiss_spec()),
-            counts={"documents": documents.num_rows, "chunks": chunks.num_rows,
-                    "vectors": int(index.ntotal), "quarantined": quarantine.num_rows},
+            # the new segment's kind and training; every segment is built from the same settings
+            index={**record, "ntotal": live},
+            counts={"documents": len(inputs), "chunks": live, "vectors": live, "quarantined": quarantine.num_rows,
+                    "segments": len(segments)},
             inputs=inputs,
             git_commit=git_commit(),
             dvc_lock_sha256=dvc_lock_sha256(),
             parent_version=parent_version,
             stats={**(stats or {}), **({"curation": curation.counts()} if curation is not None else {})},
             dvc_stage_deps=dict(dvc_stage_deps or {}),
+            segments=[r.to_dict() for r in segments],
+            tombstones={k: v for k, v in shared.tombstones.items() if k in {r.id for r in segments}},
         )
 
     return registry.publish(name, write, aliases=tuple(aliases), lock_timeout_s=params.index.lock_timeout_s)
+
+
+def compact_index(registry: IndexRegistry, params: Params, ref: str, aliases: Sequence[str] | None = None,
+                  stats: dict[str, Any] | None = None) -> Manifest:
+    """Merge the live rows of a version's segments into one segment, published as a new version.
+
+    Nothing is re-parsed, re-chunked or re-embedded: documents, chunks and vectors are read
+    from the segments (vectors kept in the segment, or reconstructed exactly from a
+    flat-storage index), tombstoned rows left out, and one segment is written in document (URI)
+    order, as a full build orders them, with the FAISS and BM25 settings of ``params``; the
+    per-version files (quarantine records) are carried. The new version's parent is the
+    compacted one; its inputs and counts are the same.
+
+    Args:
+        registry: the registry.
+        params: validated params (``index.name`` is not used: ``ref`` names the index).
+        ref: ``NAME[@ALIAS|@VERSION]``.
+        aliases: aliases moved to the new version (default: the alias ``ref`` names, if any,
+            and ``latest`` when it pointed at the compacted version).
+        stats: recorded under ``stats`` besides ``{"compacted_from", "segments_before"}``.
+
+    Returns:
+        The new version's manifest.
+
+    Raises:
+        CorruptRegistryError: a file of the version or of one of its segments differs from the
+            manifest (names the segment file; nothing is written).
+        RegistryError: unknown index, alias or version.
+    """
+    import pyarrow.compute as pc
+
+    from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, read_table
+    from ragline.indexers.embedders import EmbedderInfo as _Info
+    from ragline.indexers.registry import IndexRef
+    from ragline.indexers.retriever import PublishedIndex
+
+    r = IndexRef.parse(ref)
+    name, version = registry.resolve(r)
+    with registry.lock(name, params.index.lock_timeout_s):
+        pub = PublishedIndex.open(registry, f"{name}@{version}")  # checks every file against the manifest first
+        m = pub.manifest
+        crash_point("compact:read")
+        documents = registry.live_table(name, version, "documents").cast(DOCUMENTS_SCHEMA)
+        chunks, vectors = pub.chunks, pub.vectors()
+        # full-build order: documents by URI, chunks by document (their order within a document kept)
+        documents = documents.take(pc.sort_indices(documents, sort_keys=[("uri", "ascending")]))
+        uris = chunks.column("uri").to_pylist()
+        order = sorted(range(len(uris)), key=uris.__getitem__)
+        chunks = chunks.take(pa.array(order, type=pa.int64())).cast(CHUNKS_SCHEMA)
+        vectors = vectors[order] if len(order) else vectors
+        q = registry.version_dir(name, version) / QUARANTINE_FILE
+        quarantine = read_table(q, QUARANTINE_SCHEMA) if q.exists() else QUARANTINE_SCHEMA.empty_table()
+        if aliases is None:
+            moving = [r.selector] if r.selector != version else []
+            if registry.aliases(name).get(DEFAULT_ALIAS) == version and DEFAULT_ALIAS not in moving:
+                moving.append(DEFAULT_ALIAS)
+            aliases = moving
+        try:  # the version's own settings: the merged segment is what a full build with them gives
+            run_params = Params.from_dict(m.params, f"{name}@{version} manifest params")
+        except ConfigError:
+            run_params = params.model_copy(update={"index": params.index.model_copy(update={"name": name})})
+        return publish_index(registry, run_params, documents, chunks, vectors, quarantine,
+                             _Info.from_manifest(m.embedding),
+                             stats={**dict(stats or {}), "compacted_from": version, "segments_before": len(m.segments)},
+                             parent_version=version, aliases=tuple(aliases))

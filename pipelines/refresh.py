@@ -20,6 +20,7 @@ with nothing to do costs a directory scan and file hashes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
@@ -28,17 +29,20 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ragline.core.errors import ConfigError
 from ragline.core.hashing import sha256_file
 from ragline.indexers.embedders import Embedder, EmbedderInfo
-from ragline.indexers.faiss_index import VECTORS_FILE, build_settings, read_faiss_index, read_vectors, vectors_of
-from ragline.indexers.manifest import MANIFEST_FILE, CorruptRegistryError, Manifest
+from ragline.indexers.faiss_index import build_settings
+from ragline.indexers.manifest import Manifest
+from ragline.indexers.segments import CHUNKS_FILE, DOCUMENTS_FILE, dead_doc_ids, read_live_table
 from ragline.indexers.registry import DEFAULT_ALIAS, IndexRef, IndexRegistry, RegistryError
 from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, read_table
 from ragline.pipelines.chunk import chunk_documents, chunker_record
 from ragline.pipelines.config import Params, load_params
 from ragline.pipelines.embed import embed_chunks, index_embedder
+from ragline.pipelines.publish import SharedSegments
 from ragline.pipelines.load import (
     SUPPORTED_TYPES,
     Document,
@@ -153,25 +157,57 @@ class RefreshPlan:
         return [f.source for f in self.files if f.uri in todo]
 
 
-@dataclass
 class ParentData:
-    """The tables and vectors of the version being refreshed.
+    """The version being refreshed; its tables and vectors are read only when asked for.
+
+    An incremental refresh needs only the manifest and where each live document is
+    (:meth:`doc_locations`); a refresh that redoes everything (settings changed, or
+    compaction due) reads the live rows of every segment.
 
     Attributes:
         version: its version id.
         manifest: its manifest.
-        documents: ``DOCUMENTS_SCHEMA`` table.
-        chunks: ``CHUNKS_SCHEMA`` table (row i = FAISS id i).
-        vectors: float32 (n_chunks, dim), its vectors.npy (memory-mapped, read-only).
         quarantine: its quarantine records.
+        segments: its segments (:class:`indexers.segments.SegmentRef`), in order.
     """
 
-    version: str
-    manifest: Manifest
-    documents: pa.Table
-    chunks: pa.Table
-    vectors: np.ndarray
-    quarantine: list[QuarantineRecord]
+    def __init__(self, registry: IndexRegistry, name: str, version: str, manifest: Manifest,
+                 quarantine: list[QuarantineRecord]) -> None:
+        self.registry, self.name, self.version, self.manifest = registry, name, version, manifest
+        self.quarantine = quarantine
+        self.segments = registry.segments(name, version)
+
+    @functools.cached_property
+    def documents(self) -> pa.Table:
+        """``DOCUMENTS_SCHEMA`` table of the live documents."""
+        return self.registry.live_table(self.name, self.version, "documents").cast(DOCUMENTS_SCHEMA)
+
+    @functools.cached_property
+    def _published(self):  # noqa: ANN202 - a PublishedIndex
+        from ragline.indexers.retriever import PublishedIndex
+
+        return PublishedIndex.open(self.registry, f"{self.name}@{self.version}")
+
+    @property
+    def chunks(self) -> pa.Table:
+        """``CHUNKS_SCHEMA`` table of the live chunks (row i = vector i)."""
+        return self._published.chunks
+
+    @functools.cached_property
+    def vectors(self) -> np.ndarray:
+        """float32 (n_chunks, dim) vectors of the live chunks (exact: kept or flat-stored)."""
+        return np.ascontiguousarray(self._published.vectors(), dtype=np.float32)
+
+    @functools.cached_property
+    def doc_locations(self) -> dict[str, tuple[str, str]]:
+        """uri -> ``(segment id, doc id)`` of every live document."""
+        out: dict[str, tuple[str, str]] = {}
+        for ref in self.segments:
+            t = read_live_table(self.registry.segment_dir(self.name, ref.id), DOCUMENTS_FILE, DOCUMENTS_SCHEMA,
+                                dead_doc_ids(self.manifest.tombstones, ref.id), columns=["uri", "doc_id"])
+            for u, d in zip(t.column("uri").to_pylist(), t.column("doc_id").to_pylist()):
+                out[u] = (ref.id, d)
+        return out
 
 
 @dataclass
@@ -184,6 +220,10 @@ class Assembly:
         carried_vectors: float32 (n_chunks, parent dim) holding the parent's vectors on the rows
             where ``need_embed`` is False (other rows are zero), or ``None`` without a parent.
         need_embed: bool (n_chunks,): rows whose vectors the embed stage must produce.
+        shared: for an incremental refresh, the parent's segments the new version lists
+            (``documents`` and ``chunks`` then hold only the new segment's rows); ``None``
+            when the new version is one segment holding everything.
+        compaction: why a refresh merged the parent's segments (``index.compact_*``), else ``None``.
         quarantine: quarantine records of the new version.
         kept_previous: URIs whose new content failed and whose parent version was kept.
         carried_docs: documents taken from the parent without parsing.
@@ -196,11 +236,24 @@ class Assembly:
     quarantine: list[QuarantineRecord]
     kept_previous: list[str]
     carried_docs: int
+    shared: SharedSegments | None = None
+    compaction: str | None = None
 
     @property
     def carried_chunks(self) -> int:
-        """Chunks whose rows and vectors come from the parent unchanged."""
-        return int((~self.need_embed).sum())
+        """Chunks whose rows and vectors come from the parent unchanged (copied, or shared in
+        the parent's segments)."""
+        return int((~self.need_embed).sum()) + (self.shared.live_chunks if self.shared else 0)
+
+    @property
+    def version_documents(self) -> int:
+        """Documents in the new version (shared segments included)."""
+        return self.documents.num_rows + (len(self.shared.inputs) if self.shared else 0)
+
+    @property
+    def version_chunks(self) -> int:
+        """Chunks in the new version (shared segments included)."""
+        return self.chunks.num_rows + (self.shared.live_chunks if self.shared else 0)
 
 
 @dataclass
@@ -576,32 +629,99 @@ def plan_refresh(params: Params, registry: IndexRegistry, sources: Sequence[str 
 
 # ---------------------------------------------------------------- carrying over
 def read_parent(registry: IndexRegistry, name: str, version: str) -> ParentData:
-    """Read a version's tables and its vectors (``vectors.npy``, memory-mapped; reconstructed from the FAISS
-    index for versions published before it).
+    """Open the version a refresh starts from: check every file, read its quarantine records.
 
     Raises:
-        CorruptRegistryError: a file differs from the manifest (``index.verify``), the index and the
-            chunk table disagree in size, or the manifest is damaged.
+        CorruptRegistryError: a file of the version or of a segment differs from the manifest
+            (``index.verify``), or the manifest is damaged.
         OSError, SchemaMismatchError: a damaged data file.
     """
     m = registry.check_files(name, version)  # never carry damaged vectors or chunks into a new version
-    folder = registry.version_dir(name, version)
-    chunks = read_table(folder / "chunks.parquet", CHUNKS_SCHEMA)
-    if (folder / VECTORS_FILE).exists():
-        vectors = read_vectors(folder / VECTORS_FILE)
-    else:  # versions from before vectors.npy: Flat or HNSW, whose storage is exact
-        vectors = vectors_of(read_faiss_index(folder / "index.faiss"))
-    if len(vectors) != chunks.num_rows:
-        raise CorruptRegistryError(
-            f"{folder}: {len(vectors)} vectors but chunks.parquet has {chunks.num_rows} rows; the version "
-            f"is damaged: `ragline index promote VERSION --index {name} --alias {DEFAULT_ALIAS}` to another version"
-        )
-    q = folder / "quarantine.parquet"
+    q = registry.version_dir(name, version) / "quarantine.parquet"
     quarantine = quarantine_from_table(read_table(q, QUARANTINE_SCHEMA)) if q.exists() else []
-    if not (folder / MANIFEST_FILE).exists():  # pragma: no cover - manifest() already checked
-        raise CorruptRegistryError(f"{folder / MANIFEST_FILE}: missing")
-    return ParentData(version, m, read_table(folder / "documents.parquet", DOCUMENTS_SCHEMA), chunks,
-                      np.ascontiguousarray(vectors, dtype=np.float32), quarantine)
+    return ParentData(registry, name, version, m, quarantine)
+
+
+def compaction_due(segments: int, tombstone_ratio: float, max_segments: int, max_tombstone_ratio: float) -> str | None:
+    """Why a version of ``segments`` segments with ``tombstone_ratio`` dead rows should be
+    compacted under ``index.compact_max_segments`` / ``index.compact_max_tombstone_ratio``, or ``None``."""
+    if segments > max_segments:
+        return f"{segments} segments > index.compact_max_segments {max_segments}"
+    if tombstone_ratio > max_tombstone_ratio:
+        return f"{tombstone_ratio:.1%} of rows tombstoned > index.compact_max_tombstone_ratio {max_tombstone_ratio:g}"
+    return None
+
+
+def assemble_increment(
+    plan: RefreshPlan,
+    parent: ParentData,
+    new_docs: Sequence[Document],
+    load_quarantine: Sequence[QuarantineRecord],
+    params: Params,
+    embed_fn: Callable[[Sequence[str]], np.ndarray] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Assembly:
+    """The new segment's rows and the tombstones of an incremental refresh (settings unchanged).
+
+    Added and changed documents that parse and chunk go into the new segment; the parent's
+    copies of changed documents, and removed documents, are tombstoned; every other document
+    stays where it is, in a segment shared with the parent. A changed file that fails now
+    keeps its parent version (not tombstoned). Segments left without live documents are
+    dropped from the list.
+
+    Returns:
+        An assembly whose ``documents``/``chunks`` are the new segment's rows (all to embed)
+        and whose ``shared`` lists the parent's segments and tombstones the version keeps.
+    """
+    scanned = {f.uri: f for f in plan.files}
+    quarantine = [q if q.sha256 or q.path not in scanned else replace(q, sha256=scanned[q.path].sha256)
+                  for q in load_quarantine]
+    new_chunks, chunk_bad = chunk_documents(list(new_docs), params.chunk, embed_fn=embed_fn, progress=progress,
+                                              embed_model=params.embed.model)
+    quarantine += chunk_bad
+    failed_now = {q.path for q in quarantine}
+    chunk_failed = {q.path for q in chunk_bad}
+    new_by_uri = {d.uri: d for d in new_docs if d.uri not in chunk_failed}
+    where = parent.doc_locations
+    still_bad = set(plan.diff.still_quarantined)
+    loaded_now = {s.uri for s in plan.to_load()}
+    quarantine += [rec for rec in parent.quarantine if rec.path in still_bad and rec.path not in loaded_now]
+    kept_previous = [f.uri for f in plan.files
+                     if f.uri not in new_by_uri and f.uri in where and (f.uri in failed_now or f.uri in still_bad)]
+    if kept_previous:
+        kp = set(kept_previous)
+        quarantine = [_kept_note(q, parent.version) if q.path in kp and "previous version" not in q.message else q
+                      for q in quarantine]
+    dead_uris = {u for u in where if u not in scanned or u in new_by_uri}
+    # tombstones: the parent's, plus the documents replaced or removed now (with their chunk rows)
+    tombstones = {k: {"doc_ids": list(v.get("doc_ids") or []), "chunks": int(v.get("chunks") or 0)}
+                  for k, v in parent.manifest.tombstones.items()}
+    by_segment: dict[str, list[str]] = {}
+    for u in sorted(dead_uris):
+        seg, doc = where[u]
+        by_segment.setdefault(seg, []).append(doc)
+    for seg, docs in by_segment.items():
+        folder = parent.registry.segment_dir(parent.name, seg)
+        doc_col = pq.read_table(str(folder / CHUNKS_FILE), columns=["doc_id"]).column("doc_id")
+        rows = int(pc.sum(pc.is_in(doc_col, value_set=pa.array(docs, pa.string())).cast(pa.int64())).as_py() or 0)
+        t = tombstones.setdefault(seg, {"doc_ids": [], "chunks": 0})
+        t["doc_ids"] = sorted(set(t["doc_ids"]) | set(docs))
+        t["chunks"] += rows
+    segments = [r for r in parent.segments if r.documents > len((tombstones.get(r.id) or {}).get("doc_ids", []))]
+    kept_ids = {r.id for r in segments}
+    tombstones = {k: v for k, v in tombstones.items() if k in kept_ids}
+    inputs = [r for r in parent.manifest.inputs if r["uri"] not in dead_uris]
+    shared = SharedSegments(segments, tombstones, inputs)
+
+    new_doc_table = documents_to_table([new_by_uri[f.uri] for f in plan.files if f.uri in new_by_uri])
+    rows_of = _rows_by_uri(new_chunks)
+    order = [r for f in plan.files if f.uri in new_by_uri for r in rows_of.get(f.uri, [])]
+    chunks = new_chunks.cast(CHUNKS_SCHEMA).take(pa.array(order, type=pa.int64())) if order else CHUNKS_SCHEMA.empty_table()
+    chunks = chunks.set_column(0, "row", pa.array(np.arange(chunks.num_rows, dtype=np.int64)))
+    dim = int(parent.manifest.embedding.get("dim") or 0)
+    return Assembly(new_doc_table.cast(DOCUMENTS_SCHEMA), chunks, np.zeros((chunks.num_rows, dim), dtype=np.float32),
+                    np.ones(chunks.num_rows, dtype=bool), quarantine, kept_previous,
+                    carried_docs=len(inputs), shared=shared)
 
 
 class RowSource(IntEnum):
@@ -649,8 +769,30 @@ def assemble(
         progress: called with 1 per chunked document.
 
     Returns:
-        The assembly; ``need_embed`` marks the rows the embed stage must fill.
+        The assembly; ``need_embed`` marks the rows the embed stage must fill. When nothing but
+        documents changed, this is :func:`assemble_increment` (a new segment, the rest shared)
+        unless the result would call for compaction (``index.compact_*``): then every live
+        row goes into one new segment, the parent's vectors reused.
     """
+    compaction = None
+    if parent is not None and not (plan.reload_all or plan.rechunk_all or plan.reembed_all or plan.reindex):
+        inc = assemble_increment(plan, parent, new_docs, load_quarantine, params, embed_fn, progress)
+        sh = inc.shared
+        n_seg = len(sh.segments) + (1 if inc.documents.num_rows else 0)
+        total = sum(r.chunks for r in sh.segments) + inc.chunks.num_rows
+        dead = sum(int(t.get("chunks") or 0) for t in sh.tombstones.values())
+        compaction = compaction_due(n_seg, dead / total if total else 0.0, params.index.compact_max_segments,
+                                    params.index.compact_max_tombstone_ratio)
+        if compaction is None:
+            return inc
+    return _assemble_full(plan, parent, new_docs, load_quarantine, params, embed_fn, progress, compaction)
+
+
+def _assemble_full(plan: RefreshPlan, parent: ParentData | None, new_docs: Sequence[Document],
+                   load_quarantine: Sequence[QuarantineRecord], params: Params,
+                   embed_fn: Callable[[Sequence[str]], np.ndarray] | None, progress: Callable[[int], None] | None,
+                   compaction: str | None) -> Assembly:
+    """Every live row of the new version in one segment (see :func:`assemble`)."""
     scanned = {f.uri: f for f in plan.files}
     # records of files that failed now carry the sha256 the scan saw, so an unchanged bad file
     # is recognised as such by the next refresh and not retried
@@ -734,7 +876,7 @@ def assemble(
             dst, src = zip(*rows)
             carried_vectors[list(dst)] = parent.vectors[list(src)]
     return Assembly(documents, chunks, carried_vectors, need, quarantine, kept_previous,
-                    carried_docs=len(carried_set))
+                    carried_docs=len(carried_set), compaction=compaction)
 
 
 def _take_sources(tables: dict[RowSource, pa.Table | None], sources: list[tuple[RowSource, int]],

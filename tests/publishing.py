@@ -94,15 +94,54 @@ def publish_paragraphs(root: Path, name: str, corpus: Mapping[str, Sequence[tupl
     return publish_documents(params, documents, chunks=chunks, embedder=embedder, aliases=aliases, cache=False)
 
 
+def make_pre_segment_version(folder: Path) -> None:
+    """Turn a published version into one written before segments (manifest schema_version 1,
+    every file in the version folder): the layout of ragline before segments."""
+    import json
+    import shutil
+
+    manifest_path = folder / "manifest.json"
+    data = json.loads(manifest_path.read_text())
+    root = folder.parent / "segments"
+    for seg in data.pop("segments"):
+        for name in seg["files"]:
+            shutil.copyfile(root / seg["id"] / name, folder / name)
+        data["files"].update(seg["files"])
+    data.pop("tombstones")
+    data["schema_version"] = 1
+    manifest_path.write_text(json.dumps(data))
+
+
+def segment_path(version: str, file_name: str, name: str = "sample", root: str | Path = "indexes",
+                 index: int = -1) -> Path:
+    """``<root>/<name>/segments/<id>/<file_name>`` for the ``index``-th segment a version lists
+    (the last, i.e. newest, by default): where a version's data files live."""
+    seg = IndexRegistry(root).segments(name, version)[index]
+    return Path(root) / name / "segments" / seg.id / file_name
+
+
+def segment_key(version: str, file_name: str, name: str = "sample", root: str | Path = "indexes") -> str:
+    """The key ``IndexRegistry.damaged_files`` reports for that file: ``segments/<id>/<file_name>``."""
+    return str(segment_path(version, file_name, name, root).relative_to(Path(root) / name))
+
+
 def make_old_version(folder: Path, *file_names: str) -> None:
     """Turn a published version into one built before ``file_names`` existed: delete the files
-    and drop them from ``manifest.json`` (so the version is intact, just older)."""
+    from the version folder or from its segments and drop them from ``manifest.json`` (so the
+    version is intact, just older; a segment keeps its id, as one written back then would)."""
     import json
 
     manifest_path = folder / "manifest.json"
     data = json.loads(manifest_path.read_text())
     for name in file_names:
-        (folder / name).unlink()
-        data["files"].pop(name, None)
-        data.get("file_sizes", {}).pop(name, None)
+        if (folder / name).exists():
+            (folder / name).unlink()
+            data["files"].pop(name, None)
+            data.get("file_sizes", {}).pop(name, None)
+        for seg in data.get("segments", []):
+            seg_file = folder.parent / "segments" / seg["id"] / name
+            if name in seg["files"]:
+                seg_file.unlink(missing_ok=True)
+                seg["files"].pop(name)
+                seg.get("file_sizes", {}).pop(name, None)
     manifest_path.write_text(json.dumps(data))

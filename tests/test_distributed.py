@@ -25,7 +25,10 @@ runner = CliRunner()
 
 
 def _version(name: str, version: str):
-    folder = IndexRegistry("indexes").version_dir(name, version)
+    """Chunks, vectors (from the FAISS index) and documents of a version's one segment."""
+    reg = IndexRegistry("indexes")
+    (seg,) = reg.segments(name, version)
+    folder = reg.segment_dir(name, seg.id)
     chunks = pq.read_table(folder / "chunks.parquet")
     index = read_faiss_index(folder / "index.faiss")
     return chunks, index.reconstruct_n(0, index.ntotal), pq.read_table(folder / "documents.parquet")
@@ -53,7 +56,7 @@ def test_dask_cluster_build_equals_local_build(workspace: Path, prefect_harness,
         assert r.exit_code == 0, r.output
         out = json.loads(r.output)
         assert out["changed"] == ["data/sample/swarming.md"] and out["counts"]["unchanged"] == 11
-        _c, _v, docs = _version("dist", out["version"])
+        docs = IndexRegistry("indexes").live_table("dist", out["version"], "documents")  # over its segments
         texts = dict(zip(docs.column("uri").to_pylist(), docs.column("text").to_pylist()))
         assert "late swarm" in texts["data/sample/swarming.md"]
     # the cluster's connections closing at the end print nothing (distributed's CommClosedError noise)

@@ -39,13 +39,18 @@ def test_ingest_publishes_a_complete_version(ingested: Path) -> None:
     assert reg.aliases("sample") == {"latest": "v0001"}
     assert reg.verify("sample", "v0001") == []
     m = reg.manifest("sample", "v0001")
-    assert m.counts == {"documents": 12, "chunks": m.counts["chunks"], "vectors": m.counts["chunks"], "quarantined": 0}
+    assert m.counts == {"documents": 12, "chunks": m.counts["chunks"], "vectors": m.counts["chunks"], "quarantined": 0,
+                        "segments": 1}
     assert m.embedding == {"model_id": "hashing", "revision": "hashing-v2-d256", "dim": 256, "normalize": True}
     assert m.chunker["strategy"] == "token" and len(m.chunker["fingerprint"]) == 16
     assert m.params == load_params("params.yaml").to_dict()
     assert len(m.params_hash) == 64
     assert sorted(i["uri"] for i in m.inputs) == sorted(f"data/sample/{p.name}" for p in Path("data/sample").iterdir())
-    assert set(m.files) >= {"documents.parquet", "chunks.parquet", "quarantine.parquet", "index.faiss"}
+    assert set(m.files) == {"quarantine.parquet"}  # per-version files; the data is in the one segment
+    (seg,) = m.segments
+    assert set(seg["files"]) == {"documents.parquet", "chunks.parquet", "chunks.arrow", "index.faiss", "vectors.npy",
+                                 "bm25.npz", "bm25.json"}
+    assert seg["documents"] == 12 and seg["chunks"] == m.counts["chunks"] and m.tombstones == {}
     assert m.created_at.endswith("+00:00")
     # nothing half-written is left behind
     assert [p.name for p in Path("indexes/sample").iterdir() if p.name.startswith(".staging")] == []
@@ -53,9 +58,7 @@ def test_ingest_publishes_a_complete_version(ingested: Path) -> None:
 
 def test_published_chunks_slice_their_documents(ingested: Path) -> None:
     idx = PublishedIndex.open(IndexRegistry("indexes"), "sample@latest")
-    import pyarrow.parquet as pq
-
-    docs = {d.doc_id: d for d in documents_from_table(pq.read_table(idx.path / "documents.parquet"))}
+    docs = {d.doc_id: d for d in documents_from_table(IndexRegistry("indexes").live_table("sample", idx.version, "documents"))}
     rows = idx.chunks.to_pylist()
     assert [r["row"] for r in rows] == list(range(len(rows)))
     assert len({r["chunk_id"] for r in rows}) == len(rows)
@@ -65,7 +68,7 @@ def test_published_chunks_slice_their_documents(ingested: Path) -> None:
     # vectors in the index are the embedder's vectors of each chunk's context + text (params.yaml
     # ships chunk.context: true, so every chunk carries its "Title > Section" prefix), L2-normalized
     assert all(r["context"].endswith("\n\n") and r["context"].strip() for r in rows)
-    vecs = idx.index.reconstruct_n(0, idx.index.ntotal)
+    vecs = idx.vectors()
     np.testing.assert_allclose(vecs, HashingEmbedder().embed([r["context"] + r["text"] for r in rows]), atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
 
@@ -181,9 +184,10 @@ def test_bm25_params_are_published_with_the_version(workspace: Path, prefect_har
     write_params(workspace, index={"bm25_k1": 0.9, "bm25_b": 0.3})
     assert _ingest("data/sample").exit_code == 0
     published = PublishedIndex.open(IndexRegistry("indexes"), "sample@latest")
-    meta = json.loads((published.path / "bm25.json").read_text())
+    (_, folder, _), = published.segments
+    meta = json.loads((folder / "bm25.json").read_text())
     assert meta["spec"]["k1"] == 0.9 and meta["spec"]["b"] == 0.3
-    opened = BM25Index.open(published.path, published.chunks)
+    opened = BM25Index.open(folder, published.chunks.num_rows)
     default = BM25Index.from_chunks(published.chunks)
     q = "varroa mites alcohol wash"
     assert not np.allclose(opened.scores(q), default.scores(q))  # the published scores use k1/b from params

@@ -142,7 +142,7 @@ def test_cli_ingest_and_refresh_skip_hostile_sources(workspace: Path, prefect_ha
     import pyarrow.parquet as pq
 
     folder = Path("indexes/hostile") / IndexRegistry("indexes").aliases("hostile")["latest"]
-    texts = " ".join(pq.read_table(folder / "chunks.parquet").column("text").to_pylist())
+    texts = " ".join(IndexRegistry("indexes").live_table("hostile", folder.name, "chunks").column("text").to_pylist())
     assert "root:" not in texts and "Drones are the male bees" in texts
     q = {Path(r["path"]).name: r["error_type"] for r in pq.read_table(folder / "quarantine.parquet").to_pylist()}
     assert q == {"p.txt": "SymlinkOutsideRoot", "pipe.txt": "NotARegularFile", "zero.txt": "SymlinkOutsideRoot",

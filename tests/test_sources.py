@@ -9,7 +9,6 @@ import shutil
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -61,7 +60,7 @@ def _cli(*args: str):
 
 def _documents(name: str, version: str) -> dict[str, dict]:
     reg = IndexRegistry("indexes")
-    rows = pq.read_table(reg.version_dir(name, version) / "documents.parquet").to_pylist()
+    rows = reg.live_table(name, version, "documents").to_pylist()  # the version's live documents, over its segments
     return {r["uri"]: r for r in rows}
 
 
@@ -116,7 +115,7 @@ def test_s3_ingest_refresh_propagates_changes_and_deletions(workspace: Path, pre
     assert "old queen" in v2[f"{url}/swarming.md"]["text"]
     assert "sugar syrup" in v2[f"{url}/new/feeding.txt"]["text"]
     # the deleted document's chunks are gone from the published chunk table too
-    chunks = pq.read_table(reg.version_dir("s3docs", out["version"]) / "chunks.parquet").column("doc_id").to_pylist()
+    chunks = reg.live_table("s3docs", out["version"], "chunks", ["doc_id"]).column("doc_id").to_pylist()
     assert docs[f"{url}/wintering.html"]["doc_id"] not in chunks
 
 

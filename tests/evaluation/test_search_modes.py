@@ -77,7 +77,8 @@ def test_bm25_mode_returns_the_bm25_index_ranking(tmp_path: Path, mini_dataset: 
 def test_hybrid_with_one_zero_weight_is_the_other_retriever(tmp_path: Path, mini_dataset: Path, fusion: str) -> None:
     chunks, retriever, qvecs, questions = _setup(tmp_path, mini_dataset)
     k = 3
-    _, dense = search(retriever.index, qvecs, 50)  # the candidate depth: FAISS orders tied scores by depth
+    (faiss_index,) = retriever.index.parts  # in memory: one FAISS index
+    _, dense = search(faiss_index, qvecs, 50)  # the candidate depth: FAISS orders tied scores by depth
     dense = dense[:, :k]
     only_dense = _rows(retriever, qvecs, questions, k, mode="hybrid", fusion=fusion, weights={"dense": 1, "bm25": 0})
     assert only_dense.tolist() == dense.tolist()

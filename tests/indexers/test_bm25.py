@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import bm25s
@@ -15,8 +14,7 @@ from hypothesis import strategies as st
 
 from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index, BM25Spec, tokenize
 from ragline.indexers.registry import IndexRegistry
-from ragline.indexers.retriever import PublishedIndex
-from tests.publishing import make_old_version, publish_paragraphs
+from tests.publishing import publish_paragraphs
 
 TEXTS = ["the cat sat on the mat", "dogs chase cats", "a quick brown fox", "cat food and cat toys", ""]
 
@@ -99,35 +97,29 @@ def test_damaged_files_are_reported(tmp_path: Path) -> None:
         BM25Index.read(tmp_path)
 
 
-def test_published_version_carries_hashed_bm25_files(tmp_path: Path) -> None:
+def test_published_segment_carries_hashed_bm25_files(tmp_path: Path) -> None:
     root = tmp_path / "indexes"
     m = publish_paragraphs(root, "docs", {"a.md": [("Prime the pump with water.", None)],
                                           "b.md": [("Bake bread at 230 degrees.", None)]})
-    assert BM25_ARRAYS_FILE in m.files and BM25_META_FILE in m.files
+    (seg,) = m.segments
+    assert BM25_ARRAYS_FILE in seg["files"] and BM25_META_FILE in seg["files"]
     reg = IndexRegistry(root)
     assert reg.verify("docs", m.version) == []
-    meta = json.loads((reg.version_dir("docs", m.version) / BM25_META_FILE).read_text())
+    meta = json.loads((reg.segment_dir("docs", seg["id"]) / BM25_META_FILE).read_text())
     assert meta["n_chunks"] == 2 and meta["spec"]["stopwords"] == "en"
 
 
-def test_old_version_without_bm25_builds_it_from_chunks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    root = tmp_path / "indexes"
-    m = publish_paragraphs(root, "docs", {"a.md": [("Prime the pump with water.", None)],
-                                          "b.md": [("Bake bread at 230 degrees.", None)]})
-    folder = IndexRegistry(root).version_dir("docs", m.version)
-    make_old_version(folder, BM25_ARRAYS_FILE, BM25_META_FILE)
-    published = PublishedIndex.open(IndexRegistry(root), "docs")
-    with caplog.at_level(logging.INFO, logger="ragline.indexers.bm25"):
-        ix = BM25Index.open(folder, published.chunks)
-    assert "building BM25 from chunks.parquet (2 chunks)" in caplog.text
-    assert ix.search("bread", 5)[0].tolist() == [1]
-
-
 def test_open_refuses_bm25_of_another_chunk_count(tmp_path: Path) -> None:
-    root = tmp_path / "indexes"
-    m = publish_paragraphs(root, "docs", {"a.md": [("Prime the pump.", None), ("Bake bread.", None)]})
-    folder = IndexRegistry(root).version_dir("docs", m.version)
-    published = PublishedIndex.open(IndexRegistry(root), "docs")
-    BM25Index.build(["only one text"]).write(folder)
+    BM25Index.build(["only one text"]).write(tmp_path)
     with pytest.raises(OSError, match="covers 1 chunks but chunks.parquet has 2"):
-        BM25Index.open(folder, published.chunks)
+        BM25Index.open(tmp_path, 2)
+
+
+def test_files_of_the_score_matrix_format_are_refused(tmp_path: Path) -> None:
+    """bm25.json format 1 (precomputed bm25s scores, before segments) cannot be rescored: refused by name."""
+    BM25Index.build(TEXTS).write(tmp_path)
+    meta = json.loads((tmp_path / BM25_META_FILE).read_text())
+    meta["format"] = 1
+    (tmp_path / BM25_META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(OSError, match="BM25 format 1, this ragline reads 2"):
+        BM25Index.read(tmp_path)

@@ -152,9 +152,10 @@ def test_publish_records_the_factory_and_keeps_the_vectors(tmp_path: Path) -> No
     registry, record = _publish(tmp_path, "IVF8,PQ4x4", 1000)
     assert record["factory"] == "IVF8,PQ4x4" and record["factory_param"] == "IVF8,PQ4x4"
     assert record["trained_on"] == 1000 and record["ntotal"] == 1000 and record["dim"] == DIM
-    folder = registry.version_dir("docs", "v0001")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert "vectors.npy" in manifest["files"]
+    manifest = json.loads((registry.version_dir("docs", "v0001") / "manifest.json").read_text())
+    (segment,) = manifest["segments"]  # the data files live in the version's segment
+    assert "vectors.npy" in segment["files"]
+    folder = registry.segment_dir("docs", segment["id"])
     published = PublishedIndex.open(registry, "docs")
     vectors = read_vectors(folder / "vectors.npy")
     # the vectors are the embedder's, exactly (a PQ index could only give back approximations)
@@ -168,7 +169,8 @@ def test_publish_records_the_factory_and_keeps_the_vectors(tmp_path: Path) -> No
 def test_open_memory_maps_the_faiss_file(tmp_path: Path, factory: str) -> None:
     registry, _ = _publish(tmp_path, factory, 500)
     published = PublishedIndex.open(registry, "docs")
-    index_file = str((registry.version_dir("docs", "v0001") / "index.faiss").resolve())
+    (segment,) = registry.segments("docs", "v0001")
+    index_file = str((registry.segment_dir("docs", segment.id) / "index.faiss").resolve())
     maps = Path("/proc/self/maps").read_text()
     assert index_file in maps, f"{factory}: index.faiss is not memory-mapped"
     assert published.index.ntotal == 500

@@ -12,7 +12,8 @@ from ragline.indexers.retrieval import ChunkFilter, RetrievalConfig, parse_filte
 from ragline.indexers.retriever import Retriever, min_max, rrf_fuse, weighted_fuse
 from ragline.indexers.registry import IndexRegistry
 from tests.runner.conftest import CORPUS
-from tests.publishing import make_old_version, publish_paragraphs
+from ragline.indexers.manifest import CorruptRegistryError
+from tests.publishing import make_pre_segment_version, publish_paragraphs
 
 
 def test_rrf_matches_the_formula() -> None:
@@ -116,9 +117,13 @@ def test_filters_restrict_every_mode(retriever: Retriever) -> None:
     assert none == []
 
 
-def test_old_version_without_bm25_still_serves_bm25(tmp_path: Path) -> None:
+def test_version_from_before_segments_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """Versions written before segments (one folder per version) are not read: one line says how to rebuild."""
     root = tmp_path / "indexes"
     m = publish_paragraphs(root, "old", CORPUS)
-    make_old_version(IndexRegistry(root).version_dir("old", m.version), "bm25.npz", "bm25.json")
-    r = Retriever.open(IndexRegistry(root), "old")
-    assert r.search("impeller", RetrievalSpec(k=1, mode="bm25"))[0].page == 2
+    make_pre_segment_version(IndexRegistry(root).version_dir("old", m.version))
+    with pytest.raises(CorruptRegistryError) as e:
+        Retriever.open(IndexRegistry(root), "old")
+    msg = str(e.value)
+    assert "\n" not in msg and "schema_version 1" in msg and "before segments" in msg
+    assert "ragline ingest SOURCES --index NAME" in msg

@@ -1,5 +1,6 @@
-"""SIGKILL at every injected point of a refresh: the registry stays consistent and the next
-refresh succeeds, reusing the embedding cache."""
+"""SIGKILL at every injected point of a refresh (segment writes included) and of a compaction:
+the registry stays consistent, the next run succeeds (reusing the embedding cache), and gc
+removes what the dead processes left."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from ragline.indexers.cache import text_sha256
 from ragline.indexers.embedders import info_of, make_embedder
-from ragline.indexers.faults import CRASH_ENV, CRASH_POINTS
+from ragline.indexers.faults import COMPACT_CRASH_POINTS, CRASH_ENV, CRASH_POINTS, GC_CRASH_POINTS
 from ragline.indexers.registry import VERSION_RE, IndexRegistry
 from ragline.indexers.retriever import PublishedIndex
 from ragline.core.schemas import indexed_texts
@@ -19,12 +20,12 @@ from tests.refresh.conftest import VENV_BIN, params_here
 SRC = Path("data/sample")
 #: points after which the new chunks' vectors are in the embedding cache
 AFTER_EMBED = CRASH_POINTS[CRASH_POINTS.index("refresh:embedded"):]
-#: points that leave a staging folder behind
-LEAVES_STAGING = ("publish:staging-written", "publish:manifest-written")
+#: points that leave a version staging folder behind (the segment is written inside the publish)
+LEAVES_STAGING = ("segment:staged", "segment:written", "publish:staging-written", "publish:manifest-written")
 #: the point crashed with an edited document (parse + embed in the crashed run, so the next
 #: refresh must find the vectors in the cache); at the others the crashed refresh removes a
 #: document (no parsing, no model: keeps this test's subprocesses cheap)
-EDIT_AT = ("refresh:embedded",)
+EDIT_AT = ("refresh:embedded", "segment:staged", "segment:written")
 
 
 def cached_keys(params) -> set[str]:
@@ -43,6 +44,8 @@ def assert_consistent(reg: IndexRegistry, name: str) -> None:
         assert v in versions, alias
         opened = PublishedIndex.open(reg, f"{name}@{alias}")
         assert opened.index.ntotal == opened.chunks.num_rows == opened.manifest.counts["chunks"]
+        listed = {s.id for s in reg.segments(name, v)}
+        assert all(reg.segment_dir(name, s).is_dir() for s in listed), v
 
 
 def test_sigkill_at_each_point_leaves_registry_consistent(light_workspace: Path, subprocess_env, prefect_harness) -> None:
@@ -88,7 +91,51 @@ def test_sigkill_at_each_point_leaves_registry_consistent(light_workspace: Path,
 
     leftovers = {x.name for x in reg.leftovers(p.index.name)}
     assert leftovers and all(x.startswith((".staging-", ".latest.json.")) for x in leftovers)
+    assert any(x.parent.name == "segments" for x in reg.leftovers(p.index.name))  # segment:staged left one
     report = reg.gc(p.index.name, keep=100)
     assert set(report.leftovers) == leftovers and report.deleted == []
+    # a segment a killed run wrote is either listed by the next run (same content, same id) or deleted
+    listed = {s.id for v in reg.versions(p.index.name) for s in reg.segments(p.index.name, v)}
+    assert {d.name for d in reg.segments_dir(p.index.name).iterdir()} == listed
     assert reg.leftovers(p.index.name) == []
     assert_consistent(reg, p.index.name)
+
+
+def test_sigkill_during_compaction_and_gc_leaves_registry_consistent(light_workspace: Path, subprocess_env,
+                                                                      prefect_harness) -> None:
+    from ragline.pipelines.flows import refresh_flow
+
+    p = params_here()
+    reg = IndexRegistry(p.index.root)
+    name = p.index.name
+    assert refresh_flow(params=p.to_dict()).version == "v0001"
+    for i, target in enumerate((SRC / "swarming.md", SRC / "hive-anatomy.md")):  # three segments, tombstones in the first
+        target.write_text(target.read_text() + f"\n\nCompaction drill {i}: smoke the hive.\n")
+        assert refresh_flow(params=p.to_dict()).failed is None
+    before = reg.resolve(f"{name}@latest")[1]
+    assert len(reg.segments(name, before)) == 3 and reg.manifest(name, before).tombstones
+    for point in COMPACT_CRASH_POINTS:
+        r = subprocess.run([str(VENV_BIN / "ragline"), "index", "compact"], env={**subprocess_env, CRASH_ENV: point},
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == -signal.SIGKILL, f"{point}: exit {r.returncode}\n{r.stderr[-3000:]}"
+        assert_consistent(reg, name)
+        now = reg.resolve(f"{name}@latest")[1]
+        if point == "publish:aliased":
+            assert now != before and len(reg.segments(name, now)) == 1
+        else:
+            assert now == before, point
+    r = subprocess.run([str(VENV_BIN / "ragline"), "index", "compact", "--json"], env=subprocess_env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert_consistent(reg, name)
+    for point in GC_CRASH_POINTS:  # gc killed after deleting versions, before deleting their segments
+        r = subprocess.run([str(VENV_BIN / "ragline"), "index", "gc", "--keep", "1"],
+                           env={**subprocess_env, CRASH_ENV: point}, capture_output=True, text=True, timeout=300)
+        assert r.returncode == -signal.SIGKILL, f"{point}: exit {r.returncode}\n{r.stderr[-3000:]}"
+        assert_consistent(reg, name)
+    report = reg.gc(name, keep=1)
+    assert report.segments_deleted and reg.leftovers(name) == []
+    assert_consistent(reg, name)
+    kept = {s.id for v in reg.versions(name) for s in reg.segments(name, v)}
+    stored = {d.name for d in reg.segments_dir(name).iterdir()}
+    assert stored == kept

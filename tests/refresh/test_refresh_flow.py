@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
 import pytest
 
 from ragline.indexers.embedders import make_embedder
-from ragline.indexers.faiss_index import read_faiss_index
 from ragline.indexers.registry import IndexRegistry
+from ragline.indexers.retriever import PublishedIndex
 from ragline.core.schemas import indexed_texts
 from ragline.pipelines.refresh import InputDiff, ScannedFile, diff_inputs, plan_refresh
 from ragline.pipelines.load import SourceFile
@@ -28,10 +28,12 @@ def refresh(**overrides):
 
 
 def version_data(root: str, name: str, version: str):
-    folder = Path(root) / name / version
-    chunks = pq.read_table(folder / "chunks.parquet")
-    index = read_faiss_index(folder / "index.faiss")
-    return chunks, index.reconstruct_n(0, index.ntotal)
+    """Live chunks and vectors of a version in a full build's order (by URI, then position in
+    the document): a refreshed version lists its segments' rows segment after segment."""
+    pub = PublishedIndex.open(IndexRegistry(root), f"{name}@{version}")
+    uris = pub.chunks.column("uri").to_pylist()
+    order = sorted(range(len(uris)), key=lambda i: uris[i])  # stable: document order kept within a URI
+    return pub.chunks.take(pa.array(order, type=pa.int64())), pub.vectors()[order]
 
 
 def full_build(name: str):
@@ -97,7 +99,8 @@ def test_refresh_redoes_only_added_and_changed_and_equals_full_build(light_works
     for i, (cid, u) in enumerate(zip(chunks.column("chunk_id").to_pylist(), uris)):
         if u not in redone:
             assert np.array_equal(vecs[i], v1_vecs[v1_rows[cid]])
-    assert chunks.column("row").to_pylist() == list(range(chunks.num_rows))
+    served = PublishedIndex.open(IndexRegistry("indexes"), "sample@v0002").chunks
+    assert served.column("row").to_pylist() == list(range(served.num_rows))
     # the refreshed version equals a full build of the same files
     full_chunks, full_vecs = full_build("full")
     assert chunks.column("chunk_id").to_pylist() == full_chunks.column("chunk_id").to_pylist()

@@ -8,12 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from ragline.indexers.manifest import CorruptRegistryError
 from ragline.indexers.registry import IndexRegistry, RegistryError
 
-from tests.publishing import publish_texts  # noqa: F401
+from tests.publishing import publish_texts, segment_key, segment_path  # noqa: F401
 from tests.refresh.conftest import A, B, C, D, cli, cli_json, params_here  # noqa: F401
 
 
@@ -48,7 +47,7 @@ def test_promote_unknown_version_or_bad_alias_fails_cleanly(three_versions: Inde
 def test_diff_reports_documents_and_chunk_counts(three_versions: IndexRegistry) -> None:
     d = cli_json("index", "diff", "v0001", "v0002")
     assert (d["added"], d["removed"], d["changed"], d["unchanged"]) == (["d/d.txt"], ["d/c.txt"], ["d/b.txt"], 1)
-    uris = {v: pq.read_table(f"indexes/sample/{v}/chunks.parquet").column("uri").to_pylist() for v in ("v0001", "v0002")}
+    uris = {v: three_versions.live_table("sample", v, "chunks").column("uri").to_pylist() for v in ("v0001", "v0002")}
     assert d["chunks_a"] == len(uris["v0001"]) and d["chunks_b"] == len(uris["v0002"])
     assert d["doc_chunks"] == {u: [uris["v0001"].count(u), uris["v0002"].count(u)] for u in ("d/b.txt", "d/c.txt", "d/d.txt")}
     assert d["params_changed"] == [] and not d["chunker_changed"] and not d["embedding_changed"]
@@ -95,14 +94,18 @@ def test_show_reports_manifest_and_damaged_files(three_versions: IndexRegistry) 
     latest = cli_json("index", "show")  # default: latest
     assert latest["version"] == "v0003" and latest["aliases"] == ["latest"]
     assert [h["version"] for h in latest["alias_history"]] == ["v0001", "v0002"]
-    faiss_file = Path("indexes/sample/v0002/index.faiss")
+    assert [s["id"] for s in info["segments"]] == [s.id for s in three_versions.segments("sample", "v0002")]
+    assert sum(s["chunks"] - s["deleted_chunks"] for s in info["segments"]) == info["counts"]["chunks"]
+    faiss_file = segment_path("v0002", "index.faiss")
+    key = segment_key("v0002", "index.faiss")
     data = bytearray(faiss_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     faiss_file.write_bytes(bytes(data))
     code, stdout, stderr = cli("index", "show", "sample@v0002", "--json")  # exits 1 on damage (issue 11)
     damaged = json.loads(stdout)
-    assert code == 1 and damaged["files_intact"] is False and damaged["damaged_files"] == ["index.faiss"]
-    assert "v0002/index.faiss: sha256 differs from the manifest" in " ".join(stderr.split())
+    assert code == 1 and damaged["files_intact"] is False and damaged["damaged_files"] == [key]
+    assert f"{key}: sha256 differs from the manifest" in " ".join(stderr.split())
+    assert "sample@v0002 is damaged" in " ".join(stderr.split())
 
 
 def test_truncated_manifest_is_a_clear_error_naming_file_and_repair(three_versions: IndexRegistry) -> None:

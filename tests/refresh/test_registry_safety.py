@@ -17,6 +17,7 @@ from ragline.core.errors import error_line
 from ragline.indexers.registry import IndexRef, IndexRegistry, InvalidReference, RegistryError
 from ragline.pipelines.cli import app
 from tests.conftest import write_params
+from tests.publishing import segment_key, segment_path
 from tests.refresh.conftest import cli, cli_json
 
 runner = CliRunner()
@@ -127,9 +128,9 @@ def _flip(path: Path, n: int = 64) -> None:
 
 def test_flipped_bytes_in_the_faiss_file_refuse_to_serve(three_versions: IndexRegistry) -> None:
     """Defect 2: flipping 64 bytes inside index.faiss → query exited 0 and served the corrupted vectors."""
-    _flip(Path("indexes/sample/v0003/index.faiss"))
+    _flip(segment_path("v0003", "index.faiss"))
     msg = one_line_error(invoke("query", "bees"))
-    assert "v0003/index.faiss: sha256 differs from the manifest" in msg.replace(" ", " ")
+    assert f"{segment_key('v0003', 'index.faiss')}: sha256 differs from the manifest" in msg.replace(" ", " ")
     assert "sample@v0003 is damaged and is not served" in msg
     assert cli_json("query", "bees", "--index", "sample@v0002")  # an intact version still serves
 
@@ -137,36 +138,38 @@ def test_flipped_bytes_in_the_faiss_file_refuse_to_serve(three_versions: IndexRe
 def test_verify_size_mode_checks_sizes_only(three_versions: IndexRegistry) -> None:
     """index.verify: size skips hashing (same-size damage passes, truncation does not)."""
     write_params(Path("."), index={"verify": "size"})
-    _flip(Path("indexes/sample/v0003/index.faiss"))
+    _flip(segment_path("v0003", "index.faiss"))
     r = invoke("query", "bees", "--json")
     assert r.exit_code == 0, r.stderr  # the documented trade-off: same-size damage passes a size check
-    chunks = Path("indexes/sample/v0002/chunks.parquet")
+    chunks = segment_path("v0002", "chunks.parquet")
     chunks.write_bytes(chunks.read_bytes()[:-10])
     msg = one_line_error(invoke("query", "bees", "--index", "sample@v0002"))
-    assert "v0002/chunks.parquet" in msg and "bytes, the manifest says" in msg
+    assert segment_key("v0002", "chunks.parquet") in msg and "bytes, the manifest says" in msg
 
 
 @pytest.mark.parametrize("damage", ["delete-faiss", "truncate-faiss", "delete-chunks", "truncate-chunks"])
 def test_missing_or_truncated_data_files_are_one_line(three_versions: IndexRegistry, damage: str) -> None:
     """Defect 2: a deleted or truncated index.faiss / chunks.parquet gave an OSError traceback."""
     what, kind = damage.split("-")
-    path = Path("indexes/sample/v0003") / ("index.faiss" if kind == "faiss" else "chunks.parquet")
+    path = segment_path("v0003", "index.faiss" if kind == "faiss" else "chunks.parquet")
+    key = segment_key("v0003", path.name)
     if what == "delete":
         path.unlink()
     else:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     msg = one_line_error(invoke("query", "bees"))
-    assert f"v0003/{path.name}: " in msg and ("missing" in msg if what == "delete" else "bytes, the manifest says" in msg)
+    assert f"{key}: " in msg and "sample@v0003 is damaged" in msg and ("missing" in msg if what == "delete" else "bytes, the manifest says" in msg)
 
 
 def test_show_exits_non_zero_on_a_damaged_version(three_versions: IndexRegistry) -> None:
     """Defect 2: `ragline index show` printed files_intact False and exited 0."""
-    _flip(Path("indexes/sample/v0002/index.faiss"))
+    _flip(segment_path("v0002", "index.faiss"))
     r = invoke("index", "show", "sample@v0002", "--json")
     assert r.exit_code == 1
     info = json.loads(r.stdout)
-    assert info["files_intact"] is False and info["damaged_files"] == ["index.faiss"]
-    assert "v0002/index.faiss: sha256 differs" in " ".join(r.stderr.split())
+    key = segment_key("v0002", "index.faiss")
+    assert info["files_intact"] is False and info["damaged_files"] == [key]
+    assert f"{key}: sha256 differs" in " ".join(r.stderr.split())
     assert invoke("index", "show", "v0003").exit_code == 0
 
 
@@ -186,7 +189,7 @@ def test_manifest_listing_a_file_outside_its_folder_is_damage(three_versions: In
     """Path guard: file names in a manifest are plain names inside the version folder."""
     path = Path("indexes/sample/v0003/manifest.json")
     data = json.loads(path.read_text())
-    data["files"]["../../../secret"] = data["files"]["index.faiss"]
+    data["files"]["../../../secret"] = data["files"]["quarantine.parquet"]
     path.write_text(json.dumps(data))
     assert "not a plain file name" in one_line_error(invoke("query", "bees"))
 
@@ -195,11 +198,13 @@ def test_manifest_listing_a_file_outside_its_folder_is_damage(three_versions: In
 def test_gc_never_deletes_an_aliased_version_without_manifest(three_versions: IndexRegistry) -> None:
     """Defect 1 (data loss): with manifest.json missing from the version `latest` points at,
     `ragline index gc --keep 0` deleted the whole folder and left the alias dangling."""
+    faiss_file = segment_path("v0003", "index.faiss")
     Path("indexes/sample/v0003/manifest.json").unlink()
     r = invoke("index", "gc", "--keep", "0", "--json")
     assert r.exit_code == 1
     report = json.loads(r.stdout)
-    assert Path("indexes/sample/v0003/index.faiss").exists()
+    assert Path("indexes/sample/v0003/quarantine.parquet").exists()
+    assert faiss_file.exists() and report["segments_deleted"] == []  # what v0003 lists is unknown: every segment kept
     assert "v0003" not in report["deleted"] and "v0003" not in report["leftovers"]
     assert "alias latest" in report["damaged"]["v0003"]
     assert "ragline index promote VERSION --index sample --alias ALIAS" in report["damaged"]["v0003"]
@@ -222,7 +227,7 @@ def test_permission_denied_while_reading_is_one_line(three_versions: IndexRegist
     """Defect 8 (OSError tracebacks): EACCES reading a version file ends in one line naming it."""
     import ragline.indexers.retriever as retriever
 
-    target = str(Path("indexes/sample/v0003/index.faiss").resolve())
+    target = str(segment_path("v0003", "index.faiss").resolve())
 
     def denied(path, **_):
         raise PermissionError(errno.EACCES, "Permission denied", target)
@@ -255,9 +260,10 @@ def test_refresh_refuses_to_carry_over_a_damaged_parent(three_versions: IndexReg
     """Defect 2: a refresh read the parent's vectors without checking them, so flipped bytes in
     index.faiss would be carried into the next version. (A subprocess: what a user sees,
     Prefect's log lines included.)"""
-    _flip(Path("indexes/sample/v0003/index.faiss"))
+    _flip(segment_path("v0003", "index.faiss"))
     r = subprocess.run(["ragline", "refresh"], env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and "v0003/index.faiss: sha256 differs from the manifest" in errors[0], r.stderr
+    key = segment_key("v0003", "index.faiss")
+    assert len(errors) == 1 and f"{key}: sha256 differs from the manifest" in errors[0], r.stderr
     assert three_versions.versions("sample") == ["v0001", "v0002", "v0003"]

@@ -1,0 +1,173 @@
+"""Scale benchmark for segments (issue 12): a refresh costs the change, not the corpus.
+
+Synthetic prose documents (2-20 KB of plain text, deterministic from ``--seed``), the
+``hashing`` embedder (so embedding cost is not in the figures), in one process and on one
+machine, with the Prefect API started before anything is timed:
+
+  1. full build: ``refresh`` into an empty registry (every document parsed, chunked,
+     embedded, one segment written);
+  2. change ``--change`` of the corpus (half added, half removed; 1% by default) and refresh:
+     one new segment for the added documents, tombstones for the removed ones;
+  3. a refresh with nothing changed (plan only: scan and hash the files).
+
+Prints the refresh/full wall-time ratio (target <= 0.02), the disk the refresh added (new
+segment + version folder) against the bytes of the added documents (target <= 3x), and the
+no-change refresh wall time (target <= 2 s at 100k documents).
+
+    .venv/bin/python benchmarks/scale.py [--docs 20000] [--change 0.01] [--workdir DIR] [--json]
+
+Ratios, not absolute times, are the result: the machines are shared and noisy. 20,000
+documents take about ten minutes for the full build on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ragline.core.offline import set_offline_env  # noqa: E402
+
+set_offline_env()
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+SYLLABLES = ("ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "ve", "dan", "bel", "tor", "ish", "gar", "fen", "qu",
+             "ab", "ul", "or", "ex", "hy", "zo", "wen", "pra")
+
+
+def vocabulary(rng: random.Random, n: int = 20000) -> list[str]:
+    """``n`` pseudo-words of 1-4 syllables."""
+    return ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(n)]
+
+
+def prose(rng: random.Random, words: list[str], size_bytes: int) -> str:
+    """Paragraphs of sentences of Zipf-distributed words, about ``size_bytes`` long."""
+    out, total = [], 0
+    while total < size_bytes:
+        sentences = []
+        for _ in range(rng.randint(3, 8)):
+            n = rng.randint(6, 22)
+            sent = " ".join(words[min(int(rng.paretovariate(1.1)) - 1, len(words) - 1)] if rng.random() < 0.6
+                            else rng.choice(words) for _ in range(n))
+            sentences.append(sent.capitalize() + ".")
+        para = " ".join(sentences)
+        out.append(para)
+        total += len(para) + 2
+    return "\n\n".join(out)[:size_bytes]
+
+
+def write_doc(folder: Path, i: int, rng: random.Random, words: list[str]) -> int:
+    text = f"Document {i}\n\n" + prose(rng, words, rng.randint(2048, 20480))
+    path = folder / f"{i // 1000:03d}" / f"doc-{i:06d}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path.stat().st_size
+
+
+def disk_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=20000, help="documents in the full build")
+    ap.add_argument("--change", type=float, default=0.01, help="share of documents changed (half added, half removed)")
+    ap.add_argument("--workers", type=int, default=2, help="load.workers")
+    ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--workdir", type=Path, default=None, help="work here (default: a temp dir, deleted)")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    args = ap.parse_args()
+
+    from prefect import flow
+
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.config import Params
+    from ragline.pipelines.flows import refresh_flow
+
+    rng = random.Random(args.seed)
+    words = vocabulary(rng)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="ragline-scale-"))
+    keep = args.workdir is not None
+    for d in ("docs", "indexes", "cache"):
+        shutil.rmtree(work / d, ignore_errors=True)
+    docs = work / "docs"
+    docs.mkdir(parents=True)
+    for i in range(args.docs):
+        write_doc(docs, i, rng, words)
+
+    params = Params().to_dict()
+    params["load"].update(sources=[str(docs)], workers=args.workers)
+    params["embed"].update(model="hashing")
+    params["index"].update(name="scale", root=str(work / "indexes"))
+    params["paths"].update(cache=str(work / "cache"))
+    params["promote"].update(gate="none")
+    params["drift"].update(on_refresh=False)
+
+    @flow(name="warm-up")
+    def warm_up() -> None:
+        """Start the Prefect API before anything is timed."""
+
+    warm_up()
+    t0 = time.perf_counter()
+    full = refresh_flow(params=params)
+    full_s = time.perf_counter() - t0
+    if full.version is None:
+        print(f"error: the full build published nothing: {full.failed}", file=sys.stderr)
+        return 1
+
+    n_add = max(1, round(args.docs * args.change / 2))
+    files = sorted(docs.rglob("*.txt"))
+    for p in rng.sample(files, n_add):
+        p.unlink()
+    added_bytes = sum(write_doc(docs, args.docs + j, rng, words) for j in range(n_add))
+    index_dir = work / "indexes" / "scale"
+    before = disk_bytes(index_dir)
+    t0 = time.perf_counter()
+    inc = refresh_flow(params=params)
+    refresh_s = time.perf_counter() - t0
+    added_disk = disk_bytes(index_dir) - before
+
+    t0 = time.perf_counter()
+    none = refresh_flow(params=params)
+    nochange_s = time.perf_counter() - t0
+
+    reg = IndexRegistry(work / "indexes")
+    m = reg.manifest("scale", inc.version)
+    result = {
+        "docs": args.docs, "added": n_add, "removed": n_add,
+        "full": {"wall_s": round(full_s, 2), "chunks": full.chunks, "stage_seconds": full.stage_seconds,
+                 "disk_bytes": before},
+        "refresh": {"wall_s": round(refresh_s, 2), "counts": inc.counts(), "chunks": inc.chunks,
+                    "embedded_chunks": inc.embedded_chunks, "segments": len(m.segments),
+                    "stage_seconds": inc.stage_seconds},
+        "refresh_over_full": round(refresh_s / full_s, 4),
+        "disk_added_bytes": added_disk, "added_docs_bytes": added_bytes,
+        "disk_added_over_changed": round(added_disk / added_bytes, 3),
+        "no_change_wall_s": round(nochange_s, 3), "no_change_nothing_changed": none.nothing_changed,
+        "targets": {"refresh_over_full_max": 0.02, "disk_added_over_changed_max": 3.0, "no_change_max_s": 2.0},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"full build: {args.docs} documents, {full.chunks} chunks in {full_s:.1f} s; {before / 1e6:.1f} MB on disk")
+        print(f"refresh: {n_add} added, {n_add} removed in {refresh_s:.2f} s "
+              f"({len(m.segments)} segments, {inc.embedded_chunks} chunks embedded)")
+        print(f"refresh / full wall time: {refresh_s / full_s:.4f} (target <= 0.02)")
+        print(f"disk added by the refresh: {added_disk / 1e6:.2f} MB for {added_bytes / 1e6:.2f} MB of added documents: "
+              f"{added_disk / added_bytes:.2f}x (target <= 3x)")
+        print(f"no-change refresh: {nochange_s:.2f} s (target <= 2 s at 100k documents)")
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Segments and tombstones (issue 12): a refresh writes one segment and shares the rest; search
+over segments scores exactly as a single-segment build of the same rows (BM25 with corpus-wide
+statistics, dense merged exactly); compaction equals a fresh build; gc keeps shared segments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragline.indexers.manifest import CorruptRegistryError
+from ragline.indexers.registry import IndexRegistry
+from ragline.indexers.retrieval import RetrievalConfig
+from ragline.indexers.retriever import PublishedIndex, Retriever
+from ragline.pipelines.publish import compact_index
+from ragline.pipelines.refresh import compaction_due
+from tests.conftest import write_params
+from tests.publishing import segment_path
+from tests.refresh.conftest import cli, cli_json, params_here
+
+SRC = Path("data/sample")
+QUERIES = ("queen cells in spring", "smoke and veil", "winter cluster honey stores", "drones mate in flight",
+           "varroa mites", "swarm")
+
+
+def refresh():
+    from ragline.pipelines.flows import refresh_flow
+
+    return refresh_flow(params=params_here().to_dict())
+
+
+def full_build(name: str) -> str:
+    from ragline.pipelines.flows import ingest_flow
+
+    data = params_here().to_dict()
+    data["index"]["name"] = name
+    return ingest_flow([], data).version
+
+
+def by_chunk(r: Retriever, rows: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    ids = r.chunks.column("chunk_id").to_pylist()
+    return {ids[int(i)]: float(s) for i, s in zip(rows, scores)}
+
+
+def bm25_by_chunk(r: Retriever, query: str) -> dict[str, float]:
+    s = r.bm25.scores(query)
+    return by_chunk(r, np.arange(len(s)), s)
+
+
+def change_files() -> None:
+    (SRC / "swarming.md").write_text((SRC / "swarming.md").read_text() + "\n\nA late swarm in September rarely survives winter.\n")
+    (SRC / "wintering.html").unlink()
+    (SRC / "drones.md").write_text("# Drones\n\nDrones are male honey bees that mate with queens in flight.\n")
+
+
+@pytest.fixture()
+def segmented(light_workspace: Path, prefect_harness) -> IndexRegistry:
+    """v0001 a full build; v0002 a refresh (1 added, 1 changed, 1 removed): two segments, tombstones."""
+    assert refresh().version == "v0001"
+    change_files()
+    s = refresh()
+    assert s.version == "v0002"
+    return IndexRegistry(params_here().index.root)
+
+
+def test_refresh_writes_one_segment_and_shares_the_parents(segmented: IndexRegistry) -> None:
+    reg = segmented
+    (s1,), (a, b) = reg.segments("sample", "v0001"), reg.segments("sample", "v0002")
+    assert a == s1  # shared, not copied: the same id, files and hashes
+    m2 = reg.manifest("sample", "v0002")
+    dead = m2.tombstones[s1.id]
+    assert len(dead["doc_ids"]) == 2 and dead["chunks"] > 0  # swarming (changed) and wintering (removed)
+    assert b.documents == 2  # drones (added) and swarming (changed)
+    assert m2.counts["chunks"] == a.chunks - dead["chunks"] + b.chunks == PublishedIndex.open(reg, "sample").chunks.num_rows
+    assert sorted(p.name for p in reg.segments_dir("sample").iterdir()) == sorted([a.id, b.id])
+    info = cli_json("index", "show")
+    assert [(x["id"], x["deleted_chunks"]) for x in info["segments"]] == [(a.id, dead["chunks"]), (b.id, 0)]
+
+
+def test_scores_over_segments_equal_a_single_segment_build(segmented: IndexRegistry) -> None:
+    """BM25 uses document frequencies and the average length over live rows: the two-segment
+    version with tombstones scores every chunk exactly as a full build of the same files."""
+    full_build("full")
+    seg = Retriever.open(segmented, "sample@v0002")
+    one = Retriever.open(segmented, "full@latest")
+    assert len(segmented.segments("full", "v0001")) == 1
+    assert sorted(seg.chunks.column("chunk_id").to_pylist()) == sorted(one.chunks.column("chunk_id").to_pylist())
+    n = seg.n_chunks
+    for q in QUERIES:
+        a, b = bm25_by_chunk(seg, q), bm25_by_chunk(one, q)
+        assert a.keys() == b.keys() and any(a.values())
+        np.testing.assert_allclose([a[c] for c in sorted(a)], [b[c] for c in sorted(a)], rtol=1e-6)
+        da, db = by_chunk(seg, *seg.dense(q, n)), by_chunk(one, *one.dense(q, n))
+        assert da.keys() == db.keys()
+        np.testing.assert_allclose([da[c] for c in sorted(da)], [db[c] for c in sorted(da)], rtol=1e-5, atol=1e-6)
+        for mode in ("dense", "bm25", "hybrid"):
+            cfg = RetrievalConfig(mode=mode, k=5)
+            ha, hb = seg.search(q, cfg), one.search(q, cfg)
+            assert [h.score for h in ha] == pytest.approx([h.score for h in hb], rel=1e-5, abs=1e-6)
+            assert {h.chunk_id for h in ha if h.score > ha[-1].score} <= {h.chunk_id for h in hb}
+
+
+def test_compaction_equals_a_fresh_build(segmented: IndexRegistry) -> None:
+    reg = segmented
+    reg.set_alias("sample", "prod", "v0002")
+    out = cli_json("index", "compact", "sample@prod")
+    assert out["compacted"] == "v0002" and out["version"] == "v0003" and out["segments_before"] == 2
+    assert out["segments"] == 1 and out["aliases"] == ["latest", "prod"]
+    full_build("full")
+    a, b = PublishedIndex.open(reg, "sample@v0003"), PublishedIndex.open(reg, "full@latest")
+    assert a.manifest.tombstones == {} and a.manifest.parent_version == "v0002"
+    assert a.chunks.column("chunk_id").to_pylist() == b.chunks.column("chunk_id").to_pylist()
+    np.testing.assert_array_equal(a.vectors(), b.vectors())
+    assert a.manifest.inputs == b.manifest.inputs and a.manifest.counts == b.manifest.counts
+    for q in QUERIES:
+        np.testing.assert_array_equal(a.bm25.scores(q), b.bm25.scores(q))
+    # compaction's segment is the fresh build's segment, byte for byte: content addressing stores it once per index
+    assert [s.files for s in reg.segments("sample", "v0003")] == [s.files for s in reg.segments("full", "v0001")]
+
+
+def test_gc_deletes_a_segment_only_when_no_kept_version_lists_it(segmented: IndexRegistry) -> None:
+    reg = segmented
+    shared, new = reg.segments("sample", "v0002")
+    compact_index(reg, params_here(), "sample")  # v0003; latest moves, v0002 becomes its rollback target
+    report = reg.gc("sample", keep=0)
+    assert report.deleted == ["v0001"] and report.segments_deleted == []  # v0001's segment is v0002's too
+    assert reg.verify("sample", "v0002") == [] and reg.segment_dir("sample", shared.id).is_dir()
+    compact_index(reg, params_here(), "sample")  # v0004: the same rows, so the same segment as v0003
+    assert reg.segments("sample", "v0004") == reg.segments("sample", "v0003")
+    report = reg.gc("sample", keep=0)
+    assert report.deleted == ["v0002"] and sorted(report.segments_deleted) == sorted([shared.id, new.id])
+    assert report.segments_kept == 1 and not reg.segment_dir("sample", shared.id).exists()
+    assert [d.name for d in reg.segments_dir("sample").iterdir()] == [s.id for s in reg.segments("sample", "v0004")]
+    assert cli_json("query", "queen", "-k", "1")[0]["source"]
+
+
+def test_damaged_segment_refuses_serving_and_compaction_naming_it(segmented: IndexRegistry) -> None:
+    path = segment_path("v0002", "bm25.npz", index=0)  # the segment shared with v0001
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    for ref in ("sample@v0001", "sample@v0002"):
+        with pytest.raises(CorruptRegistryError, match=f"segments/{path.parent.name}/bm25.npz: sha256 differs"):
+            PublishedIndex.open(segmented, ref)
+    code, _, stderr = cli("index", "compact")
+    msg = " ".join(stderr.split())
+    assert code == 1 and f"segments/{path.parent.name}/bm25.npz: sha256 differs from the manifest" in msg
+    assert "sample@v0002 is damaged" in msg and segmented.versions("sample") == ["v0001", "v0002"]
+
+
+def test_refresh_compacts_past_the_policy(light_workspace: Path, prefect_harness) -> None:
+    write_params(light_workspace, index={"compact_max_segments": 2})
+    refresh()
+    for i, doc in enumerate(sorted(p for p in SRC.iterdir() if p.suffix in (".md", ".txt"))[:2]):
+        doc.write_text(doc.read_text() + f"\n\nNote {i} on swarms.\n")  # another document each time
+        s = refresh()
+        reg = IndexRegistry(params_here().index.root)
+        m = reg.manifest("sample", s.version)
+        if i == 0:
+            assert len(m.segments) == 2 and "compaction" not in m.stats
+        else:  # a third segment would pass compact_max_segments 2: everything merged, nothing re-embedded
+            assert len(m.segments) == 1 and m.tombstones == {} and "segments > index.compact_max_segments" in m.stats["compaction"]
+            assert 0 < s.computed <= s.embedded_chunks and s.carried_chunks == s.chunks - s.embedded_chunks
+
+
+def test_compaction_policy() -> None:
+    assert compaction_due(3, 0.0, 4, 0.3) is None
+    assert "5 segments > index.compact_max_segments 4" == compaction_due(5, 0.0, 4, 0.3)
+    assert "40.0% of rows tombstoned" in compaction_due(2, 0.4, 4, 0.3)
+
+
+def test_an_ivf_refresh_segment_reuses_the_parents_training_and_nprobe_reaches_every_segment(
+        light_workspace: Path, prefect_harness) -> None:
+    import faiss
+
+    from ragline.indexers.faiss_index import FaissSpec, factory_of, read_faiss_index
+
+    write_params(Path.cwd(), index={"factory": "IVF4,Flat"})
+    assert refresh().version == "v0001"
+    change_files()
+    assert refresh().version == "v0002"
+    reg = IndexRegistry(params_here().index.root)
+    a, b = (read_faiss_index(reg.segment_dir("sample", s.id) / "index.faiss") for s in reg.segments("sample", "v0002"))
+    assert factory_of(a) == factory_of(b) == "IVF4,Flat" and 0 < b.ntotal < a.ntotal
+    # the refresh's segment is not trained on its few rows: it holds the parent segment's centroids
+    centroids = [faiss.downcast_index(x).quantizer.reconstruct_n(0, 4) for x in (a, b)]
+    np.testing.assert_array_equal(centroids[0], centroids[1])
+    assert reg.manifest("sample", "v0002").index["factory"] == "IVF4,Flat"
+    # nprobe reaches each segment's search: every list visited gives exactly what Flat over the same rows gives
+    r = Retriever.open(reg, "sample")
+    flat = Retriever.in_memory(r.chunks, r.published.vectors(), r.embedder, FaissSpec(factory="Flat"))
+    for q in QUERIES:
+        got = r.search(q, RetrievalConfig(mode="dense", k=8, nprobe=4))
+        want = flat.search(q, RetrievalConfig(mode="dense", k=8))
+        np.testing.assert_allclose([h.score for h in got], [h.score for h in want], rtol=1e-5)  # ties may swap rows
+        exact = {h.chunk_id: h.score for h in flat.search(q, RetrievalConfig(mode="dense", k=r.n_chunks))}
+        np.testing.assert_allclose([exact[h.chunk_id] for h in got], [h.score for h in got], rtol=1e-5)
+
+
+def test_rows_over_segments_are_read_lazily_and_leave_tombstoned_rows_out(segmented: IndexRegistry) -> None:
+    from ragline.indexers.segments import SegmentRows
+
+    reg = segmented
+    pub = PublishedIndex.open(reg, "sample@v0002")
+    assert isinstance(pub.rows, SegmentRows) and pub._table is None  # nothing read whole at open
+    hits = Retriever.from_published(pub, Retriever.open(reg, "sample@v0002").embedder).search(
+        "queen cells in spring", RetrievalConfig(mode="hybrid", k=5))
+    assert len(hits) == 5 and pub._table is None  # hits come from the segments' row files
+    table = pub.chunks
+    n = table.num_rows
+    pick = [n - 1, 0, 3, n // 2, 0]
+    got = pub.rows.take(pick, ("chunk_id", "text", "row"))
+    assert got["row"] == pick
+    assert got["chunk_id"] == [table.column("chunk_id")[i].as_py() for i in pick]
+    assert got["text"] == [table.column("text")[i].as_py() for i in pick]
+    assert [h.text for h in hits] == [table.column("text")[h.row].as_py() for h in hits]
+    assert pub.rows.column("uri").to_pylist() == table.column("uri").to_pylist()
+    dead = {d for t in reg.manifest("sample", "v0002").tombstones.values() for d in t["doc_ids"]}
+    import pyarrow.parquet as pq
+
+    newest = pq.read_table(segment_path("v0002", "chunks.parquet"), columns=["doc_id"]).column("doc_id").to_pylist()
+    # a tombstoned document's rows come only from the newest segment (changed) or not at all (removed)
+    assert dead and sum(d in dead for d in table.column("doc_id").to_pylist()) == sum(d in dead for d in newest)
+    assert n == reg.manifest("sample", "v0002").counts["chunks"]
+    with pytest.raises(IndexError):
+        pub.rows.take([n], ("chunk_id",))
