@@ -110,6 +110,7 @@ def main() -> int:
     params["paths"].update(cache=str(work / "cache"))
     params["promote"].update(gate="none")
     params["drift"].update(on_refresh=False)
+    params.setdefault("curate", {}).update(enabled=False)  # curated refreshes rewrite one segment (curate.enabled)
 
     @flow(name="warm-up")
     def warm_up() -> None:

@@ -314,7 +314,7 @@ def index_profile(
     what = ref or "latest"
     name, version = reg.resolve(what if "@" in what else f"{params.index.name}@{what}")
     reg.check_files(name, version)
-    prof = build_profile(reg.version_dir(name, version), name, version)
+    prof = build_profile(reg, name, version)
     if html_out is not None:
         html_out.parent.mkdir(parents=True, exist_ok=True)
         html_out.write_text(render_html(prof), encoding="utf-8")

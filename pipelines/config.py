@@ -190,6 +190,10 @@ class CurateConfig(_Section):
     """``curate:`` — duplicate and boilerplate removal between load and chunk (:mod:`pipelines.curate`).
 
     Attributes:
+        enabled: run curation (``false``: no duplicate clusters and no boilerplate removal; a
+            refresh then writes one new segment and shares the parent's others). With it, a
+            refresh decides duplicate clusters over the whole version, so it writes the
+            version as one segment (the parent's vectors reused; nothing is embedded again).
         duplicates: ``link`` (default) indexes one canonical copy of each duplicate cluster and
             lists the other copies' sources on its hits; ``keep_first`` indexes the canonical
             copy only; ``keep_all`` indexes every copy (clusters are still recorded, and queries
@@ -208,6 +212,7 @@ class CurateConfig(_Section):
         boilerplate_min_share: share (0, 1] of those pages/documents an element must appear on.
     """
 
+    enabled: bool = True
     duplicates: Literal["keep_all", "keep_first", "link"] = "link"
     near_duplicate_threshold: float = Field(default=0.9, gt=0, le=1)
     near_duplicates: bool = True

@@ -326,16 +326,18 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any]) -> IngestSummary
 
         model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
         with _timed(times, "load-chunk-embed"):
-            streamed = load_chunk_embed_task(files, p, model.result, curate_docs if p.curate.boilerplate else None)
+            streamed = load_chunk_embed_task(files, p, model.result, curate_docs if p.curate.enabled and p.curate.boilerplate else None)
         docs, chunks, chunk_bad, quarantine = streamed.documents, streamed.chunks, streamed.chunk_bad, streamed.quarantine
         embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
         times.update({f"{k} (overlapped)": v for k, v in streamed.seconds.items()})
         boilerplate = found.get("boilerplate")
     good = {q.path for q in chunk_bad}
     documents = documents_to_table([d for d in docs if d.uri not in good])
-    with _timed(times, "curate"):  # [curate hook] duplicate clusters; only the indexed rows (and vectors) go on
-        chunks, curation, keep = curate_task(documents, chunks, p, boilerplate)
-        vectors = vectors[keep]
+    curation = None
+    if p.curate.enabled:
+        with _timed(times, "curate"):  # [curate hook] duplicate clusters; only the indexed rows (and vectors) go on
+            chunks, curation, keep = curate_task(documents, chunks, p, boilerplate)
+            vectors = vectors[keep]
     summary = IngestSummary(p.index.name, None, len(docs), chunks.num_rows, computed,
                             max(0, chunks.num_rows - computed), quarantine, times)
     try:
@@ -515,9 +517,11 @@ def _refresh_flow_fn(
             else:
                 docs, bad = load_task(files, p) if files else ([], [])
         crash_point("refresh:loaded")
-        with _timed(times, "curate"):  # [curate hook] the parent's clusters, signatures and boilerplate keys
-            cur_state = curation_stage.read_parent_curation(registry, p.index.name, plan.parent_version)
-            docs, boilerplate = curate_documents_task(docs, p, cur_state)
+        cur_state = boilerplate = curation = None
+        if p.curate.enabled:
+            with _timed(times, "curate"):  # [curate hook] the parent's clusters, signatures and boilerplate keys
+                cur_state = curation_stage.read_parent_curation(registry, p.index.name, plan.parent_version)
+                docs, boilerplate = curate_documents_task(docs, p, cur_state)
         needs_model = (parent is None or bool(docs) or plan.reembed_all or plan.rechunk_all
                        or p.chunk.needs_embedder)
         embedder = None
@@ -526,8 +530,9 @@ def _refresh_flow_fn(
                 embedder = load_model_task(p)
         with _timed(times, "chunk"):
             assembly = assemble_task(plan, parent, docs, bad, p, embedder)
-        with _timed(times, "curate"):  # [curate hook] re-cluster; a copy whose canonical went is re-chunked
-            assembly, curation = curate_refresh_task(assembly, parent, p, cur_state, boilerplate, embedder)
+        if p.curate.enabled:
+            with _timed(times, "curate"):  # [curate hook] re-cluster; a copy whose canonical went is re-chunked
+                assembly, curation = curate_refresh_task(assembly, parent, p, cur_state, boilerplate, embedder)
         summary.quarantine, summary.kept_previous = assembly.quarantine, assembly.kept_previous
         summary.documents, summary.chunks = assembly.version_documents, assembly.version_chunks
         summary.carried_chunks = assembly.carried_chunks

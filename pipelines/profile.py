@@ -47,12 +47,12 @@ def _histogram(values: list[int], bins: int = 20) -> dict[str, Any]:
             "max": int(a.max()), "bins": [round(float(e), 1) for e in edges], "counts": counts.astype(int).tolist()}
 
 
-def build_profile(folder: str | Path, name: str = "", version: str = "") -> dict[str, Any]:
-    """The data profile of one version folder.
+def build_profile(registry: Any, name: str, version: str) -> dict[str, Any]:
+    """The data profile of one version: its live documents and chunks, over its segments.
 
     Args:
-        folder: ``<index.root>/<name>/<version>/`` (its files already verified by the caller).
-        name, version: recorded in the result.
+        registry: the :class:`indexers.registry.IndexRegistry` (its files already verified by the caller).
+        name, version: the version.
 
     Returns:
         Dict with ``documents`` (count, ``by_type``, ``by_folder``), ``text_chars`` and
@@ -61,9 +61,9 @@ def build_profile(folder: str | Path, name: str = "", version: str = "") -> dict
         (error type -> files), ``curation`` (the counts of ``curation.json``, or ``None``), and
         ``largest`` (the :data:`TOP_DOCS` longest documents: uri, chars, chunks).
     """
-    folder = Path(folder)
-    docs = pq.read_table(folder / "documents.parquet", columns=["doc_id", "uri", "mime_type", "text", "elements"])
-    chunks = pq.read_table(folder / "chunks.parquet", columns=["doc_id", "token_count"])
+    folder = Path(registry.version_dir(name, version))
+    docs = registry.live_table(name, version, "documents", ["doc_id", "uri", "mime_type", "text", "elements"])
+    chunks = registry.live_table(name, version, "chunks", ["doc_id", "token_count"])
     uris = docs.column("uri").to_pylist()
     texts = docs.column("text").to_pylist()
     mimes = docs.column("mime_type").to_pylist()

@@ -783,6 +783,9 @@ def assemble(
         dead = sum(int(t.get("chunks") or 0) for t in sh.tombstones.values())
         compaction = compaction_due(n_seg, dead / total if total else 0.0, params.index.compact_max_segments,
                                     params.index.compact_max_tombstone_ratio)
+        if compaction is None and params.curate.enabled:  # [curate hook] clusters span the whole version
+            compaction = ("curate.enabled: duplicate clusters are decided over the whole version "
+                          "(curate.enabled: false shares the parent's segments)")
         if compaction is None:
             return inc
     return _assemble_full(plan, parent, new_docs, load_quarantine, params, embed_fn, progress, compaction)

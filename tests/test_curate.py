@@ -135,8 +135,10 @@ def _plant_copies() -> str:
 
 
 def _version(name: str, version: str):
-    folder = Path("indexes") / name / version
-    return (folder, pq.read_table(folder / "documents.parquet"), pq.read_table(folder / "chunks.parquet"),
+    from ragline.indexers.registry import IndexRegistry
+
+    folder, reg = Path("indexes") / name / version, IndexRegistry("indexes")
+    return (folder, reg.live_table(name, version, "documents"), reg.live_table(name, version, "chunks"),
             pq.read_table(folder / "duplicates.parquet"), json.loads((folder / "curation.json").read_text()))
 
 

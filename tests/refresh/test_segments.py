@@ -54,6 +54,26 @@ def change_files() -> None:
     (SRC / "drones.md").write_text("# Drones\n\nDrones are male honey bees that mate with queens in flight.\n")
 
 
+@pytest.fixture(autouse=True)
+def no_curation(light_workspace: Path) -> None:
+    """Curation decides duplicate clusters over a whole version, so a refresh shares the parent's
+    segments only with ``curate.enabled: false`` (the curated case: the test after this one)."""
+    write_params(light_workspace, curate={"enabled": False})
+
+
+def test_with_curation_a_refresh_writes_the_version_as_one_segment(light_workspace: Path, prefect_harness) -> None:
+    write_params(light_workspace, curate={"enabled": True})
+    assert refresh().version == "v0001"
+    change_files()
+    s = refresh()
+    reg = IndexRegistry(params_here().index.root)
+    (only,) = reg.segments("sample", s.version)
+    assert only not in reg.segments("sample", "v0001") and not reg.manifest("sample", s.version).tombstones
+    assert "curate.enabled" in reg.manifest("sample", s.version).stats["compaction"]
+    assert s.computed < s.chunks  # the parent's vectors are reused: only the new text is embedded
+    assert (reg.version_dir("sample", s.version) / "duplicates.parquet").is_file()
+
+
 @pytest.fixture()
 def segmented(light_workspace: Path, prefect_harness) -> IndexRegistry:
     """v0001 a full build; v0002 a refresh (1 added, 1 changed, 1 removed): two segments, tombstones."""
