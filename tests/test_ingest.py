@@ -46,7 +46,8 @@ def test_ingest_publishes_a_complete_version(ingested: Path) -> None:
     assert m.params == load_params("params.yaml").to_dict()
     assert len(m.params_hash) == 64
     assert sorted(i["uri"] for i in m.inputs) == sorted(f"data/sample/{p.name}" for p in Path("data/sample").iterdir())
-    assert set(m.files) == {"quarantine.parquet"}  # per-version files; the data is in the one segment
+    # per-version files (quarantine, curation); the data is in the one segment
+    assert set(m.files) == {"quarantine.parquet", "duplicates.parquet", "signatures.parquet", "curation.json"}
     (seg,) = m.segments
     assert set(seg["files"]) == {"documents.parquet", "chunks.parquet", "chunks.arrow", "index.faiss", "vectors.npy",
                                  "bm25.npz", "bm25.json"}

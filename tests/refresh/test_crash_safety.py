@@ -15,6 +15,7 @@ from ragline.indexers.faults import COMPACT_CRASH_POINTS, CRASH_ENV, CRASH_POINT
 from ragline.indexers.registry import VERSION_RE, IndexRegistry
 from ragline.indexers.retriever import PublishedIndex
 from ragline.core.schemas import indexed_texts
+from tests.conftest import write_params
 from tests.refresh.conftest import VENV_BIN, params_here
 
 SRC = Path("data/sample")
@@ -105,6 +106,7 @@ def test_sigkill_during_compaction_and_gc_leaves_registry_consistent(light_works
                                                                       prefect_harness) -> None:
     from ragline.pipelines.flows import refresh_flow
 
+    write_params(light_workspace, curate={"enabled": False})  # refreshes share segments (see test_segments.py)
     p = params_here()
     reg = IndexRegistry(p.index.root)
     name = p.index.name
