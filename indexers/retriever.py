@@ -66,8 +66,6 @@ from ragline.indexers.registry import IndexRegistry
 from ragline.indexers.retrieval import ChunkFilter, RetrievalConfig
 
 QUARANTINE_FILE = "quarantine.parquet"
-#: The hit columns of every chunk row as a memory-mapped Arrow IPC file (:func:`core.schemas.write_row_file`).
-CHUNK_ROWS_FILE = "chunks.arrow"
 
 
 class TableRows:

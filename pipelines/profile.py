@@ -110,11 +110,7 @@ def histogram_png(hist: dict[str, Any], title: str, xlabel: str) -> bytes:
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def _table(rows: list[tuple[Any, ...]], head: tuple[str, ...]) -> str:
@@ -179,6 +175,13 @@ def overview_png(profile: dict[str, Any]) -> bytes:
         ax.set_title(f"{profile['index']}@{profile['version']}: {title}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("count")
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
+    """PNG bytes of a matplotlib figure (laid out tight), closed afterwards."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -652,6 +652,23 @@ def compaction_due(segments: int, tombstone_ratio: float, max_segments: int, max
     return None
 
 
+def _chunk_new(plan: RefreshPlan, new_docs: Sequence[Document], load_quarantine: Sequence[QuarantineRecord],
+               params: Params, embed_fn: Callable[[Sequence[str]], np.ndarray] | None,
+               progress: Callable[[int], None] | None) -> tuple[list[QuarantineRecord], pa.Table, set[str], dict]:
+    """Chunk the documents parsed now: ``(quarantine, chunks, URIs that failed now, {uri: document}
+    of the chunked ones)``. Records of files that failed now carry the sha256 the scan saw, so an
+    unchanged bad file is recognised as such by the next refresh and not retried."""
+    scanned = {f.uri: f for f in plan.files}
+    quarantine = [q if q.sha256 or q.path not in scanned else replace(q, sha256=scanned[q.path].sha256)
+                  for q in load_quarantine]
+    new_chunks, chunk_bad = chunk_documents(list(new_docs), params.chunk, embed_fn=embed_fn, progress=progress,
+                                              embed_model=params.embed.model)
+    quarantine += chunk_bad
+    chunk_failed = {q.path for q in chunk_bad}
+    new_by_uri = {d.uri: d for d in new_docs if d.uri not in chunk_failed}
+    return quarantine, new_chunks, {q.path for q in quarantine}, new_by_uri
+
+
 def assemble_increment(
     plan: RefreshPlan,
     parent: ParentData,
@@ -673,15 +690,8 @@ def assemble_increment(
         An assembly whose ``documents``/``chunks`` are the new segment's rows (all to embed)
         and whose ``shared`` lists the parent's segments and tombstones the version keeps.
     """
-    scanned = {f.uri: f for f in plan.files}
-    quarantine = [q if q.sha256 or q.path not in scanned else replace(q, sha256=scanned[q.path].sha256)
-                  for q in load_quarantine]
-    new_chunks, chunk_bad = chunk_documents(list(new_docs), params.chunk, embed_fn=embed_fn, progress=progress,
-                                              embed_model=params.embed.model)
-    quarantine += chunk_bad
-    failed_now = {q.path for q in quarantine}
-    chunk_failed = {q.path for q in chunk_bad}
-    new_by_uri = {d.uri: d for d in new_docs if d.uri not in chunk_failed}
+    quarantine, new_chunks, failed_now, new_by_uri = _chunk_new(plan, new_docs, load_quarantine, params, embed_fn,
+                                                                 progress)
     where = parent.doc_locations
     still_bad = set(plan.diff.still_quarantined)
     loaded_now = {s.uri for s in plan.to_load()}
@@ -692,7 +702,8 @@ def assemble_increment(
         kp = set(kept_previous)
         quarantine = [_kept_note(q, parent.version) if q.path in kp and "previous version" not in q.message else q
                       for q in quarantine]
-    dead_uris = {u for u in where if u not in scanned or u in new_by_uri}
+    scanned_uris = {f.uri for f in plan.files}
+    dead_uris = {u for u in where if u not in scanned_uris or u in new_by_uri}
     # tombstones: the parent's, plus the documents replaced or removed now (with their chunk rows)
     tombstones = {k: {"doc_ids": list(v.get("doc_ids") or []), "chunks": int(v.get("chunks") or 0)}
                   for k, v in parent.manifest.tombstones.items()}
@@ -796,17 +807,8 @@ def _assemble_full(plan: RefreshPlan, parent: ParentData | None, new_docs: Seque
                    embed_fn: Callable[[Sequence[str]], np.ndarray] | None, progress: Callable[[int], None] | None,
                    compaction: str | None) -> Assembly:
     """Every live row of the new version in one segment (see :func:`assemble`)."""
-    scanned = {f.uri: f for f in plan.files}
-    # records of files that failed now carry the sha256 the scan saw, so an unchanged bad file
-    # is recognised as such by the next refresh and not retried
-    quarantine = [q if q.sha256 or q.path not in scanned else replace(q, sha256=scanned[q.path].sha256)
-                  for q in load_quarantine]
-    new_chunks, chunk_bad = chunk_documents(list(new_docs), params.chunk, embed_fn=embed_fn, progress=progress,
-                                              embed_model=params.embed.model)
-    quarantine += chunk_bad
-    failed_now = {q.path for q in quarantine}
-    chunk_failed = {q.path for q in chunk_bad}
-    new_by_uri = {d.uri: d for d in new_docs if d.uri not in chunk_failed}
+    quarantine, new_chunks, failed_now, new_by_uri = _chunk_new(plan, new_docs, load_quarantine, params, embed_fn,
+                                                                 progress)
 
     parent_docs = _rows_by_uri(parent.documents) if parent else {}
     kept_previous: list[str] = []
