@@ -181,7 +181,7 @@ def main() -> None:
         build_cpu, build_wall = time.process_time() - t1, time.perf_counter() - w1
         print(f"{factory}: published {m.version} in {build_wall:.0f} s wall, {build_cpu:.0f} CPU-s", flush=True)
         retriever = Retriever.open(IndexRegistry(params.index.root, verify="size"), f"scale@{m.version}", embedder=emb)
-        index = retriever.index
+        (index,) = retriever.index.parts  # the one segment's FAISS index: the raw baseline of the same rows
         from ragline.indexers.faiss_index import search_parameters
 
         def raw(i: int) -> list[int]:
