@@ -8,7 +8,6 @@ character offsets into that text. Files that cannot be loaded become
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import fnmatch
@@ -920,11 +919,50 @@ def _died(src: SourceFile, cfg: LoadConfig, exitcode: int | None) -> QuarantineR
 
 #: times a broken worker pool is replaced before the files still waiting are quarantined
 POOL_ROUNDS = 3
-# Finished pools are kept alive for a while: a replacement worker that pebble forked just as
-# the pool stopped still has to open the pool's named semaphores, which the parent unlinks
-# when the pool object is collected; without this the late child prints a FileNotFoundError
-# traceback (harmless, but not quiet). A few pools' locks are all this holds.
-_RETIRED_POOLS: collections.deque = collections.deque(maxlen=4)
+
+
+class _TrackedContext:
+    """The parsing workers' multiprocessing context, recording every worker process the pool
+    starts, so that :func:`_run_pool` can stop them all before the pool closes its channels.
+
+    Pebble 5 (``WorkerChannel.close``) unlinks the channel's named semaphores *before* it stops
+    its workers; a worker still starting at that moment (unpickling its channel) dies with a
+    ``FileNotFoundError`` traceback on stderr. Stopping every started worker first keeps runs quiet.
+    """
+
+    def __init__(self, ctx) -> None:
+        self._ctx = ctx
+        self.processes: list = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._ctx, name)
+
+    def Process(self, *args, **kwargs):  # noqa: N802 (multiprocessing's name)
+        self.processes = [p for p in self.processes if p.pid is None or p.exitcode is None]
+        proc = self._ctx.Process(*args, **kwargs)
+        self.processes.append(proc)
+        return proc
+
+
+def _stop_pool(pool, ctx: _TrackedContext) -> None:
+    """Stop ``pool``: no new worker, every started worker stopped, then the pool joined."""
+    pool.stop()
+    manager = getattr(pool, "_pool_manager_loop", None)  # pebble's loop that starts replacement workers
+    if manager is not None:
+        manager.join(timeout=30)
+    started = [p for p in ctx.processes if p.pid is not None]
+    for proc in started:
+        if proc.exitcode is None:
+            proc.terminate()
+    for proc in started:
+        proc.join(timeout=5)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join(timeout=5)
+    try:
+        pool.join(timeout=30)
+    except Exception:  # a broken pool may fail to join; its workers are stopped
+        pass
 
 
 def _run_pool(
@@ -941,8 +979,9 @@ def _run_pool(
 
     from pebble import ProcessExpired, ProcessPool
 
+    ctx = _TrackedContext(_worker_context())
     pool = ProcessPool(max_workers=min(cfg.workers, len(todo)), max_tasks=cfg.max_tasks_per_child,
-                       initializer=_worker_init, initargs=(nice,), context=_worker_context())
+                       initializer=_worker_init, initargs=(nice,), context=ctx)
     futures: dict = {}
     left: list[int] = []
     try:
@@ -979,14 +1018,8 @@ def _run_pool(
                                                f"{src.uri}: {type(e).__name__}: {e}"), None
                 done(i, r, seconds, peak)
     finally:
-        # stop, not close: every file is done (or will be resubmitted), and a replacement
-        # worker still starting must be stopped before the pool's semaphores go
-        pool.stop()
-        try:
-            pool.join(timeout=30)
-        except Exception:  # a broken pool may fail to join; its workers are stopped
-            pass
-        _RETIRED_POOLS.append(pool)
+        # stop, not close: every file is done (or will be resubmitted)
+        _stop_pool(pool, ctx)
     return sorted(left)
 
 

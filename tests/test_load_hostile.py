@@ -232,3 +232,26 @@ def test_large_one_line_text_is_one_element_holding_the_text(tmp_path: Path) -> 
     assert isinstance(doc, Document)
     assert [e.type for e in doc.elements] == ["NarrativeText", "NarrativeText"]
     assert doc.text == line.strip() + "\n\nsecond paragraph"
+
+
+@pytest.mark.slow  # 25 pools
+def test_pools_that_stop_while_a_worker_starts_stay_quiet(tmp_path: Path) -> None:
+    """A worker still starting when its pool stops used to print a FileNotFoundError traceback
+    (pebble unlinks the channel's semaphores before it stops the workers): with two workers and
+    two small files, one worker often parses both while the other is still starting."""
+    import subprocess
+    import sys
+
+    for name in ("a.md", "b.md"):
+        (tmp_path / name).write_text(GOOD)
+    script = (
+        "from ragline.pipelines.config import LoadConfig\n"
+        "from ragline.pipelines.load import discover_files, load_documents\n"
+        f"files = discover_files([{str(tmp_path)!r}])\n"
+        "for _ in range(25):\n"
+        "    docs, bad = load_documents(files, LoadConfig(workers=2))\n"
+        "    assert len(docs) == 2 and not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
