@@ -239,6 +239,13 @@ def discover_task(sources: list[str], params: Params):
     return discover(sources, params.load)
 
 
+@task(name="pin-inputs", cache_policy=NO_CACHE)
+def pinned_task(inputs: list[dict[str, Any]], params: Params):
+    from ragline.pipelines.sources import pinned_entries
+
+    return pinned_entries(inputs, list(params.load.sources), params.load)
+
+
 @task(name="load", cache_policy=NO_CACHE)
 def load_task(files, params: Params):
     with REPORTER.get().stage("load", len(files)) as advance:
@@ -291,12 +298,16 @@ def publish_task(params: Params, documents, chunks, vectors, quarantine, embedde
 
 
 @observed("ingest")
-def _ingest_flow_fn(sources: list[str], params: dict[str, Any]) -> IngestSummary:
+def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
+                    inputs: list[dict[str, Any]] | None = None) -> IngestSummary:
     """Load, chunk, embed, index and publish ``sources`` as a new version of ``index.name``.
 
     Args:
         sources: folders or files (``load.sources`` from params when empty).
         params: validated params as a dict (``Params.to_dict()``).
+        inputs: a manifest's ``inputs`` to rebuild from instead of discovering ``sources``
+            (``ragline index restore``): objects read back by their recorded version ids
+            (:func:`pipelines.sources.pinned_entries`).
 
     Returns:
         The run summary; ``failed`` is set (and nothing published) when the quarantined share
@@ -309,7 +320,7 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any]) -> IngestSummary
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     with _timed(times, "discover"):
-        files = discover_task(list(p.load.sources), p)
+        files = pinned_task(inputs, p) if inputs is not None else discover_task(list(p.load.sources), p)
     boilerplate = None
     if p.runner.kind == "dask":  # load, chunk and embed per partition on the cluster; merged here
         with _timed(times, "cluster"):

@@ -194,11 +194,14 @@ class FsspecSource:
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
 
-    def _fs(self):
+    def _fs(self, version_aware: bool = False):
+        """``(file system, root path)``; ``version_aware`` asks for one that reads object
+        versions by id (s3fs, gcsfs and adlfs take ``version_aware=True``)."""
         import fsspec
 
+        opts = {**self.storage_options, "version_aware": True} if version_aware else self.storage_options
         try:
-            fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            fs, root = fsspec.core.url_to_fs(self.url, **opts)
         except (ImportError, ValueError) as e:
             raise SourceUnavailable(
                 f"{redact_url(self.url)}: no fsspec file system for {scheme_of(self.url)}:// "
@@ -241,13 +244,16 @@ class FsspecSource:
 
     def read(self, entry: "SourceFile", max_bytes: int) -> tuple[bytes, dict[str, str]]:
         """The entry's bytes (its listed version when it has a version id)."""
-        fs, _ = self._fs()
+        fs, _ = self._fs(version_aware=bool(entry.version_id))
         path = fs._strip_protocol(entry.uri)
         kwargs = {"version_id": entry.version_id} if entry.version_id else {}
         try:
             with fs.open(path, "rb", **kwargs) as f:
                 data = f.read(max_bytes + 1)
         except FileNotFoundError:
+            if entry.version_id:
+                raise DownloadFailed("VersionGone", f"{entry.uri}: version {entry.version_id} is gone from the "
+                                                    "bucket (deleted, or expired by a lifecycle rule)") from None
             raise DownloadFailed("DownloadFailed", f"{entry.uri}: gone since the listing (deleted while the run "
                                                    "was going?)") from None
         except TimeoutError as e:
@@ -619,3 +625,97 @@ def scan_remote(files: Sequence["SourceFile"], cfg: "LoadConfig", parent_inputs:
             out[i] = (f, rec["sha256"] if ok else "")
     return out
 
+
+
+# ---------------------------------------------------------------- restore (the exact bytes of a version)
+class RestoreRefused(PipelineError):
+    """A version's inputs cannot be fetched exactly as they were (a version gone, bytes changed)."""
+
+
+def _source_of(uri: str, sources: Sequence[str]) -> str:
+    """The recorded source an input's ``uri`` was listed from ("" for a local file)."""
+    if not is_remote(uri):
+        return ""
+    if scheme_of(uri) in HTTP_SCHEMES:  # a page of a sitemap or URL list: any HTTP source of its host reads it
+        host = urlsplit(uri).hostname
+        web = [s for s in sources if scheme_of(s) in HTTP_SCHEMES]
+        return next((s for s in web if urlsplit(s).hostname == host), web[0] if web else "")
+    roots = [s.rstrip("/") for s in sources if is_remote(s)]
+    under = [r for r in roots if uri == r or uri.startswith(r + "/")]
+    return max(under, key=len) if under else ""
+
+
+def pinned_entries(inputs: Sequence[Mapping[str, Any]], sources: Sequence[str], cfg: "LoadConfig"
+                   ) -> list["SourceFile"]:
+    """The entries of a manifest's ``inputs``, pinned to what was read then: an object store
+    entry carries its recorded ``version_id`` (read back by id, whatever the bucket holds now),
+    ETag and size; an HTTP page is its URL; a local file comes from discovery of its recorded
+    source (symlink and special-file rules apply). Sorted by URI.
+
+    Raises:
+        RestoreRefused: an input belongs to none of ``sources``, or a local file is missing.
+    """
+    from ragline.pipelines.load import SourceFile, discover_files
+
+    local_roots = [local_path(s) for s in sources if not is_remote(s)]
+    local = {f.uri: f for f in discover_files(local_roots, cfg.include, cfg.exclude, follow_symlinks=cfg.follow_symlinks)} \
+        if local_roots and any(not is_remote(r["uri"]) for r in inputs) else {}
+    out = []
+    for rec in inputs:
+        uri = str(rec["uri"])
+        if not is_remote(uri):
+            if uri not in local:
+                raise RestoreRefused(f"{uri}: the local input is missing (none of {', '.join(local_roots) or '-'} "
+                                     "holds it)")
+            out.append(local[uri])
+            continue
+        src = _source_of(uri, sources)
+        if not src:
+            raise RestoreRefused(f"{redact_url(uri)}: belongs to none of the recorded sources {list(sources)}")
+        if scheme_of(uri) in HTTP_SCHEMES:
+            out.append(SourceFile(_entry_path(uri, ".html"), uri, source=src))
+        else:
+            out.append(SourceFile(_entry_path(uri), uri, size=int(rec.get("size", -1)), etag=str(rec.get("etag", "")),
+                                  version_id=str(rec.get("version_id", "")),
+                                  mtime=str(rec.get("last_modified", "")), source=src))
+    return sorted(out, key=lambda f: f.uri)
+
+
+def verify_inputs(entries: Sequence["SourceFile"], inputs: Sequence[Mapping[str, Any]], cfg: "LoadConfig",
+                  threads: int = HTTP_PROBE_THREADS) -> int:
+    """Fetch every pinned entry (:func:`pinned_entries`) and check its sha256 against the
+    manifest's, before anything is rebuilt: object store entries by version id, HTTP pages and
+    local files as they are now. ``threads`` downloads run at once.
+
+    Returns:
+        The number of entries verified (all of them).
+
+    Raises:
+        RestoreRefused: the first entry (by URI) whose version is gone, whose download failed or
+            whose bytes differ, in one line naming it.
+    """
+    from ragline.core.hashing import sha256_bytes, sha256_file
+
+    want = {str(r["uri"]): str(r["sha256"]) for r in inputs}
+
+    def check(entry: "SourceFile") -> str | None:
+        try:
+            sha = sha256_bytes(read_entry(entry, cfg)[0]) if entry.source else sha256_file(entry.path)
+        except DownloadFailed as e:
+            return f"{e}; the version cannot be restored exactly"
+        except OSError as e:
+            return f"{entry.uri}: cannot read ({type(e).__name__}: {e})"
+        if sha != want.get(entry.uri):
+            pinned = f"version {entry.version_id} " if entry.version_id else ""
+            hint = "" if entry.version_id or not scheme_of(entry.uri) or scheme_of(entry.uri) in HTTP_SCHEMES else \
+                "; record object versions (load.storage_options: {version_aware: true} on a versioned bucket)"
+            return (f"{redact_url(entry.uri)}: {pinned}has sha256 {sha[:12]}…, the manifest records "
+                    f"{want.get(entry.uri, '?')[:12]}…: the input changed{hint}")
+        return None
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        problems = list(pool.map(check, entries))
+    for why in problems:
+        if why:
+            raise RestoreRefused(why)
+    return len(entries)
