@@ -64,6 +64,32 @@ def test_dask_cluster_build_equals_local_build(workspace: Path, prefect_harness,
     assert "CommClosedError" not in captured.err + captured.out and "Traceback" not in captured.err
 
 
+def test_a_worker_killed_in_mid_partition_loses_nothing(workspace: Path, prefect_harness, tmp_path: Path) -> None:
+    """One real `dask worker` process is SIGKILLed after loading its partition (fault injection,
+    exactly once across the cluster); the partition is rerun on a live worker and the published
+    version still equals a local build: nothing quarantined as WorkerLost."""
+    import os
+
+    r = runner.invoke(app, ["ingest", "data/sample", "--index", "local", "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    marker = tmp_path / "killed.pid"
+    env = {"RAGLINE_CRASH_AT": "partition:loaded", "RAGLINE_CRASH_ONCE": str(marker)}
+    with dask_cluster(2, cwd=workspace, worker_env=env) as address:
+        r = runner.invoke(app, ["ingest", "data/sample", "--index", "dist", "--runner", f"dask={address}", "--json"],
+                          catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    killed = int(marker.read_text())  # the worker that reached the crash point first, and died there
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)
+    out = json.loads(r.output)
+    assert out["quarantine"] == [] and out["version"] == "v0001"
+    lc, lv, ld = _version("local", "v0001")
+    dc, dv, dd = _version("dist", "v0001")
+    assert dc.column("chunk_id").to_pylist() == lc.column("chunk_id").to_pylist()
+    assert np.abs(dv - lv).max() <= 1e-6
+    assert dd.column("text").to_pylist() == ld.column("text").to_pylist()
+
+
 def test_partitions_are_contiguous_and_merge_in_order() -> None:
     files = [SourceFile(Path(f"f{i}.txt"), f"f{i}.txt") for i in range(7)]
     parts = partition(files, 3)
