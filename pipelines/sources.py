@@ -38,6 +38,7 @@ One entry that cannot be downloaded is quarantined (``HTTPError`` with the statu
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,8 @@ _SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas", "sig
 MAX_REDIRECTS = 5
 #: threads making conditional requests while a refresh scans an HTTP source
 HTTP_PROBE_THREADS = 8
+#: top-level folders of an object store prefix listed at once
+LIST_THREADS = 8
 
 
 class SourceUnavailable(PipelineError):
@@ -200,6 +203,8 @@ class FsspecSource:
         import fsspec
 
         opts = {**self.storage_options, "version_aware": True} if version_aware else self.storage_options
+        if scheme_of(self.url) in ("s3", "s3a") and not {"session", "profile"} & opts.keys():
+            opts = {**opts, "session": _s3_session()}
         try:
             fs, root = fsspec.core.url_to_fs(self.url, **opts)
         except (ImportError, ValueError) as e:
@@ -208,15 +213,35 @@ class FsspecSource:
                 f"({_scrub(str(e), self.storage_options)}); install its package (s3fs, gcsfs, adlfs)") from None
         return fs, root
 
+    def _listing(self, fs: Any, root: str) -> dict[str, dict[str, Any]]:
+        """``{key: info}`` of every object under ``root``: one delimited listing of the top level
+        (``fs.ls``), then one recursive listing (``fs.find``) per top-level folder,
+        :data:`LIST_THREADS` at a time. Each request pages 1,000 keys (S3's limit); no object
+        is HEADed. Listing folders concurrently overlaps the server's work on one page with the
+        client's parsing of another (a flat prefix is one sequential listing, as before)."""
+        top = fs.ls(root, detail=True)
+        found = {i["name"]: i for i in top if i.get("type", "file") == "file"}
+        folders = [i["name"] for i in top if i.get("type") == "directory"]
+        if len(folders) == 1:
+            found.update(fs.find(folders[0], detail=True, withdirs=False))
+        elif folders:
+            with ThreadPoolExecutor(min(LIST_THREADS, len(folders))) as pool:
+                for part in pool.map(lambda d: fs.find(d, detail=True, withdirs=False), folders):
+                    found.update(part)
+        return found
+
     def entries(self, include: Sequence[str], exclude: Sequence[str]) -> Iterator["SourceFile"]:
-        """One recursive listing (``fs.find(detail=True)``), sorted by key."""
+        """The objects under the source's prefix (:meth:`_listing`), sorted by key."""
         from ragline.pipelines.load import SourceFile
 
         fs, root = self._fs()
         try:
             if hasattr(fs, "invalidate_cache"):
                 fs.invalidate_cache()
-            listing = fs.find(root, detail=True, withdirs=False)
+            listing = self._listing(fs, root)
+        except FileNotFoundError as e:
+            raise SourceUnavailable(f"{redact_url(self.url)}: cannot list the source: no such bucket, container or folder "
+                                    f"({_scrub(str(e), self.storage_options)})") from None
         except Exception as e:  # noqa: BLE001 - botocore/aiohttp/gcsfs raise anything; one line, no secrets
             raise SourceUnavailable(
                 f"{redact_url(self.url)}: cannot list the source ({type(e).__name__}: "
@@ -239,7 +264,7 @@ class FsspecSource:
             if not _rel_matches(rel, include, exclude):
                 continue
             uri = f"{protocol}://{key}"
-            yield SourceFile(_entry_path(uri), uri, size=int(info.get("size") or 0), etag=_etag(info),
+            yield SourceFile(Path(posixpath.basename(key) or "index"), uri, size=int(info.get("size") or 0), etag=_etag(info),
                              version_id=_version(info), mtime=_mtime(info), source=self.url)
 
     def read(self, entry: "SourceFile", max_bytes: int) -> tuple[bytes, dict[str, str]]:
@@ -267,6 +292,34 @@ class FsspecSource:
         if len(data) > max_bytes:
             raise DownloadFailed("FileTooLarge", f"{entry.uri}: more than {max_bytes / 1048576:g} MiB (load.max_file_mb)")
         return data, _facts(entry.etag, entry.version_id, entry.mtime)
+
+
+def _fast_timestamp(value: Any) -> Any:
+    """botocore's timestamp parser, with ISO 8601 strings read by ``datetime.fromisoformat``
+    (same tz-aware value): botocore parses every ``LastModified`` of a listing with dateutil,
+    about 0.15 ms each, a quarter of the client's time on a 1,000-key page."""
+    from datetime import datetime
+
+    from botocore.utils import parse_timestamp
+
+    if isinstance(value, str) and len(value) >= 20 and value[:4].isdigit() and value[4] == "-":
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    return parse_timestamp(value)
+
+
+@functools.lru_cache(maxsize=1)
+def _s3_session() -> Any:
+    """One aiobotocore session per process for every s3:// source (so fsspec reuses one file
+    system per set of options), its response parser using :func:`_fast_timestamp`
+    (``ResponseParserFactory.set_parser_defaults``, botocore's documented hook)."""
+    from aiobotocore.session import AioSession
+
+    session = AioSession()
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_fast_timestamp)
+    return session
 
 
 def _etag(info: Mapping[str, Any]) -> str:
