@@ -98,7 +98,7 @@ def build_partition(files: Sequence[SourceFile], params: Any, *, load_only: bool
     Args:
         files: the partition's files (from :func:`pipelines.sources.discover`).
         params: validated :class:`pipelines.config.Params`.
-        load_only: stop after loading (refresh assembles and embeds on the driver).
+        load_only: stop after loading.
 
     Returns:
         The partition's :class:`PartitionResult`.
