@@ -307,6 +307,11 @@ def test_restore_refetches_the_exact_bytes_of_a_versioned_bucket(workspace: Path
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["changed"] == [f"{url}/swarming.md"]
 
+    r = _cli("index", "restore", "v0001", "--index", "vdocs", "--dry-run", "--json")  # fetch and verify only
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == {"index": "vdocs", "version": "v0001", "from": "sources", "inputs": 3,
+                                    "pinned_versions": 3}
+    assert reg.versions("vdocs")[-1] == "v0002"
     r = _cli("index", "restore", "v0001", "--index", "vdocs", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
