@@ -331,3 +331,19 @@ def test_restore_refetches_the_exact_bytes_of_a_versioned_bucket(workspace: Path
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert len(lines) == 1 and f"{url}/swarming.md: version {old} is gone" in lines[0], r.output
     assert reg.versions("vdocs")[-1] == "v0003"  # nothing published
+
+
+def test_folders_listed_concurrently_equal_one_recursive_listing(s3) -> None:
+    """The listing (top level, then folders at once, fast timestamp parsing) gives what one plain
+    recursive s3fs listing gives: the same keys, sizes, ETags and modification times."""
+    import s3fs
+
+    fs, bucket = s3
+    for key in ("top.txt", "a/1.txt", "a/deeper/2.txt", "b/3.txt", "c/4.md", "c/5.txt"):
+        fs.pipe(f"{bucket}/tree/{key}", f"notes on {key}\n".encode())
+    entries = discover([f"s3://{bucket}/tree"], LoadConfig())
+    plain = s3fs.S3FileSystem(skip_instance_cache=True).find(f"{bucket}/tree", detail=True)  # botocore's defaults
+    assert [e.uri for e in entries] == [f"s3://{k}" for k in sorted(plain)]
+    for e in entries:
+        info = plain[e.uri.removeprefix("s3://")]
+        assert (e.size, e.etag, e.mtime) == (info["size"], info["ETag"].strip('"'), info["LastModified"].isoformat())
