@@ -4,6 +4,11 @@
 process when execution reaches ``<point>``: no ``finally`` blocks, no cleanup, exactly what a
 power cut or an OOM kill leaves behind. The crash-safety tests loop over :data:`CRASH_POINTS`;
 the variable is unset in normal runs, where a crash point costs one dictionary lookup.
+
+``RAGLINE_CRASH_ONCE=<file>`` beside it makes the kill happen once among all processes that
+share the file system: only the process that creates ``<file>`` (exclusively; it writes its
+pid there) is killed, later ones pass. That is how a test kills exactly one Dask worker in the
+middle of a partition (:data:`WORKER_CRASH_POINTS`) and lets the rerun succeed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import signal
 
 #: Environment variable naming the point to crash at.
 CRASH_ENV = "RAGLINE_CRASH_AT"
+#: Environment variable naming a file whose exclusive creation licenses the one kill.
+CRASH_ONCE_ENV = "RAGLINE_CRASH_ONCE"
 
 #: Every named point, in the order a refresh reaches them.
 CRASH_POINTS: tuple[str, ...] = (
@@ -37,7 +44,22 @@ COMPACT_CRASH_POINTS: tuple[str, ...] = ("compact:read", "segment:staged", "segm
                                          "alias:tmp-written", "publish:aliased")
 
 
+#: Points a Dask worker reaches inside one partition (``pipelines/distributed.py``), in order.
+WORKER_CRASH_POINTS: tuple[str, ...] = ("partition:loaded",)
+
+
 def crash_point(name: str) -> None:
-    """SIGKILL this process when ``RAGLINE_CRASH_AT`` equals ``name`` (test hook; no-op otherwise)."""
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """SIGKILL this process when ``RAGLINE_CRASH_AT`` equals ``name`` (test hook; no-op otherwise);
+    with ``RAGLINE_CRASH_ONCE`` set, only if this process is the first to create that file."""
+    if os.environ.get(CRASH_ENV) != name:
+        return
+    once = os.environ.get(CRASH_ONCE_ENV)
+    if once:
+        try:
+            fd = os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.fsync(fd)
+        os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -585,15 +585,25 @@ def index_restore(
     published with VERSION: vector count, chunk ids, vectors within 1e-6, params hash.
     Exit 1 when they differ. Return to your branch's state with
     `git checkout HEAD -- params.yaml dvc.lock *.dvc && dvc checkout`.
+
+    A version built by `ragline ingest|refresh` from object stores or web pages (not by `dvc repro`)
+    is rebuilt from its manifest instead: every input is fetched again (objects by their recorded
+    version id, so a versioned bucket gives back the exact bytes whatever it holds now) and its sha256
+    checked against the manifest before anything is built; a version gone or changed bytes refuse,
+    naming the object. The rebuild uses the version's recorded params and is published as a new version.
     """
     import json
 
     from ragline.pipelines.lineage import LineageError, compare_versions, find_dvc_commit, restore_commands, run_commands
+    from ragline.pipelines.sources import is_remote
 
     params = load_params(params_file)
     reg = _registry(params)
     name, recorded = reg.resolve(_ref(params, index, version))
     manifest = reg.manifest(name, recorded)
+    if not manifest.dvc_stage_deps and any(is_remote(str(i["uri"])) for i in manifest.inputs):
+        _restore_from_sources(reg, name, recorded, manifest, dry_run, as_json)
+        return
     commit = find_dvc_commit(manifest)
     if commit is None:
         raise LineageError(f"no commit of dvc.lock in this repository records the inputs of {name}@{recorded}; "
@@ -619,5 +629,48 @@ def index_restore(
         out.print(f"{name}@{recorded} (commit {commit[:12]}) rebuilt as {cmp.rebuilt}: vectors {cmp.vectors[0]} / "
                   f"{cmp.vectors[1]}, chunk ids equal: {cmp.chunk_ids_equal}, max |Δ| = {cmp.max_abs_diff}, "
                   f"params hash equal: {cmp.params_hash_equal} → {'EQUAL' if cmp.equal else 'DIFFERENT'}", highlight=False)
+    if not cmp.equal:
+        raise typer.Exit(1)
+
+
+def _restore_from_sources(reg: IndexRegistry, name: str, recorded: str, manifest: Any, dry_run: bool,
+                          as_json: bool) -> None:
+    """``index restore`` of a version built from remote sources: pin its inputs (version ids),
+    verify their bytes (sha256), rebuild with the recorded params through the ingest flow,
+    compare. Exit 1 when the rebuilt version differs."""
+    from ragline.pipelines.cli import make_reporter
+    from ragline.pipelines.lineage import compare_versions
+    from ragline.pipelines.sources import pinned_entries, verify_inputs
+
+    p = Params.from_dict(manifest.params)  # the params the version was built with (its params hash)
+    entries = pinned_entries(manifest.inputs, manifest.sources, p.load)
+    verified = verify_inputs(entries, manifest.inputs, p.load)
+    pinned = sum(1 for e in entries if e.version_id)
+    if dry_run:
+        if as_json:
+            _print_json({"index": name, "version": recorded, "from": "sources", "inputs": verified,
+                         "pinned_versions": pinned})
+        else:
+            out.print(f"{name}@{recorded}: {verified} inputs fetched and verified (sha256), {pinned} by object "
+                      "version id; run without --dry-run to rebuild", highlight=False)
+        return
+    from ragline.pipelines.flows import REPORTER, ingest_flow
+
+    token = REPORTER.set(make_reporter())
+    try:
+        summary = ingest_flow(list(manifest.sources), p.to_dict(), inputs=list(manifest.inputs))
+    finally:
+        REPORTER.reset(token)
+    if summary.failed or summary.version is None:
+        raise PipelineError(f"rebuilding {name}@{recorded} from its inputs published nothing: {summary.failed}")
+    cmp = compare_versions(IndexRegistry(p.index.root), name, recorded, summary.version)
+    if as_json:
+        _print_json({"index": name, "version": recorded, "from": "sources", "inputs": verified,
+                     "pinned_versions": pinned, **cmp.to_dict()})
+    else:
+        out.print(f"{name}@{recorded} ({verified} inputs verified, {pinned} by version id) rebuilt as {cmp.rebuilt}: "
+                  f"vectors {cmp.vectors[0]} / {cmp.vectors[1]}, chunk ids equal: {cmp.chunk_ids_equal}, "
+                  f"max |Δ| = {cmp.max_abs_diff}, params hash equal: {cmp.params_hash_equal} → "
+                  f"{'EQUAL' if cmp.equal else 'DIFFERENT'}", highlight=False)
     if not cmp.equal:
         raise typer.Exit(1)

@@ -98,13 +98,14 @@ def build_partition(files: Sequence[SourceFile], params: Any, *, load_only: bool
     Args:
         files: the partition's files (from :func:`pipelines.sources.discover`).
         params: validated :class:`pipelines.config.Params`.
-        load_only: stop after loading (refresh assembles and embeds on the driver).
+        load_only: stop after loading.
 
     Returns:
         The partition's :class:`PartitionResult`.
     """
     import time
 
+    from ragline.indexers.faults import crash_point
     from ragline.pipelines.chunk import chunk_documents
     from ragline.pipelines.embed import embed_chunks
     from ragline.pipelines.load import load_documents
@@ -114,6 +115,7 @@ def build_partition(files: Sequence[SourceFile], params: Any, *, load_only: bool
     t = time.perf_counter()
     docs, bad = load_documents(files, params.load)
     seconds["load"] = time.perf_counter() - t
+    crash_point("partition:loaded")  # test hook (indexers/faults.py): a worker killed in mid-partition
     if load_only:
         return PartitionResult(docs, bad, None, None, 0, seconds)
     embedder = worker_embedder(params)

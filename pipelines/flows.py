@@ -239,6 +239,13 @@ def discover_task(sources: list[str], params: Params):
     return discover(sources, params.load)
 
 
+@task(name="pin-inputs", cache_policy=NO_CACHE)
+def pinned_task(inputs: list[dict[str, Any]], params: Params):
+    from ragline.pipelines.sources import pinned_entries
+
+    return pinned_entries(inputs, list(params.load.sources), params.load)
+
+
 @task(name="load", cache_policy=NO_CACHE)
 def load_task(files, params: Params):
     with REPORTER.get().stage("load", len(files)) as advance:
@@ -291,12 +298,16 @@ def publish_task(params: Params, documents, chunks, vectors, quarantine, embedde
 
 
 @observed("ingest")
-def _ingest_flow_fn(sources: list[str], params: dict[str, Any]) -> IngestSummary:
+def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
+                    inputs: list[dict[str, Any]] | None = None) -> IngestSummary:
     """Load, chunk, embed, index and publish ``sources`` as a new version of ``index.name``.
 
     Args:
         sources: folders or files (``load.sources`` from params when empty).
         params: validated params as a dict (``Params.to_dict()``).
+        inputs: a manifest's ``inputs`` to rebuild from instead of discovering ``sources``
+            (``ragline index restore``): objects read back by their recorded version ids
+            (:func:`pipelines.sources.pinned_entries`).
 
     Returns:
         The run summary; ``failed`` is set (and nothing published) when the quarantined share
@@ -309,7 +320,7 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any]) -> IngestSummary
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     with _timed(times, "discover"):
-        files = discover_task(list(p.load.sources), p)
+        files = pinned_task(inputs, p) if inputs is not None else discover_task(list(p.load.sources), p)
     boilerplate = None
     if p.runner.kind == "dask":  # load, chunk and embed per partition on the cluster; merged here
         with _timed(times, "cluster"):
@@ -433,21 +444,23 @@ def read_parent_task(params: Params, version: str):
 
 
 @task(name="assemble", cache_policy=NO_CACHE)
-def assemble_task(plan, parent, docs, quarantine, params: Params, embedder: Embedder | None):
+def assemble_task(plan, parent, docs, quarantine, params: Params, embedder: Embedder | None, prechunked=None):
     from ragline.pipelines.refresh import assemble
 
     embed_fn = ((lambda texts: embedder.embed(list(texts)))
                 if params.chunk.needs_embedder and embedder is not None else None)
     with REPORTER.get().stage("chunk", len(docs)) as advance:
-        return assemble(plan, parent, docs, quarantine, params, embed_fn=embed_fn, progress=advance)
+        return assemble(plan, parent, docs, quarantine, params, embed_fn=embed_fn, progress=advance,
+                        prechunked=prechunked)
 
 
 @task(name="embed-new", cache_policy=NO_CACHE)
-def fill_vectors_task(assembly, params: Params, embedder: Embedder | None):
+def fill_vectors_task(assembly, params: Params, embedder: Embedder | None, known=None):
     from ragline.pipelines.refresh import fill_vectors
 
     with REPORTER.get().stage("embed", int(assembly.need_embed.sum())) as advance:
-        return fill_vectors(assembly, embedder, params.paths.cache, params.embed.batch_size, progress=advance)
+        return fill_vectors(assembly, embedder, params.paths.cache, params.embed.batch_size, progress=advance,
+                            known=known)
 
 
 @task(name="publish-refresh", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
@@ -491,7 +504,7 @@ def _refresh_flow_fn(
     """
     from ragline.indexers.faults import crash_point
     from ragline.pipelines.errors import FailureRateExceeded
-    from ragline.pipelines.refresh import RefreshSummary, embedder_info_for, refresh_params, resolve_sources
+    from ragline.pipelines.refresh import Prechunked, RefreshSummary, embedder_info_for, refresh_params, resolve_sources
     from ragline.pipelines.promote import PromotionRefused, promote
 
     p = refresh_params(params, params_file, index, sources if params is not None else None)
@@ -511,25 +524,30 @@ def _refresh_flow_fn(
             return summary
         parent = read_parent_task(p, plan.parent_version) if plan.parent_version else None
         files = plan.to_load()
-        with _timed(times, "load"):
-            if files and p.runner.kind == "dask":  # parsing on the cluster; assembly and embedding here
-                docs, bad, *_ = build_on_cluster(files, p, load_only=True)
-            else:
+        prechunked = None
+        if files and p.runner.kind == "dask":  # load, chunk and embed the change per partition on the cluster
+            with _timed(times, "cluster"):
+                docs, bad, new_chunks, new_vectors, cluster_computed, embedder = build_on_cluster(files, p)
+            prechunked = Prechunked(new_chunks, [q for q in bad if q.stage == "chunk"], new_vectors)
+            bad = [q for q in bad if q.stage != "chunk"]
+        else:
+            with _timed(times, "load"):
                 docs, bad = load_task(files, p) if files else ([], [])
+            cluster_computed, embedder = 0, None
         crash_point("refresh:loaded")
         cur_state = boilerplate = curation = None
         if p.curate.enabled:
             with _timed(times, "curate"):  # [curate hook] the parent's clusters, signatures and boilerplate keys
                 cur_state = curation_stage.read_parent_curation(registry, p.index.name, plan.parent_version)
-                docs, boilerplate = curate_documents_task(docs, p, cur_state)
+                if prechunked is None:  # chunked on the cluster: boilerplate kept, as in a cluster ingest
+                    docs, boilerplate = curate_documents_task(docs, p, cur_state)
         needs_model = (parent is None or bool(docs) or plan.reembed_all or plan.rechunk_all
                        or p.chunk.needs_embedder)
-        embedder = None
-        if needs_model:
+        if needs_model and embedder is None:  # (the cluster's embedder loads weights only for rows it lacks)
             with _timed(times, "load-model"):
                 embedder = load_model_task(p)
         with _timed(times, "chunk"):
-            assembly = assemble_task(plan, parent, docs, bad, p, embedder)
+            assembly = assemble_task(plan, parent, docs, bad, p, embedder, prechunked)
         if p.curate.enabled:
             with _timed(times, "curate"):  # [curate hook] re-cluster; a copy whose canonical went is re-chunked
                 assembly, curation = curate_refresh_task(assembly, parent, p, cur_state, boilerplate, embedder)
@@ -547,7 +565,9 @@ def _refresh_flow_fn(
             with _timed(times, "load-model"):
                 embedder = load_model_task(p)
         with _timed(times, "embed"):
-            vectors, summary.embedded_chunks, summary.computed = fill_vectors_task(assembly, p, embedder)
+            vectors, summary.embedded_chunks, summary.computed = fill_vectors_task(
+                assembly, p, embedder, prechunked.known() if prechunked is not None else None)
+        summary.computed += cluster_computed
         crash_point("refresh:embedded")
         info = info or info_of(embedder)
         stats = {"stage_seconds": times, "refresh": summary.counts(), "embedded": summary.computed,

@@ -652,17 +652,42 @@ def compaction_due(segments: int, tombstone_ratio: float, max_segments: int, max
     return None
 
 
+@dataclass(frozen=True)
+class Prechunked:
+    """The documents parsed now, already chunked (and embedded) elsewhere: on a Dask cluster
+    (:func:`pipelines.distributed.build_partition`), so the driver neither chunks nor embeds them.
+
+    Attributes:
+        chunks: ``CHUNKS_SCHEMA`` table of the new documents' chunks.
+        quarantine: the chunk-stage quarantine records of the new documents.
+        vectors: float32 (n_chunks, dim), row i the vector of ``chunks`` row i.
+    """
+
+    chunks: pa.Table
+    quarantine: list[QuarantineRecord]
+    vectors: np.ndarray
+
+    def known(self) -> tuple[list[str], np.ndarray]:
+        """``(chunk ids, vectors)`` for :func:`fill_vectors`."""
+        return self.chunks.column("chunk_id").to_pylist(), self.vectors
+
+
 def _chunk_new(plan: RefreshPlan, new_docs: Sequence[Document], load_quarantine: Sequence[QuarantineRecord],
                params: Params, embed_fn: Callable[[Sequence[str]], np.ndarray] | None,
-               progress: Callable[[int], None] | None) -> tuple[list[QuarantineRecord], pa.Table, set[str], dict]:
+               progress: Callable[[int], None] | None, prechunked: Prechunked | None = None,
+               ) -> tuple[list[QuarantineRecord], pa.Table, set[str], dict]:
     """Chunk the documents parsed now: ``(quarantine, chunks, URIs that failed now, {uri: document}
     of the chunked ones)``. Records of files that failed now carry the sha256 the scan saw, so an
-    unchanged bad file is recognised as such by the next refresh and not retried."""
+    unchanged bad file is recognised as such by the next refresh and not retried. With
+    ``prechunked``, its chunks and chunk quarantine are taken as they are."""
     scanned = {f.uri: f for f in plan.files}
     quarantine = [q if q.sha256 or q.path not in scanned else replace(q, sha256=scanned[q.path].sha256)
                   for q in load_quarantine]
-    new_chunks, chunk_bad = chunk_documents(list(new_docs), params.chunk, embed_fn=embed_fn, progress=progress,
-                                              embed_model=params.embed.model)
+    if prechunked is not None:
+        new_chunks, chunk_bad = prechunked.chunks, list(prechunked.quarantine)
+    else:
+        new_chunks, chunk_bad = chunk_documents(list(new_docs), params.chunk, embed_fn=embed_fn, progress=progress,
+                                                embed_model=params.embed.model)
     quarantine += chunk_bad
     chunk_failed = {q.path for q in chunk_bad}
     new_by_uri = {d.uri: d for d in new_docs if d.uri not in chunk_failed}
@@ -677,6 +702,7 @@ def assemble_increment(
     params: Params,
     embed_fn: Callable[[Sequence[str]], np.ndarray] | None = None,
     progress: Callable[[int], None] | None = None,
+    prechunked: Prechunked | None = None,
 ) -> Assembly:
     """The new segment's rows and the tombstones of an incremental refresh (settings unchanged).
 
@@ -691,7 +717,7 @@ def assemble_increment(
         and whose ``shared`` lists the parent's segments and tombstones the version keeps.
     """
     quarantine, new_chunks, failed_now, new_by_uri = _chunk_new(plan, new_docs, load_quarantine, params, embed_fn,
-                                                                 progress)
+                                                                 progress, prechunked)
     where = parent.doc_locations
     still_bad = set(plan.diff.still_quarantined)
     loaded_now = {s.uri for s in plan.to_load()}
@@ -762,6 +788,7 @@ def assemble(
     params: Params,
     embed_fn: Callable[[Sequence[str]], np.ndarray] | None = None,
     progress: Callable[[int], None] | None = None,
+    prechunked: Prechunked | None = None,
 ) -> Assembly:
     """Build the new version's documents and chunks from new documents and the parent.
 
@@ -778,6 +805,7 @@ def assemble(
         params: validated params (``chunk:`` is used).
         embed_fn: embedder callable for the semantic chunking strategy.
         progress: called with 1 per chunked document.
+        prechunked: ``new_docs`` already chunked on a cluster (their chunks are used as they are).
 
     Returns:
         The assembly; ``need_embed`` marks the rows the embed stage must fill. When nothing but
@@ -787,7 +815,7 @@ def assemble(
     """
     compaction = None
     if parent is not None and not (plan.reload_all or plan.rechunk_all or plan.reembed_all or plan.reindex):
-        inc = assemble_increment(plan, parent, new_docs, load_quarantine, params, embed_fn, progress)
+        inc = assemble_increment(plan, parent, new_docs, load_quarantine, params, embed_fn, progress, prechunked)
         sh = inc.shared
         n_seg = len(sh.segments) + (1 if inc.documents.num_rows else 0)
         total = sum(r.chunks for r in sh.segments) + inc.chunks.num_rows
@@ -799,16 +827,16 @@ def assemble(
                           "(curate.enabled: false shares the parent's segments)")
         if compaction is None:
             return inc
-    return _assemble_full(plan, parent, new_docs, load_quarantine, params, embed_fn, progress, compaction)
+    return _assemble_full(plan, parent, new_docs, load_quarantine, params, embed_fn, progress, compaction, prechunked)
 
 
 def _assemble_full(plan: RefreshPlan, parent: ParentData | None, new_docs: Sequence[Document],
                    load_quarantine: Sequence[QuarantineRecord], params: Params,
                    embed_fn: Callable[[Sequence[str]], np.ndarray] | None, progress: Callable[[int], None] | None,
-                   compaction: str | None) -> Assembly:
+                   compaction: str | None, prechunked: Prechunked | None = None) -> Assembly:
     """Every live row of the new version in one segment (see :func:`assemble`)."""
     quarantine, new_chunks, failed_now, new_by_uri = _chunk_new(plan, new_docs, load_quarantine, params, embed_fn,
-                                                                 progress)
+                                                                 progress, prechunked)
 
     parent_docs = _rows_by_uri(parent.documents) if parent else {}
     kept_previous: list[str] = []
@@ -901,6 +929,7 @@ def fill_vectors(
     cache_dir: str | Path | None,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    known: tuple[Sequence[str], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """Embed the rows the assembly marks (through the embedding cache) and merge the carried vectors.
 
@@ -910,30 +939,47 @@ def fill_vectors(
         cache_dir: ``paths.cache``.
         batch_size: texts per forward pass.
         progress: called with the number of chunks finished since the last call.
+        known: ``(chunk ids, float32 (k, dim) vectors)`` already embedded elsewhere (a Dask
+            cluster, :class:`Prechunked`): rows with those chunk ids take them, only the others
+            go to ``embedder``.
 
     Returns:
         ``(vectors, embedded, computed)``: float32 (n_chunks, dim) in chunk-row order, the number
-        of chunks embedded by this stage, and how many of their texts the model computed now.
+        of chunks embedded by this stage (``known`` ones included), and how many of their texts
+        the model computed now (here).
 
     Raises:
         ValueError: ``embedder`` is ``None`` but needed.
     """
     idx = np.flatnonzero(assembly.need_embed)
     n = assembly.chunks.num_rows
-    if embedder is None and (len(idx) or assembly.carried_vectors is None):
+    given: dict[str, int] = {}
+    if known is not None and len(idx):
+        ids = dict((c, i) for i, c in enumerate(known[0]))
+        need_ids = assembly.chunks.column("chunk_id").take(pa.array(idx, type=pa.int64())).to_pylist()
+        given = {int(r): ids[c] for r, c in zip(idx, need_ids) if c in ids}
+    todo = np.array([r for r in idx if int(r) not in given], dtype=np.int64)
+    if embedder is None and (len(todo) or (assembly.carried_vectors is None and not given)):
         raise ValueError("fill_vectors needs an embedder: rows need embedding or there is no parent")
-    if len(idx):
-        new, computed = embed_chunks(assembly.chunks.take(pa.array(idx, type=pa.int64())), embedder,
+    new, computed = None, 0
+    if len(todo):
+        new, computed = embed_chunks(assembly.chunks.take(pa.array(todo, type=pa.int64())), embedder,
                                      cache_dir, batch_size, progress=progress)
         dim = new.shape[1]
+    elif given:
+        dim = known[1].shape[1]
     else:
-        new, computed = None, 0
         dim = assembly.carried_vectors.shape[1] if assembly.carried_vectors is not None else embedder.dim
     out = np.zeros((n, dim), dtype=np.float32)
     if assembly.carried_vectors is not None and (~assembly.need_embed).any():
         out[~assembly.need_embed] = assembly.carried_vectors[~assembly.need_embed]
     if new is not None:
-        out[idx] = new
+        out[todo] = new
+    if given:
+        rows = np.fromiter(given.keys(), dtype=np.int64, count=len(given))
+        out[rows] = known[1][np.fromiter(given.values(), dtype=np.int64, count=len(given))]
+        if progress is not None:
+            progress(len(given))
     return out, int(len(idx)), int(computed)
 
 

@@ -115,14 +115,17 @@ def http_server(root: str | os.PathLike) -> Iterator[http.server.ThreadingHTTPSe
 
 
 @contextlib.contextmanager
-def dask_cluster(n_workers: int = 2, cwd: str | os.PathLike | None = None, timeout_s: float = 120.0) -> Iterator[str]:
+def dask_cluster(n_workers: int = 2, cwd: str | os.PathLike | None = None, timeout_s: float = 120.0,
+                 worker_env: dict[str, str] | None = None) -> Iterator[str]:
     """A real Dask cluster on loopback: ``dask scheduler`` plus ``n_workers`` ``dask worker``
-    processes (one thread each, no dashboard), started in ``cwd``; yields the scheduler
-    address and stops every process it started."""
+    processes (one thread each, no dashboard; each under a nanny), started in ``cwd``, the
+    workers with ``worker_env`` added to their environment; yields the scheduler address and
+    stops every process it started."""
     port = free_port()
     exe = str(Path(sys.executable).with_name("dask"))
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "error"}
+    wenv = {**env, **(worker_env or {})}
     procs = [subprocess.Popen([exe, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
                               cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
@@ -130,7 +133,7 @@ def dask_cluster(n_workers: int = 2, cwd: str | os.PathLike | None = None, timeo
         for _ in range(n_workers):
             procs.append(subprocess.Popen([exe, "worker", address, "--nthreads", "1", "--nworkers", "1",
                                            "--no-dashboard", "--host", "127.0.0.1"],
-                                          cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                          cwd=cwd, env=wenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         from distributed import Client
 
         with Client(address, timeout=timeout_s) as client:

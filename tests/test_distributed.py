@@ -34,6 +34,16 @@ def _version(name: str, version: str):
     return chunks, index.reconstruct_n(0, index.ntotal), pq.read_table(folder / "documents.parquet")
 
 
+def _live(name: str, version: str) -> tuple[list[str], np.ndarray]:
+    """A version's live chunk ids (sorted) and their vectors in that order, over its segments."""
+    from ragline.indexers.retriever import PublishedIndex
+
+    pub = PublishedIndex.open(IndexRegistry("indexes"), f"{name}@{version}")
+    ids = pub.chunks.column("chunk_id").to_pylist()
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    return [ids[i] for i in order], pub.vectors()[order]
+
+
 def test_dask_cluster_build_equals_local_build(workspace: Path, prefect_harness, capfd) -> None:
     r = runner.invoke(app, ["ingest", "data/sample", "--index", "local", "--json"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -48,7 +58,8 @@ def test_dask_cluster_build_equals_local_build(workspace: Path, prefect_harness,
         assert dc.column("row").to_pylist() == list(range(dc.num_rows))
         assert np.abs(dv - lv).max() <= 1e-6
         assert dd.column("text").to_pylist() == ld.column("text").to_pylist()
-        # a refresh through the cluster: one change, parsed there, the rest carried over
+        # a refresh through the cluster: one change loaded, chunked and embedded there, the rest carried
+        # over; the driver loads no model, and the version equals the same refresh run locally
         page = Path("data/sample/swarming.md")
         page.write_text(page.read_text() + "\n\nA late swarm rarely survives the winter.\n")
         r = runner.invoke(app, ["refresh", "--index", "dist", "--runner", f"dask={address}", "--json"],
@@ -56,12 +67,45 @@ def test_dask_cluster_build_equals_local_build(workspace: Path, prefect_harness,
         assert r.exit_code == 0, r.output
         out = json.loads(r.output)
         assert out["changed"] == ["data/sample/swarming.md"] and out["counts"]["unchanged"] == 11
+        assert "cluster" in out["stage_seconds"] and "load-model" not in out["stage_seconds"]
         docs = IndexRegistry("indexes").live_table("dist", out["version"], "documents")  # over its segments
         texts = dict(zip(docs.column("uri").to_pylist(), docs.column("text").to_pylist()))
         assert "late swarm" in texts["data/sample/swarming.md"]
+    r = runner.invoke(app, ["refresh", "--index", "local", "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    local_out = json.loads(r.output)
+    assert local_out["embedded_chunks"] == out["embedded_chunks"] > 0
+    (li, lv), (di, dv) = _live("local", local_out["version"]), _live("dist", out["version"])
+    assert di == li and np.abs(dv - lv).max() <= 1e-6
     # the cluster's connections closing at the end print nothing (distributed's CommClosedError noise)
     captured = capfd.readouterr()
     assert "CommClosedError" not in captured.err + captured.out and "Traceback" not in captured.err
+
+
+def test_a_worker_killed_in_mid_partition_loses_nothing(workspace: Path, prefect_harness, tmp_path: Path) -> None:
+    """One real `dask worker` process is SIGKILLed after loading its partition (fault injection,
+    exactly once across the cluster); the partition is rerun on a live worker and the published
+    version still equals a local build: nothing quarantined as WorkerLost."""
+    import os
+
+    r = runner.invoke(app, ["ingest", "data/sample", "--index", "local", "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    marker = tmp_path / "killed.pid"
+    env = {"RAGLINE_CRASH_AT": "partition:loaded", "RAGLINE_CRASH_ONCE": str(marker)}
+    with dask_cluster(2, cwd=workspace, worker_env=env) as address:
+        r = runner.invoke(app, ["ingest", "data/sample", "--index", "dist", "--runner", f"dask={address}", "--json"],
+                          catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    killed = int(marker.read_text())  # the worker that reached the crash point first, and died there
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)
+    out = json.loads(r.output)
+    assert out["quarantine"] == [] and out["version"] == "v0001"
+    lc, lv, ld = _version("local", "v0001")
+    dc, dv, dd = _version("dist", "v0001")
+    assert dc.column("chunk_id").to_pylist() == lc.column("chunk_id").to_pylist()
+    assert np.abs(dv - lv).max() <= 1e-6
+    assert dd.column("text").to_pylist() == ld.column("text").to_pylist()
 
 
 def test_partitions_are_contiguous_and_merge_in_order() -> None:

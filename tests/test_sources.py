@@ -274,3 +274,76 @@ def test_sitemap_is_streamed_not_loaded_whole(site) -> None:
     assert first.uri == "http://127.0.0.1/first.html" and not server.release.is_set()
     server.release.set()
     assert [f.uri for f in entries] == ["http://127.0.0.1/second.html"]
+
+
+# ---------------------------------------------------------------- restore by object version id
+def test_restore_refetches_the_exact_bytes_of_a_versioned_bucket(workspace: Path, prefect_harness, s3) -> None:
+    """`index restore` of a version built from a versioned bucket reads every object back by its
+    recorded version id (not the newest bytes), checks sha256, rebuilds an equal version; once
+    a recorded version is deleted it refuses in one line naming the object and the version."""
+    import hashlib
+
+    import boto3
+
+    from tests.conftest import write_params
+
+    fs, bucket = s3
+    client = boto3.client("s3")
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    names = ("swarming.md", "wintering.html", "protective-equipment.txt")
+    for n in names:  # written after versioning is on: each object has a version id
+        fs.pipe(f"{bucket}/v/{n}", (SAMPLE / n).read_bytes())
+    write_params(workspace, load={"storage_options": {"s3": {"version_aware": True}}})
+    url = f"s3://{bucket}/v"
+    r = _cli("ingest", url, "--index", "vdocs", "--json")
+    assert r.exit_code == 0, r.output
+    reg = IndexRegistry("indexes")
+    v1 = {i["uri"]: i for i in reg.manifest("vdocs", "v0001").inputs}
+    assert all(i["version_id"] for i in v1.values()) and len(v1) == 3
+
+    # the bucket moves on: swarming.md overwritten, and a refresh publishes the new bytes
+    fs.pipe(f"{bucket}/v/swarming.md", b"# Swarming\n\nWasps, not bees, were seen this year.\n")
+    r = _cli("refresh", "--index", "vdocs", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["changed"] == [f"{url}/swarming.md"]
+
+    r = _cli("index", "restore", "v0001", "--index", "vdocs", "--dry-run", "--json")  # fetch and verify only
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == {"index": "vdocs", "version": "v0001", "from": "sources", "inputs": 3,
+                                    "pinned_versions": 3}
+    assert reg.versions("vdocs")[-1] == "v0002"
+    r = _cli("index", "restore", "v0001", "--index", "vdocs", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["equal"] and out["inputs"] == 3 and out["pinned_versions"] == 3 and out["rebuilt"] == "v0003"
+    restored = _documents("vdocs", "v0003")
+    originals = {f"{url}/{n}": hashlib.sha256((SAMPLE / n).read_bytes()).hexdigest() for n in names}
+    assert {u: d["sha256"] for u, d in restored.items()} == originals  # the bytes first ingested
+    assert "Wasps" not in restored[f"{url}/swarming.md"]["text"]
+    assert {i["uri"]: i["version_id"] for i in reg.manifest("vdocs", "v0003").inputs} == \
+        {u: i["version_id"] for u, i in v1.items()}
+
+    # the recorded version of one object is deleted for good: refused before anything is built
+    old = v1[f"{url}/swarming.md"]["version_id"]
+    client.delete_object(Bucket=bucket, Key="v/swarming.md", VersionId=old)
+    r = runner.invoke(app, ["index", "restore", "v0001", "--index", "vdocs"])
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"{url}/swarming.md: version {old} is gone" in lines[0], r.output
+    assert reg.versions("vdocs")[-1] == "v0003"  # nothing published
+
+
+def test_folders_listed_concurrently_equal_one_recursive_listing(s3) -> None:
+    """The listing (top level, then folders at once, fast timestamp parsing) gives what one plain
+    recursive s3fs listing gives: the same keys, sizes, ETags and modification times."""
+    import s3fs
+
+    fs, bucket = s3
+    for key in ("top.txt", "a/1.txt", "a/deeper/2.txt", "b/3.txt", "c/4.md", "c/5.txt"):
+        fs.pipe(f"{bucket}/tree/{key}", f"notes on {key}\n".encode())
+    entries = discover([f"s3://{bucket}/tree"], LoadConfig())
+    plain = s3fs.S3FileSystem(skip_instance_cache=True).find(f"{bucket}/tree", detail=True)  # botocore's defaults
+    assert [e.uri for e in entries] == [f"s3://{k}" for k in sorted(plain)]
+    for e in entries:
+        info = plain[e.uri.removeprefix("s3://")]
+        assert (e.size, e.etag, e.mtime) == (info["size"], info["ETag"].strip('"'), info["LastModified"].isoformat())
