@@ -338,6 +338,8 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any]) -> IngestSummary
         with _timed(times, "curate"):  # [curate hook] duplicate clusters; only the indexed rows (and vectors) go on
             chunks, curation, keep = curate_task(documents, chunks, p, boilerplate)
             vectors = vectors[keep]
+            documents = curation_stage.without_quarantined(documents, curation)  # the shingler failed on them
+            quarantine = list(quarantine) + curation.quarantine
     summary = IngestSummary(p.index.name, None, len(docs), chunks.num_rows, computed,
                             max(0, chunks.num_rows - computed), quarantine, times)
     try:
