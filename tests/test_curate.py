@@ -452,3 +452,93 @@ def test_exact_copy_of_a_near_copy_joins_its_cluster() -> None:
     rows = {r["member_id"]: r for r in cl.rows}
     assert cl.aliases == {"b": "a", "c": "a"}
     assert rows["c"]["method"] == "exact" and rows["c"]["similarity"] == rows["b"]["similarity"] < 1.0
+
+
+def _record_embedded_texts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text the (hashing) index embedder is asked to embed, in call order."""
+    from ragline.indexers.embedders import HashingEmbedder
+
+    seen: list[str] = []
+    real = HashingEmbedder.embed
+
+    def embed(self, texts, *args, **kwargs):
+        seen.extend(texts)
+        return real(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(HashingEmbedder, "embed", embed)
+    return seen
+
+
+def _without_early_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The streamed ingest as before the early skip: every chunk embedded, curation drops the copies' rows."""
+    import ragline.pipelines.flows as flows
+
+    real = flows.load_chunk_embed
+    monkeypatch.setattr(flows, "load_chunk_embed", lambda *a, **k: real(*a, **{**k, "skip_copies": False}))
+
+
+@pytest.mark.parametrize("policy", ["link", "keep_all"])
+def test_streamed_ingest_does_not_embed_exact_copies_and_publishes_the_same_version(
+        light_workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.flows import ingest_flow
+
+    from ragline.core.schemas import indexed_texts
+    from ragline.pipelines.chunk import chunk_documents
+    from ragline.pipelines.load import discover_files, load_documents
+
+    _plant_copies()
+    (orig,), _ = load_documents(discover_files([SRC / "swarming.md"]), params_here().load)
+    spaced = SRC / "zz-copies" / "swarming-spaced.txt"
+    spaced.write_text(orig.text.replace(" ", "  "))  # an exact copy (normalized text) whose chunk texts differ
+    write_params(light_workspace, paths={"cache": ""}, curate={"duplicates": policy})  # every text embedded
+    seen = _record_embedded_texts(monkeypatch)
+    with monkeypatch.context() as m:
+        _without_early_skip(m)
+        s1 = ingest_flow([], params_here().to_dict())
+    full = list(seen)
+    seen.clear()
+    s2 = ingest_flow([], params_here().to_dict())
+    reg = IndexRegistry("indexes")
+    # the same tables and vectors: segments are content-addressed
+    assert [g.id for g in reg.segments("sample", s1.version)] == [g.id for g in reg.segments("sample", s2.version)]
+    v1, v2 = (_version("sample", v) for v in (s1.version, s2.version))
+    assert v1[2].equals(v2[2]) and v1[3].equals(v2[3])  # chunks, duplicates.parquet
+    assert {k: v for k, v in v1[4]["counts"].items() if k != "seconds"} == \
+        {k: v for k, v in v2[4]["counts"].items() if k != "seconds"}
+    stats = reg.manifest("sample", s2.version).stats
+    copy_rows = {r["member_id"] for r in v2[3].to_pylist() if r["level"] == "document" and r["method"] == "exact"}
+    assert len(copy_rows) == 2
+    if policy == "keep_all":  # every copy is indexed, so every copy is embedded
+        assert stats["copies_not_embedded"] == 0 and set(seen) == set(full)
+        return
+    spaced_doc, _ = load_documents(discover_files([spaced]), params_here().load)
+    made, _ = chunk_documents(spaced_doc, params_here().chunk)
+    assert stats["copies_not_embedded"] > made.num_rows and s2.embedded < s1.embedded
+    assert set(full) - set(seen) == set(indexed_texts(made))  # the spaced copy was never embedded
+
+
+def test_streamed_ingest_embeds_a_skipped_copy_that_curation_keeps_after_all(
+        light_workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The original's chunk makes the shingler fail, so it is quarantined and its exact copy, not
+    embedded while streaming, is indexed instead: embedded after curation, as without the skip."""
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.flows import ingest_flow
+    from ragline.pipelines.load import discover_files, load_documents
+
+    (orig,), _ = load_documents(discover_files([SRC / "swarming.md"]), params_here().load)
+    spaced = SRC / "zz-copies" / "swarming-spaced.txt"
+    spaced.parent.mkdir()
+    spaced.write_text(orig.text.replace(" ", "  "))  # same normalized text; its chunks are spaced apart
+    write_params(light_workspace, paths={"cache": ""})
+    _fail_shingling_on(monkeypatch, "Swarming is how", max_words=250)  # a chunk of the original only
+    with monkeypatch.context() as m:
+        _without_early_skip(m)
+        s1 = ingest_flow([], params_here().to_dict())
+    s2 = ingest_flow([], params_here().to_dict())
+    reg = IndexRegistry("indexes")
+    assert [g.id for g in reg.segments("sample", s1.version)] == [g.id for g in reg.segments("sample", s2.version)]
+    folder, docs, chunks, dups, cur = _version("sample", s2.version)
+    assert [r.path for r in s2.quarantine] == [str(SRC / "swarming.md")]
+    assert str(spaced) in set(chunks.column("uri").to_pylist())
+    assert reg.manifest("sample", s2.version).stats["copies_not_embedded"] > 0
