@@ -542,3 +542,30 @@ def test_streamed_ingest_embeds_a_skipped_copy_that_curation_keeps_after_all(
     assert [r.path for r in s2.quarantine] == [str(SRC / "swarming.md")]
     assert str(spaced) in set(chunks.column("uri").to_pylist())
     assert reg.manifest("sample", s2.version).stats["copies_not_embedded"] > 0
+
+
+def test_rst_source_and_its_rendered_page_shingle_alike() -> None:
+    from ragline.pipelines.curate import shingles, strip_markup
+
+    rst = (".. _json-intro:\n\n:mod:`json` exposes an API familiar to users of :mod:`marshal`, see\n"
+           ":func:`~json.dumps` and `the JSON site <https://json.org>`_, specified by :rfc:`7159` [#errata]_.\n\n"
+           ".. versionadded:: 3.5\n\n.. function:: dumps(obj)\n   :noindex:\n\n   Serialize *obj*.")
+    html = ("json exposes an API familiar to users of marshal, see\ndumps() and the JSON site, specified by "
+            "RFC 7159 [1].\n\nNew in version 3.5.\n\ndumps(obj)\n\nSerialize obj.")
+    assert shingles(rst, 3) == shingles(html, 3)
+    prose = "Plain prose: a list [x] and a time 12:30 stay as they are."
+    assert strip_markup(prose) == prose
+    assert shingles("The `x` of y", 3) == {b"the x of", b"x of y"}
+
+
+def test_signatures_made_by_another_shingler_are_recomputed(tmp_path: Path) -> None:
+    from ragline.pipelines.curate import SIGNATURES_FILE, Curation, ParentCuration
+
+    cfg = CurateConfig()
+    cur = Curation(cfg)
+    cur.documents = find_duplicates([Member("a", "a", "x/a", _text(1))], cfg, "document")
+    cur.write(tmp_path)
+    assert set(ParentCuration.read(tmp_path).stored("document", cfg)) == {"a"}
+    old = pq.read_table(tmp_path / SIGNATURES_FILE).drop_columns(["shingler"])  # as written before the column
+    pq.write_table(old, tmp_path / SIGNATURES_FILE)
+    assert ParentCuration.read(tmp_path).stored("document", cfg) == {}
