@@ -316,9 +316,10 @@ def ingest_side_by_side(corpus: Path, params, model: str) -> dict:
     from ragline.pipelines.load import discover_files
     from ragline.pipelines.stream import load_chunk_embed
 
-    p = Params.from_dict({**params.to_dict(), "embed": {**params.to_dict()["embed"], "model": model},
-                          "paths": {**params.to_dict()["paths"], "cache": ""}})  # no cache: every text is embedded
-    embedder = index_embedder(p)
+    with_model = Params.from_dict({**params.to_dict(), "embed": {**params.to_dict()["embed"], "model": model}})
+    embedder = index_embedder(with_model)  # its ONNX export stays in paths.cache
+    # the stream without an embedding cache: every text is embedded
+    p = Params.from_dict({**with_model.to_dict(), "paths": {**with_model.to_dict()["paths"], "cache": ""}})
     getattr(embedder, "warm_up", lambda: None)()
     embedder.embed(["warm up"])
     files = discover_files([str(corpus)], ["**/*"], [])
