@@ -114,6 +114,9 @@ SIGNATURES_SCHEMA = pa.schema(
         ("num_perm", pa.int32()),
         ("shingle_words", pa.int32()),
         ("hashvalues", pa.list_(pa.uint32())),  # empty when the text has no words
+        # added later: how the text was turned into words (pipelines.curate.SHINGLER); null in
+        # older tables, whose signatures are then recomputed rather than compared
+        pa.field("shingler", pa.string(), metadata=_OPTIONAL),
     ],
     metadata=_META,
 )

@@ -389,6 +389,7 @@ def stage_chunk(params_file: Path = ParamsOpt) -> None:
     failed = {q.path for q in bad}
     documents = documents_to_table([d for d in docs if d.uri not in failed])
     chunks, curation = curate.curate_ingest(documents, chunks, p, boilerplate)  # [curate hook]
+    documents = curate.without_quarantined(documents, curation)  # listed in curation.json shingle_errors
     _mkparent(p.paths.chunks, p.paths.curated_documents, p.paths.duplicates, p.paths.curation)
     write_table(documents, p.paths.curated_documents, DOCUMENTS_SCHEMA)
     write_table(chunks, p.paths.chunks, CHUNKS_SCHEMA)

@@ -210,6 +210,9 @@ class CurateConfig(_Section):
         boilerplate_min_docs: pages (of one PDF) or documents (of one folder) needed before
             frequencies are trusted.
         boilerplate_min_share: share (0, 1] of those pages/documents an element must appear on.
+        boilerplate_edge_elements: elements at the start and at the end of each document of a
+            folder where site boilerplate is looked for (navigation, banners, footers; at most a
+            third of a document's elements each); an element in the middle is never site boilerplate.
     """
 
     enabled: bool = True
@@ -222,6 +225,7 @@ class CurateConfig(_Section):
     boilerplate: bool = True
     boilerplate_min_docs: int = Field(default=5, ge=2)
     boilerplate_min_share: float = Field(default=0.8, gt=0, le=1)
+    boilerplate_edge_elements: int = Field(default=8, ge=1)
 
 
 class EmbedConfig(_Section):

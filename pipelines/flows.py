@@ -53,7 +53,7 @@ from ragline.pipelines.errors import PipelineError  # noqa: E402
 from ragline.pipelines.progress import Reporter  # noqa: E402
 from ragline.pipelines.publish import publish_index  # noqa: E402
 from ragline.pipelines.telemetry import observed, timed as _timed  # noqa: E402  (metrics files, push, spans)
-from ragline.pipelines.stream import load_chunk_embed  # noqa: E402
+from ragline.pipelines.stream import embed_rows, load_chunk_embed  # noqa: E402
 from ragline.pipelines import curate as curation_stage  # noqa: E402  [curate hook]
 
 #: Progress reporter for the current run (set by the CLI; tasks run in the caller's context).
@@ -284,9 +284,11 @@ def load_model_task(params: Params) -> Embedder:
 def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder], curate=None):
     """Parsing and chunking overlap embedding (:mod:`pipelines.stream`); ``embedder`` waits for
     the model task, submitted beside this one, so a first export overlaps parsing too; ``curate``
-    (boilerplate removal) runs on every parsed document before chunking."""
+    (boilerplate removal) runs on every parsed document before chunking. When curation indexes
+    one copy of a document (``curate.duplicates`` ``link``/``keep_first``), exact copies are not embedded."""
+    skip = params.curate.enabled and params.curate.duplicates != "keep_all"
     with REPORTER.get().stage("ingest", len(files)) as advance:
-        return load_chunk_embed(files, params, embedder, progress=advance, curate=curate)
+        return load_chunk_embed(files, params, embedder, progress=advance, curate=curate, skip_copies=skip)
 
 
 @task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
@@ -322,6 +324,7 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
     with _timed(times, "discover"):
         files = pinned_task(inputs, p) if inputs is not None else discover_task(list(p.load.sources), p)
     boilerplate = None
+    not_embedded = None  # rows of exact copies the streamed ingest did not embed
     if p.runner.kind == "dask":  # load, chunk and embed per partition on the cluster; merged here
         with _timed(times, "cluster"):
             docs, quarantine, chunks, vectors, computed, embedder = build_on_cluster(files, p)
@@ -340,6 +343,7 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
             streamed = load_chunk_embed_task(files, p, model.result, curate_docs if p.curate.enabled and p.curate.boilerplate else None)
         docs, chunks, chunk_bad, quarantine = streamed.documents, streamed.chunks, streamed.chunk_bad, streamed.quarantine
         embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
+        not_embedded = streamed.not_embedded
         times.update({f"{k} (overlapped)": v for k, v in streamed.seconds.items()})
         boilerplate = found.get("boilerplate")
     good = {q.path for q in chunk_bad}
@@ -347,8 +351,13 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
     curation = None
     if p.curate.enabled:
         with _timed(times, "curate"):  # [curate hook] duplicate clusters; only the indexed rows (and vectors) go on
+            all_chunks = chunks
             chunks, curation, keep = curate_task(documents, chunks, p, boilerplate)
+            if not_embedded is not None and (keep & not_embedded).any():  # a copy kept after all
+                computed += embed_rows(all_chunks, vectors, keep & not_embedded, embedder, p)
             vectors = vectors[keep]
+            documents = curation_stage.without_quarantined(documents, curation)  # the shingler failed on them
+            quarantine = list(quarantine) + curation.quarantine
     summary = IngestSummary(p.index.name, None, len(docs), chunks.num_rows, computed,
                             max(0, chunks.num_rows - computed), quarantine, times)
     try:
@@ -359,7 +368,9 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
         return summary
     with _timed(times, "publish"):
         manifest = publish_task(p, documents, chunks, vectors, quarantine, embedder,
-                                {"stage_seconds": times, "embedded": computed}, curation)
+                                {"stage_seconds": times, "embedded": computed,
+                                 **({"copies_not_embedded": int(not_embedded.sum())} if not_embedded is not None else {})},
+                                curation)
     summary.version = manifest.version
     summary.total_seconds = round(time.perf_counter() - t0, 3)
     return _record(summary)

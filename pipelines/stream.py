@@ -10,6 +10,14 @@ sequential path), and its chunk texts go through a bounded queue to one embeddin
 loading (a first export or quantization) when the first documents arrive: the embedding
 thread asks for it first.
 
+With ``skip_copies`` (curation that indexes one copy: ``curate.duplicates`` ``link`` or
+``keep_first``), a document whose normalized text has the sha256 of an earlier document's
+(:func:`pipelines.curate.content_sha256`, the exact-duplicate key curation clusters by) is an
+exact copy: it is chunked (so its rows, chunk ids and curation counts are those of the full
+path) but its chunks are not embedded (their vectors are zero rows, marked in
+:attr:`StreamResult.not_embedded`); curation then drops those rows. A copy that curation keeps
+after all (its original was quarantined) is embedded afterwards by :func:`embed_rows`.
+
 The plain stage functions do the work (``load_documents``, ``chunk_documents``,
 ``embed_with_cache``); this module only schedules them, so it imports no orchestrator.
 """
@@ -30,6 +38,7 @@ from ragline.core.schemas import CHUNKS_SCHEMA, indexed_texts
 from ragline.indexers.cache import EmbeddingCache, embed_with_cache
 from ragline.indexers.embedders import Embedder, info_of
 from ragline.pipelines.chunk import chunk_documents
+from ragline.pipelines.curate import content_sha256
 from ragline.pipelines.load import SourceFile, load_documents
 
 #: chunk texts the embedding thread takes per ``embed_with_cache`` call (its cache flush size)
@@ -53,6 +62,8 @@ class StreamResult:
         vectors: float32 (n_chunks, dim) in row order; L2-normalized when the embedder normalizes.
         embedded: texts embedded now (cache misses).
         chunk_bad: the chunker's quarantine records (also in ``quarantine``).
+        not_embedded: bool (n_chunks,): rows of exact copies not embedded (``skip_copies``;
+            their ``vectors`` rows are zero). All False without ``skip_copies``.
         seconds: where the wall time went, overlapping: ``load`` (start to the last file
             parsed), ``chunk`` (chunking, in the calling thread), ``load-model`` (start to the
             embedder ready), ``embed`` (inside the embedder and its cache), ``embed-idle``
@@ -66,6 +77,7 @@ class StreamResult:
     embedded: int
     chunk_bad: list[QuarantineRecord]
     seconds: dict[str, float] = field(default_factory=dict)
+    not_embedded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 _DONE = object()
@@ -77,6 +89,7 @@ def load_chunk_embed(
     embedder: Callable[[], Embedder],
     progress: Callable[[int], None] | None = None,
     curate: Callable[[list[Document]], list[Document]] | None = None,
+    skip_copies: bool = False,
 ) -> StreamResult:
     """Parse, chunk and embed ``files`` with embedding overlapping parsing and chunking.
 
@@ -95,6 +108,9 @@ def load_chunk_embed(
             order and returning them changed. With it, chunking waits for the last file to be
             parsed (the model still loads while files are parsed); without it, each document
             is chunked as soon as it and every one before it are parsed.
+        skip_copies: do not embed the chunks of a document whose normalized text equals an
+            earlier document's (an exact copy; see the module docstring). Rows and chunk ids
+            are unchanged; the copies' vector rows are zero.
 
     Returns:
         :class:`StreamResult`.
@@ -109,6 +125,8 @@ def load_chunk_embed(
     rows = 0
     tables: list[pa.Table] = []
     chunk_bad: list[QuarantineRecord] = []
+    skipped: list[np.ndarray] = []  # per chunked batch: rows not embedded (exact copies)
+    seen: set[str] = set()  # exact-duplicate keys of the documents chunked so far
     q: queue.Queue = queue.Queue(maxsize=QUEUE_DOCUMENTS)
     parts: list[np.ndarray] = []
     state: dict = {"embedded": 0, "error": None, "dim": 0}
@@ -176,11 +194,28 @@ def load_chunk_embed(
         t_chunk = time.perf_counter()
         table, bad = chunk_documents(ready, params.chunk, embed_fn=embed_fn, embed_model=params.embed.model)
         table = table.set_column(0, "row", pa.array(range(rows, rows + table.num_rows), pa.int64()))
-        seconds["chunk"] += time.perf_counter() - t_chunk
         rows += table.num_rows
         tables.append(table)
         chunk_bad.extend(bad)
-        put((indexed_texts(table), n_files))
+        texts = indexed_texts(table)
+        copies = np.zeros(table.num_rows, dtype=bool)
+        if skip_copies:
+            failed = {q.path for q in bad}
+            copy_ids = set()
+            for d in ready:  # file order: the first document with a text is the one embedded
+                if d.uri in failed:
+                    continue
+                key = content_sha256(d.text)
+                if key in seen:
+                    copy_ids.add(d.doc_id)
+                seen.add(key)
+            if copy_ids:
+                copies = np.fromiter((d in copy_ids for d in table.column("doc_id").to_pylist()), dtype=bool,
+                                     count=table.num_rows)
+                texts = [t for t, c in zip(texts, copies) if not c]
+        skipped.append(copies)
+        seconds["chunk"] += time.perf_counter() - t_chunk
+        put((texts, n_files))
 
     def arrived(i: int, r: Document | QuarantineRecord) -> None:
         nonlocal next_i
@@ -222,6 +257,43 @@ def load_chunk_embed(
     if state["error"] is not None:
         raise state["error"]
     chunks = pa.concat_tables(tables) if tables else CHUNKS_SCHEMA.empty_table()
-    vectors = np.concatenate(parts) if parts else np.zeros((0, state["dim"]), np.float32)
+    embedded = np.concatenate(parts) if parts else np.zeros((0, state["dim"]), np.float32)
+    not_embedded = np.concatenate(skipped) if skipped else np.zeros(0, dtype=bool)
+    if not_embedded.any():
+        vectors = np.zeros((chunks.num_rows, embedded.shape[1]), dtype=embedded.dtype)
+        vectors[~not_embedded] = embedded
+    else:
+        vectors = embedded
     return StreamResult(docs, load_bad + chunk_bad, chunks, vectors, state["embedded"], chunk_bad,
-                        {k: round(v, 3) for k, v in seconds.items()})
+                        {k: round(v, 3) for k, v in seconds.items()}, not_embedded)
+
+
+def embed_rows(
+    chunks: pa.Table, vectors: np.ndarray, rows: np.ndarray, embedder: Embedder, params,
+) -> int:
+    """Embed the chunk rows ``rows`` of ``chunks`` into ``vectors`` in place (through the cache).
+
+    For the rows :func:`load_chunk_embed` left unembedded (``skip_copies``) that curation keeps
+    after all (an exact copy whose original was quarantined).
+
+    Args:
+        chunks: ``CHUNKS_SCHEMA`` table.
+        vectors: float32 (n_chunks, dim), written at ``rows``.
+        rows: bool (n_chunks,) of the rows to embed.
+        embedder: the index embedder.
+        params: the run's :class:`~pipelines.config.Params` (``paths.cache``, ``embed.batch_size``).
+
+    Returns:
+        Texts embedded now (cache misses).
+    """
+    if not rows.any():
+        return 0
+    texts = indexed_texts(chunks.filter(pa.array(rows, type=pa.bool_())))
+    cache = EmbeddingCache(params.paths.cache, info_of(embedder)) if params.paths.cache else None
+    try:
+        vecs, computed = embed_with_cache(texts, embedder, cache, params.embed.batch_size)
+    finally:
+        if cache is not None:
+            cache.close()
+    vectors[rows] = vecs
+    return computed

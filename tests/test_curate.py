@@ -8,6 +8,7 @@ import random
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -120,6 +121,32 @@ def test_site_banner_removed_from_a_folder_but_not_below_min_docs() -> None:
     only = [_doc(f"s2/p{i}.html", ["Same line"]) for i in range(5)]
     kept, rep = strip_boilerplate(only, CurateConfig())  # never empties a document
     assert [d.text for d in kept] == ["Same line"] * 5 and not rep.removed
+
+
+def test_folder_boilerplate_is_taken_from_document_edges_and_a_repeated_content_line_stays() -> None:
+    # regression: "New in version 3.5." repeated mid-page in every page of a small folder of the
+    # Python docs was removed as site boilerplate
+    docs = []
+    for i in range(6):
+        body = [f"Section {i}.{j}: " + _text(100 * i + j, 30) for j in range(8)]
+        middle = body[:4] + ["New in version 3.5."] + body[4:]
+        docs.append(_doc(f"py/p{i}.html", ["Navigation", "Edit on GitHub", *middle,
+                                           "© Copyright 2001-2026, Python Software Foundation."]))
+    out, report = strip_boilerplate(docs, CurateConfig())
+    assert report.keys["py"] == ["edit on github", "navigation", "© copyright 2001-2026, python software foundation."]
+    for d, o in zip(docs, out):
+        assert "New in version 3.5." in o.text and o.text.startswith("Section") and "Copyright" not in o.text
+        assert report.removed[d.uri] == ["Navigation", "Edit on GitHub",
+                                         "© Copyright 2001-2026, Python Software Foundation."]
+        assert [o.text[e.char_start:e.char_end] for e in o.elements] == o.text.split("\n\n")
+    # a page that carries the footer mid-page (quoting it) keeps it there
+    quoted = _doc("py/quote.html", ["Navigation", *[_text(900 + j, 30) for j in range(8)],
+                                    "Edit on GitHub", *[_text(950 + j, 30) for j in range(8)], "The end."])
+    out, report = strip_boilerplate(docs + [quoted], CurateConfig())
+    assert report.removed[quoted.uri] == ["Navigation"] and "Edit on GitHub" in out[-1].text
+    # a narrower edge zone (params) finds less
+    _, narrow = strip_boilerplate(docs, CurateConfig(boilerplate_edge_elements=1))
+    assert narrow.keys["py"] == ["navigation", "© copyright 2001-2026, python software foundation."]
 
 
 # ------------------------------------------------------------------ flows: ingest and refresh
@@ -323,22 +350,98 @@ def test_query_table_names_the_other_copies(light_workspace: Path, prefect_harne
     assert code == 0 and "also in" in stdout and "swarming-copy.md" in " ".join(stdout.split()).replace(" ", "")
 
 
-def test_a_text_the_shingler_fails_on_is_recorded_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_text_the_shingler_fails_on_is_in_no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = _text(9)
+    _fail_shingling_on(monkeypatch, "poison")
+    members = [Member("a", "a", "x/a", base), Member("b", "b", "x/b", "poison " + base),
+               Member("c", "c", "x/c", base)]
+    cl = find_duplicates(members, CurateConfig(), "document")
+    assert cl.errors == {"b": ("UnicodeError", "cannot shingle this text (poison)")}
+    assert cl.aliases == {"c": "a"} and "b" not in cl.signatures  # no stored signature: retried next time
+    assert "b" not in {r["member_id"] for r in cl.rows}
+
+
+def _fail_shingling_on(monkeypatch: pytest.MonkeyPatch, marker: str, max_words: int | None = None) -> None:
+    """Make the shingler raise on every text holding ``marker`` (only texts up to ``max_words``
+    words when given: chunks, not their documents), as a text the tokenizer chokes on would."""
     import ragline.pipelines.curate as curate
 
-    real = curate.minhash_signatures
+    real = curate.shingles
 
-    def flaky(texts, cfg):
-        if any("poison" in t for t in texts):
-            raise UnicodeError("cannot shingle this")
-        return real(texts, cfg)
+    def shingler(text: str, n: int):
+        if marker in text and (max_words is None or len(text.split()) <= max_words):
+            raise UnicodeError(f"cannot shingle\nthis text ({marker})")
+        return real(text, n)
 
-    monkeypatch.setattr(curate, "minhash_signatures", flaky)
-    base = _text(9)
-    members = [Member("a", "a", "x/a", base), Member("b", "b", "x/b", "poison " + base), Member("c", "c", "x/c", base)]
-    cl = find_duplicates(members, CurateConfig(), "document")
-    assert cl.errors == {"b": "UnicodeError: cannot shingle this"}
-    assert cl.aliases == {"c": "a"} and "b" in cl.signatures  # b stays a document of its own (indexed)
+    shingler.__wrapped__ = real  # type: ignore[attr-defined]
+    monkeypatch.setattr(curate, "shingles", shingler)
+
+
+def test_a_chunk_the_shingler_fails_on_quarantines_its_document_and_promotes_its_copy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragline.pipelines.chunk import chunk_documents
+    from ragline.pipelines.curate import curate_chunks
+    from ragline.pipelines.load import documents_to_table
+
+    base = _text(21, 900).split()
+    base[5] = "poison"
+    a = " ".join(base)
+    base[5] = "antidote"
+    docs = [_doc("x/a.txt", [a]), _doc("x/b.txt", [" ".join(base)]), _doc("x/c.txt", [_text(22, 300)])]
+    p = Params.from_dict({"chunk": {"strategy": "token", "max_tokens": 200, "overlap_tokens": 0}})
+    chunks, _ = chunk_documents(docs, p.chunk)
+    clean, keep0 = curate_chunks(documents_to_table(docs), chunks, p.curate)
+    assert clean.documents.aliases == {docs[1].doc_id: docs[0].doc_id}  # b is a near copy of a
+    _fail_shingling_on(monkeypatch, "poison", max_words=400)  # a's first chunk, not a itself
+    cur, keep = curate_chunks(documents_to_table(docs), chunks, p.curate)
+    assert [(q.path, q.stage, q.error_type) for q in cur.quarantine] == [("x/a.txt", "curate", "UnicodeError")]
+    msg = cur.quarantine[0].message
+    assert "x/a.txt" in msg and "\n" not in msg and "cannot shingle this text" in msg
+    kept_docs = set(chunks.filter(pa.array(keep)).column("doc_id").to_pylist())
+    assert kept_docs == {docs[1].doc_id, docs[2].doc_id}  # a's copy b is indexed now, a is not
+    assert not cur.documents.aliases and docs[0].doc_id not in cur.documents.signatures
+    assert cur.counts()["quarantined_documents"] == 1 and cur.removed_chunks == 0
+    assert keep0.sum() == sum(1 for d in chunks.column("doc_id").to_pylist() if d != docs[1].doc_id)
+
+
+def test_ingest_quarantines_a_document_the_shingler_fails_on(
+        light_workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragline.pipelines.flows import ingest_flow
+
+    _plant_copies()
+    _fail_shingling_on(monkeypatch, "CHANGED")  # the 1 %-edited copy (zz-copies/swarming-edit.md)
+    s = ingest_flow([], params_here().to_dict())
+    folder, docs, chunks, dups, cur = _version("sample", s.version)
+    edit = str(SRC / "zz-copies/swarming-edit.md")
+    q = pq.read_table(folder / "quarantine.parquet").to_pylist()
+    assert [(r["path"], r["stage"]) for r in q] == [(edit, "curate")] and edit in q[0]["message"]
+    assert [r.path for r in s.quarantine] == [edit]
+    assert docs.num_rows == 7 and edit not in docs.column("uri").to_pylist()
+    assert edit not in set(chunks.column("uri").to_pylist()) | {r["uri"] for r in dups.to_pylist()}
+    assert cur["counts"]["quarantined_documents"] == 1 and cur["counts"]["documents"] == {"exact": 1, "near": 0}
+    _no_silent_drop(docs, chunks, dups)
+
+
+def test_refresh_quarantines_a_changed_document_the_shingler_fails_on(
+        light_workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragline.pipelines.flows import refresh_flow
+
+    s1 = refresh_flow(params=params_here().to_dict())
+    target = SRC / "hive-anatomy.md"
+    target.write_text(target.read_text() + "\n\nZZPOISON appended paragraph.\n")
+    _fail_shingling_on(monkeypatch, "ZZPOISON")
+    s2 = refresh_flow(params=params_here().to_dict())
+    folder, docs, chunks, dups, cur = _version("sample", s2.version)
+    q = pq.read_table(folder / "quarantine.parquet").to_pylist()
+    assert [(r["path"], r["stage"], r["error_type"]) for r in q] == [(str(target), "curate", "UnicodeError")]
+    assert q[0]["sha256"]  # the file's hash: the next refresh does not retry the unchanged file
+    assert str(target) not in docs.column("uri").to_pylist() + chunks.column("uri").to_pylist()
+    assert docs.num_rows == s1.documents - 1 and s2.documents == docs.num_rows
+    import ragline.pipelines.curate as curate
+
+    monkeypatch.setattr(curate, "shingles", curate.shingles.__wrapped__)  # the real shingler again
+    s3 = refresh_flow(params=params_here().to_dict())
+    assert s3.version is None  # still quarantined, unchanged: nothing to publish
 
 
 def test_exact_copy_of_a_near_copy_joins_its_cluster() -> None:
@@ -349,3 +452,120 @@ def test_exact_copy_of_a_near_copy_joins_its_cluster() -> None:
     rows = {r["member_id"]: r for r in cl.rows}
     assert cl.aliases == {"b": "a", "c": "a"}
     assert rows["c"]["method"] == "exact" and rows["c"]["similarity"] == rows["b"]["similarity"] < 1.0
+
+
+def _record_embedded_texts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text the (hashing) index embedder is asked to embed, in call order."""
+    from ragline.indexers.embedders import HashingEmbedder
+
+    seen: list[str] = []
+    real = HashingEmbedder.embed
+
+    def embed(self, texts, *args, **kwargs):
+        seen.extend(texts)
+        return real(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(HashingEmbedder, "embed", embed)
+    return seen
+
+
+def _without_early_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The streamed ingest as before the early skip: every chunk embedded, curation drops the copies' rows."""
+    import ragline.pipelines.flows as flows
+
+    real = flows.load_chunk_embed
+    monkeypatch.setattr(flows, "load_chunk_embed", lambda *a, **k: real(*a, **{**k, "skip_copies": False}))
+
+
+@pytest.mark.parametrize("policy", ["link", "keep_all"])
+def test_streamed_ingest_does_not_embed_exact_copies_and_publishes_the_same_version(
+        light_workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.flows import ingest_flow
+
+    from ragline.core.schemas import indexed_texts
+    from ragline.pipelines.chunk import chunk_documents
+    from ragline.pipelines.load import discover_files, load_documents
+
+    _plant_copies()
+    (orig,), _ = load_documents(discover_files([SRC / "swarming.md"]), params_here().load)
+    spaced = SRC / "zz-copies" / "swarming-spaced.txt"
+    spaced.write_text(orig.text.replace(" ", "  "))  # an exact copy (normalized text) whose chunk texts differ
+    write_params(light_workspace, paths={"cache": ""}, curate={"duplicates": policy})  # every text embedded
+    seen = _record_embedded_texts(monkeypatch)
+    with monkeypatch.context() as m:
+        _without_early_skip(m)
+        s1 = ingest_flow([], params_here().to_dict())
+    full = list(seen)
+    seen.clear()
+    s2 = ingest_flow([], params_here().to_dict())
+    reg = IndexRegistry("indexes")
+    # the same tables and vectors: segments are content-addressed
+    assert [g.id for g in reg.segments("sample", s1.version)] == [g.id for g in reg.segments("sample", s2.version)]
+    v1, v2 = (_version("sample", v) for v in (s1.version, s2.version))
+    assert v1[2].equals(v2[2]) and v1[3].equals(v2[3])  # chunks, duplicates.parquet
+    assert {k: v for k, v in v1[4]["counts"].items() if k != "seconds"} == \
+        {k: v for k, v in v2[4]["counts"].items() if k != "seconds"}
+    stats = reg.manifest("sample", s2.version).stats
+    copy_rows = {r["member_id"] for r in v2[3].to_pylist() if r["level"] == "document" and r["method"] == "exact"}
+    assert len(copy_rows) == 2
+    if policy == "keep_all":  # every copy is indexed, so every copy is embedded
+        assert stats["copies_not_embedded"] == 0 and set(seen) == set(full)
+        return
+    spaced_doc, _ = load_documents(discover_files([spaced]), params_here().load)
+    made, _ = chunk_documents(spaced_doc, params_here().chunk)
+    assert stats["copies_not_embedded"] > made.num_rows and s2.embedded < s1.embedded
+    assert set(full) - set(seen) == set(indexed_texts(made))  # the spaced copy was never embedded
+
+
+def test_streamed_ingest_embeds_a_skipped_copy_that_curation_keeps_after_all(
+        light_workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The original's chunk makes the shingler fail, so it is quarantined and its exact copy, not
+    embedded while streaming, is indexed instead: embedded after curation, as without the skip."""
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.flows import ingest_flow
+    from ragline.pipelines.load import discover_files, load_documents
+
+    (orig,), _ = load_documents(discover_files([SRC / "swarming.md"]), params_here().load)
+    spaced = SRC / "zz-copies" / "swarming-spaced.txt"
+    spaced.parent.mkdir()
+    spaced.write_text(orig.text.replace(" ", "  "))  # same normalized text; its chunks are spaced apart
+    write_params(light_workspace, paths={"cache": ""})
+    _fail_shingling_on(monkeypatch, "Swarming is how", max_words=250)  # a chunk of the original only
+    with monkeypatch.context() as m:
+        _without_early_skip(m)
+        s1 = ingest_flow([], params_here().to_dict())
+    s2 = ingest_flow([], params_here().to_dict())
+    reg = IndexRegistry("indexes")
+    assert [g.id for g in reg.segments("sample", s1.version)] == [g.id for g in reg.segments("sample", s2.version)]
+    folder, docs, chunks, dups, cur = _version("sample", s2.version)
+    assert [r.path for r in s2.quarantine] == [str(SRC / "swarming.md")]
+    assert str(spaced) in set(chunks.column("uri").to_pylist())
+    assert reg.manifest("sample", s2.version).stats["copies_not_embedded"] > 0
+
+
+def test_rst_source_and_its_rendered_page_shingle_alike() -> None:
+    from ragline.pipelines.curate import shingles, strip_markup
+
+    rst = (".. _json-intro:\n\n:mod:`json` exposes an API familiar to users of :mod:`marshal`, see\n"
+           ":func:`~json.dumps` and `the JSON site <https://json.org>`_, specified by :rfc:`7159` [#errata]_.\n\n"
+           ".. versionadded:: 3.5\n\n.. function:: dumps(obj)\n   :noindex:\n\n   Serialize *obj*.")
+    html = ("json exposes an API familiar to users of marshal, see\ndumps() and the JSON site, specified by "
+            "RFC 7159 [1].\n\nNew in version 3.5.\n\ndumps(obj)\n\nSerialize obj.")
+    assert shingles(rst, 3) == shingles(html, 3)
+    prose = "Plain prose: a list [x] and a time 12:30 stay as they are."
+    assert strip_markup(prose) == prose
+    assert shingles("The `x` of y", 3) == {b"the x of", b"x of y"}
+
+
+def test_signatures_made_by_another_shingler_are_recomputed(tmp_path: Path) -> None:
+    from ragline.pipelines.curate import SIGNATURES_FILE, Curation, ParentCuration
+
+    cfg = CurateConfig()
+    cur = Curation(cfg)
+    cur.documents = find_duplicates([Member("a", "a", "x/a", _text(1))], cfg, "document")
+    cur.write(tmp_path)
+    assert set(ParentCuration.read(tmp_path).stored("document", cfg)) == {"a"}
+    old = pq.read_table(tmp_path / SIGNATURES_FILE).drop_columns(["shingler"])  # as written before the column
+    pq.write_table(old, tmp_path / SIGNATURES_FILE)
+    assert ParentCuration.read(tmp_path).stored("document", cfg) == {}

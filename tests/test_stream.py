@@ -79,3 +79,44 @@ def test_stream_with_no_documents(tmp_path: Path) -> None:
     p = _params(tmp_path)
     got = load_chunk_embed([], p, HashingEmbedder)
     assert got.chunks.num_rows == 0 and got.vectors.shape == (0, HashingEmbedder().dim)
+
+
+class CountingEmbedder(HashingEmbedder):
+    """The hashing embedder that counts the texts it embeds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts = 0
+
+    def embed(self, texts, batch_size=64, progress=False):
+        self.texts += len(texts)
+        return super().embed(texts, batch_size, progress)
+
+
+def test_stream_does_not_embed_exact_copies_and_keeps_their_rows(tmp_path: Path) -> None:
+    p = Params.from_dict({**_params(tmp_path).to_dict(), "paths": {"cache": ""}})  # no cache: every miss is embedded
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    paras = [" ".join(f"w{i}x{j}" for j in range(120)) for i in range(4)]
+    (folder / "a.txt").write_text("\n\n".join(paras))
+    (folder / "b.txt").write_text("\n\n".join(paras))  # an exact copy
+    (folder / "c.txt").write_text("\n\n".join(paras).replace(" ", "  "))  # the same words, other spacing
+    (folder / "d.txt").write_text(" ".join(f"other{j}" for j in range(300)))  # not a copy
+    files = discover_files([folder])
+    full_model, skip_model = CountingEmbedder(), CountingEmbedder()
+    full = load_chunk_embed(files, p, lambda: full_model)
+    got = load_chunk_embed(files, p, lambda: skip_model, skip_copies=True)
+    assert got.chunks.equals(full.chunks) and not full.not_embedded.any()
+    copies = {d.doc_id for d in got.documents if Path(d.uri).name in ("b.txt", "c.txt")}
+    assert got.not_embedded.tolist() == [d in copies for d in got.chunks.column("doc_id").to_pylist()]
+    # each embedding call embeds its distinct texts once; the copies' texts (titled by their own file) are never sent
+    from ragline.core.schemas import indexed_texts
+
+    assert skip_model.texts <= int((~got.not_embedded).sum()) < len(set(indexed_texts(full.chunks))) <= full_model.texts
+    np.testing.assert_array_equal(got.vectors[~got.not_embedded], full.vectors[~got.not_embedded])
+    assert not got.vectors[got.not_embedded].any()
+    from ragline.pipelines.stream import embed_rows
+
+    copy_texts = got.chunks.filter(got.not_embedded).column("text").to_pylist()
+    assert embed_rows(got.chunks, got.vectors, got.not_embedded, skip_model, p) == len(set(copy_texts))
+    np.testing.assert_array_equal(got.vectors, full.vectors)
