@@ -6,7 +6,7 @@ frontend (``ov.convert_model`` on :func:`indexers.onnx_embedder.sentence_graph`:
 ``<cache>/openvino/`` and kept only if its f32 vectors are within 1e-4 of the checked ONNX
 export. That graph keeps PyTorch's scaled-dot-product attention as one operation, which the
 CPU plugin fuses; read from the ONNX export it is split into MatMul/Softmax/Transpose
-(54 Transpose and 98 Reorder nodes at run time against 12 and 62) and ran 6-17% slower in
+(54 Transpose and 98 Reorder nodes at run time against 12 and 62) and ran 2-17% slower in
 bf16 (``benchmarks/embed_throughput.py``). ``openvino-int8`` quantizes the ONNX export
 (``ov.Core().read_model``). Output 0 is the pooled, normalized sentence vector. Each is
 compiled for the CPU with an ``INFERENCE_PRECISION_HINT``:
@@ -28,8 +28,8 @@ multiple of ``pad_multiple`` tokens. Padding is masked, so vectors do not change
 rounding. The rounding is there because the CPU plugin prepares its kernels for each input
 shape the first time it sees one (in one probe here, 8 rows of about 220 tokens took a median
 0.42 s on a new length and 0.23 s on a seen one), and sorted calls of mixed-length text would
-otherwise meet a new shape almost every call. Side by side it added 2-3% (2 streams: 3.55x ->
-3.62x and 3.58x -> 3.68x ONNX fp32, ``benchmarks/embed_throughput.py``). With
+otherwise meet a new shape almost every call. Side by side, with 2 streams, it added 2-18%
+(``benchmarks/embed_throughput.py``: most on the first pass over new texts). With
 ``streams`` > 1 the model is compiled with ``PERFORMANCE_HINT: THROUGHPUT`` and
 ``NUM_STREAMS`` = streams (each stream runs its own calls on its share of the threads; CPU
 pinning off, which measured faster on a shared machine) and the calls are fed through an
