@@ -3,7 +3,8 @@
 For every ``embed.backend`` that is installed (:data:`indexers.backends.BACKENDS`), in one
 child process each (so peak RSS is the backend's own), on the same texts:
 
-- **chunks/s** of the model call (``embedder.embed``) on a sample of the Python docs (Debian's
+- **chunks/s** of the model call (``embedder.embed``; OpenVINO with the shipped
+  ``embed.streams`` and ``embed.pad_multiple``, as ingest runs it) on a sample of the Python docs (Debian's
   ``python3.11-doc``; the first ``--pages`` pages loaded and chunked with the default params,
   then ``--sample`` chunks taken evenly, 1,000 by default): at 2 threads on the whole sample
   and at 1 thread on its first half. The rows per call (4, 8, 16, 32) and the order (longest
@@ -67,6 +68,14 @@ def pydocs_sample(pages: int, sample: int, work: Path) -> list[str]:
     return texts[::step][:sample]
 
 
+def bulk_options() -> dict:
+    """``embed.streams`` / ``embed.pad_multiple`` of the shipped params.yaml (OpenVINO bulk embedding)."""
+    from ragline.pipelines.config import load_params
+
+    embed = load_params(REPO / "params.yaml").embed
+    return {"streams": embed.streams, "pad_multiple": embed.pad_multiple}
+
+
 def _set_rows(embedder, rows: int, sort: bool) -> int:
     """Configure rows per call and order; returns the batch_size to pass to ``embed``."""
     if hasattr(embedder, "run_rows"):
@@ -90,7 +99,8 @@ def worker(backend: str, texts_file: Path, out: Path, model_cache: Path, limit_q
             import torch
 
             torch.set_num_threads(threads)
-        return make_embedder("all-MiniLM-L6-v2", backend=backend, cache_dir=model_cache, threads=threads)
+        return make_embedder("all-MiniLM-L6-v2", backend=backend, cache_dir=model_cache, threads=threads,
+                             **bulk_options())
 
     t0 = time.perf_counter()
     e = embedder(2)
@@ -150,7 +160,8 @@ def round_robin(rows: list[dict], texts: list[str], model_cache: Path, slices: i
     for threads, part in ((2, texts), (1, texts[: max(1, len(texts) // 2)])):
         embedders = {}
         for r in rows:
-            e = make_embedder("all-MiniLM-L6-v2", backend=r["backend"], cache_dir=model_cache, threads=threads)
+            e = make_embedder("all-MiniLM-L6-v2", backend=r["backend"], cache_dir=model_cache, threads=threads,
+                              **bulk_options())
             _set_rows(e, r["rows"], r["sorted"])
             torch_threads(r["backend"], threads)
             e.embed(part[:8], batch_size=r["rows"])  # load + first shapes

@@ -342,7 +342,8 @@ class HashingEmbedder:
 
 
 def make_embedder(model: str, normalize: bool = True, backend: str = "torch",
-                  cache_dir: str | Path | None = None, threads: int | None = None) -> Embedder:
+                  cache_dir: str | Path | None = None, threads: int | None = None, streams: int = 1,
+                  pad_multiple: int = 16) -> Embedder:
     """Embedder for an ``embed.model`` value: ``hashing`` gives the fake, anything else the
     model on ``backend``.
 
@@ -356,6 +357,8 @@ def make_embedder(model: str, normalize: bool = True, backend: str = "torch",
             fp32 ones give the same vectors within 1e-4; bf16/int8 carry a ``quantization``.
         cache_dir: exports, quantized models and agreement records (default ``.ragline/cache``).
         threads: runtime intra-op threads (ONNX Runtime, OpenVINO; ``None``: 2, or 1 on one core).
+        streams, pad_multiple: OpenVINO backends only (``embed.streams``, ``embed.pad_multiple``:
+            see :class:`indexers.openvino_embedder.OpenVinoEmbedder`); 1 stream = queries' LATENCY mode.
 
     Raises:
         FileNotFoundError: the model is not the packaged one and not a local folder.
@@ -376,6 +379,7 @@ def make_embedder(model: str, normalize: bool = True, backend: str = "torch",
         from ragline.indexers.openvino_embedder import OpenVinoEmbedder
 
         precision = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "int8"}[backend]
-        return OpenVinoEmbedder(model, normalize=normalize, cache_dir=cache_dir, threads=threads, precision=precision)
+        return OpenVinoEmbedder(model, normalize=normalize, cache_dir=cache_dir, threads=threads, precision=precision,
+                                streams=streams, pad_multiple=pad_multiple)
     return SentenceTransformerEmbedder(model, normalize=normalize, cache_dir=cache_dir,
                                        dtype="float32" if backend == "torch" else "bfloat16")

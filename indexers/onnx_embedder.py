@@ -95,18 +95,20 @@ def model_layout(folder: Path) -> dict:
     return layout
 
 
-def export_onnx(folder: Path, dest: Path, opset: int = OPSET) -> dict:
-    """Export a sentence-transformers folder to ONNX at ``dest`` and check it against torch.
+def sentence_graph(folder: Path):  # -> (torch.nn.Module, input names, layout, SentenceTransformer)
+    """The sentence-transformers folder as one torch module: transformer -> pooling -> normalize.
 
-    Imports torch and sentence-transformers (only here). The graph takes int64
+    Imports torch and sentence-transformers (only here). The module takes int64
     ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the tokenizer makes them),
-    shapes (batch, sequence), and returns float32 ``embedding`` (batch, dim).
+    shapes (batch, sequence), positionally in the order of the returned names, and returns
+    float32 (batch, dim). Shared by the ONNX export and the OpenVINO conversion
+    (:mod:`indexers.openvino_embedder`).
 
     Returns:
-        The sidecar record: model folder, opset, torch version, pooling, probes, max_abs_diff.
+        ``(module in eval mode, input names, layout of :func:`model_layout`, the SentenceTransformer)``.
 
     Raises:
-        OnnxExportError: unsupported layout, export failure, or parity above ``PARITY_ATOL``.
+        OnnxExportError: unsupported layout, or the folder cannot be loaded.
     """
     layout = model_layout(folder)
     try:
@@ -137,6 +139,24 @@ def export_onnx(folder: Path, dest: Path, opset: int = OPSET) -> dict:
                 v = (hidden + (mask - 1.0) * 1e9).max(1).values
             return torch.nn.functional.normalize(v, p=2.0, dim=1) if normalize else v
 
+    return Graph().eval(), names, layout, st
+
+
+def export_onnx(folder: Path, dest: Path, opset: int = OPSET) -> dict:
+    """Export a sentence-transformers folder to ONNX at ``dest`` and check it against torch.
+
+    Imports torch and sentence-transformers (only here). The graph (:func:`sentence_graph`)
+    takes int64 ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the tokenizer
+    makes them), shapes (batch, sequence), and returns float32 ``embedding`` (batch, dim).
+
+    Returns:
+        The sidecar record: model folder, opset, torch version, pooling, probes, max_abs_diff.
+
+    Raises:
+        OnnxExportError: unsupported layout, export failure, or parity above ``PARITY_ATOL``.
+    """
+    graph, names, layout, st = sentence_graph(folder)
+    import torch  # importable: sentence_graph loaded the model with it
     example = st.tokenizer(["export example"], return_tensors="pt")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
@@ -144,7 +164,7 @@ def export_onnx(folder: Path, dest: Path, opset: int = OPSET) -> dict:
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
-            torch.onnx.export(Graph().eval(), tuple(example[n] for n in names), str(tmp), input_names=names,
+            torch.onnx.export(graph, tuple(example[n] for n in names), str(tmp), input_names=names,
                               output_names=["embedding"], dynamic_axes=axes, opset_version=opset, dynamo=False)
         session = _session(tmp, threads=1)
         tok = _tokenizer(folder, layout["max_seq_length"])

@@ -1,8 +1,15 @@
 """The packaged model on OpenVINO (CPU): fp32, bf16 (AMX) or static int8 (NNCF).
 
-OpenVINO reads the checked fp32 ONNX export of :mod:`indexers.onnx_embedder` directly
-(``ov.Core().read_model``; output 0 is the pooled, normalized sentence vector) and compiles it
-for the CPU with an ``INFERENCE_PRECISION_HINT``:
+``openvino`` and ``openvino-bf16`` run the model converted from PyTorch by OpenVINO's own
+frontend (``ov.convert_model`` on :func:`indexers.onnx_embedder.sentence_graph`: transformer
+-> pooling -> normalize), saved once per weights file as OpenVINO IR under
+``<cache>/openvino/`` and kept only if its f32 vectors are within 1e-4 of the checked ONNX
+export. That graph keeps PyTorch's scaled-dot-product attention as one operation, which the
+CPU plugin fuses; read from the ONNX export it is split into MatMul/Softmax/Transpose
+(54 Transpose and 98 Reorder nodes at run time against 12 and 62) and ran 2-17% slower in
+bf16 (``benchmarks/embed_throughput.py``). ``openvino-int8`` quantizes the ONNX export
+(``ov.Core().read_model``). Output 0 is the pooled, normalized sentence vector. Each is
+compiled for the CPU with an ``INFERENCE_PRECISION_HINT``:
 
 - ``openvino``: ``f32``. Its vectors agree with ONNX Runtime fp32 within 1e-4, so it shares
   the fp32 identity and embedding cache. The hint is explicit: on a CPU with bf16 units
@@ -15,12 +22,29 @@ for the CPU with an ``INFERENCE_PRECISION_HINT``:
   OpenVINO IR (``.xml`` + ``.bin``) under ``<cache>/openvino/``; the operations left in float
   run at f32.
 
+Bulk embedding (``embed``). Texts are tokenized once, sorted by token count (longest first)
+and cut into calls of :data:`RUN_ROWS` rows, each padded to its longest text rounded up to a
+multiple of ``pad_multiple`` tokens. Padding is masked, so vectors do not change beyond
+rounding. The rounding is there because the CPU plugin prepares its kernels for each input
+shape the first time it sees one (in one probe here, 8 rows of about 220 tokens took a median
+0.42 s on a new length and 0.23 s on a seen one), and sorted calls of mixed-length text would
+otherwise meet a new shape almost every call. Side by side, with 2 streams, it added 2-18%
+(``benchmarks/embed_throughput.py``: most on the first pass over new texts). With
+``streams`` > 1 the model is compiled with ``PERFORMANCE_HINT: THROUGHPUT`` and
+``NUM_STREAMS`` = streams (each stream runs its own calls on its share of the threads; CPU
+pinning off, which measured faster on a shared machine) and the calls are fed through an
+``ov.AsyncInferQueue`` of ``streams`` requests: tokenizing the next call overlaps the running
+ones, and a stream never waits for the other's threads. Rows land in input order whatever
+order the requests finish in. ``streams`` = 1 (queries) compiles with ``LATENCY`` and runs
+one synchronous request per thread.
+
 Whether a backend's vectors carry their own identity is measured against the fp32 export on
 real text when its model is first used (:func:`indexers.backends.identity_record`) and kept in
 a sidecar whose fingerprint is (weights sha256, backend, recipe, calibration set hash,
 OpenVINO/NNCF versions); a damaged IR fails its sha256 and is rebuilt.
 
-Sources: OpenVINO Runtime (docs.openvino.ai, "Precision Control"); NNCF
+Sources: OpenVINO Runtime (docs.openvino.ai, "Precision Control", "High-level Performance
+Hints", "Python API: AsyncInferQueue", "Model conversion from PyTorch"); NNCF
 (github.com/openvinotoolkit/nncf, post-training quantization); SmoothQuant (Xiao et al., ICML 2023).
 """
 
@@ -28,7 +52,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -38,6 +62,8 @@ from ragline.indexers.embedders import PACKAGED_MODEL, resolve_model_folder, wei
 from ragline.indexers.model_cache import cached_artifact
 from ragline.indexers.onnx_embedder import (
     DEFAULT_CACHE,
+    PARITY_ATOL,
+    PROBES,
     OnnxExportError,
     _run,
     _session,
@@ -46,10 +72,13 @@ from ragline.indexers.onnx_embedder import (
     embed_sorted,
     ensure_export,
     model_slug,
+    sentence_graph,
 )
 
 #: rows per OpenVINO call when embedding many texts (benchmarks/embed_backends.py chose it).
 RUN_ROWS = {"f32": 8, "bf16": 8, "int8": 8}
+#: Bump when the converted IR changes: old IR is rebuilt.
+IR_FORMAT = 1
 BACKEND_OF = {"f32": "openvino", "bf16": "openvino-bf16", "int8": "openvino-int8"}
 #: How ``openvino-int8`` quantizes (part of its fingerprint and identity).
 INT8_RECIPE = {"quantizer": "nncf.quantize", "model_type": "TRANSFORMER", "preset": "MIXED",
@@ -66,21 +95,30 @@ class OpenVinoEmbedder:
         cache_dir: ``paths.cache`` (exports under ``onnx/``, int8 IR under ``openvino/``).
         threads: ``INFERENCE_NUM_THREADS`` (>= 1; default 2, or 1 on a one-core machine).
         precision: ``"f32"``, ``"bf16"`` or ``"int8"``.
+        streams: inference streams for bulk embedding (``embed.streams``); more than 1
+            compiles with the THROUGHPUT hint and feeds an ``AsyncInferQueue`` of that many
+            requests; at most ``threads`` are used; 1: LATENCY hint, synchronous calls.
+        pad_multiple: each call's sequence length is rounded up to a multiple of this many
+            tokens (``embed.pad_multiple``; at most the model's max sequence length); 1: no rounding.
 
-    ``embed`` returns float32 (len(texts), dim). Thread-safe: one infer request per thread.
+    ``embed`` returns float32 (len(texts), dim) in input order. Thread-safe: each thread has
+    its own requests.
 
     Raises:
         FileNotFoundError: the model is neither the packaged one nor a local folder.
-        ValueError: ``threads`` < 1 or an unknown precision.
+        ValueError: ``threads``, ``streams`` or ``pad_multiple`` < 1, or an unknown precision.
     """
 
     thread_safe = True
 
     def __init__(self, model: str = PACKAGED_MODEL, normalize: bool = True, cache_dir: str | Path | None = None,
-                 threads: int | None = None, precision: str = "f32") -> None:
+                 threads: int | None = None, precision: str = "f32", streams: int = 1,
+                 pad_multiple: int = 16) -> None:
         threads = default_threads() if threads is None else threads
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        if streams < 1 or pad_multiple < 1:
+            raise ValueError(f"streams and pad_multiple must be >= 1, got {streams} and {pad_multiple}")
         if precision not in BACKEND_OF:
             raise ValueError(f"OpenVINO precision {precision!r}: use one of {', '.join(BACKEND_OF)}")
         self.model_id = model
@@ -90,16 +128,22 @@ class OpenVinoEmbedder:
         self.backend = BACKEND_OF[precision]
         self.run_rows = RUN_ROWS[precision]
         self.sort_by_length = True
+        self.streams = min(streams, threads)
+        self.pad_multiple = pad_multiple
         self._path = resolve_model_folder(model)
         self._cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
         self._compiled: Any = None
         self._tok = None
+        self._bare_tok = None  # the tokenizer without padding (embed pads each call itself)
+        self._max_len = 0
+        self._pad_id = 0
         self._names: list[str] = []
         self._dim = 0
         self._local = threading.local()
         self._load_lock = threading.Lock()
         self.export_record: dict = {}
         self.model_record: dict = {}
+        self.ir_record: dict = {}
 
     @property
     def revision(self) -> str:
@@ -140,23 +184,75 @@ class OpenVinoEmbedder:
                 except Exception as e:  # OpenVINO and NNCF raise their own exception types
                     raise OnnxExportError(f"embedding backend {self.backend} unavailable: {type(e).__name__}: {e}") from e
 
-    def _compile(self, model: Any, hint: str) -> Any:
+    @property
+    def ir_stem(self) -> Path:
+        """``<cache>/openvino/<model>-<sha256[:16]>-ir``: the IR converted from PyTorch (f32 and bf16 run it)."""
+        return self._cache / "openvino" / f"{model_slug(self.model_id)}-{self.revision.split(':', 1)[1][:16]}-ir"
+
+    def _compile(self, model: Any, hint: str, streams: int = 1) -> Any:
         import openvino as ov
 
-        return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                      "INFERENCE_NUM_THREADS": self.threads,
-                                                      "PERFORMANCE_HINT": "LATENCY"})
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": self.threads}
+        if streams > 1:
+            config |= {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams, "ENABLE_CPU_PINNING": False}
+        else:
+            config["PERFORMANCE_HINT"] = "LATENCY"
+        return ov.Core().compile_model(model, "CPU", config)
+
+    def _ensure_ir(self, export: Path, reference: Any) -> Path:
+        """The IR converted from PyTorch (:func:`sentence_graph`), converting and checking it
+        against the ONNX export (f32, :data:`PROBES`, within ``PARITY_ATOL``) when missing or damaged."""
+        import openvino as ov
+
+        stem = self.ir_stem
+        fingerprint = {"artifact": "openvino-ir", "revision": self.revision, "format": IR_FORMAT,
+                       "openvino": ov.__version__}
+
+        def build(tmp: dict[str, Path]) -> dict:
+            import warnings
+
+            import torch
+
+            graph, names, _, st = sentence_graph(self._path)
+            example = st.tokenizer(["conversion example", "a second, longer conversion example"], padding=True,
+                                   return_tensors="pt")
+            with warnings.catch_warnings(), torch.inference_mode():
+                warnings.simplefilter("ignore")
+                model = ov.convert_model(graph, example_input=tuple(example[n] for n in names),
+                                         input=[([-1, -1], ov.Type.i64) for _ in names])
+            for port, name in zip(model.inputs, names):  # the module's inputs are positional
+                port.get_tensor().set_names({name})
+            ov.save_model(model, str(tmp[".xml"]), compress_to_fp16=False)
+            compiled = self._compile(ov.Core().read_model(str(tmp[".xml"])), "f32")
+            probes = list(PROBES)
+            diff = float(np.abs(self._embed_with(compiled, probes) - reference(probes)).max())
+            if not diff <= PARITY_ATOL:
+                raise OnnxExportError(f"OpenVINO conversion of {self._path} differs from the ONNX export by "
+                                      f"{diff:.2e} (> {PARITY_ATOL})")
+            return {"inputs": names, "probes": len(probes), "max_abs_diff": diff, "torch": torch.__version__}
+
+        self.ir_record = cached_artifact(stem, fingerprint, [".xml", ".bin"], build)
+        return stem.with_name(stem.name + ".xml")
 
     def _load(self) -> None:
         import openvino as ov
 
         export, record = ensure_export(self._path, self._cache, self.model_id, self.revision)
         self.export_record = record
-        self._tok = _tokenizer(self._path, int(record["max_seq_length"]))
+        self._max_len = int(record["max_seq_length"])
+        self._tok = _tokenizer(self._path, self._max_len)
+        self._pad_id = int((self._tok.padding or {}).get("pad_id", 0))
+        self._bare_tok = _tokenizer(self._path, self._max_len)
+        self._bare_tok.no_padding()
         self._names = list(record["inputs"])
         self._dim = int(record["dim"])
-        fp32 = _session(export, self.threads)
-        reference = lambda t: embed_sorted(lambda p: _run(fp32, self._tok, p, self._names), t, self._dim, 8)  # noqa: E731
+        fp32: list[Any] = []  # the fp32 ONNX session, opened only when something is built
+
+        def reference(texts: Sequence[str]) -> np.ndarray:
+            if not fp32:
+                fp32.append(_session(export, self.threads))
+            return embed_sorted(lambda p: _run(fp32[0], self._tok, p, self._names), texts, self._dim, 8)
+
         base = {"revision": self.revision, "backend": self.backend, "openvino": ov.__version__,
                 "export_sha256": record["files"][export.name]}
         if self.precision == "int8":
@@ -183,22 +279,51 @@ class OpenVinoEmbedder:
 
             self.model_record = cached_artifact(stem, {"artifact": "openvino-int8", **base, "recipe": recipe},
                                                 [".xml", ".bin"], build_int8)
-            compiled = self._compile(ov.Core().read_model(str(stem.with_name(stem.name + ".xml"))), "f32")
+            compiled = self._compile(ov.Core().read_model(str(stem.with_name(stem.name + ".xml"))), "f32",
+                                     self.streams)
         else:
-            compiled = self._compile(ov.Core().read_model(str(export)), self.precision)
-            label = f"ov{ov.__version__.split('-')[0]}-{self.precision}"
+            ir = self._ensure_ir(export, reference)
+            base["ir_sha256"] = self.ir_record["files"][ir.name]
+            model = ov.Core().read_model(str(ir))
+            compiled = self._compile(model, self.precision, self.streams)
+            label = f"ov{ov.__version__.split('-')[0]}-{self.precision}-ptir"
+            # measured on a LATENCY compilation, as queries run (the agreement does not depend on streams)
+            measure = compiled if self.streams == 1 else self._compile(model, self.precision)
             self.model_record = cached_artifact(
                 self.model_stem, {"artifact": "openvino-agreement", **base, "precision": self.precision}, [],
-                lambda tmp: identity_record(self.backend, label, lambda t: self._embed_with(compiled, t), reference))
+                lambda tmp: identity_record(self.backend, label, lambda t: self._embed_with(measure, t), reference))
         self._compiled = compiled
 
     def _feed(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
+        """Tokenized, padded model inputs of one call (int64 (rows, tokens) each); NNCF calibrates on it."""
         encs = self._tok.encode_batch([texts] if isinstance(texts, str) else list(texts))  # type: ignore[union-attr]
         feed = {"input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
                 "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64)}
         if "token_type_ids" in self._names:
             feed["token_type_ids"] = np.asarray([e.type_ids for e in encs], dtype=np.int64)
         return feed
+
+    def _calls(self, texts: Sequence[str], rows: int, sort: bool) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+        """``(row indices, model inputs)`` per call: texts tokenized once, longest (in tokens)
+        first when ``sort``, ``rows`` per call, each call padded to a multiple of ``pad_multiple``."""
+        encs = self._bare_tok.encode_batch(list(texts))  # type: ignore[union-attr]
+        lengths = [len(e.ids) for e in encs]
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i]) if sort else list(range(len(texts)))
+        m = self.pad_multiple
+        for start in range(0, len(order), rows):
+            part = order[start:start + rows]
+            longest = max(lengths[i] for i in part)
+            width = max(longest, min(-(-longest // m) * m, self._max_len))
+            ids = np.full((len(part), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(part), width), dtype=np.int64)
+            types = np.zeros((len(part), width), dtype=np.int64)
+            for r, i in enumerate(part):
+                e, n = encs[i], lengths[i]
+                ids[r, :n], mask[r, :n], types[r, :n] = e.ids, e.attention_mask, e.type_ids
+            feed = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in self._names:
+                feed["token_type_ids"] = types
+            yield part, feed
 
     def _request(self, compiled: Any) -> Any:
         requests = getattr(self._local, "requests", None)
@@ -208,24 +333,60 @@ class OpenVinoEmbedder:
             requests[id(compiled)] = compiled.create_infer_request()
         return requests[id(compiled)]
 
-    def _infer(self, compiled: Any, texts: list[str]) -> np.ndarray:
-        result = self._request(compiled).infer(self._feed(texts))
-        return np.array(result[0], dtype=np.float32)  # a copy: the request reuses its output buffer
+    def _queue(self, compiled: Any) -> Any:
+        """This thread's ``AsyncInferQueue`` of :attr:`streams` requests; its callback copies
+        each call's output into the rows the call was given (``userdata = (out, rows, errors)``)."""
+        import openvino as ov
+
+        queues = getattr(self._local, "queues", None)
+        if queues is None:
+            queues = self._local.queues = {}
+        if id(compiled) not in queues:
+            queue = ov.AsyncInferQueue(compiled, self.streams)
+
+            def done(request: Any, userdata: tuple[np.ndarray, list[int], list[BaseException]]) -> None:
+                out, part, errors = userdata
+                try:
+                    out[part] = request.get_output_tensor(0).data  # copies: the request reuses its buffer
+                except BaseException as e:  # noqa: BLE001 - raised again by _run_calls
+                    errors.append(e)
+
+            queue.set_callback(done)
+            queues[id(compiled)] = queue
+        return queues[id(compiled)]
+
+    def _run_calls(self, compiled: Any, texts: Sequence[str], rows: int, sort: bool, streams: int) -> np.ndarray:
+        """float32 (len(texts), dim) in input order (not normalized here)."""
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        if streams == 1:
+            request = self._request(compiled)
+            for part, feed in self._calls(texts, rows, sort):
+                out[part] = request.infer(feed)[0]
+            return out
+        queue, errors = self._queue(compiled), []
+        for part, feed in self._calls(texts, rows, sort):
+            queue.start_async(feed, (out, part, errors))
+        queue.wait_all()
+        if errors:
+            raise errors[0]
+        return out
 
     def _embed_with(self, compiled: Any, texts: Sequence[str]) -> np.ndarray:
-        return embed_sorted(lambda p: self._infer(compiled, p), texts, self._dim, self.run_rows)
+        return self._run_calls(compiled, texts, self.run_rows, True, 1)
 
     def embed(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Embed texts; float32 (len(texts), dim), L2-normalized when ``normalize``.
+        """Embed texts; float32 (len(texts), dim) in input order, L2-normalized when ``normalize``.
 
         ``batch_size`` caps the rows per call (at most :attr:`run_rows`); ``progress`` is
-        accepted for the :class:`~indexers.embedders.Embedder` protocol.
+        accepted for the :class:`~indexers.embedders.Embedder` protocol. With more than one
+        stream, a single call (at most ``run_rows`` texts) runs synchronously on one request.
         """
         self.warm_up()
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        out = embed_sorted(lambda p: self._infer(self._compiled, p), texts, self._dim,
-                           max(1, min(batch_size, self.run_rows)), self.sort_by_length)
+        rows = max(1, min(batch_size, self.run_rows))
+        streams = self.streams if len(texts) > rows else 1
+        out = self._run_calls(self._compiled, texts, rows, self.sort_by_length, streams)
         if self.normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             np.divide(out, norms, out=out, where=norms > 0)

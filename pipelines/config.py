@@ -241,14 +241,24 @@ class EmbedConfig(_Section):
             ``torch-bf16``, ``openvino-bf16``, ``onnx-int8`` and ``openvino-int8`` give their
             own (their identity and cache key carry the backend and recipe; queries of such an
             index are embedded by the same backend). Measured side by side in
-            ``benchmarks/embed_backends.py``; the default is the fastest whose chunking-eval
-            recall is within 0.5 points of fp32. Unknown or not-installed backends are refused.
+            ``benchmarks/embed_backends.py`` and ``benchmarks/embed_throughput.py``; the default
+            (``openvino-bf16`` with 2 streams) is the fastest whose chunking-eval recall is
+            within 0.5 points of fp32. Unknown or not-installed backends are refused.
+        streams: OpenVINO backends, bulk embedding (ingest, refresh, eval): inference streams
+            run in parallel (``PERFORMANCE_HINT: THROUGHPUT``, an ``AsyncInferQueue`` of that
+            many requests), at most one per thread; 1 = ``LATENCY``, synchronous calls. Query
+            embedding always runs one stream. Other backends ignore it.
+        pad_multiple: OpenVINO backends: each call's token length is rounded up to a multiple
+            of this (padding is masked: same vectors), so the CPU plugin meets few distinct
+            input shapes (it prepares kernels per new shape); 1 = no rounding.
     """
 
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(default=64, ge=1, le=4096)
     normalize: bool = True
-    backend: str = "onnx-int8"
+    backend: str = "openvino-bf16"
+    streams: int = Field(default=2, ge=1, le=64)
+    pad_multiple: int = Field(default=16, ge=1, le=512)
 
     @field_validator("backend")
     @classmethod

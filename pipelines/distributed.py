@@ -85,10 +85,11 @@ def worker_embedder(params: Any) -> Any:
     from ragline.indexers.embedders import make_embedder
 
     key = (params.embed.model, params.embed.backend, params.embed.normalize, params.paths.cache,
-           params.runner.threads_per_worker)
+           params.runner.threads_per_worker, params.embed.streams, params.embed.pad_multiple)
     if key not in _EMBEDDERS:
         _EMBEDDERS[key] = make_embedder(params.embed.model, params.embed.normalize, backend=params.embed.backend,
-                                        cache_dir=params.paths.cache, threads=params.runner.threads_per_worker)
+                                        cache_dir=params.paths.cache, threads=params.runner.threads_per_worker,
+                                        streams=params.embed.streams, pad_multiple=params.embed.pad_multiple)
     return _EMBEDDERS[key]
 
 

@@ -29,7 +29,8 @@ def index_embedder(params: Params, model: str | None = None, normalize: bool | N
         FileNotFoundError: the model is neither the packaged one nor a local folder.
     """
     return make_embedder(model or params.embed.model, params.embed.normalize if normalize is None else normalize,
-                         backend=params.embed.backend, cache_dir=params.paths.cache, threads=os.cpu_count() or 1)
+                         backend=params.embed.backend, cache_dir=params.paths.cache, threads=os.cpu_count() or 1,
+                         streams=params.embed.streams, pad_multiple=params.embed.pad_multiple)
 
 
 def embed_chunks(

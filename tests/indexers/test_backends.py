@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import html
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -233,3 +234,50 @@ def test_switching_backend_reembeds_through_the_cache_and_queries_follow_the_ind
     np.testing.assert_allclose(q.embed(texts[:1]), b[:1], atol=2e-3)
     with pytest.raises(IndexCompatibilityError, match="quantization"):
         check_embedder(m, *(lambda i: (i.model_id, i.revision, i.dim, i.normalize, i.quantization))(info_of(fp32)))
+
+
+# ---------------------------------------------------------------- OpenVINO streams (embed.streams / embed.pad_multiple)
+def test_embed_streams_and_pad_multiple_are_checked_and_reach_the_index_embedder(tmp_path: Path) -> None:
+    from ragline.pipelines.embed import index_embedder
+
+    with pytest.raises(ConfigError, match=r"embed\.streams"):
+        Params.from_dict({"embed": {"streams": 0}})
+    with pytest.raises(ConfigError, match=r"embed\.pad_multiple"):
+        Params.from_dict({"embed": {"pad_multiple": 0}})
+    with pytest.raises(ConfigError, match=r"did you mean `streams`"):
+        Params.from_dict({"embed": {"stream": 2}})
+    p = Params.from_dict({"embed": {"backend": "openvino-bf16", "streams": 3, "pad_multiple": 32},
+                          "paths": {"cache": str(tmp_path)}})
+    e = index_embedder(p)  # constructing loads nothing
+    assert (e.streams, e.pad_multiple) == (min(3, os.cpu_count() or 1), 32)
+    q = make_embedder("all-MiniLM-L6-v2", backend="openvino-bf16", cache_dir=tmp_path)
+    assert q.streams == 1  # queries: LATENCY, one synchronous request
+    assert make_embedder("all-MiniLM-L6-v2", backend="openvino", threads=1, streams=4, cache_dir=tmp_path).streams == 1
+
+
+def _mixed_lengths() -> list[str]:
+    words = " ".join(real_text()[:3]).split()
+    # 13 texts of 1..~300 words in a scrambled order: several calls of 8 rows, several shapes
+    sizes = [40, 3, 300, 17, 1, 120, 64, 9, 250, 33, 5, 90, 2]
+    return [" ".join(words[i:i + n]) for i, n in enumerate(sizes)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend,atol", [("openvino", 1e-5), ("openvino-bf16", 3e-3)])
+def test_async_streams_give_the_synchronous_vectors_in_input_order(backend: str, atol: float, model_cache: Path) -> None:
+    texts = _mixed_lengths()
+    sync = make_embedder("all-MiniLM-L6-v2", backend=backend, cache_dir=model_cache, threads=2, streams=1, pad_multiple=1)
+    fast = make_embedder("all-MiniLM-L6-v2", backend=backend, cache_dir=model_cache, threads=2, streams=2, pad_multiple=16)
+    if fast.streams < 2:
+        pytest.skip("one core: a single stream")
+    a, b = sync.embed(texts), fast.embed(texts)
+    assert b.shape == (len(texts), 384) and b.dtype == np.float32
+    np.testing.assert_allclose(b, a, atol=atol)
+    # row i is text i's vector: each row is closest to its own synchronous vector
+    assert (np.argmax(b @ a.T, axis=1) == np.arange(len(texts))).all()
+    # and the order follows the input whatever order the requests finish in
+    order = np.random.default_rng(0).permutation(len(texts))
+    np.testing.assert_allclose(fast.embed([texts[i] for i in order]), b[order], atol=atol)
+    # a text alone (one synchronous call) gives its batch vector
+    np.testing.assert_allclose(fast.embed(texts[2:3])[0], b[2], atol=atol)
+    assert info_of(fast) == info_of(sync)  # streams and padding do not change the identity
