@@ -29,7 +29,8 @@ ch = get_chunker("token", max_tokens=200, overlap_tokens=50)
 texts = [c.text for c in ch.chunk(text)][:N]
 cache = ROOT / "build" / "bench-embed-backends" / "models"
 cache.mkdir(parents=True, exist_ok=True)
-import openvino as ov
+from ragline.indexers.openvino_embedder import openvino
+ov = openvino()
 core = ov.Core()
 def ov_variant(backend, cfg, rows, jobs):
     e = make_embedder("all-MiniLM-L6-v2", backend=backend, cache_dir=cache, threads=2)

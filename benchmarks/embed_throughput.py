@@ -82,7 +82,8 @@ def make_arm(name: str):
     e = make_embedder(MODEL, backend=precision, cache_dir=CACHE, threads=2, streams=streams, pad_multiple=pad)
     e.warm_up()
     if "onnx-graph" in name:  # before this change: OpenVINO reads the ONNX export
-        import openvino as ov
+        from ragline.indexers.openvino_embedder import openvino
+        ov = openvino()
 
         from ragline.indexers.onnx_embedder import ensure_export
 

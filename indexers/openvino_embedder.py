@@ -50,6 +50,7 @@ Hints", "Python API: AsyncInferQueue", "Model conversion from PyTorch"); NNCF
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -76,6 +77,38 @@ from ragline.indexers.onnx_embedder import (
 )
 
 #: rows per OpenVINO call when embedding many texts (benchmarks/embed_backends.py chose it).
+@contextlib.contextmanager
+def telemetry_declined() -> Iterator[None]:
+    """Decline OpenVINO's usage telemetry while the block runs.
+
+    ``import openvino`` (its ``tools.ovc`` package), ``ov.convert_model`` and ``import nncf``
+    start ``openvino_telemetry`` with ``enable_opt_in_dialog=False``, which counts a missing
+    consent file as consent: an event is sent to Google Analytics and files are written under
+    ``~/intel``. ragline reaches no network it was not configured for and writes nothing outside
+    its roots, so the consent check answers "declined" here. The telemetry object is a per-process
+    singleton, checked again only when another tool re-initializes it, so every such entry point
+    in ragline runs under this (:func:`openvino`). Without the package the tools use a no-op stub.
+    """
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:
+        yield
+        return
+    check = OptInChecker.check
+    OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
+    try:
+        yield
+    finally:
+        OptInChecker.check = check
+
+
+def openvino() -> Any:
+    """The ``openvino`` module, imported with its usage telemetry declined (:func:`telemetry_declined`)."""
+    with telemetry_declined():
+        import openvino as ov
+    return ov
+
+
 RUN_ROWS = {"f32": 8, "bf16": 8, "int8": 8}
 #: Bump when the converted IR changes: old IR is rebuilt.
 IR_FORMAT = 1
@@ -190,7 +223,7 @@ class OpenVinoEmbedder:
         return self._cache / "openvino" / f"{model_slug(self.model_id)}-{self.revision.split(':', 1)[1][:16]}-ir"
 
     def _compile(self, model: Any, hint: str, streams: int = 1) -> Any:
-        import openvino as ov
+        ov = openvino()
 
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": self.threads}
         if streams > 1:
@@ -202,7 +235,7 @@ class OpenVinoEmbedder:
     def _ensure_ir(self, export: Path, reference: Any) -> Path:
         """The IR converted from PyTorch (:func:`sentence_graph`), converting and checking it
         against the ONNX export (f32, :data:`PROBES`, within ``PARITY_ATOL``) when missing or damaged."""
-        import openvino as ov
+        ov = openvino()
 
         stem = self.ir_stem
         fingerprint = {"artifact": "openvino-ir", "revision": self.revision, "format": IR_FORMAT,
@@ -216,7 +249,7 @@ class OpenVinoEmbedder:
             graph, names, _, st = sentence_graph(self._path)
             example = st.tokenizer(["conversion example", "a second, longer conversion example"], padding=True,
                                    return_tensors="pt")
-            with warnings.catch_warnings(), torch.inference_mode():
+            with warnings.catch_warnings(), torch.inference_mode(), telemetry_declined():
                 warnings.simplefilter("ignore")
                 model = ov.convert_model(graph, example_input=tuple(example[n] for n in names),
                                          input=[([-1, -1], ov.Type.i64) for _ in names])
@@ -235,7 +268,7 @@ class OpenVinoEmbedder:
         return stem.with_name(stem.name + ".xml")
 
     def _load(self) -> None:
-        import openvino as ov
+        ov = openvino()
 
         export, record = ensure_export(self._path, self._cache, self.model_id, self.revision)
         self.export_record = record
@@ -256,13 +289,13 @@ class OpenVinoEmbedder:
         base = {"revision": self.revision, "backend": self.backend, "openvino": ov.__version__,
                 "export_sha256": record["files"][export.name]}
         if self.precision == "int8":
-            import nncf
+            with telemetry_declined():
+                import nncf
 
             recipe = {**INT8_RECIPE, "nncf": nncf.__version__}
             stem = self.model_stem
 
             def build_int8(tmp: dict[str, Path]) -> dict:
-                import contextlib
                 import io
                 import logging
 
@@ -336,7 +369,7 @@ class OpenVinoEmbedder:
     def _queue(self, compiled: Any) -> Any:
         """This thread's ``AsyncInferQueue`` of :attr:`streams` requests; its callback copies
         each call's output into the rows the call was given (``userdata = (out, rows, errors)``)."""
-        import openvino as ov
+        ov = openvino()
 
         queues = getattr(self._local, "queues", None)
         if queues is None:

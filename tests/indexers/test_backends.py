@@ -281,3 +281,31 @@ def test_async_streams_give_the_synchronous_vectors_in_input_order(backend: str,
     # a text alone (one synchronous call) gives its batch vector
     np.testing.assert_allclose(fast.embed(texts[2:3])[0], b[2], atol=atol)
     assert info_of(fast) == info_of(sync)  # streams and padding do not change the identity
+
+
+def test_openvino_conversion_and_nncf_decline_usage_telemetry(tmp_path: Path) -> None:
+    """``import openvino``, ``ov.convert_model`` and ``import nncf`` count a missing consent file as
+    consent to send usage events and write ``~/intel``; through ``openvino()`` and under
+    ``telemetry_declined`` nothing is written to the home folder and no socket is opened."""
+    import subprocess
+    import sys
+
+    script = (
+        "import socket\n"
+        "attempts = []\n"
+        "real = socket.socket.connect\n"
+        "socket.socket.connect = lambda self, addr: attempts.append(addr) or real(self, addr)\n"
+        "import torch\n"
+        "from ragline.indexers.openvino_embedder import openvino, telemetry_declined\n"
+        "ov = openvino()\n"
+        "with telemetry_declined():\n"
+        "    model = ov.convert_model(torch.nn.Linear(4, 2), example_input=torch.zeros(1, 4))\n"
+        "    import nncf\n"
+        "from openvino_telemetry import Telemetry\n"
+        "assert Telemetry().consent is False, Telemetry().consent\n"
+        "assert not attempts, attempts\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NNCF_CI")} | {"HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "intel").exists(), sorted(p.name for p in (tmp_path / "intel").rglob("*"))
