@@ -114,7 +114,9 @@ def sentence_graph(folder: Path):  # -> (torch.nn.Module, input names, layout, S
     try:
         import torch
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.set_verbosity_error()  # quiet by default: tracing reads attributes transformers warns about
         st = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
     except Exception as e:  # missing or unreadable files, an import failure
         raise OnnxExportError(f"loading {folder} with sentence-transformers failed: {type(e).__name__}: {e}") from e
