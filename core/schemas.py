@@ -133,17 +133,25 @@ CHUNKS_ROW_GROUP = 256
 HIT_COLUMNS = ("chunk_id", "doc_id", "uri", "page", "char_start", "char_end", "section_path", "text")
 
 
+#: Row files of at most this many rows are written zstd-compressed (:func:`write_row_file`): a
+#: reader decompresses them whole at open (a few MB at most), so a refresh's small segment costs
+#: about a third of the disk with hits as fast; larger ones stay uncompressed and memory-mapped.
+ROW_FILE_COMPRESS_MAX = 16_384
+
+
 def write_row_file(table: pa.Table, path: str | Path, schema: pa.Schema, columns: tuple[str, ...] = HIT_COLUMNS,
                    batch_rows: int = 65_536) -> None:
-    """Write ``columns`` of ``table`` as an uncompressed Arrow IPC file: memory-mapped by a
-    reader, any row is read in microseconds (:class:`ParquetRows` uses it for a search's hits;
-    Parquet needs about 0.3 ms per row group and column). It repeats those columns of the
-    Parquet table, uncompressed, on disk; nothing of it is resident until a row is read."""
+    """Write ``columns`` of ``table`` as an Arrow IPC file: memory-mapped by a reader, any row
+    is read in microseconds (:class:`ParquetRows` uses it for a search's hits; Parquet needs
+    about 0.3 ms per row group and column). It repeats those columns of the Parquet table on
+    disk: uncompressed, so nothing of it is resident until a row is read, or zstd-compressed
+    (Arrow IPC buffer compression) when it has at most :data:`ROW_FILE_COMPRESS_MAX` rows."""
     try:
         t = table.select(list(columns)).cast(pa.schema([schema.field(c) for c in columns]))
     except (KeyError, pa.ArrowInvalid, ValueError) as e:
         raise SchemaMismatchError(f"{path}: table does not fit the declared schema: {e}") from e
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, t.schema) as writer:
+    options = pa.ipc.IpcWriteOptions(compression="zstd" if t.num_rows <= ROW_FILE_COMPRESS_MAX else None)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, t.schema, options=options) as writer:
         for lo in range(0, t.num_rows, batch_rows):  # the same bytes however the table is chunked in memory
             writer.write_table(t.slice(lo, batch_rows).combine_chunks())
 
@@ -244,7 +252,7 @@ class ParquetRows:
         self._columns: dict[str, pa.ChunkedArray] = {}
         self._row_table: pa.Table | None = None
         if row_file is not None and Path(row_file).exists():
-            try:  # zero-copy: the table's buffers are the mapped file
+            try:  # zero-copy: the table's buffers are the mapped file (a small compressed one is decompressed)
                 self._row_table = pa.ipc.open_file(pa.memory_map(str(row_file))).read_all()
             except (pa.ArrowInvalid, OSError) as e:
                 raise OSError(f"{row_file}: not a readable Arrow IPC file ({e})") from e
