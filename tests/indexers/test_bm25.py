@@ -192,3 +192,20 @@ def test_search_reads_only_the_rare_terms_postings(monkeypatch: pytest.MonkeyPat
     rows, scores = corpus.search("zebra common", 5)
     assert rows.tolist() == [5, 17, 40, 0, 1] and read[-1] == "common"
     np.testing.assert_array_equal(scores, ref[[5, 17, 40, 0, 1]])
+
+
+def test_small_segments_arrays_are_deflated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import zipfile
+
+    import ragline.indexers.bm25 as bm25
+
+    ix = BM25Index.build(TEXTS * 50)
+    for limit, kind in ((10**6, zipfile.ZIP_DEFLATED), (10, zipfile.ZIP_STORED)):
+        monkeypatch.setattr(bm25, "BM25_COMPRESS_MAX", limit)
+        folder = tmp_path / str(limit)
+        folder.mkdir()
+        ix.write(folder)
+        with zipfile.ZipFile(folder / BM25_ARRAYS_FILE) as z:
+            assert {i.compress_type for i in z.infolist()} == {kind}
+        back = BM25Index.read(folder)
+        np.testing.assert_array_equal(back.scores("cat toys"), ix.scores("cat toys"))
