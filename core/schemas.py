@@ -251,6 +251,7 @@ class ParquetRows:
         self._lock = threading.Lock()
         self._columns: dict[str, pa.ChunkedArray] = {}
         self._row_table: pa.Table | None = None
+        self._row_starts: list[int] = [0]
         if row_file is not None and Path(row_file).exists():
             try:  # zero-copy: the table's buffers are the mapped file (a small compressed one is decompressed)
                 self._row_table = pa.ipc.open_file(pa.memory_map(str(row_file))).read_all()
@@ -259,6 +260,10 @@ class ParquetRows:
             if self._row_table.num_rows != self.num_rows:
                 raise SchemaMismatchError(f"{row_file}: {self._row_table.num_rows} rows but {self.path.name} has "
                                           f"{self.num_rows}; the version is damaged")
+            # every column is chunked alike (one chunk per record batch): a row's chunk is found
+            # once here, not by each ChunkedArray[] (twice as fast for a search's hits)
+            first = self._row_table.column(0).chunks if self._row_table.num_columns else []
+            self._row_starts = list(itertools.accumulate((len(c) for c in first), initial=0))
 
     def column(self, name: str) -> pa.ChunkedArray:
         """One whole column as Arrow (read once, then kept)."""
@@ -285,7 +290,13 @@ class ParquetRows:
             raise IndexError(f"{self.path}: rows {rows} outside 0..{self.num_rows - 1}")
         fast = self._row_table
         if fast is not None and all(c in fast.column_names for c in columns):
-            return {c: [fast.column(c)[x].as_py() for x in r] for c in columns}
+            starts = self._row_starts
+            at = [bisect.bisect_right(starts, x) - 1 for x in r]
+            out_fast: dict[str, list] = {}
+            for c in columns:
+                parts = fast.column(c).chunks
+                out_fast[c] = [parts[g][x - starts[g]].as_py() for g, x in zip(at, r)]
+            return out_fast
         groups = [bisect.bisect_right(self._starts, x) - 1 for x in r]
         wanted = sorted(set(groups))
         present = [c for c in columns if c not in self._missing]
