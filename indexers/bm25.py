@@ -7,7 +7,8 @@ segment folder, which the registry hashes into the manifest like every other fil
 - ``bm25.npz``: the CSR arrays ``tf`` (float32 term counts), ``indices`` (int32 chunk rows),
   ``indptr`` (int64), one row per vocabulary token, and ``doc_len`` (int32 tokens per row);
   deflated when the segment is small (:data:`BM25_COMPRESS_MAX`).
-- ``bm25.json``: format version, BM25 parameters, tokenizer settings, chunk count, vocabulary.
+- ``bm25.json``: format version, BM25 parameters, tokenizer settings, chunk count, vocabulary
+  (the tokens in vocabulary-row order).
 
 Scores are computed per query over the live rows of every segment of a version
 (:class:`BM25Corpus`): document frequencies, the row count and the average row length are
@@ -47,7 +48,9 @@ from ragline.core.schemas import indexed_texts
 BM25_ARRAYS_FILE = "bm25.npz"
 BM25_META_FILE = "bm25.json"
 BM25_FILES = (BM25_ARRAYS_FILE, BM25_META_FILE)
-BM25_FORMAT = 2
+#: 3: the vocabulary is a JSON list (token of vocabulary row i at i); 2: a ``{token: row}`` object (still read).
+BM25_FORMAT = 3
+BM25_FORMATS_READ = (2, 3)
 #: ``bm25.npz`` of at most this many postings (term, row pairs) is written deflated (``np.savez_compressed``).
 BM25_COMPRESS_MAX = 1_000_000
 
@@ -222,7 +225,7 @@ class BM25Index:
         meta = {"format": BM25_FORMAT, "spec": self.spec.to_dict(), "n_chunks": self.n_chunks, "n_vocab": self.n_vocab,
                 "tokenizer": {"lower": True, "token_pattern": r"(?u)\b\w\w+\b",
                               "stemmer": None if self.spec.stemmer == "none" else f"snowball:{self.spec.stemmer}"},
-                "vocab": self.vocab}
+                "vocab": sorted(self.vocab, key=self.vocab.__getitem__)}  # row i's token at i: no ids stored
         (folder / BM25_META_FILE).write_text(json.dumps(meta, ensure_ascii=False, sort_keys=True), encoding="utf-8")
 
     @classmethod
@@ -237,8 +240,9 @@ class BM25Index:
         meta_path = folder / BM25_META_FILE
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("format") != BM25_FORMAT:
-                raise OSError(f"{meta_path}: BM25 format {meta.get('format')!r}, this ragline reads {BM25_FORMAT}")
+            if meta.get("format") not in BM25_FORMATS_READ:
+                raise OSError(f"{meta_path}: BM25 format {meta.get('format')!r}, this ragline reads "
+                              f"{' and '.join(map(str, BM25_FORMATS_READ))}")
             with np.load(folder / BM25_ARRAYS_FILE) as z:
                 tf, indices, indptr, doc_len = z["tf"], z["indices"], z["indptr"], z["doc_len"]
         except FileNotFoundError:
@@ -248,7 +252,9 @@ class BM25Index:
         if len(indptr) != int(meta["n_vocab"]) + 1 or len(tf) != len(indices) or len(doc_len) != int(meta["n_chunks"]):
             raise OSError(f"{folder}: BM25 arrays do not match {BM25_META_FILE}; rebuild the index")
         spec = BM25Spec(**{"stemmer": "none", **meta["spec"]})  # files from before stemming: none
-        return cls(tf, indices, indptr, doc_len, {str(k): int(v) for k, v in meta["vocab"].items()}, spec)
+        vocab = meta["vocab"]
+        pairs = enumerate(vocab) if isinstance(vocab, list) else ((int(v), k) for k, v in vocab.items())
+        return cls(tf, indices, indptr, doc_len, {str(k): i for i, k in pairs}, spec)
 
     @classmethod
     def open(cls, folder: Path, n_chunks: int) -> "BM25Index":

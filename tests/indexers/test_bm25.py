@@ -115,13 +115,26 @@ def test_open_refuses_bm25_of_another_chunk_count(tmp_path: Path) -> None:
         BM25Index.open(tmp_path, 2)
 
 
+def test_files_of_format_2_are_read(tmp_path: Path) -> None:
+    """bm25.json format 2 stored the vocabulary as ``{token: row}``; format 3 as a list in row order."""
+    ix = BM25Index.build(TEXTS)
+    ix.write(tmp_path)
+    meta = json.loads((tmp_path / BM25_META_FILE).read_text())
+    assert meta["format"] == 3 and [ix.vocab[t] for t in meta["vocab"]] == list(range(ix.n_vocab))
+    meta.update(format=2, vocab=dict(ix.vocab))
+    (tmp_path / BM25_META_FILE).write_text(json.dumps(meta))
+    back = BM25Index.read(tmp_path)
+    assert back.vocab == ix.vocab
+    np.testing.assert_array_equal(back.scores("cat toys"), ix.scores("cat toys"))
+
+
 def test_files_of_the_score_matrix_format_are_refused(tmp_path: Path) -> None:
     """bm25.json format 1 (precomputed bm25s scores, before segments) cannot be rescored: refused by name."""
     BM25Index.build(TEXTS).write(tmp_path)
     meta = json.loads((tmp_path / BM25_META_FILE).read_text())
     meta["format"] = 1
     (tmp_path / BM25_META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(OSError, match="BM25 format 1, this ragline reads 2"):
+    with pytest.raises(OSError, match="BM25 format 1, this ragline reads 2 and 3"):
         BM25Index.read(tmp_path)
 
 
