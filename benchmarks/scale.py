@@ -76,6 +76,11 @@ def disk_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def file_sizes(folder: Path) -> dict[str, int]:
+    """``{relative path: bytes}`` of every file under ``folder``."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=20000, help="documents in the full build")
@@ -131,10 +136,15 @@ def main() -> int:
     added_bytes = sum(write_doc(docs, args.docs + j, rng, words) for j in range(n_add))
     index_dir = work / "indexes" / "scale"
     before = disk_bytes(index_dir)
+    files_before = file_sizes(index_dir)
     t0 = time.perf_counter()
     inc = refresh_flow(params=params)
     refresh_s = time.perf_counter() - t0
     added_disk = disk_bytes(index_dir) - before
+    by_file: dict[str, int] = {}  # the new files by name (segment files, manifest.json, ...)
+    for rel, size in file_sizes(index_dir).items():
+        if rel not in files_before:
+            by_file[Path(rel).name] = by_file.get(Path(rel).name, 0) + size
 
     t0 = time.perf_counter()
     none = refresh_flow(params=params)
@@ -152,6 +162,7 @@ def main() -> int:
         "refresh_over_full": round(refresh_s / full_s, 4),
         "disk_added_bytes": added_disk, "added_docs_bytes": added_bytes,
         "disk_added_over_changed": round(added_disk / added_bytes, 3),
+        "disk_added_by_file": dict(sorted(by_file.items(), key=lambda kv: -kv[1])),
         "no_change_wall_s": round(nochange_s, 3), "no_change_nothing_changed": none.nothing_changed,
         "targets": {"refresh_over_full_max": 0.02, "disk_added_over_changed_max": 3.0, "no_change_max_s": 2.0},
     }
@@ -164,6 +175,7 @@ def main() -> int:
         print(f"refresh / full wall time: {refresh_s / full_s:.4f} (target <= 0.02)")
         print(f"disk added by the refresh: {added_disk / 1e6:.2f} MB for {added_bytes / 1e6:.2f} MB of added documents: "
               f"{added_disk / added_bytes:.2f}x (target <= 3x)")
+        print("  by file: " + ", ".join(f"{k} {v / 1e3:.1f} kB" for k, v in sorted(by_file.items(), key=lambda kv: -kv[1])))
         print(f"no-change refresh: {nochange_s:.2f} s (target <= 2 s at 100k documents)")
     if not keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -136,17 +136,25 @@ CHUNKS_ROW_GROUP = 256
 HIT_COLUMNS = ("chunk_id", "doc_id", "uri", "page", "char_start", "char_end", "section_path", "text")
 
 
+#: Row files of at most this many rows are written zstd-compressed (:func:`write_row_file`): a
+#: reader decompresses them whole at open (a few MB at most), so a refresh's small segment costs
+#: about a third of the disk with hits as fast; larger ones stay uncompressed and memory-mapped.
+ROW_FILE_COMPRESS_MAX = 16_384
+
+
 def write_row_file(table: pa.Table, path: str | Path, schema: pa.Schema, columns: tuple[str, ...] = HIT_COLUMNS,
                    batch_rows: int = 65_536) -> None:
-    """Write ``columns`` of ``table`` as an uncompressed Arrow IPC file: memory-mapped by a
-    reader, any row is read in microseconds (:class:`ParquetRows` uses it for a search's hits;
-    Parquet needs about 0.3 ms per row group and column). It repeats those columns of the
-    Parquet table, uncompressed, on disk; nothing of it is resident until a row is read."""
+    """Write ``columns`` of ``table`` as an Arrow IPC file: memory-mapped by a reader, any row
+    is read in microseconds (:class:`ParquetRows` uses it for a search's hits; Parquet needs
+    about 0.3 ms per row group and column). It repeats those columns of the Parquet table on
+    disk: uncompressed, so nothing of it is resident until a row is read, or zstd-compressed
+    (Arrow IPC buffer compression) when it has at most :data:`ROW_FILE_COMPRESS_MAX` rows."""
     try:
         t = table.select(list(columns)).cast(pa.schema([schema.field(c) for c in columns]))
     except (KeyError, pa.ArrowInvalid, ValueError) as e:
         raise SchemaMismatchError(f"{path}: table does not fit the declared schema: {e}") from e
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, t.schema) as writer:
+    options = pa.ipc.IpcWriteOptions(compression="zstd" if t.num_rows <= ROW_FILE_COMPRESS_MAX else None)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, t.schema, options=options) as writer:
         for lo in range(0, t.num_rows, batch_rows):  # the same bytes however the table is chunked in memory
             writer.write_table(t.slice(lo, batch_rows).combine_chunks())
 
@@ -246,14 +254,19 @@ class ParquetRows:
         self._lock = threading.Lock()
         self._columns: dict[str, pa.ChunkedArray] = {}
         self._row_table: pa.Table | None = None
+        self._row_starts: list[int] = [0]
         if row_file is not None and Path(row_file).exists():
-            try:  # zero-copy: the table's buffers are the mapped file
+            try:  # zero-copy: the table's buffers are the mapped file (a small compressed one is decompressed)
                 self._row_table = pa.ipc.open_file(pa.memory_map(str(row_file))).read_all()
             except (pa.ArrowInvalid, OSError) as e:
                 raise OSError(f"{row_file}: not a readable Arrow IPC file ({e})") from e
             if self._row_table.num_rows != self.num_rows:
                 raise SchemaMismatchError(f"{row_file}: {self._row_table.num_rows} rows but {self.path.name} has "
                                           f"{self.num_rows}; the version is damaged")
+            # every column is chunked alike (one chunk per record batch): a row's chunk is found
+            # once here, not by each ChunkedArray[] (twice as fast for a search's hits)
+            first = self._row_table.column(0).chunks if self._row_table.num_columns else []
+            self._row_starts = list(itertools.accumulate((len(c) for c in first), initial=0))
 
     def column(self, name: str) -> pa.ChunkedArray:
         """One whole column as Arrow (read once, then kept)."""
@@ -280,7 +293,13 @@ class ParquetRows:
             raise IndexError(f"{self.path}: rows {rows} outside 0..{self.num_rows - 1}")
         fast = self._row_table
         if fast is not None and all(c in fast.column_names for c in columns):
-            return {c: [fast.column(c)[x].as_py() for x in r] for c in columns}
+            starts = self._row_starts
+            at = [bisect.bisect_right(starts, x) - 1 for x in r]
+            out_fast: dict[str, list] = {}
+            for c in columns:
+                parts = fast.column(c).chunks
+                out_fast[c] = [parts[g][x - starts[g]].as_py() for g, x in zip(at, r)]
+            return out_fast
         groups = [bisect.bisect_right(self._starts, x) - 1 for x in r]
         wanted = sorted(set(groups))
         present = [c for c in columns if c not in self._missing]

@@ -5,8 +5,10 @@ token, one column per chunk row of the segment; numpy only, no scipy) as two fil
 segment folder, which the registry hashes into the manifest like every other file:
 
 - ``bm25.npz``: the CSR arrays ``tf`` (float32 term counts), ``indices`` (int32 chunk rows),
-  ``indptr`` (int64), one row per vocabulary token, and ``doc_len`` (int32 tokens per row).
-- ``bm25.json``: format version, BM25 parameters, tokenizer settings, chunk count, vocabulary.
+  ``indptr`` (int64), one row per vocabulary token, and ``doc_len`` (int32 tokens per row);
+  deflated when the segment is small (:data:`BM25_COMPRESS_MAX`).
+- ``bm25.json``: format version, BM25 parameters, tokenizer settings, chunk count, vocabulary
+  (the tokens in vocabulary-row order).
 
 Scores are computed per query over the live rows of every segment of a version
 (:class:`BM25Corpus`): document frequencies, the row count and the average row length are
@@ -36,7 +38,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +48,11 @@ from ragline.core.schemas import indexed_texts
 BM25_ARRAYS_FILE = "bm25.npz"
 BM25_META_FILE = "bm25.json"
 BM25_FILES = (BM25_ARRAYS_FILE, BM25_META_FILE)
-BM25_FORMAT = 2
+#: 3: the vocabulary is a JSON list (token of vocabulary row i at i); 2: a ``{token: row}`` object (still read).
+BM25_FORMAT = 3
+BM25_FORMATS_READ = (2, 3)
+#: ``bm25.npz`` of at most this many postings (term, row pairs) is written deflated (``np.savez_compressed``).
+BM25_COMPRESS_MAX = 1_000_000
 
 log = logging.getLogger(__name__)
 
@@ -211,12 +217,15 @@ class BM25Index:
     def write(self, folder: Path) -> None:
         """Write ``bm25.npz`` and ``bm25.json`` at the top level of ``folder``."""
         folder = Path(folder)
+        # a small segment's arrays (a refresh's) are deflated: about half the disk, read in microseconds;
+        # a large one's are stored as they are (inflating hundreds of MB would slow every open)
+        save = np.savez_compressed if len(self.tf) <= BM25_COMPRESS_MAX else np.savez
         with open(folder / BM25_ARRAYS_FILE, "wb") as f:
-            np.savez(f, tf=self.tf, indices=self.indices, indptr=self.indptr, doc_len=self.doc_len)
+            save(f, tf=self.tf, indices=self.indices, indptr=self.indptr, doc_len=self.doc_len)
         meta = {"format": BM25_FORMAT, "spec": self.spec.to_dict(), "n_chunks": self.n_chunks, "n_vocab": self.n_vocab,
                 "tokenizer": {"lower": True, "token_pattern": r"(?u)\b\w\w+\b",
                               "stemmer": None if self.spec.stemmer == "none" else f"snowball:{self.spec.stemmer}"},
-                "vocab": self.vocab}
+                "vocab": sorted(self.vocab, key=self.vocab.__getitem__)}  # row i's token at i: no ids stored
         (folder / BM25_META_FILE).write_text(json.dumps(meta, ensure_ascii=False, sort_keys=True), encoding="utf-8")
 
     @classmethod
@@ -231,8 +240,9 @@ class BM25Index:
         meta_path = folder / BM25_META_FILE
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("format") != BM25_FORMAT:
-                raise OSError(f"{meta_path}: BM25 format {meta.get('format')!r}, this ragline reads {BM25_FORMAT}")
+            if meta.get("format") not in BM25_FORMATS_READ:
+                raise OSError(f"{meta_path}: BM25 format {meta.get('format')!r}, this ragline reads "
+                              f"{' and '.join(map(str, BM25_FORMATS_READ))}")
             with np.load(folder / BM25_ARRAYS_FILE) as z:
                 tf, indices, indptr, doc_len = z["tf"], z["indices"], z["indptr"], z["doc_len"]
         except FileNotFoundError:
@@ -242,7 +252,9 @@ class BM25Index:
         if len(indptr) != int(meta["n_vocab"]) + 1 or len(tf) != len(indices) or len(doc_len) != int(meta["n_chunks"]):
             raise OSError(f"{folder}: BM25 arrays do not match {BM25_META_FILE}; rebuild the index")
         spec = BM25Spec(**{"stemmer": "none", **meta["spec"]})  # files from before stemming: none
-        return cls(tf, indices, indptr, doc_len, {str(k): int(v) for k, v in meta["vocab"].items()}, spec)
+        vocab = meta["vocab"]
+        pairs = enumerate(vocab) if isinstance(vocab, list) else ((int(v), k) for k, v in vocab.items())
+        return cls(tf, indices, indptr, doc_len, {str(k): i for i, k in pairs}, spec)
 
     @classmethod
     def open(cls, folder: Path, n_chunks: int) -> "BM25Index":
@@ -327,6 +339,10 @@ class BM25Corpus:
             total_len += int(p.doc_len[rows].sum(dtype=np.int64))
         self.n_chunks = offset
         self.avgdl = total_len / offset if offset else 1.0
+        self._live = [None if rows is None else np.asarray(rows, dtype=np.int64) for rows in live]
+        sizes = [p.n_chunks if rows is None else len(rows) for p, rows in zip(self.parts, self._live)]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+        self._dfs: dict[str, int] = {}
 
     def scores(self, query: str) -> np.ndarray:
         """float32 (n_chunks,) BM25 score of every live row for ``query`` (0 = no shared term)."""
@@ -354,8 +370,78 @@ class BM25Corpus:
                 out[glob] += idf * _tfc(s.method, tf, dl.astype(np.float64), avgdl, s.k1, s.b)
         return out.astype(np.float32)
 
+    # ---------- top-k with MaxScore pruning ----------
+    def _df(self, token: str) -> int:
+        """Live rows holding ``token`` (memoized: the live rows of an opened version never change)."""
+        got = self._dfs.get(token)
+        if got is None:
+            got = 0
+            for p, g, live in zip(self.parts, self._to_global, self._live):
+                t = p.vocab.get(token)
+                if t is not None:
+                    lo, hi = int(p.indptr[t]), int(p.indptr[t + 1])
+                    got += hi - lo if live is None else int(np.count_nonzero(g[p.indices[lo:hi]] >= 0))
+            self._dfs[token] = got
+        return got
+
+    def _postings(self, token: str) -> np.ndarray:
+        """int64 sorted global live rows holding ``token`` (reads that token's postings only)."""
+        out = []
+        for p, g in zip(self.parts, self._to_global):
+            t = p.vocab.get(token)
+            if t is not None:
+                glob = g[p.indices[p.indptr[t]:p.indptr[t + 1]]]
+                out.append(glob[glob >= 0])
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def _score(self, tokens: Sequence[str], idfs: Mapping[str, float], rows: np.ndarray) -> np.ndarray:
+        """float64 BM25 scores of the global ``rows`` (sorted): per row, the query tokens' terms
+        added in query order from 0.0, as :meth:`scores` adds them (so equal to its values);
+        each row's term frequency is found by binary search in the token's postings."""
+        s = self.spec
+        avgdl = self.avgdl if self.avgdl > 0 else 1.0
+        out = np.zeros(len(rows), dtype=np.float64)
+        bounds = np.searchsorted(rows, self._offsets)  # rows of part i: rows[bounds[i]:bounds[i + 1]]
+        for token in tokens:
+            idf = idfs.get(token)
+            if idf is None:
+                continue
+            for i, (p, live) in enumerate(zip(self.parts, self._live)):
+                t = p.vocab.get(token)
+                a, b = int(bounds[i]), int(bounds[i + 1])
+                if t is None or a == b:
+                    continue
+                local = rows[a:b] - self._offsets[i]
+                if live is not None:
+                    local = live[local]
+                lo, hi = int(p.indptr[t]), int(p.indptr[t + 1])
+                post = p.indices[lo:hi]
+                if len(post) <= len(local):  # few postings: find each posting among the rows
+                    at = np.searchsorted(local, post)
+                    hit = at < len(local)
+                    hit[hit] = local[at[hit]] == post[hit]
+                    where, tf = at[hit], p.tf[lo:hi][hit]
+                else:  # many postings: find each row among them (same dtype: no copy of the postings)
+                    at = np.searchsorted(post, local.astype(post.dtype))
+                    found = at < len(post)
+                    found[found] = post[at[found]] == local[found]
+                    where, tf = np.flatnonzero(found), p.tf[lo + at[found]]
+                if not len(where):
+                    continue
+                dl = p.doc_len[local[where]].astype(np.float64)
+                out[a + where] += idf * _tfc(s.method, tf.astype(np.float64), dl, avgdl, s.k1, s.b)
+        return out
+
     def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k live rows by BM25 score; rows with score 0 (no shared term) are never returned.
+
+        MaxScore pruning (Turtle & Flood, "Query evaluation: strategies and optimizations",
+        IP&M 1995): a term adds less than its upper bound ``idf`` (``idf * (k1 + 1)`` for
+        ``atire``) to any row, since ``tf / (norm + tf) < 1``. Terms are taken rarest first; the
+        rows holding any taken term are scored exactly (:meth:`_score`), and once the bounds of
+        the terms not taken add up to less than the k-th best score, no other row can enter
+        the top k, so only those rows are scored. Frequent terms' postings are never
+        read whole. Results and scores are those of scoring every row (:meth:`scores`; tested).
 
         Args:
             query: the query text.
@@ -366,18 +452,45 @@ class BM25Corpus:
             ``(rows, scores)``: int64 (k',) global rows and float32 (k',) scores, best first
             (ties broken by lower row), k' <= k.
         """
-        s = self.scores(query)
-        if allowed is not None:
-            s = np.where(allowed, s, 0.0).astype(np.float32)
-        candidates = np.flatnonzero(s > 0)
-        if len(candidates) == 0 or k <= 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        if len(candidates) > k:
-            part = np.argpartition(-s[candidates], k - 1)[:k]
-            candidates = candidates[part]
-        order = np.lexsort((candidates, -s[candidates]))
-        rows = candidates[order].astype(np.int64)
-        return rows, s[rows]
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        if not self.parts or not self.n_chunks or k <= 0:
+            return empty
+        tokens = tokenize([query], self.spec)[0]
+        idfs: dict[str, float] = {}
+        for token in dict.fromkeys(tokens):
+            df = self._df(token)
+            if df:
+                idfs[token] = _idf(self.spec.method, float(df), float(self.n_chunks))
+        if not idfs:
+            return empty
+        factor = self.spec.k1 + 1 if self.spec.method == "atire" else 1.0
+        repeats = {t: tokens.count(t) for t in idfs}
+        bound = {t: max(idfs[t], 0.0) * factor * repeats[t] for t in idfs}
+        order = sorted(idfs, key=lambda t: (-bound[t], t))  # rarest (highest bound) first
+        mask = None if allowed is None else np.asarray(allowed, dtype=bool)
+        for taken in range(1, len(order) + 1):
+            rest = sum(bound[t] for t in order[taken:])
+            rows = self._postings(order[0]) if taken == 1 else np.sort(np.concatenate([self._postings(t) for t in order[:taken]]))
+            if taken > 1 and len(rows):  # a sorted union (np.unique hashes: slower on large postings)
+                rows = rows[np.concatenate([[True], rows[1:] != rows[:-1]])]
+            if mask is not None:
+                rows = rows[mask[rows]]
+            scores = self._score(tokens, idfs, rows).astype(np.float32)
+            keep = scores > 0
+            rows, scores = rows[keep], scores[keep]
+            if taken < len(order) and len(rows) >= k:
+                kth = float(scores[np.argpartition(-scores, k - 1)[k - 1]])
+                # strictly below, with room for float32 rounding: a row outside can neither pass nor tie
+                if rest * (1 + 1e-6) + 1e-12 < kth * (1 - 1e-6):
+                    break
+        if len(rows) == 0:
+            return empty
+        if len(rows) > k:  # the k best, and every row tying with the k-th (the lower rows win the tie)
+            kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+            top = scores >= kth
+            rows, scores = rows[top], scores[top]
+        order_ = np.lexsort((rows, -scores))[:k]
+        return rows[order_].astype(np.int64), scores[order_]
 
 
 def write_bm25(chunks: pa.Table, folder: Path, spec: BM25Spec = BM25Spec()) -> BM25Index:

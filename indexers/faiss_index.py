@@ -327,6 +327,31 @@ def read_vectors(path: Path, *, mmap: bool = True) -> np.ndarray:
     return arr
 
 
+class _Pinned:
+    """An array interface over memory an index owns, holding the index so the memory stays valid."""
+
+    def __init__(self, view: np.ndarray, owner: faiss.Index) -> None:
+        self.__array_interface__ = {**view.__array_interface__, "data": (view.__array_interface__["data"][0], True)}
+        self._owner = owner
+
+
+def exact_vectors(index: faiss.Index) -> np.ndarray | None:
+    """float32 (ntotal, dim) read-only view of the vectors an index stores exactly (``Flat``,
+    ``HNSW..,Flat``: their code array is the raw vectors), or ``None`` for any other kind
+    (IVF, PQ, SQ, a pre-transform). Nothing is copied: for a memory-mapped index the view reads
+    the mapped file; it keeps ``index`` alive. Such a segment needs no :data:`VECTORS_FILE`."""
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexHNSW):
+        inner = faiss.downcast_index(inner.storage)
+    if not isinstance(inner, faiss.IndexFlat) or isinstance(inner, faiss.IndexPreTransform):
+        return None
+    n, d = int(inner.ntotal), int(inner.d)
+    if n == 0:
+        return np.zeros((0, d), dtype=np.float32)
+    view = faiss.rev_swig_ptr(inner.get_xb(), n * d)
+    return np.asarray(_Pinned(view.reshape(n, d), index))
+
+
 def vectors_of(index: faiss.Index) -> np.ndarray:
     """float32 (ntotal, dim) vectors reconstructed from an index (versions without
     :data:`VECTORS_FILE`, all of them Flat or HNSW, whose storage is exact).

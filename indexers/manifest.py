@@ -47,7 +47,12 @@ class Manifest:
         counts: ``{"documents", "chunks", "vectors", "quarantined"}``.
         inputs: ``[{"uri", "doc_id", "sha256"}]`` of every input document, sorted by uri; an
             entry of a remote source adds what its listing said (``etag``, ``version_id``,
-            ``last_modified``, ``size``), see ``pipelines/sources.py``.
+            ``last_modified``, ``size``), see ``pipelines/sources.py``. With
+            ``inputs_in_segments`` the file holds ``[]`` and :meth:`IndexRegistry.manifest
+            <indexers.registry.IndexRegistry.manifest>` fills this list from the segments.
+        inputs_in_segments: the inputs are recorded per segment (each segment's ``inputs.json``,
+            tombstoned documents left out), not in the manifest: a refresh's manifest then grows
+            with its segments and tombstones, not with the corpus.
         files: ``{file name: sha256}`` of every file in the version folder but the manifest:
             the per-version files (``quarantine.parquet``, and whatever else a stage publishes
             with the version); the search data lives in ``segments``.
@@ -87,6 +92,7 @@ class Manifest:
     file_sizes: dict[str, int] = field(default_factory=dict)
     segments: list[dict[str, Any]] = field(default_factory=list)
     tombstones: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inputs_in_segments: bool = False
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def __post_init__(self) -> None:

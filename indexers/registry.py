@@ -25,6 +25,7 @@ folder is damaged, since its manifest cannot say what it lists).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -80,6 +81,8 @@ DEFAULT_ALIAS = "latest"
 # within a process (a refresh holds it and then publishes), exclusive between processes.
 _LOCKS: dict[str, FileLock] = {}
 _LOCKS_GUARD = threading.Lock()
+# manifest file (path, inode, mtime, size) -> the inputs its segments list (IndexRegistry._segment_inputs)
+_INPUTS_CACHE: dict[tuple, list[dict]] = {}
 
 
 from ragline.core.errors import (  # noqa: E402  (re-exported: callers import them from here too)
@@ -423,7 +426,42 @@ class IndexRegistry:
         ids = {r.id for r in refs}
         if len(ids) != len(refs) or not set(m.tombstones) <= ids:
             raise CorruptRegistryError(f"{path}: segments listed twice, or tombstones of an unlisted segment; {repair}")
+        if m.inputs_in_segments:
+            m = dataclasses.replace(m, inputs=self._segment_inputs(name, version, path, m, refs))
         return m
+
+    def _segment_inputs(self, name: str, version: str, path: Path, m: Manifest, refs: list[SegmentRef]) -> list[dict]:
+        """The live inputs of a version's segments (``inputs.json`` less tombstones), sorted by uri;
+        memoized per manifest file (a version is immutable) for the few versions read last.
+
+        Raises:
+            CorruptRegistryError: a segment lacks ``inputs.json`` or it is unreadable (names it).
+        """
+        from ragline.indexers.segments import INPUTS_FILE, dead_doc_ids, segment_inputs
+
+        st = path.stat()
+        key = (str(path.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
+        with _LOCKS_GUARD:
+            cached = _INPUTS_CACHE.get(key)
+        if cached is not None:
+            return list(cached)
+        records: list[dict] = []
+        for ref in refs:
+            folder = self.segment_dir(name, ref.id)
+            try:
+                if INPUTS_FILE not in ref.files:
+                    raise OSError(f"{folder / INPUTS_FILE}: not listed by the manifest, which says the inputs are there")
+                records += segment_inputs(folder, dead_doc_ids(m.tombstones, ref.id))
+            except OSError as e:
+                raise CorruptRegistryError(f"{e}; {name}@{version} is damaged: promote another version "
+                                           f"(`ragline index promote VERSION --index {name} --alias ALIAS`) or "
+                                           f"rebuild it (`ragline index restore {version} --index {name}`)") from e
+        records.sort(key=lambda r: r["uri"])
+        with _LOCKS_GUARD:
+            if len(_INPUTS_CACHE) >= 8:
+                _INPUTS_CACHE.pop(next(iter(_INPUTS_CACHE)))
+            _INPUTS_CACHE[key] = records
+        return list(records)
 
     # ---------- segments ----------
     def segments_dir(self, name: str) -> Path:

@@ -10,9 +10,14 @@ A segment is a folder ``<root>/<name>/segments/<id>/`` holding the rows of some 
 - ``index.faiss``: the FAISS index over the chunks' vectors, of the kind ``index.factory`` names,
   built by :func:`indexers.faiss_index.build_faiss_index` (the one place that builds one; kinds
   that need training are trained on the segment's own rows), memory-mapped when opened,
-- ``vectors.npy``: float32 (n, dim) exact vectors (always: a lossy kind cannot give them back,
-  and compaction and drift read them memory-mapped),
-- ``bm25.npz`` / ``bm25.json``: term statistics (:class:`indexers.bm25.BM25Index`).
+- ``vectors.npy``: float32 (n, dim) exact vectors, unless the index stores them exactly
+  (``Flat``, ``HNSW..,Flat``: :func:`indexers.faiss_index.exact_vectors` reads them from its
+  memory-mapped codes instead of a second copy); a lossy kind (IVF, PQ, SQ) cannot give them
+  back, and compaction and drift read them memory-mapped,
+- ``bm25.npz`` / ``bm25.json``: term statistics (:class:`indexers.bm25.BM25Index`),
+- ``inputs.json``: the manifest ``inputs`` records of the segment's documents, so a version's
+  manifest lists only its segments and tombstones, not every input again
+  (:func:`segment_inputs`; a version's inputs are its segments' live ones).
 
 Its id is the first 32 hex digits of the sha256 of its files' names and sha256s, so the same
 content always lands in the same folder and a segment is written once per index. A version's
@@ -42,7 +47,7 @@ from ragline.core.schemas import (CHUNKS_ROW_GROUP, CHUNKS_SCHEMA, DOCUMENTS_SCH
                                   write_table)
 from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index, BM25Spec
 from ragline.indexers.faiss_index import (VECTORS_FILE, FaissSpec, build_faiss_index, read_faiss_index,
-                                          _never_trains, index_record, read_vectors as read_vectors_file,
+                                          _never_trains, exact_vectors, index_record, read_vectors as read_vectors_file,
                                           resolve_factory, search_parameters, vectors_of, write_faiss_index,
                                           write_vectors)
 
@@ -52,9 +57,12 @@ CHUNKS_FILE = "chunks.parquet"
 INDEX_FILE = "index.faiss"
 #: The hit columns of every chunk row as a memory-mapped Arrow IPC file (:func:`core.schemas.write_row_file`).
 CHUNK_ROWS_FILE = "chunks.arrow"
-#: Files a segment may hold (``chunks.arrow`` and ``vectors.npy`` are absent in segments written before them).
+#: The manifest ``inputs`` records of the segment's documents (a JSON list sorted by uri).
+INPUTS_FILE = "inputs.json"
+#: Files a segment may hold (``chunks.arrow``, ``vectors.npy`` and ``inputs.json`` are absent in
+#: segments written before them; ``vectors.npy`` in segments whose index stores the vectors exactly).
 SEGMENT_FILES: tuple[str, ...] = (DOCUMENTS_FILE, CHUNKS_FILE, CHUNK_ROWS_FILE, INDEX_FILE, VECTORS_FILE,
-                                  BM25_ARRAYS_FILE, BM25_META_FILE)
+                                  BM25_ARRAYS_FILE, BM25_META_FILE, INPUTS_FILE)
 SEGMENT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -111,7 +119,8 @@ def segment_id(files: Mapping[str, str]) -> str:
 
 
 def write_segment_files(folder: Path, documents: pa.Table, chunks: pa.Table, vectors: np.ndarray,
-                        faiss_spec: FaissSpec, bm25_spec: BM25Spec, trained_from: Path | None = None) -> dict[str, Any]:
+                        faiss_spec: FaissSpec, bm25_spec: BM25Spec, trained_from: Path | None = None,
+                        inputs: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Write the files of one segment into ``folder`` (the registry names and places it).
 
     Args:
@@ -124,6 +133,8 @@ def write_segment_files(folder: Path, documents: pa.Table, chunks: pa.Table, vec
         trained_from: the ``index.faiss`` of a segment (the parent's first) whose training a
             kind that needs training reuses (IVF centroids, PQ codebooks) rather than training
             on this segment's rows, which a refresh keeps few; compaction trains afresh.
+        inputs: the manifest ``inputs`` records of ``documents`` (written as ``inputs.json``,
+            sorted by uri); ``None``: no ``inputs.json`` (the manifest lists them).
 
     Returns:
         The manifest ``index`` record of the built index (:func:`indexers.faiss_index.index_record`).
@@ -146,22 +157,46 @@ def write_segment_files(folder: Path, documents: pa.Table, chunks: pa.Table, vec
         trained = read_faiss_index(Path(trained_from))  # in memory: a memory-mapped IVF cannot be cloned
     index = build_faiss_index(vectors, faiss_spec, trained=trained)
     write_faiss_index(index, folder / INDEX_FILE)
-    write_vectors(vectors, folder / VECTORS_FILE)  # kept: a lossy kind (PQ, SQ) cannot give them back
+    if exact_vectors(index) is None:  # kept: a lossy kind (PQ, SQ) cannot give them back; Flat stores them as they are
+        write_vectors(vectors, folder / VECTORS_FILE)
     BM25Index.from_chunks(chunks, bm25_spec).write(folder)
+    if inputs is not None:
+        records = sorted((dict(r) for r in inputs), key=lambda r: r["uri"])
+        (folder / INPUTS_FILE).write_text(json.dumps(records, sort_keys=True, separators=(",", ":")), encoding="utf-8")
     return index_record(index, faiss_spec)
+
+
+def segment_inputs(folder: Path, dead_doc_ids: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The manifest ``inputs`` records of a segment's documents that are not tombstoned
+    (``inputs.json``), sorted by uri.
+
+    Raises:
+        OSError: the file is missing, or not a JSON list of records with ``uri`` and ``doc_id``.
+    """
+    path = folder / INPUTS_FILE
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise OSError(f"{path}: cannot read the segment's inputs ({e})") from e
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "uri" in r and "doc_id" in r for r in records):
+        raise OSError(f"{path}: not a list of input records with uri and doc_id")
+    dead = set(dead_doc_ids)
+    return [r for r in records if r["doc_id"] not in dead]
 
 
 def read_vectors(folder: Path, index: faiss.Index | None = None) -> np.ndarray:
     """float32 (n, dim) vectors of a segment: ``vectors.npy`` memory-mapped read-only when
-    present, else reconstructed (exactly) from its flat-storage FAISS index (segments written
-    before ``vectors.npy`` was always kept).
+    present, else a read-only view of its exact-storage FAISS index's codes (``Flat``, ``HNSW..,Flat``:
+    :func:`indexers.faiss_index.exact_vectors`), else reconstructed from it.
 
     Raises:
         OSError: the file is damaged, or the index cannot give its vectors back.
     """
     if (folder / VECTORS_FILE).exists():
         return read_vectors_file(folder / VECTORS_FILE)
-    return vectors_of(index if index is not None else read_faiss_index(folder / INDEX_FILE))
+    index = index if index is not None else read_faiss_index(folder / INDEX_FILE, mmap=True, factory="Flat")
+    exact = exact_vectors(index)
+    return exact if exact is not None else vectors_of(index)
 
 
 def live_rows(folder: Path, dead_doc_ids: Iterable[str], n_chunks: int) -> np.ndarray | None:

@@ -27,7 +27,7 @@ from ragline.indexers.faiss_index import build_faiss_index, resolve_factory
 from ragline.indexers.manifest import Manifest, params_hash
 from ragline.indexers.registry import DEFAULT_ALIAS, IndexRegistry
 from ragline.indexers.retriever import QUARANTINE_FILE
-from ragline.indexers.segments import INDEX_FILE, SegmentRef, write_segment_files
+from ragline.indexers.segments import INDEX_FILE, INPUTS_FILE, SegmentRef, write_segment_files
 from ragline.core.schemas import QUARANTINE_SCHEMA, write_table
 from ragline.pipelines.config import IndexConfig, Params
 from ragline.pipelines.chunk import chunker_record
@@ -167,7 +167,7 @@ def publish_index(
             # a kind that needs training reuses the first shared segment's training (compaction retrains)
             trained_from = registry.segment_dir(name, segments[0].id) / INDEX_FILE if segments else None
             seg = registry.add_segment(name, lambda d: record.update(write_segment_files(
-                d, documents, chunks, vectors, spec, params.index.bm25_spec(), trained_from)))
+                d, documents, chunks, vectors, spec, params.index.bm25_spec(), trained_from, inputs=new_inputs)))
             if seg.id in {r.id for r in segments}:
                 raise RuntimeError(f"segment {seg.id} is already listed by the parent with live rows")
             segments.append(seg)
@@ -175,6 +175,8 @@ def publish_index(
         if curation is not None:  # [curate hook] duplicates.parquet, signatures.parquet, curation.json
             curation.write(folder)
         live = shared.live_chunks + chunks.num_rows
+        # every segment records its documents' inputs: the manifest lists none (it grows with the change)
+        per_segment = all(INPUTS_FILE in r.files for r in segments)
         if not record:  # no new segment (a refresh that only removed documents): the settings, nothing built
             record = {"factory": resolve_factory(spec.factory, live), **spec.settings(), "dim": int(embedder.dim),
                       "trained_on": 0}
@@ -190,7 +192,8 @@ def publish_index(
             index={**record, "ntotal": live},
             counts={"documents": len(inputs), "chunks": live, "vectors": live, "quarantined": quarantine.num_rows,
                     "segments": len(segments)},
-            inputs=inputs,
+            inputs=[] if per_segment else inputs,
+            inputs_in_segments=per_segment,
             git_commit=git_commit(),
             dvc_lock_sha256=dvc_lock_sha256(),
             parent_version=parent_version,

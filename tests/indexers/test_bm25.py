@@ -115,11 +115,110 @@ def test_open_refuses_bm25_of_another_chunk_count(tmp_path: Path) -> None:
         BM25Index.open(tmp_path, 2)
 
 
+def test_files_of_format_2_are_read(tmp_path: Path) -> None:
+    """bm25.json format 2 stored the vocabulary as ``{token: row}``; format 3 as a list in row order."""
+    ix = BM25Index.build(TEXTS)
+    ix.write(tmp_path)
+    meta = json.loads((tmp_path / BM25_META_FILE).read_text())
+    assert meta["format"] == 3 and [ix.vocab[t] for t in meta["vocab"]] == list(range(ix.n_vocab))
+    meta.update(format=2, vocab=dict(ix.vocab))
+    (tmp_path / BM25_META_FILE).write_text(json.dumps(meta))
+    back = BM25Index.read(tmp_path)
+    assert back.vocab == ix.vocab
+    np.testing.assert_array_equal(back.scores("cat toys"), ix.scores("cat toys"))
+
+
 def test_files_of_the_score_matrix_format_are_refused(tmp_path: Path) -> None:
     """bm25.json format 1 (precomputed bm25s scores, before segments) cannot be rescored: refused by name."""
     BM25Index.build(TEXTS).write(tmp_path)
     meta = json.loads((tmp_path / BM25_META_FILE).read_text())
     meta["format"] = 1
     (tmp_path / BM25_META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(OSError, match="BM25 format 1, this ragline reads 2"):
+    with pytest.raises(OSError, match="BM25 format 1, this ragline reads 2 and 3"):
         BM25Index.read(tmp_path)
+
+
+def _dense_reference(texts: list[str], live: list[int], query: str, spec: BM25Spec) -> np.ndarray:
+    """Lucene BM25 of every live row, scored row by row (every row of the corpus visited, as
+    BM25Corpus did before it scored only the query terms' postings)."""
+    from collections import Counter
+
+    toks = tokenize([texts[i] for i in live], spec)
+    counts = [Counter(t) for t in toks]
+    dl = np.array([len(t) for t in toks], dtype=np.float64)
+    n, avgdl = len(live), (dl.sum() / len(live) if dl.sum() > 0 else 1.0)
+    out = np.zeros(n, dtype=np.float64)
+    for term in tokenize([query], spec)[0]:
+        tf = np.array([c[term] for c in counts], dtype=np.float64)
+        df = int((tf > 0).sum())
+        if not df:
+            continue
+        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        out += idf * (tf / (spec.k1 * (1 - spec.b + spec.b * dl / avgdl) + tf))
+    return out.astype(np.float32)
+
+
+def test_pruned_search_equals_scoring_every_row() -> None:
+    """BM25 search (MaxScore) returns the top-k and scores of scoring every live row, over
+    segments with tombstones, with an allowed mask, repeated terms and ties."""
+    import random
+
+    from ragline.indexers.bm25 import BM25Corpus
+
+    rng = random.Random(7)
+    words = ["cat", "dog", "fox", "mat", "toy", "sun", "rain", "tree", "leaf", "stone", "river", "bird"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 15))) for _ in range(300)]
+    cuts = [0, 120, 200, 300]
+    parts = [BM25Index.build(texts[a:b], UNSTEMMED) for a, b in zip(cuts, cuts[1:])]
+    dead = set(rng.sample(range(300), 40))
+    lives = [np.array([i - a for i in range(a, b) if i not in dead], dtype=np.int64) for a, b in zip(cuts, cuts[1:])]
+    corpus = BM25Corpus(parts, lives)
+    live = [i for i in range(300) if i not in dead]
+    allowed = np.array([rng.random() < 0.7 for _ in live])
+    for query in ("cat dog", "river river stone", "bird", "leaf tree sun rain fox", "unknown", "cat cat cat mat"):
+        ref = _dense_reference(texts, live, query, UNSTEMMED)
+        np.testing.assert_array_equal(corpus.scores(query), ref)
+        for mask in (None, allowed):
+            s = ref if mask is None else np.where(mask, ref, 0)
+            for k in (1, 5, 10, 400):
+                cand = np.flatnonzero(s > 0)
+                want = cand[np.lexsort((cand, -s[cand]))][:k]
+                got_rows, got_scores = corpus.search(query, k, mask)
+                assert got_rows.tolist() == want.tolist()
+                np.testing.assert_array_equal(got_scores, s[want])
+
+
+def test_search_reads_only_the_rare_terms_postings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frequent term's postings are not read when the rare term's rows settle the top k."""
+    from ragline.indexers.bm25 import BM25Corpus
+
+    texts = [f"common words row{i}" + (" zebra" if i in (5, 17, 40) else "") for i in range(200)]
+    corpus = BM25Corpus([BM25Index.build(texts, UNSTEMMED)])
+    read: list[str] = []
+    real = corpus._postings
+    monkeypatch.setattr(corpus, "_postings", lambda t: read.append(t) or real(t))
+    rows, scores = corpus.search("zebra common", 2)
+    assert rows.tolist() == [5, 17] and read == ["zebra"]
+    ref = corpus.scores("zebra common")
+    np.testing.assert_array_equal(scores, ref[[5, 17]])
+    # k larger than the rare term's rows: the frequent term is read too, and the result stays exact
+    rows, scores = corpus.search("zebra common", 5)
+    assert rows.tolist() == [5, 17, 40, 0, 1] and read[-1] == "common"
+    np.testing.assert_array_equal(scores, ref[[5, 17, 40, 0, 1]])
+
+
+def test_small_segments_arrays_are_deflated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import zipfile
+
+    import ragline.indexers.bm25 as bm25
+
+    ix = BM25Index.build(TEXTS * 50)
+    for limit, kind in ((10**6, zipfile.ZIP_DEFLATED), (10, zipfile.ZIP_STORED)):
+        monkeypatch.setattr(bm25, "BM25_COMPRESS_MAX", limit)
+        folder = tmp_path / str(limit)
+        folder.mkdir()
+        ix.write(folder)
+        with zipfile.ZipFile(folder / BM25_ARRAYS_FILE) as z:
+            assert {i.compress_type for i in z.infolist()} == {kind}
+        back = BM25Index.read(folder)
+        np.testing.assert_array_equal(back.scores("cat toys"), ix.scores("cat toys"))

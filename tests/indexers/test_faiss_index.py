@@ -223,3 +223,45 @@ def _doc_filter(name: str):  # noqa: ANN202
     from ragline.indexers.retrieval import ChunkFilter
 
     return ChunkFilter(sources=(name,))
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW8"])
+def test_exact_kinds_keep_no_second_copy_of_the_vectors(tmp_path: Path, factory: str) -> None:
+    """Flat and HNSW-Flat store the vectors as they are: the segment has no vectors.npy and
+    ``vectors()`` is a read-only view of the memory-mapped index that stays valid on its own."""
+    import gc
+
+    registry, _ = _publish(tmp_path, factory, 500)
+    (segment,) = registry.segments("docs", "v0001")
+    assert "vectors.npy" not in segment.files
+    published = PublishedIndex.open(registry, "docs")
+    vectors = published.vectors()
+    texts = published.chunks.column("text").to_pylist()
+    del published
+    gc.collect()  # the view holds its index
+    assert vectors.shape == (500, DIM) and not vectors.flags.writeable
+    np.testing.assert_array_equal(vectors, HashingEmbedder(dim=DIM).embed(texts))
+
+
+def test_small_row_files_are_compressed_and_read_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ragline.core.schemas as schemas
+
+    corpus = {f"doc{d}.txt": [(f"chunk {d}-{i}: " + "the same words again " * 20, None) for i in range(20)]
+              for d in range(10)}
+    _, chunks = paragraphs_tables(corpus)
+    rows = [0, 57, 199, 3]
+    got, sizes = [], []
+    for limit in (10, 1000):  # 200 rows: over the limit (uncompressed), then under it (zstd)
+        monkeypatch.setattr(schemas, "ROW_FILE_COMPRESS_MAX", limit)
+        folder = tmp_path / str(limit)
+        folder.mkdir()
+        schemas.write_table(chunks, folder / "chunks.parquet", schemas.CHUNKS_SCHEMA)
+        # the uncompressed one in record batches of 64 rows: hits are found across the batches
+        schemas.write_row_file(chunks, folder / "chunks.arrow", schemas.CHUNKS_SCHEMA, batch_rows=64 if limit == 10 else 65_536)
+        reader = schemas.ParquetRows(folder / "chunks.parquet", schemas.CHUNKS_SCHEMA, folder / "chunks.arrow")
+        got.append(reader.take(rows, schemas.HIT_COLUMNS))
+        sizes.append((folder / "chunks.arrow").stat().st_size)
+    assert got[0] == got[1]
+    assert got[0]["text"] == [chunks.column("text")[r].as_py() for r in rows]
+    assert got[0]["chunk_id"] == [chunks.column("chunk_id")[r].as_py() for r in rows]
+    assert sizes[1] < sizes[0] / 3

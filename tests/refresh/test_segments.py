@@ -245,3 +245,23 @@ def test_rows_over_segments_are_read_lazily_and_leave_tombstoned_rows_out(segmen
     assert n == reg.manifest("sample", "v0002").counts["chunks"]
     with pytest.raises(IndexError):
         pub.rows.take([n], ("chunk_id",))
+
+
+def test_manifests_list_no_inputs_their_segments_do(segmented: IndexRegistry) -> None:
+    """A version's manifest grows with its segments and tombstones, not with the corpus: each
+    segment records its documents' inputs, and a version's inputs are its segments' live ones."""
+    import json
+
+    reg = segmented
+    on_disk = json.loads((reg.version_dir("sample", "v0002") / "manifest.json").read_text())
+    assert on_disk["inputs"] == [] and on_disk["inputs_in_segments"] is True
+    m1, m2 = reg.manifest("sample", "v0001"), reg.manifest("sample", "v0002")
+    assert [r["uri"] for r in m2.inputs] == sorted(str(p) for p in SRC.iterdir())
+    assert len(m2.inputs) == m2.counts["documents"] and "data/sample/wintering.html" not in {r["uri"] for r in m2.inputs}
+    assert {r["uri"]: r["sha256"] for r in m1.inputs}["data/sample/swarming.md"] != \
+        {r["uri"]: r["sha256"] for r in m2.inputs}["data/sample/swarming.md"]  # the changed file: its new record only
+    diff = cli_json("index", "diff", "v0001", "v0002")
+    assert diff["added"] == ["data/sample/drones.md"] and diff["removed"] == ["data/sample/wintering.html"]
+    segment_path("v0002", "inputs.json").write_text("not json")
+    with pytest.raises(CorruptRegistryError, match="inputs.json"):
+        PublishedIndex.open(reg, "sample@v0002")
