@@ -151,11 +151,17 @@ def listing(endpoint: str, n: int, reps: int = 2) -> dict:
 
 
 def _embed_part(texts: list[str], backend: str) -> tuple[float, "object"]:
+    """Embed one partition with the worker's embedder (built once per worker, as in a cluster build)."""
     import time as _t
 
-    from ragline.indexers.embedders import make_embedder
+    from ragline.pipelines.config import Params, load_params
+    from ragline.pipelines.distributed import worker_embedder
 
-    e = make_embedder("all-MiniLM-L6-v2", True, backend=backend, cache_dir=str(REPO / ".cache"), threads=1)
+    data = load_params(REPO / "params.yaml").to_dict()
+    data["embed"].update(model="all-MiniLM-L6-v2", backend=backend, normalize=True)
+    data["paths"]["cache"] = str(REPO / ".cache")
+    data["runner"]["threads_per_worker"] = 1
+    e = worker_embedder(Params.from_dict(data, source="benchmark"))
     e.embed(texts[:2])  # weights loaded before the clock starts
     t = _t.perf_counter()
     v = e.embed(texts)

@@ -225,9 +225,12 @@ class OpenVinoEmbedder:
     def _compile(self, model: Any, hint: str, streams: int = 1) -> Any:
         ov = openvino()
 
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": self.threads}
+        # no pinning: OpenVINO pins its threads to the same first cores in every process, so two
+        # workers of one machine (Dask, 1 thread each) shared one core (benchmarks/distributed.py part 3)
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": self.threads,
+                                  "ENABLE_CPU_PINNING": False}
         if streams > 1:
-            config |= {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams, "ENABLE_CPU_PINNING": False}
+            config |= {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams}
         else:
             config["PERFORMANCE_HINT"] = "LATENCY"
         return ov.Core().compile_model(model, "CPU", config)
