@@ -136,32 +136,49 @@ CHUNKS_ROW_GROUP = 256
 HIT_COLUMNS = ("chunk_id", "doc_id", "uri", "page", "char_start", "char_end", "section_path", "text")
 
 
-#: Row files of at most this many rows are written zstd-compressed (:func:`write_row_file`): a
-#: reader decompresses them whole at open (a few MB at most), so a refresh's small segment costs
-#: about a third of the disk with hits as fast; larger ones stay uncompressed and memory-mapped.
-ROW_FILE_COMPRESS_MAX = 16_384
+#: Tables of at most this many rows get no row file (:func:`write_row_file`): :class:`ParquetRows`
+#: reads their hit columns from the Parquet file whole at the first hit (a few MB at most) and
+#: then serves rows from memory, as fast as from a row file. A refresh's small segment so keeps
+#: one copy of its chunk texts, not two (segments written before this keep a zstd-compressed
+#: ``chunks.arrow``, read alike).
+SMALL_TABLE_ROWS = 16_384
 
 
 def write_row_file(table: pa.Table, path: str | Path, schema: pa.Schema, columns: tuple[str, ...] = HIT_COLUMNS,
                    batch_rows: int = 65_536) -> None:
-    """Write ``columns`` of ``table`` as an Arrow IPC file: memory-mapped by a reader, any row
-    is read in microseconds (:class:`ParquetRows` uses it for a search's hits; Parquet needs
-    about 0.3 ms per row group and column). It repeats those columns of the Parquet table on
-    disk: uncompressed, so nothing of it is resident until a row is read, or zstd-compressed
-    (Arrow IPC buffer compression) when it has at most :data:`ROW_FILE_COMPRESS_MAX` rows."""
+    """Write ``columns`` of ``table`` as an uncompressed Arrow IPC file: memory-mapped by a
+    reader, so nothing of it is resident until a row is read, and any row is read in
+    microseconds (:class:`ParquetRows` uses it for a search's hits; Parquet needs about 0.3 ms
+    per row group and column). It repeats those columns of the Parquet table on disk, so only
+    tables of more than :data:`SMALL_TABLE_ROWS` rows get one."""
     try:
         t = table.select(list(columns)).cast(pa.schema([schema.field(c) for c in columns]))
     except (KeyError, pa.ArrowInvalid, ValueError) as e:
         raise SchemaMismatchError(f"{path}: table does not fit the declared schema: {e}") from e
-    options = pa.ipc.IpcWriteOptions(compression="zstd" if t.num_rows <= ROW_FILE_COMPRESS_MAX else None)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, t.schema, options=options) as writer:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, t.schema) as writer:
         for lo in range(0, t.num_rows, batch_rows):  # the same bytes however the table is chunked in memory
             writer.write_table(t.slice(lo, batch_rows).combine_chunks())
 
 
+#: zstd level of every Parquet file ragline writes (pyarrow's default is 1). Measured on
+#: synthetic prose (benchmarks/scale.py, 300 documents): documents.parquet 0.98 MB at 1, 0.82 MB
+#: at 6, 0.80 MB at 9; writing 3.8 MB of table takes 0.02 s at 1, 0.06 s at 6, 0.10 s at 9 (one
+#: core); decompression speed does not depend on the level.
+PARQUET_ZSTD_LEVEL = 6
+#: ``pq.write_table`` options of every Parquet file ragline writes: no column statistics (no
+#: reader of ragline's prunes on them, and a text column's min and max are two whole texts in
+#: the footer and in every page header: 8.8 of the 17.3 KB of a 2-document table) and no
+#: dictionary encoding (zstd finds the repeats; plain encoding is smaller for every table
+#: measured, texts and ids alike).
+PARQUET_WRITE_OPTIONS: dict = {"compression": "zstd", "compression_level": PARQUET_ZSTD_LEVEL,
+                               "use_dictionary": False, "write_statistics": False}
+
+
 def write_table(table: pa.Table, path: str | Path, schema: pa.Schema, row_group_size: int | None = None) -> None:
-    """Cast ``table`` to ``schema`` and write it as Parquet (zstd), in row groups of
-    ``row_group_size`` rows (pyarrow's default, about 1M rows, when ``None``).
+    """Cast ``table`` to ``schema`` and write it as Parquet (:data:`PARQUET_WRITE_OPTIONS`:
+    zstd, plain encoding, no statistics), in row groups of ``row_group_size`` rows (pyarrow's
+    default, about 1M rows, when ``None``). Files written with other options (dictionaries,
+    statistics, zstd level 1) read alike.
 
     Raises:
         SchemaMismatchError: a column is missing or cannot be cast.
@@ -170,7 +187,7 @@ def write_table(table: pa.Table, path: str | Path, schema: pa.Schema, row_group_
         table = table.select(schema.names).cast(schema)
     except (KeyError, pa.ArrowInvalid, ValueError) as e:
         raise SchemaMismatchError(f"{path}: table does not fit the declared schema: {e}") from e
-    pq.write_table(table, str(path), compression="zstd", row_group_size=row_group_size)
+    pq.write_table(table, str(path), row_group_size=row_group_size, **PARQUET_WRITE_OPTIONS)
 
 
 def read_table(path: str | Path, schema: pa.Schema) -> pa.Table:
@@ -212,20 +229,23 @@ def indexed_texts(chunks: pa.Table) -> list[str]:
 
 class ParquetRows:
     """A Parquet table read on demand: whole columns when asked for, single rows from a
-    memory-mapped Arrow row file (:func:`write_row_file`) when there is one, else by row group.
+    memory-mapped Arrow row file (:func:`write_row_file`) when there is one, from the hit
+    columns read whole at the first :meth:`take` when the table has at most
+    :data:`SMALL_TABLE_ROWS` rows, else by row group.
 
     Opening reads only the file footer (schema and row-group sizes), checked like
     :func:`read_table`; nothing else is read until :meth:`take`, :meth:`column` or
     :meth:`table` is called. :meth:`take` reads just the row groups holding the asked rows,
     with just the asked columns, so its cost follows the file's row-group size
-    (:data:`CHUNKS_ROW_GROUP`), not its row count. Reads are serialized (one lock), so one
+    (:data:`CHUNKS_ROW_GROUP`), not its row count (a small table's are read once, whole). Reads are serialized (one lock), so one
     instance may be shared by threads.
 
     Args:
         path: the Parquet file.
         schema: the schema it must have (version metadata, names and types).
-        row_file: the Arrow IPC file :func:`write_row_file` wrote beside it (optional: versions
-            published before it read rows from Parquet row groups).
+        row_file: the Arrow IPC file :func:`write_row_file` wrote beside it (optional: small
+            tables have none, and large ones of versions published before row files read
+            rows from Parquet row groups).
 
     Raises:
         SchemaMismatchError: another schema version or other columns/types.
@@ -255,7 +275,8 @@ class ParquetRows:
         self._columns: dict[str, pa.ChunkedArray] = {}
         self._row_table: pa.Table | None = None
         self._row_starts: list[int] = [0]
-        if row_file is not None and Path(row_file).exists():
+        self._has_row_file = row_file is not None and Path(row_file).exists()
+        if self._has_row_file:
             try:  # zero-copy: the table's buffers are the mapped file (a small compressed one is decompressed)
                 self._row_table = pa.ipc.open_file(pa.memory_map(str(row_file))).read_all()
             except (pa.ArrowInvalid, OSError) as e:
@@ -291,7 +312,7 @@ class ParquetRows:
         r = [int(x) for x in rows]
         if min(r) < 0 or max(r) >= self.num_rows:
             raise IndexError(f"{self.path}: rows {rows} outside 0..{self.num_rows - 1}")
-        fast = self._row_table
+        fast = self._row_table if self._has_row_file or self.num_rows > SMALL_TABLE_ROWS else self._small_rows()
         if fast is not None and all(c in fast.column_names for c in columns):
             starts = self._row_starts
             at = [bisect.bisect_right(starts, x) - 1 for x in r]
@@ -317,6 +338,17 @@ class ParquetRows:
             col = part.column(c) if c in present else None
             out[c] = [col[p].as_py() for p in pos] if col is not None else [None] * len(rows)
         return out
+
+    def _small_rows(self) -> pa.Table:
+        """The hit columns of a small table without a row file, read whole once (one chunk per column)."""
+        if self._row_table is None:
+            present = [c for c in HIT_COLUMNS if c in self.schema.names and c not in self._missing]
+            with self._lock:
+                if self._row_table is None:
+                    table = self._file.read(columns=present).combine_chunks()
+                    self._row_starts = [0, table.num_rows]
+                    self._row_table = table
+        return self._row_table
 
     def table(self) -> pa.Table:
         """The whole table (:func:`read_table`)."""

@@ -33,8 +33,9 @@ per segment) and BM25 scores with corpus-wide statistics over their live rows
 (:class:`indexers.bm25.BM25Corpus`). Opening a version is lazy: each segment's FAISS index is
 memory-mapped where its kind allows (:func:`indexers.faiss_index.read_faiss_index`), its
 ``chunks.parquet`` is opened by its footer only (:class:`core.schemas.ParquetRows`), and a search
-reads its hits' rows from the segment's memory-mapped ``chunks.arrow`` (or, in segments without
-it, the Parquet row groups holding them; :class:`indexers.segments.SegmentRows` maps global rows);
+reads its hits' rows from the segment's memory-mapped ``chunks.arrow`` (a small segment, which has
+none, reads its hit columns from Parquet whole at its first hit; a large one published before
+``chunks.arrow``, the row groups holding them; :class:`indexers.segments.SegmentRows` maps global rows);
 the columns a metadata filter needs are read whole the first time a filter uses them. Nothing
 turns every chunk text into Python objects.
 """
@@ -98,7 +99,8 @@ class PublishedIndex:
     (tombstoned rows are left out). Opening is lazy: each segment's FAISS index is memory-mapped
     where its kind allows (:func:`indexers.faiss_index.read_faiss_index`), its ``chunks.parquet``
     is opened by its footer only (:class:`core.schemas.ParquetRows`) and a search reads its hits'
-    rows from the segment's memory-mapped ``chunks.arrow``.
+    rows from the segment's memory-mapped ``chunks.arrow`` (a small segment's from its Parquet
+    hit columns, read whole at its first hit).
 
     Attributes:
         index: dense search over every segment (:class:`indexers.segments.SegmentedDense`).

@@ -6,7 +6,9 @@ A segment is a folder ``<root>/<name>/segments/<id>/`` holding the rows of some 
   ``row`` column is the segment-local FAISS id),
 - ``chunks.arrow``: the hit columns as an uncompressed Arrow IPC file, memory-mapped so that a
   search reads its hits' rows only (:func:`core.schemas.write_row_file`,
-  :class:`core.schemas.ParquetRows`),
+  :class:`core.schemas.ParquetRows`); only in segments of more than
+  :data:`core.schemas.SMALL_TABLE_ROWS` chunks (a smaller one's hit columns are read from
+  ``chunks.parquet`` whole at its first hit, so its texts are stored once),
 - ``index.faiss``: the FAISS index over the chunks' vectors, of the kind ``index.factory`` names,
   built by :func:`indexers.faiss_index.build_faiss_index` (the one place that builds one; kinds
   that need training are trained on the segment's own rows), memory-mapped when opened,
@@ -43,8 +45,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ragline.core.schemas import (CHUNKS_ROW_GROUP, CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, read_table, write_row_file,
-                                  write_table)
+from ragline.core.schemas import (CHUNKS_ROW_GROUP, CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, SMALL_TABLE_ROWS, read_table,
+                                  write_row_file, write_table)
 from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index, BM25Spec
 from ragline.indexers.faiss_index import (VECTORS_FILE, FaissSpec, build_faiss_index, read_faiss_index,
                                           _never_trains, exact_vectors, index_record, read_vectors as read_vectors_file,
@@ -60,7 +62,9 @@ CHUNK_ROWS_FILE = "chunks.arrow"
 #: The manifest ``inputs`` records of the segment's documents (a JSON list sorted by uri).
 INPUTS_FILE = "inputs.json"
 #: Files a segment may hold (``chunks.arrow``, ``vectors.npy`` and ``inputs.json`` are absent in
-#: segments written before them; ``vectors.npy`` in segments whose index stores the vectors exactly).
+#: segments written before them; ``chunks.arrow`` in segments of at most
+#: :data:`core.schemas.SMALL_TABLE_ROWS` chunks; ``vectors.npy`` in segments whose index stores the
+#: vectors exactly).
 SEGMENT_FILES: tuple[str, ...] = (DOCUMENTS_FILE, CHUNKS_FILE, CHUNK_ROWS_FILE, INDEX_FILE, VECTORS_FILE,
                                   BM25_ARRAYS_FILE, BM25_META_FILE, INPUTS_FILE)
 SEGMENT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -149,7 +153,8 @@ def write_segment_files(folder: Path, documents: pa.Table, chunks: pa.Table, vec
                                pa.array(np.arange(chunks.num_rows, dtype=np.int64)))
     write_table(documents, folder / DOCUMENTS_FILE, DOCUMENTS_SCHEMA)
     write_table(chunks, folder / CHUNKS_FILE, CHUNKS_SCHEMA, CHUNKS_ROW_GROUP)
-    write_row_file(chunks, folder / CHUNK_ROWS_FILE, CHUNKS_SCHEMA)  # a search's hits, read by row from a memory map
+    if chunks.num_rows > SMALL_TABLE_ROWS:  # a search's hits, read by row from a memory map (a small one's: from Parquet)
+        write_row_file(chunks, folder / CHUNK_ROWS_FILE, CHUNKS_SCHEMA)
     trained = None
     n, dim = vectors.shape
     factory = resolve_factory(faiss_spec.factory, n)

@@ -49,9 +49,10 @@ def test_ingest_publishes_a_complete_version(ingested: Path) -> None:
     # per-version files (quarantine, curation); the data is in the one segment
     assert set(m.files) == {"quarantine.parquet", "duplicates.parquet", "signatures.parquet", "curation.json"}
     (seg,) = m.segments
-    # a Flat index holds the exact vectors (no vectors.npy beside it); the segment records its inputs
-    assert set(seg["files"]) == {"documents.parquet", "chunks.parquet", "chunks.arrow", "index.faiss", "bm25.npz",
-                                 "bm25.json", "inputs.json"}
+    # a Flat index holds the exact vectors (no vectors.npy beside it), a small segment's chunk texts
+    # are in chunks.parquet only (no chunks.arrow); the segment records its inputs
+    assert set(seg["files"]) == {"documents.parquet", "chunks.parquet", "index.faiss", "bm25.npz", "bm25.json",
+                                 "inputs.json"}
     assert m.inputs_in_segments and json.loads((Path("indexes/sample/v0001") / "manifest.json").read_text())["inputs"] == []
     assert seg["documents"] == 12 and seg["chunks"] == m.counts["chunks"] and m.tombstones == {}
     assert m.created_at.endswith("+00:00")

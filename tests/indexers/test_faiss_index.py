@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from ragline.core.errors import ConfigError
-from ragline.core.schemas import CHUNKS_ROW_GROUP
+from ragline.core.schemas import CHUNKS_ROW_GROUP, HIT_COLUMNS
 from ragline.indexers.embedders import HashingEmbedder
 from ragline.indexers.faiss_index import (
     AUTO_FLAT_MAX,
@@ -191,24 +191,43 @@ class _CountingFile:
         return self.inner.read_row_groups(groups, columns=columns, **kw)
 
 
-@pytest.mark.parametrize("row_file", [True, False])
-def test_lazy_open_reads_only_the_hits(tmp_path: Path, row_file: bool) -> None:
+def _small_limit(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
+    """Make tables of more than ``rows`` rows "large" (they get a ``chunks.arrow``)."""
+    import ragline.core.schemas as schemas
+    import ragline.indexers.segments as segments
+
+    monkeypatch.setattr(schemas, "SMALL_TABLE_ROWS", rows)
+    monkeypatch.setattr(segments, "SMALL_TABLE_ROWS", rows)
+
+
+@pytest.mark.parametrize("layout", ["row_file", "old", "small"])
+def test_lazy_open_reads_only_the_hits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """row_file: a large segment, hits from its memory-mapped chunks.arrow; old: a large segment
+    published before chunks.arrow, hits from Parquet row groups; small: a segment of at most
+    SMALL_TABLE_ROWS chunks (no chunks.arrow), its hit columns read whole at the first hit, not at open."""
+    if layout != "small":
+        _small_limit(monkeypatch, 1000)
     registry, _ = _publish(tmp_path, "Flat", 1500)
-    if not row_file:  # a version published before chunks.arrow: hits come from Parquet row groups
+    (segment,) = registry.segments("docs", "v0001")
+    assert ("chunks.arrow" in segment.files) == (layout != "small")
+    if layout == "old":  # a version published before chunks.arrow: hits come from Parquet row groups
         make_old_version(registry.version_dir("docs", "v0001"), "chunks.arrow")
     retriever = Retriever.open(registry, "docs")
     assert retriever.published is not None and retriever.published._table is None
-    assert (retriever.rows._row_table is not None) == row_file
+    assert (retriever.rows._row_table is not None) == (layout == "row_file")
     spy = _CountingFile(retriever.rows._file)
     retriever.rows._file = spy
     assert spy.inner.metadata.num_row_groups == -(-1500 // CHUNKS_ROW_GROUP) > 1
     for mode in ("dense", "bm25", "hybrid"):
         hits = retriever.search("colour7 shape3", RetrievalConfig(mode=mode, k=3))
         assert len(hits) == 3 and all(h.text.startswith("chunk ") for h in hits)
-        expected = [sorted({h.row // CHUNKS_ROW_GROUP for h in hits})] if not row_file else []
+        expected = [sorted({h.row // CHUNKS_ROW_GROUP for h in hits})] if layout == "old" else []
         assert spy.groups[-1:] == expected
         spy.groups.clear()
-    assert spy.whole_columns == [] and retriever.published._table is None  # no text column was read whole
+    # a small segment's hit columns were read once, whole; no other layout reads a text column whole
+    assert spy.whole_columns == (list(HIT_COLUMNS) if layout == "small" else [])
+    assert retriever.published._table is None
+    spy.whole_columns.clear()
     # a filter reads the column it needs, once, and never the texts
     retriever.search("colour7", RetrievalConfig(mode="dense", k=3), flt=_doc_filter("doc3.txt"))
     retriever.search("colour8", RetrievalConfig(mode="dense", k=3), flt=_doc_filter("doc4.txt"))
@@ -243,25 +262,38 @@ def test_exact_kinds_keep_no_second_copy_of_the_vectors(tmp_path: Path, factory:
     np.testing.assert_array_equal(vectors, HashingEmbedder(dim=DIM).embed(texts))
 
 
-def test_small_row_files_are_compressed_and_read_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_tables_keep_no_row_file_and_read_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (refresh disk, issue 12): a small segment stored its chunk texts twice, in
+    chunks.parquet and in a zstd-compressed chunks.arrow. Now a table of at most SMALL_TABLE_ROWS
+    rows has no row file and its rows read from Parquet equal those of a large table's row file
+    and of a row file written compressed by an older ragline."""
     import ragline.core.schemas as schemas
 
     corpus = {f"doc{d}.txt": [(f"chunk {d}-{i}: " + "the same words again " * 20, None) for i in range(20)]
               for d in range(10)}
     _, chunks = paragraphs_tables(corpus)
-    rows = [0, 57, 199, 3]
-    got, sizes = [], []
-    for limit in (10, 1000):  # 200 rows: over the limit (uncompressed), then under it (zstd)
-        monkeypatch.setattr(schemas, "ROW_FILE_COMPRESS_MAX", limit)
-        folder = tmp_path / str(limit)
-        folder.mkdir()
-        schemas.write_table(chunks, folder / "chunks.parquet", schemas.CHUNKS_SCHEMA)
-        # the uncompressed one in record batches of 64 rows: hits are found across the batches
-        schemas.write_row_file(chunks, folder / "chunks.arrow", schemas.CHUNKS_SCHEMA, batch_rows=64 if limit == 10 else 65_536)
-        reader = schemas.ParquetRows(folder / "chunks.parquet", schemas.CHUNKS_SCHEMA, folder / "chunks.arrow")
-        got.append(reader.take(rows, schemas.HIT_COLUMNS))
-        sizes.append((folder / "chunks.arrow").stat().st_size)
-    assert got[0] == got[1]
+    rows = [0, 57, 199, 3, 57]
+    folder = tmp_path / "t"
+    folder.mkdir()
+    schemas.write_table(chunks, folder / "chunks.parquet", schemas.CHUNKS_SCHEMA, schemas.CHUNKS_ROW_GROUP)
+    # 200 rows: small, no row file
+    small = schemas.ParquetRows(folder / "chunks.parquet", schemas.CHUNKS_SCHEMA, folder / "chunks.arrow")
+    got = [small.take(rows, schemas.HIT_COLUMNS)]
+    assert small._row_table is not None and small._row_table.num_rows == 200
+    # over the limit: an uncompressed row file in record batches of 64 rows (hits found across them)
+    monkeypatch.setattr(schemas, "SMALL_TABLE_ROWS", 10)
+    schemas.write_row_file(chunks, folder / "chunks.arrow", schemas.CHUNKS_SCHEMA, batch_rows=64)
+    got.append(schemas.ParquetRows(folder / "chunks.parquet", schemas.CHUNKS_SCHEMA, folder / "chunks.arrow")
+               .take(rows, schemas.HIT_COLUMNS))
+    # an older ragline's small segment: a zstd-compressed row file
+    monkeypatch.setattr(schemas, "SMALL_TABLE_ROWS", 16_384)
+    old = chunks.select(list(schemas.HIT_COLUMNS)).cast(pa.schema([schemas.CHUNKS_SCHEMA.field(c) for c in schemas.HIT_COLUMNS]))
+    with pa.OSFile(str(folder / "chunks.arrow"), "wb") as sink, \
+            pa.ipc.new_file(sink, old.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(old)
+    got.append(schemas.ParquetRows(folder / "chunks.parquet", schemas.CHUNKS_SCHEMA, folder / "chunks.arrow")
+               .take(rows, schemas.HIT_COLUMNS))
+    assert got[0] == got[1] == got[2]
     assert got[0]["text"] == [chunks.column("text")[r].as_py() for r in rows]
     assert got[0]["chunk_id"] == [chunks.column("chunk_id")[r].as_py() for r in rows]
-    assert sizes[1] < sizes[0] / 3
+    assert got[0]["section_path"] == [chunks.column("section_path")[r].as_py() for r in rows]
