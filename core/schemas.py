@@ -160,22 +160,30 @@ def write_row_file(table: pa.Table, path: str | Path, schema: pa.Schema, columns
             writer.write_table(t.slice(lo, batch_rows).combine_chunks())
 
 
-#: zstd level of every Parquet file ragline writes (pyarrow's default is 1). Measured on
-#: synthetic prose (benchmarks/scale.py, 300 documents): documents.parquet 0.98 MB at 1, 0.82 MB
-#: at 6, 0.80 MB at 9; writing 3.8 MB of table takes 0.02 s at 1, 0.06 s at 6, 0.10 s at 9 (one
-#: core); decompression speed does not depend on the level.
+#: zstd level of the Parquet files ragline writes (pyarrow's default is 1), and the higher one of
+#: tables of at most :data:`PARQUET_SMALL_BYTES` (Arrow bytes in memory), such as a refresh's
+#: segment. Measured on synthetic prose (benchmarks/scale.py), a 7,071-row chunks table of
+#: 4.6 MB: 1.34 MB at level 1, 1.07 MB at 6 (0.07 s), 1.05 MB at 9 (0.11 s), 0.96 MB at 15
+#: (0.66 s), 0.95 MB at 19 (1.65 s), one core; decompression speed does not depend on the level.
 PARQUET_ZSTD_LEVEL = 6
-#: ``pq.write_table`` options of every Parquet file ragline writes: no column statistics (no
-#: reader of ragline's prunes on them, and a text column's min and max are two whole texts in
-#: the footer and in every page header: 8.8 of the 17.3 KB of a 2-document table) and no
-#: dictionary encoding (zstd finds the repeats; plain encoding is smaller for every table
-#: measured, texts and ids alike).
-PARQUET_WRITE_OPTIONS: dict = {"compression": "zstd", "compression_level": PARQUET_ZSTD_LEVEL,
-                               "use_dictionary": False, "write_statistics": False}
+PARQUET_SMALL_ZSTD_LEVEL = 15
+PARQUET_SMALL_BYTES = 8 * 2**20
+#: ``pq.write_table`` options of every Parquet file ragline writes but the level: no column
+#: statistics (no reader of ragline's prunes on them, and a text column's min and max are two
+#: whole texts in the footer and in every page header: 8.8 of the 17.3 KB of a 2-document
+#: table) and no dictionary encoding (zstd finds the repeats; plain encoding is smaller for
+#: every table measured, texts and ids alike).
+PARQUET_WRITE_OPTIONS: dict = {"compression": "zstd", "use_dictionary": False, "write_statistics": False}
+
+
+def parquet_write_options(table: pa.Table) -> dict:
+    """The ``pq.write_table`` options for ``table`` (:data:`PARQUET_WRITE_OPTIONS` and its zstd level)."""
+    small = table.nbytes <= PARQUET_SMALL_BYTES
+    return {**PARQUET_WRITE_OPTIONS, "compression_level": PARQUET_SMALL_ZSTD_LEVEL if small else PARQUET_ZSTD_LEVEL}
 
 
 def write_table(table: pa.Table, path: str | Path, schema: pa.Schema, row_group_size: int | None = None) -> None:
-    """Cast ``table`` to ``schema`` and write it as Parquet (:data:`PARQUET_WRITE_OPTIONS`:
+    """Cast ``table`` to ``schema`` and write it as Parquet (:func:`parquet_write_options`:
     zstd, plain encoding, no statistics), in row groups of ``row_group_size`` rows (pyarrow's
     default, about 1M rows, when ``None``). Files written with other options (dictionaries,
     statistics, zstd level 1) read alike.
@@ -187,7 +195,7 @@ def write_table(table: pa.Table, path: str | Path, schema: pa.Schema, row_group_
         table = table.select(schema.names).cast(schema)
     except (KeyError, pa.ArrowInvalid, ValueError) as e:
         raise SchemaMismatchError(f"{path}: table does not fit the declared schema: {e}") from e
-    pq.write_table(table, str(path), row_group_size=row_group_size, **PARQUET_WRITE_OPTIONS)
+    pq.write_table(table, str(path), row_group_size=row_group_size, **parquet_write_options(table))
 
 
 def read_table(path: str | Path, schema: pa.Schema) -> pa.Table:

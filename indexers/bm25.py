@@ -4,11 +4,13 @@ Each segment of a version stores its chunk rows' raw term statistics (one row pe
 token, one column per chunk row of the segment; numpy only, no scipy) as two files of the
 segment folder, which the registry hashes into the manifest like every other file:
 
-- ``bm25.npz``: the CSR arrays ``tf`` (float32 term counts), ``indices`` (int32 chunk rows),
-  ``indptr`` (int64), one row per vocabulary token, and ``doc_len`` (int32 tokens per row);
-  deflated when the segment is small (:data:`BM25_COMPRESS_MAX`).
-- ``bm25.json``: format version, BM25 parameters, tokenizer settings, chunk count, vocabulary
-  (the tokens in vocabulary-row order).
+- ``bm25.npz``: the CSR arrays ``tf`` (term counts), ``indices`` (chunk rows) and ``postings``
+  (entries per vocabulary token: the row pointers' differences), one row per vocabulary token,
+  ``doc_len`` (tokens per row), each in the smallest unsigned type that holds it (read back as
+  float32, int32, int64 pointers and int32), and ``vocab`` (the tokens in vocabulary-row order,
+  UTF-8, joined by newlines); deflated when the segment is small (:data:`BM25_COMPRESS_MAX`).
+- ``bm25.json``: format version (:data:`BM25_FORMAT`), BM25 parameters, tokenizer settings,
+  chunk count, vocabulary size.
 
 Scores are computed per query over the live rows of every segment of a version
 (:class:`BM25Corpus`): document frequencies, the row count and the average row length are
@@ -48,9 +50,13 @@ from ragline.core.schemas import indexed_texts
 BM25_ARRAYS_FILE = "bm25.npz"
 BM25_META_FILE = "bm25.json"
 BM25_FILES = (BM25_ARRAYS_FILE, BM25_META_FILE)
-#: 3: the vocabulary is a JSON list (token of vocabulary row i at i); 2: a ``{token: row}`` object (still read).
-BM25_FORMAT = 3
-BM25_FORMATS_READ = (2, 3)
+#: 4: the vocabulary is in ``bm25.npz`` (``vocab``: the UTF-8 tokens joined by newlines, row i's
+#: token i-th; a token never holds a newline) and the row pointers are stored as the postings
+#: count of each token (``postings``), every array in the smallest integer type that holds it
+#: (the reader casts them back); 3: the vocabulary is a JSON list in ``bm25.json``, the arrays
+#: as :class:`BM25Index` holds them; 2: a ``{token: row}`` object. 2 and 3 are still read.
+BM25_FORMAT = 4
+BM25_FORMATS_READ = (2, 3, 4)
 #: ``bm25.npz`` of at most this many postings (term, row pairs) is written deflated (``np.savez_compressed``).
 BM25_COMPRESS_MAX = 1_000_000
 
@@ -220,12 +226,16 @@ class BM25Index:
         # a small segment's arrays (a refresh's) are deflated: about half the disk, read in microseconds;
         # a large one's are stored as they are (inflating hundreds of MB would slow every open)
         save = np.savez_compressed if len(self.tf) <= BM25_COMPRESS_MAX else np.savez
+        tokens = sorted(self.vocab, key=self.vocab.__getitem__)  # row i's token at i: no ids stored
+        vocab = np.frombuffer("\n".join(tokens).encode("utf-8"), dtype=np.uint8)
         with open(folder / BM25_ARRAYS_FILE, "wb") as f:
-            save(f, tf=self.tf, indices=self.indices, indptr=self.indptr, doc_len=self.doc_len)
+            # a refresh's segment: the vocabulary was 73% of its BM25 bytes as JSON, 4-byte counts
+            # and rows of a few hundred chunks fit one byte (benchmarks/scale.py: 39 -> 15 KB)
+            save(f, tf=_narrow(self.tf), indices=_narrow(self.indices), postings=_narrow(np.diff(self.indptr)),
+                 doc_len=_narrow(self.doc_len), vocab=vocab)
         meta = {"format": BM25_FORMAT, "spec": self.spec.to_dict(), "n_chunks": self.n_chunks, "n_vocab": self.n_vocab,
                 "tokenizer": {"lower": True, "token_pattern": r"(?u)\b\w\w+\b",
-                              "stemmer": None if self.spec.stemmer == "none" else f"snowball:{self.spec.stemmer}"},
-                "vocab": sorted(self.vocab, key=self.vocab.__getitem__)}  # row i's token at i: no ids stored
+                              "stemmer": None if self.spec.stemmer == "none" else f"snowball:{self.spec.stemmer}"}}
         (folder / BM25_META_FILE).write_text(json.dumps(meta, ensure_ascii=False, sort_keys=True), encoding="utf-8")
 
     @classmethod
@@ -242,17 +252,23 @@ class BM25Index:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if meta.get("format") not in BM25_FORMATS_READ:
                 raise OSError(f"{meta_path}: BM25 format {meta.get('format')!r}, this ragline reads "
-                              f"{' and '.join(map(str, BM25_FORMATS_READ))}")
+                              f"{', '.join(map(str, BM25_FORMATS_READ))}")
             with np.load(folder / BM25_ARRAYS_FILE) as z:
-                tf, indices, indptr, doc_len = z["tf"], z["indices"], z["indptr"], z["doc_len"]
+                tf, indices, doc_len = z["tf"], z["indices"], z["doc_len"]
+                if meta["format"] >= 4:
+                    indptr = np.zeros(int(meta["n_vocab"]) + 1, dtype=np.int64)
+                    np.cumsum(z["postings"], dtype=np.int64, out=indptr[1:])
+                    vocab = z["vocab"].tobytes().decode("utf-8").split("\n") if int(meta["n_vocab"]) else []
+                else:
+                    indptr, vocab = z["indptr"], meta["vocab"]
         except FileNotFoundError:
             raise
-        except (json.JSONDecodeError, ValueError, KeyError) as e:
+        except (json.JSONDecodeError, ValueError, KeyError) as e:  # UnicodeDecodeError is a ValueError
             raise OSError(f"{folder}: BM25 files are damaged ({e}); rebuild the index") from e
-        if len(indptr) != int(meta["n_vocab"]) + 1 or len(tf) != len(indices) or len(doc_len) != int(meta["n_chunks"]):
+        if (len(vocab) != int(meta["n_vocab"]) or len(indptr) != int(meta["n_vocab"]) + 1 or len(tf) != len(indices)
+                or len(doc_len) != int(meta["n_chunks"]) or (len(indptr) > 1 and indptr[-1] != len(tf))):
             raise OSError(f"{folder}: BM25 arrays do not match {BM25_META_FILE}; rebuild the index")
         spec = BM25Spec(**{"stemmer": "none", **meta["spec"]})  # files from before stemming: none
-        vocab = meta["vocab"]
         pairs = enumerate(vocab) if isinstance(vocab, list) else ((int(v), k) for k, v in vocab.items())
         return cls(tf, indices, indptr, doc_len, {str(k): i for i, k in pairs}, spec)
 
@@ -284,6 +300,20 @@ class BM25Index:
     def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows of this segment alone (see :meth:`BM25Corpus.search`)."""
         return BM25Corpus([self]).search(query, k, allowed)
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """``a`` in the smallest unsigned integer type that holds it exactly (``a`` itself when it
+    has negative or fractional values); :class:`BM25Index` casts it back when read."""
+    if a.size == 0:
+        return a.astype(np.uint8)
+    if a.min() < 0 or (a.dtype.kind == "f" and not np.array_equal(a, np.floor(a))):
+        return a
+    top = a.max()
+    for t in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(t).max:
+            return a.astype(t)
+    return a
 
 
 #: Scoring variants (Kamphuis et al., "Which BM25 Do You Mean?", ECIR 2020), as bm25s names them.

@@ -28,7 +28,7 @@ from ragline.indexers.manifest import Manifest, params_hash
 from ragline.indexers.registry import DEFAULT_ALIAS, IndexRegistry
 from ragline.indexers.retriever import QUARANTINE_FILE
 from ragline.indexers.segments import INDEX_FILE, INPUTS_FILE, SegmentRef, write_segment_files
-from ragline.core.schemas import PARQUET_WRITE_OPTIONS, QUARANTINE_SCHEMA, write_table
+from ragline.core.schemas import QUARANTINE_SCHEMA, parquet_write_options, write_table
 from ragline.pipelines.config import IndexConfig, Params
 from ragline.pipelines.chunk import chunker_record
 from ragline.pipelines.sources import input_record
@@ -98,7 +98,7 @@ def write_version_files(folder: Path, quarantine: pa.Table, extra: dict[str, Any
         if isinstance(content, pa.Table):
             import pyarrow.parquet as pq
 
-            pq.write_table(content, str(path), **PARQUET_WRITE_OPTIONS)
+            pq.write_table(content, str(path), **parquet_write_options(content))
         elif isinstance(content, bytes):
             path.write_bytes(content)
         else:
