@@ -55,12 +55,15 @@ def write_bytes_atomic(path: str | Path, data: bytes, *, before_replace: Callabl
     fsync_dir(p.parent)
 
 
-def write_json_atomic(path: str | Path, data: Any, *, before_replace: Callable[[], None] | None = None) -> None:
-    """Write ``data`` as indented, sorted-key JSON (UTF-8, trailing newline) atomically.
+def write_json_atomic(path: str | Path, data: Any, *, before_replace: Callable[[], None] | None = None,
+                      compact: bool = False) -> None:
+    """Write ``data`` as indented, sorted-key JSON (UTF-8, trailing newline) atomically; with
+    ``compact``, on one line without spaces (a file written once per version, read by programs).
 
     Raises:
         OSError: as :func:`write_bytes_atomic`.
         TypeError: ``data`` is not JSON-serializable.
     """
-    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    layout: dict[str, Any] = {"separators": (",", ":")} if compact else {"indent": 2}
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, **layout) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"), before_replace=before_replace)

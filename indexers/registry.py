@@ -818,7 +818,9 @@ class IndexRegistry:
                 crash_point("publish:staging-written")
                 manifest = Manifest.from_dict({**manifest.to_dict(), "version": version, "files": files,
                                                "file_sizes": sizes})
-                write_json_atomic(staging / MANIFEST_FILE, manifest.to_dict())
+                # compact: a refresh's disk is its change, and the manifest is a fixed share of it
+                # (8.4 -> 6.2 KB; `ragline index show` summarizes it for people, `python -m json.tool` indents it)
+                write_json_atomic(staging / MANIFEST_FILE, manifest.to_dict(), compact=True)
                 for p in staging.iterdir():
                     with open(p, "rb") as f:
                         os.fsync(f.fileno())

@@ -53,7 +53,9 @@ def test_ingest_publishes_a_complete_version(ingested: Path) -> None:
     # are in chunks.parquet only (no chunks.arrow); the segment records its inputs
     assert set(seg["files"]) == {"documents.parquet", "chunks.parquet", "index.faiss", "bm25.npz", "bm25.json",
                                  "inputs.json"}
-    assert m.inputs_in_segments and json.loads((Path("indexes/sample/v0001") / "manifest.json").read_text())["inputs"] == []
+    manifest_text = (Path("indexes/sample/v0001") / "manifest.json").read_text()
+    assert m.inputs_in_segments and json.loads(manifest_text)["inputs"] == []
+    assert manifest_text.count("\n") == 1  # compact JSON: one line
     assert seg["documents"] == 12 and seg["chunks"] == m.counts["chunks"] and m.tombstones == {}
     assert m.created_at.endswith("+00:00")
     # nothing half-written is left behind
