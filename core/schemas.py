@@ -321,7 +321,10 @@ class ParquetRows:
         r = [int(x) for x in rows]
         if min(r) < 0 or max(r) >= self.num_rows:
             raise IndexError(f"{self.path}: rows {rows} outside 0..{self.num_rows - 1}")
-        fast = self._row_table if self._has_row_file or self.num_rows > SMALL_TABLE_ROWS else self._small_rows()
+        fast = self._row_table
+        if fast is None and not self._has_row_file and self.num_rows <= SMALL_TABLE_ROWS \
+                and all(c in HIT_COLUMNS for c in columns):
+            fast = self._small_rows()
         if fast is not None and all(c in fast.column_names for c in columns):
             starts = self._row_starts
             at = [bisect.bisect_right(starts, x) - 1 for x in r]
