@@ -52,6 +52,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -179,6 +181,8 @@ class OpenVinoEmbedder:
         self._shape_calls: dict[tuple[int, int], int] = {}
         self._static: dict[tuple[int, int], Any] = {}
         self._static_lock = threading.Lock()
+        self._pending: dict[tuple[int, int], Future] = {}  # shapes whose static model was started
+        self._compiler: ThreadPoolExecutor | None = None
         self._hint = ""
         self._path = resolve_model_folder(model)
         self._cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
@@ -262,8 +266,6 @@ class OpenVinoEmbedder:
                        "openvino": ov.__version__}
 
         def build(tmp: dict[str, Path]) -> dict:
-            import warnings
-
             import torch
 
             graph, names, _, st = sentence_graph(self._path)
@@ -413,10 +415,11 @@ class OpenVinoEmbedder:
         return queues[id(compiled)]
 
     def _model_for(self, compiled: Any, feed: dict[str, np.ndarray], rows: int) -> Any:
-        """The model to run one bulk call on: the one compiled for its exact shape when there
-        is one; ``compiled`` (dynamic shapes) otherwise. Counts full calls per shape and
-        compiles a shape's model at its :data:`STATIC_AFTER`-th call, up to :attr:`static_shapes`
-        shapes (the model is reshaped from a clone of the IR; vectors as the dynamic model's)."""
+        """The model to run one bulk call on: the one compiled for its exact shape when it is
+        ready; ``compiled`` (dynamic shapes) otherwise. Counts full calls per shape; a shape's
+        :data:`STATIC_AFTER`-th call starts compiling its model on a background thread (the
+        streams keep running meanwhile), up to :attr:`static_shapes` shapes. The model is
+        reshaped from a clone of the IR: the same graph and weights, so the same vectors."""
         shape = tuple(feed["input_ids"].shape)
         if self.static_shapes == 0 or shape[0] != rows:
             return compiled
@@ -425,12 +428,25 @@ class OpenVinoEmbedder:
             if static is not None:
                 return static
             n = self._shape_calls[shape] = self._shape_calls.get(shape, 0) + 1  # type: ignore[index]
-            if n < STATIC_AFTER or len(self._static) >= self.static_shapes:
-                return compiled
+            if n == STATIC_AFTER and len(self._pending) < self.static_shapes:
+                if self._compiler is None:
+                    self._compiler = ThreadPoolExecutor(1, thread_name_prefix="ragline-ov-static")
+                self._pending[shape] = self._compiler.submit(self._compile_static, shape)  # type: ignore[index]
+            return compiled
+
+    def _compile_static(self, shape: tuple[int, int]) -> None:
+        """Compile the model for one input shape (background thread); a failure leaves the
+        shape on the dynamic model and warns once (the vectors are the same either way)."""
+        try:
             model = self._source.clone()
             model.reshape({name: list(shape) for name in self._names})
-            static = self._static[shape] = self._compile(model, self._hint, self.streams)  # type: ignore[index]
-            return static
+            static = self._compile(model, self._hint, self.streams)
+        except Exception as e:  # OpenVINO raises its own types; the dynamic model still works
+            warnings.warn(f"OpenVINO: compiling {self.backend} for input shape {shape} failed, "
+                          f"dynamic shapes kept: {type(e).__name__}: {e}", RuntimeWarning, stacklevel=1)
+            return
+        with self._static_lock:
+            self._static[shape] = static
 
     def _run_calls(self, compiled: Any, texts: Sequence[str], rows: int, sort: bool, streams: int,
                    static: bool = False) -> np.ndarray:

@@ -307,15 +307,20 @@ def test_static_shape_models_give_the_dynamic_vectors_and_are_capped(
     assert len(full) >= 3 and len(shapes) > len(full)  # more full shapes than the cap, and a partial call
     first = static.embed(texts)  # every shape's first call: all on the dynamic model
     assert static._static == {} and static._shape_calls == {s: shapes.count(s) for s in full}
-    second = static.embed(texts)  # a full shape's 2nd call compiles its model, for the first 2 shapes
-    assert len(static._static) == 2 and set(static._static) < full
+    second = static.embed(texts)  # a full shape's 2nd call starts compiling its model, for the first 2 shapes
+    assert len(static._pending) == 2 and set(static._pending) < full
+    for future in static._pending.values():  # compiled on a background thread; the calls went on meanwhile
+        future.result()
+    assert set(static._static) == set(static._pending)
     assert all(tuple(m.inputs[0].get_partial_shape().to_shape()) == s for s, m in static._static.items())
     # the static-shape models give the dynamic model's vectors, in input order
     np.testing.assert_allclose(first, a, atol=1e-5)
     np.testing.assert_allclose(second, a, atol=1e-5)
     order = np.random.default_rng(1).permutation(len(texts))
     np.testing.assert_allclose(static.embed([texts[i] for i in order]), a[order], atol=1e-5)
-    assert len(static._static) == 2  # capped
+    assert len(static._pending) == len(static._static) == 2  # capped
+    ran = static._local.requests if streams == 1 else static._local.queues  # this thread's requests per model
+    assert {id(m) for m in static._static.values()} <= set(ran)  # the third embed ran on them
     assert info_of(static) == info_of(dynamic)  # static shapes do not change the identity
 
 
