@@ -252,7 +252,7 @@ class EmbedConfig(_Section):
             of this (padding is masked: same vectors), so the CPU plugin meets few distinct
             input shapes (it prepares kernels per new shape); 1 = no rounding.
         static_shapes: OpenVINO backends, bulk embedding: up to this many input shapes (rows,
-            tokens) get a model compiled for exactly that shape once 16 calls of it ran on the
+            tokens) get a model compiled for exactly that shape once 32 calls of it ran on the
             dynamic-shape model (same vectors; about 15% less CPU per call, 0.3 CPU-s and about
             65 MiB per shape; ``benchmarks/embed_throughput.py``); 0 = dynamic shapes only.
     """
