@@ -343,7 +343,7 @@ class HashingEmbedder:
 
 def make_embedder(model: str, normalize: bool = True, backend: str = "torch",
                   cache_dir: str | Path | None = None, threads: int | None = None, streams: int = 1,
-                  pad_multiple: int = 16) -> Embedder:
+                  pad_multiple: int = 16, static_shapes: int = 6) -> Embedder:
     """Embedder for an ``embed.model`` value: ``hashing`` gives the fake, anything else the
     model on ``backend``.
 
@@ -357,8 +357,9 @@ def make_embedder(model: str, normalize: bool = True, backend: str = "torch",
             fp32 ones give the same vectors within 1e-4; bf16/int8 carry a ``quantization``.
         cache_dir: exports, quantized models and agreement records (default ``.ragline/cache``).
         threads: runtime intra-op threads (ONNX Runtime, OpenVINO; ``None``: 2, or 1 on one core).
-        streams, pad_multiple: OpenVINO backends only (``embed.streams``, ``embed.pad_multiple``:
-            see :class:`indexers.openvino_embedder.OpenVinoEmbedder`); 1 stream = queries' LATENCY mode.
+        streams, pad_multiple, static_shapes: OpenVINO backends only (``embed.streams``,
+            ``embed.pad_multiple``, ``embed.static_shapes``: see
+            :class:`indexers.openvino_embedder.OpenVinoEmbedder`); 1 stream = queries' LATENCY mode.
 
     Raises:
         FileNotFoundError: the model is not the packaged one and not a local folder.
@@ -380,6 +381,6 @@ def make_embedder(model: str, normalize: bool = True, backend: str = "torch",
 
         precision = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "int8"}[backend]
         return OpenVinoEmbedder(model, normalize=normalize, cache_dir=cache_dir, threads=threads, precision=precision,
-                                streams=streams, pad_multiple=pad_multiple)
+                                streams=streams, pad_multiple=pad_multiple, static_shapes=static_shapes)
     return SentenceTransformerEmbedder(model, normalize=normalize, cache_dir=cache_dir,
                                        dtype="float32" if backend == "torch" else "bfloat16")

@@ -38,6 +38,20 @@ ones, and a stream never waits for the other's threads. Rows land in input order
 order the requests finish in. ``streams`` = 1 (queries) compiles with ``LATENCY`` and runs
 one synchronous request per thread.
 
+Static shapes (``static_shapes``, bulk embedding only). The model compiled with dynamic
+shapes runs every call; once one input shape (rows, tokens) has had :data:`STATIC_AFTER` full
+calls, a clone of the IR reshaped to exactly that shape is compiled on a background thread
+(the streams keep running meanwhile) and later calls of that shape run on it, at most
+``static_shapes`` shapes per embedder. With static shapes the CPU plugin fuses the residual
+Add and the LayerNorm scale/shift into one kernel and drops activation reorders; its
+FullyConnected (AMX) kernels ran about a third faster in a PERF_COUNT profile (8 x 240 tokens:
+184 vs 275 ms over all calls). Same graph, same weights: the vectors matched the dynamic
+model's exactly in every probe. Measured on one thread with CPU time (a loaded machine's
+wall time is noise): 8 rows of ~200 tokens cost 1.13-1.23x less CPU; a compilation cost
+0.26-0.29 CPU-s and about 65 MiB of memory (its bf16 weights and two requests), so a shape
+pays back after about 16 calls. ``benchmarks/embed_throughput.py`` (arm ``s2 p16 dyn`` is
+``static_shapes: 0``) times the compilations with the calls.
+
 Whether a backend's vectors carry their own identity is measured against the fp32 export on
 real text when its model is first used (:func:`indexers.backends.identity_record`) and kept in
 a sidecar whose fingerprint is (weights sha256, backend, recipe, calibration set hash,
@@ -52,6 +66,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -110,6 +126,13 @@ def openvino() -> Any:
 
 
 RUN_ROWS = {"f32": 8, "bf16": 8, "int8": 8}
+#: Full calls of one input shape (rows, tokens) an embedder runs on the dynamic-shape model
+#: before it compiles a model for exactly that shape (``static_shapes``). A compilation cost
+#: 0.26-0.29 CPU-s here and a static-shape call about 17 ms less CPU than a dynamic one
+#: (8 rows of ~200 tokens, 1 thread), so 16 calls are about the break-even; a shape that has
+#: had 32 calls is likely to have 16 more. At 16, the compilations cost the first pass over
+#: 320 chunks 16% in ``benchmarks/embed_throughput.py`` (4 shapes compiled for ~40 calls).
+STATIC_AFTER = 32
 #: Bump when the converted IR changes: old IR is rebuilt.
 IR_FORMAT = 1
 BACKEND_OF = {"f32": "openvino", "bf16": "openvino-bf16", "int8": "openvino-int8"}
@@ -133,25 +156,31 @@ class OpenVinoEmbedder:
             requests; at most ``threads`` are used; 1: LATENCY hint, synchronous calls.
         pad_multiple: each call's sequence length is rounded up to a multiple of this many
             tokens (``embed.pad_multiple``; at most the model's max sequence length); 1: no rounding.
+        static_shapes: bulk embedding (more texts than one call): at most this many input shapes
+            get a model compiled for exactly that shape once :data:`STATIC_AFTER` full calls of
+            it ran on the dynamic-shape model (``embed.static_shapes``); 0: dynamic shapes only.
 
     ``embed`` returns float32 (len(texts), dim) in input order. Thread-safe: each thread has
     its own requests.
 
     Raises:
         FileNotFoundError: the model is neither the packaged one nor a local folder.
-        ValueError: ``threads``, ``streams`` or ``pad_multiple`` < 1, or an unknown precision.
+        ValueError: ``threads``, ``streams`` or ``pad_multiple`` < 1, ``static_shapes`` < 0,
+            or an unknown precision.
     """
 
     thread_safe = True
 
     def __init__(self, model: str = PACKAGED_MODEL, normalize: bool = True, cache_dir: str | Path | None = None,
                  threads: int | None = None, precision: str = "f32", streams: int = 1,
-                 pad_multiple: int = 16) -> None:
+                 pad_multiple: int = 16, static_shapes: int = 6) -> None:
         threads = default_threads() if threads is None else threads
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if streams < 1 or pad_multiple < 1:
             raise ValueError(f"streams and pad_multiple must be >= 1, got {streams} and {pad_multiple}")
+        if static_shapes < 0:
+            raise ValueError(f"static_shapes must be >= 0, got {static_shapes}")
         if precision not in BACKEND_OF:
             raise ValueError(f"OpenVINO precision {precision!r}: use one of {', '.join(BACKEND_OF)}")
         self.model_id = model
@@ -163,6 +192,14 @@ class OpenVinoEmbedder:
         self.sort_by_length = True
         self.streams = min(streams, threads)
         self.pad_multiple = pad_multiple
+        self.static_shapes = static_shapes
+        self._source: Any = None  # the ov.Model the bulk model was compiled from (cloned per static shape)
+        self._shape_calls: dict[tuple[int, int], int] = {}
+        self._static: dict[tuple[int, int], Any] = {}
+        self._static_lock = threading.Lock()
+        self._pending: dict[tuple[int, int], Future] = {}  # shapes whose static model was started
+        self._compiler: ThreadPoolExecutor | None = None
+        self._hint = ""
         self._path = resolve_model_folder(model)
         self._cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
         self._compiled: Any = None
@@ -245,8 +282,6 @@ class OpenVinoEmbedder:
                        "openvino": ov.__version__}
 
         def build(tmp: dict[str, Path]) -> dict:
-            import warnings
-
             import torch
 
             graph, names, _, st = sentence_graph(self._path)
@@ -315,12 +350,13 @@ class OpenVinoEmbedder:
 
             self.model_record = cached_artifact(stem, {"artifact": "openvino-int8", **base, "recipe": recipe},
                                                 [".xml", ".bin"], build_int8)
-            compiled = self._compile(ov.Core().read_model(str(stem.with_name(stem.name + ".xml"))), "f32",
-                                     self.streams)
+            self._source, self._hint = ov.Core().read_model(str(stem.with_name(stem.name + ".xml"))), "f32"
+            compiled = self._compile(self._source, "f32", self.streams)
         else:
             ir = self._ensure_ir(export, reference)
             base["ir_sha256"] = self.ir_record["files"][ir.name]
             model = ov.Core().read_model(str(ir))
+            self._source, self._hint = model, self.precision
             compiled = self._compile(model, self.precision, self.streams)
             label = f"ov{ov.__version__.split('-')[0]}-{self.precision}-ptir"
             # measured on a LATENCY compilation, as queries run (the agreement does not depend on streams)
@@ -370,8 +406,9 @@ class OpenVinoEmbedder:
         return requests[id(compiled)]
 
     def _queue(self, compiled: Any) -> Any:
-        """This thread's ``AsyncInferQueue`` of :attr:`streams` requests; its callback copies
-        each call's output into the rows the call was given (``userdata = (out, rows, errors)``)."""
+        """This thread's ``AsyncInferQueue`` of :attr:`streams` requests for ``compiled``; its
+        callback copies each call's output into the rows the call was given and frees a slot
+        (``userdata = (out, rows, errors, slots)``)."""
         ov = openvino()
 
         queues = getattr(self._local, "queues", None)
@@ -380,29 +417,78 @@ class OpenVinoEmbedder:
         if id(compiled) not in queues:
             queue = ov.AsyncInferQueue(compiled, self.streams)
 
-            def done(request: Any, userdata: tuple[np.ndarray, list[int], list[BaseException]]) -> None:
-                out, part, errors = userdata
+            def done(request: Any, userdata: tuple[np.ndarray, list[int], list[BaseException], Any]) -> None:
+                out, part, errors, slots = userdata
                 try:
                     out[part] = request.get_output_tensor(0).data  # copies: the request reuses its buffer
                 except BaseException as e:  # noqa: BLE001 - raised again by _run_calls
                     errors.append(e)
+                finally:
+                    slots.release()
 
             queue.set_callback(done)
             queues[id(compiled)] = queue
         return queues[id(compiled)]
 
-    def _run_calls(self, compiled: Any, texts: Sequence[str], rows: int, sort: bool, streams: int) -> np.ndarray:
-        """float32 (len(texts), dim) in input order (not normalized here)."""
+    def _model_for(self, compiled: Any, feed: dict[str, np.ndarray], rows: int) -> Any:
+        """The model to run one bulk call on: the one compiled for its exact shape when it is
+        ready; ``compiled`` (dynamic shapes) otherwise. Counts full calls per shape; a shape's
+        :data:`STATIC_AFTER`-th call starts compiling its model on a background thread (the
+        streams keep running meanwhile), up to :attr:`static_shapes` shapes. The model is
+        reshaped from a clone of the IR: the same graph and weights, so the same vectors."""
+        shape = tuple(feed["input_ids"].shape)
+        if self.static_shapes == 0 or shape[0] != rows:
+            return compiled
+        with self._static_lock:
+            static = self._static.get(shape)  # type: ignore[arg-type]
+            if static is not None:
+                return static
+            n = self._shape_calls[shape] = self._shape_calls.get(shape, 0) + 1  # type: ignore[index]
+            if n == STATIC_AFTER and len(self._pending) < self.static_shapes:
+                if self._compiler is None:
+                    self._compiler = ThreadPoolExecutor(1, thread_name_prefix="ragline-ov-static")
+                self._pending[shape] = self._compiler.submit(self._compile_static, shape)  # type: ignore[index]
+            return compiled
+
+    def _compile_static(self, shape: tuple[int, int]) -> None:
+        """Compile the model for one input shape (background thread); a failure leaves the
+        shape on the dynamic model and warns once (the vectors are the same either way)."""
+        try:
+            model = self._source.clone()
+            model.reshape({name: list(shape) for name in self._names})
+            static = self._compile(model, self._hint, self.streams)
+        except Exception as e:  # OpenVINO raises its own types; the dynamic model still works
+            warnings.warn(f"OpenVINO: compiling {self.backend} for input shape {shape} failed, "
+                          f"dynamic shapes kept: {type(e).__name__}: {e}", RuntimeWarning, stacklevel=1)
+            return
+        with self._static_lock:
+            self._static[shape] = static
+
+    def _run_calls(self, compiled: Any, texts: Sequence[str], rows: int, sort: bool, streams: int,
+                   static: bool = False) -> np.ndarray:
+        """float32 (len(texts), dim) in input order (not normalized here); ``static``: full
+        calls may run on models compiled for their exact shape (:meth:`_model_for`)."""
         out = np.empty((len(texts), self._dim), dtype=np.float32)
         if streams == 1:
-            request = self._request(compiled)
             for part, feed in self._calls(texts, rows, sort):
-                out[part] = request.infer(feed)[0]
+                model = self._model_for(compiled, feed, rows) if static else compiled
+                out[part] = self._request(model).infer(feed)[0]
             return out
-        queue, errors = self._queue(compiled), []
-        for part, feed in self._calls(texts, rows, sort):
-            queue.start_async(feed, (out, part, errors))
-        queue.wait_all()
+        # at most `streams` calls in flight over every model's queue (each has `streams` requests)
+        slots, errors, used = threading.Semaphore(streams), [], {}
+        try:
+            for part, feed in self._calls(texts, rows, sort):
+                model = self._model_for(compiled, feed, rows) if static else compiled
+                queue = used.setdefault(id(model), self._queue(model))
+                slots.acquire()
+                try:
+                    queue.start_async(feed, (out, part, errors, slots))
+                except BaseException:
+                    slots.release()
+                    raise
+        finally:  # no request left writing into `out`
+            for queue in used.values():
+                queue.wait_all()
         if errors:
             raise errors[0]
         return out
@@ -422,7 +508,7 @@ class OpenVinoEmbedder:
             return np.zeros((0, self._dim), dtype=np.float32)
         rows = max(1, min(batch_size, self.run_rows))
         streams = self.streams if len(texts) > rows else 1
-        out = self._run_calls(self._compiled, texts, rows, self.sort_by_length, streams)
+        out = self._run_calls(self._compiled, texts, rows, self.sort_by_length, streams, static=len(texts) > rows)
         if self.normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             np.divide(out, norms, out=out, where=norms > 0)

@@ -251,6 +251,10 @@ class EmbedConfig(_Section):
         pad_multiple: OpenVINO backends: each call's token length is rounded up to a multiple
             of this (padding is masked: same vectors), so the CPU plugin meets few distinct
             input shapes (it prepares kernels per new shape); 1 = no rounding.
+        static_shapes: OpenVINO backends, bulk embedding: up to this many input shapes (rows,
+            tokens) get a model compiled for exactly that shape once 32 calls of it ran on the
+            dynamic-shape model (same vectors; about 15% less CPU per call, 0.3 CPU-s and about
+            65 MiB per shape; ``benchmarks/embed_throughput.py``); 0 = dynamic shapes only.
     """
 
     model: str = "all-MiniLM-L6-v2"
@@ -259,6 +263,7 @@ class EmbedConfig(_Section):
     backend: str = "openvino-bf16"
     streams: int = Field(default=2, ge=1, le=64)
     pad_multiple: int = Field(default=16, ge=1, le=512)
+    static_shapes: int = Field(default=6, ge=0, le=64)
 
     @field_validator("backend")
     @classmethod

@@ -85,11 +85,12 @@ def worker_embedder(params: Any) -> Any:
     from ragline.indexers.embedders import make_embedder
 
     key = (params.embed.model, params.embed.backend, params.embed.normalize, params.paths.cache,
-           params.runner.threads_per_worker, params.embed.streams, params.embed.pad_multiple)
+           params.runner.threads_per_worker, params.embed.streams, params.embed.pad_multiple, params.embed.static_shapes)
     if key not in _EMBEDDERS:
         _EMBEDDERS[key] = make_embedder(params.embed.model, params.embed.normalize, backend=params.embed.backend,
                                         cache_dir=params.paths.cache, threads=params.runner.threads_per_worker,
-                                        streams=params.embed.streams, pad_multiple=params.embed.pad_multiple)
+                                        streams=params.embed.streams, pad_multiple=params.embed.pad_multiple,
+                                        static_shapes=params.embed.static_shapes)
     return _EMBEDDERS[key]
 
 

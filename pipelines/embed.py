@@ -30,7 +30,8 @@ def index_embedder(params: Params, model: str | None = None, normalize: bool | N
     """
     return make_embedder(model or params.embed.model, params.embed.normalize if normalize is None else normalize,
                          backend=params.embed.backend, cache_dir=params.paths.cache, threads=os.cpu_count() or 1,
-                         streams=params.embed.streams, pad_multiple=params.embed.pad_multiple)
+                         streams=params.embed.streams, pad_multiple=params.embed.pad_multiple,
+                         static_shapes=params.embed.static_shapes)
 
 
 def embed_chunks(

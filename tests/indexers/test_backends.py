@@ -246,10 +246,13 @@ def test_embed_streams_and_pad_multiple_are_checked_and_reach_the_index_embedder
         Params.from_dict({"embed": {"pad_multiple": 0}})
     with pytest.raises(ConfigError, match=r"did you mean `streams`"):
         Params.from_dict({"embed": {"stream": 2}})
-    p = Params.from_dict({"embed": {"backend": "openvino-bf16", "streams": 3, "pad_multiple": 32},
+    with pytest.raises(ConfigError, match=r"embed\.static_shapes"):
+        Params.from_dict({"embed": {"static_shapes": -1}})
+    p = Params.from_dict({"embed": {"backend": "openvino-bf16", "streams": 3, "pad_multiple": 32, "static_shapes": 2},
                           "paths": {"cache": str(tmp_path)}})
     e = index_embedder(p)  # constructing loads nothing
-    assert (e.streams, e.pad_multiple) == (min(3, os.cpu_count() or 1), 32)
+    assert (e.streams, e.pad_multiple, e.static_shapes) == (min(3, os.cpu_count() or 1), 32, 2)
+    assert Params.from_dict({}).embed.static_shapes == e.__class__.__init__.__defaults__[-1]  # one default
     q = make_embedder("all-MiniLM-L6-v2", backend="openvino-bf16", cache_dir=tmp_path)
     assert q.streams == 1  # queries: LATENCY, one synchronous request
     assert make_embedder("all-MiniLM-L6-v2", backend="openvino", threads=1, streams=4, cache_dir=tmp_path).streams == 1
@@ -281,6 +284,44 @@ def test_async_streams_give_the_synchronous_vectors_in_input_order(backend: str,
     # a text alone (one synchronous call) gives its batch vector
     np.testing.assert_allclose(fast.embed(texts[2:3])[0], b[2], atol=atol)
     assert info_of(fast) == info_of(sync)  # streams and padding do not change the identity
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("streams", [1, 2])
+def test_static_shape_models_give_the_dynamic_vectors_and_are_capped(
+        streams: int, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragline.indexers import openvino_embedder
+
+    monkeypatch.setattr(openvino_embedder, "STATIC_AFTER", 2)
+    # 43 texts: 5 full calls of 8 rows in 5 widths (1 to ~300 words, rounded to 16) and a call of 3
+    texts = _mixed_lengths() * 3 + _mixed_lengths()[:4]
+    dynamic = make_embedder("all-MiniLM-L6-v2", backend="openvino-bf16", cache_dir=model_cache, threads=2,
+                            streams=streams, static_shapes=0)
+    static = make_embedder("all-MiniLM-L6-v2", backend="openvino-bf16", cache_dir=model_cache, threads=2,
+                           streams=streams, static_shapes=2)
+    a = dynamic.embed(texts)
+    assert dynamic._static == {} and dynamic._shape_calls == {}
+    static.warm_up()
+    shapes = [f["input_ids"].shape for _, f in static._calls(texts, static.run_rows, True)]
+    full = {s for s in shapes if s[0] == static.run_rows}
+    assert len(full) >= 3 and len(shapes) > len(full)  # more full shapes than the cap, and a partial call
+    first = static.embed(texts)  # every shape's first call: all on the dynamic model
+    assert static._static == {} and static._shape_calls == {s: shapes.count(s) for s in full}
+    second = static.embed(texts)  # a full shape's 2nd call starts compiling its model, for the first 2 shapes
+    assert len(static._pending) == 2 and set(static._pending) < full
+    for future in static._pending.values():  # compiled on a background thread; the calls went on meanwhile
+        future.result()
+    assert set(static._static) == set(static._pending)
+    assert all(tuple(m.inputs[0].get_partial_shape().to_shape()) == s for s, m in static._static.items())
+    # the static-shape models give the dynamic model's vectors, in input order
+    np.testing.assert_allclose(first, a, atol=1e-5)
+    np.testing.assert_allclose(second, a, atol=1e-5)
+    order = np.random.default_rng(1).permutation(len(texts))
+    np.testing.assert_allclose(static.embed([texts[i] for i in order]), a[order], atol=1e-5)
+    assert len(static._pending) == len(static._static) == 2  # capped
+    ran = static._local.requests if streams == 1 else static._local.queues  # this thread's requests per model
+    assert {id(m) for m in static._static.values()} <= set(ran)  # the third embed ran on them
+    assert info_of(static) == info_of(dynamic)  # static shapes do not change the identity
 
 
 def test_openvino_conversion_and_nncf_decline_usage_telemetry(tmp_path: Path) -> None:
