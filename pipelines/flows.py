@@ -281,14 +281,16 @@ def load_model_task(params: Params) -> Embedder:
 
 
 @task(name="load-chunk-embed", cache_policy=NO_CACHE)
-def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder], curate=None):
+def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder], curate=None, after_chunking=None):
     """Parsing and chunking overlap embedding (:mod:`pipelines.stream`); ``embedder`` waits for
     the model task, submitted beside this one, so a first export overlaps parsing too; ``curate``
     (boilerplate removal) runs on every parsed document before chunking. When curation indexes
-    one copy of a document (``curate.duplicates`` ``link``/``keep_first``), exact copies are not embedded."""
+    one copy of a document (``curate.duplicates`` ``link``/``keep_first``), exact copies are not embedded;
+    ``after_chunking`` (duplicate clusters) runs while the embedder works through the queue."""
     skip = params.curate.enabled and params.curate.duplicates != "keep_all"
     with REPORTER.get().stage("ingest", len(files)) as advance:
-        return load_chunk_embed(files, params, embedder, progress=advance, curate=curate, skip_copies=skip)
+        return load_chunk_embed(files, params, embedder, progress=advance, curate=curate, skip_copies=skip,
+                                after_chunking=after_chunking)
 
 
 @task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
@@ -325,6 +327,7 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
         files = pinned_task(inputs, p) if inputs is not None else discover_task(list(p.load.sources), p)
     boilerplate = None
     not_embedded = None  # rows of exact copies the streamed ingest did not embed
+    clustered = None  # (documents, (indexed chunks, curation, keep)) found while the stream embedded
     if p.runner.kind == "dask":  # load, chunk and embed per partition on the cluster; merged here
         with _timed(times, "cluster"):
             docs, quarantine, chunks, vectors, computed, embedder = build_on_cluster(files, p)
@@ -338,21 +341,36 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
             kept, found["boilerplate"] = curation_stage.curate_documents(parsed, p)
             return kept
 
+        def cluster(parsed, all_chunks, bad):  # [curate hook] duplicate clusters need chunks, not vectors:
+            # they are found while the embedder still works through the queue
+            good = {q.path for q in bad}
+            table = documents_to_table([d for d in parsed if d.uri not in good])
+            return table, curate_task.fn(table, all_chunks, p, found.get("boilerplate"))
+
         model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
         with _timed(times, "load-chunk-embed"):
-            streamed = load_chunk_embed_task(files, p, model.result, curate_docs if p.curate.enabled and p.curate.boilerplate else None)
+            streamed = load_chunk_embed_task(files, p, model.result,
+                                             curate_docs if p.curate.enabled and p.curate.boilerplate else None,
+                                             after_chunking=cluster if p.curate.enabled else None)
         docs, chunks, chunk_bad, quarantine = streamed.documents, streamed.chunks, streamed.chunk_bad, streamed.quarantine
         embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
-        not_embedded = streamed.not_embedded
-        times.update({f"{k} (overlapped)": v for k, v in streamed.seconds.items()})
+        not_embedded, clustered = streamed.not_embedded, streamed.after_chunking
+        seconds = dict(streamed.seconds)
+        if "after-chunking" in seconds:
+            seconds["curate-duplicates"] = seconds.pop("after-chunking")
+        times.update({f"{k} (overlapped)": v for k, v in seconds.items()})
         boilerplate = found.get("boilerplate")
-    good = {q.path for q in chunk_bad}
-    documents = documents_to_table([d for d in docs if d.uri not in good])
     curation = None
+    if clustered is not None:  # the streamed ingest clustered while it embedded
+        documents, (chunks, curation, keep) = clustered
+    else:
+        good = {q.path for q in chunk_bad}
+        documents = documents_to_table([d for d in docs if d.uri not in good])
     if p.curate.enabled:
         with _timed(times, "curate"):  # [curate hook] duplicate clusters; only the indexed rows (and vectors) go on
-            all_chunks = chunks
-            chunks, curation, keep = curate_task(documents, chunks, p, boilerplate)
+            all_chunks = chunks if clustered is None else streamed.chunks
+            if clustered is None:  # a cluster build: duplicate clusters of the merged partitions
+                chunks, curation, keep = curate_task(documents, chunks, p, boilerplate)
             if not_embedded is not None and (keep & not_embedded).any():  # a copy kept after all
                 computed += embed_rows(all_chunks, vectors, keep & not_embedded, embedder, p)
             vectors = vectors[keep]

@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -64,10 +64,12 @@ class StreamResult:
         chunk_bad: the chunker's quarantine records (also in ``quarantine``).
         not_embedded: bool (n_chunks,): rows of exact copies not embedded (``skip_copies``;
             their ``vectors`` rows are zero). All False without ``skip_copies``.
+        after_chunking: what the ``after_chunking`` callable returned (``None`` without one).
         seconds: where the wall time went, overlapping: ``load`` (start to the last file
             parsed), ``chunk`` (chunking, in the calling thread), ``load-model`` (start to the
             embedder ready), ``embed`` (inside the embedder and its cache), ``embed-idle``
-            (the embedder ready and waiting for chunks).
+            (the embedder ready and waiting for chunks), ``after-chunking`` (the
+            ``after_chunking`` callable, while the embedder works).
     """
 
     documents: list[Document]
@@ -78,6 +80,7 @@ class StreamResult:
     chunk_bad: list[QuarantineRecord]
     seconds: dict[str, float] = field(default_factory=dict)
     not_embedded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    after_chunking: Any = None
 
 
 _DONE = object()
@@ -90,6 +93,7 @@ def load_chunk_embed(
     progress: Callable[[int], None] | None = None,
     curate: Callable[[list[Document]], list[Document]] | None = None,
     skip_copies: bool = False,
+    after_chunking: Callable[[list[Document], pa.Table, list[QuarantineRecord]], Any] | None = None,
 ) -> StreamResult:
     """Parse, chunk and embed ``files`` with embedding overlapping parsing and chunking.
 
@@ -111,6 +115,10 @@ def load_chunk_embed(
         skip_copies: do not embed the chunks of a document whose normalized text equals an
             earlier document's (an exact copy; see the module docstring). Rows and chunk ids
             are unchanged; the copies' vector rows are zero.
+        after_chunking: called in the calling thread with ``(documents, chunks, chunk_bad)``
+            (as in the result) once the last chunk is queued, while the embedder still embeds
+            the queue (duplicate clustering needs the chunks, not their vectors); its return
+            value is :attr:`StreamResult.after_chunking`. Not called when the embedder failed.
 
     Returns:
         :class:`StreamResult`.
@@ -235,6 +243,8 @@ def load_chunk_embed(
 
     worker = threading.Thread(target=embed_loop, name="ragline-embed", daemon=True)
     worker.start()
+    after = None
+    done_sent = False
     try:
         docs, load_bad = load_documents(files, params.load, deliver=arrived, nice=PARSER_NICE)
         seconds["load"] = time.perf_counter() - t0
@@ -250,13 +260,21 @@ def load_chunk_embed(
                 chunk_and_queue(part, n_files)
             if not docs and files:
                 put(([], len(files)))
-    finally:
         state["producer_done"] = True
         put(_DONE)
+        done_sent = True
+        chunks = pa.concat_tables(tables) if tables else CHUNKS_SCHEMA.empty_table()
+        if after_chunking is not None and state["error"] is None:  # overlaps the embedding of the queue
+            t_after = time.perf_counter()
+            after = after_chunking(docs, chunks, chunk_bad)
+            seconds["after-chunking"] = time.perf_counter() - t_after
+    finally:
+        if not done_sent:
+            state["producer_done"] = True
+            put(_DONE)
         worker.join()
     if state["error"] is not None:
         raise state["error"]
-    chunks = pa.concat_tables(tables) if tables else CHUNKS_SCHEMA.empty_table()
     embedded = np.concatenate(parts) if parts else np.zeros((0, state["dim"]), np.float32)
     not_embedded = np.concatenate(skipped) if skipped else np.zeros(0, dtype=bool)
     if not_embedded.any():
@@ -265,7 +283,7 @@ def load_chunk_embed(
     else:
         vectors = embedded
     return StreamResult(docs, load_bad + chunk_bad, chunks, vectors, state["embedded"], chunk_bad,
-                        {k: round(v, 3) for k, v in seconds.items()}, not_embedded)
+                        {k: round(v, 3) for k, v in seconds.items()}, not_embedded, after)
 
 
 def embed_rows(
