@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextvars
 import errno
 import functools
+import json
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
@@ -110,6 +112,58 @@ def _is_api_failure(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("ephemeral Prefect API server" in str(e) or "Failed to reach API" in str(e))
 
 
+class _TemporaryApiStart:
+    """Prefect's temporary local API, started in a background thread (so the caller can prepare
+    the run meanwhile) and joined before the flow runs.
+
+    ``get_client`` starts the same process-wide ``SubprocessASGIServer`` on a flow's first API
+    call; its ``start()`` sets ``running`` before it waits for the server's health check, so a
+    flow started while this thread still waits would not wait: :meth:`join` must come first.
+    Nothing is started when ``PREFECT_API_URL`` names a server or the temporary API already runs
+    (it is started once per process and stopped at exit).
+    """
+
+    def __init__(self) -> None:
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def begin(cls) -> "_TemporaryApiStart":
+        """Start the temporary API in a thread (with the caller's Prefect settings: the start-up
+        timeout, the subprocess's environment), unless no temporary API is needed."""
+        from prefect.settings import PREFECT_API_URL
+
+        self = cls()
+        if PREFECT_API_URL.value():
+            return self
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        if server.running:
+            return self
+        ctx = contextvars.copy_context()  # the temporary settings of GuardedFlow live in a ContextVar
+
+        def run() -> None:
+            try:
+                ctx.run(server.start)
+            except BaseException as e:  # noqa: BLE001 - handed to join()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="ragline-prefect-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self) -> None:
+        """Wait for the start to end; raise what it raised (``RuntimeError`` "...ephemeral
+        Prefect API server..." on a time-out, as Prefect's own start would)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
 def _api_url() -> str:
     from prefect.settings import PREFECT_API_URL
 
@@ -132,10 +186,10 @@ class GuardedFlow:
     """
 
     def __init__(self, flow_obj: Any, params_of: Callable[[tuple, dict], dict | None],
-                 before: Callable[[], None] | None = None) -> None:
+                 before: Callable[[dict | None], None] | None = None) -> None:
         self._flow = flow_obj
         self._params_of = params_of
-        self._before = before  # started before the flow, so it overlaps the temporary API's start
+        self._before = before  # given the raw params; runs while the temporary API starts
         functools.update_wrapper(self, flow_obj.fn)
 
     def __getattr__(self, name: str) -> Any:
@@ -169,9 +223,13 @@ class GuardedFlow:
         for lg in loggers:
             lg.addFilter(noise)
         try:
-            if self._before is not None:
-                self._before()
             with temporary_settings(updates=updates) if updates else nullcontext(), _quiet_dask_shutdown():
+                api = _TemporaryApiStart.begin()  # the API starts in a thread while the run is prepared here
+                try:
+                    if self._before is not None:
+                        self._before(raw)
+                finally:
+                    api.join()  # before the flow: a second start() would not wait for the server
                 return flow_obj(*args, **kwargs)
         except Exception as e:
             if not _is_api_failure(e):
@@ -193,6 +251,7 @@ class GuardedFlow:
             ) from None
         finally:
             _OUTCOME.reset(token)
+            _WARMED.clear()  # an embedder warmed for a run that failed before it took it
             for lg in loggers:
                 lg.removeFilter(noise)
 
@@ -273,9 +332,36 @@ def curate_refresh_task(assembly, parent, params: Params, state, boilerplate, em
                                          embed_fn=embed_fn)
 
 
+#: embedders warmed up while Prefect's temporary API started (:func:`_prepare_ingest`), by
+#: :func:`_embedder_key`; :func:`load_model_task` takes its own (once), GuardedFlow clears the rest
+_WARMED: dict[str, Embedder] = {}
+
+
+def _embedder_key(params: Params) -> str:
+    return json.dumps([params.embed.model_dump(mode="json"), params.paths.cache], sort_keys=True, default=str)
+
+
+def _prepare_ingest(raw: dict | None) -> None:
+    """What an ingest can do before its flow runs, while Prefect's temporary API starts: start
+    the parsers' fork server (its preload: unstructured, spaCy) and warm the embedder up (the
+    model's compilation), which :func:`load_model_task` then takes instead of loading again.
+    Best effort: a failure here is left to the flow's own tasks (which retry and report it)."""
+    prestart_parsers()
+    try:
+        p = Params.from_dict(raw or {})
+        if p.runner.kind == "dask":  # the workers load the model; the driver never does
+            return
+        embedder = index_embedder(p)
+        getattr(embedder, "warm_up", lambda: None)()
+    except Exception as e:  # noqa: BLE001 - load_model_task meets it again, with retries and a report
+        log.debug("embedder not warmed before the flow: %s: %s", type(e).__name__, e)
+        return
+    _WARMED[_embedder_key(p)] = embedder
+
+
 @task(name="load-model", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def load_model_task(params: Params) -> Embedder:
-    embedder = index_embedder(params)
+    embedder = _WARMED.pop(_embedder_key(params), None) or index_embedder(params)
     getattr(embedder, "warm_up", lambda: None)()
     return embedder
 
@@ -398,7 +484,7 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
 # ships the flow run's context to its workers) pickles it by reference, not with this module's globals
 _ingest_flow = flow(name="ingest", validate_parameters=False, log_prints=False)(_ingest_flow_fn)
 ingest_flow = GuardedFlow(_ingest_flow, lambda args, kwargs: kwargs.get("params", args[1] if len(args) > 1 else None),
-                          before=prestart_parsers)  # the parsers' fork server preloads while Prefect starts
+                          before=_prepare_ingest)  # parsers preloaded and the model warmed while Prefect starts
 
 
 # ---------------- chunking experiments (grid of chunk configs → leaderboard + plot) ----------------
