@@ -370,7 +370,8 @@ def load_model_task(params: Params) -> Embedder:
 def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder], curate=None, after_chunking=None):
     """Parsing and chunking overlap embedding (:mod:`pipelines.stream`); ``embedder`` waits for
     the model task, submitted beside this one, so a first export overlaps parsing too; ``curate``
-    (boilerplate removal) runs on every parsed document before chunking. When curation indexes
+    (boilerplate removal, :class:`pipelines.curate.StreamedBoilerplate`) releases each parsed
+    document to chunking once its outcome is decided. When curation indexes
     one copy of a document (``curate.duplicates`` ``link``/``keep_first``), exact copies are not embedded;
     ``after_chunking`` (duplicate clusters) runs while the embedder works through the queue."""
     skip = params.curate.enabled and params.curate.duplicates != "keep_all"
@@ -421,22 +422,19 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
         # partitions are chunked apart, so curate.boilerplate (corpus-wide frequencies) is not applied
         # on a cluster (README "Scaling out"); duplicate clusters are, below
     else:  # parsing and chunking overlap embedding (pipelines/stream.py)
-        found: dict[str, Any] = {}
-
-        def curate_docs(parsed):  # [curate hook] boilerplate, once every file is parsed
-            kept, found["boilerplate"] = curation_stage.curate_documents(parsed, p)
-            return kept
+        # [curate hook] boilerplate: each document released once its folder's frequencies decide it
+        stripper = (curation_stage.StreamedBoilerplate([f.uri for f in files], p.curate)
+                    if p.curate.enabled and p.curate.boilerplate else None)
 
         def cluster(parsed, all_chunks, bad):  # [curate hook] duplicate clusters need chunks, not vectors:
             # they are found while the embedder still works through the queue
             good = {q.path for q in bad}
             table = documents_to_table([d for d in parsed if d.uri not in good])
-            return table, curate_task.fn(table, all_chunks, p, found.get("boilerplate"))
+            return table, curate_task.fn(table, all_chunks, p, stripper.report if stripper else None)
 
         model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
         with _timed(times, "load-chunk-embed"):
-            streamed = load_chunk_embed_task(files, p, model.result,
-                                             curate_docs if p.curate.enabled and p.curate.boilerplate else None,
+            streamed = load_chunk_embed_task(files, p, model.result, stripper,
                                              after_chunking=cluster if p.curate.enabled else None)
         docs, chunks, chunk_bad, quarantine = streamed.documents, streamed.chunks, streamed.chunk_bad, streamed.quarantine
         embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
@@ -445,7 +443,7 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
         if "after-chunking" in seconds:
             seconds["curate-duplicates"] = seconds.pop("after-chunking")
         times.update({f"{k} (overlapped)": v for k, v in seconds.items()})
-        boilerplate = found.get("boilerplate")
+        boilerplate = stripper.report if stripper else None
     curation = None
     if clustered is not None:  # the streamed ingest clustered while it embedded
         documents, (chunks, curation, keep) = clustered

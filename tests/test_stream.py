@@ -123,7 +123,7 @@ def test_stream_does_not_embed_exact_copies_and_keeps_their_rows(tmp_path: Path)
 
 
 class GatedEmbedder(HashingEmbedder):
-    """The hashing embedder that embeds nothing until ``gate`` is set (or 20 s passed)."""
+    """The hashing embedder that embeds nothing until ``gate`` is set (or 120 s passed)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -131,7 +131,7 @@ class GatedEmbedder(HashingEmbedder):
         self.waited_out = False
 
     def embed(self, texts, batch_size=64, progress=False):
-        if not self.gate.wait(20):
+        if not self.gate.wait(120):
             self.waited_out = True
         return super().embed(texts, batch_size, progress)
 
