@@ -7,7 +7,13 @@ chunking and embedding are deterministic: a retry would fail the same way, and a
 document is quarantined instead. Tasks use ``NO_CACHE``: inputs are large Arrow tables that
 ragline caches itself, by content (the embedding cache).
 
-Flows run without a Prefect server: Prefect starts a temporary local API on loopback. The
+Flows run without a Prefect server: Prefect starts a temporary local API on loopback. Its
+start (a subprocess importing Prefect's server: about 4 CPU-seconds, 5-25 s of wall time on a
+loaded 2-core machine) is paid once per process and overlapped, not avoided (Prefect 3.8 runs
+no flow without an API; ``PREFECT_API_URL`` pointing at a running server avoids it):
+:class:`GuardedFlow` starts it in a background thread while the run is prepared in the calling
+thread (an ingest preloads its parsers and warms its embedder up, :func:`_prepare_ingest`)
+and joins it before the flow runs; later flows in the process reuse it. The
 orchestrator is not a single point of failure: :class:`GuardedFlow` (what ``ingest_flow``,
 ``refresh_flow`` and ``chunking_experiment_flow`` are) waits ``prefect.startup_timeout_s`` for that API to start, retries a lost
 API only briefly, and when the API dies mid-run either returns the finished work (publishing
