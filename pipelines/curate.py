@@ -234,6 +234,27 @@ def _rebuild(doc: Document, drop: set[int]) -> Document:
     return replace(doc, text="\n\n".join(parts), elements=tuple(spans))
 
 
+def _paged_drop(d: Document, cfg: CurateConfig, known: Mapping[str, Sequence[str]]) -> tuple[str, set[str], set[int]]:
+    """Running headers/footers of one paged document (PDF pages): ``(group, keys, element indices)``."""
+    group = f"pdf:{d.uri}"
+    if not any(e.page is not None for e in d.elements):
+        return group, set(), set()
+    paged = [_element_key(d.text[e.char_start:e.char_end], paged=True) for e in d.elements]
+    pages: dict[int, set[str]] = defaultdict(set)
+    for e, k in zip(d.elements, paged):
+        if e.page is not None:
+            pages[e.page].add(k)
+    bad = _frequent(list(pages.values()), cfg) | set(known.get(group, ()))
+    return group, bad, {i for i, k in enumerate(paged) if k in bad}
+
+
+def _without(d: Document, idx: set[int]) -> Document:
+    """``d`` without the elements ``idx``; unchanged (the same object) when none or all would go."""
+    if not idx or len(idx) >= len(d.elements):  # never empty a document
+        return d
+    return _rebuild(d, idx)
+
+
 def strip_boilerplate(
     docs: Sequence[Document], cfg: CurateConfig, known: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[list[Document], BoilerplateReport]:
@@ -258,18 +279,10 @@ def strip_boilerplate(
     known = known or {}
     # running headers/footers of one paged document (PDF pages)
     for di, d in enumerate(docs):
-        if not any(e.page is not None for e in d.elements):
-            continue
-        paged = [_element_key(d.text[e.char_start:e.char_end], paged=True) for e in d.elements]
-        pages: dict[int, set[str]] = defaultdict(set)
-        for e, k in zip(d.elements, paged):
-            if e.page is not None:
-                pages[e.page].add(k)
-        group = f"pdf:{d.uri}"
-        bad = _frequent(list(pages.values()), cfg) | set(known.get(group, ()))
+        group, bad, idx = _paged_drop(d, cfg, known)
         if bad:
             report.keys[group] = sorted(bad)
-            drop[di] |= {i for i, k in enumerate(paged) if k in bad}
+            drop[di] |= idx
     # site boilerplate: elements repeated in the leading/trailing zone of the documents of one folder
     groups: dict[str, list[int]] = defaultdict(list)
     for di, d in enumerate(docs):
@@ -284,12 +297,141 @@ def strip_boilerplate(
     out = list(docs)
     for di, idx in drop.items():
         d = docs[di]
-        if not idx or len(idx) >= len(d.elements):  # never empty a document
+        out[di] = _without(d, idx)
+        if out[di] is d:
             continue
-        out[di] = _rebuild(d, idx)
         report.removed[d.uri] = [d.text[d.elements[i].char_start:d.elements[i].char_end] for i in sorted(idx)]
         report.chars += len(d.text) - len(out[di].text)
     return out, report
+
+
+class StreamedBoilerplate:
+    """:func:`strip_boilerplate` decided document by document while the corpus is still parsed.
+
+    A folder's boilerplate keys are those in at least ``boilerplate_min_share`` of the folder's
+    documents (:func:`_frequent`), so a document cannot be curated before its folder is known.
+    It can be once every key in its edge zone is *decided* whatever the files not parsed yet
+    turn out to be: with ``m`` documents of the folder parsed (``c`` of them with key ``k`` in
+    their edge zone) and ``r`` of its files still to come (each may fail, or have ``k``), ``k`` is
+    boilerplate for sure when ``m >= boilerplate_min_docs`` and ``c >= need(m + r)``, and
+    content for sure when ``c + s < need(m + s)`` (or ``m + s < boilerplate_min_docs``) for
+    every ``s`` in ``0..r`` (``need`` as :func:`_frequent` computes it, non-decreasing). A site's
+    navigation (on every page) is decided once ``boilerplate_min_share`` of the folder is
+    parsed, a page's own title once ``1 - boilerplate_min_share`` of it is. Running headers of
+    a PDF depend on that document only. So documents go on to chunking and embedding long
+    before the last file is parsed (:func:`pipelines.stream.load_chunk_embed`), and
+    :meth:`finish` runs :func:`strip_boilerplate` on the whole corpus: the final documents and
+    the report are exactly the batch stage's (a document released early that differs from
+    them is handed back for chunking again; the decision rule above makes that not happen).
+
+    Args:
+        uris: the URI of every file to come, in file order (``SourceFile.uri``).
+        cfg: the ``curate:`` params.
+        known: group -> keys detected before (as :func:`strip_boilerplate`).
+    """
+
+    def __init__(self, uris: Sequence[str], cfg: CurateConfig, known: Mapping[str, Sequence[str]] | None = None) -> None:
+        self.cfg = cfg
+        self.known = {g: set(k) for g, k in (known or {}).items()}
+        self.report = BoilerplateReport()
+        self._n = len(uris)
+        self._group = [_group_of(u) for u in uris]
+        self._pending: Counter[str] = Counter(self._group)  # files of each folder not delivered yet
+        self._parsed: Counter[str] = Counter()  # documents of each folder delivered
+        self._counts: dict[str, Counter[str]] = defaultdict(Counter)  # folder -> edge key -> documents
+        self._docs: list[Document | None] = [None] * len(uris)
+        self._edge_keys: dict[int, set[str]] = {}  # undecided documents: their edge-zone keys
+        self._released: dict[int, Document] = {}
+        self._limits: dict[str, tuple[tuple[int, int], int, int]] = {}  # folder -> ((m, r), bad_at, content_below)
+        self._blocked: set[str] = set()  # folders whose size the file list does not tell
+
+    def _need(self, m: int) -> int:
+        return max(2, int(np.ceil(self.cfg.boilerplate_min_share * m)))
+
+    def _limits_of(self, group: str) -> tuple[int, int]:
+        """``(bad_at, content_below)``: a key counted ``c`` times is boilerplate for sure when
+        ``c >= bad_at``, content for sure when ``c < content_below``."""
+        m, r = self._parsed[group], self._pending[group]
+        cached = self._limits.get(group)
+        if cached is not None and cached[0] == (m, r):
+            return cached[1], cached[2]
+        min_docs = self.cfg.boilerplate_min_docs
+        bad_at = self._need(m + r) if m >= min_docs else 1 << 62
+        below = [self._need(m + s) - s for s in range(r + 1) if m + s >= min_docs]
+        content_below = min(below) if below else 1 << 62
+        self._limits[group] = ((m, r), bad_at, content_below)
+        return bad_at, content_below
+
+    def _decide(self, i: int) -> Document | None:
+        """Document ``i`` curated, or ``None`` while one of its edge keys is undecided."""
+        d = self._docs[i]
+        group = self._group[i]
+        if group in self._blocked:
+            return None
+        bad_at, content_below = self._limits_of(group)
+        known = self.known.get(group, set())
+        counts = self._counts[group]
+        keys = self._edge_keys[i]
+        if any(not (k in known or counts[k] >= bad_at or counts[k] < content_below) for k in keys):
+            return None
+        _, _, drop = _paged_drop(d, self.cfg, self.known)
+        edges = edge_zone(len(d.elements), self.cfg.boilerplate_edge_elements)
+        bad = {k for k in keys if k in known or counts[k] >= bad_at}
+        for j in edges:
+            if _element_key(d.text[d.elements[j].char_start:d.elements[j].char_end]) in bad:
+                drop.add(j)
+        return _without(d, drop)
+
+    def add(self, i: int, doc: Document | None) -> list[tuple[int, Document]]:
+        """File ``i`` was parsed into ``doc`` (``None``: it failed to load).
+
+        Returns:
+            ``(file index, curated document)`` for every document decided now (each once, in
+            file order).
+        """
+        group = self._group[i]
+        self._pending[group] -= 1
+        if doc is not None:
+            if not self.cfg.boilerplate:
+                self._docs[i] = self._released[i] = doc
+                return [(i, doc)]
+            if _group_of(doc.uri) != group:  # not the folder of its file: its folder is decided at the end only
+                self._group[i] = group = _group_of(doc.uri)
+                self._blocked.add(group)
+            self._docs[i] = doc
+            self._parsed[group] += 1
+            edges = edge_zone(len(doc.elements), self.cfg.boilerplate_edge_elements)
+            keys = {_element_key(doc.text[doc.elements[j].char_start:doc.elements[j].char_end]) for j in edges}
+            self._counts[group].update(keys)
+            self._edge_keys[i] = keys
+        out = []
+        for j in sorted(j for j in self._edge_keys if self._group[j] == group):
+            curated = self._decide(j)
+            if curated is not None:
+                del self._edge_keys[j]
+                self._released[j] = curated
+                out.append((j, curated))
+        return out
+
+    def finish(self) -> tuple[list[Document | None], list[tuple[int, Document]]]:
+        """Every file delivered: the batch stage on the whole corpus.
+
+        Returns:
+            ``(documents, again)``: the curated document of every file (``None`` for one that
+            failed to load), and ``(file index, document)`` of those not released before or
+            released in another form (to chunk now, replacing what was made of them).
+        """
+        idx = [i for i, d in enumerate(self._docs) if d is not None]
+        final, self.report = strip_boilerplate([self._docs[i] for i in idx], self.cfg,
+                                               {g: sorted(k) for g, k in self.known.items()})
+        out: list[Document | None] = [None] * self._n
+        again = []
+        for i, d in zip(idx, final):
+            out[i] = d
+            if self._released.get(i) != d:
+                again.append((i, d))
+        self._edge_keys.clear()
+        return out, again
 
 
 # ------------------------------------------------------------------ clustering

@@ -7,7 +7,13 @@ chunking and embedding are deterministic: a retry would fail the same way, and a
 document is quarantined instead. Tasks use ``NO_CACHE``: inputs are large Arrow tables that
 ragline caches itself, by content (the embedding cache).
 
-Flows run without a Prefect server: Prefect starts a temporary local API on loopback. The
+Flows run without a Prefect server: Prefect starts a temporary local API on loopback. Its
+start (a subprocess importing Prefect's server: about 4 CPU-seconds, 5-25 s of wall time on a
+loaded 2-core machine) is paid once per process and overlapped, not avoided (Prefect 3.8 runs
+no flow without an API; ``PREFECT_API_URL`` pointing at a running server avoids it):
+:class:`GuardedFlow` starts it in a background thread while the run is prepared in the calling
+thread (an ingest preloads its parsers and warms its embedder up, :func:`_prepare_ingest`)
+and joins it before the flow runs; later flows in the process reuse it. The
 orchestrator is not a single point of failure: :class:`GuardedFlow` (what ``ingest_flow``,
 ``refresh_flow`` and ``chunking_experiment_flow`` are) waits ``prefect.startup_timeout_s`` for that API to start, retries a lost
 API only briefly, and when the API dies mid-run either returns the finished work (publishing
@@ -20,8 +26,10 @@ from __future__ import annotations
 import contextvars
 import errno
 import functools
+import json
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
@@ -110,6 +118,58 @@ def _is_api_failure(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("ephemeral Prefect API server" in str(e) or "Failed to reach API" in str(e))
 
 
+class _TemporaryApiStart:
+    """Prefect's temporary local API, started in a background thread (so the caller can prepare
+    the run meanwhile) and joined before the flow runs.
+
+    ``get_client`` starts the same process-wide ``SubprocessASGIServer`` on a flow's first API
+    call; its ``start()`` sets ``running`` before it waits for the server's health check, so a
+    flow started while this thread still waits would not wait: :meth:`join` must come first.
+    Nothing is started when ``PREFECT_API_URL`` names a server or the temporary API already runs
+    (it is started once per process and stopped at exit).
+    """
+
+    def __init__(self) -> None:
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def begin(cls) -> "_TemporaryApiStart":
+        """Start the temporary API in a thread (with the caller's Prefect settings: the start-up
+        timeout, the subprocess's environment), unless no temporary API is needed."""
+        from prefect.settings import PREFECT_API_URL
+
+        self = cls()
+        if PREFECT_API_URL.value():
+            return self
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        if server.running:
+            return self
+        ctx = contextvars.copy_context()  # the temporary settings of GuardedFlow live in a ContextVar
+
+        def run() -> None:
+            try:
+                ctx.run(server.start)
+            except BaseException as e:  # noqa: BLE001 - handed to join()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="ragline-prefect-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self) -> None:
+        """Wait for the start to end; raise what it raised (``RuntimeError`` "...ephemeral
+        Prefect API server..." on a time-out, as Prefect's own start would)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
 def _api_url() -> str:
     from prefect.settings import PREFECT_API_URL
 
@@ -132,10 +192,10 @@ class GuardedFlow:
     """
 
     def __init__(self, flow_obj: Any, params_of: Callable[[tuple, dict], dict | None],
-                 before: Callable[[], None] | None = None) -> None:
+                 before: Callable[[dict | None], None] | None = None) -> None:
         self._flow = flow_obj
         self._params_of = params_of
-        self._before = before  # started before the flow, so it overlaps the temporary API's start
+        self._before = before  # given the raw params; runs while the temporary API starts
         functools.update_wrapper(self, flow_obj.fn)
 
     def __getattr__(self, name: str) -> Any:
@@ -169,9 +229,13 @@ class GuardedFlow:
         for lg in loggers:
             lg.addFilter(noise)
         try:
-            if self._before is not None:
-                self._before()
             with temporary_settings(updates=updates) if updates else nullcontext(), _quiet_dask_shutdown():
+                api = _TemporaryApiStart.begin()  # the API starts in a thread while the run is prepared here
+                try:
+                    if self._before is not None:
+                        self._before(raw)
+                finally:
+                    api.join()  # before the flow: a second start() would not wait for the server
                 return flow_obj(*args, **kwargs)
         except Exception as e:
             if not _is_api_failure(e):
@@ -193,6 +257,7 @@ class GuardedFlow:
             ) from None
         finally:
             _OUTCOME.reset(token)
+            _WARMED.clear()  # an embedder warmed for a run that failed before it took it
             for lg in loggers:
                 lg.removeFilter(noise)
 
@@ -273,22 +338,52 @@ def curate_refresh_task(assembly, parent, params: Params, state, boilerplate, em
                                          embed_fn=embed_fn)
 
 
+#: embedders warmed up while Prefect's temporary API started (:func:`_prepare_ingest`), by
+#: :func:`_embedder_key`; :func:`load_model_task` takes its own (once), GuardedFlow clears the rest
+_WARMED: dict[str, Embedder] = {}
+
+
+def _embedder_key(params: Params) -> str:
+    return json.dumps([params.embed.model_dump(mode="json"), params.paths.cache], sort_keys=True, default=str)
+
+
+def _prepare_ingest(raw: dict | None) -> None:
+    """What an ingest can do before its flow runs, while Prefect's temporary API starts: start
+    the parsers' fork server (its preload: unstructured, spaCy) and warm the embedder up (the
+    model's compilation), which :func:`load_model_task` then takes instead of loading again.
+    Best effort: a failure here is left to the flow's own tasks (which retry and report it)."""
+    prestart_parsers()
+    try:
+        p = Params.from_dict(raw or {})
+        if p.runner.kind == "dask":  # the workers load the model; the driver never does
+            return
+        embedder = index_embedder(p)
+        getattr(embedder, "warm_up", lambda: None)()
+    except Exception as e:  # noqa: BLE001 - load_model_task meets it again, with retries and a report
+        log.debug("embedder not warmed before the flow: %s: %s", type(e).__name__, e)
+        return
+    _WARMED[_embedder_key(p)] = embedder
+
+
 @task(name="load-model", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def load_model_task(params: Params) -> Embedder:
-    embedder = index_embedder(params)
+    embedder = _WARMED.pop(_embedder_key(params), None) or index_embedder(params)
     getattr(embedder, "warm_up", lambda: None)()
     return embedder
 
 
 @task(name="load-chunk-embed", cache_policy=NO_CACHE)
-def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder], curate=None):
+def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder], curate=None, after_chunking=None):
     """Parsing and chunking overlap embedding (:mod:`pipelines.stream`); ``embedder`` waits for
     the model task, submitted beside this one, so a first export overlaps parsing too; ``curate``
-    (boilerplate removal) runs on every parsed document before chunking. When curation indexes
-    one copy of a document (``curate.duplicates`` ``link``/``keep_first``), exact copies are not embedded."""
+    (boilerplate removal, :class:`pipelines.curate.StreamedBoilerplate`) releases each parsed
+    document to chunking once its outcome is decided. When curation indexes
+    one copy of a document (``curate.duplicates`` ``link``/``keep_first``), exact copies are not embedded;
+    ``after_chunking`` (duplicate clusters) runs while the embedder works through the queue."""
     skip = params.curate.enabled and params.curate.duplicates != "keep_all"
     with REPORTER.get().stage("ingest", len(files)) as advance:
-        return load_chunk_embed(files, params, embedder, progress=advance, curate=curate, skip_copies=skip)
+        return load_chunk_embed(files, params, embedder, progress=advance, curate=curate, skip_copies=skip,
+                                after_chunking=after_chunking)
 
 
 @task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
@@ -325,6 +420,7 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
         files = pinned_task(inputs, p) if inputs is not None else discover_task(list(p.load.sources), p)
     boilerplate = None
     not_embedded = None  # rows of exact copies the streamed ingest did not embed
+    clustered = None  # (documents, (indexed chunks, curation, keep)) found while the stream embedded
     if p.runner.kind == "dask":  # load, chunk and embed per partition on the cluster; merged here
         with _timed(times, "cluster"):
             docs, quarantine, chunks, vectors, computed, embedder = build_on_cluster(files, p)
@@ -332,27 +428,39 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
         # partitions are chunked apart, so curate.boilerplate (corpus-wide frequencies) is not applied
         # on a cluster (README "Scaling out"); duplicate clusters are, below
     else:  # parsing and chunking overlap embedding (pipelines/stream.py)
-        found: dict[str, Any] = {}
+        # [curate hook] boilerplate: each document released once its folder's frequencies decide it
+        stripper = (curation_stage.StreamedBoilerplate([f.uri for f in files], p.curate)
+                    if p.curate.enabled and p.curate.boilerplate else None)
 
-        def curate_docs(parsed):  # [curate hook] boilerplate, once every file is parsed
-            kept, found["boilerplate"] = curation_stage.curate_documents(parsed, p)
-            return kept
+        def cluster(parsed, all_chunks, bad):  # [curate hook] duplicate clusters need chunks, not vectors:
+            # they are found while the embedder still works through the queue
+            good = {q.path for q in bad}
+            table = documents_to_table([d for d in parsed if d.uri not in good])
+            return table, curate_task.fn(table, all_chunks, p, stripper.report if stripper else None)
 
         model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
         with _timed(times, "load-chunk-embed"):
-            streamed = load_chunk_embed_task(files, p, model.result, curate_docs if p.curate.enabled and p.curate.boilerplate else None)
+            streamed = load_chunk_embed_task(files, p, model.result, stripper,
+                                             after_chunking=cluster if p.curate.enabled else None)
         docs, chunks, chunk_bad, quarantine = streamed.documents, streamed.chunks, streamed.chunk_bad, streamed.quarantine
         embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
-        not_embedded = streamed.not_embedded
-        times.update({f"{k} (overlapped)": v for k, v in streamed.seconds.items()})
-        boilerplate = found.get("boilerplate")
-    good = {q.path for q in chunk_bad}
-    documents = documents_to_table([d for d in docs if d.uri not in good])
+        not_embedded, clustered = streamed.not_embedded, streamed.after_chunking
+        seconds = dict(streamed.seconds)
+        if "after-chunking" in seconds:
+            seconds["curate-duplicates"] = seconds.pop("after-chunking")
+        times.update({f"{k} (overlapped)": v for k, v in seconds.items()})
+        boilerplate = stripper.report if stripper else None
     curation = None
+    if clustered is not None:  # the streamed ingest clustered while it embedded
+        documents, (chunks, curation, keep) = clustered
+    else:
+        good = {q.path for q in chunk_bad}
+        documents = documents_to_table([d for d in docs if d.uri not in good])
     if p.curate.enabled:
         with _timed(times, "curate"):  # [curate hook] duplicate clusters; only the indexed rows (and vectors) go on
-            all_chunks = chunks
-            chunks, curation, keep = curate_task(documents, chunks, p, boilerplate)
+            all_chunks = chunks if clustered is None else streamed.chunks
+            if clustered is None:  # a cluster build: duplicate clusters of the merged partitions
+                chunks, curation, keep = curate_task(documents, chunks, p, boilerplate)
             if not_embedded is not None and (keep & not_embedded).any():  # a copy kept after all
                 computed += embed_rows(all_chunks, vectors, keep & not_embedded, embedder, p)
             vectors = vectors[keep]
@@ -380,7 +488,7 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
 # ships the flow run's context to its workers) pickles it by reference, not with this module's globals
 _ingest_flow = flow(name="ingest", validate_parameters=False, log_prints=False)(_ingest_flow_fn)
 ingest_flow = GuardedFlow(_ingest_flow, lambda args, kwargs: kwargs.get("params", args[1] if len(args) > 1 else None),
-                          before=prestart_parsers)  # the parsers' fork server preloads while Prefect starts
+                          before=_prepare_ingest)  # parsers preloaded and the model warmed while Prefect starts
 
 
 # ---------------- chunking experiments (grid of chunk configs → leaderboard + plot) ----------------

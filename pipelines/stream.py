@@ -3,20 +3,27 @@
 Sequentially, ingest parses every file, then chunks, then embeds, so the wall time is the
 sum of the stages. Here the parsing workers (:func:`pipelines.load.load_documents`,
 re-niced so the embedder keeps the cores) run while the embedder embeds what is already
-chunked; each document is chunked in the calling thread as soon as it and every document
-before it are parsed (file order, so rows, chunk ids and vectors are exactly those of the
-sequential path), and its chunk texts go through a bounded queue to one embedding thread
-(ONNX Runtime and OpenVINO release the GIL while they compute). The embedder may still be
-loading (a first export or quantization) when the first documents arrive: the embedding
-thread asks for it first.
+chunked; each document is chunked in the calling thread as soon as it is parsed (in the order
+the workers finish), and its chunk texts go through a bounded queue to one embedding thread
+(ONNX Runtime and OpenVINO release the GIL while they compute). Rows and vectors are put in
+file order at the end, so rows, chunk ids and vectors are exactly those of the sequential
+path. The embedder may still be loading (a first export or quantization) when the first
+documents arrive: the embedding thread asks for it first.
+
+Boilerplate removal (``curate.boilerplate``) needs corpus-wide frequencies, yet does not make
+the embedder wait for the last file: :class:`pipelines.curate.StreamedBoilerplate` releases a
+document as soon as its outcome cannot change whatever the files still to come contain, and
+checks every document against the batch stage at the end (a document released in another
+form would be chunked and embedded again; the decision rule makes that not happen).
 
 With ``skip_copies`` (curation that indexes one copy: ``curate.duplicates`` ``link`` or
-``keep_first``), a document whose normalized text has the sha256 of an earlier document's
-(:func:`pipelines.curate.content_sha256`, the exact-duplicate key curation clusters by) is an
-exact copy: it is chunked (so its rows, chunk ids and curation counts are those of the full
-path) but its chunks are not embedded (their vectors are zero rows, marked in
-:attr:`StreamResult.not_embedded`); curation then drops those rows. A copy that curation keeps
-after all (its original was quarantined) is embedded afterwards by :func:`embed_rows`.
+``keep_first``), a document whose normalized text has the sha256 of a document earlier in
+file order that was already chunked (:func:`pipelines.curate.content_sha256`, the
+exact-duplicate key curation clusters by) is an exact copy: it is chunked (so its rows, chunk
+ids and curation counts are those of the full path) but its chunks are not embedded (their
+vectors are zero rows, marked in :attr:`StreamResult.not_embedded`); curation then drops
+those rows. (When a copy is parsed before its original, both are embedded.) A copy that
+curation keeps after all (its original was quarantined) is embedded afterwards by :func:`embed_rows`.
 
 The plain stage functions do the work (``load_documents``, ``chunk_documents``,
 ``embed_with_cache``); this module only schedules them, so it imports no orchestrator.
@@ -28,7 +35,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -43,10 +50,8 @@ from ragline.pipelines.load import SourceFile, load_documents
 
 #: chunk texts the embedding thread takes per ``embed_with_cache`` call (its cache flush size)
 EMBED_PART = 256
-#: chunk batches (one per arrival of parsed documents) that may wait before chunking pauses
+#: chunked documents that may wait for the embedder before chunking pauses
 QUEUE_DOCUMENTS = 256
-#: curated documents chunked and queued at a time (with a ``curate`` step)
-CURATED_BATCH = 16
 #: niceness added to the parsing workers while the embedder runs beside them
 PARSER_NICE = 5
 
@@ -64,10 +69,12 @@ class StreamResult:
         chunk_bad: the chunker's quarantine records (also in ``quarantine``).
         not_embedded: bool (n_chunks,): rows of exact copies not embedded (``skip_copies``;
             their ``vectors`` rows are zero). All False without ``skip_copies``.
+        after_chunking: what the ``after_chunking`` callable returned (``None`` without one).
         seconds: where the wall time went, overlapping: ``load`` (start to the last file
             parsed), ``chunk`` (chunking, in the calling thread), ``load-model`` (start to the
             embedder ready), ``embed`` (inside the embedder and its cache), ``embed-idle``
-            (the embedder ready and waiting for chunks).
+            (the embedder ready and waiting for chunks), ``after-chunking`` (the
+            ``after_chunking`` callable, while the embedder works).
     """
 
     documents: list[Document]
@@ -78,9 +85,21 @@ class StreamResult:
     chunk_bad: list[QuarantineRecord]
     seconds: dict[str, float] = field(default_factory=dict)
     not_embedded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    after_chunking: Any = None
 
 
 _DONE = object()
+
+
+class Curator(Protocol):
+    """A curation step between parsing and chunking that decides document by document
+    (:class:`pipelines.curate.StreamedBoilerplate`)."""
+
+    def add(self, i: int, doc: Document | None) -> list[tuple[int, Document]]:
+        """File ``i`` parsed (``None``: failed); the ``(file index, document)`` decided now."""
+
+    def finish(self) -> tuple[list[Document | None], list[tuple[int, Document]]]:
+        """Every file delivered: the final document of each file, and those to chunk (again) now."""
 
 
 def load_chunk_embed(
@@ -88,13 +107,16 @@ def load_chunk_embed(
     params,  # ragline.pipelines.config.Params
     embedder: Callable[[], Embedder],
     progress: Callable[[int], None] | None = None,
-    curate: Callable[[list[Document]], list[Document]] | None = None,
+    curate: Curator | None = None,
     skip_copies: bool = False,
+    after_chunking: Callable[[list[Document], pa.Table, list[QuarantineRecord]], Any] | None = None,
 ) -> StreamResult:
     """Parse, chunk and embed ``files`` with embedding overlapping parsing and chunking.
 
     Gives the same documents, chunks (ids, offsets, rows) and vectors as
-    ``load_documents`` → ``chunk_documents`` → ``embed_chunks`` one after the other.
+    ``load_documents`` → ``chunk_documents`` → ``embed_chunks`` one after the other: each
+    document is chunked and embedded as soon as it is parsed (and curated), in whatever order
+    the parsing workers finish, and its rows and vectors take their place in file order at the end.
 
     Args:
         files: files from :func:`pipelines.load.discover_files`.
@@ -102,15 +124,18 @@ def load_chunk_embed(
             ``paths.cache``).
         embedder: returns the embedder (called once, in the embedding thread, so a model
             still being built does not hold up parsing).
-        progress: called with 1 per file whose chunks are embedded (or that was quarantined).
-        curate: a whole-corpus step between parsing and chunking (boilerplate removal,
-            :func:`pipelines.curate.curate_documents`), given every parsed document in file
-            order and returning them changed. With it, chunking waits for the last file to be
-            parsed (the model still loads while files are parsed); without it, each document
-            is chunked as soon as it and every one before it are parsed.
-        skip_copies: do not embed the chunks of a document whose normalized text equals an
-            earlier document's (an exact copy; see the module docstring). Rows and chunk ids
-            are unchanged; the copies' vector rows are zero.
+        progress: called with the number of files whose chunks were embedded (or that were
+            quarantined), summing to ``len(files)``.
+        curate: a curation step between parsing and chunking that releases each document once
+            its outcome is decided (boilerplate removal: :class:`pipelines.curate.StreamedBoilerplate`);
+            what its ``finish`` hands back is chunked then, replacing an earlier form.
+        skip_copies: do not embed the chunks of a document whose normalized text equals that of
+            a document earlier in file order already chunked (an exact copy; see the module
+            docstring). Rows and chunk ids are unchanged; the copies' vector rows are zero.
+        after_chunking: called in the calling thread with ``(documents, chunks, chunk_bad)``
+            (as in the result) once the last chunk is queued, while the embedder still embeds
+            the queue (duplicate clustering needs the chunks, not their vectors); its return
+            value is :attr:`StreamResult.after_chunking`. Not called when the embedder failed.
 
     Returns:
         :class:`StreamResult`.
@@ -120,18 +145,15 @@ def load_chunk_embed(
         (chunking stops at the error; the files already scheduled are still parsed).
     """
     n = len(files)
-    results: list[Document | QuarantineRecord | None] = [None] * n
-    next_i = 0
-    rows = 0
-    tables: list[pa.Table] = []
-    chunk_bad: list[QuarantineRecord] = []
-    skipped: list[np.ndarray] = []  # per chunked batch: rows not embedded (exact copies)
-    seen: set[str] = set()  # exact-duplicate keys of the documents chunked so far
+    made: dict[int, tuple[pa.Table, list[QuarantineRecord], np.ndarray]] = {}  # file -> chunks, chunker bad, copies
+    vectors_of: dict[int, np.ndarray] = {}  # file -> vectors of its embedded (non-copy) rows
+    first_of: dict[str, int] = {}  # exact-duplicate key -> lowest file index chunked with it
     q: queue.Queue = queue.Queue(maxsize=QUEUE_DOCUMENTS)
-    parts: list[np.ndarray] = []
     state: dict = {"embedded": 0, "error": None, "dim": 0}
     t0 = time.perf_counter()
     seconds = dict.fromkeys(("load", "chunk", "load-model", "embed", "embed-idle"), 0.0)
+    if curate is not None:
+        seconds["curate"] = 0.0
     embed_fn = None
     if params.chunk.needs_embedder:  # semantic chunking embeds while it chunks: load the model first
         model = embedder()
@@ -146,23 +168,30 @@ def load_chunk_embed(
             cache = EmbeddingCache(params.paths.cache, info_of(model)) if params.paths.cache else None
             try:
                 pending: list[str] = []
+                owners: list[tuple[int, int]] = []  # (file index, texts) in pending's order
                 pending_files = 0
                 while True:
                     t_wait = time.perf_counter()
                     item = q.get()
                     seconds["embed-idle"] += time.perf_counter() - t_wait
                     if item is not _DONE:
-                        texts, n_files = item
+                        key, texts, n_files = item
                         pending += texts
                         pending_files += n_files
-                    if pending and (len(pending) >= EMBED_PART or item is _DONE or q.empty()):
+                        if key is not None:
+                            owners.append((key, len(texts)))
+                    if owners and (len(pending) >= EMBED_PART or item is _DONE or q.empty()):
                         t_embed = time.perf_counter()
-                        vecs, computed = embed_with_cache(pending, model, cache, params.embed.batch_size)
+                        vecs, computed = (embed_with_cache(pending, model, cache, params.embed.batch_size)
+                                          if pending else (np.zeros((0, model.dim), np.float32), 0))
                         seconds["embed"] += time.perf_counter() - t_embed
-                        parts.append(vecs)
+                        at = 0
+                        for key, k in owners:  # a file chunked again (curation changed it) replaces its vectors
+                            vectors_of[key] = vecs[at:at + k]
+                            at += k
                         state["embedded"] += computed
-                        pending = []
-                    if progress and pending_files and not pending:
+                        pending, owners = [], []
+                    if progress and pending_files and not owners:
                         progress(pending_files)
                         pending_files = 0
                     if item is _DONE:
@@ -189,83 +218,85 @@ def load_chunk_embed(
             except queue.Full:
                 continue
 
-    def chunk_and_queue(ready: list[Document], n_files: int) -> None:
-        nonlocal rows
+    def chunk_and_queue(i: int, doc: Document | None, n_files: int) -> None:
+        """Chunk file ``i``'s document (``None``: the file failed to load) and queue its texts."""
+        if state["error"] is not None:
+            return
+        if doc is None:
+            put((None, [], n_files))
+            return
         t_chunk = time.perf_counter()
-        table, bad = chunk_documents(ready, params.chunk, embed_fn=embed_fn, embed_model=params.embed.model)
-        table = table.set_column(0, "row", pa.array(range(rows, rows + table.num_rows), pa.int64()))
-        rows += table.num_rows
-        tables.append(table)
-        chunk_bad.extend(bad)
+        table, bad = chunk_documents([doc], params.chunk, embed_fn=embed_fn, embed_model=params.embed.model)
         texts = indexed_texts(table)
         copies = np.zeros(table.num_rows, dtype=bool)
-        if skip_copies:
-            failed = {q.path for q in bad}
-            copy_ids = set()
-            for d in ready:  # file order: the first document with a text is the one embedded
-                if d.uri in failed:
-                    continue
-                key = content_sha256(d.text)
-                if key in seen:
-                    copy_ids.add(d.doc_id)
-                seen.add(key)
-            if copy_ids:
-                copies = np.fromiter((d in copy_ids for d in table.column("doc_id").to_pylist()), dtype=bool,
-                                     count=table.num_rows)
-                texts = [t for t, c in zip(texts, copies) if not c]
-        skipped.append(copies)
+        if skip_copies and not bad:
+            key = content_sha256(doc.text)
+            first = first_of.setdefault(key, i)
+            if first < i and first in made:  # an earlier file with this text is embedded: a copy
+                copies[:] = True
+                texts = []
+            first_of[key] = min(first, i)
+        made[i] = (table, bad, copies)
         seconds["chunk"] += time.perf_counter() - t_chunk
-        put((texts, n_files))
+        put((i, texts, n_files))
 
     def arrived(i: int, r: Document | QuarantineRecord) -> None:
-        nonlocal next_i
-        results[i] = r
-        if curate is not None:  # chunked after the whole corpus is parsed and curated
+        doc = r if isinstance(r, Document) else None
+        if curate is None:
+            chunk_and_queue(i, doc, 1)
             return
-        ready: list[Document] = []
-        n_files = 0
-        while next_i < n and results[next_i] is not None:
-            if isinstance(results[next_i], Document):
-                ready.append(results[next_i])
-            next_i += 1
-            n_files += 1
-        if not n_files or state["error"] is not None:
-            return
-        chunk_and_queue(ready, n_files)
+        t_curate = time.perf_counter()
+        ready = curate.add(i, doc)
+        seconds["curate"] += time.perf_counter() - t_curate
+        if doc is None:
+            put((None, [], 1))
+        for j, d in ready:
+            chunk_and_queue(j, d, 1)
 
     worker = threading.Thread(target=embed_loop, name="ragline-embed", daemon=True)
     worker.start()
+    after = None
+    done_sent = False
     try:
         docs, load_bad = load_documents(files, params.load, deliver=arrived, nice=PARSER_NICE)
         seconds["load"] = time.perf_counter() - t0
         if curate is not None:
             t_curate = time.perf_counter()
-            docs = curate(docs)
-            seconds["curate"] = time.perf_counter() - t_curate
-            for start in range(0, len(docs), CURATED_BATCH):
-                if state["error"] is not None:
-                    break
-                part = docs[start:start + CURATED_BATCH]
-                n_files = len(part) + (len(files) - len(docs) if start + CURATED_BATCH >= len(docs) else 0)
-                chunk_and_queue(part, n_files)
-            if not docs and files:
-                put(([], len(files)))
-    finally:
+            final, again = curate.finish()
+            seconds["curate"] += time.perf_counter() - t_curate
+            docs = [d for d in final if d is not None]
+            for i, d in again:  # not released before (a file not counted yet), or released in another form
+                chunk_and_queue(i, d, 0 if i in made else 1)
         state["producer_done"] = True
         put(_DONE)
+        done_sent = True
+        order = sorted(made)
+        tables = [made[i][0] for i in order]
+        chunks = pa.concat_tables(tables) if tables else CHUNKS_SCHEMA.empty_table()
+        chunks = chunks.set_column(0, "row", pa.array(range(chunks.num_rows), pa.int64()))
+        chunk_bad = [q for i in order for q in made[i][1]]
+        if after_chunking is not None and state["error"] is None:  # overlaps the embedding of the queue
+            t_after = time.perf_counter()
+            after = after_chunking(docs, chunks, chunk_bad)
+            seconds["after-chunking"] = time.perf_counter() - t_after
+    finally:
+        if not done_sent:
+            state["producer_done"] = True
+            put(_DONE)
         worker.join()
     if state["error"] is not None:
         raise state["error"]
-    chunks = pa.concat_tables(tables) if tables else CHUNKS_SCHEMA.empty_table()
-    embedded = np.concatenate(parts) if parts else np.zeros((0, state["dim"]), np.float32)
-    not_embedded = np.concatenate(skipped) if skipped else np.zeros(0, dtype=bool)
-    if not_embedded.any():
-        vectors = np.zeros((chunks.num_rows, embedded.shape[1]), dtype=embedded.dtype)
-        vectors[~not_embedded] = embedded
-    else:
-        vectors = embedded
+    not_embedded = np.concatenate([made[i][2] for i in order]) if order else np.zeros(0, dtype=bool)
+    dim = state["dim"]
+    vectors = np.zeros((chunks.num_rows, dim), dtype=np.float32)
+    at = 0
+    for i in order:
+        rows_i = made[i][0].num_rows
+        block = vectors[at:at + rows_i]
+        block[~made[i][2]] = vectors_of.get(i, np.zeros((0, dim), np.float32))
+        at += rows_i
     return StreamResult(docs, load_bad + chunk_bad, chunks, vectors, state["embedded"], chunk_bad,
-                        {k: round(v, 3) for k, v in seconds.items()}, not_embedded)
+                        {k: round(v, 3) for k, v in seconds.items()}, not_embedded, after)
 
 
 def embed_rows(

@@ -569,3 +569,56 @@ def test_signatures_made_by_another_shingler_are_recomputed(tmp_path: Path) -> N
     old = pq.read_table(tmp_path / SIGNATURES_FILE).drop_columns(["shingler"])  # as written before the column
     pq.write_table(old, tmp_path / SIGNATURES_FILE)
     assert ParentCuration.read(tmp_path).stored("document", cfg) == {}
+
+
+# ------------------------------------------------------------------ streamed boilerplate (issue 16)
+def _site(rng: random.Random) -> list[Document | None]:
+    """Three folders (one interleaved with another in file order), navigation on most pages of
+    two of them, a footer on about the share threshold of one, a PDF with a running header,
+    titles repeated on a few pages, and files that fail to load (``None``)."""
+    out: list[Document | None] = []
+    for i in range(40):
+        folder = ("lib", "ref", "top")[i % 3] if i % 5 else "lib"
+        parts = [f"Title {i}", f"body {i} " + " ".join(f"w{rng.randrange(50)}" for _ in range(30)),
+                 f"more {i}", f"end {i}"]
+        if folder != "top" and rng.random() < 0.9:
+            parts.insert(0, "Navigation Home Library Reference")
+        if folder == "lib" and rng.random() < 0.8:
+            parts.append("Copyright 2001-2024 the Python Software Foundation")
+        if rng.random() < 0.15:
+            parts[0] = "Shared Title"
+        out.append(None if rng.random() < 0.08 else _doc(f"site/{folder}/p{i:02d}.html", parts))
+    out.append(_doc("site/lib/manual.pdf", [f"Manual page {p}" for p in range(1, 7)] + ["body"] * 6,
+                    pages=[*range(1, 7), *range(1, 7)]))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_streamed_boilerplate_releases_early_and_equals_the_batch_stage(seed: int) -> None:
+    """Issue 16: boilerplate removal made chunking (and so embedding) wait for the last parsed file.
+    StreamedBoilerplate releases a document once its folder's frequencies decide it; in any
+    arrival order, with files failing to load, every released document equals the batch stage's
+    result and the report is the same."""
+    from ragline.pipelines.curate import StreamedBoilerplate
+
+    rng = random.Random(seed)
+    files = _site(rng)
+    uris = [d.uri if d else f"site/{('lib', 'ref', 'top')[i % 3]}/p{i:02d}.html" for i, d in enumerate(files)]
+    cfg = CurateConfig(boilerplate_min_share=rng.choice([0.5, 0.7, 0.8]), boilerplate_min_docs=rng.choice([3, 5]))
+    batch, report = strip_boilerplate([d for d in files if d is not None], cfg)
+    stream = StreamedBoilerplate(uris, cfg)
+    order = list(range(len(files)))
+    rng.shuffle(order)
+    released: dict[int, Document] = {}
+    before_last = 0
+    for n, i in enumerate(order):
+        for j, d in stream.add(i, files[i]):
+            assert j not in released
+            released[j] = d
+            before_last += n < len(order) - 1
+    final, again = stream.finish()
+    assert [d for d in final if d is not None] == batch
+    assert again == [(i, final[i]) for i in sorted(set(range(len(files))) - set(released)) if final[i] is not None]
+    assert all(released[j] == final[j] for j in released)
+    assert stream.report == report and report.removed
+    assert before_last >= len(batch) // 2  # most documents go on before the last file is parsed

@@ -197,3 +197,45 @@ def test_bm25_params_are_published_with_the_version(workspace: Path, prefect_har
     default = BM25Index.from_chunks(published.chunks)
     q = "varroa mites alcohol wash"
     assert not np.allclose(opened.scores(q), default.scores(q))  # the published scores use k1/b from params
+
+
+class _WarmRecordingEmbedder:
+    """Wraps an embedder; records where ``warm_up`` ran (inside a Prefect flow run or not)."""
+
+    instances: list["_WarmRecordingEmbedder"] = []
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.warmed_in_flow: list[bool] = []
+        self.embedded = 0
+        _WarmRecordingEmbedder.instances.append(self)
+
+    def warm_up(self) -> None:
+        from prefect.context import FlowRunContext
+
+        self.warmed_in_flow.append(FlowRunContext.get() is not None)
+        self._inner.warm_up()
+
+    def embed(self, texts, batch_size=64, progress=False):
+        self.embedded += len(texts)
+        return self._inner.embed(texts, batch_size, progress)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_ingest_warms_its_embedder_before_the_flow_and_uses_that_one(
+        workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: the model is warmed up while Prefect's temporary API starts (before the flow
+    run), and the flow's load-model task takes that embedder instead of loading another."""
+    import ragline.pipelines.flows as flows
+    from ragline.pipelines.config import load_params
+
+    real = flows.index_embedder
+    _WarmRecordingEmbedder.instances = []
+    monkeypatch.setattr(flows, "index_embedder", lambda *a, **k: _WarmRecordingEmbedder(real(*a, **k)))
+    summary = flows.ingest_flow([], load_params("params.yaml").to_dict())
+    assert summary.version == "v0001" and summary.embedded > 0
+    (emb,) = _WarmRecordingEmbedder.instances  # one embedder made for the run
+    assert emb.warmed_in_flow[0] is False and emb.embedded == summary.embedded
+    assert not flows._WARMED  # taken by the flow, nothing left behind

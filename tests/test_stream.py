@@ -120,3 +120,39 @@ def test_stream_does_not_embed_exact_copies_and_keeps_their_rows(tmp_path: Path)
     copy_texts = got.chunks.filter(got.not_embedded).column("text").to_pylist()
     assert embed_rows(got.chunks, got.vectors, got.not_embedded, skip_model, p) == len(set(copy_texts))
     np.testing.assert_array_equal(got.vectors, full.vectors)
+
+
+class GatedEmbedder(HashingEmbedder):
+    """The hashing embedder that embeds nothing until ``gate`` is set (or 120 s passed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.waited_out = False
+
+    def embed(self, texts, batch_size=64, progress=False):
+        if not self.gate.wait(120):
+            self.waited_out = True
+        return super().embed(texts, batch_size, progress)
+
+
+def test_after_chunking_runs_while_the_embedder_works_and_sees_the_result(tmp_path: Path) -> None:
+    """Duplicate clustering (the flow's after_chunking) overlaps embedding: it is called before the
+    embedder has embedded anything here, with the documents, chunks and chunker quarantine of the result."""
+    p = _params(tmp_path)
+    model = GatedEmbedder()
+    seen = {}
+
+    def after(docs, chunks, bad):
+        seen.update(docs=[d.doc_id for d in docs], chunks=chunks, bad=list(bad), embedded_yet=model.gate.is_set())
+        model.gate.set()
+        return "clusters"
+
+    got = load_chunk_embed(discover_files([SAMPLE]), p, lambda: model, after_chunking=after)
+    assert not model.waited_out and seen["embedded_yet"] is False
+    assert got.after_chunking == "clusters" and "after-chunking" in got.seconds
+    assert seen["docs"] == [d.doc_id for d in got.documents] and seen["chunks"].equals(got.chunks)
+    assert seen["bad"] == got.chunk_bad
+    sequential = load_chunk_embed(discover_files([SAMPLE]), p, HashingEmbedder)
+    assert got.chunks.equals(sequential.chunks) and sequential.after_chunking is None
+    np.testing.assert_array_equal(got.vectors, sequential.vectors)

@@ -124,3 +124,47 @@ def test_prefect_api_killed_mid_run_ends_cleanly(light_workspace: Path) -> None:
         assert len(errors) == 1 and "Prefect API" in errors[0], output[-3000:]
     with reg.lock("sample", timeout_s=5):  # released
         pass
+
+
+#: Two ingests in one process without PREFECT_API_URL, recording where and when Prefect's
+#: temporary API was started and when the run's preparation (_prepare_ingest) ran.
+TWO_INGESTS = """
+import json, threading, time
+from prefect.server.api import server as srv
+starts, spans = [], []
+real_run, real_start = srv.SubprocessASGIServer._run_uvicorn_command, srv.SubprocessASGIServer.start
+def run(self):
+    starts.append(threading.current_thread().name)
+    return real_run(self)
+def start(self, timeout=None):
+    t = time.monotonic()
+    real_start(self, timeout)
+    spans.append((t, time.monotonic()))
+srv.SubprocessASGIServer._run_uvicorn_command, srv.SubprocessASGIServer.start = run, start
+import ragline.pipelines.flows as flows
+from ragline.pipelines.config import load_params
+prepared, real_prepare = [], flows._prepare_ingest
+def prepare(raw):
+    t = time.monotonic()
+    real_prepare(raw)
+    prepared.append((t, time.monotonic()))
+flows.ingest_flow._before = prepare
+versions = [flows.ingest_flow([], load_params("params.yaml").to_dict()).version for _ in range(2)]
+print(json.dumps({"versions": versions, "starts": starts, "first_start": spans[0], "prepared": prepared}))
+"""
+
+
+def test_temporary_api_starts_once_per_process_while_the_run_is_prepared(light_workspace: Path) -> None:
+    """Issue 16: Prefect's temporary API (5-15 s) started inside the first API call, with the
+    caller waiting. Now it starts in a thread while the ingest is prepared (parsers preloaded,
+    embedder warmed), is joined before the flow runs, and a second ingest in the process reuses it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    r = subprocess.run([sys.executable, "-c", TWO_INGESTS], cwd=light_workspace, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = __import__("json").loads(r.stdout.strip().splitlines()[-1])
+    assert out["versions"] == ["v0001", "v0002"]
+    assert out["starts"] == ["ragline-prefect-api"]  # one server, started in the background thread
+    (s0, s1), (p0, p1) = out["first_start"], out["prepared"][0]
+    assert s0 <= p0 + 1 and p0 < s1  # the preparation ran while the API was starting
+    assert len(out["prepared"]) == 2
