@@ -55,6 +55,9 @@ class RetrievalConfig(_Model):
             HNSW kinds of ``index.factory`` only.
         nprobe: IVF lists visited per query (FAISS ``nprobe``); IVF kinds only. Recall grows
             and speed drops with both (``benchmarks/retrieval_scale.py`` measures them).
+        bm25_budget: ``None`` (exact BM25 top rows) or the number of postings, over all query
+            terms, BM25 reads in impact order before returning its best rows (approximate,
+            bounded cost: :meth:`indexers.bm25.BM25Corpus.search`); bm25 and hybrid modes.
     """
 
     mode: Mode = "hybrid"
@@ -65,6 +68,7 @@ class RetrievalConfig(_Model):
     rrf_k: int = Field(default=RRF_K, ge=0)
     ef_search: int = Field(default=64, ge=1, le=100000)
     nprobe: int = Field(default=32, ge=1, le=1 << 20)
+    bm25_budget: int | None = Field(default=None, ge=1)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, source: str = "retrieval", prefix: str = "") -> "RetrievalConfig":

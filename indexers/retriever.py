@@ -434,9 +434,11 @@ class Retriever:
         rows_, scores_ = self.index.search(q, depth, allowed, ef_search=config.ef_search, nprobe=config.nprobe)
         return rows_, (-scores_ if self._l2 else scores_)
 
-    def lexical(self, query: str, depth: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """BM25 top-``depth`` rows and scores (rows sharing no term with the query are left out)."""
-        return self.bm25.search(query, depth, allowed)
+    def lexical(self, query: str, depth: int, allowed: np.ndarray | None = None,
+                config: RetrievalConfig = RetrievalConfig()) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 top-``depth`` rows and scores (rows sharing no term with the query are left out);
+        exact unless ``config.bm25_budget`` is set (:meth:`indexers.bm25.BM25Corpus.search`)."""
+        return self.bm25.search(query, depth, allowed, budget=config.bm25_budget)
 
     # ---------- the public search ----------
     def search(self, query: str, config: RetrievalConfig = RetrievalConfig(), flt: ChunkFilter = ChunkFilter(),
@@ -475,10 +477,10 @@ class Retriever:
             rows, scores = self.dense(query, k, allowed, vector, config)
             return self._hits(rows.tolist(), scores.tolist(), {"dense": (rows, scores)})
         if config.mode == "bm25":
-            rows, scores = self.lexical(query, k, allowed)
+            rows, scores = self.lexical(query, k, allowed, config)
             return self._hits(rows.tolist(), scores.tolist(), {"bm25": (rows, scores)})
         depth = max(config.candidates, k)
-        lists = {"dense": self.dense(query, depth, allowed, vector, config), "bm25": self.lexical(query, depth, allowed)}
+        lists = {"dense": self.dense(query, depth, allowed, vector, config), "bm25": self.lexical(query, depth, allowed, config)}
         weights = {"dense": config.weights.dense, "bm25": config.weights.bm25}
         if config.fusion == "rrf":
             fused = rrf_fuse({n: r.tolist() for n, (r, _) in lists.items()}, weights, config.rrf_k)

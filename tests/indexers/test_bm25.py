@@ -158,12 +158,18 @@ def _dense_reference(texts: list[str], live: list[int], query: str, spec: BM25Sp
     return out.astype(np.float32)
 
 
-def test_pruned_search_equals_scoring_every_row() -> None:
-    """BM25 search (MaxScore) returns the top-k and scores of scoring every live row, over
-    segments with tombstones, with an allowed mask, repeated terms and ties."""
+@pytest.mark.parametrize("prefix,first", [(4096, 64), (2, 1), (5, 3)])
+def test_pruned_search_equals_scoring_every_row(prefix: int, first: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BM25 search (threshold algorithm over impact-ordered rows) returns the top-k and scores of
+    scoring every live row, over segments with tombstones, with an allowed mask, repeated terms
+    and ties; also when the impact prefixes are short and extended over many rounds."""
     import random
 
+    import ragline.indexers.bm25 as bm25
     from ragline.indexers.bm25 import BM25Corpus
+
+    monkeypatch.setattr(bm25, "IMPACT_PREFIX", prefix)
+    monkeypatch.setattr(bm25, "FIRST_DEPTH", first)
 
     rng = random.Random(7)
     words = ["cat", "dog", "fox", "mat", "toy", "sun", "rain", "tree", "leaf", "stone", "river", "bird"]
@@ -188,22 +194,25 @@ def test_pruned_search_equals_scoring_every_row() -> None:
                 np.testing.assert_array_equal(got_scores, s[want])
 
 
-def test_search_reads_only_the_rare_terms_postings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A frequent term's postings are not read when the rare term's rows settle the top k."""
+def test_search_reads_a_frequent_terms_rows_only_to_the_depth_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threshold algorithm: a frequent term's rows are read in impact order only as deep as the
+    top k needs (not its whole postings), and the result stays exact."""
+    import ragline.indexers.bm25 as bm25
     from ragline.indexers.bm25 import BM25Corpus
 
+    monkeypatch.setattr(bm25, "IMPACT_PREFIX", 8)
+    monkeypatch.setattr(bm25, "FIRST_DEPTH", 4)
     texts = [f"common words row{i}" + (" zebra" if i in (5, 17, 40) else "") for i in range(200)]
     corpus = BM25Corpus([BM25Index.build(texts, UNSTEMMED)])
-    read: list[str] = []
-    real = corpus._postings
-    monkeypatch.setattr(corpus, "_postings", lambda t: read.append(t) or real(t))
-    rows, scores = corpus.search("zebra common", 2)
-    assert rows.tolist() == [5, 17] and read == ["zebra"]
     ref = corpus.scores("zebra common")
+    rows, scores = corpus.search("zebra common", 2)
+    assert rows.tolist() == [5, 17]
     np.testing.assert_array_equal(scores, ref[[5, 17]])
-    # k larger than the rare term's rows: the frequent term is read too, and the result stays exact
+    common = corpus._impact_cache["common"]
+    assert not common.complete and len(common.rows) < 200
+    # k larger than the rare term's rows: the frequent term is read deeper, and the result stays exact
     rows, scores = corpus.search("zebra common", 5)
-    assert rows.tolist() == [5, 17, 40, 0, 1] and read[-1] == "common"
+    assert rows.tolist() == [5, 17, 40, 0, 1]
     np.testing.assert_array_equal(scores, ref[[5, 17, 40, 0, 1]])
 
 
