@@ -104,6 +104,19 @@ def test_hybrid_fuses_both_lists_and_is_deterministic(retriever: Retriever) -> N
     assert w[0].score == pytest.approx(1.0)  # the best BM25 row after min-max
 
 
+def test_bm25_budget_reaches_bm25_in_bm25_and_hybrid_modes(retriever: Retriever) -> None:
+    """``retrieval.bm25_budget``: a budget covering every posting gives the exact hits; a budget
+    of one posting reads one row of the best term, so BM25 contributes a single row."""
+    query = "prune roses sourdough impeller seal"
+    for mode in ("bm25", "hybrid"):
+        exact = retriever.search(query, RetrievalSpec(k=5, mode=mode))
+        wide = retriever.search(query, RetrievalSpec(k=5, mode=mode, bm25_budget=10**6))
+        assert [(h.row, h.score) for h in wide] == [(h.row, h.score) for h in exact]
+        one = retriever.search(query, RetrievalSpec(k=5, mode=mode, bm25_budget=1))
+        assert len([h for h in one if "bm25" in h.retriever_ranks]) == 1
+        assert len([h for h in exact if "bm25" in h.retriever_ranks]) > 1
+
+
 def test_filters_restrict_every_mode(retriever: Retriever) -> None:
     only_pdf = ChunkFilter(sources=("*.pdf",))
     for mode in ("dense", "bm25", "hybrid"):
