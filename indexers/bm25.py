@@ -14,6 +14,10 @@ Scores are computed per query over the live rows of every segment of a version
 (:class:`BM25Corpus`): document frequencies, the row count and the average row length are
 those of the live rows, so a version of several segments with tombstones scores exactly as a
 single-segment build of the same rows, and as bm25s over the same texts (both tested).
+Top-k search (:meth:`BM25Corpus.search`) reads each query term's rows in impact order (largest
+term weight first, derived at search time from the stored counts and the corpus-wide average
+length, memoized per term: no extra file, and segments of any age are searched alike) only as
+deep as the top k needs (exact), or to a postings budget (approximate, ``retrieval.bm25_budget``).
 
 Text indexed per chunk is what the chunk's vector embeds: its ``context`` prefix (may be
 empty) followed by its ``text``. Tokenization is ``bm25s.tokenize``'s: lower-case, the
@@ -25,7 +29,10 @@ reimplemented in :func:`tokenize` so that neither building nor searching imports
 Sources: Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond"
 (Foundations and Trends in IR, 2009); Kamphuis, de Vries, Boytsov & Lin, "Which BM25 Do You
 Mean? A Large-Scale Reproducibility Study of Scoring Variants" (ECIR 2020); Lù, "BM25S"
-(arXiv:2407.03618, 2024), library ``bm25s`` (the reference the tests compare with).
+(arXiv:2407.03618, 2024), library ``bm25s`` (the reference the tests compare with); for top-k
+search, Fagin, Lotem & Naor, "Optimal aggregation algorithms for middleware" (JCSS 2003: the
+threshold algorithm, TA, and its no-random-access variant, NRA) and Anh & Moffat, "Pruned
+query evaluation using pre-computed impacts" (SIGIR 2006: impact-ordered, score-at-a-time).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import json
 import logging
 import math
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -59,7 +67,6 @@ FIRST_DEPTH = 64
 IMPACT_PREFIX = 4096
 #: Most rows a budgeted search (:meth:`BM25Corpus.search`) scores exactly.
 RESCORE_MAX = 4096
-MIX = 0.5
 #: A term held by at least 1/DENSE_TF_RATIO of a segment's rows (of at least DENSE_TF_MIN_ROWS) has its
 #: counts looked up in a dense array when rows are scored (:meth:`BM25Corpus._dense_tf`).
 DENSE_TF_RATIO = 16
@@ -361,6 +368,7 @@ class BM25Corpus:
         self._impact_cache: dict[str, _Impacts] = {}
         self._impact_rows = 0
         self._dense_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._cache_lock = threading.Lock()
 
     def scores(self, query: str) -> np.ndarray:
         """float32 (n_chunks,) BM25 score of every live row for ``query`` (0 = no shared term)."""
@@ -439,12 +447,14 @@ class BM25Corpus:
             head = np.concatenate([above, np.flatnonzero(w == v)[:keep_n - len(above)]])
             head = head[np.lexsort((r[head], -w[head]))]
             out = _Impacts(r[head], w[head], float(v), False)
-        if got is not None:
-            self._impact_rows -= len(self._impact_cache.pop(token).rows)
-        while self._impact_cache and self._impact_rows + len(out.rows) > IMPACT_CACHE_ROWS:
-            self._impact_rows -= len(self._impact_cache.pop(next(iter(self._impact_cache))).rows)
-        self._impact_cache[token] = out
-        self._impact_rows += len(out.rows)
+        with self._cache_lock:  # searches may run in several threads (Retriever is thread-safe)
+            old = self._impact_cache.pop(token, None)
+            if old is not None:
+                self._impact_rows -= len(old.rows)
+            while self._impact_cache and self._impact_rows + len(out.rows) > IMPACT_CACHE_ROWS:
+                self._impact_rows -= len(self._impact_cache.pop(next(iter(self._impact_cache))).rows)
+            self._impact_cache[token] = out
+            self._impact_rows += len(out.rows)
         return out
 
     def _dense_tf(self, i: int, t: int) -> np.ndarray | None:
@@ -464,9 +474,11 @@ class BM25Corpus:
                 return None
             got = np.zeros(p.n_chunks, dtype=np.uint16)
             got[p.indices[lo:hi]] = tf
-            while self._dense_cache and (len(self._dense_cache) + 1) * p.n_chunks * 2 > DENSE_TF_CACHE_BYTES:
-                self._dense_cache.pop(next(iter(self._dense_cache)))
-            self._dense_cache[(i, t)] = got
+            with self._cache_lock:
+                held = sum(a.nbytes for a in self._dense_cache.values())
+                while self._dense_cache and held + got.nbytes > DENSE_TF_CACHE_BYTES:
+                    held -= self._dense_cache.pop(next(iter(self._dense_cache))).nbytes
+                self._dense_cache[(i, t)] = got
         return got
 
     def _score(self, tokens: Sequence[str], idfs: Mapping[str, float], rows: np.ndarray) -> np.ndarray:
@@ -604,7 +616,7 @@ class BM25Corpus:
         are read, so a frequent term of small idf costs nothing; each row met gets a lower bound
         (the contributions read) and an upper bound (plus, for each term it was not met in, the
         term's next unread contribution). The rows whose upper bound reaches the k-th best lower
-        bound, at most :data:`RESCORE_MAX` of them by upper bound, are scored exactly
+        bound, at most :data:`RESCORE_MAX` of them by the mean of their bounds, are scored exactly
         (:meth:`_score`); the best k of those are returned, with exact scores."""
         terms = list(idfs)
         imps = [self._impacts(t, budget) for t in terms]
@@ -630,7 +642,7 @@ class BM25Corpus:
             ok = upper >= kth * (1 - 1e-6)
             uniq, lower, upper = uniq[ok], lower[ok], upper[ok]
         if len(uniq) > RESCORE_MAX:
-            uniq = np.sort(uniq[np.argpartition(-(lower + MIX * (upper - lower)), RESCORE_MAX - 1)[:RESCORE_MAX]])
+            uniq = np.sort(uniq[np.argpartition(-(lower + upper), RESCORE_MAX - 1)[:RESCORE_MAX]])
         scores = self._score(tokens, idfs, uniq).astype(np.float32)
         keep = scores > 0
         uniq, scores = uniq[keep], scores[keep]

@@ -254,6 +254,30 @@ def test_budgeted_search_recall_on_a_zipf_corpus() -> None:
     assert np.mean(hits) >= 0.95
 
 
+def test_concurrent_searches_with_evicting_caches_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Searches from several threads (as a served Retriever runs them) while the per-term caches
+    evict each other give the single-threaded results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ragline.indexers.bm25 as bm25
+    from ragline.indexers.bm25 import BM25Corpus
+
+    monkeypatch.setattr(bm25, "IMPACT_PREFIX", 4)
+    monkeypatch.setattr(bm25, "IMPACT_CACHE_ROWS", 40)
+    monkeypatch.setattr(bm25, "DENSE_TF_MIN_ROWS", 0)
+    monkeypatch.setattr(bm25, "DENSE_TF_CACHE_BYTES", 2000)
+    rng = np.random.default_rng(9)
+    texts = [" ".join(f"w{i}" for i in row) for row in np.minimum(rng.zipf(1.5, size=(800, 8)), 200)]
+    queries = [f"w{a} w{b} w{c}" for a, b, c in rng.integers(1, 30, size=(60, 3))]
+    want = [BM25Corpus([BM25Index.build(texts, UNSTEMMED)]).search(q, 7) for q in queries]
+    corpus = BM25Corpus([BM25Index.build(texts, UNSTEMMED)])
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda q: corpus.search(q, 7), queries * 3))
+    for (rows, scores), (wr, ws) in zip(got, want * 3):
+        assert rows.tolist() == wr.tolist()
+        np.testing.assert_array_equal(scores, ws)
+
+
 def test_small_segments_arrays_are_deflated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import zipfile
 
