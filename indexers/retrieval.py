@@ -100,15 +100,17 @@ class RetrievalConfig(_Model):
         return self.from_dict({**data, **changes}, source)
 
     def record(self) -> dict[str, Any]:
-        """The settings as reported: ``{"mode"}`` for dense and bm25, with fusion settings for hybrid."""
+        """The settings as reported: ``{"mode"}`` for dense and bm25, with fusion settings for
+        hybrid, and ``bm25_budget`` for bm25 and hybrid when set (approximate BM25)."""
+        budget = {} if self.bm25_budget is None or self.mode == "dense" else {"bm25_budget": self.bm25_budget}
         if self.mode != "hybrid":
-            return {"mode": self.mode}
+            return {"mode": self.mode, **budget}
         out: dict[str, Any] = {"mode": self.mode, "fusion": self.fusion,
                                "weights": {"dense": self.weights.dense, "bm25": self.weights.bm25},
                                "candidates": self.candidates}
         if self.fusion == "rrf":
             out["rrf_k"] = self.rrf_k
-        return out
+        return {**out, **budget}
 
 
 @dataclass(frozen=True, slots=True)

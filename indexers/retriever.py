@@ -6,7 +6,8 @@ Modes (settings: :class:`indexers.retrieval.RetrievalConfig`, the ``retrieval:``
 
 - ``dense``: the query embedded with the embedder that built the index, searched in FAISS.
 - ``bm25``: BM25 over the same chunk rows (:mod:`indexers.bm25`).
-- ``hybrid``: both, each to ``candidates`` rows, fused by
+- ``hybrid``: both, each to ``candidates`` rows (BM25 in a pool thread while FAISS searches in
+  the caller's, so the two overlap), fused by
 
   - reciprocal rank fusion, ``score(d) = sum_m w_m / (rrf_k + rank_m(d))`` with 1-based ranks and
     ``rrf_k = 60`` by default. Source: Cormack, Clarke & Büttcher, "Reciprocal Rank Fusion
@@ -44,8 +45,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
+import os
 import posixpath
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -480,7 +483,9 @@ class Retriever:
             rows, scores = self.lexical(query, k, allowed, config)
             return self._hits(rows.tolist(), scores.tolist(), {"bm25": (rows, scores)})
         depth = max(config.candidates, k)
-        lists = {"dense": self.dense(query, depth, allowed, vector, config), "bm25": self.lexical(query, depth, allowed, config)}
+        # BM25 in a pool thread while FAISS (which releases the GIL) searches in this one
+        lexical = _side_pool().submit(self.lexical, query, depth, allowed, config)
+        lists = {"dense": self.dense(query, depth, allowed, vector, config), "bm25": lexical.result()}
         weights = {"dense": config.weights.dense, "bm25": config.weights.bm25}
         if config.fusion == "rrf":
             fused = rrf_fuse({n: r.tolist() for n, (r, _) in lists.items()}, weights, config.rrf_k)
@@ -510,6 +515,21 @@ class Retriever:
                 retriever_scores=raw, duplicates=self._copies.get(row, ()),
             ))
         return out
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _side_pool() -> ThreadPoolExecutor:
+    """This process's threads that run a hybrid search's BM25 beside its dense search (made on
+    first use, and again in a forked child, which inherits no threads)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                                     thread_name_prefix="ragline-bm25"))
+        return _POOL[1]
 
 
 def _duplicate_links(duplicates: pa.Table | None, chunk_ids: Sequence[str], doc_ids: Sequence[str],

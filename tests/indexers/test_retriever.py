@@ -115,6 +115,8 @@ def test_bm25_budget_reaches_bm25_in_bm25_and_hybrid_modes(retriever: Retriever)
         one = retriever.search(query, RetrievalSpec(k=5, mode=mode, bm25_budget=1))
         assert len([h for h in one if "bm25" in h.retriever_ranks]) == 1
         assert len([h for h in exact if "bm25" in h.retriever_ranks]) > 1
+    assert RetrievalSpec(mode="bm25", bm25_budget=8).record() == {"mode": "bm25", "bm25_budget": 8}
+    assert "bm25_budget" not in RetrievalSpec(mode="dense", bm25_budget=8).record()
 
 
 def test_filters_restrict_every_mode(retriever: Retriever) -> None:
