@@ -119,6 +119,29 @@ def test_bm25_budget_reaches_bm25_in_bm25_and_hybrid_modes(retriever: Retriever)
     assert "bm25_budget" not in RetrievalSpec(mode="dense", bm25_budget=8).record()
 
 
+def _hybrid_rows_in_child(retriever: Retriever, out) -> None:  # noqa: ANN001 - a multiprocessing queue
+    out.put([h.row for h in retriever.search("prune roses sourdough", RetrievalSpec(k=5, mode="hybrid"))])
+
+
+def test_hybrid_search_works_in_a_forked_child(retriever: Retriever) -> None:
+    """The BM25 side thread pool of a hybrid search is made again in a forked child (which
+    inherits the parent's pool object but none of its threads) instead of waiting forever."""
+    import multiprocessing
+
+    want = [h.row for h in retriever.search("prune roses sourdough", RetrievalSpec(k=5, mode="hybrid"))]
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_hybrid_rows_in_child, args=(retriever, out))
+    child.start()
+    try:
+        assert out.get(timeout=60) == want
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+
+
 def test_filters_restrict_every_mode(retriever: Retriever) -> None:
     only_pdf = ChunkFilter(sources=("*.pdf",))
     for mode in ("dense", "bm25", "hybrid"):
