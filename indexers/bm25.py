@@ -458,7 +458,7 @@ class BM25Corpus:
         return out
 
     def _dense_tf(self, i: int, t: int) -> np.ndarray | None:
-        """uint16 (part's n_chunks,) term counts of vocabulary row ``t`` of part ``i`` by local row,
+        """uint8 (uint16 when a count passes 255) (part's n_chunks,) term counts of vocabulary row ``t`` of part ``i`` by local row,
         when the term is frequent there (held by at least 1/:data:`DENSE_TF_RATIO` of the part's
         rows, which are at least :data:`DENSE_TF_MIN_ROWS`): looking a row up is then one
         gather, not a binary search in long postings. Built on first use; the cache holds at
@@ -470,9 +470,10 @@ class BM25Corpus:
         got = self._dense_cache.get((i, t))
         if got is None:
             tf = p.tf[lo:hi]
-            if len(tf) and float(tf.max()) > np.iinfo(np.uint16).max:
+            top = float(tf.max()) if len(tf) else 0.0
+            if top > np.iinfo(np.uint16).max:
                 return None
-            got = np.zeros(p.n_chunks, dtype=np.uint16)
+            got = np.zeros(p.n_chunks, dtype=np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16)
             got[p.indices[lo:hi]] = tf
             with self._cache_lock:
                 held = sum(a.nbytes for a in self._dense_cache.values())
