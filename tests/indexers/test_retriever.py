@@ -120,7 +120,12 @@ def test_bm25_budget_reaches_bm25_in_bm25_and_hybrid_modes(retriever: Retriever)
 
 
 def _hybrid_rows_in_child(retriever: Retriever, out) -> None:  # noqa: ANN001 - a multiprocessing queue
+    import os
+
     out.put([h.row for h in retriever.search("prune roses sourdough", RetrievalSpec(k=5, mode="hybrid"))])
+    out.close()
+    out.join_thread()
+    os._exit(0)  # not the exit handlers of whatever else the forked test process inherited
 
 
 def test_hybrid_search_works_in_a_forked_child(retriever: Retriever) -> None:
