@@ -396,7 +396,7 @@ class BM25Corpus:
                 out[glob] += idf * _tfc(s.method, tf, dl.astype(np.float64), avgdl, s.k1, s.b)
         return out.astype(np.float32)
 
-    # ---------- top-k with block-max pruning ----------
+    # ---------- top-k: threshold algorithm over impact-ordered rows ----------
     def _df(self, token: str) -> int:
         """Live rows holding ``token`` (memoized: the live rows of an opened version never change)."""
         got = self._dfs.get(token)
