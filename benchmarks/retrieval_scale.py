@@ -14,7 +14,9 @@ IVF nlist by default, and HNSW32 at ``--ef-construction``), then opened with
   not timed), hits with their text; ``overhead``: dense / raw - 1 (target <= 0.20);
 - ``dense_recall@10``: against exact (brute force inner product) top 10 (target >= 0.95);
 - ``hybrid_p50_ms`` and ``hybrid_recall@10``: ``Retriever.search`` hybrid (weighted fusion of
-  the params' defaults, 50 candidates) against the same hybrid search over an exact Flat index;
+  the params' defaults, 50 candidates; BM25 exact, or at ``--bm25-budget``) against the same
+  hybrid search over an exact Flat index with exact BM25;
+- ``hybrid_exact_bm25_p50_ms``: the same hybrid search with exact BM25 (``bm25_budget`` null);
 - ``query_cli_s`` / ``query_cli_cpu_s`` / ``query_cli_rss_mb``: ``ragline query TEXT --index
   NAME@VERSION`` in a new process (start, params, open, embed with the hashing embedder, hybrid
   search, print), its wall time (target <= 1.5 s; on a loaded machine the CPU time tells more)
@@ -25,7 +27,14 @@ Targets (issue 12): p50 <= 5 ms, recall@10 >= 0.95 for dense and for hybrid, ove
 ``ragline query`` <= 1.5 s and RSS <= index size + 1 GB.
 
 Run:  nice -n 5 .venv/bin/python benchmarks/retrieval_scale.py [--n 1000000] [--kinds ivf,hnsw]
-      [--queries 200] [--nprobe 32] [--ef-search 64] [--ef-construction 40] [--out DIR]
+      [--queries 200] [--nprobe 32] [--ef-search 64] [--ef-construction 40] [--bm25-budget N] [--out DIR]
+
+``--bm25-only`` measures BM25 alone, in about a minute at 1M rows: its statistics are counted
+from the synthetic word numbers (no vectors, no publish), and ``BM25Corpus.search`` is timed
+exact and at each of ``--bm25-budgets`` for the same queries, with recall@10 against exact
+BM25 scores (:func:`bm25_only`):
+      nice -n 5 .venv/bin/python benchmarks/retrieval_scale.py --bm25-only [--n 1000000]
+      [--queries 200] [--bm25-budgets 1024,2048,4096,8192] [--candidates 50]
 """
 
 from __future__ import annotations
@@ -64,10 +73,79 @@ def synthetic_vectors(n: int, dim: int, centers: int, seed: int = 0, batch: int 
     return out
 
 
-def synthetic_texts(n: int, seed: int = 1) -> list[str]:
+def synthetic_word_ids(n: int, seed: int = 1) -> np.ndarray:
+    """int64 (n, WORDS_PER_CHUNK) word numbers of the synthetic texts (Zipf, exponent 1.3)."""
     rng = np.random.default_rng(seed)
-    ids = np.minimum(rng.zipf(1.3, size=(n, WORDS_PER_CHUNK)), VOCAB) - 1
-    return [" ".join(f"w{i}" for i in row) for row in ids]
+    return np.minimum(rng.zipf(1.3, size=(n, WORDS_PER_CHUNK)), VOCAB) - 1
+
+
+def synthetic_texts(n: int, seed: int = 1) -> list[str]:
+    return [" ".join(f"w{i}" for i in row) for row in synthetic_word_ids(n, seed)]
+
+
+def query_rows(n: int, queries: int) -> np.ndarray:
+    """The rows whose first four words are the queries (the same in both modes)."""
+    return np.random.default_rng(42).choice(n, size=queries, replace=False)
+
+
+def bm25_from_ids(ids: np.ndarray):  # noqa: ANN201 - a BM25Index
+    """The :class:`indexers.bm25.BM25Index` that ``BM25Index.build(synthetic_texts(n))`` builds
+    (word ``w{i}`` is one token: two or more word characters, no stopword, unchanged by the
+    stemmer), counted from the word numbers without making 1M strings (checked equal on a
+    small corpus by :func:`bm25_only`)."""
+    from ragline.indexers.bm25 import BM25Index, BM25Spec
+
+    n, width = ids.shape
+    used, tok = np.unique(ids.reshape(-1), return_inverse=True)
+    keys, counts = np.unique(tok.astype(np.int64) * n + np.repeat(np.arange(n, dtype=np.int64), width),
+                             return_counts=True)
+    tok_of, row_of = np.divmod(keys, n)
+    indptr = np.zeros(len(used) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(tok_of, minlength=len(used)), out=indptr[1:])
+    return BM25Index(counts.astype(np.float32), row_of.astype(np.int32), indptr, np.full(n, width, np.int32),
+                     {f"w{w}": i for i, w in enumerate(used.tolist())}, BM25Spec())
+
+
+def bm25_only(args: argparse.Namespace) -> None:
+    """``--bm25-only``: BM25 statistics of the ``--n`` synthetic texts (no vectors, no FAISS, no
+    publish), then ``BM25Corpus.search`` exact and with each ``--bm25-budgets`` value for the
+    same queries as the full run, at depth ``--candidates`` (what hybrid asks BM25 for):
+    p50/p90 ms per query and recall@10 against exact BM25 scores (every row scored with
+    :meth:`BM25Corpus.scores`; the exact search is checked equal to them)."""
+    from ragline.indexers.bm25 import BM25Corpus, BM25Index
+
+    small = synthetic_word_ids(500, seed=3)  # the shortcut builds what BM25Index.build builds
+    a, b = bm25_from_ids(small), BM25Index.build([" ".join(f"w{i}" for i in r) for r in small])
+    for q in ("w0 w1", "w7 w3 w0", "w20 w2"):
+        assert np.array_equal(a.scores(q), b.scores(q)), q
+    t0 = time.perf_counter()
+    ids = synthetic_word_ids(args.n)
+    corpus = BM25Corpus([bm25_from_ids(ids)])
+    qtext = [" ".join(f"w{i}" for i in ids[r][:4]) for r in query_rows(args.n, args.queries)]
+    del ids
+    print(f"BM25 statistics of {args.n} synthetic texts in {time.perf_counter() - t0:.0f} s", flush=True)
+    depth = args.candidates
+    truth = []
+    for q in qtext:
+        s = corpus.scores(q)
+        cand = np.flatnonzero(s > 0)
+        truth.append(cand[np.lexsort((cand, -s[cand]))][:depth])
+    print(f"\nBM25 at {args.n:,} rows, {args.queries} queries, depth {depth} (after 10 warm-up queries)")
+    print("".join(f"{h:>14}" for h in ("budget", "p50", "p90", "recall@10", f"recall@{depth}")))
+    for budget in [None, *[int(x) for x in args.bm25_budgets.split(",") if x.strip()]]:
+        run = BM25Corpus(corpus.parts)  # a freshly opened version: nothing memoized
+        for q in qtext[:10]:  # as the full run: ten queries first
+            run.search(q, depth, budget=budget)
+        ms, got = p50_ms(lambda q: run.search(q, depth, budget=budget), qtext)  # noqa: B023
+        if budget is None:
+            for (rows, _), want in zip(got, truth):
+                assert rows.tolist() == want.tolist(), "exact BM25 search differs from scoring every row"
+        p90 = float(np.percentile(_last_times, 90))
+        r10 = recall([r[:10].tolist() for r, _ in got], [t[:10].tolist() for t in truth])
+        rd = recall([r.tolist() for r, _ in got], [t.tolist() for t in truth])
+        print("".join(f"{v:>14}" for v in ("exact" if budget is None else budget, f"{ms:.2f} ms", f"{p90:.2f} ms",
+                                               f"{r10:.3f}", f"{rd:.3f}")), flush=True)
+    print("target (hybrid through Retriever): p50 <= 5 ms with dense, recall@10 >= 0.95")
 
 
 def tables(n: int, texts: list[str]) -> tuple[pa.Table, pa.Table]:
@@ -103,12 +181,16 @@ def tables(n: int, texts: list[str]) -> tuple[pa.Table, pa.Table]:
     return documents, chunks
 
 
+_last_times: list[float] = []  # the per-item ms of the last p50_ms call
+
+
 def p50_ms(fn, items) -> tuple[float, list]:  # noqa: ANN001
     times, out = [], []
     for it in items:
         t0 = time.perf_counter()
         out.append(fn(it))
         times.append((time.perf_counter() - t0) * 1e3)
+    _last_times[:] = times
     return statistics.median(times), out
 
 
@@ -128,7 +210,16 @@ def main() -> None:
     ap.add_argument("--ef-construction", type=int, default=40)
     ap.add_argument("--train-size", type=int, default=100_000)
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temp folder, removed)")
+    ap.add_argument("--bm25-budget", type=int, default=None,
+                    help="retrieval.bm25_budget of the hybrid search (default: exact BM25)")
+    ap.add_argument("--bm25-only", action="store_true",
+                    help="only BM25: build its statistics, time BM25Corpus.search exact and at --bm25-budgets")
+    ap.add_argument("--bm25-budgets", default="1024,2048,4096,8192")
+    ap.add_argument("--candidates", type=int, default=50, help="BM25 depth of --bm25-only (hybrid's candidates)")
     args = ap.parse_args()
+    if args.bm25_only:
+        bm25_only(args)
+        return
 
     from ragline.indexers.bm25 import BM25Index
     from ragline.indexers.embedders import HashingEmbedder, info_of
@@ -149,7 +240,7 @@ def main() -> None:
     documents, chunks = tables(n, texts)
     del texts
     rng = np.random.default_rng(42)
-    qrows = rng.choice(n, size=args.queries, replace=False)
+    qrows = rng.choice(n, size=args.queries, replace=False)  # = query_rows(n, args.queries)
     qvec = vectors[qrows] + 0.03 * rng.standard_normal((args.queries, dim)).astype(np.float32)
     qvec /= np.linalg.norm(qvec, axis=1, keepdims=True)
     qtext = [" ".join(t.split()[:4]) for t in chunks.column("text").take(pa.array(qrows)).to_pylist()]
@@ -161,10 +252,12 @@ def main() -> None:
     emb = HashingEmbedder(dim=dim)
     kinds = {"ivf": AUTO_APPROXIMATE.format(nlist=auto_nlist(n)), "hnsw": "HNSW32"}
     results: dict = {"n": n, "dim": dim, "queries": args.queries, "nprobe": args.nprobe, "ef_search": args.ef_search,
+                     "bm25_budget": args.bm25_budget,
                      "ef_construction": args.ef_construction, "kinds": {}}
     cfg_dense = RetrievalConfig(mode="dense", k=10, nprobe=args.nprobe, ef_search=args.ef_search)
     cfg_hybrid = RetrievalConfig(mode="hybrid", k=10, nprobe=args.nprobe, ef_search=args.ef_search,
-                                 weights={"dense": 0.4, "bm25": 0.6})
+                                 weights={"dense": 0.4, "bm25": 0.6}, bm25_budget=args.bm25_budget)
+    cfg_truth = cfg_hybrid.model_copy(update={"bm25_budget": None})  # exact dense and exact BM25
     hybrid_truth = None
     for key in [k.strip() for k in args.kinds.split(",") if k.strip()]:
         factory = kinds.get(key, key)
@@ -201,9 +294,10 @@ def main() -> None:
         raw_ms, _ = p50_ms(raw, idx)
         dense_ms, dense_rows = p50_ms(dense, idx)
         hybrid_ms, hybrid_rows = p50_ms(hybrid, idx)
+        exact_bm25_ms, _ = p50_ms(lambda i: retriever.search(qtext[i], cfg_truth, vector=qvec[i]), idx)
         if hybrid_truth is None:
             flat = Retriever(exact, retriever.rows, retriever.bm25, emb)
-            hybrid_truth = [[h.row for h in flat.search(qtext[i], cfg_hybrid, vector=qvec[i])] for i in idx]
+            hybrid_truth = [[h.row for h in flat.search(qtext[i], cfg_truth, vector=qvec[i])] for i in idx]
         reg = IndexRegistry(params.index.root)
         size_mb = sum((reg.segment_dir("scale", s.id) / "index.faiss").stat().st_size
                       for s in reg.segments("scale", m.version)) / 2**20  # the version's segments' FAISS files
@@ -228,6 +322,7 @@ def main() -> None:
             "overhead": round(dense_ms / raw_ms - 1, 3),
             "dense_recall@10": round(recall(dense_rows, truth), 4),
             "hybrid_p50_ms": round(hybrid_ms, 3), "hybrid_recall@10": round(recall(hybrid_rows, hybrid_truth), 4),
+            "hybrid_exact_bm25_p50_ms": round(exact_bm25_ms, 3),
             "query_cli_s": round(statistics.median(walls), 3), "query_cli_cpu_s": round(statistics.median(cpus), 3),
             "query_cli_rss_mb": round(max(rss), 1),
             "rss_budget_mb": round(size_mb + 1024, 1),
@@ -250,15 +345,15 @@ _RSS_WRAPPER = ("import json, resource, subprocess, sys; r = subprocess.run(sys.
 
 def _report(r: dict) -> None:
     print(f"\nretrieval at {r['n']:,} chunks x {r['dim']}-d, {r['queries']} queries, nprobe {r['nprobe']}, "
-          f"efSearch {r['ef_search']}, efConstruction {r['ef_construction']}")
-    head = ("kind", "raw p50", "dense p50", "overhead", "dense R@10", "hybrid p50", "hybrid R@10", "query s",
+          f"efSearch {r['ef_search']}, efConstruction {r['ef_construction']}, bm25_budget {r['bm25_budget']}")
+    head = ("kind", "raw p50", "dense p50", "overhead", "dense R@10", "hybrid p50", "hybrid R@10", "exact-BM25 p50", "query s",
             "query CPU s", "query RSS", "RSS budget")
-    print("".join(f"{h:>13}" for h in head))
+    print("".join(f"{h:>15}" for h in head))
     for kind, x in r["kinds"].items():
         vals = (kind, f"{x['raw_p50_ms']:.2f} ms", f"{x['dense_p50_ms']:.2f} ms", f"{x['overhead']:+.0%}",
                 f"{x['dense_recall@10']:.3f}", f"{x['hybrid_p50_ms']:.2f} ms", f"{x['hybrid_recall@10']:.3f}",
-                f"{x['query_cli_s']:.2f}", f"{x['query_cli_cpu_s']:.2f}", f"{x['query_cli_rss_mb']:.0f} MB", f"{x['rss_budget_mb']:.0f} MB")
-        print("".join(f"{v:>13}" for v in vals))
+                f"{x['hybrid_exact_bm25_p50_ms']:.2f} ms", f"{x['query_cli_s']:.2f}", f"{x['query_cli_cpu_s']:.2f}", f"{x['query_cli_rss_mb']:.0f} MB", f"{x['rss_budget_mb']:.0f} MB")
+        print("".join(f"{v:>15}" for v in vals))
     print("targets: p50 <= 5 ms, recall@10 >= 0.95, overhead <= +20%, query <= 1.5 s, RSS <= index + 1 GB")
 
 

@@ -16,6 +16,10 @@ Scores are computed per query over the live rows of every segment of a version
 (:class:`BM25Corpus`): document frequencies, the row count and the average row length are
 those of the live rows, so a version of several segments with tombstones scores exactly as a
 single-segment build of the same rows, and as bm25s over the same texts (both tested).
+Top-k search (:meth:`BM25Corpus.search`) reads each query term's rows in impact order (largest
+term weight first, derived at search time from the stored counts and the corpus-wide average
+length, memoized per term: no extra file, and segments of any age are searched alike) only as
+deep as the top k needs (exact), or to a postings budget (approximate, ``retrieval.bm25_budget``).
 
 Text indexed per chunk is what the chunk's vector embeds: its ``context`` prefix (may be
 empty) followed by its ``text``. Tokenization is ``bm25s.tokenize``'s: lower-case, the
@@ -27,7 +31,10 @@ reimplemented in :func:`tokenize` so that neither building nor searching imports
 Sources: Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond"
 (Foundations and Trends in IR, 2009); Kamphuis, de Vries, Boytsov & Lin, "Which BM25 Do You
 Mean? A Large-Scale Reproducibility Study of Scoring Variants" (ECIR 2020); Lù, "BM25S"
-(arXiv:2407.03618, 2024), library ``bm25s`` (the reference the tests compare with).
+(arXiv:2407.03618, 2024), library ``bm25s`` (the reference the tests compare with); for top-k
+search, Fagin, Lotem & Naor, "Optimal aggregation algorithms for middleware" (JCSS 2003: the
+threshold algorithm, TA, and its no-random-access variant, NRA) and Anh & Moffat, "Pruned
+query evaluation using pre-computed impacts" (SIGIR 2006: impact-ordered, score-at-a-time).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import json
 import logging
 import math
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -59,6 +67,20 @@ BM25_FORMAT = 4
 BM25_FORMATS_READ = (2, 3, 4)
 #: ``bm25.npz`` of at most this many postings (term, row pairs) is written deflated (``np.savez_compressed``).
 BM25_COMPRESS_MAX = 1_000_000
+#: Rows per query term read in the first round of :meth:`BM25Corpus.search` (at least 2k; doubles per round).
+FIRST_DEPTH = 64
+#: Rows kept per term in impact order at first computation (:meth:`BM25Corpus._impacts`).
+IMPACT_PREFIX = 4096
+#: Most rows a budgeted search (:meth:`BM25Corpus.search`) scores exactly.
+RESCORE_MAX = 4096
+#: A term held by at least 1/DENSE_TF_RATIO of a segment's rows (of at least DENSE_TF_MIN_ROWS) has its
+#: counts looked up in a dense array when rows are scored (:meth:`BM25Corpus._dense_tf`).
+DENSE_TF_RATIO = 16
+DENSE_TF_MIN_ROWS = 65_536
+#: Bytes of dense term counts an opened corpus keeps.
+DENSE_TF_CACHE_BYTES = 64 * 2**20
+#: Impact-ordered rows an opened corpus keeps over all terms (16 bytes each; the oldest term computed goes first).
+IMPACT_CACHE_ROWS = 4_000_000
 
 log = logging.getLogger(__name__)
 
@@ -373,6 +395,10 @@ class BM25Corpus:
         sizes = [p.n_chunks if rows is None else len(rows) for p, rows in zip(self.parts, self._live)]
         self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
         self._dfs: dict[str, int] = {}
+        self._impact_cache: dict[str, _Impacts] = {}
+        self._impact_rows = 0
+        self._dense_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._cache_lock = threading.Lock()
 
     def scores(self, query: str) -> np.ndarray:
         """float32 (n_chunks,) BM25 score of every live row for ``query`` (0 = no shared term)."""
@@ -400,7 +426,7 @@ class BM25Corpus:
                 out[glob] += idf * _tfc(s.method, tf, dl.astype(np.float64), avgdl, s.k1, s.b)
         return out.astype(np.float32)
 
-    # ---------- top-k with MaxScore pruning ----------
+    # ---------- top-k: threshold algorithm over impact-ordered rows ----------
     def _df(self, token: str) -> int:
         """Live rows holding ``token`` (memoized: the live rows of an opened version never change)."""
         got = self._dfs.get(token)
@@ -414,15 +440,77 @@ class BM25Corpus:
             self._dfs[token] = got
         return got
 
-    def _postings(self, token: str) -> np.ndarray:
-        """int64 sorted global live rows holding ``token`` (reads that token's postings only)."""
-        out = []
+    def _impacts(self, token: str, depth: int) -> _Impacts:
+        """The live rows holding ``token``, in impact order (decreasing BM25 term weight, idf
+        excluded, with this corpus's average length; ties by lower row), at least their first
+        ``depth`` (all of them when there are few). Memoized per token in a bounded cache and
+        extended fourfold when a search asks deeper: O(postings) per computation, the sort
+        limited to the prefix kept (``np.argpartition`` first)."""
+        got = self._impact_cache.get(token)
+        if got is not None and (got.complete or len(got.rows) >= depth):
+            return got
+        s = self.spec
+        avgdl = self.avgdl if self.avgdl > 0 else 1.0
+        rows, weights = [], []
         for p, g in zip(self.parts, self._to_global):
             t = p.vocab.get(token)
-            if t is not None:
-                glob = g[p.indices[p.indptr[t]:p.indptr[t + 1]]]
-                out.append(glob[glob >= 0])
-        return np.concatenate(out) if out else np.zeros(0, np.int64)
+            if t is None:
+                continue
+            lo, hi = int(p.indptr[t]), int(p.indptr[t + 1])
+            local = p.indices[lo:hi]
+            glob = g[local]
+            keep = glob >= 0
+            rows.append(glob[keep])
+            weights.append(_tfc(s.method, p.tf[lo:hi][keep].astype(np.float64),
+                                p.doc_len[local[keep]].astype(np.float64), avgdl, s.k1, s.b))
+        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        w = np.concatenate(weights) if weights else np.zeros(0, np.float64)
+        keep_n = max(depth, 4 * (len(got.rows) if got is not None else 0), IMPACT_PREFIX)
+        if keep_n * 2 >= len(w):
+            order = np.lexsort((r, -w))
+            out = _Impacts(r[order], w[order], 0.0, True)
+        else:
+            # the first keep_n in (-weight, row) order, so that a deeper prefix extends this one
+            # (ties at the cut are common: term counts are small integers); r is ascending
+            v = w[np.argpartition(-w, keep_n - 1)[keep_n - 1]]
+            above = np.flatnonzero(w > v)
+            head = np.concatenate([above, np.flatnonzero(w == v)[:keep_n - len(above)]])
+            head = head[np.lexsort((r[head], -w[head]))]
+            out = _Impacts(r[head], w[head], float(v), False)
+        with self._cache_lock:  # searches may run in several threads (Retriever is thread-safe)
+            old = self._impact_cache.pop(token, None)
+            if old is not None:
+                self._impact_rows -= len(old.rows)
+            while self._impact_cache and self._impact_rows + len(out.rows) > IMPACT_CACHE_ROWS:
+                self._impact_rows -= len(self._impact_cache.pop(next(iter(self._impact_cache))).rows)
+            self._impact_cache[token] = out
+            self._impact_rows += len(out.rows)
+        return out
+
+    def _dense_tf(self, i: int, t: int) -> np.ndarray | None:
+        """uint8 (uint16 when a count passes 255) (part's n_chunks,) term counts of vocabulary row ``t`` of part ``i`` by local row,
+        when the term is frequent there (held by at least 1/:data:`DENSE_TF_RATIO` of the part's
+        rows, which are at least :data:`DENSE_TF_MIN_ROWS`): looking a row up is then one
+        gather, not a binary search in long postings. Built on first use; the cache holds at
+        most :data:`DENSE_TF_CACHE_BYTES` (the oldest built goes first). ``None`` otherwise."""
+        p = self.parts[i]
+        lo, hi = int(p.indptr[t]), int(p.indptr[t + 1])
+        if p.n_chunks < DENSE_TF_MIN_ROWS or (hi - lo) * DENSE_TF_RATIO < p.n_chunks:
+            return None
+        got = self._dense_cache.get((i, t))
+        if got is None:
+            tf = p.tf[lo:hi]
+            top = float(tf.max()) if len(tf) else 0.0
+            if top > np.iinfo(np.uint16).max:
+                return None
+            got = np.zeros(p.n_chunks, dtype=np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16)
+            got[p.indices[lo:hi]] = tf
+            with self._cache_lock:
+                held = sum(a.nbytes for a in self._dense_cache.values())
+                while self._dense_cache and held + got.nbytes > DENSE_TF_CACHE_BYTES:
+                    held -= self._dense_cache.pop(next(iter(self._dense_cache))).nbytes
+                self._dense_cache[(i, t)] = got
+        return got
 
     def _score(self, tokens: Sequence[str], idfs: Mapping[str, float], rows: np.ndarray) -> np.ndarray:
         """float64 BM25 scores of the global ``rows`` (sorted): per row, the query tokens' terms
@@ -451,6 +539,10 @@ class BM25Corpus:
                     hit = at < len(local)
                     hit[hit] = local[at[hit]] == post[hit]
                     where, tf = at[hit], p.tf[lo:hi][hit]
+                elif (dense := self._dense_tf(i, t)) is not None:  # a frequent term: its counts by row
+                    tf = dense[local]
+                    where = np.flatnonzero(tf)
+                    tf = tf[where]
                 else:  # many postings: find each row among them (same dtype: no copy of the postings)
                     at = np.searchsorted(post, local.astype(post.dtype))
                     found = at < len(post)
@@ -462,21 +554,32 @@ class BM25Corpus:
                 out[a + where] += idf * _tfc(s.method, tf.astype(np.float64), dl, avgdl, s.k1, s.b)
         return out
 
-    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None, *,
+               budget: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k live rows by BM25 score; rows with score 0 (no shared term) are never returned.
 
-        MaxScore pruning (Turtle & Flood, "Query evaluation: strategies and optimizations",
-        IP&M 1995): a term adds less than its upper bound ``idf`` (``idf * (k1 + 1)`` for
-        ``atire``) to any row, since ``tf / (norm + tf) < 1``. Terms are taken rarest first; the
-        rows holding any taken term are scored exactly (:meth:`_score`), and once the bounds of
-        the terms not taken add up to less than the k-th best score, no other row can enter
-        the top k, so only those rows are scored. Frequent terms' postings are never
-        read whole. Results and scores are those of scoring every row (:meth:`scores`; tested).
+        Fagin's threshold algorithm (Fagin, Lotem & Naor, "Optimal aggregation algorithms for
+        middleware", JCSS 2003) over impact-ordered postings (Anh & Moffat, "Pruned query
+        evaluation using pre-computed impacts", SIGIR 2006): each query term's live rows are
+        taken in decreasing term weight (:meth:`_impacts`) to a depth that doubles per round,
+        starting at ``max(2k,`` :data:`FIRST_DEPTH` ``)``; every row met is scored exactly
+        (all query terms, :meth:`_score`); a row not met yet scores at most the sum over the
+        terms of ``idf`` times the weight at the term's depth, so once that sum is below the
+        k-th best score found, no other row can enter or tie the top k and the result is exact:
+        rows and scores equal those of scoring every row (:meth:`scores`; tested across segment
+        layouts with tombstones). Work grows with the depth reached, not with the row count.
+
+        ``budget`` makes the search approximate and its cost bounded (an anytime ranking,
+        Mackenzie, Petri & Moffat, "Anytime ranking on document-ordered indexes", TOIS 2022):
+        no term is read deeper than ``budget`` rows, and the best rows met are returned.
+        Their scores are still exact; rows whose every term weight is below the ones read may
+        be missed (recall measured by ``benchmarks/retrieval_scale.py --bm25-only``).
 
         Args:
             query: the query text.
             k: maximum number of rows.
             allowed: optional bool (n_chunks,) mask; rows where it is False are skipped.
+            budget: most rows read per query term (``None``: exact, no limit).
 
         Returns:
             ``(rows, scores)``: int64 (k',) global rows and float32 (k',) scores, best first
@@ -493,34 +596,105 @@ class BM25Corpus:
                 idfs[token] = _idf(self.spec.method, float(df), float(self.n_chunks))
         if not idfs:
             return empty
-        factor = self.spec.k1 + 1 if self.spec.method == "atire" else 1.0
-        repeats = {t: tokens.count(t) for t in idfs}
-        bound = {t: max(idfs[t], 0.0) * factor * repeats[t] for t in idfs}
-        order = sorted(idfs, key=lambda t: (-bound[t], t))  # rarest (highest bound) first
         mask = None if allowed is None else np.asarray(allowed, dtype=bool)
-        for taken in range(1, len(order) + 1):
-            rest = sum(bound[t] for t in order[taken:])
-            rows = self._postings(order[0]) if taken == 1 else np.sort(np.concatenate([self._postings(t) for t in order[:taken]]))
-            if taken > 1 and len(rows):  # a sorted union (np.unique hashes: slower on large postings)
-                rows = rows[np.concatenate([[True], rows[1:] != rows[:-1]])]
+        weight = {t: max(idfs[t], 0.0) * tokens.count(t) for t in idfs}  # what a term adds per unit of weight
+        if budget is not None:
+            return self._search_budget(tokens, idfs, weight, k, mask, max(int(budget), 1))
+        seen = np.zeros(0, np.int64)  # sorted rows scored so far
+        rows, scores = np.zeros(0, np.int64), np.zeros(0, np.float64)
+        lo, depth = 0, max(2 * k, FIRST_DEPTH)
+        if budget is not None:
+            depth = min(depth, max(budget, 1))
+        while True:
+            imps = {t: self._impacts(t, depth) for t in idfs}
+            new = np.concatenate([imp.rows[lo:depth] for imp in imps.values()])
+            new = np.unique(new)  # sorted, each once
+            if len(seen):
+                new = new[~np.isin(new, seen, assume_unique=True)]
+                seen = np.union1d(seen, new)
+            else:
+                seen = new
             if mask is not None:
-                rows = rows[mask[rows]]
-            scores = self._score(tokens, idfs, rows).astype(np.float32)
-            keep = scores > 0
-            rows, scores = rows[keep], scores[keep]
-            if taken < len(order) and len(rows) >= k:
+                new = new[mask[new]]
+            got = self._score(tokens, idfs, new)
+            keep = got > 0
+            rows, scores = np.concatenate([rows, new[keep]]), np.concatenate([scores, got[keep]])
+            done = all(imp.complete and depth >= len(imp.rows) for imp in imps.values())
+            if len(rows) >= k:
                 kth = float(scores[np.argpartition(-scores, k - 1)[k - 1]])
-                # strictly below, with room for float32 rounding: a row outside can neither pass nor tie
+                top = scores >= kth  # the k best and every row tying with the k-th: the rest never return
+                rows, scores = rows[top], scores[top]
+                rest = sum(weight[t] * imp.after(depth) for t, imp in imps.items())
+                # strictly below, with room for float rounding: a row not met can neither pass nor tie
                 if rest * (1 + 1e-6) + 1e-12 < kth * (1 - 1e-6):
                     break
+            if done or (budget is not None and depth >= budget):
+                break
+            lo, depth = depth, depth * 2 if budget is None else min(depth * 2, budget)
         if len(rows) == 0:
             return empty
-        if len(rows) > k:  # the k best, and every row tying with the k-th (the lower rows win the tie)
-            kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
-            top = scores >= kth
-            rows, scores = rows[top], scores[top]
-        order_ = np.lexsort((rows, -scores))[:k]
-        return rows[order_].astype(np.int64), scores[order_]
+        scores32 = scores.astype(np.float32)
+        order_ = np.lexsort((rows, -scores32))[:k]
+        return rows[order_].astype(np.int64), scores32[order_]
+
+
+    def _search_budget(self, tokens: Sequence[str], idfs: Mapping[str, float], weight: Mapping[str, float], k: int,
+                       mask: np.ndarray | None, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` with a budget: score-at-a-time over the impact-ordered rows (Anh &
+        Moffat 2006) with no random access while reading (Fagin et al.'s NRA, JCSS 2003).
+
+        The ``budget`` postings of largest contribution (``idf x weight``) over all query terms
+        are read, so a frequent term of small idf costs nothing; each row met gets a lower bound
+        (the contributions read) and an upper bound (plus, for each term it was not met in, the
+        term's next unread contribution). The rows whose upper bound reaches the k-th best lower
+        bound, at most :data:`RESCORE_MAX` of them by the mean of their bounds, are scored exactly
+        (:meth:`_score`); the best k of those are returned, with exact scores."""
+        terms = list(idfs)
+        imps = [self._impacts(t, budget) for t in terms]
+        contrib = [weight[t] * imp.weights[:budget] for t, imp in zip(terms, imps)]
+        flat = np.concatenate(contrib)
+        if len(flat) > budget:
+            tau = flat[np.argpartition(-flat, budget - 1)[budget - 1]]
+            depth = [int(np.count_nonzero(c >= tau)) for c in contrib]  # descending: a prefix each
+        else:
+            depth = [len(c) for c in contrib]
+        rem = np.array([weight[t] * imp.after(d) for t, imp, d in zip(terms, imps, depth)], dtype=np.float64)
+        rows = np.concatenate([imp.rows[:d] for imp, d in zip(imps, depth)])
+        if not len(rows):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        uniq, inv = np.unique(rows, return_inverse=True)
+        lower = np.bincount(inv, np.concatenate([c[:d] for c, d in zip(contrib, depth)]), minlength=len(uniq))
+        upper = lower + (rem.sum() - np.bincount(inv, np.repeat(rem, depth), minlength=len(uniq)))
+        if mask is not None:
+            ok = mask[uniq]
+            uniq, lower, upper = uniq[ok], lower[ok], upper[ok]
+        if len(uniq) > k:
+            kth = lower[np.argpartition(-lower, k - 1)[k - 1]]
+            ok = upper >= kth * (1 - 1e-6)
+            uniq, lower, upper = uniq[ok], lower[ok], upper[ok]
+        if len(uniq) > RESCORE_MAX:
+            uniq = np.sort(uniq[np.argpartition(-(lower + upper), RESCORE_MAX - 1)[:RESCORE_MAX]])
+        scores = self._score(tokens, idfs, uniq).astype(np.float32)
+        keep = scores > 0
+        uniq, scores = uniq[keep], scores[keep]
+        order = np.lexsort((uniq, -scores))[:k]
+        return uniq[order].astype(np.int64), scores[order]
+
+
+@dataclass(frozen=True, slots=True)
+class _Impacts:
+    """A term's live rows in impact order (see :meth:`BM25Corpus._impacts`)."""
+
+    rows: np.ndarray  # int64 (m,) global rows, decreasing weight
+    weights: np.ndarray  # float64 (m,) their term weights (idf excluded)
+    rest: float  # largest weight of the rows not kept (0.0 when complete)
+    complete: bool  # every live row holding the term is kept
+
+    def after(self, depth: int) -> float:
+        """The largest weight of a row past the first ``depth`` (0.0 when none)."""
+        if depth < len(self.rows):
+            return float(self.weights[depth])
+        return 0.0 if self.complete else self.rest
 
 
 def write_bm25(chunks: pa.Table, folder: Path, spec: BM25Spec = BM25Spec()) -> BM25Index:

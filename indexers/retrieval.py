@@ -55,6 +55,9 @@ class RetrievalConfig(_Model):
             HNSW kinds of ``index.factory`` only.
         nprobe: IVF lists visited per query (FAISS ``nprobe``); IVF kinds only. Recall grows
             and speed drops with both (``benchmarks/retrieval_scale.py`` measures them).
+        bm25_budget: ``None`` (exact BM25 top rows) or the number of postings, over all query
+            terms, BM25 reads in impact order before returning its best rows (approximate,
+            bounded cost: :meth:`indexers.bm25.BM25Corpus.search`); bm25 and hybrid modes.
     """
 
     mode: Mode = "hybrid"
@@ -65,6 +68,7 @@ class RetrievalConfig(_Model):
     rrf_k: int = Field(default=RRF_K, ge=0)
     ef_search: int = Field(default=64, ge=1, le=100000)
     nprobe: int = Field(default=32, ge=1, le=1 << 20)
+    bm25_budget: int | None = Field(default=None, ge=1)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, source: str = "retrieval", prefix: str = "") -> "RetrievalConfig":
@@ -96,15 +100,17 @@ class RetrievalConfig(_Model):
         return self.from_dict({**data, **changes}, source)
 
     def record(self) -> dict[str, Any]:
-        """The settings as reported: ``{"mode"}`` for dense and bm25, with fusion settings for hybrid."""
+        """The settings as reported: ``{"mode"}`` for dense and bm25, with fusion settings for
+        hybrid, and ``bm25_budget`` for bm25 and hybrid when set (approximate BM25)."""
+        budget = {} if self.bm25_budget is None or self.mode == "dense" else {"bm25_budget": self.bm25_budget}
         if self.mode != "hybrid":
-            return {"mode": self.mode}
+            return {"mode": self.mode, **budget}
         out: dict[str, Any] = {"mode": self.mode, "fusion": self.fusion,
                                "weights": {"dense": self.weights.dense, "bm25": self.weights.bm25},
                                "candidates": self.candidates}
         if self.fusion == "rrf":
             out["rrf_k"] = self.rrf_k
-        return out
+        return {**out, **budget}
 
 
 @dataclass(frozen=True, slots=True)

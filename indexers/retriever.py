@@ -6,7 +6,8 @@ Modes (settings: :class:`indexers.retrieval.RetrievalConfig`, the ``retrieval:``
 
 - ``dense``: the query embedded with the embedder that built the index, searched in FAISS.
 - ``bm25``: BM25 over the same chunk rows (:mod:`indexers.bm25`).
-- ``hybrid``: both, each to ``candidates`` rows, fused by
+- ``hybrid``: both, each to ``candidates`` rows (BM25 in a pool thread while FAISS searches in
+  the caller's, so the two overlap), fused by
 
   - reciprocal rank fusion, ``score(d) = sum_m w_m / (rrf_k + rank_m(d))`` with 1-based ranks and
     ``rrf_k = 60`` by default. Source: Cormack, Clarke & Büttcher, "Reciprocal Rank Fusion
@@ -45,8 +46,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
+import os
 import posixpath
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -436,9 +439,11 @@ class Retriever:
         rows_, scores_ = self.index.search(q, depth, allowed, ef_search=config.ef_search, nprobe=config.nprobe)
         return rows_, (-scores_ if self._l2 else scores_)
 
-    def lexical(self, query: str, depth: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """BM25 top-``depth`` rows and scores (rows sharing no term with the query are left out)."""
-        return self.bm25.search(query, depth, allowed)
+    def lexical(self, query: str, depth: int, allowed: np.ndarray | None = None,
+                config: RetrievalConfig = RetrievalConfig()) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 top-``depth`` rows and scores (rows sharing no term with the query are left out);
+        exact unless ``config.bm25_budget`` is set (:meth:`indexers.bm25.BM25Corpus.search`)."""
+        return self.bm25.search(query, depth, allowed, budget=config.bm25_budget)
 
     # ---------- the public search ----------
     def search(self, query: str, config: RetrievalConfig = RetrievalConfig(), flt: ChunkFilter = ChunkFilter(),
@@ -477,10 +482,12 @@ class Retriever:
             rows, scores = self.dense(query, k, allowed, vector, config)
             return self._hits(rows.tolist(), scores.tolist(), {"dense": (rows, scores)})
         if config.mode == "bm25":
-            rows, scores = self.lexical(query, k, allowed)
+            rows, scores = self.lexical(query, k, allowed, config)
             return self._hits(rows.tolist(), scores.tolist(), {"bm25": (rows, scores)})
         depth = max(config.candidates, k)
-        lists = {"dense": self.dense(query, depth, allowed, vector, config), "bm25": self.lexical(query, depth, allowed)}
+        # BM25 in a pool thread while FAISS (which releases the GIL) searches in this one
+        lexical = _side_pool().submit(self.lexical, query, depth, allowed, config)
+        lists = {"dense": self.dense(query, depth, allowed, vector, config), "bm25": lexical.result()}
         weights = {"dense": config.weights.dense, "bm25": config.weights.bm25}
         if config.fusion == "rrf":
             fused = rrf_fuse({n: r.tolist() for n, (r, _) in lists.items()}, weights, config.rrf_k)
@@ -510,6 +517,21 @@ class Retriever:
                 retriever_scores=raw, duplicates=self._copies.get(row, ()),
             ))
         return out
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _side_pool() -> ThreadPoolExecutor:
+    """This process's threads that run a hybrid search's BM25 beside its dense search (made on
+    first use, and again in a forked child, which inherits no threads)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                                     thread_name_prefix="ragline-bm25"))
+        return _POOL[1]
 
 
 def _duplicate_links(duplicates: pa.Table | None, chunk_ids: Sequence[str], doc_ids: Sequence[str],

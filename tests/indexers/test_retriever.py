@@ -104,6 +104,49 @@ def test_hybrid_fuses_both_lists_and_is_deterministic(retriever: Retriever) -> N
     assert w[0].score == pytest.approx(1.0)  # the best BM25 row after min-max
 
 
+def test_bm25_budget_reaches_bm25_in_bm25_and_hybrid_modes(retriever: Retriever) -> None:
+    """``retrieval.bm25_budget``: a budget covering every posting gives the exact hits; a budget
+    of one posting reads one row of the best term, so BM25 contributes a single row."""
+    query = "prune roses sourdough impeller seal"
+    for mode in ("bm25", "hybrid"):
+        exact = retriever.search(query, RetrievalSpec(k=5, mode=mode))
+        wide = retriever.search(query, RetrievalSpec(k=5, mode=mode, bm25_budget=10**6))
+        assert [(h.row, h.score) for h in wide] == [(h.row, h.score) for h in exact]
+        one = retriever.search(query, RetrievalSpec(k=5, mode=mode, bm25_budget=1))
+        assert len([h for h in one if "bm25" in h.retriever_ranks]) == 1
+        assert len([h for h in exact if "bm25" in h.retriever_ranks]) > 1
+    assert RetrievalSpec(mode="bm25", bm25_budget=8).record() == {"mode": "bm25", "bm25_budget": 8}
+    assert "bm25_budget" not in RetrievalSpec(mode="dense", bm25_budget=8).record()
+
+
+def _hybrid_rows_in_child(retriever: Retriever, out) -> None:  # noqa: ANN001 - a multiprocessing queue
+    import os
+
+    out.put([h.row for h in retriever.search("prune roses sourdough", RetrievalSpec(k=5, mode="hybrid"))])
+    out.close()
+    out.join_thread()
+    os._exit(0)  # not the exit handlers of whatever else the forked test process inherited
+
+
+def test_hybrid_search_works_in_a_forked_child(retriever: Retriever) -> None:
+    """The BM25 side thread pool of a hybrid search is made again in a forked child (which
+    inherits the parent's pool object but none of its threads) instead of waiting forever."""
+    import multiprocessing
+
+    want = [h.row for h in retriever.search("prune roses sourdough", RetrievalSpec(k=5, mode="hybrid"))]
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_hybrid_rows_in_child, args=(retriever, out))
+    child.start()
+    try:
+        assert out.get(timeout=60) == want
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+
+
 def test_filters_restrict_every_mode(retriever: Retriever) -> None:
     only_pdf = ChunkFilter(sources=("*.pdf",))
     for mode in ("dense", "bm25", "hybrid"):
