@@ -13,7 +13,7 @@ Arms (all 2 threads, all-MiniLM-L6-v2, one process, models built beforehand unde
 - ``ov-bf16 s2 p16 dyn``: THROUGHPUT, 2 streams, token lengths rounded to 16, dynamic shapes
   only (``embed.static_shapes: 0``; the default before static shapes);
 - ``ov-bf16 s2 p16``: the same with ``embed.static_shapes: 6`` (the ``embed:`` params): a shape's
-  16th call compiles a model for exactly that shape (the compilations are timed with the calls);
+  32nd call (STATIC_AFTER) compiles a model for exactly that shape (the compilations are timed with the calls);
 - ``ov-bf16 onnx-graph s2 p16``: ``s2 p16 dyn`` on the ONNX export's graph (what the conversion adds);
 - ``ov-int8 s2 p16``: NNCF static int8 with the same settings.
 

@@ -428,16 +428,23 @@ class BM25Corpus:
 
     # ---------- top-k: threshold algorithm over impact-ordered rows ----------
     def _df(self, token: str) -> int:
-        """Live rows holding ``token`` (memoized: the live rows of an opened version never change)."""
+        """Live rows holding ``token``. Counting live rows through tombstones is memoized (the
+        live rows of an opened version never change); only tokens some part holds are kept, so
+        query words in no vocabulary do not grow the memo."""
         got = self._dfs.get(token)
         if got is None:
-            got = 0
+            got, counted = 0, False
             for p, g, live in zip(self.parts, self._to_global, self._live):
                 t = p.vocab.get(token)
                 if t is not None:
                     lo, hi = int(p.indptr[t]), int(p.indptr[t + 1])
-                    got += hi - lo if live is None else int(np.count_nonzero(g[p.indices[lo:hi]] >= 0))
-            self._dfs[token] = got
+                    if live is None:
+                        got += hi - lo
+                    else:
+                        got += int(np.count_nonzero(g[p.indices[lo:hi]] >= 0))
+                        counted = True
+            if counted:
+                self._dfs[token] = got
         return got
 
     def _impacts(self, token: str, depth: int) -> _Impacts:
@@ -571,7 +578,8 @@ class BM25Corpus:
 
         ``budget`` makes the search approximate and its cost bounded (an anytime ranking,
         Mackenzie, Petri & Moffat, "Anytime ranking on document-ordered indexes", TOIS 2022):
-        no term is read deeper than ``budget`` rows, and the best rows met are returned.
+        at most ``budget`` postings in total over the query's terms are read
+        (:meth:`_search_budget`), and the best rows met are returned.
         Their scores are still exact; rows whose every term weight is below the ones read may
         be missed (recall measured by ``benchmarks/retrieval_scale.py --bm25-only``).
 
@@ -579,7 +587,7 @@ class BM25Corpus:
             query: the query text.
             k: maximum number of rows.
             allowed: optional bool (n_chunks,) mask; rows where it is False are skipped.
-            budget: most rows read per query term (``None``: exact, no limit).
+            budget: most postings read over all query terms (``None``: exact, no limit).
 
         Returns:
             ``(rows, scores)``: int64 (k',) global rows and float32 (k',) scores, best first
@@ -603,8 +611,6 @@ class BM25Corpus:
         seen = np.zeros(0, np.int64)  # sorted rows scored so far
         rows, scores = np.zeros(0, np.int64), np.zeros(0, np.float64)
         lo, depth = 0, max(2 * k, FIRST_DEPTH)
-        if budget is not None:
-            depth = min(depth, max(budget, 1))
         while True:
             imps = {t: self._impacts(t, depth) for t in idfs}
             new = np.concatenate([imp.rows[lo:depth] for imp in imps.values()])
@@ -628,15 +634,14 @@ class BM25Corpus:
                 # strictly below, with room for float rounding: a row not met can neither pass nor tie
                 if rest * (1 + 1e-6) + 1e-12 < kth * (1 - 1e-6):
                     break
-            if done or (budget is not None and depth >= budget):
+            if done:
                 break
-            lo, depth = depth, depth * 2 if budget is None else min(depth * 2, budget)
+            lo, depth = depth, depth * 2
         if len(rows) == 0:
             return empty
         scores32 = scores.astype(np.float32)
         order_ = np.lexsort((rows, -scores32))[:k]
         return rows[order_].astype(np.int64), scores32[order_]
-
 
     def _search_budget(self, tokens: Sequence[str], idfs: Mapping[str, float], weight: Mapping[str, float], k: int,
                        mask: np.ndarray | None, budget: int) -> tuple[np.ndarray, np.ndarray]:

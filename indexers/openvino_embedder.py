@@ -92,7 +92,11 @@ from ragline.indexers.onnx_embedder import (
     sentence_graph,
 )
 
-#: rows per OpenVINO call when embedding many texts (benchmarks/embed_backends.py chose it).
+#: Held while OpenVINO's consent check is swapped (a class attribute): threads that compile
+#: or convert at once must not restore each other's swap half-way.
+_TELEMETRY_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def telemetry_declined() -> Iterator[None]:
     """Decline OpenVINO's usage telemetry while the block runs.
@@ -110,12 +114,13 @@ def telemetry_declined() -> Iterator[None]:
     except ImportError:
         yield
         return
-    check = OptInChecker.check
-    OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
-    try:
-        yield
-    finally:
-        OptInChecker.check = check
+    with _TELEMETRY_LOCK:
+        check = OptInChecker.check
+        OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
+        try:
+            yield
+        finally:
+            OptInChecker.check = check
 
 
 def openvino() -> Any:
@@ -125,6 +130,7 @@ def openvino() -> Any:
     return ov
 
 
+#: rows per OpenVINO call when embedding many texts (benchmarks/embed_backends.py chose it).
 RUN_ROWS = {"f32": 8, "bf16": 8, "int8": 8}
 #: Full calls of one input shape (rows, tokens) an embedder runs on the dynamic-shape model
 #: before it compiles a model for exactly that shape (``static_shapes``). A compilation cost
@@ -359,11 +365,14 @@ class OpenVinoEmbedder:
             self._source, self._hint = model, self.precision
             compiled = self._compile(model, self.precision, self.streams)
             label = f"ov{ov.__version__.split('-')[0]}-{self.precision}-ptir"
-            # measured on a LATENCY compilation, as queries run (the agreement does not depend on streams)
-            measure = compiled if self.streams == 1 else self._compile(model, self.precision)
+
+            def agreement(tmp: Path) -> dict:  # measured on a LATENCY compilation, as queries run (the
+                # agreement does not depend on streams); compiled only when the record is not cached yet
+                measure = compiled if self.streams == 1 else self._compile(model, self.precision)
+                return identity_record(self.backend, label, lambda t: self._embed_with(measure, t), reference)
+
             self.model_record = cached_artifact(
-                self.model_stem, {"artifact": "openvino-agreement", **base, "precision": self.precision}, [],
-                lambda tmp: identity_record(self.backend, label, lambda t: self._embed_with(measure, t), reference))
+                self.model_stem, {"artifact": "openvino-agreement", **base, "precision": self.precision}, [], agreement)
         self._compiled = compiled
 
     def _feed(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
@@ -409,13 +418,11 @@ class OpenVinoEmbedder:
         """This thread's ``AsyncInferQueue`` of :attr:`streams` requests for ``compiled``; its
         callback copies each call's output into the rows the call was given and frees a slot
         (``userdata = (out, rows, errors, slots)``)."""
-        ov = openvino()
-
         queues = getattr(self._local, "queues", None)
         if queues is None:
             queues = self._local.queues = {}
         if id(compiled) not in queues:
-            queue = ov.AsyncInferQueue(compiled, self.streams)
+            queue = openvino().AsyncInferQueue(compiled, self.streams)
 
             def done(request: Any, userdata: tuple[np.ndarray, list[int], list[BaseException], Any]) -> None:
                 out, part, errors, slots = userdata
@@ -479,7 +486,9 @@ class OpenVinoEmbedder:
         try:
             for part, feed in self._calls(texts, rows, sort):
                 model = self._model_for(compiled, feed, rows) if static else compiled
-                queue = used.setdefault(id(model), self._queue(model))
+                queue = used.get(id(model))
+                if queue is None:
+                    queue = used[id(model)] = self._queue(model)
                 slots.acquire()
                 try:
                     queue.start_async(feed, (out, part, errors, slots))

@@ -519,8 +519,18 @@ class Retriever:
         return out
 
 
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child inherits neither the pool's threads nor a usable lock (a parent thread
+    may have held it at the fork): it starts with none and makes its own on first use."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _side_pool() -> ThreadPoolExecutor:
@@ -528,10 +538,9 @@ def _side_pool() -> ThreadPoolExecutor:
     first use, and again in a forked child, which inherits no threads)."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != os.getpid():
-            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
-                                                     thread_name_prefix="ragline-bm25"))
-        return _POOL[1]
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="ragline-bm25")
+        return _POOL
 
 
 def _duplicate_links(duplicates: pa.Table | None, chunk_ids: Sequence[str], doc_ids: Sequence[str],

@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ragline.core.io import write_json_atomic
 from ragline.core.schemas import (CHUNKS_ROW_GROUP, CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, SMALL_TABLE_ROWS, read_table,
                                   write_row_file, write_table)
 from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index, BM25Spec
@@ -167,7 +168,7 @@ def write_segment_files(folder: Path, documents: pa.Table, chunks: pa.Table, vec
     BM25Index.from_chunks(chunks, bm25_spec).write(folder)
     if inputs is not None:
         records = sorted((dict(r) for r in inputs), key=lambda r: r["uri"])
-        (folder / INPUTS_FILE).write_text(json.dumps(records, sort_keys=True, separators=(",", ":")), encoding="utf-8")
+        write_json_atomic(folder / INPUTS_FILE, records, compact=True)
     return index_record(index, faiss_spec)
 
 
