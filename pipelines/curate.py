@@ -337,6 +337,9 @@ class StreamedBoilerplate:
         self._n = len(uris)
         self._group = [_group_of(u) for u in uris]
         self._pending: Counter[str] = Counter(self._group)  # files of each folder not delivered yet
+        self._size: Counter[str] = Counter(self._group)  # files of each folder
+        self._undecided: dict[str, set[int]] = defaultdict(set)  # folder -> documents not released yet
+        self._since: Counter[str] = Counter()  # folder -> arrivals since its documents were last decided
         self._parsed: Counter[str] = Counter()  # documents of each folder delivered
         self._counts: dict[str, Counter[str]] = defaultdict(Counter)  # folder -> edge key -> documents
         self._docs: list[Document | None] = [None] * len(uris)
@@ -404,10 +407,19 @@ class StreamedBoilerplate:
             keys = {_element_key(doc.text[doc.elements[j].char_start:doc.elements[j].char_end]) for j in edges}
             self._counts[group].update(keys)
             self._edge_keys[i] = keys
+            self._undecided[group].add(i)
+        # A folder's undecided documents are looked at again every 1% of its files (and at its
+        # last one), not at every arrival: linear in the folder's size, a release late by <= 1%.
+        self._since[group] += 1
+        if group in self._blocked or (self._pending[group] and self._since[group] < max(1, self._size[group] // 100)):
+            return []
+        self._since[group] = 0
         out = []
-        for j in sorted(j for j in self._edge_keys if self._group[j] == group):
+        undecided = self._undecided[group]
+        for j in sorted(undecided):
             curated = self._decide(j)
             if curated is not None:
+                undecided.discard(j)
                 del self._edge_keys[j]
                 self._released[j] = curated
                 out.append((j, curated))

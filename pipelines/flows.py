@@ -137,21 +137,23 @@ class _TemporaryApiStart:
     def begin(cls) -> "_TemporaryApiStart":
         """Start the temporary API in a thread (with the caller's Prefect settings: the start-up
         timeout, the subprocess's environment), unless no temporary API is needed."""
-        from prefect.settings import PREFECT_API_URL
+        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
         self = cls()
-        if PREFECT_API_URL.value():
-            return self
-        from prefect.server.api.server import SubprocessASGIServer
-
-        server = SubprocessASGIServer()
-        if server.running:
+        if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():  # get_client's own condition
             return self
         ctx = contextvars.copy_context()  # the temporary settings of GuardedFlow live in a ContextVar
 
+        def start() -> None:  # imports Prefect's server (about 1.6 s) in the thread too
+            from prefect.server.api.server import SubprocessASGIServer
+
+            server = SubprocessASGIServer()
+            if not server.running:
+                server.start()
+
         def run() -> None:
             try:
-                ctx.run(server.start)
+                ctx.run(start)
             except BaseException as e:  # noqa: BLE001 - handed to join()
                 self._error = e
 
@@ -352,11 +354,15 @@ def _prepare_ingest(raw: dict | None) -> None:
     the parsers' fork server (its preload: unstructured, spaCy) and warm the embedder up (the
     model's compilation), which :func:`load_model_task` then takes instead of loading again.
     Best effort: a failure here is left to the flow's own tasks (which retry and report it)."""
-    prestart_parsers()
     try:
         p = Params.from_dict(raw or {})
-        if p.runner.kind == "dask":  # the workers load the model; the driver never does
-            return
+    except Exception as e:  # noqa: BLE001 - the flow validates the params again and reports them
+        log.debug("ingest not prepared before the flow: %s: %s", type(e).__name__, e)
+        return
+    if p.runner.kind == "dask":  # the workers parse and load the model; the driver does neither
+        return
+    prestart_parsers()
+    try:
         embedder = index_embedder(p)
         getattr(embedder, "warm_up", lambda: None)()
     except Exception as e:  # noqa: BLE001 - load_model_task meets it again, with retries and a report
