@@ -183,6 +183,13 @@ def _entry_path(uri: str, suffix_default: str = "") -> Path:
     return Path(name)
 
 
+def _object_path(uri: str) -> Path:
+    """The :attr:`SourceFile.path` of an object-store entry ``PROTOCOL://BUCKET/KEY``: the key's
+    last part as it is (``?``, ``#`` and ``%`` are characters of a key, not URL syntax), the same
+    whether the entry was listed or pinned by a manifest."""
+    return Path(posixpath.basename(uri.split("://", 1)[-1]) or "index")
+
+
 # ---------------------------------------------------------------- object stores (fsspec)
 class FsspecSource:
     """A folder (prefix) of an object store or any fsspec file system.
@@ -264,7 +271,7 @@ class FsspecSource:
             if not _rel_matches(rel, include, exclude):
                 continue
             uri = f"{protocol}://{key}"
-            yield SourceFile(Path(posixpath.basename(key) or "index"), uri, size=int(info.get("size") or 0), etag=_etag(info),
+            yield SourceFile(_object_path(uri), uri, size=int(info.get("size") or 0), etag=_etag(info),
                              version_id=_version(info), mtime=_mtime(info), source=self.url)
 
     def read(self, entry: "SourceFile", max_bytes: int) -> tuple[bytes, dict[str, str]]:
@@ -728,7 +735,7 @@ def pinned_entries(inputs: Sequence[Mapping[str, Any]], sources: Sequence[str], 
         if scheme_of(uri) in HTTP_SCHEMES:
             out.append(SourceFile(_entry_path(uri, ".html"), uri, source=src))
         else:
-            out.append(SourceFile(_entry_path(uri), uri, size=int(rec.get("size", -1)), etag=str(rec.get("etag", "")),
+            out.append(SourceFile(_object_path(uri), uri, size=int(rec.get("size", -1)), etag=str(rec.get("etag", "")),
                                   version_id=str(rec.get("version_id", "")),
                                   mtime=str(rec.get("last_modified", "")), source=src))
     return sorted(out, key=lambda f: f.uri)

@@ -347,3 +347,14 @@ def test_folders_listed_concurrently_equal_one_recursive_listing(s3) -> None:
     for e in entries:
         info = plain[e.uri.removeprefix("s3://")]
         assert (e.size, e.etag, e.mtime) == (info["size"], info["ETag"].strip('"'), info["LastModified"].isoformat())
+
+
+def test_a_pinned_object_keeps_the_name_its_listing_gave_it() -> None:
+    """A restore pins an object-store input from the manifest: its entry is named by the key's last
+    part as the listing named it (``?``, ``#``, ``%`` belong to the key), so its type and path match
+    the original ingest's."""
+    from ragline.pipelines.sources import pinned_entries
+
+    uris = ["s3://bkt/docs/notes?v=2#top%20.md", "s3://bkt/docs/sub/plain.txt"]
+    got = pinned_entries([{"uri": u, "size": 3} for u in uris], ["s3://bkt/docs"], LoadConfig())
+    assert [(f.uri, f.path) for f in got] == [(uris[0], Path("notes?v=2#top%20.md")), (uris[1], Path("plain.txt"))]
