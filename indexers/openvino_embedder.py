@@ -65,6 +65,7 @@ Hints", "Python API: AsyncInferQueue", "Model conversion from PyTorch"); NNCF
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -205,6 +206,7 @@ class OpenVinoEmbedder:
         self._static_lock = threading.Lock()
         self._pending: dict[tuple[int, int], Future] = {}  # shapes whose static model was started
         self._compiler: ThreadPoolExecutor | None = None
+        self._compiler_pid = 0  # the process that made it: a forked child inherits no running thread
         self._hint = ""
         self._path = resolve_model_folder(model)
         self._cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
@@ -452,8 +454,9 @@ class OpenVinoEmbedder:
                 return static
             n = self._shape_calls[shape] = self._shape_calls.get(shape, 0) + 1  # type: ignore[index]
             if n == STATIC_AFTER and len(self._pending) < self.static_shapes:
-                if self._compiler is None:
+                if self._compiler is None or self._compiler_pid != os.getpid():
                     self._compiler = ThreadPoolExecutor(1, thread_name_prefix="ragline-ov-static")
+                    self._compiler_pid = os.getpid()
                 self._pending[shape] = self._compiler.submit(self._compile_static, shape)  # type: ignore[index]
             return compiled
 

@@ -32,7 +32,7 @@ from ragline.core.records import Document, QuarantineRecord
 from ragline.pipelines.load import SourceFile
 
 #: embedders already built in this worker process, by identity (weights load once per worker)
-_EMBEDDERS: dict[tuple, Any] = {}
+_EMBEDDERS: dict[str, Any] = {}
 
 
 @dataclass
@@ -43,7 +43,7 @@ class PartitionResult:
         documents: documents loaded (those whose chunking failed included; see ``chunk_failed``).
         quarantine: load and chunk quarantine records.
         chunks: ``CHUNKS_SCHEMA`` table, ``row`` local to the partition.
-        vectors: float32 (n_chunks, dim), or ``None`` when only loading was asked.
+        vectors: float32 (n_chunks, dim); ``None`` (and ``chunks`` too) for a lost partition.
         computed: texts the model embedded (embedding-cache misses).
         seconds: wall time per stage in the worker (``load``, ``chunk``, ``embed``).
     """
@@ -82,25 +82,21 @@ def _allow_child_processes() -> None:
 def worker_embedder(params: Any) -> Any:
     """The ``embed:`` embedder for this worker, built once per process, with
     ``runner.threads_per_worker`` threads (not every core of a shared machine)."""
-    from ragline.indexers.embedders import make_embedder
+    from ragline.pipelines.embed import embedder_key, index_embedder
 
-    key = (params.embed.model, params.embed.backend, params.embed.normalize, params.paths.cache,
-           params.runner.threads_per_worker, params.embed.streams, params.embed.pad_multiple, params.embed.static_shapes)
+    threads = params.runner.threads_per_worker
+    key = embedder_key(params, threads)
     if key not in _EMBEDDERS:
-        _EMBEDDERS[key] = make_embedder(params.embed.model, params.embed.normalize, backend=params.embed.backend,
-                                        cache_dir=params.paths.cache, threads=params.runner.threads_per_worker,
-                                        streams=params.embed.streams, pad_multiple=params.embed.pad_multiple,
-                                        static_shapes=params.embed.static_shapes)
+        _EMBEDDERS[key] = index_embedder(params, threads=threads)
     return _EMBEDDERS[key]
 
 
-def build_partition(files: Sequence[SourceFile], params: Any, *, load_only: bool = False) -> PartitionResult:
+def build_partition(files: Sequence[SourceFile], params: Any) -> PartitionResult:
     """Load, chunk and embed one partition (what a Dask worker runs).
 
     Args:
         files: the partition's files (from :func:`pipelines.sources.discover`).
         params: validated :class:`pipelines.config.Params`.
-        load_only: stop after loading.
 
     Returns:
         The partition's :class:`PartitionResult`.
@@ -118,8 +114,6 @@ def build_partition(files: Sequence[SourceFile], params: Any, *, load_only: bool
     docs, bad = load_documents(files, params.load)
     seconds["load"] = time.perf_counter() - t
     crash_point("partition:loaded")  # test hook (indexers/faults.py): a worker killed in mid-partition
-    if load_only:
-        return PartitionResult(docs, bad, None, None, 0, seconds)
     embedder = worker_embedder(params)
     embed_fn = (lambda texts: embedder.embed(list(texts))) if params.chunk.needs_embedder else None
     t = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -17,21 +18,29 @@ if TYPE_CHECKING:
     from ragline.pipelines.config import Params
 
 
-def index_embedder(params: Params, model: str | None = None, normalize: bool | None = None) -> Embedder:
+def index_embedder(params: Params, model: str | None = None, normalize: bool | None = None,
+                   threads: int | None = None) -> Embedder:
     """The embedder ``embed:`` describes, for indexing: ``embed.backend`` on every core
     (ONNX exports go to ``paths.cache``). Cheap: weights load on first use.
 
     Args:
         params: the run's params.
         model, normalize: override ``embed.model`` / ``embed.normalize`` (e.g. from a manifest).
+        threads: threads of the model (default: every core; a Dask worker gives its own).
 
     Raises:
         FileNotFoundError: the model is neither the packaged one nor a local folder.
     """
     return make_embedder(model or params.embed.model, params.embed.normalize if normalize is None else normalize,
-                         backend=params.embed.backend, cache_dir=params.paths.cache, threads=os.cpu_count() or 1,
-                         streams=params.embed.streams, pad_multiple=params.embed.pad_multiple,
-                         static_shapes=params.embed.static_shapes)
+                         backend=params.embed.backend, cache_dir=params.paths.cache,
+                         threads=threads or os.cpu_count() or 1, streams=params.embed.streams,
+                         pad_multiple=params.embed.pad_multiple, static_shapes=params.embed.static_shapes)
+
+
+def embedder_key(params: Params, threads: int | None = None) -> str:
+    """A key naming the embedder :func:`index_embedder` builds from ``params`` and ``threads``
+    (the whole ``embed:`` section, ``paths.cache`` and the thread count): equal keys, same embedder."""
+    return json.dumps([params.embed.model_dump(mode="json"), str(params.paths.cache), threads], sort_keys=True)
 
 
 def embed_chunks(

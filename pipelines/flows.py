@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextvars
 import errno
 import functools
-import json
 import logging
 import os
 import threading
@@ -48,7 +47,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from ragline.indexers.embedders import Embedder, info_of  # noqa: E402
 from ragline.indexers.registry import IndexRegistry  # noqa: E402
 from ragline.pipelines.config import Params  # noqa: E402
-from ragline.pipelines.embed import index_embedder  # noqa: E402
+from ragline.pipelines.embed import embedder_key, index_embedder  # noqa: E402
 from ragline.pipelines.load import (  # noqa: E402
     QuarantineRecord,
     check_failure_rate,
@@ -194,10 +193,11 @@ class GuardedFlow:
     """
 
     def __init__(self, flow_obj: Any, params_of: Callable[[tuple, dict], dict | None],
-                 before: Callable[[dict | None], None] | None = None) -> None:
+                 before: Callable[[dict | None], Callable[[], None] | None] | None = None) -> None:
         self._flow = flow_obj
         self._params_of = params_of
-        self._before = before  # given the raw params; runs while the temporary API starts
+        self._before = before  # given the raw params; runs while the temporary API starts; may return
+        # what to undo when the flow ends (what it prepared and the flow did not take)
         functools.update_wrapper(self, flow_obj.fn)
 
     def __getattr__(self, name: str) -> Any:
@@ -230,12 +230,13 @@ class GuardedFlow:
         loggers = [logging.getLogger(n) for n in (*_EVENT_LOGGERS, "prefect.flow_runs", "prefect.task_runs")]
         for lg in loggers:
             lg.addFilter(noise)
+        undo: Callable[[], None] | None = None
         try:
             with temporary_settings(updates=updates) if updates else nullcontext(), _quiet_dask_shutdown():
                 api = _TemporaryApiStart.begin()  # the API starts in a thread while the run is prepared here
                 try:
                     if self._before is not None:
-                        self._before(raw)
+                        undo = self._before(raw)
                 finally:
                     api.join()  # before the flow: a second start() would not wait for the server
                 return flow_obj(*args, **kwargs)
@@ -259,7 +260,8 @@ class GuardedFlow:
             ) from None
         finally:
             _OUTCOME.reset(token)
-            _WARMED.clear()  # an embedder warmed for a run that failed before it took it
+            if undo is not None:
+                undo()
             for lg in loggers:
                 lg.removeFilter(noise)
 
@@ -341,15 +343,11 @@ def curate_refresh_task(assembly, parent, params: Params, state, boilerplate, em
 
 
 #: embedders warmed up while Prefect's temporary API started (:func:`_prepare_ingest`), by
-#: :func:`_embedder_key`; :func:`load_model_task` takes its own (once), GuardedFlow clears the rest
+#: :func:`pipelines.embed.embedder_key`; :func:`load_model_task` takes its own (once), the flow's end drops the rest
 _WARMED: dict[str, Embedder] = {}
 
 
-def _embedder_key(params: Params) -> str:
-    return json.dumps([params.embed.model_dump(mode="json"), params.paths.cache], sort_keys=True, default=str)
-
-
-def _prepare_ingest(raw: dict | None) -> None:
+def _prepare_ingest(raw: dict | None) -> Callable[[], None] | None:
     """What an ingest can do before its flow runs, while Prefect's temporary API starts: start
     the parsers' fork server (its preload: unstructured, spaCy) and warm the embedder up (the
     model's compilation), which :func:`load_model_task` then takes instead of loading again.
@@ -368,12 +366,14 @@ def _prepare_ingest(raw: dict | None) -> None:
     except Exception as e:  # noqa: BLE001 - load_model_task meets it again, with retries and a report
         log.debug("embedder not warmed before the flow: %s: %s", type(e).__name__, e)
         return
-    _WARMED[_embedder_key(p)] = embedder
+    key = embedder_key(p)
+    _WARMED[key] = embedder
+    return lambda: _WARMED.pop(key, None)  # a run that failed before load_model_task took it
 
 
 @task(name="load-model", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def load_model_task(params: Params) -> Embedder:
-    embedder = _WARMED.pop(_embedder_key(params), None) or index_embedder(params)
+    embedder = _WARMED.pop(embedder_key(params), None) or index_embedder(params)
     getattr(embedder, "warm_up", lambda: None)()
     return embedder
 
@@ -787,7 +787,7 @@ def _partition_task():
     return task(name="build-partition", cache_policy=NO_CACHE)(build_partition)
 
 
-def build_on_cluster(files, p: Params, load_only: bool = False):
+def build_on_cluster(files, p: Params):
     """Map :func:`pipelines.distributed.build_partition` over partitions of ``files`` with the
     flow's task runner (a ``DaskTaskRunner`` under ``runner.kind: dask``) and merge the results.
 
@@ -808,7 +808,7 @@ def build_on_cluster(files, p: Params, load_only: bool = False):
         docs, bad, chunks, vectors, computed = merge_partitions([], info_of(embedder).dim)
         return docs, bad, chunks, vectors, computed, embedder
     runner_task = _partition_task().with_options(retries=p.runner.partition_retries, retry_delay_seconds=1)
-    futures = runner_task.map(parts, unmapped(p), load_only=unmapped(load_only))
+    futures = runner_task.map(parts, unmapped(p))
     results = []
     for part, fut in zip(parts, futures):
         try:
@@ -816,8 +816,7 @@ def build_on_cluster(files, p: Params, load_only: bool = False):
         except Exception as e:  # noqa: BLE001 - a lost partition is quarantined, the run goes on
             log.warning("partition of %d files failed on the cluster: %s", len(part), type(e).__name__)
             results.append(lost_partition(part, e))
-    dim = 0 if load_only else info_of(embedder).dim
-    docs, bad, chunks, vectors, computed = merge_partitions(results, dim)
+    docs, bad, chunks, vectors, computed = merge_partitions(results, info_of(embedder).dim)
     return docs, bad, chunks, vectors, computed, embedder
 
 
