@@ -401,11 +401,15 @@ class RefreshConfig(_Section):
         timezone: IANA time zone of ``cron``.
         promote_aliases: aliases to move to each newly published version, each through the
             promotion gate (``promote:``); ``latest`` always moves.
+        hash_cache: reuse a local file's sha256 when its inode, size, mtime and ctime are those
+            recorded when it was hashed (:class:`core.hashing.FileHashes`, under
+            ``paths.cache``); ``false`` reads and hashes every file on every refresh.
     """
 
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
     promote_aliases: list[str] = Field(default_factory=list)
+    hash_cache: bool = True
 
 
 class PromoteConfig(_Section):

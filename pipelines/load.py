@@ -88,12 +88,16 @@ class SourceFile:
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
-    # fnmatch's "*" crosses "/", so "**/*.html" matches at any depth; a leading "**/" may
-    # also match nothing, so that the pattern covers files at the top of the source too.
-    return any(
-        fnmatch.fnmatch(rel, pat) or (pat.startswith("**/") and fnmatch.fnmatch(rel, pat[3:]))
-        for pat in patterns
-    )
+    return _matcher(tuple(patterns))(rel) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match | None]:
+    """One compiled regex for glob ``patterns`` (its ``match``). fnmatch's "*" crosses "/",
+    so "**/*.html" matches at any depth; a leading "**/" may also match nothing, so that the
+    pattern covers files at the top of the source too."""
+    alts = [fnmatch.translate(p) for p in patterns] + [fnmatch.translate(p[3:]) for p in patterns if p.startswith("**/")]
+    return re.compile("|".join(f"(?:{a})" for a in alts) or r"(?!)").match
 
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
@@ -150,10 +154,13 @@ def discover_files(
     dirs = [Path(s) for s in sources if Path(s).is_dir()]
     roots = [os.path.realpath(d) for d in dirs]
 
-    def add(path: Path, rel: str | None, skip_type: str = "", msg: str = "") -> None:
-        if rel is not None and (not _matches(rel, include) or _matches(rel, exclude)):
+    included, excluded = _matcher(tuple(include)), _matcher(tuple(exclude))
+
+    def add(path: Path, rel: str | None, skip_type: str = "", msg: str = "", uri: str = "") -> None:
+        if rel is not None and (included(rel) is None or excluded(rel) is not None):
             return
-        found[path.as_posix()] = SourceFile(path, path.as_posix(), skip_type, f"{path.as_posix()}: {msg}" if msg else "")
+        uri = uri or path.as_posix()
+        found[uri] = SourceFile(path, uri, skip_type, f"{uri}: {msg}" if msg else "")
 
     for source in sources:
         root = Path(source)
@@ -169,6 +176,7 @@ def discover_files(
             continue
         walked: set[str] = {os.path.realpath(root)}
         stack = [root]
+        root_s = str(root)
         while stack:
             folder = stack.pop()
             try:
@@ -180,8 +188,17 @@ def discover_files(
                 if entry.name.startswith("."):
                     continue
                 path = Path(entry.path)
-                rel = path.relative_to(root).as_posix()
+                uri = str(path)  # POSIX: str is as_posix; the path relative to the root is a suffix of it
+                if root_s == ".":
+                    rel = uri
+                elif uri.startswith(root_s) and uri[len(root_s):len(root_s) + 1] == "/":
+                    rel = uri[len(root_s) + 1:]
+                else:
+                    rel = path.relative_to(root).as_posix()
                 is_link = entry.is_symlink()
+                if not is_link and entry.is_file(follow_symlinks=False):  # d_type: no stat call
+                    add(path, rel, uri=uri)
+                    continue
                 if is_link:
                     target = os.readlink(path)
                     if follow_symlinks == "never":

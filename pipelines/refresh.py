@@ -21,6 +21,8 @@ with nothing to do costs a directory scan and file hashes.
 from __future__ import annotations
 
 import functools
+import logging
+import os
 from dataclasses import asdict, dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
@@ -32,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ragline.core.errors import ConfigError
-from ragline.core.hashing import sha256_file
+from ragline.core.hashing import FileHashes, sha256_text
 from ragline.indexers.embedders import Embedder, EmbedderInfo
 from ragline.indexers.faiss_index import build_settings
 from ragline.indexers.manifest import Manifest
@@ -59,6 +61,8 @@ RELOAD_KEYS = ("strategy", "max_file_mb", "html_drop")
 #: ``index:`` keys whose change means the FAISS index must be rebuilt (vectors are kept):
 #: :func:`indexers.faiss_index.build_settings` (old ``kind``/``hnsw_*`` params read as factory strings).
 INDEX_KEYS = ("factory_param", "metric", "train_size", "ef_construction")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +455,13 @@ def skip_reason(f: ScannedFile, max_file_mb: float) -> str | None:
     return None
 
 
+def hash_state_path(params: Params) -> Path:
+    """The :class:`core.hashing.FileHashes` state of ``params.index``:
+    ``paths.cache/file-hashes/<sha256 of the index root's real path and the index name>.parquet``."""
+    key = sha256_text(f"{os.path.realpath(params.index.root)}\0{params.index.name}")[:32]
+    return Path(params.paths.cache) / "file-hashes" / f"{key}.parquet"
+
+
 def scan_sources(sources: Sequence[str | Path], params: Params, parent_inputs: Sequence[dict[str, Any]] = (),
                  parent_quarantine: dict[str, str] | None = None) -> list[ScannedFile]:
     """Discover the files under ``sources`` (``load.include``/``exclude``/``follow_symlinks``,
@@ -462,6 +473,11 @@ def scan_sources(sources: Sequence[str | Path], params: Params, parent_inputs: S
     of remote sources are not downloaded: :func:`pipelines.sources.scan_remote` decides from
     the listing (ETag, size, version id) or a conditional HTTP request against
     ``parent_inputs`` / ``parent_quarantine`` whether they are unchanged.
+
+    Local files are hashed through :class:`core.hashing.FileHashes` when ``refresh.hash_cache``
+    is on (the default): a file whose inode, size, mtime and ctime are those recorded when it
+    was last hashed keeps that sha256 without being read (the state lives under ``paths.cache``,
+    one file per index: :func:`hash_state_path`).
 
     Returns:
         One :class:`ScannedFile` per file, sorted by URI; unreadable files, and remote entries
@@ -475,15 +491,20 @@ def scan_sources(sources: Sequence[str | Path], params: Params, parent_inputs: S
 
     out = []
     remote = []
+    hashes = FileHashes(hash_state_path(params) if params.refresh.hash_cache else None)
     for f in discover(sources, params.load):
         if f.source:
             remote.append(f)
             continue
         try:
-            sha = "" if f.skip_type else sha256_file(f.path)
+            sha = "" if f.skip_type else hashes.sha256(f.path, f.uri)
         except OSError:
             sha = ""
         out.append(ScannedFile(f, doc_id_for(f.uri), sha))
+    try:
+        hashes.save()
+    except OSError as e:  # the state only saves reading files: a read-only cache must not stop a refresh
+        log.warning("file hash state not saved (%s); the next refresh reads every file again", e)
     if remote:
         out += [ScannedFile(f, doc_id_for(f.uri), sha)
                 for f, sha in scan_remote(remote, params.load, parent_inputs, parent_quarantine or {})]

@@ -61,6 +61,55 @@ def test_diff_inputs_sorts_every_case() -> None:
     assert diff_inputs(files[:1], parent[:1]).empty
 
 
+def test_file_hashes_reuse_only_files_unchanged_since_hashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """refresh.hash_cache: an unchanged file keeps its recorded sha256 unread; a rewrite with the
+    same size and the old mtime (ctime moves), a racily clean file, a replaced inode and a
+    damaged state file are hashed again; without the cache every file is read."""
+    import os
+
+    from ragline.core import hashing
+    from ragline.core.hashing import FileHashes, sha256_bytes
+    from ragline.pipelines.config import Params
+    from ragline.pipelines.refresh import hash_state_path, scan_sources
+
+    reads: list[str] = []
+    real = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", lambda p, *a: reads.append(Path(p).name) or real(p, *a))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (docs / name).write_text(f"bees {name}\n")
+    params = Params.from_dict({"index": {"root": str(tmp_path / "idx")}, "paths": {"cache": str(tmp_path / "cache")}})
+    shas = lambda: {f.uri.rsplit("/", 1)[1]: f.sha256 for f in scan_sources([docs], params)}  # noqa: E731
+
+    first = shas()
+    assert sorted(reads) == ["a.txt", "b.txt", "c.txt"] and hash_state_path(params).is_file()
+    reads.clear()
+    assert shas() == first and sorted(reads) == ["a.txt", "b.txt", "c.txt"]  # just written: racily clean
+    monkeypatch.setattr(hashing, "RACY_NS", 0)
+    reads.clear()
+    assert shas() == first and reads == []  # unchanged: nothing read
+
+    st = os.stat(docs / "a.txt")
+    (docs / "a.txt").write_text("wasp a.txt\n")  # same size
+    os.utime(docs / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns))  # the old mtime back; ctime moves
+    (docs / "b.txt").rename(docs / "b.old")
+    (docs / "b.txt").write_text("bees b.txt\n")  # same bytes, another inode
+    reads.clear()
+    got = shas()
+    assert sorted(reads) == ["a.txt", "b.old", "b.txt"]  # b.old: a new name (its inode was b.txt's)
+    assert got["a.txt"] == sha256_bytes(b"wasp a.txt\n") != first["a.txt"] and got["b.txt"] == first["b.txt"]
+
+    hash_state_path(params).write_bytes(b"not parquet")
+    reads.clear()
+    assert shas() == got and len(reads) == 4  # a damaged state is ignored
+    off = Params.from_dict({**params.to_dict(), "refresh": {"hash_cache": False}})
+    reads.clear()
+    scan_sources([docs], off)
+    assert len(reads) == 4
+    assert FileHashes(None).sha256(docs / "c.txt", "c") == first["c.txt"]
+
+
 def test_first_refresh_builds_and_second_does_nothing(light_workspace: Path, prefect_harness) -> None:
     s1 = refresh()
     assert (s1.version, s1.parent_version, len(s1.added), s1.unchanged) == ("v0001", None, 6, 0)
