@@ -43,6 +43,7 @@ quiet_libraries()  # before Prefect's import: its INFO lines and bm25s's DEBUG l
 
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.utilities.annotations import opaque  # noqa: E402
 
 from ragline.indexers.embedders import Embedder, info_of  # noqa: E402
 from ragline.indexers.registry import IndexRegistry  # noqa: E402
@@ -289,6 +290,41 @@ class IngestSummary:
         return d
 
 
+def _opaque(value: Any) -> Any:
+    """``value`` wrapped in Prefect's ``opaque`` annotation, except scalars (run names format them)."""
+    return value if value is None or isinstance(value, (str, int, float, bool)) else opaque(value)
+
+
+class _OpaqueArgs:
+    """A Prefect task whose arguments Prefect does not walk.
+
+    Before a task runs, Prefect visits every element of every argument, recursively (its
+    ``visit_collection``, twice: to record upstream futures and states, and to resolve them).
+    ragline's tasks take and return whole corpora (scanned files, documents, assemblies), so
+    that cost grows with the corpus: 576,000 visits, most of a 1% refresh of 20,000 documents.
+    Each argument is passed in Prefect's ``opaque`` annotation (``prefect.utilities.annotations``):
+    a future given directly is still resolved, nothing inside is visited. ragline never nests
+    futures inside its arguments.
+    """
+
+    def __init__(self, prefect_task: Any) -> None:
+        self.task = prefect_task
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.task(*map(_opaque, args), **{k: _opaque(v) for k, v in kwargs.items()})
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        return self.task.submit(*map(_opaque, args), **{k: _opaque(v) for k, v in kwargs.items()})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.task, name)
+
+
+def _task(**options: Any) -> Callable[[Callable], _OpaqueArgs]:
+    """``prefect.task(**options)`` for a task called directly from a flow (:class:`_OpaqueArgs`)."""
+    return lambda fn: _OpaqueArgs(task(**options)(fn))
+
+
 #: OS errors a retry cannot fix (a full disk, a denied permission, a too-long name, a missing file).
 _PERMANENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
                                errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EISDIR})
@@ -301,33 +337,33 @@ def _retry_on_io(task, task_run, state) -> bool:
     return isinstance(exc, OSError) and exc.errno not in _PERMANENT_ERRNOS
 
 
-@task(name="discover", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+@_task(name="discover", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def discover_task(sources: list[str], params: Params):
     from ragline.pipelines.sources import discover
 
     return discover(sources, params.load)
 
 
-@task(name="pin-inputs", cache_policy=NO_CACHE)
+@_task(name="pin-inputs", cache_policy=NO_CACHE)
 def pinned_task(inputs: list[dict[str, Any]], params: Params):
     from ragline.pipelines.sources import pinned_entries
 
     return pinned_entries(inputs, list(params.load.sources), params.load)
 
 
-@task(name="load", cache_policy=NO_CACHE)
+@_task(name="load", cache_policy=NO_CACHE)
 def load_task(files, params: Params):
     with REPORTER.get().stage("load", len(files)) as advance:
         return load_documents(files, params.load, progress=advance)
 
 
 # [curate hook] boilerplate before chunking, duplicate clusters after (pipelines/curate.py)
-@task(name="curate-documents", cache_policy=NO_CACHE)
+@_task(name="curate-documents", cache_policy=NO_CACHE)
 def curate_documents_task(docs, params: Params, state=None):
     return curation_stage.curate_documents(docs, params, state)
 
 
-@task(name="curate", cache_policy=NO_CACHE)
+@_task(name="curate", cache_policy=NO_CACHE)
 def curate_task(documents, chunks, params: Params, boilerplate):
     """Duplicate clusters of a full build: ``(indexed chunks, curation, keep)``, keep a bool mask
     (n_chunks,) of the rows indexed (the same rows of the vectors)."""
@@ -335,7 +371,7 @@ def curate_task(documents, chunks, params: Params, boilerplate):
     return curation_stage.take_rows(chunks, keep), curation, keep
 
 
-@task(name="curate-refresh", cache_policy=NO_CACHE)
+@_task(name="curate-refresh", cache_policy=NO_CACHE)
 def curate_refresh_task(assembly, parent, params: Params, state, boilerplate, embedder):
     embed_fn = (lambda texts: embedder.embed(list(texts))) if params.chunk.needs_embedder and embedder else None
     return curation_stage.curate_refresh(assembly, parent, params, state=state, boilerplate=boilerplate,
@@ -371,14 +407,14 @@ def _prepare_ingest(raw: dict | None) -> Callable[[], None] | None:
     return lambda: _WARMED.pop(key, None)  # a run that failed before load_model_task took it
 
 
-@task(name="load-model", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+@_task(name="load-model", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def load_model_task(params: Params) -> Embedder:
     embedder = _WARMED.pop(embedder_key(params), None) or index_embedder(params)
     getattr(embedder, "warm_up", lambda: None)()
     return embedder
 
 
-@task(name="load-chunk-embed", cache_policy=NO_CACHE)
+@_task(name="load-chunk-embed", cache_policy=NO_CACHE)
 def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder], curate=None, after_chunking=None):
     """Parsing and chunking overlap embedding (:mod:`pipelines.stream`); ``embedder`` waits for
     the model task, submitted beside this one, so a first export overlaps parsing too; ``curate``
@@ -392,7 +428,7 @@ def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder
                                 after_chunking=after_chunking)
 
 
-@task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
+@_task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
       cache_policy=NO_CACHE)
 def publish_task(params: Params, documents, chunks, vectors, quarantine, embedder: Embedder, stats: dict,
                  curation=None):
@@ -498,21 +534,21 @@ ingest_flow = GuardedFlow(_ingest_flow, lambda args, kwargs: kwargs.get("params"
 
 
 # ---------------- chunking experiments (grid of chunk configs → leaderboard + plot) ----------------
-@task(name="load-eval-dataset", cache_policy=NO_CACHE)
+@_task(name="load-eval-dataset", cache_policy=NO_CACHE)
 def load_eval_dataset_task(root: str, corpora: list[str], limit_questions: int | None):
     from ragline.pipelines.evaluate_chunking import load_dataset
 
     return load_dataset(root, corpora, limit_questions)
 
 
-@task(name="eval-chunking", task_run_name="eval {label}", cache_policy=NO_CACHE)
+@_task(name="eval-chunking", task_run_name="eval {label}", cache_policy=NO_CACHE)
 def eval_chunking_task(label: str, dataset, params: Params, k: int, embedder: Embedder):
     from ragline.pipelines.evaluate_chunking import evaluate_chunking
 
     return evaluate_chunking(dataset, params, k, embedder, progress=REPORTER.get().stage)
 
 
-@task(name="write-leaderboard", retries=1, retry_delay_seconds=[1], cache_policy=NO_CACHE)
+@_task(name="write-leaderboard", retries=1, retry_delay_seconds=[1], cache_policy=NO_CACHE)
 def write_leaderboard_task(results: list, out_dir: str, name: str, meta: dict[str, Any]):
     from ragline.pipelines.experiments import write_experiment_outputs
 
@@ -554,21 +590,21 @@ chunking_experiment_flow = GuardedFlow(_chunking_experiment_flow,
 
 
 # ---------------- incremental refresh (plain functions in pipelines/refresh.py) ----------------
-@task(name="plan-refresh", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io, cache_policy=NO_CACHE)
+@_task(name="plan-refresh", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io, cache_policy=NO_CACHE)
 def plan_refresh_task(params: Params, sources: list[str]):
     from ragline.pipelines.refresh import plan_refresh
 
     return plan_refresh(params, IndexRegistry(params.index.root, params.index.lock_timeout_s), sources or None)
 
 
-@task(name="read-parent", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io, cache_policy=NO_CACHE)
+@_task(name="read-parent", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io, cache_policy=NO_CACHE)
 def read_parent_task(params: Params, version: str):
     from ragline.pipelines.refresh import read_parent
 
     return read_parent(IndexRegistry(params.index.root, verify=params.index.verify), params.index.name, version)
 
 
-@task(name="assemble", cache_policy=NO_CACHE)
+@_task(name="assemble", cache_policy=NO_CACHE)
 def assemble_task(plan, parent, docs, quarantine, params: Params, embedder: Embedder | None, prechunked=None):
     from ragline.pipelines.refresh import assemble
 
@@ -579,7 +615,7 @@ def assemble_task(plan, parent, docs, quarantine, params: Params, embedder: Embe
                         prechunked=prechunked)
 
 
-@task(name="embed-new", cache_policy=NO_CACHE)
+@_task(name="embed-new", cache_policy=NO_CACHE)
 def fill_vectors_task(assembly, params: Params, embedder: Embedder | None, known=None):
     from ragline.pipelines.refresh import fill_vectors
 
@@ -588,7 +624,7 @@ def fill_vectors_task(assembly, params: Params, embedder: Embedder | None, known
                             known=known)
 
 
-@task(name="publish-refresh", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
+@_task(name="publish-refresh", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
       cache_policy=NO_CACHE)
 def publish_refresh_task(params: Params, assembly, vectors, info, parent_version: str | None, stats: dict,
                          curation=None):

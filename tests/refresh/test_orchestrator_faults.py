@@ -168,3 +168,41 @@ def test_temporary_api_starts_once_per_process_while_the_run_is_prepared(light_w
     (s0, s1), (p0, p1) = out["first_start"], out["prepared"][0]
     assert s0 <= p0 + 1 and p0 < s1  # the preparation ran while the API was starting
     assert len(out["prepared"]) == 2
+
+
+def test_tasks_take_their_arguments_without_prefect_walking_them(prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """flows._task: Prefect does not visit the elements of a task's arguments (it visited every
+    scanned file, document and chunk row before: the cost grew with the corpus); a future passed
+    directly is still resolved, and the function gets the values themselves."""
+    from dataclasses import dataclass
+
+    from prefect import flow
+    from prefect.utilities import collections
+
+    from ragline.pipelines import flows
+
+    @dataclass
+    class Item:
+        name: str
+        sizes: list[int]
+
+    @flows._task(name="count-items", cache_policy=flows.NO_CACHE)
+    def count(items: list[Item], extra: dict, n: int) -> int:
+        assert isinstance(items, list) and isinstance(items[0], Item) and isinstance(extra, dict)
+        return len(items) + sum(len(i.sizes) for i in items) + len(extra) + n
+
+    @flows._task(name="two", cache_policy=flows.NO_CACHE)
+    def two() -> int:
+        return 2
+
+    items = [Item(f"f{i}", [i, i + 1]) for i in range(5000)]
+    visits = []
+    real = collections.visit_collection
+    monkeypatch.setattr(collections, "visit_collection", lambda *a, **k: visits.append(1) or real(*a, **k))
+
+    @flow(name="opaque-args")
+    def run() -> int:
+        return count(items, {"a": items}, n=two.submit())
+
+    assert run() == 5000 + 10000 + 1 + 2
+    assert len(visits) < 200, len(visits)  # 100,007 without opaque: every item, field and list element
