@@ -1021,7 +1021,8 @@ def run_refresh(params: Params, reporter: Any = None, *, sources: Sequence[str |
 
     Resolves the sources (:func:`resolve_sources`: by default the ones the index was built
     from) and plans under the index lock; when nothing changed, returns at once without
-    starting Prefect; otherwise runs :func:`pipelines.flows.refresh_flow`.
+    starting Prefect; otherwise runs :func:`pipelines.flows.refresh_flow` with that plan
+    (:data:`pipelines.flows.PLANNED`; the sources are scanned once).
 
     Args:
         params: validated params (index name applied, see :func:`refresh_params`).
@@ -1047,12 +1048,15 @@ def run_refresh(params: Params, reporter: Any = None, *, sources: Sequence[str |
             summary = RefreshSummary.from_plan(plan)
             summary.total_seconds = round(time.perf_counter() - t0, 3)
             return summary
-        from ragline.pipelines.flows import REPORTER, refresh_flow
+        from ragline.pipelines.flows import PLANNED, REPORTER, refresh_flow
 
         token = REPORTER.set(reporter) if reporter is not None else None
+        data = params.to_dict()
+        planned = PLANNED.set((data, plan))  # the flow uses this plan: the sources are scanned once
         try:
-            return refresh_flow(params=params.to_dict())
+            return refresh_flow(params=data)
         finally:
+            PLANNED.reset(planned)
             if token is not None:
                 REPORTER.reset(token)
 

@@ -110,6 +110,24 @@ def test_file_hashes_reuse_only_files_unchanged_since_hashed(tmp_path: Path, mon
     assert FileHashes(None).sha256(docs / "c.txt", "c") == first["c.txt"]
 
 
+def test_run_refresh_scans_the_sources_once(light_workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ragline refresh`` (run_refresh) plans under the index lock and hands that plan to the
+    refresh flow (flows.PLANNED): the sources are scanned once per refresh, not twice."""
+    from ragline.pipelines import refresh as refresh_mod
+
+    scans: list[int] = []
+    real = refresh_mod.scan_sources
+    monkeypatch.setattr(refresh_mod, "scan_sources", lambda *a, **k: scans.append(1) or real(*a, **k))
+    first = refresh_mod.run_refresh(params_here())
+    assert first.version is not None and len(scans) == 1
+    (light_workspace / "data" / "sample" / "new-note.md").write_text("# Drones\n\nDrones leave the hive in autumn.\n")
+    scans.clear()
+    second = refresh_mod.run_refresh(params_here())
+    assert second.version is not None and second.counts()["added"] == 1 and len(scans) == 1
+    refresh()  # the flow called directly still plans by itself
+    assert len(scans) == 2
+
+
 def test_first_refresh_builds_and_second_does_nothing(light_workspace: Path, prefect_harness) -> None:
     s1 = refresh()
     assert (s1.version, s1.parent_version, len(s1.added), s1.unchanged) == ("v0001", None, 6, 0)
