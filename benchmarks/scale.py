@@ -2,13 +2,16 @@
 
 Synthetic prose documents (2-20 KB of plain text, deterministic from ``--seed``), the
 ``hashing`` embedder (so embedding cost is not in the figures), in one process and on one
-machine, with the Prefect API started before anything is timed:
+machine, with the Prefect API started before anything is timed; every step runs as ``ragline
+refresh`` does (:func:`pipelines.refresh.run_refresh`: plan under the index lock, then the
+Prefect flow only when something changed):
 
   1. full build: ``refresh`` into an empty registry (every document parsed, chunked,
      embedded, one segment written);
   2. change ``--change`` of the corpus (half added, half removed; 1% by default) and refresh:
      one new segment for the added documents, tombstones for the removed ones;
-  3. a refresh with nothing changed (plan only: scan and hash the files).
+  3. a refresh with nothing changed (plan only: scan the files; those whose stat did not change
+     since they were hashed are not read, ``refresh.hash_cache``).
 
 Prints the refresh/full wall-time ratio (target <= 0.02), the disk the refresh added (new
 segment + version folder) against the bytes of the added documents (target <= 3x), and the
@@ -17,7 +20,7 @@ no-change refresh wall time (target <= 2 s at 100k documents).
     .venv/bin/python benchmarks/scale.py [--docs 20000] [--change 0.01] [--workdir DIR] [--json]
 
 Ratios, not absolute times, are the result: the machines are shared and noisy. 20,000
-documents take about ten minutes for the full build on 2 cores.
+documents take about six minutes for the full build on 2 cores (469,578 chunks; peak RSS 5 GB).
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def main() -> int:
 
     from ragline.indexers.registry import IndexRegistry
     from ragline.pipelines.config import Params
-    from ragline.pipelines.flows import refresh_flow
+    from ragline.pipelines.refresh import run_refresh
 
     rng = random.Random(args.seed)
     words = vocabulary(rng)
@@ -123,7 +126,7 @@ def main() -> int:
 
     warm_up()
     t0 = time.perf_counter()
-    full = refresh_flow(params=params)
+    full = run_refresh(Params.from_dict(params))
     full_s = time.perf_counter() - t0
     if full.version is None:
         print(f"error: the full build published nothing: {full.failed}", file=sys.stderr)
@@ -138,7 +141,7 @@ def main() -> int:
     before = disk_bytes(index_dir)
     files_before = file_sizes(index_dir)
     t0 = time.perf_counter()
-    inc = refresh_flow(params=params)
+    inc = run_refresh(Params.from_dict(params))
     refresh_s = time.perf_counter() - t0
     added_disk = disk_bytes(index_dir) - before
     by_file: dict[str, int] = {}  # the new files by name (segment files, manifest.json, ...)
@@ -147,7 +150,7 @@ def main() -> int:
             by_file[Path(rel).name] = by_file.get(Path(rel).name, 0) + size
 
     t0 = time.perf_counter()
-    none = refresh_flow(params=params)
+    none = run_refresh(Params.from_dict(params))
     nochange_s = time.perf_counter() - t0
 
     reg = IndexRegistry(work / "indexes")
