@@ -253,23 +253,39 @@ def strip_html(text: str, selectors: Sequence[str]) -> str:
     Returns the page unchanged when nothing matches (so offsets of untouched pages never
     move); otherwise the remaining tree serialized as HTML. Parsed with lxml, selectors
     translated to XPath by cssselect (HTML rules: case-insensitive names); a removed
-    element's tail text stays (``drop_tree``), as with BeautifulSoup's ``decompose``, which
-    this replaced (the same pages, 1/10 of the time).
+    element's tail text stays (:func:`drop_matches`), as with BeautifulSoup's ``decompose``,
+    which this replaced (the same pages, 1/10 of the time). Loading does not serialize: it
+    drops the same elements from the tree unstructured parses (:func:`_partition_html`).
     """
     if not selectors:
         return text
     import lxml.html
 
     root = lxml.html.document_fromstring(text.encode("utf-8"), parser=_utf8_html_parser())
-    hits = _selector(tuple(selectors))(root)
-    if not hits:
+    if not drop_matches(root, selectors):
         return text
-    for el in hits:
-        if el.getparent() is None:  # the root itself: nothing is left
-            el.clear()
-        else:
-            el.drop_tree()
     return lxml.html.tostring(root, encoding="unicode", method="html", doctype="<!DOCTYPE html>")
+
+
+def drop_matches(root, selectors: Sequence[str]) -> bool:
+    """Remove from the lxml tree under ``root`` every element matching one of the CSS
+    ``selectors``, each with its children and text, its tail text joined to the element before
+    it (lxml.html's ``drop_tree``, for any lxml element class); ``root`` itself matching is
+    emptied. Returns whether anything matched."""
+    hits = _selector(tuple(selectors))(root)
+    for el in hits:  # document order: an element inside one dropped before goes with a detached tree
+        parent = el.getparent()
+        if parent is None:  # the root itself: nothing is left
+            el.clear()
+            continue
+        if el.tail:
+            previous = el.getprevious()
+            if previous is None:
+                parent.text = (parent.text or "") + el.tail
+            else:
+                previous.tail = (previous.tail or "") + el.tail
+        parent.remove(el)
+    return bool(hits)
 
 
 @functools.lru_cache(maxsize=8)
@@ -402,10 +418,60 @@ def _paragraph_elements(text: str) -> list:
     return out
 
 
+class _DroppingEtree:
+    """``lxml.etree`` as unstructured's HTML partitioner sees it inside :func:`_html_drop`: its
+    ``fromstring`` (the page's one parse) drops the ``load.html_drop`` elements from the tree."""
+
+    def __init__(self, etree, selectors: Sequence[str]) -> None:
+        self._etree = etree
+        self._selectors = selectors
+
+    def __getattr__(self, name: str):
+        return getattr(self._etree, name)
+
+    def fromstring(self, text, parser=None, **kwargs):
+        root = self._etree.fromstring(text, parser, **kwargs)
+        drop_matches(root, self._selectors)
+        return root
+
+
+@contextlib.contextmanager
+def _html_drop(selectors: Sequence[str]) -> Iterator[None]:
+    """Within the block, unstructured's ``partition_html`` drops the elements matching
+    ``selectors`` from the tree it parses, right after parsing (before its own clean-up), so a
+    page is parsed once instead of parsed, serialized and parsed again (:func:`strip_html`):
+    the same elements, at 1/2 of the cost of ``html_drop``.
+
+    The hook: the ``etree`` name of ``unstructured.partition.html.partition`` (0.27.x), swapped
+    and restored; parsing workers are single-threaded.
+
+    Raises:
+        RuntimeError: the pinned unstructured no longer has that name (a version that parses
+            elsewhere is caught by ``tests/test_load.py``: the dropped text would stay).
+    """
+    if not selectors:
+        yield
+        return
+    from unstructured.partition.html import partition as html_partition
+
+    if not hasattr(getattr(html_partition, "etree", None), "fromstring"):
+        raise RuntimeError("unstructured.partition.html.partition has no etree.fromstring: the pinned unstructured "
+                           "version changed; update pipelines/load.py _html_drop")
+    saved = html_partition.etree
+    html_partition.etree = _DroppingEtree(saved, selectors)
+    try:
+        yield
+    finally:
+        html_partition.etree = saved
+
+
 def _partition_html(text: str, html_drop: Sequence[str], languages: list[str]) -> list:
     from unstructured.partition.html import partition_html
 
-    return partition_html(text=strip_html(text, html_drop), languages=languages)
+    with _html_drop(html_drop):
+        # unique_element_ids: ragline reads element ids only to follow parent links
+        # (_section_paths), so unstructured's sha256 of every element (its default ids) is skipped
+        return partition_html(text=text, languages=languages, unique_element_ids=True)
 
 
 def _partition_plain(text: str, languages: list[str]) -> list:

@@ -262,3 +262,36 @@ def test_html_drop_keeps_the_text_after_a_dropped_element() -> None:
     out = strip_html(page, ["nav", "a.headerlink"])
     assert "Menu" not in out and "¶" not in out and "Open the hive slowly." in out and "Tail" in out
     assert strip_html(page, ["aside"]) is page  # nothing matched: the page itself, offsets untouched
+
+
+def test_html_drop_in_the_parsed_tree_equals_strip_then_partition() -> None:
+    """Dropping ``load.html_drop`` elements from the tree unstructured parses (one parse) gives
+    the elements that stripping the page, serializing it and partitioning that gave (two parses),
+    on the sample pages, Python-docs pages when installed, and pages made to be awkward."""
+    from unstructured.partition.html import partition_html
+
+    from ragline.pipelines.load import _partition_html, _section_paths, element_types, strip_html
+    from ragline.pipelines.offline import install_unstructured_nlp
+
+    install_unstructured_nlp()
+    drop = list(LoadConfig().html_drop)
+    pages = [p.read_text(encoding="utf-8") for p in sorted(SAMPLE.glob("*.html"))] + [PAGE] + [
+        "<html><body><pre>\n\nindented\n  code</pre><nav>x</nav><p>after</p></body></html>",
+        "<html><body><!-- c --><nav><a class='headerlink'>¶</a>in nav</nav>tail<p>p<a class='headerlink'>¶</a>q</p></body></html>",
+        "<nav><p>only navigation</p></nav>",
+        "<html><body><header><h1>Top</h1></header><main><h2>Doc</h2><p>Body <b>bold</b></p><footer>f</footer></main>"
+        "<footer>site</footer></body></html>",
+        "<html role='navigation'><body><p>all of it</p></body></html>",
+        '<?xml version="1.0" encoding="utf-8"?><html><body><nav>n</nav><p>declared</p></body></html>',
+    ]
+    pydocs = Path("/usr/share/doc/python3.11-doc/html")
+    if pydocs.is_dir():
+        pages += [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::40]]
+
+    def view(elements: list) -> list:
+        return list(zip([e.category for e in elements], [e.text for e in elements], _section_paths(elements)))
+
+    with element_types("markup"):
+        for page in pages:
+            want = view(partition_html(text=strip_html(page, drop), languages=["eng"], unique_element_ids=True))
+            assert view(_partition_html(page, drop, ["eng"])) == want, page[:200]
