@@ -13,10 +13,11 @@ documents are chunked with the ``token`` (default) and ``structure`` strategies 
 identical document texts, element boundaries, titles, section paths and chunks, and the
 element types that differ (``NarrativeText`` <-> ``Text`` only, which no chunker reads).
 
-    nice -n 5 .venv/bin/python benchmarks/load_throughput.py [--html-limit 60] [--md-limit 30] [--json]
+    nice -n 5 .venv/bin/python benchmarks/load_throughput.py [--html-limit 60] [--md-limit 30] [--txt-limit 30] [--json]
 
 Formats: Markdown = 8 KB pieces (cut at blank lines) of ../shared/datasets/chunking-eval's
-corpora, like the 5,000 x 8 KB Markdown ingest the issue measured; HTML = Python's
+corpora, like the 5,000 x 8 KB Markdown ingest the issue measured; plain text = the same pieces
+as ``.txt`` files; HTML = Python's
 documentation (``apt-get install python3.11-doc``), ``--html-limit`` pages spread over the
 sorted list; plus the bundled sample corpus's Markdown/HTML/text files.
 """
@@ -68,8 +69,9 @@ def strip_html_bs4(text: str, selectors: Sequence[str]) -> str:
     return str(soup)
 
 
-def markdown_pieces(out: Path, limit: int, size: int = 8000) -> list[Path]:
-    """Cut the chunking-eval corpora into ~``size``-character Markdown files (at blank lines)."""
+def markdown_pieces(out: Path, limit: int, size: int = 8000, suffix: str = ".md") -> list[Path]:
+    """Cut the chunking-eval corpora into ~``size``-character Markdown files (at blank lines),
+    named ``*{suffix}`` (``.txt``: the same prose parsed as plain text)."""
     out.mkdir(parents=True, exist_ok=True)
     corpora = sorted(CORPORA.glob("*.md"))
     per = max(1, -(-limit // max(len(corpora), 1)))
@@ -79,7 +81,7 @@ def markdown_pieces(out: Path, limit: int, size: int = 8000) -> list[Path]:
         while i < len(text) and n < per and len(files) < limit:
             j = text.find("\n\n", i + size)
             j = len(text) if j < 0 else j
-            p = out / f"{c.stem}-{n:03d}.md"
+            p = out / f"{c.stem}-{n:03d}{suffix}"
             p.write_text(text[i:j], encoding="utf-8")
             files.append(p)
             i, n = j, n + 1
@@ -97,6 +99,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--html-limit", type=int, default=60, help="Python docs pages (0 = all 530)")
     ap.add_argument("--md-limit", type=int, default=30, help="8 KB Markdown files")
+    ap.add_argument("--txt-limit", type=int, default=30, help="8 KB plain-text files (the same pieces as .txt)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
 
@@ -106,7 +109,8 @@ def main() -> int:
     from ragline.pipelines.config import ChunkConfig, LoadConfig
 
     work = Path(tempfile.mkdtemp(prefix="ragline-loadbench-"))
-    sets: dict[str, list[Path]] = {"markdown": markdown_pieces(work / "md", args.md_limit)}
+    sets: dict[str, list[Path]] = {"markdown": markdown_pieces(work / "md", args.md_limit),
+                                   "plain text": markdown_pieces(work / "txt", args.txt_limit, suffix=".txt")}
     if PYDOCS.is_dir():
         sets["html (python docs)"] = spread(sorted(PYDOCS.resolve().rglob("*.html")), args.html_limit)
     else:

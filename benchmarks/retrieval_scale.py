@@ -14,7 +14,8 @@ IVF nlist by default, and HNSW32 at ``--ef-construction``), then opened with
   not timed), hits with their text; ``overhead``: dense / raw - 1 (target <= 0.20);
 - ``dense_recall@10``: against exact (brute force inner product) top 10 (target >= 0.95);
 - ``hybrid_p50_ms`` and ``hybrid_recall@10``: ``Retriever.search`` hybrid (weighted fusion of
-  the params' defaults, 50 candidates; BM25 exact, or at ``--bm25-budget``) against the same
+  the params' defaults, 50 candidates; BM25 at ``--bm25-budget``: ``auto``, the default's, reads
+  4096 postings from 500k rows, ``exact`` or N postings) against the same
   hybrid search over an exact Flat index with exact BM25;
 - ``hybrid_exact_bm25_p50_ms``: the same hybrid search with exact BM25 (``bm25_budget`` null);
 - ``query_cli_s`` / ``query_cli_cpu_s`` / ``query_cli_rss_mb``: ``ragline query TEXT --index
@@ -27,7 +28,7 @@ Targets (issue 12): p50 <= 5 ms, recall@10 >= 0.95 for dense and for hybrid, ove
 ``ragline query`` <= 1.5 s and RSS <= index size + 1 GB.
 
 Run:  nice -n 5 .venv/bin/python benchmarks/retrieval_scale.py [--n 1000000] [--kinds ivf,hnsw]
-      [--queries 200] [--nprobe 32] [--ef-search 64] [--ef-construction 40] [--bm25-budget N] [--out DIR]
+      [--queries 200] [--nprobe 32] [--ef-search 64] [--ef-construction 40] [--bm25-budget auto|exact|N] [--out DIR]
 
 ``--bm25-only`` measures BM25 alone, in about a minute at 1M rows: its statistics are counted
 from the synthetic word numbers (no vectors, no publish), and ``BM25Corpus.search`` is timed
@@ -198,6 +199,11 @@ def recall(got: list[list[int]], truth: list[list[int]]) -> float:
     return float(np.mean([len(set(g) & set(t)) / max(1, len(t)) for g, t in zip(got, truth)]))
 
 
+def _budget(value: str) -> int | str | None:
+    """``--bm25-budget``: ``auto``, ``exact`` (``None``) or a positive number of postings."""
+    return None if value == "exact" else value if value == "auto" else int(value)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -210,8 +216,8 @@ def main() -> None:
     ap.add_argument("--ef-construction", type=int, default=40)
     ap.add_argument("--train-size", type=int, default=100_000)
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temp folder, removed)")
-    ap.add_argument("--bm25-budget", type=int, default=None,
-                    help="retrieval.bm25_budget of the hybrid search (default: exact BM25)")
+    ap.add_argument("--bm25-budget", type=_budget, default="auto",
+                    help="retrieval.bm25_budget of the hybrid search: auto (the default's), exact, or N postings")
     ap.add_argument("--bm25-only", action="store_true",
                     help="only BM25: build its statistics, time BM25Corpus.search exact and at --bm25-budgets")
     ap.add_argument("--bm25-budgets", default="1024,2048,4096,8192")

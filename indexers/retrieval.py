@@ -10,7 +10,7 @@ the metadata filter every mode applies before ranking (and before fusion).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -58,6 +58,8 @@ class RetrievalConfig(_Model):
         bm25_budget: ``None`` (exact BM25 top rows) or the number of postings, over all query
             terms, BM25 reads in impact order before returning its best rows (approximate,
             bounded cost: :meth:`indexers.bm25.BM25Corpus.search`); bm25 and hybrid modes.
+            ``"auto"`` (the default): exact below 500,000 live rows, 4096 postings at and above
+            (:func:`indexers.bm25.resolve_budget`).
     """
 
     mode: Mode = "hybrid"
@@ -68,7 +70,7 @@ class RetrievalConfig(_Model):
     rrf_k: int = Field(default=RRF_K, ge=0)
     ef_search: int = Field(default=64, ge=1, le=100000)
     nprobe: int = Field(default=32, ge=1, le=1 << 20)
-    bm25_budget: int | None = Field(default=None, ge=1)
+    bm25_budget: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, source: str = "retrieval", prefix: str = "") -> "RetrievalConfig":

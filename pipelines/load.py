@@ -326,32 +326,80 @@ def _markup_element_type(text: str):  # -> type[unstructured Text] | None
     return NarrativeText
 
 
+def _plain_element(text: str, coordinates=None, coordinate_system=None):  # -> unstructured Element
+    """Element of one plain-text paragraph (``element_types: markup``): the same ``Title``
+    decisions as unstructured's ``partition.text.element_from_text``, without running spaCy on
+    paragraphs that cannot be titles.
+
+    unstructured types a paragraph ``NarrativeText`` if its NLP narrative check passes, else
+    ``Title`` if :func:`unstructured.partition.text_type.is_possible_title` passes, else ``Text``.
+    So a paragraph is a ``Title`` exactly when it could be a title and is not narrative. The
+    title check rejects long paragraphs (more than 12 words) before any NLP; only the short
+    ones that pass it get the narrative check (spaCy on a few words). A paragraph that cannot be
+    a title is ``NarrativeText``, or ``Text`` when numeric or under half letters, as in
+    :func:`_markup_element_type`: no chunker reads that difference. Bullets, e-mail addresses,
+    US addresses and numbered lists come first, in unstructured's order.
+    """
+    from unstructured.documents.elements import Address, EmailAddress, ListItem, NarrativeText, Text, Title
+    from unstructured.partition import text as ut
+    from unstructured.partition.text_type import under_non_alpha_ratio
+
+    if coordinates is not None:  # laid-out text (header/footer positions): unstructured decides
+        return _ELEMENT_FROM_TEXT[0](text, coordinates, coordinate_system)
+    if ut.is_bulleted_text(text):
+        return ListItem(text=ut.clean_bullets(text))
+    if ut.is_email_address(text):
+        return EmailAddress(text=text)
+    if ut.is_us_city_state_zip(text):
+        return Address(text=text)
+    if ut.is_possible_numbered_list(text):
+        return ListItem(text=text)
+    if ut.is_possible_title(text):
+        return NarrativeText(text=text) if ut.is_possible_narrative_text(text) else Title(text=text)
+    if text.isnumeric() or under_non_alpha_ratio(text):
+        return Text(text=text)
+    return NarrativeText(text=text)
+
+
+#: unstructured's own ``partition.text.element_from_text`` (saved at the first swap)
+_ELEMENT_FROM_TEXT: list = []
+
+
 @contextlib.contextmanager
 def element_types(mode: str) -> Iterator[None]:
     """Within the block, unstructured's HTML parser (HTML, Markdown, e-mail bodies, pandoc
-    formats) types untyped paragraphs by :func:`_markup_element_type` (``mode="markup"``) or
-    by its own NLP heuristics (``"nlp"``: unchanged).
+    formats) types untyped paragraphs by :func:`_markup_element_type`, and its plain-text
+    partitioner by :func:`_plain_element` (``mode="markup"``); ``"nlp"`` leaves unstructured's
+    own NLP heuristics.
 
-    The hook: ``unstructured.partition.html.parser.derive_element_type_from_text`` (0.27.x),
-    swapped and restored; parsing workers are single-threaded.
+    The hooks: ``unstructured.partition.html.parser.derive_element_type_from_text`` and
+    ``unstructured.partition.text.element_from_text`` (0.27.x), swapped and restored; parsing
+    workers are single-threaded.
 
     Raises:
-        RuntimeError: the pinned unstructured no longer has that function.
+        RuntimeError: the pinned unstructured no longer has those functions.
     """
     if mode != "markup":
         yield
         return
+    from unstructured.partition import text as ut
     from unstructured.partition.html import parser
 
-    if not hasattr(parser, "derive_element_type_from_text"):
-        raise RuntimeError("unstructured.partition.html.parser has no derive_element_type_from_text: the pinned "
-                           "unstructured version changed; update pipelines/load.py element_types")
-    saved = parser.derive_element_type_from_text
-    parser.derive_element_type_from_text = _markup_element_type
+    hooks = ((parser, "derive_element_type_from_text", _markup_element_type), (ut, "element_from_text", _plain_element))
+    for module, name, _ in hooks:
+        if not hasattr(module, name):
+            raise RuntimeError(f"{module.__name__} has no {name}: the pinned unstructured version changed; "
+                               "update pipelines/load.py element_types")
+    saved = [getattr(module, name) for module, name, _ in hooks]
+    if not _ELEMENT_FROM_TEXT:
+        _ELEMENT_FROM_TEXT.append(ut.element_from_text)
+    for module, name, hook in hooks:
+        setattr(module, name, hook)
     try:
         yield
     finally:
-        parser.derive_element_type_from_text = saved
+        for (module, name, _), old in zip(hooks, saved):
+            setattr(module, name, old)
 
 
 def _partition(path: Path, suffix: str, data: bytes, strategy: str, html_drop: Sequence[str] = (),

@@ -183,7 +183,7 @@ def test_email_subject_title_headers_metadata_and_attachments(tmp_path: Path) ->
     assert skipped == "photo.jpg (unsupported type image/jpeg); empty.txt (EmptyFile: empty.txt: only whitespace)"
     assert doc.encoding == "utf-8"  # the body part's charset
     assert elements(doc) == [
-        ("UncategorizedText", "Hi Bob,", ()),
+        ("NarrativeText", "Hi Bob,", ()),  # element_types: markup (nlp: UncategorizedText, no verb)
         ("NarrativeText", "A swarm left hive 3 this morning and clustered in the apple tree.", ()),
         ("NarrativeText", "I shook it into a spare box at noon.", ()),
         ("Title", "Attachment: notes.md", ("Attachment: notes.md",)),

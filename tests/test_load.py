@@ -229,6 +229,47 @@ def test_element_types_markup_types_paragraphs_without_nlp(tmp_path: Path, monke
     assert parser.derive_element_type_from_text.__module__ == parser.__name__  # the hook was restored
 
 
+def test_plain_text_markup_gives_unstructureds_titles_without_nlp_on_long_paragraphs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """element_types: markup types .txt paragraphs by load._plain_element: the same Titles (so the
+    same section paths and chunks) as unstructured's NLP path, with spaCy run on short paragraphs only."""
+    import unstructured.partition.text_type as tt
+
+    from ragline.pipelines.chunk import chunk_documents
+    from ragline.pipelines.config import ChunkConfig
+
+    mini = Path(__file__).resolve().parent / "evaluation" / "data" / "mini-chunking-eval" / "corpora"
+    for md in sorted(mini.glob("*.md")):  # Markdown read as plain text: '#' lines, short lines, long prose
+        (tmp_path / f"{md.stem}.txt").write_text(md.read_text())
+    (tmp_path / "notes.txt").write_text(
+        "HIVE NOTES\n\nInspection Log 2026\n\nThe colony was calm and the queen was seen on frame four.\n\n"
+        "- a smoker\n- a veil\n\n2026\n\nQueen Rearing\n\nGrafting larvae younger than a day gives better queens. "
+        "It needs a steady hand, a warm room and good light.\n\nbees@example.org\n\nWINTER. IS. COMING.\n")
+    files = sorted(discover_files([tmp_path, SAMPLE]), key=lambda f: f.uri)
+    files = [f for f in files if f.path.suffix == ".txt"]
+    assert len(files) >= 5
+    nlp = [load_document(f, LoadConfig(workers=1, element_types="nlp")) for f in files]
+    spacy_words: list[int] = []
+    real = tt.sent_tokenize
+    monkeypatch.setattr(tt, "sent_tokenize", lambda text, *a, **k: spacy_words.append(len(text.split(" "))) or real(text, *a, **k))
+    fast = [load_document(f, CFG) for f in files]
+    titles = 0
+    for a, b in zip(fast, nlp):
+        assert isinstance(a, Document) and isinstance(b, Document), (a, b)
+        assert (a.text, a.title, _spans(a)) == (b.text, b.title, _spans(b)), a.uri
+        types = [(e.type if e.type in ("Title", "ListItem") else "-") for e in a.elements]
+        assert types == [(e.type if e.type in ("Title", "ListItem") else "-") for e in b.elements], a.uri
+        titles += types.count("Title")
+    assert titles >= 10
+    assert spacy_words and max(spacy_words) <= 12  # only paragraphs that could be titles reach spaCy
+    for strategy in ("token", "structure"):
+        cfg = ChunkConfig(strategy=strategy)
+        assert chunk_documents(fast, cfg)[0].equals(chunk_documents(nlp, cfg)[0])
+    from unstructured.partition import text as ut
+
+    assert ut.element_from_text.__module__ == ut.__name__  # the hook was restored
+
+
 def test_languages_named_skip_detection_auto_detects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import unstructured.partition.common.lang as lang
 

@@ -31,11 +31,13 @@ def _params(tmp_path: Path, **ev: object) -> Params:
 
 @pytest.mark.parametrize("ev, retrieval", [
     ({"mode": "dense"}, {"mode": "dense"}),
-    ({"mode": "bm25"}, {"mode": "bm25"}),
-    ({}, {"mode": "hybrid", "fusion": "weighted", "weights": {"dense": 0.5, "bm25": 0.5}, "candidates": 50}),
+    ({"mode": "bm25"}, {"mode": "bm25", "bm25_budget": "auto"}),
+    ({}, {"mode": "hybrid", "fusion": "weighted", "weights": {"dense": 0.5, "bm25": 0.5}, "candidates": 50,
+          "bm25_budget": "auto"}),
     ({"fusion": "rrf"}, {"mode": "hybrid", "fusion": "rrf", "weights": {"dense": 0.5, "bm25": 0.5}, "candidates": 50,
-                         "rrf_k": 60}),
-    ({"mode": "hybrid", "fusion": "weighted", "weights": {"dense": 0.3, "bm25": 0.7}, "candidates": 20},
+                         "rrf_k": 60, "bm25_budget": "auto"}),
+    ({"mode": "hybrid", "fusion": "weighted", "weights": {"dense": 0.3, "bm25": 0.7}, "candidates": 20,
+      "bm25_budget": None},
      {"mode": "hybrid", "fusion": "weighted", "weights": {"dense": 0.3, "bm25": 0.7}, "candidates": 20}),
 ])
 def test_every_mode_gives_metrics(tmp_path: Path, mini_dataset: Path, ev: dict, retrieval: dict) -> None:

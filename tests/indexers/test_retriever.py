@@ -55,7 +55,8 @@ def test_override_keeps_unset_fields_and_merges_weights() -> None:
     c = base.override(mode="dense", weights={"bm25": 1.0})
     assert (c.mode, c.k, c.weights.dense, c.weights.bm25, c.fusion) == ("dense", 8, 0.7, 1.0, "weighted")
     assert RetrievalConfig().record() == {"mode": "hybrid", "fusion": "weighted",
-                                          "weights": {"dense": 0.5, "bm25": 0.5}, "candidates": 50}
+                                          "weights": {"dense": 0.5, "bm25": 0.5}, "candidates": 50,
+                                          "bm25_budget": "auto"}
 
 
 def test_filter_options_parse_like_flow_filters() -> None:
@@ -117,6 +118,29 @@ def test_bm25_budget_reaches_bm25_in_bm25_and_hybrid_modes(retriever: Retriever)
         assert len([h for h in exact if "bm25" in h.retriever_ranks]) > 1
     assert RetrievalSpec(mode="bm25", bm25_budget=8).record() == {"mode": "bm25", "bm25_budget": 8}
     assert "bm25_budget" not in RetrievalSpec(mode="dense", bm25_budget=8).record()
+
+
+def test_bm25_budget_auto_is_exact_below_the_row_threshold_and_budgeted_above(
+        retriever: Retriever, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bm25_budget: auto`` (the default) resolves by the live row count: exact below
+    ``AUTO_EXACT_ROWS``, ``AUTO_BUDGET`` postings at and above; other strings are refused."""
+    from ragline.indexers import bm25
+
+    query = "prune roses sourdough impeller seal"
+    assert RetrievalSpec().bm25_budget == "auto"
+    hits = lambda **kw: [(h.row, h.score) for h in retriever.search(query, RetrievalSpec(k=5, mode="bm25", **kw))]  # noqa: E731
+    exact, one = hits(bm25_budget=None), hits(bm25_budget=1)
+    assert exact != one
+    assert hits() == exact  # a small index: exact
+    monkeypatch.setattr(bm25, "AUTO_EXACT_ROWS", 1)
+    monkeypatch.setattr(bm25, "AUTO_BUDGET", 1)
+    assert hits() == one  # at the threshold: the budget
+    assert bm25.resolve_budget("auto", 0) is None and bm25.resolve_budget(7, 10**9) == 7
+    with pytest.raises(ValueError, match="'some'"):
+        bm25.resolve_budget("some", 10)
+    for bad in ("some", 0):
+        with pytest.raises(ConfigError, match="bm25_budget"):
+            RetrievalConfig.from_dict({"bm25_budget": bad})
 
 
 def _hybrid_rows_in_child(retriever: Retriever, out) -> None:  # noqa: ANN001 - a multiprocessing queue
