@@ -302,26 +302,64 @@ def _utf8_html_parser():  # -> lxml.html.HTMLParser
     return lxml.html.HTMLParser(encoding="utf-8")
 
 
+#: five digits in a row: every match of unstructured's US city/state/zip pattern holds them (its ZIP code)
+_FIVE_DIGITS = re.compile(r"\d{5}")
+#: ASCII characters ``str.isspace`` / ``str.isalpha`` accept (no character is both)
+_ASCII_SPACE = bytes(c for c in range(128) if chr(c).isspace())
+_ASCII_ALPHA = bytes(c for c in range(128) if chr(c).isalpha())
+
+
+def _is_us_city_state_zip(text: str) -> bool:
+    """unstructured's ``is_us_city_state_zip``, its regex (a backtracking one, 25 µs a paragraph)
+    run only on a text holding what every match holds: a comma and five digits in a row."""
+    from unstructured.partition import text_type as tt
+
+    return "," in text and _FIVE_DIGITS.search(text) is not None and tt.is_us_city_state_zip(text)
+
+
+def _is_email_address(text: str) -> bool:
+    """unstructured's ``is_email_address``, run only on a text holding an ``@``."""
+    from unstructured.partition import text_type as tt
+
+    return "@" in text and tt.is_email_address(text)
+
+
+def _under_non_alpha_ratio(text: str) -> bool:
+    """unstructured's ``under_non_alpha_ratio`` (letters are under half of the non-space
+    characters), counted by ``bytes.translate`` for ASCII text instead of a Python loop over
+    its characters; other text goes to unstructured's own function."""
+    if not text.isascii():
+        from unstructured.partition.text_type import under_non_alpha_ratio
+
+        return under_non_alpha_ratio(text)
+    data = text.encode("ascii")
+    total = len(data.translate(None, _ASCII_SPACE))
+    alpha = len(data) - len(data.translate(None, _ASCII_ALPHA))
+    return (alpha / total) < 0.5 if total > 0 else False
+
+
 def _markup_element_type(text: str):  # -> type[unstructured Text] | None
     """Element type of a paragraph the markup does not type, without NLP (``element_types: markup``).
 
     unstructured's ``derive_element_type_from_text`` with the same cheap rules in the same
     order (bullet -> ``ListItem``, US city/state/zip -> ``Address``, e-mail -> ``EmailAddress``,
     one character -> skipped) but without its spaCy sentence and verb checks: a paragraph is
-    ``NarrativeText`` unless it is numeric or under half letters (``Text``).
+    ``NarrativeText`` unless it is numeric or under half letters (``Text``). The address,
+    e-mail and letter-share rules are unstructured's, run only where they can say yes
+    (:func:`_is_us_city_state_zip`, :func:`_is_email_address`, :func:`_under_non_alpha_ratio`).
     """
     from unstructured.documents.elements import Address, EmailAddress, ListItem, NarrativeText, Text
     from unstructured.partition import text_type as tt
 
     if tt.is_bulleted_text(text):
         return ListItem
-    if tt.is_us_city_state_zip(text):
+    if _is_us_city_state_zip(text):
         return Address
-    if tt.is_email_address(text):
+    if _is_email_address(text):
         return EmailAddress
     if len(text) < 2:
         return None
-    if text.isnumeric() or tt.under_non_alpha_ratio(text):
+    if text.isnumeric() or _under_non_alpha_ratio(text):
         return Text
     return NarrativeText
 
@@ -342,21 +380,20 @@ def _plain_element(text: str, coordinates=None, coordinate_system=None):  # -> u
     """
     from unstructured.documents.elements import Address, EmailAddress, ListItem, NarrativeText, Text, Title
     from unstructured.partition import text as ut
-    from unstructured.partition.text_type import under_non_alpha_ratio
 
     if coordinates is not None:  # laid-out text (header/footer positions): unstructured decides
         return _ELEMENT_FROM_TEXT[0](text, coordinates, coordinate_system)
     if ut.is_bulleted_text(text):
         return ListItem(text=ut.clean_bullets(text))
-    if ut.is_email_address(text):
+    if _is_email_address(text):
         return EmailAddress(text=text)
-    if ut.is_us_city_state_zip(text):
+    if _is_us_city_state_zip(text):
         return Address(text=text)
     if ut.is_possible_numbered_list(text):
         return ListItem(text=text)
     if ut.is_possible_title(text):
         return NarrativeText(text=text) if ut.is_possible_narrative_text(text) else Title(text=text)
-    if text.isnumeric() or under_non_alpha_ratio(text):
+    if text.isnumeric() or _under_non_alpha_ratio(text):
         return Text(text=text)
     return NarrativeText(text=text)
 

@@ -336,3 +336,28 @@ def test_html_drop_in_the_parsed_tree_equals_strip_then_partition() -> None:
         for page in pages:
             want = view(partition_html(text=strip_html(page, drop), languages=["eng"], unique_element_ids=True))
             assert view(_partition_html(page, drop, ["eng"])) == want, page[:200]
+
+
+def test_gated_paragraph_rules_equal_unstructured_s() -> None:
+    """The address, e-mail and letter-share rules of ``element_types: markup`` answer as
+    unstructured's own functions, on the sample and Python-docs paragraphs and on texts made
+    to hit each rule (addresses, e-mails, ASCII separators that are spaces, non-ASCII letters)."""
+    from unstructured.partition import text_type as tt
+
+    from ragline.pipelines.load import _is_email_address, _is_us_city_state_zip, _under_non_alpha_ratio
+
+    assert not any(chr(c).isspace() and chr(c).isalpha() for c in range(128))
+    texts = ["", " ", "a", "1", "12345", "Doylestown, PA 18901", "doylestown, pennsylvania, 18901-1234",
+             "  New Hope,   NJ 08530 ", "Springfield, IL 6270", "Springfield IL 62701", "x@y.io", " bee@hive.org ",
+             "mail: bee@hive.org", "@@", "\x1c\x1d\x1e\x1f a", "---BREAK---", "ärger über ÖL 12", "١٢٣٤٥, ab",
+             "Ⅻ, 12345", "x,\u00a012345", "a\tb\nc\x0b\x0c\rd 1 2 3 4 5 6 7 8"]
+    pages = [p.read_text(encoding="utf-8") for p in sorted(SAMPLE.glob("*.*")) if p.suffix in (".md", ".txt", ".html")]
+    pydocs = Path("/usr/share/doc/python3.11-doc/html")
+    if pydocs.is_dir():
+        pages += [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::25]]
+    texts += [line for page in pages for line in page.splitlines()]
+    for t in texts:
+        assert _is_us_city_state_zip(t) == tt.is_us_city_state_zip(t), t
+        assert _is_email_address(t) == tt.is_email_address(t), t
+        assert _under_non_alpha_ratio(t) == tt.under_non_alpha_ratio(t), t
+    assert sum(map(tt.is_us_city_state_zip, texts)) >= 2 and sum(map(tt.under_non_alpha_ratio, texts)) > 100
