@@ -352,7 +352,10 @@ def strip_boilerplate(
     report = BoilerplateReport()
     if not cfg.boilerplate or not docs:
         return list(docs), report
-    keys_of = [[_element_key(d.text[e.char_start:e.char_end]) for e in d.elements] for d in docs]
+    edges = [edge_zone(len(d.elements), cfg.boilerplate_edge_elements) for d in docs]
+    # keys of the edge-zone elements only: the folder rule never looks at the others
+    keys_of = [{i: _element_key(d.text[d.elements[i].char_start:d.elements[i].char_end]) for i in edge}
+               for d, edge in zip(docs, edges)]
     drop: dict[int, set[int]] = defaultdict(set)
     known = known or {}
     # running headers/footers of one paged document (PDF pages)
@@ -365,7 +368,6 @@ def strip_boilerplate(
     groups: dict[str, list[int]] = defaultdict(list)
     for di, d in enumerate(docs):
         groups[_group_of(d.uri)].append(di)
-    edges = [edge_zone(len(k), cfg.boilerplate_edge_elements) for k in keys_of]
     for group, members in groups.items():
         bad = _frequent([{keys_of[di][i] for i in edges[di]} for di in members], cfg) | set(known.get(group, ()))
         if bad:
