@@ -326,15 +326,17 @@ def _is_email_address(text: str) -> bool:
 
 def _under_non_alpha_ratio(text: str) -> bool:
     """unstructured's ``under_non_alpha_ratio`` (letters are under half of the non-space
-    characters), counted by ``bytes.translate`` for ASCII text instead of a Python loop over
-    its characters; other text goes to unstructured's own function."""
-    if not text.isascii():
-        from unstructured.partition.text_type import under_non_alpha_ratio
-
-        return under_non_alpha_ratio(text)
-    data = text.encode("ascii")
-    total = len(data.translate(None, _ASCII_SPACE))
-    alpha = len(data) - len(data.translate(None, _ASCII_ALPHA))
+    characters), counted in C instead of its Python loop over the characters: by
+    ``bytes.translate`` for ASCII text, by ``str.isalpha`` / ``str.isspace`` mapped over other
+    text (no character is both a letter and a space, checked per code point by the tests, so
+    counting letters among all characters counts them among the non-space ones)."""
+    if text.isascii():
+        data = text.encode("ascii")
+        total = len(data.translate(None, _ASCII_SPACE))
+        alpha = len(data) - len(data.translate(None, _ASCII_ALPHA))
+    else:
+        total = len(text) - sum(map(str.isspace, text))
+        alpha = sum(map(str.isalpha, text))
     return (alpha / total) < 0.5 if total > 0 else False
 
 
