@@ -599,7 +599,47 @@ def _section_title(text: str) -> str:
 
 
 def _section_paths(elements: list) -> list[tuple[str, ...]]:
+    """The heading path of every element: the titles on its chain of parents (unstructured's
+    ``parent_id``), itself included when it is a ``Title``, outermost first.
+
+    Each chain is walked once: an element's path extends its parent's (memoized by id). A
+    document whose ids repeat or whose parent links loop is walked element by element, as
+    before, each walk stopping at the first element met twice.
+    """
     by_id = {e.id: e for e in elements}
+    if len(by_id) == len(elements):
+        memo: dict[str, tuple[str, ...]] = {}
+        out = []
+        for e in elements:
+            start = e if e.category == "Title" else by_id.get(e.metadata.parent_id)
+            path = _chain_titles(start, by_id, memo)
+            if path is None:  # a loop of parent links
+                return _section_paths_walked(elements, by_id)
+            out.append(path)
+        return out
+    return _section_paths_walked(elements, by_id)
+
+
+def _chain_titles(start, by_id: dict, memo: dict) -> tuple[str, ...] | None:
+    """Titles on the chain of parents from ``start`` up, outermost first; ``None`` on a loop."""
+    stack: list = []
+    seen: set[str] = set()
+    cur = start
+    while cur is not None and cur.id not in memo:
+        if cur.id in seen:
+            return None
+        seen.add(cur.id)
+        stack.append(cur)
+        cur = by_id.get(cur.metadata.parent_id)
+    path = memo[cur.id] if cur is not None else ()
+    for node in reversed(stack):
+        if node.category == "Title":
+            path = (*path, _section_title(node.text))
+        memo[node.id] = path
+    return path
+
+
+def _section_paths_walked(elements: list, by_id: dict) -> list[tuple[str, ...]]:
     out = []
     for e in elements:
         path: list[str] = []

@@ -363,3 +363,30 @@ def test_gated_paragraph_rules_equal_unstructured_s() -> None:
         assert _is_email_address(t) == tt.is_email_address(t), t
         assert _under_non_alpha_ratio(t) == tt.under_non_alpha_ratio(t), t
     assert sum(map(tt.is_us_city_state_zip, texts)) >= 2 and sum(map(tt.under_non_alpha_ratio, texts)) > 100
+
+
+def test_memoized_section_paths_equal_the_walk_per_element() -> None:
+    """Section paths built once per chain of parents equal the walk from every element, on
+    partitioned sample and Python-docs pages; loops of parent links and repeated ids take the walk."""
+    from unstructured.documents.elements import NarrativeText, Title
+    from unstructured.partition.html import partition_html
+
+    from ragline.pipelines.load import _section_paths, _section_paths_walked, element_types
+    from ragline.pipelines.offline import install_unstructured_nlp
+
+    install_unstructured_nlp()
+    pages = [p.read_text(encoding="utf-8") for p in sorted(SAMPLE.glob("*.html"))] + [PAGE]
+    pydocs = Path("/usr/share/doc/python3.11-doc/html")
+    if pydocs.is_dir():
+        pages += [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::60]]
+    with element_types("markup"):
+        docs = [partition_html(text=page, languages=["eng"]) for page in pages]
+    assert sum(len(e.metadata.parent_id or "") > 0 for d in docs for e in d) > 100
+    for els in docs:
+        assert _section_paths(els) == _section_paths_walked(els, {e.id: e for e in els})
+    a, b, c = Title("A"), Title("B"), NarrativeText("c")
+    b.metadata.parent_id, c.metadata.parent_id = a.id, b.id
+    assert _section_paths([a, b, c]) == [("A",), ("A", "B"), ("A", "B")]
+    a.metadata.parent_id = c.id  # a loop: each walk stops where it meets an element twice
+    assert _section_paths([a, b, c]) == _section_paths_walked([a, b, c], {e.id: e for e in (a, b, c)})
+    assert _section_paths([a, b, c]) == [("B", "A"), ("A", "B"), ("A", "B")]
