@@ -390,3 +390,22 @@ def test_memoized_section_paths_equal_the_walk_per_element() -> None:
     a.metadata.parent_id = c.id  # a loop: each walk stops where it meets an element twice
     assert _section_paths([a, b, c]) == _section_paths_walked([a, b, c], {e.id: e for e in (a, b, c)})
     assert _section_paths([a, b, c]) == [("B", "A"), ("A", "B"), ("A", "B")]
+
+
+def test_fork_server_preloads_the_cli_for_the_ragline_command() -> None:
+    """A parsing worker re-runs its caller's main script (multiprocessing's __main__ fix-up):
+    for the ``ragline`` command that is an import of the CLI, done once in the fork server when
+    the caller has it (it starts no thread, so the server may still fork)."""
+    import subprocess
+    import sys
+
+    code = ("import threading, ragline.pipelines.cli\n"
+            "from ragline.pipelines.load import _worker_context\n"
+            "from multiprocessing import forkserver\n"
+            "_worker_context()\n"
+            "print(threading.active_count(), forkserver._forkserver._preload_modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    assert out[0] == "1" and "'ragline.pipelines.cli'" in out[1]
+    code = code.replace("import threading, ragline.pipelines.cli\n", "import threading\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "ragline.pipelines.cli" not in out and "ragline.pipelines.load_preload" in out
