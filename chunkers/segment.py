@@ -242,6 +242,23 @@ class KeepTogether:
         rs, re_ = word_runs(text, start, end)
         if not self.starts:
             return rs, re_
+        starts = np.asarray(self.starts, dtype=np.int64)
+        edges_all = np.sort(np.concatenate([starts, np.asarray(self.ends, dtype=np.int64)]))
+        if not (np.searchsorted(edges_all, re_, "left") > np.searchsorted(edges_all, rs, "right")).any():
+            # no kept span's edge falls inside a word (the usual case): each word is one piece,
+            # and consecutive words inside the same kept span join into one unit, as below
+            k = np.searchsorted(starts, rs, "right") - 1
+            inside = (k >= 0) & (re_ <= np.asarray(self.ends, dtype=np.int64)[np.maximum(k, 0)])
+            k = np.where(inside, k, -1)
+            first = np.ones(len(rs), dtype=bool)
+            first[1:] = ~((k[1:] >= 0) & (k[1:] == k[:-1]))
+            at = np.flatnonzero(first)
+            return rs[at], re_[np.append(at[1:] - 1, len(rs) - 1)] if len(rs) else re_
+        return self._split_units(rs, re_)
+
+    def _split_units(self, rs: np.ndarray, re_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`units` word by word: words cut at the kept spans' edges inside them, pieces
+        inside one kept span joined (also the reference the vectorized path is tested against)."""
         out: list[tuple[int, int]] = []
         last_k = -2  # kept span the last unit lies in (-1: none)
         for s, e in zip(rs.tolist(), re_.tolist()):

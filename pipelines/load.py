@@ -270,23 +270,39 @@ def strip_html(text: str, selectors: Sequence[str]) -> str:
     Returns the page unchanged when nothing matches (so offsets of untouched pages never
     move); otherwise the remaining tree serialized as HTML. Parsed with lxml, selectors
     translated to XPath by cssselect (HTML rules: case-insensitive names); a removed
-    element's tail text stays (``drop_tree``), as with BeautifulSoup's ``decompose``, which
-    this replaced (the same pages, 1/10 of the time).
+    element's tail text stays (:func:`drop_matches`), as with BeautifulSoup's ``decompose``,
+    which this replaced (the same pages, 1/10 of the time). Loading does not serialize: it
+    drops the same elements from the tree unstructured parses (:func:`_partition_html`).
     """
     if not selectors:
         return text
     import lxml.html
 
     root = lxml.html.document_fromstring(text.encode("utf-8"), parser=_utf8_html_parser())
-    hits = _selector(tuple(selectors))(root)
-    if not hits:
+    if not drop_matches(root, selectors):
         return text
-    for el in hits:
-        if el.getparent() is None:  # the root itself: nothing is left
-            el.clear()
-        else:
-            el.drop_tree()
     return lxml.html.tostring(root, encoding="unicode", method="html", doctype="<!DOCTYPE html>")
+
+
+def drop_matches(root, selectors: Sequence[str]) -> bool:
+    """Remove from the lxml tree under ``root`` every element matching one of the CSS
+    ``selectors``, each with its children and text, its tail text joined to the element before
+    it (lxml.html's ``drop_tree``, for any lxml element class); ``root`` itself matching is
+    emptied. Returns whether anything matched."""
+    hits = _selector(tuple(selectors))(root)
+    for el in hits:  # document order: an element inside one dropped before goes with a detached tree
+        parent = el.getparent()
+        if parent is None:  # the root itself: nothing is left
+            el.clear()
+            continue
+        if el.tail:
+            previous = el.getprevious()
+            if previous is None:
+                parent.text = (parent.text or "") + el.tail
+            else:
+                previous.tail = (previous.tail or "") + el.tail
+        parent.remove(el)
+    return bool(hits)
 
 
 @functools.lru_cache(maxsize=8)
@@ -303,26 +319,66 @@ def _utf8_html_parser():  # -> lxml.html.HTMLParser
     return lxml.html.HTMLParser(encoding="utf-8")
 
 
+#: five digits in a row: every match of unstructured's US city/state/zip pattern holds them (its ZIP code)
+_FIVE_DIGITS = re.compile(r"\d{5}")
+#: ASCII characters ``str.isspace`` / ``str.isalpha`` accept (no character is both)
+_ASCII_SPACE = bytes(c for c in range(128) if chr(c).isspace())
+_ASCII_ALPHA = bytes(c for c in range(128) if chr(c).isalpha())
+
+
+def _is_us_city_state_zip(text: str) -> bool:
+    """unstructured's ``is_us_city_state_zip``, its regex (a backtracking one, 25 µs a paragraph)
+    run only on a text holding what every match holds: a comma and five digits in a row."""
+    from unstructured.partition import text_type as tt
+
+    return "," in text and _FIVE_DIGITS.search(text) is not None and tt.is_us_city_state_zip(text)
+
+
+def _is_email_address(text: str) -> bool:
+    """unstructured's ``is_email_address``, run only on a text holding an ``@``."""
+    from unstructured.partition import text_type as tt
+
+    return "@" in text and tt.is_email_address(text)
+
+
+def _under_non_alpha_ratio(text: str) -> bool:
+    """unstructured's ``under_non_alpha_ratio`` (letters are under half of the non-space
+    characters), counted in C instead of its Python loop over the characters: by
+    ``bytes.translate`` for ASCII text, by ``str.isalpha`` / ``str.isspace`` mapped over other
+    text (no character is both a letter and a space, checked per code point by the tests, so
+    counting letters among all characters counts them among the non-space ones)."""
+    if text.isascii():
+        data = text.encode("ascii")
+        total = len(data.translate(None, _ASCII_SPACE))
+        alpha = len(data) - len(data.translate(None, _ASCII_ALPHA))
+    else:
+        total = len(text) - sum(map(str.isspace, text))
+        alpha = sum(map(str.isalpha, text))
+    return (alpha / total) < 0.5 if total > 0 else False
+
+
 def _markup_element_type(text: str):  # -> type[unstructured Text] | None
     """Element type of a paragraph the markup does not type, without NLP (``element_types: markup``).
 
     unstructured's ``derive_element_type_from_text`` with the same cheap rules in the same
     order (bullet -> ``ListItem``, US city/state/zip -> ``Address``, e-mail -> ``EmailAddress``,
     one character -> skipped) but without its spaCy sentence and verb checks: a paragraph is
-    ``NarrativeText`` unless it is numeric or under half letters (``Text``).
+    ``NarrativeText`` unless it is numeric or under half letters (``Text``). The address,
+    e-mail and letter-share rules are unstructured's, run only where they can say yes
+    (:func:`_is_us_city_state_zip`, :func:`_is_email_address`, :func:`_under_non_alpha_ratio`).
     """
     from unstructured.documents.elements import Address, EmailAddress, ListItem, NarrativeText, Text
     from unstructured.partition import text_type as tt
 
     if tt.is_bulleted_text(text):
         return ListItem
-    if tt.is_us_city_state_zip(text):
+    if _is_us_city_state_zip(text):
         return Address
-    if tt.is_email_address(text):
+    if _is_email_address(text):
         return EmailAddress
     if len(text) < 2:
         return None
-    if text.isnumeric() or tt.under_non_alpha_ratio(text):
+    if text.isnumeric() or _under_non_alpha_ratio(text):
         return Text
     return NarrativeText
 
@@ -343,21 +399,20 @@ def _plain_element(text: str, coordinates=None, coordinate_system=None):  # -> u
     """
     from unstructured.documents.elements import Address, EmailAddress, ListItem, NarrativeText, Text, Title
     from unstructured.partition import text as ut
-    from unstructured.partition.text_type import under_non_alpha_ratio
 
     if coordinates is not None:  # laid-out text (header/footer positions): unstructured decides
         return _ELEMENT_FROM_TEXT[0](text, coordinates, coordinate_system)
     if ut.is_bulleted_text(text):
         return ListItem(text=ut.clean_bullets(text))
-    if ut.is_email_address(text):
+    if _is_email_address(text):
         return EmailAddress(text=text)
-    if ut.is_us_city_state_zip(text):
+    if _is_us_city_state_zip(text):
         return Address(text=text)
     if ut.is_possible_numbered_list(text):
         return ListItem(text=text)
     if ut.is_possible_title(text):
         return NarrativeText(text=text) if ut.is_possible_narrative_text(text) else Title(text=text)
-    if text.isnumeric() or under_non_alpha_ratio(text):
+    if text.isnumeric() or _under_non_alpha_ratio(text):
         return Text(text=text)
     return NarrativeText(text=text)
 
@@ -467,10 +522,60 @@ def _paragraph_elements(text: str) -> list:
     return out
 
 
+class _DroppingEtree:
+    """``lxml.etree`` as unstructured's HTML partitioner sees it inside :func:`_html_drop`: its
+    ``fromstring`` (the page's one parse) drops the ``load.html_drop`` elements from the tree."""
+
+    def __init__(self, etree, selectors: Sequence[str]) -> None:
+        self._etree = etree
+        self._selectors = selectors
+
+    def __getattr__(self, name: str):
+        return getattr(self._etree, name)
+
+    def fromstring(self, text, parser=None, **kwargs):
+        root = self._etree.fromstring(text, parser, **kwargs)
+        drop_matches(root, self._selectors)
+        return root
+
+
+@contextlib.contextmanager
+def _html_drop(selectors: Sequence[str]) -> Iterator[None]:
+    """Within the block, unstructured's ``partition_html`` drops the elements matching
+    ``selectors`` from the tree it parses, right after parsing (before its own clean-up), so a
+    page is parsed once instead of parsed, serialized and parsed again (:func:`strip_html`):
+    the same elements, at 1/2 of the cost of ``html_drop``.
+
+    The hook: the ``etree`` name of ``unstructured.partition.html.partition`` (0.27.x), swapped
+    and restored; parsing workers are single-threaded.
+
+    Raises:
+        RuntimeError: the pinned unstructured no longer has that name (a version that parses
+            elsewhere is caught by ``tests/test_load.py``: the dropped text would stay).
+    """
+    if not selectors:
+        yield
+        return
+    from unstructured.partition.html import partition as html_partition
+
+    if not hasattr(getattr(html_partition, "etree", None), "fromstring"):
+        raise RuntimeError("unstructured.partition.html.partition has no etree.fromstring: the pinned unstructured "
+                           "version changed; update pipelines/load.py _html_drop")
+    saved = html_partition.etree
+    html_partition.etree = _DroppingEtree(saved, selectors)
+    try:
+        yield
+    finally:
+        html_partition.etree = saved
+
+
 def _partition_html(text: str, html_drop: Sequence[str], languages: list[str]) -> list:
     from unstructured.partition.html import partition_html
 
-    return partition_html(text=strip_html(text, html_drop), languages=languages)
+    with _html_drop(html_drop):
+        # unique_element_ids: ragline reads element ids only to follow parent links
+        # (_section_paths), so unstructured's sha256 of every element (its default ids) is skipped
+        return partition_html(text=text, languages=languages, unique_element_ids=True)
 
 
 def _partition_plain(text: str, languages: list[str]) -> list:
@@ -511,7 +616,47 @@ def _section_title(text: str) -> str:
 
 
 def _section_paths(elements: list) -> list[tuple[str, ...]]:
+    """The heading path of every element: the titles on its chain of parents (unstructured's
+    ``parent_id``), itself included when it is a ``Title``, outermost first.
+
+    Each chain is walked once: an element's path extends its parent's (memoized by id). A
+    document whose ids repeat or whose parent links loop is walked element by element, as
+    before, each walk stopping at the first element met twice.
+    """
     by_id = {e.id: e for e in elements}
+    if len(by_id) == len(elements):
+        memo: dict[str, tuple[str, ...]] = {}
+        out = []
+        for e in elements:
+            start = e if e.category == "Title" else by_id.get(e.metadata.parent_id)
+            path = _chain_titles(start, by_id, memo)
+            if path is None:  # a loop of parent links
+                return _section_paths_walked(elements, by_id)
+            out.append(path)
+        return out
+    return _section_paths_walked(elements, by_id)
+
+
+def _chain_titles(start, by_id: dict, memo: dict) -> tuple[str, ...] | None:
+    """Titles on the chain of parents from ``start`` up, outermost first; ``None`` on a loop."""
+    stack: list = []
+    seen: set[str] = set()
+    cur = start
+    while cur is not None and cur.id not in memo:
+        if cur.id in seen:
+            return None
+        seen.add(cur.id)
+        stack.append(cur)
+        cur = by_id.get(cur.metadata.parent_id)
+    path = memo[cur.id] if cur is not None else ()
+    for node in reversed(stack):
+        if node.category == "Title":
+            path = (*path, _section_title(node.text))
+        memo[node.id] = path
+    return path
+
+
+def _section_paths_walked(elements: list, by_id: dict) -> list[tuple[str, ...]]:
     out = []
     for e in elements:
         path: list[str] = []
@@ -950,9 +1095,19 @@ def _load_in_worker(
     return result, (_status_kb("VmHWM") / 1024 if measured else None), time.monotonic() - t0
 
 
+#: modules the fork server imports when the calling process has them: every new worker runs
+#: the caller's main script again (multiprocessing's ``__main__`` fix-up), and the ``ragline``
+#: command's script is one import of the CLI, 0.13 CPU-s a worker (3.5 CPU-s per 530 files at
+#: ``load.max_tasks_per_child: 20``) unless the fork server has it already
+_PRELOAD_IF_LOADED = ("ragline.pipelines.cli",)
+
+
 def _worker_context():
+    import sys
+
     ctx = get_context("forkserver")
-    ctx.set_forkserver_preload(["ragline.pipelines.load_preload"])
+    ctx.set_forkserver_preload(["ragline.pipelines.load_preload",
+                                *(m for m in _PRELOAD_IF_LOADED if m in sys.modules)])
     return ctx
 
 

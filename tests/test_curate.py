@@ -366,7 +366,7 @@ def _fail_shingling_on(monkeypatch: pytest.MonkeyPatch, marker: str, max_words: 
     words when given: chunks, not their documents), as a text the tokenizer chokes on would."""
     import ragline.pipelines.curate as curate
 
-    real = curate.shingles
+    real = curate.word_grams
 
     def shingler(text: str, n: int):
         if marker in text and (max_words is None or len(text.split()) <= max_words):
@@ -374,7 +374,7 @@ def _fail_shingling_on(monkeypatch: pytest.MonkeyPatch, marker: str, max_words: 
         return real(text, n)
 
     shingler.__wrapped__ = real  # type: ignore[attr-defined]
-    monkeypatch.setattr(curate, "shingles", shingler)
+    monkeypatch.setattr(curate, "word_grams", shingler)
 
 
 def test_a_chunk_the_shingler_fails_on_quarantines_its_document_and_promotes_its_copy(
@@ -439,7 +439,7 @@ def test_refresh_quarantines_a_changed_document_the_shingler_fails_on(
     assert docs.num_rows == s1.documents - 1 and s2.documents == docs.num_rows
     import ragline.pipelines.curate as curate
 
-    monkeypatch.setattr(curate, "shingles", curate.shingles.__wrapped__)  # the real shingler again
+    monkeypatch.setattr(curate, "word_grams", curate.word_grams.__wrapped__)  # the real shingler again
     s3 = refresh_flow(params=params_here().to_dict())
     assert s3.version is None  # still quarantined, unchanged: nothing to publish
 
@@ -622,3 +622,74 @@ def test_streamed_boilerplate_releases_early_and_equals_the_batch_stage(seed: in
     assert all(released[j] == final[j] for j in released)
     assert stream.report == report and report.removed
     assert before_last >= len(batch) // 2  # most documents go on before the last file is parsed
+
+
+# ---------------------------------------------------------------- the same decisions at less CPU (issue 16)
+def _real_texts() -> list[str]:
+    """Texts curation meets: the sample corpus's documents, reST sources and pages of the Python
+    docs when installed, and edge cases (no words, fewer words than a shingle, repeats, Unicode)."""
+    from ragline.pipelines.load import discover_files, load_document
+
+    texts = [d.text for d in (load_document(f, Params().load) for f in discover_files([SRC]))
+             if isinstance(d, Document)]
+    pydocs = Path("/usr/share/doc/python3.11-doc/html")
+    if pydocs.is_dir():
+        rst = sorted((pydocs / "_sources" / "library").glob("*.rst.txt"))[:40:4]
+        texts += [p.read_text(encoding="utf-8") for p in rst]
+    return texts + ["", "   ", "...", "one", "two words", "a b c", "a a a a a a", "Ünïcödé straße STRASSE ﬁ",
+                    ".. note::\n\n   :func:`~os.path.join` [#x]_ `t <u>`_ `y`__ :opt: x", _text(3, 5000)]
+
+
+def _reference_strip_markup(text: str) -> str:
+    """strip_markup as it was (every substitution, none skipped): the reference for the gated one."""
+    from ragline.pipelines import curate as c
+
+    if "`" not in text and ".." not in text and "[" not in text and ":" not in text:
+        return text
+    text = c._RST_TARGET.sub(" ", text)
+    text = c._RST_DIRECTIVE.sub(c._directive_words, text)
+    text = c._RST_FOOTNOTE.sub(" ", text)
+    text = c._RST_LINK.sub("", text)
+    text = c._RST_TILDE.sub(r"`\1", text)
+    text = c._RST_ROLE.sub(c._role_words, text)
+    text = c._RST_LINK_END.sub("`", text)
+    return c._RST_FIELD.sub(" ", text)
+
+
+def test_minhash_signatures_equal_datasketch_minhash_bulk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numpy signatures are datasketch's (MinHash.bulk, seed 1, affine32, sha1_hash32), for
+    several num_perm / shingle sizes, and for texts cut by a block boundary (a tiny block)."""
+    import numpy as np
+    from datasketch import MinHash
+
+    from ragline.pipelines import curate as c
+
+    texts = _real_texts()
+    for num_perm, words, block in ((128, 3, c._MINHASH_BLOCK), (64, 1, 7), (256, 5, 1000)):
+        monkeypatch.setattr(c, "_MINHASH_BLOCK", block)
+        cfg = CurateConfig(num_perm=num_perm, shingle_words=words)
+        got = c.minhash_signatures(texts, cfg)
+        sets = [c.shingles(t, words) for t in texts]
+        want = [m.hashvalues for m in MinHash.bulk([list(s) for s in sets], num_perm=num_perm, seed=1, scheme="affine32")]
+        for s, g, w in zip(sets, got, want):
+            assert g.dtype == np.uint32
+            if s:
+                assert g.tolist() == w.tolist()
+            else:
+                assert len(g) == 0
+
+
+def test_gated_strip_markup_and_split_collapse_equal_the_regex_reference() -> None:
+    import re
+    import sys
+
+    from ragline.pipelines.curate import collapse, strip_markup
+
+    # str.split()'s whitespace is re's \s on str, code point by code point
+    assert [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() != bool(re.match(r"\s", c))] == []
+    rng = random.Random(5)
+    alphabet = list("`~:._[]#<>_-  \n\tab1") + [".. ", "::", ":func:", "`x <y>`_", "[#a]_", "[12]", "\u00a0", "\u2028"]
+    fuzz = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(3000)]
+    for text in _real_texts() + fuzz:
+        assert strip_markup(text) == _reference_strip_markup(text), text
+        assert collapse(text) == re.sub(r"\s+", " ", text).strip(), text

@@ -303,3 +303,109 @@ def test_html_drop_keeps_the_text_after_a_dropped_element() -> None:
     out = strip_html(page, ["nav", "a.headerlink"])
     assert "Menu" not in out and "¶" not in out and "Open the hive slowly." in out and "Tail" in out
     assert strip_html(page, ["aside"]) is page  # nothing matched: the page itself, offsets untouched
+
+
+def test_html_drop_in_the_parsed_tree_equals_strip_then_partition() -> None:
+    """Dropping ``load.html_drop`` elements from the tree unstructured parses (one parse) gives
+    the elements that stripping the page, serializing it and partitioning that gave (two parses),
+    on the sample pages, Python-docs pages when installed, and pages made to be awkward."""
+    from unstructured.partition.html import partition_html
+
+    from ragline.pipelines.load import _partition_html, _section_paths, element_types, strip_html
+    from ragline.pipelines.offline import install_unstructured_nlp
+
+    install_unstructured_nlp()
+    drop = list(LoadConfig().html_drop)
+    pages = [p.read_text(encoding="utf-8") for p in sorted(SAMPLE.glob("*.html"))] + [PAGE] + [
+        "<html><body><pre>\n\nindented\n  code</pre><nav>x</nav><p>after</p></body></html>",
+        "<html><body><!-- c --><nav><a class='headerlink'>¶</a>in nav</nav>tail<p>p<a class='headerlink'>¶</a>q</p></body></html>",
+        "<nav><p>only navigation</p></nav>",
+        "<html><body><header><h1>Top</h1></header><main><h2>Doc</h2><p>Body <b>bold</b></p><footer>f</footer></main>"
+        "<footer>site</footer></body></html>",
+        "<html role='navigation'><body><p>all of it</p></body></html>",
+        '<?xml version="1.0" encoding="utf-8"?><html><body><nav>n</nav><p>declared</p></body></html>',
+    ]
+    pydocs = Path("/usr/share/doc/python3.11-doc/html")
+    if pydocs.is_dir():
+        pages += [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::40]]
+
+    def view(elements: list) -> list:
+        return list(zip([e.category for e in elements], [e.text for e in elements], _section_paths(elements)))
+
+    with element_types("markup"):
+        for page in pages:
+            want = view(partition_html(text=strip_html(page, drop), languages=["eng"], unique_element_ids=True))
+            assert view(_partition_html(page, drop, ["eng"])) == want, page[:200]
+
+
+def test_gated_paragraph_rules_equal_unstructured_s() -> None:
+    """The address, e-mail and letter-share rules of ``element_types: markup`` answer as
+    unstructured's own functions, on the sample and Python-docs paragraphs and on texts made
+    to hit each rule (addresses, e-mails, ASCII separators that are spaces, non-ASCII letters)."""
+    import sys
+
+    from unstructured.partition import text_type as tt
+
+    from ragline.pipelines.load import _is_email_address, _is_us_city_state_zip, _under_non_alpha_ratio
+
+    assert [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() and c.isalpha()] == []
+    texts = ["", " ", "a", "1", "12345", "Doylestown, PA 18901", "doylestown, pennsylvania, 18901-1234",
+             "  New Hope,   NJ 08530 ", "Springfield, IL 6270", "Springfield IL 62701", "x@y.io", " bee@hive.org ",
+             "mail: bee@hive.org", "@@", "\x1c\x1d\x1e\x1f a", "---BREAK---", "ärger über ÖL 12", "١٢٣٤٥, ab",
+             "Ⅻ, 12345", "x,\u00a012345", "a\tb\nc\x0b\x0c\rd 1 2 3 4 5 6 7 8"]
+    pages = [p.read_text(encoding="utf-8") for p in sorted(SAMPLE.glob("*.*")) if p.suffix in (".md", ".txt", ".html")]
+    pydocs = Path("/usr/share/doc/python3.11-doc/html")
+    if pydocs.is_dir():
+        pages += [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::25]]
+    texts += [line for page in pages for line in page.splitlines()]
+    for t in texts:
+        assert _is_us_city_state_zip(t) == tt.is_us_city_state_zip(t), t
+        assert _is_email_address(t) == tt.is_email_address(t), t
+        assert _under_non_alpha_ratio(t) == tt.under_non_alpha_ratio(t), t
+    assert sum(map(tt.is_us_city_state_zip, texts)) >= 2 and sum(map(tt.under_non_alpha_ratio, texts)) > 100
+
+
+def test_memoized_section_paths_equal_the_walk_per_element() -> None:
+    """Section paths built once per chain of parents equal the walk from every element, on
+    partitioned sample and Python-docs pages; loops of parent links and repeated ids take the walk."""
+    from unstructured.documents.elements import NarrativeText, Title
+    from unstructured.partition.html import partition_html
+
+    from ragline.pipelines.load import _section_paths, _section_paths_walked, element_types
+    from ragline.pipelines.offline import install_unstructured_nlp
+
+    install_unstructured_nlp()
+    pages = [p.read_text(encoding="utf-8") for p in sorted(SAMPLE.glob("*.html"))] + [PAGE]
+    pydocs = Path("/usr/share/doc/python3.11-doc/html")
+    if pydocs.is_dir():
+        pages += [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::60]]
+    with element_types("markup"):
+        docs = [partition_html(text=page, languages=["eng"]) for page in pages]
+    assert sum(len(e.metadata.parent_id or "") > 0 for d in docs for e in d) > 100
+    for els in docs:
+        assert _section_paths(els) == _section_paths_walked(els, {e.id: e for e in els})
+    a, b, c = Title("A"), Title("B"), NarrativeText("c")
+    b.metadata.parent_id, c.metadata.parent_id = a.id, b.id
+    assert _section_paths([a, b, c]) == [("A",), ("A", "B"), ("A", "B")]
+    a.metadata.parent_id = c.id  # a loop: each walk stops where it meets an element twice
+    assert _section_paths([a, b, c]) == _section_paths_walked([a, b, c], {e.id: e for e in (a, b, c)})
+    assert _section_paths([a, b, c]) == [("B", "A"), ("A", "B"), ("A", "B")]
+
+
+def test_fork_server_preloads_the_cli_for_the_ragline_command() -> None:
+    """A parsing worker re-runs its caller's main script (multiprocessing's __main__ fix-up):
+    for the ``ragline`` command that is an import of the CLI, done once in the fork server when
+    the caller has it (it starts no thread, so the server may still fork)."""
+    import subprocess
+    import sys
+
+    code = ("import threading, ragline.pipelines.cli\n"
+            "from ragline.pipelines.load import _worker_context\n"
+            "from multiprocessing import forkserver\n"
+            "_worker_context()\n"
+            "print(threading.active_count(), forkserver._forkserver._preload_modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    assert out[0] == "1" and "'ragline.pipelines.cli'" in out[1]
+    code = code.replace("import threading, ragline.pipelines.cli\n", "import threading\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "ragline.pipelines.cli" not in out and "ragline.pipelines.load_preload" in out

@@ -84,3 +84,27 @@ def test_word_runs_are_what_the_regex_matches(text: str, block: int) -> None:
     with small_blocks(block, block):
         starts, ends = word_runs(text)
     assert list(zip(starts.tolist(), ends.tolist())) == [m.span() for m in re.finditer(r"\S+", text)]
+
+
+@PROPERTY_SETTINGS
+@given(documents(), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 60)), max_size=12), st.booleans())
+def test_units_vectorized_equal_the_word_by_word_split(text: str, raw: list, at_words: bool) -> None:
+    """KeepTogether.units without a kept-span edge inside a word (numpy) gives the units of the
+    word-by-word split (its reference), and falls back to that split when an edge is inside one."""
+    import numpy as np
+
+    from ragline.chunkers.segment import KeepTogether
+
+    runs = list(zip(*word_runs(text, 0, len(text))))
+    spans = []
+    for a, n in raw:  # spans from word to word (the usual: table rows), or anywhere
+        if at_words and runs:
+            i, j = sorted((a % len(runs), (a + n // 10) % len(runs)))
+            spans.append((runs[i][0], runs[j][1]))
+        else:
+            spans.append(strip_span(text, min(a, len(text)), min(a + n, len(text))))
+    keep = KeepTogether([s for s in spans if s[1] - s[0] >= 2])
+    got = keep.units(text, 0, len(text))
+    want = keep._split_units(*word_runs(text, 0, len(text)))
+    assert got[0].dtype == np.int64 and got[1].dtype == np.int64
+    assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
