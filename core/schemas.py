@@ -162,13 +162,14 @@ def write_row_file(table: pa.Table, path: str | Path, schema: pa.Schema, columns
 
 #: zstd level of the Parquet files ragline writes (pyarrow's default is 1), and the higher one of
 #: tables of at most :data:`PARQUET_SMALL_BYTES` (Arrow bytes in memory), such as a refresh's
-#: segment (a 1% refresh at 100k documents writes about 12k chunk rows, 9 MB; 16 MB take about
-#: 2.3 s at level 15). Measured on synthetic prose (benchmarks/scale.py), a 7,071-row chunks table of
+#: segment (a 1% refresh of 20k synthetic documents writes 2,321 chunk rows, about 1.5 MB).
+#: Larger tables (a full build, a compaction) take level 6: 16 MB take about 2.3 s at level 15,
+#: most of the publish step of an ingest of the Python docs (12k chunks), for 10% less disk. Measured on synthetic prose (benchmarks/scale.py), a 7,071-row chunks table of
 #: 4.6 MB: 1.34 MB at level 1, 1.07 MB at 6 (0.07 s), 1.05 MB at 9 (0.11 s), 0.96 MB at 15
 #: (0.66 s), 0.95 MB at 19 (1.65 s), one core; decompression speed does not depend on the level.
 PARQUET_ZSTD_LEVEL = 6
 PARQUET_SMALL_ZSTD_LEVEL = 15
-PARQUET_SMALL_BYTES = 16 * 2**20
+PARQUET_SMALL_BYTES = 4 * 2**20
 #: ``pq.write_table`` options of every Parquet file ragline writes but the level: no column
 #: statistics (no reader of ragline's prunes on them, and a text column's min and max are two
 #: whole texts in the footer and in every page header: 8.8 of the 17.3 KB of a 2-document
