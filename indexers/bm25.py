@@ -57,7 +57,7 @@ import pyarrow as pa
 from ragline.core.schemas import indexed_texts
 
 #: chunk texts tokenized at a time while a segment's BM25 statistics are built (:meth:`BM25Index.build`)
-BM25_BUILD_BATCH = 4096
+BM25_BUILD_BATCH = 1024
 
 BM25_ARRAYS_FILE = "bm25.npz"
 BM25_META_FILE = "bm25.json"
@@ -285,16 +285,21 @@ class BM25Index:
         doc_len = np.concatenate(lens) if lens else np.zeros(0, np.int32)
         if not vocab:
             return cls(np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(1, np.int64), doc_len, {}, spec)
-        tok = np.concatenate(toks)
-        del toks
-        # batches hold ascending rows, each sorted by (token, row): a stable sort by token is (token, row) order
-        order = np.argsort(tok, kind="stable")
         indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(tok, minlength=len(vocab)), out=indptr[1:])
-        del tok
-        row_of = np.concatenate(rows)[order]
-        del rows
-        tf = np.concatenate(counts)[order]
+        for t in toks:
+            indptr[1:] += np.bincount(t, minlength=len(vocab))
+        np.cumsum(indptr, out=indptr)
+        # CSR filled batch by batch (rows ascend from batch to batch; a batch is sorted by token,
+        # then row), so no (nnz,) sort and no int64 (nnz,) order is ever held
+        cursor = indptr[:-1].copy()
+        row_of = np.empty(int(indptr[-1]), dtype=np.int32)
+        tf = np.empty(int(indptr[-1]), dtype=np.float32)
+        for _ in range(len(toks)):
+            t, r, c = toks.pop(0), rows.pop(0), counts.pop(0)
+            first = np.searchsorted(t, t, side="left")  # index of each pair's token's first pair in the batch
+            at = cursor[t] + (np.arange(len(t), dtype=np.int64) - first)
+            row_of[at], tf[at] = r, c
+            cursor += np.bincount(t, minlength=len(vocab))
         return cls(tf, row_of, indptr, doc_len, vocab, spec)
 
     @classmethod
