@@ -462,6 +462,10 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
     else:
         good = {q.path for q in chunk_bad}
         documents = documents_to_table([d for d in docs if d.uri not in good])
+    n_docs = len(docs)
+    docs = None  # the documents table holds what publishing needs: the parsed Documents are not kept to the end
+    if p.runner.kind != "dask":
+        streamed.documents = []
     if p.curate.enabled:
         with _timed(times, "curate"):  # [curate hook] duplicate clusters; only the indexed rows (and vectors) go on
             all_chunks = chunks if clustered is None else streamed.chunks
@@ -470,9 +474,12 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
             if not_embedded is not None and (keep & not_embedded).any():  # a copy kept after all
                 computed += embed_rows(all_chunks, vectors, keep & not_embedded, embedder, p)
             vectors = vectors[keep]
+            all_chunks = None
+            if p.runner.kind != "dask":  # the uncurated rows and vectors are not held while publishing
+                streamed.chunks, streamed.vectors = chunks, vectors
             documents = curation_stage.without_quarantined(documents, curation)  # the shingler failed on them
             quarantine = list(quarantine) + curation.quarantine
-    summary = IngestSummary(p.index.name, None, len(docs), chunks.num_rows, computed,
+    summary = IngestSummary(p.index.name, None, n_docs, chunks.num_rows, computed,
                             max(0, chunks.num_rows - computed), quarantine, times)
     try:
         check_failure_rate(len(files), quarantine, p.load.max_failed_fraction)
