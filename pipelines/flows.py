@@ -389,7 +389,7 @@ def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder
     skip = params.curate.enabled and params.curate.duplicates != "keep_all"
     with REPORTER.get().stage("ingest", len(files)) as advance:
         return load_chunk_embed(files, params, embedder, progress=advance, curate=curate, skip_copies=skip,
-                                after_chunking=after_chunking)
+                                after_chunking=after_chunking, keep_documents=False)
 
 
 @task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
@@ -438,17 +438,16 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
         stripper = (curation_stage.StreamedBoilerplate([f.uri for f in files], p.curate)
                     if p.curate.enabled and p.curate.boilerplate else None)
 
-        def cluster(parsed, all_chunks, bad):  # [curate hook] duplicate clusters need chunks, not vectors:
-            # they are found while the embedder still works through the queue
-            good = {q.path for q in bad}
-            table = documents_to_table([d for d in parsed if d.uri not in good])
+        def cluster(table, all_chunks, bad):  # [curate hook] duplicate clusters need chunks, not vectors:
+            # they are found while the embedder still works through the queue (table: the chunked documents)
             return table, curate_task.fn(table, all_chunks, p, stripper.report if stripper else None)
 
         model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
         with _timed(times, "load-chunk-embed"):
             streamed = load_chunk_embed_task(files, p, model.result, stripper,
                                              after_chunking=cluster if p.curate.enabled else None)
-        docs, chunks, chunk_bad, quarantine = streamed.documents, streamed.chunks, streamed.chunk_bad, streamed.quarantine
+        chunks, chunk_bad, quarantine = streamed.chunks, streamed.chunk_bad, streamed.quarantine
+        n_docs = streamed.n_documents  # no Document is kept: each became its documents-table row when chunked
         embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
         not_embedded, clustered = streamed.not_embedded, streamed.after_chunking
         seconds = dict(streamed.seconds)
@@ -459,13 +458,13 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
     curation = None
     if clustered is not None:  # the streamed ingest clustered while it embedded
         documents, (chunks, curation, keep) = clustered
+    elif p.runner.kind != "dask":
+        documents = streamed.documents_table
     else:
         good = {q.path for q in chunk_bad}
         documents = documents_to_table([d for d in docs if d.uri not in good])
-    n_docs = len(docs)
-    docs = None  # the documents table holds what publishing needs: the parsed Documents are not kept to the end
-    if p.runner.kind != "dask":
-        streamed.documents = []
+        n_docs = len(docs)
+        docs = None
     if p.curate.enabled:
         with _timed(times, "curate"):  # [curate hook] duplicate clusters; only the indexed rows (and vectors) go on
             all_chunks = chunks if clustered is None else streamed.chunks
