@@ -40,6 +40,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import pyarrow as pa
 
+from ragline.core.memory import release_unused_memory
 from ragline.core.records import Document, QuarantineRecord
 from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, indexed_texts
 from ragline.indexers.cache import EmbeddingCache, embed_with_cache
@@ -314,8 +315,9 @@ def load_chunk_embed(
     for i in order:
         rows_i = made[i][0].num_rows
         block = vectors[at:at + rows_i]
-        block[~made[i][2]] = vectors_of.get(i, np.zeros((0, dim), np.float32))
+        block[~made[i][2]] = vectors_of.pop(i, np.zeros((0, dim), np.float32))  # each file's part freed once placed
         at += rows_i
+    release_unused_memory()  # the per-file parts and the parsing's transient buffers (core/memory.py)
     return StreamResult(docs, load_bad + chunk_bad, chunks, vectors, state["embedded"], chunk_bad,
                         {k: round(v, 3) for k, v in seconds.items()}, not_embedded, after, documents, n_documents)
 
