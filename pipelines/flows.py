@@ -695,6 +695,8 @@ def _refresh_flow_fn(
         if info is None and embedder is None:
             with _timed(times, "load-model"):
                 embedder = load_model_task(p)
+        if parent is not None:  # assembled and curated: the parent's tables and index are not held to the end
+            parent.release()
         with _timed(times, "embed"):
             vectors, summary.embedded_chunks, summary.computed = fill_vectors_task(
                 assembly, p, embedder, prechunked.known() if prechunked is not None else None)

@@ -198,6 +198,13 @@ class ParentData:
         """float32 (n_chunks, dim) vectors of the live chunks (exact: kept or flat-stored)."""
         return np.ascontiguousarray(self._published.vectors(), dtype=np.float32)
 
+    def release(self) -> None:
+        """Drop the tables, vectors and opened index read so far (read again if asked for): once
+        the new version's rows are assembled and curated, a refresh does not hold the parent's
+        data while it embeds and publishes."""
+        for name in ("documents", "_published", "vectors"):
+            self.__dict__.pop(name, None)
+
     @functools.cached_property
     def doc_locations(self) -> dict[str, tuple[str, str]]:
         """uri -> ``(segment id, doc id)`` of every live document."""

@@ -41,3 +41,20 @@ def test_fill_vectors_new_dim_allocates() -> None:
     vectors, embedded, _ = fill_vectors(assembly, HashingEmbedder(dim=16), None)
     assert vectors.shape == (4, 16) and embedded == 4
     np.testing.assert_array_equal(assembly.carried_vectors, np.ones((4, 8), np.float32))
+
+
+def test_parent_release_drops_what_was_read_and_reads_it_again(tmp_path) -> None:
+    # the refresh flow releases the parent once the new rows are assembled: its tables, vectors and
+    # opened index are then not held while the new segment is embedded and published
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.refresh import read_parent
+    from tests.publishing import publish_paragraphs
+
+    m = publish_paragraphs(tmp_path, "ix", {"a.txt": [("alpha beta", None), ("gamma", None)], "b.txt": [("delta", None)]})
+    parent = read_parent(IndexRegistry(tmp_path), "ix", m.version)
+    docs, chunks, vectors = parent.documents, parent.chunks, parent.vectors.copy()
+    assert {"documents", "_published", "vectors"} <= set(vars(parent))
+    parent.release()
+    assert not {"documents", "_published", "vectors"} & set(vars(parent))
+    assert parent.documents.equals(docs) and parent.chunks.equals(chunks)
+    np.testing.assert_array_equal(parent.vectors, vectors)
