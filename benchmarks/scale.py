@@ -19,6 +19,16 @@ no-change refresh wall time (target <= 2 s at 100k documents).
 
     .venv/bin/python benchmarks/scale.py [--docs 20000] [--change 0.01] [--workdir DIR] [--json]
 
+Memory (issue 12, bounded memory): ``--memory 1000,5000`` measures, at each corpus size, the
+peak RSS of each phase in a child process of its own (``VmHWM`` after the Prefect API started,
+reset through ``/proc/self/clear_refs``): an ingest (``ragline ingest``; ``curate.enabled``
+false, then true, each into its own index), then a refresh of each after ``--change`` of the
+corpus changed (curate off: one new segment; curate on: one segment rewritten from the
+parent's vectors). Prints the peaks side by side, peak(largest)/peak(smallest) per phase
+(target at 100k/10k documents: <= 1.5) and refresh peak / ingest peak (target <= 1).
+
+    .venv/bin/python benchmarks/scale.py --memory 1000,5000 [--workdir DIR] [--json]
+
 Ratios, not absolute times, are the result: the machines are shared and noisy. 20,000
 documents take about six minutes for the full build on 2 cores (469,578 chunks; peak RSS 5 GB).
 """
@@ -84,6 +94,132 @@ def file_sizes(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
 
 
+def peak_rss_reset() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS; False where Linux does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss() -> int:
+    """Peak resident set size of this process in bytes (``VmHWM``, else ``ru_maxrss``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_params(work: Path, curate: bool) -> dict:
+    """Params of a memory phase: hashing embedder, the corpus of ``work``, one index per curate setting."""
+    from ragline.pipelines.config import Params
+
+    params = Params().to_dict()
+    params["load"].update(sources=[str(work / "docs")], workers=2)
+    params["embed"].update(model="hashing")
+    params["index"].update(name="scale", root=str(work / ("indexes-curated" if curate else "indexes")))
+    params["paths"].update(cache=str(work / ("cache-curated" if curate else "cache")))
+    params["promote"].update(gate="none")
+    params["drift"].update(on_refresh=False)
+    params.setdefault("curate", {}).update(enabled=curate)
+    return params
+
+
+def run_phase(phase: str, work: Path) -> dict:
+    """One memory phase in this process (``ingest``, ``ingest-curated``, ``refresh``,
+    ``refresh-curated``): ``{"peak_rss_bytes", "process_peak_rss_bytes", "wall_s", "chunks"}``."""
+    from prefect import flow
+
+    from ragline.pipelines.flows import ingest_flow, refresh_flow
+
+    curate = phase.endswith("-curated")
+    params = memory_params(work, curate)
+
+    @flow(name="warm-up")
+    def warm_up() -> None:
+        """Start the Prefect API before anything is measured."""
+
+    warm_up()
+    reset = peak_rss_reset()
+    t0 = time.perf_counter()
+    if phase.startswith("ingest"):
+        s = ingest_flow(sources=[str(work / "docs")], params=params)
+    else:
+        s = refresh_flow(params=params)
+    wall = time.perf_counter() - t0
+    if s.version is None:
+        raise SystemExit(f"error: {phase} published nothing: {getattr(s, 'failed', None)}")
+    return {"peak_rss_bytes": peak_rss(), "peak_reset": reset, "wall_s": round(wall, 2), "chunks": s.chunks}
+
+
+def child_phase(phase: str, work: Path) -> dict:
+    """Run :func:`run_phase` in a fresh interpreter (so every phase's peak is its own)."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--workdir", str(work)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"error: phase {phase} in {work} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory_main(sizes: list[int], change: float, seed: int, workdir: Path | None, as_json: bool) -> int:
+    """``--memory``: per-phase peak RSS at each corpus size, side by side (see the module docstring)."""
+    base = workdir or Path(tempfile.mkdtemp(prefix="ragline-scale-mem-"))
+    phases = ("ingest", "ingest-curated", "refresh", "refresh-curated")
+    results: dict[int, dict] = {}
+    for n in sizes:
+        rng = random.Random(seed)
+        words = vocabulary(rng)
+        work = base / f"docs-{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "docs").mkdir(parents=True)
+        for i in range(n):
+            write_doc(work / "docs", i, rng, words)
+        res = {ph: child_phase(ph, work) for ph in ("ingest", "ingest-curated")}
+        n_add = max(1, round(n * change / 2))
+        for p in rng.sample(sorted((work / "docs").rglob("*.txt")), n_add):
+            p.unlink()
+        for j in range(n_add):
+            write_doc(work / "docs", n + j, rng, words)
+        res.update({ph: child_phase(ph, work) for ph in ("refresh", "refresh-curated")})
+        results[n] = res
+        if workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    lo, hi = min(sizes), max(sizes)
+    ratios = {ph: round(results[hi][ph]["peak_rss_bytes"] / results[lo][ph]["peak_rss_bytes"], 3) for ph in phases}
+    refresh_over_ingest = {f"{n}{suffix}": round(results[n]["refresh" + suffix]["peak_rss_bytes"]
+                                                 / results[n]["ingest" + suffix]["peak_rss_bytes"], 3)
+                           for n in sizes for suffix in ("", "-curated")}
+    per_chunk = {ph: round((results[hi][ph]["peak_rss_bytes"] - results[lo][ph]["peak_rss_bytes"])
+                           / max(1, results[hi][ph]["chunks"] - results[lo][ph]["chunks"]))
+                 for ph in ("ingest", "ingest-curated")}
+    if as_json:
+        print(json.dumps({"sizes": sizes, "results": {str(k): v for k, v in results.items()},
+                          "peak_large_over_small": ratios, "refresh_over_ingest": refresh_over_ingest,
+                          "ingest_bytes_per_added_chunk": per_chunk,
+                          "targets": {"peak_100k_over_10k_max": 1.5, "refresh_over_ingest_max": 1.0}}, indent=2))
+    else:
+        print("peak RSS per phase (MB; each phase in a child process of its own):")
+        print(f"  {'phase':<16}" + "".join(f"{f'{n} docs':>14}" for n in sizes) + f"{'large/small':>13}")
+        for ph in phases:
+            print(f"  {ph:<16}" + "".join(f"{results[n][ph]['peak_rss_bytes'] / 1e6:>14.0f}" for n in sizes)
+                  + f"{ratios[ph]:>13.3f}")
+        print(f"  {'chunks':<16}" + "".join(f"{results[n]['ingest']['chunks']:>14}" for n in sizes))
+        print("ingest peak growth per added chunk: "
+              + ", ".join(f"{ph} {v / 1e3:.1f} kB" for ph, v in per_chunk.items()))
+        print("refresh peak / ingest peak (target <= 1): "
+              + ", ".join(f"{k} docs {v:.3f}" for k, v in refresh_over_ingest.items()))
+        print("target: peak(100k docs) / peak(10k docs) <= 1.5")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=20000, help="documents in the full build")
@@ -92,7 +228,15 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=12)
     ap.add_argument("--workdir", type=Path, default=None, help="work here (default: a temp dir, deleted)")
     ap.add_argument("--json", action="store_true", help="print JSON")
+    ap.add_argument("--memory", default=None, help="comma-separated corpus sizes: per-phase peak RSS instead")
+    ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)  # one memory phase (a child process)
     args = ap.parse_args()
+    if args.phase:
+        print(json.dumps(run_phase(args.phase, args.workdir)))
+        return 0
+    if args.memory:
+        sizes = sorted({int(x) for x in args.memory.split(",") if x.strip()})
+        return memory_main(sizes, args.change, args.seed, args.workdir, args.json)
 
     from prefect import flow
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import json
 import logging
 import math
@@ -48,12 +49,15 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from ragline.core.schemas import indexed_texts
+
+#: chunk texts tokenized at a time while a segment's BM25 statistics are built (:meth:`BM25Index.build`)
+BM25_BUILD_BATCH = 1024
 
 BM25_ARRAYS_FILE = "bm25.npz"
 BM25_META_FILE = "bm25.json"
@@ -230,36 +234,84 @@ class BM25Index:
 
     # ---------- building ----------
     @classmethod
-    def build(cls, texts: Sequence[str], spec: BM25Spec = BM25Spec()) -> "BM25Index":
+    def build(cls, texts: Iterable[str], spec: BM25Spec = BM25Spec(), batch_rows: int = BM25_BUILD_BATCH) -> "BM25Index":
         """Count the terms of ``texts`` (row i = chunk row i), tokenized by :func:`tokenize`.
 
+        The texts are tokenized ``batch_rows`` at a time and each batch is reduced at once to
+        its (token id, row, count) triples (int32, int32, float32), so memory grows by about 12
+        bytes per distinct term of a row, not by a Python list of every token of the corpus
+        (about 10 KB per 200-token chunk). The vocabulary is numbered in order of first
+        appearance and the result is the same whatever ``batch_rows`` is.
+
         Args:
-            texts: one text per chunk row (see :func:`core.schemas.indexed_texts`).
+            texts: one text per chunk row (see :func:`core.schemas.indexed_texts`); any
+                iterable, consumed once (:meth:`from_chunks` feeds it batch by batch).
             spec: BM25 settings.
+            batch_rows: texts tokenized at a time (>= 1).
 
         Returns:
             The index; empty texts are allowed (they never match).
+
+        Raises:
+            ValueError: unknown ``spec.method``, or ``batch_rows`` < 1.
         """
         if spec.method not in _METHODS:
             raise ValueError(f"BM25 method {spec.method!r}: ragline scores {', '.join(_METHODS)}")
-        tokens = tokenize(texts, spec)
+        if batch_rows < 1:
+            raise ValueError(f"BM25 build: batch_rows {batch_rows}, need >= 1")
         vocab: dict[str, int] = {}
-        ids = [vocab.setdefault(t, len(vocab)) for doc in tokens for t in doc]
-        doc_len = np.fromiter((len(doc) for doc in tokens), dtype=np.int32, count=len(tokens))
+        toks: list[np.ndarray] = []  # per batch: int32 token ids of its distinct (token, row) pairs
+        rows: list[np.ndarray] = []  # ... their int32 global rows
+        counts: list[np.ndarray] = []  # ... their float32 counts
+        lens: list[np.ndarray] = []
+        n = 0
+        it = iter(texts)
+        while True:
+            batch = list(itertools.islice(it, batch_rows))
+            if not batch:
+                break
+            tokens = tokenize(batch, spec)
+            ids = np.fromiter((vocab.setdefault(t, len(vocab)) for doc in tokens for t in doc), dtype=np.int64)
+            doc_len = np.fromiter((len(doc) for doc in tokens), dtype=np.int32, count=len(tokens))
+            del tokens
+            row = np.repeat(np.arange(len(batch), dtype=np.int64), doc_len)
+            keys, c = np.unique(ids * len(batch) + row, return_counts=True)  # sorted by token, then row
+            tok_of, row_of = np.divmod(keys, len(batch))
+            toks.append(tok_of.astype(np.int32))
+            rows.append((row_of + n).astype(np.int32))
+            counts.append(c.astype(np.float32))
+            lens.append(doc_len)
+            n += len(batch)
+        doc_len = np.concatenate(lens) if lens else np.zeros(0, np.int32)
         if not vocab:
             return cls(np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(1, np.int64), doc_len, {}, spec)
-        tok = np.asarray(ids, dtype=np.int64)
-        row = np.repeat(np.arange(len(tokens), dtype=np.int64), doc_len)
-        keys, counts = np.unique(tok * max(len(tokens), 1) + row, return_counts=True)  # sorted by token, then row
-        tok_of, row_of = np.divmod(keys, max(len(tokens), 1))
         indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(tok_of, minlength=len(vocab)), out=indptr[1:])
-        return cls(counts.astype(np.float32), row_of.astype(np.int32), indptr, doc_len, vocab, spec)
+        for t in toks:
+            indptr[1:] += np.bincount(t, minlength=len(vocab))
+        np.cumsum(indptr, out=indptr)
+        # CSR filled batch by batch (rows ascend from batch to batch; a batch is sorted by token,
+        # then row), so no (nnz,) sort and no int64 (nnz,) order is ever held
+        cursor = indptr[:-1].copy()
+        row_of = np.empty(int(indptr[-1]), dtype=np.int32)
+        tf = np.empty(int(indptr[-1]), dtype=np.float32)
+        for _ in range(len(toks)):
+            t, r, c = toks.pop(0), rows.pop(0), counts.pop(0)
+            first = np.searchsorted(t, t, side="left")  # index of each pair's token's first pair in the batch
+            at = cursor[t] + (np.arange(len(t), dtype=np.int64) - first)
+            row_of[at], tf[at] = r, c
+            cursor += np.bincount(t, minlength=len(vocab))
+        return cls(tf, row_of, indptr, doc_len, vocab, spec)
 
     @classmethod
-    def from_chunks(cls, chunks: pa.Table, spec: BM25Spec = BM25Spec()) -> "BM25Index":
-        """Index the chunk table of a segment (``CHUNKS_SCHEMA``)."""
-        return cls.build(indexed_texts(chunks), spec)
+    def from_chunks(cls, chunks: pa.Table, spec: BM25Spec = BM25Spec(),
+                    batch_rows: int = BM25_BUILD_BATCH) -> "BM25Index":
+        """Index the chunk table of a segment (``CHUNKS_SCHEMA``), its texts turned into Python
+        strings ``batch_rows`` rows at a time (:func:`core.schemas.indexed_texts` per slice)."""
+        def texts() -> Iterator[str]:
+            for lo in range(0, chunks.num_rows, batch_rows):
+                yield from indexed_texts(chunks.slice(lo, batch_rows))
+
+        return cls.build(texts(), spec, batch_rows)
 
     # ---------- files ----------
     def write(self, folder: Path) -> None:

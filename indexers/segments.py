@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ragline.core.io import write_json_atomic
+from ragline.core.memory import release_unused_memory
 from ragline.core.schemas import (CHUNKS_ROW_GROUP, CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, SMALL_TABLE_ROWS, read_table,
                                   write_row_file, write_table)
 from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index, BM25Spec
@@ -152,10 +153,14 @@ def write_segment_files(folder: Path, documents: pa.Table, chunks: pa.Table, vec
         raise ValueError(f"segment: {len(vectors)} vectors for {chunks.num_rows} chunks")
     chunks = chunks.set_column(chunks.schema.get_field_index("row"), "row",
                                pa.array(np.arange(chunks.num_rows, dtype=np.int64)))
+    # each file's transient buffers go back to the OS before the next: steps do not pile up (core/memory.py)
     write_table(documents, folder / DOCUMENTS_FILE, DOCUMENTS_SCHEMA)
+    release_unused_memory()
     write_table(chunks, folder / CHUNKS_FILE, CHUNKS_SCHEMA, CHUNKS_ROW_GROUP)
+    release_unused_memory()
     if chunks.num_rows > SMALL_TABLE_ROWS:  # a search's hits, read by row from a memory map (a small one's: from Parquet)
         write_row_file(chunks, folder / CHUNK_ROWS_FILE, CHUNKS_SCHEMA)
+        release_unused_memory()
     trained = None
     n, dim = vectors.shape
     factory = resolve_factory(faiss_spec.factory, n)
@@ -165,11 +170,14 @@ def write_segment_files(folder: Path, documents: pa.Table, chunks: pa.Table, vec
     write_faiss_index(index, folder / INDEX_FILE)
     if exact_vectors(index) is None:  # kept: a lossy kind (PQ, SQ) cannot give them back; Flat stores them as they are
         write_vectors(vectors, folder / VECTORS_FILE)
+    record = index_record(index, faiss_spec)
+    del index  # built and written: its copy of the vectors is not held while BM25 is counted
+    release_unused_memory()
     BM25Index.from_chunks(chunks, bm25_spec).write(folder)
     if inputs is not None:
         records = sorted((dict(r) for r in inputs), key=lambda r: r["uri"])
         write_json_atomic(folder / INPUTS_FILE, records, compact=True)
-    return index_record(index, faiss_spec)
+    return record
 
 
 def segment_inputs(folder: Path, dead_doc_ids: Iterable[str] = ()) -> list[dict[str, Any]]:

@@ -523,6 +523,9 @@ class StreamedBoilerplate:
             if self._released.get(i) != d:
                 again.append((i, d))
         self._edge_keys.clear()
+        # decided: the parsed and released documents are the caller's now (they are not held to the run's end)
+        self._docs = [None] * self._n
+        self._released.clear()
         return out, again
 
 

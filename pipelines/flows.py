@@ -428,7 +428,7 @@ def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder
     skip = params.curate.enabled and params.curate.duplicates != "keep_all"
     with REPORTER.get().stage("ingest", len(files)) as advance:
         return load_chunk_embed(files, params, embedder, progress=advance, curate=curate, skip_copies=skip,
-                                after_chunking=after_chunking)
+                                after_chunking=after_chunking, keep_documents=False)
 
 
 @_task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
@@ -477,17 +477,16 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
         stripper = (curation_stage.StreamedBoilerplate([f.uri for f in files], p.curate)
                     if p.curate.enabled and p.curate.boilerplate else None)
 
-        def cluster(parsed, all_chunks, bad):  # [curate hook] duplicate clusters need chunks, not vectors:
-            # they are found while the embedder still works through the queue
-            good = {q.path for q in bad}
-            table = documents_to_table([d for d in parsed if d.uri not in good])
+        def cluster(table, all_chunks, bad):  # [curate hook] duplicate clusters need chunks, not vectors:
+            # they are found while the embedder still works through the queue (table: the chunked documents)
             return table, curate_task.fn(table, all_chunks, p, stripper.report if stripper else None)
 
         model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
         with _timed(times, "load-chunk-embed"):
             streamed = load_chunk_embed_task(files, p, model.result, stripper,
                                              after_chunking=cluster if p.curate.enabled else None)
-        docs, chunks, chunk_bad, quarantine = streamed.documents, streamed.chunks, streamed.chunk_bad, streamed.quarantine
+        chunks, chunk_bad, quarantine = streamed.chunks, streamed.chunk_bad, streamed.quarantine
+        n_docs = streamed.n_documents  # no Document is kept: each became its documents-table row when chunked
         embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
         not_embedded, clustered = streamed.not_embedded, streamed.after_chunking
         seconds = dict(streamed.seconds)
@@ -498,9 +497,13 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
     curation = None
     if clustered is not None:  # the streamed ingest clustered while it embedded
         documents, (chunks, curation, keep) = clustered
+    elif p.runner.kind != "dask":
+        documents = streamed.documents_table
     else:
         good = {q.path for q in chunk_bad}
         documents = documents_to_table([d for d in docs if d.uri not in good])
+        n_docs = len(docs)
+        docs = None
     if p.curate.enabled:
         with _timed(times, "curate"):  # [curate hook] duplicate clusters; only the indexed rows (and vectors) go on
             all_chunks = chunks if clustered is None else streamed.chunks
@@ -509,9 +512,12 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
             if not_embedded is not None and (keep & not_embedded).any():  # a copy kept after all
                 computed += embed_rows(all_chunks, vectors, keep & not_embedded, embedder, p)
             vectors = vectors[keep]
+            all_chunks = None
+            if p.runner.kind != "dask":  # the uncurated rows and vectors are not held while publishing
+                streamed.chunks, streamed.vectors = chunks, vectors
             documents = curation_stage.without_quarantined(documents, curation)  # the shingler failed on them
             quarantine = list(quarantine) + curation.quarantine
-    summary = IngestSummary(p.index.name, None, len(docs), chunks.num_rows, computed,
+    summary = IngestSummary(p.index.name, None, n_docs, chunks.num_rows, computed,
                             max(0, chunks.num_rows - computed), quarantine, times)
     try:
         check_failure_rate(len(files), quarantine, p.load.max_failed_fraction)
@@ -732,6 +738,8 @@ def _refresh_flow_fn(
         if info is None and embedder is None:
             with _timed(times, "load-model"):
                 embedder = load_model_task(p)
+        if parent is not None:  # assembled and curated: the parent's tables and index are not held to the end
+            parent.release()
         with _timed(times, "embed"):
             vectors, summary.embedded_chunks, summary.computed = fill_vectors_task(
                 assembly, p, embedder, prechunked.known() if prechunked is not None else None)

@@ -1250,6 +1250,7 @@ def load_documents(
     observe: Callable[[FileLoadStats], None] | None = None,
     deliver: Callable[[int, Document | QuarantineRecord], None] | None = None,
     nice: int = 0,
+    keep: bool = True,
 ) -> tuple[list[Document], list[QuarantineRecord]]:
     """Stage ``load``: partition every file in ``cfg.workers`` limited, recycled worker processes.
 
@@ -1273,6 +1274,9 @@ def load_documents(
             its result, as soon as it is parsed (completion order; :mod:`pipelines.stream`).
         nice: niceness added to the parsing workers (``os.nice``), so that work running beside
             them (the embedder) keeps the cores.
+        keep: False: the documents are not kept once delivered (``deliver`` owns them; the
+            returned document list is empty), so the parsed texts of the whole corpus are never
+            held at once (:mod:`pipelines.stream`).
 
     Returns:
         ``(documents, quarantine)``, both in the order of ``files``.
@@ -1280,7 +1284,7 @@ def load_documents(
     results: list[Document | QuarantineRecord | None] = [None] * len(files)
 
     def done(i: int, r: Document | QuarantineRecord, seconds: float, peak: float | None) -> None:
-        results[i] = r
+        results[i] = r if keep or not isinstance(r, Document) else None
         if deliver:
             deliver(i, r)
         if observe:

@@ -202,6 +202,13 @@ class ParentData:
         """float32 (n_chunks, dim) vectors of the live chunks (exact: kept or flat-stored)."""
         return np.ascontiguousarray(self._published.vectors(), dtype=np.float32)
 
+    def release(self) -> None:
+        """Drop the tables, vectors and opened index read so far (read again if asked for): once
+        the new version's rows are assembled and curated, a refresh does not hold the parent's
+        data while it embeds and publishes."""
+        for name in ("documents", "_published", "vectors"):
+            self.__dict__.pop(name, None)
+
     @functools.cached_property
     def doc_locations(self) -> dict[str, tuple[str, str]]:
         """uri -> ``(segment id, doc id)`` of every live document."""
@@ -222,7 +229,8 @@ class Assembly:
         documents: ``DOCUMENTS_SCHEMA`` table, sorted by URI.
         chunks: ``CHUNKS_SCHEMA`` table in document order, ``row`` renumbered 0..n-1.
         carried_vectors: float32 (n_chunks, parent dim) holding the parent's vectors on the rows
-            where ``need_embed`` is False (other rows are zero), or ``None`` without a parent.
+            where ``need_embed`` is False (other rows are zero), or ``None`` without a parent;
+            :func:`fill_vectors` fills its other rows in place (one (n, dim) array, not two).
         need_embed: bool (n_chunks,): rows whose vectors the embed stage must produce.
         shared: for an incremental refresh, the parent's segments the new version lists
             (``documents`` and ``chunks`` then hold only the new segment's rows); ``None``
@@ -782,6 +790,9 @@ def assemble_increment(
                     carried_docs=len(inputs), shared=shared)
 
 
+#: parent vector rows copied at a time into a curated refresh's segment (:func:`_assemble_full`)
+VECTOR_COPY_ROWS = 65_536
+
 class RowSource(IntEnum):
     """Which table a row of the new version comes from (the index into :func:`_take_sources`' tables)."""
 
@@ -925,10 +936,11 @@ def _assemble_full(plan: RefreshPlan, parent: ParentData | None, new_docs: Seque
     carried_vectors = None
     if parent is not None:
         carried_vectors = np.zeros((len(sources), parent.vectors.shape[1]), dtype=np.float32)
-        rows = [(i, r) for i, (s, r) in enumerate(sources) if s is RowSource.PARENT and not need[i]]
-        if rows:
-            dst, src = zip(*rows)
-            carried_vectors[list(dst)] = parent.vectors[list(src)]
+        kind = np.fromiter((s for s, _ in sources), dtype=np.int8, count=len(sources))
+        dst = np.flatnonzero((kind == RowSource.PARENT) & ~need)
+        src = np.fromiter((r for s, r in sources if s is RowSource.PARENT), dtype=np.int64)[~need[kind == RowSource.PARENT]]
+        for lo in range(0, len(dst), VECTOR_COPY_ROWS):  # no (n, dim) temporary beside the two arrays
+            carried_vectors[dst[lo:lo + VECTOR_COPY_ROWS]] = parent.vectors[src[lo:lo + VECTOR_COPY_ROWS]]
     return Assembly(documents, chunks, carried_vectors, need, quarantine, kept_previous,
                     carried_docs=len(carried_set), compaction=compaction)
 
@@ -967,7 +979,8 @@ def fill_vectors(
     Returns:
         ``(vectors, embedded, computed)``: float32 (n_chunks, dim) in chunk-row order, the number
         of chunks embedded by this stage (``known`` ones included), and how many of their texts
-        the model computed now (here).
+        the model computed now (here). ``vectors`` is ``assembly.carried_vectors`` itself, its
+        rows to embed filled in place, when that array has the embedder's dim.
 
     Raises:
         ValueError: ``embedder`` is ``None`` but needed.
@@ -991,9 +1004,13 @@ def fill_vectors(
         dim = known[1].shape[1]
     else:
         dim = assembly.carried_vectors.shape[1] if assembly.carried_vectors is not None else embedder.dim
-    out = np.zeros((n, dim), dtype=np.float32)
-    if assembly.carried_vectors is not None and (~assembly.need_embed).any():
-        out[~assembly.need_embed] = assembly.carried_vectors[~assembly.need_embed]
+    carried = assembly.carried_vectors
+    if carried is not None and carried.shape == (n, dim) and carried.dtype == np.float32 and carried.flags.writeable:
+        out = carried  # filled in place: every row to embed is written below, the carried ones are already there
+    else:
+        out = np.zeros((n, dim), dtype=np.float32)
+        if carried is not None and (~assembly.need_embed).any():
+            out[~assembly.need_embed] = carried[~assembly.need_embed]
     if new is not None:
         out[todo] = new
     if given:

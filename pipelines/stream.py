@@ -40,13 +40,14 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import pyarrow as pa
 
+from ragline.core.memory import release_unused_memory
 from ragline.core.records import Document, QuarantineRecord
-from ragline.core.schemas import CHUNKS_SCHEMA, indexed_texts
+from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, indexed_texts
 from ragline.indexers.cache import EmbeddingCache, embed_with_cache
 from ragline.indexers.embedders import Embedder, info_of
 from ragline.pipelines.chunk import chunk_documents
 from ragline.pipelines.curate import content_sha256
-from ragline.pipelines.load import SourceFile, load_documents
+from ragline.pipelines.load import SourceFile, documents_to_table, load_documents
 
 #: chunk texts the embedding thread takes per ``embed_with_cache`` call (its cache flush size)
 EMBED_PART = 256
@@ -61,7 +62,7 @@ class StreamResult:
     """What :func:`load_chunk_embed` produced.
 
     Attributes:
-        documents: parsed documents, in file order.
+        documents: parsed documents, in file order (empty with ``keep_documents=False``).
         quarantine: files that failed to load, then documents the chunker failed on.
         chunks: ``CHUNKS_SCHEMA`` table, ``row`` = position (as :func:`chunk_documents` numbers them).
         vectors: float32 (n_chunks, dim) in row order; L2-normalized when the embedder normalizes.
@@ -70,6 +71,9 @@ class StreamResult:
         not_embedded: bool (n_chunks,): rows of exact copies not embedded (``skip_copies``;
             their ``vectors`` rows are zero). All False without ``skip_copies``.
         after_chunking: what the ``after_chunking`` callable returned (``None`` without one).
+        documents_table: ``DOCUMENTS_SCHEMA`` rows of the documents chunked without error, in
+            file order (each row built as its document was chunked): what a segment publishes.
+        n_documents: documents parsed (and kept by curation), chunked or not.
         seconds: where the wall time went, overlapping: ``load`` (start to the last file
             parsed), ``chunk`` (chunking, in the calling thread), ``load-model`` (start to the
             embedder ready), ``embed`` (inside the embedder and its cache), ``embed-idle``
@@ -86,6 +90,8 @@ class StreamResult:
     seconds: dict[str, float] = field(default_factory=dict)
     not_embedded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     after_chunking: Any = None
+    documents_table: pa.Table = field(default_factory=DOCUMENTS_SCHEMA.empty_table)
+    n_documents: int = 0
 
 
 _DONE = object()
@@ -109,7 +115,8 @@ def load_chunk_embed(
     progress: Callable[[int], None] | None = None,
     curate: Curator | None = None,
     skip_copies: bool = False,
-    after_chunking: Callable[[list[Document], pa.Table, list[QuarantineRecord]], Any] | None = None,
+    after_chunking: Callable[[pa.Table, pa.Table, list[QuarantineRecord]], Any] | None = None,
+    keep_documents: bool = True,
 ) -> StreamResult:
     """Parse, chunk and embed ``files`` with embedding overlapping parsing and chunking.
 
@@ -132,10 +139,13 @@ def load_chunk_embed(
         skip_copies: do not embed the chunks of a document whose normalized text equals that of
             a document earlier in file order already chunked (an exact copy; see the module
             docstring). Rows and chunk ids are unchanged; the copies' vector rows are zero.
-        after_chunking: called in the calling thread with ``(documents, chunks, chunk_bad)``
+        after_chunking: called in the calling thread with ``(documents_table, chunks, chunk_bad)``
             (as in the result) once the last chunk is queued, while the embedder still embeds
             the queue (duplicate clustering needs the chunks, not their vectors); its return
             value is :attr:`StreamResult.after_chunking`. Not called when the embedder failed.
+        keep_documents: False: a document's ``Document`` (text, elements) is dropped once it is
+            chunked and its documents-table row built (:attr:`StreamResult.documents` is empty),
+            so the parsed corpus is not held as Python objects to the end (issue 12, bounded memory).
 
     Returns:
         :class:`StreamResult`.
@@ -146,10 +156,11 @@ def load_chunk_embed(
     """
     n = len(files)
     made: dict[int, tuple[pa.Table, list[QuarantineRecord], np.ndarray]] = {}  # file -> chunks, chunker bad, copies
+    doc_rows: dict[int, pa.Table] = {}  # file -> its documents-table row (documents chunked without error)
     vectors_of: dict[int, np.ndarray] = {}  # file -> vectors of its embedded (non-copy) rows
     first_of: dict[str, int] = {}  # exact-duplicate key -> lowest file index chunked with it
     q: queue.Queue = queue.Queue(maxsize=QUEUE_DOCUMENTS)
-    state: dict = {"embedded": 0, "error": None, "dim": 0}
+    state: dict = {"embedded": 0, "error": None, "dim": 0, "parsed": 0}
     t0 = time.perf_counter()
     seconds = dict.fromkeys(("load", "chunk", "load-model", "embed", "embed-idle"), 0.0)
     if curate is not None:
@@ -237,11 +248,16 @@ def load_chunk_embed(
                 texts = []
             first_of[key] = min(first, i)
         made[i] = (table, bad, copies)
+        if any(q.path == doc.uri for q in bad):
+            doc_rows.pop(i, None)
+        else:
+            doc_rows[i] = documents_to_table([doc])
         seconds["chunk"] += time.perf_counter() - t_chunk
         put((i, texts, n_files))
 
     def arrived(i: int, r: Document | QuarantineRecord) -> None:
         doc = r if isinstance(r, Document) else None
+        state["parsed"] += doc is not None
         if curate is None:
             chunk_and_queue(i, doc, 1)
             return
@@ -258,13 +274,16 @@ def load_chunk_embed(
     after = None
     done_sent = False
     try:
-        docs, load_bad = load_documents(files, params.load, deliver=arrived, nice=PARSER_NICE)
+        docs, load_bad = load_documents(files, params.load, deliver=arrived, nice=PARSER_NICE, keep=keep_documents)
         seconds["load"] = time.perf_counter() - t0
+        n_documents = state["parsed"]
         if curate is not None:
             t_curate = time.perf_counter()
             final, again = curate.finish()
             seconds["curate"] += time.perf_counter() - t_curate
-            docs = [d for d in final if d is not None]
+            docs = [d for d in final if d is not None] if keep_documents else []
+            n_documents = sum(1 for d in final if d is not None)
+            del final
             for i, d in again:  # not released before (a file not counted yet), or released in another form
                 chunk_and_queue(i, d, 0 if i in made else 1)
         state["producer_done"] = True
@@ -275,9 +294,12 @@ def load_chunk_embed(
         chunks = pa.concat_tables(tables) if tables else CHUNKS_SCHEMA.empty_table()
         chunks = chunks.set_column(0, "row", pa.array(range(chunks.num_rows), pa.int64()))
         chunk_bad = [q for i in order for q in made[i][1]]
+        rows = [doc_rows.pop(i) for i in sorted(doc_rows)]
+        documents = (pa.concat_tables(rows).combine_chunks() if rows else DOCUMENTS_SCHEMA.empty_table())
+        del rows
         if after_chunking is not None and state["error"] is None:  # overlaps the embedding of the queue
             t_after = time.perf_counter()
-            after = after_chunking(docs, chunks, chunk_bad)
+            after = after_chunking(documents, chunks, chunk_bad)
             seconds["after-chunking"] = time.perf_counter() - t_after
     finally:
         if not done_sent:
@@ -293,10 +315,11 @@ def load_chunk_embed(
     for i in order:
         rows_i = made[i][0].num_rows
         block = vectors[at:at + rows_i]
-        block[~made[i][2]] = vectors_of.get(i, np.zeros((0, dim), np.float32))
+        block[~made[i][2]] = vectors_of.pop(i, np.zeros((0, dim), np.float32))  # each file's part freed once placed
         at += rows_i
+    release_unused_memory()  # the per-file parts and the parsing's transient buffers (core/memory.py)
     return StreamResult(docs, load_bad + chunk_bad, chunks, vectors, state["embedded"], chunk_bad,
-                        {k: round(v, 3) for k, v in seconds.items()}, not_embedded, after)
+                        {k: round(v, 3) for k, v in seconds.items()}, not_embedded, after, documents, n_documents)
 
 
 def embed_rows(

@@ -143,8 +143,8 @@ def test_after_chunking_runs_while_the_embedder_works_and_sees_the_result(tmp_pa
     model = GatedEmbedder()
     seen = {}
 
-    def after(docs, chunks, bad):
-        seen.update(docs=[d.doc_id for d in docs], chunks=chunks, bad=list(bad))
+    def after(documents, chunks, bad):
+        seen.update(docs=documents.column("doc_id").to_pylist(), chunks=chunks, bad=list(bad))
         model.gate.set()
         return "clusters"
 
@@ -156,3 +156,31 @@ def test_after_chunking_runs_while_the_embedder_works_and_sees_the_result(tmp_pa
     sequential = load_chunk_embed(discover_files([SAMPLE]), p, HashingEmbedder)
     assert got.chunks.equals(sequential.chunks) and sequential.after_chunking is None
     np.testing.assert_array_equal(got.vectors, sequential.vectors)
+
+
+def test_stream_keeps_no_document_objects_and_builds_the_same_documents_table(tmp_path: Path) -> None:
+    """Bounded memory (issue 12): with keep_documents=False no parsed Document (text, elements) outlives
+    its chunking; each became its documents-table row, and the table (and its Parquet bytes) equal
+    those built from the documents kept to the end."""
+    import gc
+
+    from ragline.core.records import Document
+    from ragline.core.schemas import DOCUMENTS_SCHEMA, write_table
+    from ragline.pipelines.load import documents_to_table
+
+    p = _params(tmp_path)
+    files = discover_files([SAMPLE])
+    kept = load_chunk_embed(files, p, HashingEmbedder)
+    gc.collect()
+    assert any(isinstance(o, Document) for o in gc.get_objects())  # the check sees Documents when they are held
+    bad = {q.path for q in kept.chunk_bad}
+    expected = documents_to_table([d for d in kept.documents if d.uri not in bad])
+    n_kept = len(kept.documents)
+    del kept
+    got = load_chunk_embed(files, p, HashingEmbedder, keep_documents=False)
+    gc.collect()
+    assert got.documents == [] and not any(isinstance(o, Document) for o in gc.get_objects())
+    assert got.n_documents == n_kept and got.documents_table.equals(expected)
+    write_table(got.documents_table, tmp_path / "a.parquet", DOCUMENTS_SCHEMA)
+    write_table(expected, tmp_path / "b.parquet", DOCUMENTS_SCHEMA)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()

@@ -335,3 +335,39 @@ def test_small_segments_arrays_are_deflated(tmp_path: Path, monkeypatch: pytest.
             assert {i.compress_type for i in z.infolist()} == {kind}
         back = BM25Index.read(folder)
         np.testing.assert_array_equal(back.scores("cat toys"), ix.scores("cat toys"))
+
+
+def _corpus(n: int, seed: int = 3) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    words = ["cat", "cats", "dog", "the", "and", "fox", "mat"] + [f"w{i}x" for i in range(400)]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(0, 40))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 64])
+def test_batched_build_equals_one_batch(batch_rows: int) -> None:
+    # the build reduces batch after batch; vocabulary numbering and every array must not depend on the batch size
+    texts = _corpus(300)
+    whole, part = BM25Index.build(texts, batch_rows=10**6), BM25Index.build(iter(texts), batch_rows=batch_rows)
+    assert part.vocab == whole.vocab
+    for name in ("tf", "indices", "indptr", "doc_len"):
+        a, b = getattr(part, name), getattr(whole, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    np.testing.assert_array_equal(part.scores("cat dog"), whole.scores("cat dog"))
+
+
+def test_build_memory_does_not_hold_every_token() -> None:
+    # regression (issue 12, bounded memory): the build tokenized every text into one Python list of
+    # token strings before counting; batched, Python memory stays near the arrays (12 bytes a term)
+    import tracemalloc
+
+    texts = _corpus(6000, seed=5)
+    n_tokens = sum(len(t.split()) for t in texts)
+    tracemalloc.start()
+    try:
+        BM25Index.build(texts, BM25Spec(stemmer="none"), batch_rows=256)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * n_tokens, (peak, n_tokens)  # measured: 22 bytes a token batched, 131 before

@@ -1,0 +1,60 @@
+"""Bounded memory of a refresh (issue 12): the vectors of a rewritten segment are held once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, indexed_texts
+from ragline.indexers.embedders import HashingEmbedder
+from ragline.pipelines.refresh import Assembly, fill_vectors
+
+
+def _chunks(n: int) -> pa.Table:
+    rows = [{"row": i, "chunk_id": f"c{i}", "doc_id": f"d{i // 3}", "uri": f"/x/{i // 3}.txt", "char_start": 0,
+             "char_end": 5, "token_count": 1, "page": None, "section_path": [], "oversized": False,
+             "text": f"text number {i}", "context": ""} for i in range(n)]
+    return pa.Table.from_pylist(rows, schema=CHUNKS_SCHEMA)
+
+
+def test_fill_vectors_fills_the_carried_array_in_place() -> None:
+    # regression: fill_vectors allocated a second (n, dim) array and copied the carried rows into it,
+    # so a curated refresh (one segment rewritten from the parent's vectors) held them twice
+    emb = HashingEmbedder(dim=16)
+    chunks = _chunks(10)
+    need = np.zeros(10, dtype=bool)
+    need[[1, 4, 9]] = True
+    carried = np.arange(160, dtype=np.float32).reshape(10, 16)
+    carried[need] = 0
+    before = carried.copy()
+    assembly = Assembly(DOCUMENTS_SCHEMA.empty_table(), chunks, carried, need, [], [], 0)
+    vectors, embedded, _ = fill_vectors(assembly, emb, None)
+    assert vectors is carried and embedded == 3
+    np.testing.assert_array_equal(vectors[~need], before[~need])
+    np.testing.assert_allclose(vectors[need], emb.embed([indexed_texts(chunks)[i] for i in (1, 4, 9)]), rtol=1e-6)
+
+
+def test_fill_vectors_new_dim_allocates() -> None:
+    # every row re-embedded by a model of another dim: the carried array (parent dim) is not reused
+    chunks = _chunks(4)
+    assembly = Assembly(DOCUMENTS_SCHEMA.empty_table(), chunks, np.ones((4, 8), np.float32), np.ones(4, bool), [], [], 0)
+    vectors, embedded, _ = fill_vectors(assembly, HashingEmbedder(dim=16), None)
+    assert vectors.shape == (4, 16) and embedded == 4
+    np.testing.assert_array_equal(assembly.carried_vectors, np.ones((4, 8), np.float32))
+
+
+def test_parent_release_drops_what_was_read_and_reads_it_again(tmp_path) -> None:
+    # the refresh flow releases the parent once the new rows are assembled: its tables, vectors and
+    # opened index are then not held while the new segment is embedded and published
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.refresh import read_parent
+    from tests.publishing import publish_paragraphs
+
+    m = publish_paragraphs(tmp_path, "ix", {"a.txt": [("alpha beta", None), ("gamma", None)], "b.txt": [("delta", None)]})
+    parent = read_parent(IndexRegistry(tmp_path), "ix", m.version)
+    docs, chunks, vectors = parent.documents, parent.chunks, parent.vectors.copy()
+    assert {"documents", "_published", "vectors"} <= set(vars(parent))
+    parent.release()
+    assert not {"documents", "_published", "vectors"} & set(vars(parent))
+    assert parent.documents.equals(docs) and parent.chunks.equals(chunks)
+    np.testing.assert_array_equal(parent.vectors, vectors)
