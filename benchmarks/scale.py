@@ -30,7 +30,8 @@ parent's vectors). Prints the peaks side by side, peak(largest)/peak(smallest) p
     .venv/bin/python benchmarks/scale.py --memory 1000,5000 [--workdir DIR] [--json]
 
 Ratios, not absolute times, are the result: the machines are shared and noisy. 20,000
-documents take about six minutes for the full build on 2 cores (469,578 chunks; peak RSS 5 GB).
+documents take about four minutes for the full build on a quiet 2-core machine (469,578 chunks;
+peak RSS of the whole run 3.9 GB).
 """
 
 from __future__ import annotations

@@ -69,8 +69,9 @@ REPORTER: contextvars.ContextVar[Reporter] = contextvars.ContextVar("ragline_rep
 
 #: Where a guarded flow leaves its result the moment its work is done (before Prefect records
 #: the final state), so a run whose API died after publishing still reports what it did.
-#: ``(params dict, RefreshPlan)`` that :func:`pipelines.refresh.run_refresh` made under the index
-#: lock it still holds: the refresh flow of the same params uses it instead of scanning again.
+#: ``(params dict, RefreshPlan, seconds it took)`` that :func:`pipelines.refresh.run_refresh` made
+#: under the index lock it still holds: the refresh flow of the same params uses it instead of
+#: scanning again.
 PLANNED: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("ragline_planned_refresh", default=None)
 _OUTCOME: contextvars.ContextVar[dict | None] = contextvars.ContextVar("ragline_flow_outcome", default=None)
 
@@ -684,11 +685,11 @@ def _refresh_flow_fn(
     with registry.lock(p.index.name):
         if params is None:  # a scheduled run: the sources the index was built from, unless others are given
             p = resolve_sources(p, registry, sources)
-        with _timed(times, "plan"):
-            planned = PLANNED.get()
-            if planned is not None and planned[0] == p.to_dict():  # run_refresh planned it under this lock
-                plan = planned[1]
-            else:
+        planned = PLANNED.get()
+        if planned is not None and planned[0] == p.to_dict():  # run_refresh planned it under this lock
+            plan, times["plan"] = planned[1], planned[2]
+        else:
+            with _timed(times, "plan"):
                 plan = plan_refresh_task(p, [])
         crash_point("refresh:planned")
         summary = RefreshSummary.from_plan(plan)

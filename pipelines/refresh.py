@@ -1060,16 +1060,19 @@ def run_refresh(params: Params, reporter: Any = None, *, sources: Sequence[str |
     registry = IndexRegistry(params.index.root, params.index.lock_timeout_s, verify=params.index.verify)
     with registry.lock(params.index.name):
         params = resolve_sources(params, registry, sources, replace_sources)
+        t_plan = time.perf_counter()
         plan = plan_refresh(params, registry)
+        plan_s = round(time.perf_counter() - t_plan, 3)
         if plan.nothing_to_do:
             summary = RefreshSummary.from_plan(plan)
+            summary.stage_seconds = {"plan": plan_s}
             summary.total_seconds = round(time.perf_counter() - t0, 3)
             return summary
         from ragline.pipelines.flows import PLANNED, REPORTER, refresh_flow
 
         token = REPORTER.set(reporter) if reporter is not None else None
         data = params.to_dict()
-        planned = PLANNED.set((data, plan))  # the flow uses this plan: the sources are scanned once
+        planned = PLANNED.set((data, plan, plan_s))  # the flow uses this plan: the sources are scanned once
         try:
             return refresh_flow(params=data)
         finally:
