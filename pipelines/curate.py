@@ -113,6 +113,12 @@ def _role_words(m: re.Match) -> str:
     return {"rfc": "RFC ", "pep": "PEP "}.get(role, "")
 
 
+#: the substitutions of :func:`strip_markup`, in order: (literals every match holds, pattern, replacement)
+_RST_STEPS = ((("..",), _RST_TARGET, " "), (("..", "::"), _RST_DIRECTIVE, _directive_words),
+              (("[",), _RST_FOOTNOTE, " "), ((">`",), _RST_LINK, ""), (("`~",), _RST_TILDE, r"`\1"),
+              ((":`",), _RST_ROLE, _role_words), (("`_",), _RST_LINK_END, "`"), ((":",), _RST_FIELD, " "))
+
+
 def strip_markup(text: str) -> str:
     """``text`` with reStructuredText markup reduced to the words a rendered page shows.
 
@@ -128,22 +134,9 @@ def strip_markup(text: str) -> str:
         return text
     # each pattern runs only when the text (as the patterns before left it) holds the literal
     # characters every match of it contains: a skipped substitution could not have matched
-    if ".." in text:
-        text = _RST_TARGET.sub(" ", text)
-        if "::" in text:
-            text = _RST_DIRECTIVE.sub(_directive_words, text)
-    if "[" in text:
-        text = _RST_FOOTNOTE.sub(" ", text)
-    if ">`" in text:
-        text = _RST_LINK.sub("", text)
-    if "`~" in text:
-        text = _RST_TILDE.sub(r"`\1", text)
-    if ":`" in text:
-        text = _RST_ROLE.sub(_role_words, text)
-    if "`_" in text:
-        text = _RST_LINK_END.sub("`", text)
-    if ":" in text:
-        text = _RST_FIELD.sub(" ", text)
+    for needles, pattern, repl in _RST_STEPS:
+        if all(n in text for n in needles):
+            text = pattern.sub(repl, text)
     return text
 
 
