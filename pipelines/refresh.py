@@ -485,7 +485,7 @@ def scan_sources(sources: Sequence[str | Path], params: Params, parent_inputs: S
     Local files are hashed through :class:`core.hashing.FileHashes` when ``refresh.hash_cache``
     is on (the default): a file whose inode, size, mtime and ctime are those recorded when it
     was last hashed keeps that sha256 without being read (the state lives under ``paths.cache``,
-    one file per index: :func:`hash_state_path`).
+    one file per index: :func:`hash_state_path`; an empty ``paths.cache`` keeps no state).
 
     Returns:
         One :class:`ScannedFile` per file, sorted by URI; unreadable files, and remote entries
@@ -499,7 +499,7 @@ def scan_sources(sources: Sequence[str | Path], params: Params, parent_inputs: S
 
     out = []
     remote = []
-    hashes = FileHashes(hash_state_path(params) if params.refresh.hash_cache else None)
+    hashes = FileHashes(hash_state_path(params) if params.refresh.hash_cache and params.paths.cache else None)
     for f in discover(sources, params.load):
         if f.source:
             remote.append(f)

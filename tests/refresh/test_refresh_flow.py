@@ -108,6 +108,9 @@ def test_file_hashes_reuse_only_files_unchanged_since_hashed(tmp_path: Path, mon
     scan_sources([docs], off)
     assert len(reads) == 4
     assert FileHashes(None).sha256(docs / "c.txt", "c") == first["c.txt"]
+    monkeypatch.chdir(tmp_path)
+    scan_sources([docs], Params.from_dict({**params.to_dict(), "paths": {"cache": ""}}))
+    assert not (tmp_path / "file-hashes").exists()  # no cache folder: no state written anywhere
 
 
 def test_run_refresh_scans_the_sources_once(light_workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
