@@ -1218,7 +1218,8 @@ def _run_pool(
             if not finished and not pool.active:  # broken: queued tasks would never finish
                 left += [futures[f] for f in pending]
                 break
-            for fut in finished:
+            # in file order (a set has none), so that one worker delivers the files in file order
+            for fut in sorted(finished, key=futures.__getitem__):
                 i, src = futures[fut], files[futures[fut]]
                 seconds = time.monotonic() - started  # upper bound, for files whose worker did not answer
                 try:

@@ -409,3 +409,25 @@ def test_fork_server_preloads_the_cli_for_the_ragline_command() -> None:
     code = code.replace("import threading, ragline.pipelines.cli\n", "import threading\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "ragline.pipelines.cli" not in out and "ragline.pipelines.load_preload" in out
+
+
+def test_one_worker_delivers_files_in_file_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files that finish within one wait of the pool are delivered in file order (a set of
+    futures has no order): with one worker, arrival order is file order, which the stream's
+    exact-copy skip relies on (the first copy in file order is the one embedded)."""
+    import concurrent.futures
+    import time
+
+    real_wait = concurrent.futures.wait
+
+    def slow_wait(*a, **k):  # let several files finish between two looks
+        time.sleep(0.3)
+        return real_wait(*a, **k)
+
+    monkeypatch.setattr(concurrent.futures, "wait", slow_wait)
+    for i in range(12):
+        (tmp_path / f"n{i:02d}.txt").write_text(f"note {i}: the bees were calm today.\n")
+    files = discover_files([tmp_path])
+    arrived: list[int] = []
+    load_documents(files, LoadConfig(workers=1), deliver=lambda i, r: arrived.append(i))
+    assert arrived == list(range(12))
