@@ -2,14 +2,16 @@
 
 Synthetic prose documents (2-20 KB of plain text, deterministic from ``--seed``), the
 ``hashing`` embedder (so embedding cost is not in the figures), in one process and on one
-machine, with the Prefect API started before anything is timed; every step runs as ``ragline
-refresh`` does (:func:`pipelines.refresh.run_refresh`: plan under the index lock, then the
-Prefect flow only when something changed):
+machine, with the Prefect API started before anything is timed:
 
-  1. full build: ``refresh`` into an empty registry (every document parsed, chunked,
-     embedded, one segment written);
+  1. full build: ``ragline ingest`` (the ingest flow: every document parsed, chunked and
+     embedded in one stream that writes a segment per ``index.segment_chunks`` chunk rows, so
+     its memory does not grow with the corpus); the next steps run as ``ragline refresh``
+     does (:func:`pipelines.refresh.run_refresh`: plan under the index lock, then the Prefect
+     flow only when something changed);
   2. change ``--change`` of the corpus (half added, half removed; 1% by default) and refresh:
-     one new segment for the added documents, tombstones for the removed ones;
+     one new segment for the added documents, tombstones for the removed ones (this first
+     refresh reads every file once: an ingest records no file hashes);
   3. a refresh with nothing changed (plan only: scan the files; those whose stat did not change
      since they were hashed are not read, ``refresh.hash_cache``).
 
@@ -30,8 +32,7 @@ parent's vectors). Prints the peaks side by side, peak(largest)/peak(smallest) p
     .venv/bin/python benchmarks/scale.py --memory 1000,5000 [--workdir DIR] [--json]
 
 Ratios, not absolute times, are the result: the machines are shared and noisy. 20,000
-documents take about four minutes for the full build on a quiet 2-core machine (469,578 chunks;
-peak RSS of the whole run 3.9 GB).
+documents took about four minutes for the full build on a quiet 2-core machine (469,578 chunks).
 """
 
 from __future__ import annotations
@@ -170,10 +171,14 @@ def child_phase(phase: str, work: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def memory_main(sizes: list[int], change: float, seed: int, workdir: Path | None, as_json: bool) -> int:
-    """``--memory``: per-phase peak RSS at each corpus size, side by side (see the module docstring)."""
+PHASES = ("ingest", "ingest-curated", "refresh", "refresh-curated")
+
+
+def memory_main(sizes: list[int], change: float, seed: int, workdir: Path | None, as_json: bool,
+                phases: tuple[str, ...] = PHASES) -> int:
+    """``--memory``: per-phase peak RSS at each corpus size, side by side (see the module docstring);
+    ``phases``: a subset of :data:`PHASES` (a refresh phase needs its ingest phase)."""
     base = workdir or Path(tempfile.mkdtemp(prefix="ragline-scale-mem-"))
-    phases = ("ingest", "ingest-curated", "refresh", "refresh-curated")
     results: dict[int, dict] = {}
     for n in sizes:
         rng = random.Random(seed)
@@ -183,13 +188,13 @@ def memory_main(sizes: list[int], change: float, seed: int, workdir: Path | None
         (work / "docs").mkdir(parents=True)
         for i in range(n):
             write_doc(work / "docs", i, rng, words)
-        res = {ph: child_phase(ph, work) for ph in ("ingest", "ingest-curated")}
+        res = {ph: child_phase(ph, work) for ph in ("ingest", "ingest-curated") if ph in phases}
         n_add = max(1, round(n * change / 2))
         for p in rng.sample(sorted((work / "docs").rglob("*.txt")), n_add):
             p.unlink()
         for j in range(n_add):
             write_doc(work / "docs", n + j, rng, words)
-        res.update({ph: child_phase(ph, work) for ph in ("refresh", "refresh-curated")})
+        res.update({ph: child_phase(ph, work) for ph in ("refresh", "refresh-curated") if ph in phases})
         results[n] = res
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -197,10 +202,11 @@ def memory_main(sizes: list[int], change: float, seed: int, workdir: Path | None
     ratios = {ph: round(results[hi][ph]["peak_rss_bytes"] / results[lo][ph]["peak_rss_bytes"], 3) for ph in phases}
     refresh_over_ingest = {f"{n}{suffix}": round(results[n]["refresh" + suffix]["peak_rss_bytes"]
                                                  / results[n]["ingest" + suffix]["peak_rss_bytes"], 3)
-                           for n in sizes for suffix in ("", "-curated")}
+                           for n in sizes for suffix in ("", "-curated")
+                           if "refresh" + suffix in phases and "ingest" + suffix in phases}
     per_chunk = {ph: round((results[hi][ph]["peak_rss_bytes"] - results[lo][ph]["peak_rss_bytes"])
                            / max(1, results[hi][ph]["chunks"] - results[lo][ph]["chunks"]))
-                 for ph in ("ingest", "ingest-curated")}
+                 for ph in ("ingest", "ingest-curated") if ph in phases}
     if as_json:
         print(json.dumps({"sizes": sizes, "results": {str(k): v for k, v in results.items()},
                           "peak_large_over_small": ratios, "refresh_over_ingest": refresh_over_ingest,
@@ -229,7 +235,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=12)
     ap.add_argument("--workdir", type=Path, default=None, help="work here (default: a temp dir, deleted)")
     ap.add_argument("--json", action="store_true", help="print JSON")
+    ap.add_argument("--segment-chunks", type=int, default=None,
+                    help="index.segment_chunks of the full build (default: params.yaml's)")
     ap.add_argument("--memory", default=None, help="comma-separated corpus sizes: per-phase peak RSS instead")
+    ap.add_argument("--phases", default=",".join(PHASES), help="with --memory: the phases to run (comma-separated)")
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)  # one memory phase (a child process)
     args = ap.parse_args()
     if args.phase:
@@ -237,12 +246,14 @@ def main() -> int:
         return 0
     if args.memory:
         sizes = sorted({int(x) for x in args.memory.split(",") if x.strip()})
-        return memory_main(sizes, args.change, args.seed, args.workdir, args.json)
+        phases = tuple(ph for ph in PHASES if ph in args.phases.split(","))
+        return memory_main(sizes, args.change, args.seed, args.workdir, args.json, phases)
 
     from prefect import flow
 
     from ragline.indexers.registry import IndexRegistry
     from ragline.pipelines.config import Params
+    from ragline.pipelines.flows import ingest_flow
     from ragline.pipelines.refresh import run_refresh
 
     rng = random.Random(args.seed)
@@ -260,6 +271,8 @@ def main() -> int:
     params["load"].update(sources=[str(docs)], workers=args.workers)
     params["embed"].update(model="hashing")
     params["index"].update(name="scale", root=str(work / "indexes"))
+    if args.segment_chunks:
+        params["index"].update(segment_chunks=args.segment_chunks)
     params["paths"].update(cache=str(work / "cache"))
     params["promote"].update(gate="none")
     params["drift"].update(on_refresh=False)
@@ -271,7 +284,7 @@ def main() -> int:
 
     warm_up()
     t0 = time.perf_counter()
-    full = run_refresh(Params.from_dict(params))
+    full = ingest_flow(sources=[str(docs)], params=params)
     full_s = time.perf_counter() - t0
     if full.version is None:
         print(f"error: the full build published nothing: {full.failed}", file=sys.stderr)
@@ -303,7 +316,7 @@ def main() -> int:
     result = {
         "docs": args.docs, "added": n_add, "removed": n_add,
         "full": {"wall_s": round(full_s, 2), "chunks": full.chunks, "stage_seconds": full.stage_seconds,
-                 "disk_bytes": before},
+                 "disk_bytes": before, "segments": len(reg.manifest("scale", full.version).segments)},
         "refresh": {"wall_s": round(refresh_s, 2), "counts": inc.counts(), "chunks": inc.chunks,
                     "embedded_chunks": inc.embedded_chunks, "segments": len(m.segments),
                     "stage_seconds": inc.stage_seconds},
@@ -312,12 +325,14 @@ def main() -> int:
         "disk_added_over_changed": round(added_disk / added_bytes, 3),
         "disk_added_by_file": dict(sorted(by_file.items(), key=lambda kv: -kv[1])),
         "no_change_wall_s": round(nochange_s, 3), "no_change_nothing_changed": none.nothing_changed,
+        "peak_rss_bytes": peak_rss(),
         "targets": {"refresh_over_full_max": 0.02, "disk_added_over_changed_max": 3.0, "no_change_max_s": 2.0},
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"full build: {args.docs} documents, {full.chunks} chunks in {full_s:.1f} s; {before / 1e6:.1f} MB on disk")
+        print(f"full build: {args.docs} documents, {full.chunks} chunks in {full_s:.1f} s "
+              f"({result['full']['segments']} segments); {before / 1e6:.1f} MB on disk")
         print(f"refresh: {n_add} added, {n_add} removed in {refresh_s:.2f} s "
               f"({len(m.segments)} segments, {inc.embedded_chunks} chunks embedded)")
         print(f"refresh / full wall time: {refresh_s / full_s:.4f} (target <= 0.02)")

@@ -74,7 +74,9 @@ VERSION_RE = re.compile(rf"^{VERSION_PATTERN}$")
 NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
 ALIAS_RE = re.compile(rf"^{ALIAS_PATTERN}$")
 LEFTOVER_RE = re.compile(r"^\.(staging|trash)-(v\d{4,})-(\d+)$")
-SEGMENT_LEFTOVER_RE = re.compile(r"^\.(staging|trash)-(?:[0-9a-f]{32}-)?(\d+)-\d+$")
+SEGMENT_LEFTOVER_RE = re.compile(r"^\.(staging|trash|hold)-(?:[0-9a-f]{32}-)?(\d+)-\d+$")
+#: A hold file (``segments/.hold-<pid>-<n>``): segments a running ingest wrote that no version lists yet.
+HOLD_RE = re.compile(r"^\.hold-(\d+)-\d+$")
 DEFAULT_ALIAS = "latest"
 
 # One FileLock object per lock file and process, shared by threads: the lock is re-entrant
@@ -212,6 +214,27 @@ class AliasMove:
     alias: str
     from_version: str | None
     to_version: str
+
+
+class SegmentHold:
+    """Segment ids a running process wrote that no version lists yet, in a hold file gc reads
+    (:meth:`IndexRegistry.hold_segments`). Not thread-safe; one per run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ids: list[str] = []
+
+    def add(self, seg: str) -> None:
+        """Hold segment ``seg`` (the file is replaced atomically)."""
+        from ragline.core.io import write_json_atomic
+
+        self.ids.append(seg)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, self.ids, compact=True)
+
+    def release(self) -> None:
+        """Drop the hold: gc may delete the segments that no kept version lists."""
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -487,13 +510,14 @@ class IndexRegistry:
         """
         return [SegmentRef.from_dict(d) for d in self.manifest(name, version).segments]
 
-    def add_segment(self, name: str, write: Callable[[Path], None]) -> SegmentRef:
+    def add_segment(self, name: str, write: Callable[[Path], None], hold: SegmentHold | None = None) -> SegmentRef:
         """Write a segment and move it, complete and fsynced, to ``segments/<id>/``.
 
         Args:
             name: index name.
             write: ``write(folder)`` writes the segment's files (see
                 :func:`indexers.segments.write_segment_files`) into an empty staging folder.
+            hold: held until a version lists it (:meth:`hold_segments`), from before the lock is released.
 
         Returns:
             The segment as a manifest lists it. When a segment with the same content exists
@@ -531,8 +555,34 @@ class IndexRegistry:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
+            if hold is not None:
+                hold.add(seg)
             crash_point("segment:written")
             return SegmentRef(seg, files, sizes, docs, chunks)
+
+    def hold_segments(self, name: str) -> "SegmentHold":
+        """A hold on segments written before the version listing them is published (an
+        ingest's flushed segments): gc keeps them while this process runs and the hold is not
+        released; a dead process's hold is a leftover (its segments then are garbage).
+
+        Returns:
+            :class:`SegmentHold`; ``add`` each segment as it is written, ``release`` once the
+            version is published (or the run failed).
+        """
+        return SegmentHold(self.segments_dir(name) / f".hold-{os.getpid()}-{time.monotonic_ns()}")
+
+    def held_segments(self, name: str) -> set[str]:
+        """Segment ids held by running processes (:meth:`hold_segments`)."""
+        sdir = self.segments_dir(name)
+        held: set[str] = set()
+        for p in sdir.glob(".hold-*") if sdir.is_dir() else ():
+            m = HOLD_RE.match(p.name)
+            if m and _pid_alive(int(m.group(1))):
+                try:
+                    held.update(str(s) for s in json.loads(p.read_text(encoding="utf-8")))
+                except (OSError, ValueError):
+                    continue  # released (deleted) while read, or being replaced: its segments are listed then
+        return held
 
     def live_table(self, name: str, version: str, table: str, columns: list[str] | None = None) -> "pa.Table":
         """The live rows of a version's ``documents`` or ``chunks`` table, segment after segment
@@ -1004,6 +1054,7 @@ class IndexRegistry:
             sdir = self.segments_dir(name)
             stored = sorted(p.name for p in sdir.iterdir() if SEGMENT_ID_RE.match(p.name)) if sdir.is_dir() else []
             # a damaged version's manifest cannot say which segments it lists: keep them all then
+            listed |= self.held_segments(name)  # written by a running ingest, listed once it publishes
             seg_deleted = [] if damaged else [s for s in stored if s not in listed]
             if not dry_run:
                 for v in deleted:

@@ -300,6 +300,10 @@ class IndexConfig(_Section):
             merges them all into one (compaction; ``ragline index compact`` does it on demand).
         compact_max_tombstone_ratio: likewise when more than this share of the chunk rows
             of the version's segments would be tombstoned (replaced or removed documents).
+        segment_chunks: an ingest writes a segment each time this many chunk rows are
+            chunked and embedded (in file order), so its memory does not grow with the corpus
+            (Lucene's flush); ``None``: one segment. Applies to an ingest without curation
+            (curation clusters the whole corpus before it keeps rows) on the local runner.
     """
 
     name: str = "sample"
@@ -315,6 +319,7 @@ class IndexConfig(_Section):
     bm25_stemmer: Literal["english", "none"] = "english"
     compact_max_segments: int = Field(default=16, ge=1)
     compact_max_tombstone_ratio: float = Field(default=0.3, ge=0, le=1)
+    segment_chunks: int | None = Field(default=250_000, ge=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -59,7 +59,7 @@ from ragline.pipelines.load import (  # noqa: E402
 )
 from ragline.pipelines.errors import PipelineError  # noqa: E402
 from ragline.pipelines.progress import Reporter  # noqa: E402
-from ragline.pipelines.publish import publish_index  # noqa: E402
+from ragline.pipelines.publish import SharedSegments, publish_index  # noqa: E402
 from ragline.pipelines.telemetry import observed, timed as _timed  # noqa: E402  (metrics files, push, spans)
 from ragline.pipelines.stream import embed_rows, load_chunk_embed  # noqa: E402
 from ragline.pipelines import curate as curation_stage  # noqa: E402  [curate hook]
@@ -419,25 +419,54 @@ def load_model_task(params: Params) -> Embedder:
 
 
 @_task(name="load-chunk-embed", cache_policy=NO_CACHE)
-def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder], curate=None, after_chunking=None):
+def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder], curate=None, after_chunking=None,
+                          flush=None):
     """Parsing and chunking overlap embedding (:mod:`pipelines.stream`); ``embedder`` waits for
     the model task, submitted beside this one, so a first export overlaps parsing too; ``curate``
     (boilerplate removal, :class:`pipelines.curate.StreamedBoilerplate`) releases each parsed
     document to chunking once its outcome is decided. When curation indexes
     one copy of a document (``curate.duplicates`` ``link``/``keep_first``), exact copies are not embedded;
-    ``after_chunking`` (duplicate clusters) runs while the embedder works through the queue."""
+    ``after_chunking`` (duplicate clusters) runs while the embedder works through the queue;
+    ``flush`` writes a segment per ``index.segment_chunks`` rows (:func:`ingest_flush`)."""
     skip = params.curate.enabled and params.curate.duplicates != "keep_all"
     with REPORTER.get().stage("ingest", len(files)) as advance:
         return load_chunk_embed(files, params, embedder, progress=advance, curate=curate, skip_copies=skip,
-                                after_chunking=after_chunking, keep_documents=False)
+                                after_chunking=after_chunking, keep_documents=False, flush=flush,
+                                flush_chunks=params.index.segment_chunks if flush is not None else None)
+
+
+def ingest_flush(params: Params, holds: list) -> Callable | None:
+    """The stream's ``flush`` for an ingest (:func:`pipelines.stream.load_chunk_embed`): each
+    part becomes a segment (:func:`pipelines.publish.write_segment`, held from gc by a hold
+    appended to ``holds``, for the caller to release once the version lists it or the run
+    failed; kinds that train reuse the first segment's training), so
+    memory does not grow with the corpus. ``None`` when ``index.segment_chunks`` is off or
+    curation is on (it keeps rows only once it has clustered every chunk)."""
+    if not params.index.segment_chunks or params.curate.enabled:
+        return None
+    from ragline.pipelines.publish import write_segment
+
+    registry = IndexRegistry(params.index.root, params.index.lock_timeout_s)
+    hold = registry.hold_segments(params.index.name)
+    holds.append(hold)
+    first: list = []
+
+    def flush(documents, chunks, vectors):
+        seg, _, inputs = write_segment(registry, params, documents, chunks, vectors, first[0] if first else None,
+                                       hold)
+        first[:] = first or [seg]
+        return seg, inputs
+
+    return flush
 
 
 @_task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_on_io,
       cache_policy=NO_CACHE)
 def publish_task(params: Params, documents, chunks, vectors, quarantine, embedder: Embedder, stats: dict,
-                 curation=None):
+                 curation=None, shared=None):
     return publish_index(IndexRegistry(params.index.root), params, documents, chunks, vectors,
-                         quarantine_to_table(quarantine), info_of(embedder), stats=stats, curation=curation)
+                         quarantine_to_table(quarantine), info_of(embedder), stats=stats, curation=curation,
+                         shared=shared)
 
 
 @observed("ingest")
@@ -456,6 +485,17 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
         The run summary; ``failed`` is set (and nothing published) when the quarantined share
         exceeds ``load.max_failed_fraction``.
     """
+    holds: list = []  # segments the stream flushed (index.segment_chunks): kept from gc until the version lists them
+    try:
+        return _ingest(sources, params, inputs, holds)
+    finally:
+        for hold in holds:
+            hold.release()
+
+
+def _ingest(sources: list[str], params: dict[str, Any], inputs: list[dict[str, Any]] | None,
+            holds: list) -> IngestSummary:
+    """The body of :func:`_ingest_flow_fn`; the segment holds it takes go in ``holds``."""
     from ragline.pipelines.refresh import normalize_sources, refresh_params
 
     # the manifest records the sources read (load.sources, as given and normalized)
@@ -467,6 +507,7 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
     boilerplate = None
     not_embedded = None  # rows of exact copies the streamed ingest did not embed
     clustered = None  # (documents, (indexed chunks, curation, keep)) found while the stream embedded
+    flushed = None  # segments the stream wrote before the end (index.segment_chunks)
     if p.runner.kind == "dask":  # load, chunk and embed per partition on the cluster; merged here
         with _timed(times, "cluster"):
             docs, quarantine, chunks, vectors, computed, embedder = build_on_cluster(files, p)
@@ -483,9 +524,14 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
             return table, curate_task.fn(table, all_chunks, p, stripper.report if stripper else None)
 
         model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
+        flush = ingest_flush(p, holds)
         with _timed(times, "load-chunk-embed"):
             streamed = load_chunk_embed_task(files, p, model.result, stripper,
-                                             after_chunking=cluster if p.curate.enabled else None)
+                                             after_chunking=cluster if p.curate.enabled else None,
+                                             flush=flush)
+        if streamed.flushed:
+            flushed = SharedSegments([seg for seg, _ in streamed.flushed], {},
+                                     [r for _, recs in streamed.flushed for r in recs])
         chunks, chunk_bad, quarantine = streamed.chunks, streamed.chunk_bad, streamed.quarantine
         n_docs = streamed.n_documents  # no Document is kept: each became its documents-table row when chunked
         embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
@@ -518,8 +564,9 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
                 streamed.chunks, streamed.vectors = chunks, vectors
             documents = curation_stage.without_quarantined(documents, curation)  # the shingler failed on them
             quarantine = list(quarantine) + curation.quarantine
-    summary = IngestSummary(p.index.name, None, n_docs, chunks.num_rows, computed,
-                            max(0, chunks.num_rows - computed), quarantine, times)
+    n_chunks = chunks.num_rows + (flushed.live_chunks if flushed is not None else 0)
+    summary = IngestSummary(p.index.name, None, n_docs, n_chunks, computed, max(0, n_chunks - computed), quarantine,
+                            times)
     try:
         check_failure_rate(len(files), quarantine, p.load.max_failed_fraction)
     except Exception as e:  # FailureRateExceeded: report, publish nothing (vectors stay in the cache)
@@ -530,7 +577,7 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
         manifest = publish_task(p, documents, chunks, vectors, quarantine, embedder,
                                 {"stage_seconds": times, "embedded": computed,
                                  **({"copies_not_embedded": int(not_embedded.sum())} if not_embedded is not None else {})},
-                                curation)
+                                curation, flushed)
     summary.version = manifest.version
     summary.total_seconds = round(time.perf_counter() - t0, 3)
     return _record(summary)

@@ -25,7 +25,7 @@ from ragline.indexers.embedders import EmbedderInfo
 from ragline.indexers.faults import crash_point
 from ragline.indexers.faiss_index import build_faiss_index, resolve_factory
 from ragline.indexers.manifest import Manifest, params_hash
-from ragline.indexers.registry import DEFAULT_ALIAS, IndexRegistry
+from ragline.indexers.registry import DEFAULT_ALIAS, IndexRegistry, SegmentHold
 from ragline.indexers.retriever import QUARANTINE_FILE
 from ragline.indexers.segments import INDEX_FILE, INPUTS_FILE, SegmentRef, write_segment_files
 from ragline.core.schemas import QUARANTINE_SCHEMA, parquet_write_options, write_table
@@ -65,10 +65,11 @@ def dvc_lock_sha256(cwd: str | Path = ".") -> str | None:
 
 @dataclass(frozen=True)
 class SharedSegments:
-    """What a new version takes over from its parent without rewriting it.
+    """What a new version takes over from its parent (or from earlier in its own run: an
+    ingest's flushed segments, :func:`write_segment`) without rewriting it.
 
     Attributes:
-        segments: the parent's segments still holding live rows, in order.
+        segments: the parent's segments still holding live rows (or the run's flushed ones), in order.
         tombstones: ``{segment id: {"doc_ids": [...], "chunks": n}}`` for those segments (the
             parent's plus the documents this run replaces or removes).
         inputs: manifest ``inputs`` entries (``uri``, ``doc_id``, ``sha256``) of the live
@@ -83,6 +84,44 @@ class SharedSegments:
     def live_chunks(self) -> int:
         """Chunk rows of the shared segments that are not tombstoned."""
         return sum(r.chunks - int((self.tombstones.get(r.id) or {}).get("chunks") or 0) for r in self.segments)
+
+
+def input_records(documents: pa.Table) -> list[dict[str, Any]]:
+    """The manifest ``inputs`` records (:func:`pipelines.sources.input_record`) of a ``DOCUMENTS_SCHEMA`` table."""
+    return [input_record(u, d, s, dict(m or ()), n) for u, d, s, m, n in zip(
+        documents.column("uri").to_pylist(), documents.column("doc_id").to_pylist(),
+        documents.column("sha256").to_pylist(), documents.column("metadata").to_pylist(),
+        documents.column("size_bytes").to_pylist())]
+
+
+def write_segment(registry: IndexRegistry, params: Params, documents: pa.Table, chunks: pa.Table,
+                  vectors: np.ndarray, trained_from: SegmentRef | None = None,
+                  hold: SegmentHold | None = None) -> tuple[SegmentRef, dict[str, Any], list[dict[str, Any]]]:
+    """Write one segment of these rows into ``params.index.name`` (no version lists it yet).
+
+    Args:
+        registry: the registry.
+        params: validated params (``index`` settings).
+        documents, chunks, vectors: as :func:`publish_index` takes them.
+        trained_from: a segment whose training (IVF centroids, PQ codebooks) a kind that needs
+            training reuses, rather than training on these rows.
+        hold: keeps the segment from gc until a version lists it (an ingest's flushed segments).
+
+    Returns:
+        ``(segment, index record, inputs records of documents)``.
+
+    Raises:
+        ConfigError: FAISS rejects the factory string, or training failed.
+        LockTimeoutError: another process held the index too long.
+    """
+    name = params.index.name
+    inputs = input_records(documents)
+    record: dict[str, Any] = {}
+    trained = registry.segment_dir(name, trained_from.id) / INDEX_FILE if trained_from is not None else None
+    seg = registry.add_segment(name, lambda d: record.update(write_segment_files(
+        d, documents, chunks, vectors, params.index.faiss_spec(), params.index.bm25_spec(), trained, inputs=inputs)),
+        hold=hold)
+    return seg, record, inputs
 
 
 def write_version_files(folder: Path, quarantine: pa.Table, extra: dict[str, Any] | None = None) -> None:
@@ -138,7 +177,8 @@ def publish_index(
         dvc_stage_deps: ``{path: md5}`` of the DVC publish stage's data inputs (``ragline stage publish``).
         curation: :class:`pipelines.curate.Curation` of this version; its files
             (``duplicates.parquet``, ``signatures.parquet``, ``curation.json``) are published with it.
-        shared: segments taken over from the parent (``None``: a full build, one segment).
+        shared: segments taken over from the parent, or flushed earlier by this ingest
+            (:func:`write_segment`); ``None``: one segment.
         extra_files: more per-version files (:func:`write_version_files`).
 
     Returns:
@@ -153,10 +193,7 @@ def publish_index(
     name = params.index.name
     shared = shared or SharedSegments()
     param_values = params.to_dict()
-    new_inputs = [input_record(u, d, s, dict(m or ()), n) for u, d, s, m, n in zip(
-        documents.column("uri").to_pylist(), documents.column("doc_id").to_pylist(),
-        documents.column("sha256").to_pylist(), documents.column("metadata").to_pylist(),
-        documents.column("size_bytes").to_pylist())]
+    new_inputs = input_records(documents)
     inputs = sorted(list(shared.inputs) + new_inputs, key=lambda r: r["uri"])
     spec = params.index.faiss_spec()
 
@@ -165,9 +202,8 @@ def publish_index(
         record: dict[str, Any] = {}
         if documents.num_rows or chunks.num_rows or not segments:
             # a kind that needs training reuses the first shared segment's training (compaction retrains)
-            trained_from = registry.segment_dir(name, segments[0].id) / INDEX_FILE if segments else None
-            seg = registry.add_segment(name, lambda d: record.update(write_segment_files(
-                d, documents, chunks, vectors, spec, params.index.bm25_spec(), trained_from, inputs=new_inputs)))
+            seg, made, _ = write_segment(registry, params, documents, chunks, vectors, segments[0] if segments else None)
+            record.update(made)
             if seg.id in {r.id for r in segments}:
                 raise RuntimeError(f"segment {seg.id} is already listed by the parent with live rows")
             segments.append(seg)

@@ -74,6 +74,9 @@ class StreamResult:
         documents_table: ``DOCUMENTS_SCHEMA`` rows of the documents chunked without error, in
             file order (each row built as its document was chunked): what a segment publishes.
         n_documents: documents parsed (and kept by curation), chunked or not.
+        flushed: what the ``flush`` callable returned for each part written out before the end
+            (in file order); ``chunks``, ``vectors`` and ``documents_table`` hold only the rows after them.
+        flushed_chunks: chunk rows handed to ``flush``.
         seconds: where the wall time went, overlapping: ``load`` (start to the last file
             parsed), ``chunk`` (chunking, in the calling thread), ``load-model`` (start to the
             embedder ready), ``embed`` (inside the embedder and its cache), ``embed-idle``
@@ -92,6 +95,8 @@ class StreamResult:
     after_chunking: Any = None
     documents_table: pa.Table = field(default_factory=DOCUMENTS_SCHEMA.empty_table)
     n_documents: int = 0
+    flushed: list[Any] = field(default_factory=list)
+    flushed_chunks: int = 0
 
 
 _DONE = object()
@@ -117,6 +122,8 @@ def load_chunk_embed(
     skip_copies: bool = False,
     after_chunking: Callable[[pa.Table, pa.Table, list[QuarantineRecord]], Any] | None = None,
     keep_documents: bool = True,
+    flush: Callable[[pa.Table, pa.Table, np.ndarray], Any] | None = None,
+    flush_chunks: int | None = None,
 ) -> StreamResult:
     """Parse, chunk and embed ``files`` with embedding overlapping parsing and chunking.
 
@@ -146,21 +153,36 @@ def load_chunk_embed(
         keep_documents: False: a document's ``Document`` (text, elements) is dropped once it is
             chunked and its documents-table row built (:attr:`StreamResult.documents` is empty),
             so the parsed corpus is not held as Python objects to the end (issue 12, bounded memory).
+        flush: called in the calling thread with ``(documents_table, chunks, vectors)`` (as in
+            the result; ``row`` numbered from 0) each time the files chunked and embedded so far,
+            from the first not yet flushed, in file order, hold at least ``flush_chunks`` chunk
+            rows: those rows and vectors are then dropped here (the caller writes them as a
+            segment), so the stream's memory does not grow with the corpus (Lucene's flush).
+            Its return values are :attr:`StreamResult.flushed`. Only without ``curate``,
+            ``skip_copies`` and ``after_chunking`` (they need every chunk before rows are final).
+        flush_chunks: chunk rows per ``flush`` (at least; a part ends at a file boundary).
 
     Returns:
         :class:`StreamResult`.
 
     Raises:
-        Whatever the embedder or the embedding cache raise, once the parsing workers are done
-        (chunking stops at the error; the files already scheduled are still parsed).
+        ValueError: ``flush`` with ``curate``, ``skip_copies`` or ``after_chunking``, or without ``flush_chunks``.
+        Whatever the embedder, the embedding cache or ``flush`` raise, once the parsing workers
+        are done (chunking stops at the error; the files already scheduled are still parsed).
     """
+    if flush is not None and (curate is not None or skip_copies or after_chunking is not None or not flush_chunks):
+        raise ValueError("flush needs flush_chunks, and no curate, skip_copies or after_chunking")
     n = len(files)
     made: dict[int, tuple[pa.Table, list[QuarantineRecord], np.ndarray]] = {}  # file -> chunks, chunker bad, copies
     doc_rows: dict[int, pa.Table] = {}  # file -> its documents-table row (documents chunked without error)
     vectors_of: dict[int, np.ndarray] = {}  # file -> vectors of its embedded (non-copy) rows
     first_of: dict[str, int] = {}  # exact-duplicate key -> lowest file index chunked with it
     q: queue.Queue = queue.Queue(maxsize=QUEUE_DOCUMENTS)
-    state: dict = {"embedded": 0, "error": None, "dim": 0, "parsed": 0}
+    state: dict = {"embedded": 0, "error": None, "dim": 0, "parsed": 0, "flushed_chunks": 0}
+    failed: set[int] = set()  # files that failed to load
+    cut = {"start": 0, "scan": 0, "rows": 0}  # flush: first file not flushed, first not yet ready, rows between
+    flushed: list[Any] = []
+    flushed_bad: list[QuarantineRecord] = []  # the chunker's records of flushed files, in file order
     t0 = time.perf_counter()
     seconds = dict.fromkeys(("load", "chunk", "load-model", "embed", "embed-idle"), 0.0)
     if curate is not None:
@@ -231,7 +253,7 @@ def load_chunk_embed(
 
     def chunk_and_queue(i: int, doc: Document | None, n_files: int) -> None:
         """Chunk file ``i``'s document (``None``: the file failed to load) and queue its texts."""
-        if state["error"] is not None:
+        if state["error"] is not None or "flush_error" in state:
             return
         if doc is None:
             put((None, [], n_files))
@@ -255,11 +277,63 @@ def load_chunk_embed(
         seconds["chunk"] += time.perf_counter() - t_chunk
         put((i, texts, n_files))
 
+    def tables_of(parts: list[int]) -> tuple[pa.Table, pa.Table]:
+        """The documents table and chunks (``row`` from 0) of files ``parts``, in order."""
+        tables = [made[i][0] for i in parts]
+        chunks = pa.concat_tables(tables) if tables else CHUNKS_SCHEMA.empty_table()
+        chunks = chunks.set_column(0, "row", pa.array(range(chunks.num_rows), pa.int64()))
+        rows = [doc_rows.pop(i) for i in parts if i in doc_rows]
+        documents = pa.concat_tables(rows).combine_chunks() if rows else DOCUMENTS_SCHEMA.empty_table()
+        return documents, chunks
+
+    def vectors_of_files(parts: list[int]) -> np.ndarray:
+        """float32 (rows of ``parts``, dim): each file's vectors placed (copies' rows zero) and dropped."""
+        dim = state["dim"]
+        vectors = np.zeros((sum(made[i][0].num_rows for i in parts), dim), dtype=np.float32)
+        at = 0
+        for i in parts:
+            rows_i = made[i][0].num_rows
+            block = vectors[at:at + rows_i]
+            block[~made[i][2]] = vectors_of.pop(i, np.zeros((0, dim), np.float32))  # each file's part freed once placed
+            at += rows_i
+        return vectors
+
+    def maybe_flush() -> None:
+        """Hand files on to ``flush``, from the first not flushed to the first (in file order)
+        at which they hold ``flush_chunks`` rows, once all of those are chunked and embedded.
+        The parts end where the rows do, not where the embedder happens to be: the same files
+        give the same segments."""
+        while True:
+            scan = cut["scan"]
+            while scan < n and cut["rows"] < flush_chunks and (scan in failed or scan in vectors_of):
+                cut["rows"] += made[scan][0].num_rows if scan in made else 0
+                scan += 1
+            cut["scan"] = scan
+            if cut["rows"] < flush_chunks:
+                return
+            parts = [i for i in range(cut["start"], scan) if i in made]
+            documents, chunks = tables_of(parts)
+            vectors = vectors_of_files(parts)
+            for i in parts:  # the file's rows are the caller's now; its chunker quarantine stays
+                flushed_bad.extend(made.pop(i)[1])
+            cut["start"], cut["rows"] = scan, 0
+            flushed.append(flush(documents, chunks, vectors))
+            state["flushed_chunks"] += chunks.num_rows
+            del documents, chunks, vectors
+            release_unused_memory()
+
     def arrived(i: int, r: Document | QuarantineRecord) -> None:
         doc = r if isinstance(r, Document) else None
         state["parsed"] += doc is not None
         if curate is None:
+            if doc is None:
+                failed.add(i)
             chunk_and_queue(i, doc, 1)
+            if flush is not None and state["error"] is None and "flush_error" not in state:
+                try:
+                    maybe_flush()
+                except BaseException as e:  # chunking stops; raised once the embedder has finished the queue
+                    state["flush_error"] = e
             return
         t_curate = time.perf_counter()
         ready = curate.add(i, doc)
@@ -289,14 +363,10 @@ def load_chunk_embed(
         state["producer_done"] = True
         put(_DONE)
         done_sent = True
-        order = sorted(made)
-        tables = [made[i][0] for i in order]
-        chunks = pa.concat_tables(tables) if tables else CHUNKS_SCHEMA.empty_table()
-        chunks = chunks.set_column(0, "row", pa.array(range(chunks.num_rows), pa.int64()))
-        chunk_bad = [q for i in order for q in made[i][1]]
-        rows = [doc_rows.pop(i) for i in sorted(doc_rows)]
-        documents = (pa.concat_tables(rows).combine_chunks() if rows else DOCUMENTS_SCHEMA.empty_table())
-        del rows
+        if flush is None:  # (with flush, once every file is embedded, below)
+            order = sorted(made)
+            documents, chunks = tables_of(order)
+            chunk_bad = [q for i in order for q in made[i][1]]
         if after_chunking is not None and state["error"] is None:  # overlaps the embedding of the queue
             t_after = time.perf_counter()
             after = after_chunking(documents, chunks, chunk_bad)
@@ -308,18 +378,19 @@ def load_chunk_embed(
         worker.join()
     if state["error"] is not None:
         raise state["error"]
+    if "flush_error" in state:
+        raise state["flush_error"]
+    if flush is not None:
+        maybe_flush()  # every file is embedded now: the parts the embedder had not reached
+        order = sorted(made)
+        documents, chunks = tables_of(order)
+        chunk_bad = flushed_bad + [q for i in order for q in made[i][1]]
     not_embedded = np.concatenate([made[i][2] for i in order]) if order else np.zeros(0, dtype=bool)
-    dim = state["dim"]
-    vectors = np.zeros((chunks.num_rows, dim), dtype=np.float32)
-    at = 0
-    for i in order:
-        rows_i = made[i][0].num_rows
-        block = vectors[at:at + rows_i]
-        block[~made[i][2]] = vectors_of.pop(i, np.zeros((0, dim), np.float32))  # each file's part freed once placed
-        at += rows_i
+    vectors = vectors_of_files(order)
     release_unused_memory()  # the per-file parts and the parsing's transient buffers (core/memory.py)
     return StreamResult(docs, load_bad + chunk_bad, chunks, vectors, state["embedded"], chunk_bad,
-                        {k: round(v, 3) for k, v in seconds.items()}, not_embedded, after, documents, n_documents)
+                        {k: round(v, 3) for k, v in seconds.items()}, not_embedded, after, documents, n_documents,
+                        flushed, state["flushed_chunks"])
 
 
 def embed_rows(

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from ragline.indexers.embedders import HashingEmbedder
@@ -188,3 +189,62 @@ def test_stream_keeps_no_document_objects_and_builds_the_same_documents_table(tm
     write_table(got.documents_table, tmp_path / "a.parquet", DOCUMENTS_SCHEMA)
     write_table(expected, tmp_path / "b.parquet", DOCUMENTS_SCHEMA)
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+class SlowEmbedder(HashingEmbedder):
+    """The hashing embedder, slowed so parsing runs ahead of it by a varying amount."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def embed(self, texts, batch_size=64, progress=False):
+        threading.Event().wait(self.delay)
+        return super().embed(texts, batch_size, progress)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05])
+def test_flush_hands_on_file_order_parts_that_concatenate_to_the_unflushed_result(tmp_path: Path, delay: float) -> None:
+    p = _params(tmp_path)
+    files = discover_files([SAMPLE])
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "empty.txt").write_text("   ")  # a quarantined file between flushed parts
+    files = sorted(files + discover_files([tmp_path / "extra"]), key=lambda f: f.path.name)
+    whole = load_chunk_embed(files, p, HashingEmbedder, keep_documents=False)
+    assert whole.chunks.num_rows > 40
+    parts: list = []
+
+    def flush(documents, chunks, vectors):
+        assert chunks.column("row").to_pylist() == list(range(chunks.num_rows))
+        parts.append((documents, chunks, vectors))
+        return len(parts)
+
+    got = load_chunk_embed(files, p, lambda: SlowEmbedder(delay), keep_documents=False, flush=flush, flush_chunks=20)
+    assert got.flushed == list(range(1, len(parts) + 1)) and len(parts) >= 2
+    assert got.flushed_chunks == sum(c.num_rows for _, c, _ in parts)
+    assert all(c.num_rows >= 20 for _, c, _ in parts) and got.chunks.num_rows < 20  # the tail: under one part
+    # the parts and the tail are the unflushed result, split at file boundaries
+    docs = pa.concat_tables([d for d, _, _ in parts] + [got.documents_table])
+    chunks = pa.concat_tables([c for _, c, _ in parts] + [got.chunks])
+    assert docs.equals(whole.documents_table)
+    assert chunks.drop(["row"]).equals(whole.chunks.drop(["row"]))
+    np.testing.assert_array_equal(np.concatenate([v for _, _, v in parts] + [got.vectors]), whole.vectors)
+    assert [q.path for q in got.quarantine] == [q.path for q in whole.quarantine]
+    assert got.n_documents == whole.n_documents
+    # each part ends at the first file at which it reaches 20 rows, wherever the embedder was
+    for _, c, _ in parts:
+        uris = c.column("uri").to_pylist()
+        assert uris.index(uris[-1]) < 20  # the rows before its last file's
+
+
+def test_a_failed_flush_is_raised_after_the_embedder_finishes(tmp_path: Path) -> None:
+    p = _params(tmp_path)
+
+    def flush(documents, chunks, vectors):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        load_chunk_embed(discover_files([SAMPLE]), p, HashingEmbedder, keep_documents=False, flush=flush,
+                         flush_chunks=10)
+    with pytest.raises(ValueError, match="flush needs"):
+        load_chunk_embed([], p, HashingEmbedder, flush=flush, flush_chunks=10, skip_copies=True)

@@ -265,3 +265,81 @@ def test_manifests_list_no_inputs_their_segments_do(segmented: IndexRegistry) ->
     segment_path("v0002", "inputs.json").write_text("not json")
     with pytest.raises(CorruptRegistryError, match="inputs.json"):
         PublishedIndex.open(reg, "sample@v0002")
+
+
+def test_an_ingest_flushes_segments_that_score_as_one_segment_and_refresh_on(light_workspace: Path,
+                                                                               prefect_harness) -> None:
+    """``index.segment_chunks``: the ingest writes a segment per that many chunk rows while it
+    streams (bounded memory); the version scores every chunk as a one-segment build does, a
+    refresh shares its segments, and compaction gives the one-segment build's segment."""
+    write_params(light_workspace, index={"segment_chunks": None})
+    full_build("one")
+    write_params(light_workspace, index={"segment_chunks": 8})
+    v = full_build("sample")
+    reg = IndexRegistry(params_here().index.root)
+    segs = reg.segments("sample", v)
+    (whole,) = reg.segments("one", "v0001")
+    assert len(segs) >= 3 and all(s.chunks >= 8 for s in segs[:-1]) and sum(s.chunks for s in segs) == whole.chunks
+    assert sum(s.documents for s in segs) == whole.documents
+    assert reg.manifest("sample", v).counts == {**reg.manifest("one", "v0001").counts, "segments": len(segs)}
+    assert reg.manifest("sample", v).inputs == reg.manifest("one", "v0001").inputs
+    assert not list(reg.segments_dir("sample").glob(".hold-*"))  # released once the version listed them
+    seg, one = Retriever.open(reg, "sample"), Retriever.open(reg, "one")
+    assert seg.chunks.column("chunk_id").to_pylist() == one.chunks.column("chunk_id").to_pylist()
+    for q in QUERIES:
+        np.testing.assert_allclose(seg.bm25.scores(q), one.bm25.scores(q), rtol=1e-6)
+        for mode in ("dense", "bm25", "hybrid"):
+            cfg = RetrievalConfig(mode=mode, k=5)
+            ha, hb = seg.search(q, cfg), one.search(q, cfg)
+            assert [h.score for h in ha] == pytest.approx([h.score for h in hb], rel=1e-5, abs=1e-6)
+            assert {h.chunk_id for h in ha if h.score > ha[-1].score} <= {h.chunk_id for h in hb}  # ties may swap
+    # the same files give the same segments (content-addressed): a rebuild stores nothing new
+    assert [s.id for s in reg.segments("sample", full_build("sample"))] == [s.id for s in segs]
+    out = cli_json("index", "compact", "sample")
+    assert out["segments_before"] == len(segs) and [x.files for x in reg.segments("sample", out["version"])] == \
+        [whole.files]  # byte for byte the one-segment build
+    cli("index", "promote", v, "--alias", "latest")
+    change_files()
+    s = refresh()
+    after = reg.segments("sample", s.version)
+    assert after[:-1] == [x for x in segs if x.id in {a.id for a in after}] and len(after) >= 3  # shared, not rewritten
+    assert after[-1].id not in {x.id for x in segs}  # the refresh's one new segment
+    out = cli_json("index", "compact", "sample")
+    assert out["segments"] == 1
+    assert reg.segments("one", "v0001")[0].chunks != reg.segments("sample", out["version"])[0].chunks  # changed
+    kept = reg.gc("sample", keep=0).kept
+    assert sorted(p.name for p in reg.segments_dir("sample").iterdir()) == \
+        sorted({x.id for v in kept for x in reg.segments("sample", v)})
+
+
+def test_gc_keeps_the_segments_a_running_ingest_holds(light_workspace: Path, prefect_harness) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA
+    from ragline.pipelines.publish import write_segment
+    from tests.publishing import publish_texts
+    from tests.refresh.conftest import A, B
+
+    p = params_here()
+    publish_texts(p, {"a.md": A, "b.md": B})
+    reg = IndexRegistry(p.index.root)
+    listed = set(s.id for s in reg.segments("sample", "v0001"))
+    pub = PublishedIndex.open(reg, "sample")
+    docs = reg.live_table("sample", "v0001", "documents").cast(DOCUMENTS_SCHEMA)
+    hold = reg.hold_segments("sample")
+    seg, _, _ = write_segment(reg, p.model_copy(update={"index": p.index.model_copy(update={"factory": "HNSW8"})}),
+                              docs, pub.chunks.cast(CHUNKS_SCHEMA), pub.vectors(), hold=hold)
+    assert seg.id not in listed
+    assert reg.gc("sample", keep=0).segments_deleted == [] and reg.segment_dir("sample", seg.id).is_dir()
+    hold.release()
+    assert reg.gc("sample", keep=0).segments_deleted == [seg.id]
+    # a hold of a process that died is a leftover: gc removes it, then the segment is garbage
+    seg2, _, _ = write_segment(reg, p.model_copy(update={"index": p.index.model_copy(update={"factory": "HNSW8"})}),
+                               docs, pub.chunks.cast(CHUNKS_SCHEMA), pub.vectors())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = reg.segments_dir("sample") / f".hold-{int(dead.stdout)}-1"
+    stale.write_text(json.dumps([seg2.id]))
+    report = reg.gc("sample", keep=0)
+    assert report.segments_deleted == [seg2.id] and stale.name in report.leftovers and not stale.exists()
