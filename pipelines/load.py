@@ -1218,8 +1218,12 @@ def _run_pool(
             if not finished and not pool.active:  # broken: queued tasks would never finish
                 left += [futures[f] for f in pending]
                 break
-            # in file order (a set has none), so that one worker delivers the files in file order
-            for fut in sorted(finished, key=futures.__getitem__):
+            # in file order (a set has none), so that one worker delivers the files in file order;
+            # each future let go once delivered (it holds its Document: with keep=False nothing else does)
+            batch = sorted(finished, key=futures.__getitem__, reverse=True)
+            del finished
+            while batch:
+                fut = batch.pop()
                 i, src = futures[fut], files[futures[fut]]
                 seconds = time.monotonic() - started  # upper bound, for files whose worker did not answer
                 try:
@@ -1237,6 +1241,7 @@ def _run_pool(
                 except Exception as e:  # the result could not come back (pickling, ...)
                     r, peak = QuarantineRecord(src.uri, STAGE, "WorkerError",
                                                f"{src.uri}: {type(e).__name__}: {e}"), None
+                del futures[fut]
                 done(i, r, seconds, peak)
     finally:
         # stop, not close: every file is done (or will be resubmitted)

@@ -431,3 +431,28 @@ def test_one_worker_delivers_files_in_file_order(tmp_path: Path, monkeypatch: py
     arrived: list[int] = []
     load_documents(files, LoadConfig(workers=1), deliver=lambda i, r: arrived.append(i))
     assert arrived == list(range(12))
+
+
+def test_without_keep_a_delivered_document_is_not_held_by_the_pool(tmp_path: Path) -> None:
+    """``keep=False``: once delivered, a Document is the caller's alone (a finished future no
+    longer holds it), so a streamed ingest's memory does not grow with the files parsed."""
+    import gc
+
+    from ragline.core.records import Document
+
+    for i in range(24):
+        (tmp_path / f"n{i:02d}.txt").write_text(f"note {i}: the bees were calm today. " * 40)
+    files = discover_files([tmp_path])
+    gc.collect()
+    before = sum(isinstance(o, Document) for o in gc.get_objects())
+    live: list[int] = []
+
+    def deliver(i, r):
+        assert isinstance(r, Document)
+        gc.collect()
+        live.append(sum(isinstance(o, Document) for o in gc.get_objects()) - before)
+
+    docs, bad = load_documents(files, LoadConfig(workers=1), deliver=deliver, keep=False)
+    assert docs == [] and bad == [] and len(live) == 24
+    # the pool may run ahead of deliveries (finished, not yet delivered); delivered ones are let go
+    assert live[-1] <= 2 and live[-1] < live[0], live

@@ -141,3 +141,31 @@ def test_sigkill_during_compaction_and_gc_leaves_registry_consistent(light_works
     kept = {s.id for v in reg.versions(name) for s in reg.segments(name, v)}
     stored = {d.name for d in reg.segments_dir(name).iterdir()}
     assert stored == kept
+
+
+def test_sigkill_while_an_ingest_flushes_segments_leaves_garbage_gc_removes(light_workspace: Path, subprocess_env,
+                                                                            prefect_harness) -> None:
+    """An ingest that writes segments as it streams (``index.segment_chunks``) and is killed
+    publishes nothing; its hold dies with it, so gc deletes the segments no version lists."""
+    write_params(light_workspace, curate={"enabled": False}, index={"segment_chunks": 8})
+    p = params_here()
+    reg = IndexRegistry(p.index.root)
+    for point in ("segment:staged", "segment:written"):  # the first flushed segment: half written, then held
+        r = subprocess.run([str(VENV_BIN / "ragline"), "ingest"], env={**subprocess_env, CRASH_ENV: point},
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == -signal.SIGKILL, f"{point}: exit {r.returncode}\n{r.stderr[-3000:]}"
+        assert reg.versions(p.index.name) == []
+    leftovers = {x.name for x in reg.leftovers(p.index.name)}
+    assert any(x.startswith(".hold-") for x in leftovers) and any(x.startswith(".staging-") for x in leftovers)
+    orphans = {d.name for d in reg.segments_dir(p.index.name).iterdir() if not d.name.startswith(".")}
+    assert orphans
+    r = subprocess.run([str(VENV_BIN / "ragline"), "ingest"], env=subprocess_env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (v,) = reg.versions(p.index.name)
+    assert len(reg.segments(p.index.name, v)) >= 2
+    assert orphans <= {s.id for s in reg.segments(p.index.name, v)}  # the same files: the same segments, reused
+    report = reg.gc(p.index.name, keep=100)
+    assert set(report.leftovers) == leftovers and reg.leftovers(p.index.name) == []
+    assert {d.name for d in reg.segments_dir(p.index.name).iterdir()} == {s.id for s in reg.segments(p.index.name, v)}
+    assert_consistent(reg, p.index.name)
