@@ -47,6 +47,7 @@ from ragline.indexers.cache import EmbeddingCache, embed_with_cache
 from ragline.indexers.embedders import Embedder, info_of
 from ragline.pipelines.chunk import chunk_documents
 from ragline.pipelines.curate import content_sha256
+from ragline.pipelines.errors import PipelineError
 from ragline.pipelines.load import SourceFile, documents_to_table, load_documents
 
 #: chunk texts the embedding thread takes per ``embed_with_cache`` call (its cache flush size)
@@ -97,6 +98,10 @@ class StreamResult:
 _DONE = object()
 
 
+class StreamCancelled(PipelineError):
+    """:func:`load_chunk_embed` was stopped by its ``cancel`` event before every file was parsed."""
+
+
 class Curator(Protocol):
     """A curation step between parsing and chunking that decides document by document
     (:class:`pipelines.curate.StreamedBoilerplate`)."""
@@ -117,6 +122,7 @@ def load_chunk_embed(
     skip_copies: bool = False,
     after_chunking: Callable[[pa.Table, pa.Table, list[QuarantineRecord]], Any] | None = None,
     keep_documents: bool = True,
+    cancel: threading.Event | None = None,
 ) -> StreamResult:
     """Parse, chunk and embed ``files`` with embedding overlapping parsing and chunking.
 
@@ -146,11 +152,15 @@ def load_chunk_embed(
         keep_documents: False: a document's ``Document`` (text, elements) is dropped once it is
             chunked and its documents-table row built (:attr:`StreamResult.documents` is empty),
             so the parsed corpus is not held as Python objects to the end (issue 12, bounded memory).
+        cancel: once set, the next file delivered stops the run: the parsing workers are stopped,
+            the embedder finishes what is queued, and :class:`StreamCancelled` is raised (an ingest
+            started before its flow that the flow never took, ``pipelines/flows.py``).
 
     Returns:
         :class:`StreamResult`.
 
     Raises:
+        StreamCancelled: ``cancel`` was set.
         Whatever the embedder or the embedding cache raise, once the parsing workers are done
         (chunking stops at the error; the files already scheduled are still parsed).
     """
@@ -256,6 +266,8 @@ def load_chunk_embed(
         put((i, texts, n_files))
 
     def arrived(i: int, r: Document | QuarantineRecord) -> None:
+        if cancel is not None and cancel.is_set():  # raised through load_documents: its workers are stopped
+            raise StreamCancelled(f"stopped after {state['parsed']} of {n} files parsed")
         doc = r if isinstance(r, Document) else None
         state["parsed"] += doc is not None
         if curate is None:
