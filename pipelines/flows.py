@@ -62,7 +62,7 @@ from ragline.pipelines.errors import PipelineError  # noqa: E402
 from ragline.pipelines.progress import Reporter  # noqa: E402
 from ragline.pipelines.publish import publish_index  # noqa: E402
 from ragline.pipelines.telemetry import observed, timed as _timed  # noqa: E402  (metrics files, push, spans)
-from ragline.pipelines.stream import embed_rows, load_chunk_embed  # noqa: E402
+from ragline.pipelines.stream import PARSER_NICE, embed_rows, load_chunk_embed  # noqa: E402
 from ragline.pipelines import curate as curation_stage  # noqa: E402  [curate hook]
 
 #: Progress reporter for the current run (set by the CLI; tasks run in the caller's context).
@@ -416,9 +416,12 @@ class _HeadStart:
     """An ingest's load-chunk-embed stream started before its flow, while Prefect's temporary API
     starts (seconds of a subprocess importing Prefect's server, which no Prefect 3.8 setting
     avoids: a flow run needs an API). The flow's ``discover`` and ``load-chunk-embed`` tasks then
-    take its files and its result (:meth:`take`), so the API start overlaps parsing and embedding
-    instead of preceding them; the stages are the same functions with the same arguments, so
-    the output is that of a run started inside the flow.
+    take its files and its result (:func:`_take_head_start`), so the API start overlaps parsing and
+    embedding instead of preceding them; the stages are the same functions with the same
+    arguments, so the output is that of a run started inside the flow. The stream runs in a
+    thread of its own, which is reniced like the parsing workers (``PARSER_NICE``) once the
+    embedding thread has started (niceness is per thread on Linux, and a new thread inherits
+    its creator's): chunking and curation then take the CPU the embedder leaves, as parsing does.
 
     Attributes:
         params: the run's params as a dict (the flow takes the head start only for these).
@@ -435,11 +438,18 @@ class _HeadStart:
         self.seconds = 0.0  # the stream's wall time, start to end
         self._box: dict[str, Any] = {}
         ctx = contextvars.copy_context()  # the caller's progress reporter (REPORTER)
+        producer: list[int] = []  # the native id of the stream's calling thread
+
+        def model() -> Embedder:  # called first thing in the stream's embedding thread (already started)
+            if threading.get_native_id() != producer[0]:  # (a semantic chunker embeds in the stream's thread)
+                _renice(producer[0], PARSER_NICE)  # chunking and curation then yield the cores to the embedder
+            return embedder
 
         def run() -> None:
+            producer.append(threading.get_native_id())
             t = time.perf_counter()
             try:
-                self._box["result"] = ctx.run(load_chunk_embed_task.fn, files, p, lambda: embedder, self.stripper,
+                self._box["result"] = ctx.run(load_chunk_embed_task.fn, files, p, model, self.stripper,
                                               after_chunking=after, cancel=self.cancel)
             except BaseException as e:  # noqa: BLE001 - handed to the flow by result()
                 self._box["error"] = e
@@ -460,6 +470,16 @@ class _HeadStart:
         """Cancel the stream (its parsing workers are stopped) and wait for it to end."""
         self.cancel.set()
         self._thread.join()
+
+
+def _renice(tid: int, increment: int) -> None:
+    """Add ``increment`` to the niceness of thread ``tid`` only (Linux: ``setpriority`` on a
+    thread id; niceness cannot be lowered back without privileges, so only for a thread that
+    ends with its work). Elsewhere, or when refused, nothing changes."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+    except (AttributeError, OSError):
+        pass
 
 
 #: the ingest started before its flow in this context (:func:`_prepare_ingest`); the flow of the same params takes it

@@ -250,6 +250,11 @@ def test_ingest_parses_and_embeds_while_prefect_starts_with_the_same_result(
 
     import ragline.pipelines.flows as flows
 
+    import os
+    import threading
+
+    from ragline.pipelines import stream
+
     calls: list[bool] = []
     real = flows.load_chunk_embed
 
@@ -257,10 +262,25 @@ def test_ingest_parses_and_embeds_while_prefect_starts_with_the_same_result(
         calls.append(FlowRunContext.get() is not None)
         return real(*args, **kwargs)
 
+    nice: dict[str, list[int]] = {"chunk": [], "embed": []}
+
+    def niceness_of(name, fn):
+        def run(*args, **kwargs):
+            nice[name].append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return fn(*args, **kwargs)
+        return run
+
     monkeypatch.setattr(flows, "load_chunk_embed", recording)
+    monkeypatch.setattr(stream, "chunk_documents", niceness_of("chunk", stream.chunk_documents))
+    monkeypatch.setattr(stream, "embed_with_cache", niceness_of("embed", stream.embed_with_cache))
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     params = load_params("params.yaml").to_dict()
     early = flows.ingest_flow([], params)
     assert calls == [False]  # one stream, started outside the flow run
+    # its chunking yields to the embedder (reniced once the embedding thread runs: the last file at
+    # least), as the parsing workers do; the embedder and the caller keep their niceness
+    assert nice["chunk"][-1] == base + stream.PARSER_NICE and set(nice["embed"]) == {base}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
     assert early.stage_seconds["started-before-flow"] > 0 and early.total_seconds >= early.stage_seconds[
         "load-chunk-embed"]
     monkeypatch.setattr(flows.ingest_flow, "_before", None)
