@@ -12,8 +12,14 @@ start (a subprocess importing Prefect's server: about 4 CPU-seconds, 5-25 s of w
 loaded 2-core machine) is paid once per process and overlapped, not avoided (Prefect 3.8 runs
 no flow without an API; ``PREFECT_API_URL`` pointing at a running server avoids it):
 :class:`GuardedFlow` starts it in a background thread while the run is prepared in the calling
-thread (an ingest preloads its parsers and warms its embedder up, :func:`_prepare_ingest`)
-and joins it before the flow runs; later flows in the process reuse it. The
+thread and joins it before the flow runs; later flows in the process reuse it. An ingest
+prepares more than its parsers (preloaded) and its embedder (warmed up): a local build from
+its sources discovers its files and starts its load-chunk-embed stream right away
+(:class:`_HeadStart`, :func:`_prepare_ingest`), and the flow's ``discover`` and
+``load-chunk-embed`` tasks take what it found and made (its ``stage_seconds`` say how long it
+ran before the flow: ``started-before-flow``; the run's seconds count from its preparation). So the
+API start overlaps parsing and embedding instead of preceding them; a stream the flow never
+takes (the API did not start) is cancelled. The
 orchestrator is not a single point of failure: :class:`GuardedFlow` (what ``ingest_flow``,
 ``refresh_flow`` and ``chunking_experiment_flow`` are) waits ``prefect.startup_timeout_s`` for that API to start, retries a lost
 API only briefly, and when the API dies mid-run either returns the finished work (publishing
