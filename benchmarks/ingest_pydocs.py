@@ -13,7 +13,7 @@ and prints documents/s, chunks/s, peak RSS, and the ratio ingest wall / embed-on
 and the Prefect overhead: the wall time outside the run's seconds, which count from the start
 of its preparation (parsers preloaded, model warmed up, files discovered, then parsing and
 embedding started, all while Prefect's temporary API starts: ``pipelines/flows.py``
-``_HeadStart``; ``stage_seconds`` shows how long as ``started-before-flow``), so what is left
+``_HeadStart``; ``stage_seconds`` shows how long as ``before-flow (overlapped)``), so what is left
 is Prefect's own: the API start not overlapped and the run records.
 
     .venv/bin/python benchmarks/ingest_pydocs.py [--limit N] [--workers 2] [--workdir DIR]

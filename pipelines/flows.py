@@ -17,7 +17,7 @@ prepares more than its parsers (preloaded) and its embedder (warmed up): a local
 its sources discovers its files and starts its load-chunk-embed stream right away
 (:class:`_HeadStart`, :func:`_prepare_ingest`), and the flow's ``discover`` and
 ``load-chunk-embed`` tasks take what it found and made (its ``stage_seconds`` say how long it
-ran before the flow: ``started-before-flow``; the run's seconds count from its preparation). So the
+ran before the flow: ``before-flow (overlapped)``; the run's seconds count from its preparation). So the
 API start overlaps parsing and embedding instead of preceding them; a stream the flow never
 takes (the API did not start) is cancelled. The
 orchestrator is not a single point of failure: :class:`GuardedFlow` (what ``ingest_flow``,
@@ -603,7 +603,7 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
     t0 = time.perf_counter()
     head = _take_head_start(p) if inputs is None else None  # started while the temporary API started
     if head is not None:
-        times["started-before-flow"] = round(t0 - head.t0, 3)
+        times["before-flow (overlapped)"] = round(t0 - head.t0, 3)
         t0 = head.t0  # the run's seconds count from its start
     with _timed(times, "discover"):
         files = pinned_task(inputs, p) if inputs is not None else discover_task(list(p.load.sources), p, head)

@@ -281,7 +281,7 @@ def test_ingest_parses_and_embeds_while_prefect_starts_with_the_same_result(
     # least), as the parsing workers do; the embedder and the caller keep their niceness
     assert nice["chunk"][-1] == base + stream.PARSER_NICE and set(nice["embed"]) == {base}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
-    assert early.stage_seconds["started-before-flow"] > 0 and early.total_seconds >= early.stage_seconds[
+    assert early.stage_seconds["before-flow (overlapped)"] > 0 and early.total_seconds >= early.stage_seconds[
         "load-chunk-embed"]
     monkeypatch.setattr(flows.ingest_flow, "_before", None)
     params["paths"]["cache"] = str(workspace / "other-cache")  # embedded again, not read from the cache
