@@ -10,8 +10,11 @@ Measures, in one run on the same machine:
      sentence-transformers on torch, for the torch / ONNX ratio.
 and prints documents/s, chunks/s, peak RSS, and the ratio ingest wall / embed-only wall
 (target ≤ 1.10: parsing, chunking, curation and writing overlap embedding, pipelines/stream.py),
-and the Prefect overhead (wall time outside the flow body: the temporary API's start, overlapped
-with the run's preparation — parsers preloaded, model warmed up — and the run records).
+and the Prefect overhead: the wall time outside the run's seconds, which count from the start
+of its preparation (parsers preloaded, model warmed up, files discovered, then parsing and
+embedding started, all while Prefect's temporary API starts: ``pipelines/flows.py``
+``_HeadStart``; ``stage_seconds`` shows how long as ``before-flow (overlapped)``), so what is left
+is Prefect's own: the API start not overlapped and the run records.
 
     .venv/bin/python benchmarks/ingest_pydocs.py [--limit N] [--workers 2] [--workdir DIR]
                                                  [--backend onnx|torch] [--compare-torch] [--json]
@@ -148,7 +151,7 @@ def main() -> int:
         "ratio_ingest_to_embed": round(ingest_s / embed_s, 3),
         "model_build_s (once per weights file, not in the ingest)": None if build_s is None else round(build_s, 2),
         "flow_body_s": summary.total_seconds,
-        # temporary API start (overlapped with the parsers' preload and the model warm-up) + run records
+        # Prefect's own: the API start not overlapped with the run's work + the run records
         "prefect_overhead_s": round(ingest_s - summary.total_seconds, 2),
         "embed_backend": p.embed.backend,
         "embed_only_torch_wall_s": None if torch_s is None else round(torch_s, 2),

@@ -12,8 +12,14 @@ start (a subprocess importing Prefect's server: about 4 CPU-seconds, 5-25 s of w
 loaded 2-core machine) is paid once per process and overlapped, not avoided (Prefect 3.8 runs
 no flow without an API; ``PREFECT_API_URL`` pointing at a running server avoids it):
 :class:`GuardedFlow` starts it in a background thread while the run is prepared in the calling
-thread (an ingest preloads its parsers and warms its embedder up, :func:`_prepare_ingest`)
-and joins it before the flow runs; later flows in the process reuse it. The
+thread and joins it before the flow runs; later flows in the process reuse it. An ingest
+prepares more than its parsers (preloaded) and its embedder (warmed up): a local build from
+its sources discovers its files and starts its load-chunk-embed stream right away
+(:class:`_HeadStart`, :func:`_prepare_ingest`), and the flow's ``discover`` and
+``load-chunk-embed`` tasks take what it found and made (its ``stage_seconds`` say how long it
+ran before the flow: ``before-flow (overlapped)``; the run's seconds count from its preparation). So the
+API start overlaps parsing and embedding instead of preceding them; a stream the flow never
+takes (the API did not start) is cancelled. The
 orchestrator is not a single point of failure: :class:`GuardedFlow` (what ``ingest_flow``,
 ``refresh_flow`` and ``chunking_experiment_flow`` are) waits ``prefect.startup_timeout_s`` for that API to start, retries a lost
 API only briefly, and when the API dies mid-run either returns the finished work (publishing
@@ -26,6 +32,7 @@ from __future__ import annotations
 import contextvars
 import errno
 import functools
+import inspect
 import logging
 import os
 import threading
@@ -61,7 +68,7 @@ from ragline.pipelines.errors import PipelineError  # noqa: E402
 from ragline.pipelines.progress import Reporter  # noqa: E402
 from ragline.pipelines.publish import SharedSegments, publish_index  # noqa: E402
 from ragline.pipelines.telemetry import observed, timed as _timed  # noqa: E402  (metrics files, push, spans)
-from ragline.pipelines.stream import embed_rows, load_chunk_embed  # noqa: E402
+from ragline.pipelines.stream import PARSER_NICE, embed_rows, load_chunk_embed  # noqa: E402
 from ragline.pipelines import curate as curation_stage  # noqa: E402  [curate hook]
 
 #: Progress reporter for the current run (set by the CLI; tasks run in the caller's context).
@@ -198,11 +205,11 @@ class GuardedFlow:
     """
 
     def __init__(self, flow_obj: Any, params_of: Callable[[tuple, dict], dict | None],
-                 before: Callable[[dict | None], Callable[[], None] | None] | None = None) -> None:
+                 before: Callable[[tuple, dict], Callable[[], None] | None] | None = None) -> None:
         self._flow = flow_obj
         self._params_of = params_of
-        self._before = before  # given the raw params; runs while the temporary API starts; may return
-        # what to undo when the flow ends (what it prepared and the flow did not take)
+        self._before = before  # given the call's (args, kwargs); runs while the temporary API starts; may
+        # return what to undo when the flow ends (what it prepared or started and the flow did not take)
         functools.update_wrapper(self, flow_obj.fn)
 
     def __getattr__(self, name: str) -> Any:
@@ -241,7 +248,7 @@ class GuardedFlow:
                 api = _TemporaryApiStart.begin()  # the API starts in a thread while the run is prepared here
                 try:
                     if self._before is not None:
-                        undo = self._before(raw)
+                        undo = self._before(args, kwargs)
                 finally:
                     api.join()  # before the flow: a second start() would not wait for the server
                 return flow_obj(*args, **kwargs)
@@ -342,10 +349,11 @@ def _retry_on_io(task, task_run, state) -> bool:
 
 
 @_task(name="discover", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
-def discover_task(sources: list[str], params: Params):
+def discover_task(sources: list[str], params: Params, head: "_HeadStart | None" = None):
+    """The files of ``sources``; ``head``: those the ingest started before its flow discovered."""
     from ragline.pipelines.sources import discover
 
-    return discover(sources, params.load)
+    return head.files if head is not None else discover(sources, params.load)
 
 
 @_task(name="pin-inputs", cache_policy=NO_CACHE)
@@ -387,28 +395,162 @@ def curate_refresh_task(assembly, parent, params: Params, state, boilerplate, em
 _WARMED: dict[str, Embedder] = {}
 
 
-def _prepare_ingest(raw: dict | None) -> Callable[[], None] | None:
-    """What an ingest can do before its flow runs, while Prefect's temporary API starts: start
-    the parsers' fork server (its preload: unstructured, spaCy) and warm the embedder up (the
-    model's compilation), which :func:`load_model_task` then takes instead of loading again.
-    Best effort: a failure here is left to the flow's own tasks (which retry and report it)."""
+def _ingest_params(sources: list[str], params: dict[str, Any]) -> Params:
+    """The params of an ingest of ``sources`` (the manifest records the sources read:
+    ``load.sources``, as given and normalized)."""
+    from ragline.pipelines.refresh import normalize_sources, refresh_params
+
+    return refresh_params(params, None, None, normalize_sources(sources)) if sources else Params.from_dict(params)
+
+
+def _stream_curation(files: list, p: Params) -> tuple[Any, Callable | None]:
+    """The curation hooks of a streamed ingest: boilerplate removal that releases each document
+    once its folder's frequencies decide it, and the duplicate clustering that runs, on the
+    chunks, while the embedder still works through its queue. ``(stripper, after_chunking)``."""
+    # [curate hook] boilerplate: each document released once its folder's frequencies decide it
+    stripper = (curation_stage.StreamedBoilerplate([f.uri for f in files], p.curate)
+                if p.curate.enabled and p.curate.boilerplate else None)
+
+    def cluster(table, all_chunks, bad):  # [curate hook] duplicate clusters need chunks, not vectors:
+        # they are found while the embedder still works through the queue (table: the chunked documents)
+        return table, curate_task.fn(table, all_chunks, p, stripper.report if stripper else None)
+
+    return stripper, (cluster if p.curate.enabled else None)
+
+
+class _HeadStart:
+    """An ingest's load-chunk-embed stream started before its flow, while Prefect's temporary API
+    starts (seconds of a subprocess importing Prefect's server, which no Prefect 3.8 setting
+    avoids: a flow run needs an API). The flow's ``discover`` and ``load-chunk-embed`` tasks then
+    take its files and its result (:func:`_take_head_start`), so the API start overlaps parsing and
+    embedding instead of preceding them; the stages are the same functions with the same
+    arguments, so the output is that of a run started inside the flow. The stream runs in a
+    thread of its own, which is reniced like the parsing workers (``PARSER_NICE``) once the
+    embedding thread has started (niceness is per thread on Linux, and a new thread inherits
+    its creator's): chunking and curation then take the CPU the embedder leaves, as parsing does.
+
+    Attributes:
+        params: the run's params as a dict (the flow takes the head start only for these).
+        files: the files discovered.
+        stripper: the boilerplate curator the stream used (its report goes to the manifest).
+        t0: ``time.perf_counter()`` when discovery began (the flow counts its run from there).
+    """
+
+    def __init__(self, p: Params, files: list, embedder: Embedder, t0: float) -> None:
+        self.params, self.files, self.t0 = p.to_dict(), files, t0
+        self.stripper, after = _stream_curation(files, p)
+        self.holds: list = []  # of the segments its stream flushes (the flow's run releases them)
+        flush = ingest_flush(p, self.holds)
+        self.cancel = threading.Event()
+        self.taken = False  # by the flow's tasks
+        self.seconds = 0.0  # the stream's wall time, start to end
+        self._box: dict[str, Any] = {}
+        ctx = contextvars.copy_context()  # the caller's progress reporter (REPORTER)
+        producer: list[int] = []  # the native id of the stream's calling thread
+
+        def model() -> Embedder:  # called first thing in the stream's embedding thread (already started)
+            if threading.get_native_id() != producer[0]:  # (a semantic chunker embeds in the stream's thread)
+                _renice(producer[0], PARSER_NICE)  # chunking and curation then yield the cores to the embedder
+            return embedder
+
+        def run() -> None:
+            producer.append(threading.get_native_id())
+            t = time.perf_counter()
+            try:
+                self._box["result"] = ctx.run(load_chunk_embed_task.fn, files, p, model, self.stripper,
+                                              after_chunking=after, flush=flush, cancel=self.cancel)
+            except BaseException as e:  # noqa: BLE001 - handed to the flow by result()
+                self._box["error"] = e
+            finally:
+                self.seconds = time.perf_counter() - t
+
+        self._thread = threading.Thread(target=run, name="ragline-head-start", daemon=True)
+        self._thread.start()
+
+    def result(self):
+        """Wait for the stream; its :class:`~pipelines.stream.StreamResult`, or raise what it raised."""
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box.pop("error")
+        return self._box["result"]
+
+    def stop(self) -> None:
+        """Cancel the stream (its parsing workers are stopped), wait for it to end, and release
+        the holds on the segments it flushed (gc may delete them: no version lists them)."""
+        self.cancel.set()
+        self._thread.join()
+        for hold in self.holds:
+            hold.release()
+
+
+def _renice(tid: int, increment: int) -> None:
+    """Add ``increment`` to the niceness of thread ``tid`` only (Linux: ``setpriority`` on a
+    thread id; niceness cannot be lowered back without privileges, so only for a thread that
+    ends with its work). Elsewhere, or when refused, nothing changes."""
     try:
-        p = Params.from_dict(raw or {})
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+    except (AttributeError, OSError):
+        pass
+
+
+#: the ingest started before its flow in this context (:func:`_prepare_ingest`); the flow of the same params takes it
+_HEAD: contextvars.ContextVar[_HeadStart | None] = contextvars.ContextVar("ragline_head_start", default=None)
+
+
+def _take_head_start(p: Params) -> _HeadStart | None:
+    """The head start of an ingest with params ``p`` (once: it is then ``taken``), else ``None``."""
+    head = _HEAD.get()
+    if head is None or head.taken or head.params != p.to_dict():
+        return None
+    head.taken = True
+    return head
+
+
+def _prepare_ingest(args: tuple, kwargs: dict) -> Callable[[], None] | None:
+    """What an ingest can do before its flow runs, while Prefect's temporary API starts: start
+    the parsers' fork server (its preload: unstructured, spaCy), warm the embedder up (the
+    model's compilation), which :func:`load_model_task` then takes instead of loading again,
+    and, for a local build from its sources, discover the files and start the load-chunk-embed
+    stream (:class:`_HeadStart`), which the flow's tasks take.
+    Best effort: a failure here is left to the flow's own tasks (which retry and report it).
+    Returns what undoes it when the flow did not take it (the embedder dropped, the stream stopped)."""
+    try:
+        bound = inspect.signature(_ingest_flow_fn).bind(*args, **kwargs)
+        bound.apply_defaults()
+        t0 = time.perf_counter()
+        p = _ingest_params(bound.arguments["sources"], bound.arguments["params"])
     except Exception as e:  # noqa: BLE001 - the flow validates the params again and reports them
         log.debug("ingest not prepared before the flow: %s: %s", type(e).__name__, e)
-        return
+        return None
     if p.runner.kind == "dask":  # the workers parse and load the model; the driver does neither
-        return
+        return None
     prestart_parsers()
     try:
         embedder = index_embedder(p)
         getattr(embedder, "warm_up", lambda: None)()
     except Exception as e:  # noqa: BLE001 - load_model_task meets it again, with retries and a report
         log.debug("embedder not warmed before the flow: %s: %s", type(e).__name__, e)
-        return
+        return None
     key = embedder_key(p)
     _WARMED[key] = embedder
-    return lambda: _WARMED.pop(key, None)  # a run that failed before load_model_task took it
+    head = None
+    if bound.arguments["inputs"] is None:  # a restore reads pinned versions: discovered in the flow
+        try:
+            from ragline.pipelines.sources import discover
+
+            head = _HeadStart(p, discover(list(p.load.sources), p.load), embedder, t0)
+            _HEAD.set(head)
+        except Exception as e:  # noqa: BLE001 - discover_task meets it again, with retries and a report
+            log.debug("ingest not started before the flow: %s: %s", type(e).__name__, e)
+
+    def undo() -> None:
+        _WARMED.pop(key, None)  # a run that failed before load_model_task took it
+        if head is not None:
+            _HEAD.set(None)
+            if not head.taken:  # the flow did not take it (its API did not start, ...)
+                head.stop()
+
+    return undo
 
 
 @_task(name="load-model", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
@@ -420,19 +562,24 @@ def load_model_task(params: Params) -> Embedder:
 
 @_task(name="load-chunk-embed", cache_policy=NO_CACHE)
 def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder], curate=None, after_chunking=None,
-                          flush=None):
+                          flush=None, head: _HeadStart | None = None, cancel: threading.Event | None = None):
     """Parsing and chunking overlap embedding (:mod:`pipelines.stream`); ``embedder`` waits for
     the model task, submitted beside this one, so a first export overlaps parsing too; ``curate``
     (boilerplate removal, :class:`pipelines.curate.StreamedBoilerplate`) releases each parsed
     document to chunking once its outcome is decided. When curation indexes
     one copy of a document (``curate.duplicates`` ``link``/``keep_first``), exact copies are not embedded;
     ``after_chunking`` (duplicate clusters) runs while the embedder works through the queue;
-    ``flush`` writes a segment per ``index.segment_chunks`` rows (:func:`ingest_flush`)."""
+    ``flush`` writes a segment per ``index.segment_chunks`` rows (:func:`ingest_flush`).
+    ``head``: the stream the ingest started before its flow (:class:`_HeadStart`): its result is
+    taken (waited for) instead; ``cancel``: :func:`pipelines.stream.load_chunk_embed`'s."""
+    if head is not None:
+        return head.result()
     skip = params.curate.enabled and params.curate.duplicates != "keep_all"
     with REPORTER.get().stage("ingest", len(files)) as advance:
         return load_chunk_embed(files, params, embedder, progress=advance, curate=curate, skip_copies=skip,
                                 after_chunking=after_chunking, keep_documents=False, flush=flush,
-                                flush_chunks=params.index.segment_chunks if flush is not None else None)
+                                flush_chunks=params.index.segment_chunks if flush is not None else None,
+                                cancel=cancel)
 
 
 def ingest_flush(params: Params, holds: list) -> Callable | None:
@@ -496,14 +643,16 @@ def _ingest_flow_fn(sources: list[str], params: dict[str, Any],
 def _ingest(sources: list[str], params: dict[str, Any], inputs: list[dict[str, Any]] | None,
             holds: list) -> IngestSummary:
     """The body of :func:`_ingest_flow_fn`; the segment holds it takes go in ``holds``."""
-    from ragline.pipelines.refresh import normalize_sources, refresh_params
-
-    # the manifest records the sources read (load.sources, as given and normalized)
-    p = refresh_params(params, None, None, normalize_sources(sources)) if sources else Params.from_dict(params)
+    p = _ingest_params(sources, params)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
+    head = _take_head_start(p) if inputs is None else None  # started while the temporary API started
+    if head is not None:
+        holds.extend(head.holds)  # the segments its stream flushes: released when this run ends
+        times["before-flow (overlapped)"] = round(t0 - head.t0, 3)
+        t0 = head.t0  # the run's seconds count from its start
     with _timed(times, "discover"):
-        files = pinned_task(inputs, p) if inputs is not None else discover_task(list(p.load.sources), p)
+        files = pinned_task(inputs, p) if inputs is not None else discover_task(list(p.load.sources), p, head)
     boilerplate = None
     not_embedded = None  # rows of exact copies the streamed ingest did not embed
     clustered = None  # (documents, (indexed chunks, curation, keep)) found while the stream embedded
@@ -515,20 +664,15 @@ def _ingest(sources: list[str], params: dict[str, Any], inputs: list[dict[str, A
         # partitions are chunked apart, so curate.boilerplate (corpus-wide frequencies) is not applied
         # on a cluster (README "Scaling out"); duplicate clusters are, below
     else:  # parsing and chunking overlap embedding (pipelines/stream.py)
-        # [curate hook] boilerplate: each document released once its folder's frequencies decide it
-        stripper = (curation_stage.StreamedBoilerplate([f.uri for f in files], p.curate)
-                    if p.curate.enabled and p.curate.boilerplate else None)
-
-        def cluster(table, all_chunks, bad):  # [curate hook] duplicate clusters need chunks, not vectors:
-            # they are found while the embedder still works through the queue (table: the chunked documents)
-            return table, curate_task.fn(table, all_chunks, p, stripper.report if stripper else None)
-
+        # [curate hook] boilerplate removal and duplicate clusters, inside the stream
+        stripper, cluster = (head.stripper, None) if head is not None else _stream_curation(files, p)
         model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
-        flush = ingest_flush(p, holds)
+        flush = ingest_flush(p, holds) if head is None else None  # (a head start flushes in its own stream)
         with _timed(times, "load-chunk-embed"):
-            streamed = load_chunk_embed_task(files, p, model.result, stripper,
-                                             after_chunking=cluster if p.curate.enabled else None,
-                                             flush=flush)
+            streamed = load_chunk_embed_task(files, p, model.result, stripper, after_chunking=cluster, flush=flush,
+                                             head=head)
+        if head is not None:  # the stream's own wall time, most of it before the flow
+            times["load-chunk-embed"] = round(head.seconds, 3)
         if streamed.flushed:
             flushed = SharedSegments([seg for seg, _ in streamed.flushed], {},
                                      [r for _, recs in streamed.flushed for r in recs])

@@ -47,6 +47,7 @@ from ragline.indexers.cache import EmbeddingCache, embed_with_cache
 from ragline.indexers.embedders import Embedder, info_of
 from ragline.pipelines.chunk import chunk_documents
 from ragline.pipelines.curate import content_sha256
+from ragline.pipelines.errors import PipelineError
 from ragline.pipelines.load import SourceFile, documents_to_table, load_documents
 
 #: chunk texts the embedding thread takes per ``embed_with_cache`` call (its cache flush size)
@@ -102,6 +103,10 @@ class StreamResult:
 _DONE = object()
 
 
+class StreamCancelled(PipelineError):
+    """:func:`load_chunk_embed` was stopped by its ``cancel`` event before every file was parsed."""
+
+
 class Curator(Protocol):
     """A curation step between parsing and chunking that decides document by document
     (:class:`pipelines.curate.StreamedBoilerplate`)."""
@@ -124,6 +129,7 @@ def load_chunk_embed(
     keep_documents: bool = True,
     flush: Callable[[pa.Table, pa.Table, np.ndarray], Any] | None = None,
     flush_chunks: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> StreamResult:
     """Parse, chunk and embed ``files`` with embedding overlapping parsing and chunking.
 
@@ -161,11 +167,15 @@ def load_chunk_embed(
             Its return values are :attr:`StreamResult.flushed`. Only without ``curate``,
             ``skip_copies`` and ``after_chunking`` (they need every chunk before rows are final).
         flush_chunks: chunk rows per ``flush`` (at least; a part ends at a file boundary).
+        cancel: once set, the next file delivered stops the run: the parsing workers are stopped,
+            the embedder finishes what is queued, and :class:`StreamCancelled` is raised (an ingest
+            started before its flow that the flow never took, ``pipelines/flows.py``).
 
     Returns:
         :class:`StreamResult`.
 
     Raises:
+        StreamCancelled: ``cancel`` was set.
         ValueError: ``flush`` with ``curate``, ``skip_copies`` or ``after_chunking``, or without ``flush_chunks``.
         Whatever the embedder, the embedding cache or ``flush`` raise, once the parsing workers
         are done (chunking stops at the error; the files already scheduled are still parsed).
@@ -323,6 +333,8 @@ def load_chunk_embed(
             release_unused_memory()
 
     def arrived(i: int, r: Document | QuarantineRecord) -> None:
+        if cancel is not None and cancel.is_set():  # raised through load_documents: its workers are stopped
+            raise StreamCancelled(f"stopped after {state['parsed']} of {n} files parsed")
         doc = r if isinstance(r, Document) else None
         state["parsed"] += doc is not None
         if curate is None:

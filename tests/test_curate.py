@@ -66,6 +66,28 @@ def test_exact_and_near_duplicates_by_edit_rate() -> None:
     assert find_duplicates(members, CurateConfig(near_duplicates=False), "document").aliases == {"b": "a"}
 
 
+def test_lsh_bands_are_found_once_per_setting_and_are_datasketchs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: datasketch's MinHashLSH integrates its error probabilities for every (b, r) when
+    built (0.16 CPU-s), and an ingest builds one for documents and one for chunks: the bands are
+    now found once per (threshold, num_perm), with the same (b, r) and so the same clusters."""
+    from datasketch import MinHashLSH, lsh
+
+    from ragline.pipelines import curate
+
+    calls: list[tuple] = []
+    real = lsh._optimal_param
+    monkeypatch.setattr(lsh, "_optimal_param", lambda *a: calls.append(a) or real(*a))
+    curate._lsh_bands.cache_clear()
+    base = _text(11)
+    members = [Member("a", "a", "x/a", base), Member("c", "c", "x/c", _edit(base, 0.01)), Member("e", "e", "x/e", _text(12))]
+    for cfg in (CurateConfig(), CurateConfig(), CurateConfig(near_duplicate_threshold=0.5)):
+        assert find_duplicates(members, cfg, "chunk").aliases == {"c": "a"}
+    assert [a[:2] for a in calls] == [(0.9, 128), (0.5, 128)]
+    for t in (0.9, 0.5):
+        own = MinHashLSH(threshold=t, num_perm=128)
+        assert curate._lsh_bands(t, 128) == (own.b, own.r)
+
+
 def test_preferred_member_stays_canonical_and_stored_signatures_are_reused() -> None:
     base = _text(3)
     members = [Member("a", "a", "x/a", base), Member("b", "b", "x/b", base, preferred=True)]

@@ -239,3 +239,88 @@ def test_ingest_warms_its_embedder_before_the_flow_and_uses_that_one(
     (emb,) = _WarmRecordingEmbedder.instances  # one embedder made for the run
     assert emb.warmed_in_flow[0] is False and emb.embedded == summary.embedded
     assert not flows._WARMED  # taken by the flow, nothing left behind
+
+
+def test_ingest_parses_and_embeds_while_prefect_starts_with_the_same_result(
+        workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: an ingest from its sources discovers its files and starts its load-chunk-embed
+    stream before the flow runs (while Prefect's temporary API starts), and the flow's tasks take
+    that stream; the published version is the one of a run that does all of it inside the flow."""
+    from prefect.context import FlowRunContext
+
+    import ragline.pipelines.flows as flows
+
+    import os
+    import threading
+
+    from ragline.pipelines import stream
+
+    calls: list[bool] = []
+    real = flows.load_chunk_embed
+
+    def recording(*args, **kwargs):
+        calls.append(FlowRunContext.get() is not None)
+        return real(*args, **kwargs)
+
+    nice: dict[str, list[int]] = {"chunk": [], "embed": []}
+
+    def niceness_of(name, fn):
+        def run(*args, **kwargs):
+            nice[name].append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return fn(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(flows, "load_chunk_embed", recording)
+    monkeypatch.setattr(stream, "chunk_documents", niceness_of("chunk", stream.chunk_documents))
+    monkeypatch.setattr(stream, "embed_with_cache", niceness_of("embed", stream.embed_with_cache))
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    params = load_params("params.yaml").to_dict()
+    early = flows.ingest_flow([], params)
+    assert calls == [False]  # one stream, started outside the flow run
+    # its chunking yields to the embedder (reniced once the embedding thread runs: the last file at
+    # least), as the parsing workers do; the embedder and the caller keep their niceness
+    assert nice["chunk"][-1] == base + stream.PARSER_NICE and set(nice["embed"]) == {base}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    assert early.stage_seconds["before-flow (overlapped)"] > 0 and early.total_seconds >= early.stage_seconds[
+        "load-chunk-embed"]
+    monkeypatch.setattr(flows.ingest_flow, "_before", None)
+    params["paths"]["cache"] = str(workspace / "other-cache")  # embedded again, not read from the cache
+    inside = flows.ingest_flow([], params)
+    assert calls == [False, True]
+    assert (early.version, inside.version) == ("v0001", "v0002")
+    reg = IndexRegistry("indexes")
+    a, b = (PublishedIndex.open(reg, f"sample@{v}") for v in ("v0001", "v0002"))
+    assert a.chunks.num_rows == early.chunks > 0 and a.chunks.equals(b.chunks)
+    # segments are named by the hash of their contents (chunks, documents, vectors' index, BM25)
+    assert [s["id"] for s in a.manifest.segments] == [s["id"] for s in b.manifest.segments]
+    assert a.manifest.files["duplicates.parquet"] == b.manifest.files["duplicates.parquet"]
+    assert early.embedded == inside.embedded == a.chunks.num_rows
+
+
+def test_ingest_started_before_its_flow_is_stopped_when_the_api_does_not_start(
+        workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: when Prefect's temporary API does not start, the stream started before the flow
+    is cancelled (its parsing workers stopped) before the one-line OrchestratorError, and nothing
+    is published."""
+    import ragline.pipelines.flows as flows
+
+    heads: list = []
+
+    class Recorded(flows._HeadStart):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            heads.append(self)
+
+    class NoApi:
+        def join(self):
+            raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server.")
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(flows, "_HeadStart", Recorded)
+    monkeypatch.setattr(flows._TemporaryApiStart, "begin", classmethod(lambda cls: NoApi()))
+    with pytest.raises(flows.OrchestratorError, match="did not start"):
+        flows.ingest_flow([], load_params("params.yaml").to_dict())
+    (head,) = heads
+    assert head.cancel.is_set() and not head._thread.is_alive() and not head.taken
+    assert flows._HEAD.get() is None and not flows._WARMED
+    assert not (workspace / "indexes").exists() or IndexRegistry("indexes").versions("sample") == []

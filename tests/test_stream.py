@@ -76,6 +76,33 @@ def test_stream_reports_an_embedder_failure_and_stops(tmp_path: Path) -> None:
         load_chunk_embed(discover_files([SAMPLE]), p, broken)
 
 
+def test_stream_stops_its_parsing_when_cancelled(tmp_path: Path) -> None:
+    """Issue 16: an ingest started before its flow (pipelines/flows.py _HeadStart) that the flow
+    never takes is stopped: the next file delivered raises, the parsing workers are stopped, and
+    nothing more is chunked or embedded."""
+    from ragline.pipelines.stream import StreamCancelled
+
+    p = _params(tmp_path)
+    files = discover_files([SAMPLE])
+    assert len(files) > 2
+    cancel = threading.Event()
+    model = CountingEmbedder()
+    delivered: list[int] = []
+
+    def progress(n: int) -> None:  # the first file embedded: stop the run
+        delivered.append(n)
+        cancel.set()
+
+    with pytest.raises(StreamCancelled, match=rf"of {len(files)} files parsed"):
+        load_chunk_embed(files, p, lambda: model, progress=progress, cancel=cancel)
+    assert 0 < sum(delivered) < len(files)
+    cancel.set()  # set from the start: not one file is chunked
+    model.texts = 0
+    with pytest.raises(StreamCancelled, match=rf"stopped after 0 of {len(files)} files parsed"):
+        load_chunk_embed(files, p, lambda: model, cancel=cancel)
+    assert model.texts == 0
+
+
 def test_stream_with_no_documents(tmp_path: Path) -> None:
     p = _params(tmp_path)
     got = load_chunk_embed([], p, HashingEmbedder)

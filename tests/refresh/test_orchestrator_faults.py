@@ -144,10 +144,11 @@ srv.SubprocessASGIServer._run_uvicorn_command, srv.SubprocessASGIServer.start = 
 import ragline.pipelines.flows as flows
 from ragline.pipelines.config import load_params
 prepared, real_prepare = [], flows._prepare_ingest
-def prepare(raw):
+def prepare(args, kwargs):
     t = time.monotonic()
-    real_prepare(raw)
+    undo = real_prepare(args, kwargs)
     prepared.append((t, time.monotonic()))
+    return undo
 flows.ingest_flow._before = prepare
 versions = [flows.ingest_flow([], load_params("params.yaml").to_dict()).version for _ in range(2)]
 print(json.dumps({"versions": versions, "starts": starts, "first_start": spans[0], "prepared": prepared}))
