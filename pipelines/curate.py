@@ -45,7 +45,7 @@ import functools
 import hashlib
 import json
 import re
-from collections import Counter, defaultdict
+from collections import ChainMap, Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -191,26 +191,64 @@ def _shingle_hashes(text: str, n: int) -> np.ndarray:
                          dtype="<u4").astype(np.uint32)
 
 
-def minhash_signatures(texts: Sequence[str], cfg: CurateConfig) -> list[np.ndarray]:
-    """MinHash signatures (uint32 (num_perm,)) of word shingles; an empty array for a text without words.
+#: texts shingled and hashed at a time by :func:`minhash_matrix`: its temporaries (the shingle
+#: hashes, about 4 bytes per shingle, several copies) stay bounded whatever the corpus size
+_MINHASH_TEXTS = 4096
+
+
+def minhash_matrix(
+    texts: Sequence[str], cfg: CurateConfig, *, errors: dict[int, Exception] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """MinHash signatures of word shingles, one row per text.
 
     Source: Broder 1997; the signatures of datasketch's ``MinHash`` (seed 1, scheme affine32,
     its default ``sha1_hash32``): a permuted hash is ``a * fmix32(h) + b`` modulo 2^32 and the
     signature is its minimum over the shingles. Computed here with numpy over the shingles of
-    many texts at once (blocks of :data:`_MINHASH_BLOCK` rows), instead of one ``MinHash``
-    object and one Python call per shingle: the same values (``tests/test_curate.py`` compares
-    them with ``MinHash.bulk``) at a fraction of the CPU.
+    many texts at once (blocks of :data:`_MINHASH_BLOCK` rows, :data:`_MINHASH_TEXTS` texts
+    at a time), instead of one ``MinHash`` object and one Python call per shingle: the same
+    values (``tests/test_curate.py`` compares them with ``MinHash.bulk``) at a fraction of the
+    CPU, in one array instead of one numpy object per text.
+
+    Args:
+        texts: the texts.
+        cfg: the ``curate:`` params (``num_perm``, ``shingle_words``).
+        errors: when given, a text the shingler fails on is recorded here (text index ->
+            exception; its row has no words) and the others are still computed; when ``None``,
+            the error is raised.
+
+    Returns:
+        ``(values, has_words)``: uint32 (n, num_perm) and bool (n,); the row of a text without
+        words (or that failed) is not a signature (all 0xFFFFFFFF) and ``has_words`` is False.
     """
+    values = np.full((len(texts), cfg.num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    has = np.zeros(len(texts), dtype=bool)
+    for lo in range(0, len(texts), _MINHASH_TEXTS):
+        part = texts[lo:lo + _MINHASH_TEXTS]
+        try:
+            _minhash_into(part, cfg, values[lo:lo + len(part)], has[lo:lo + len(part)])
+        except Exception:
+            if errors is None:
+                raise
+            for k, text in enumerate(part):  # find the bad text one by one
+                try:
+                    _minhash_into([text], cfg, values[lo + k:lo + k + 1], has[lo + k:lo + k + 1])
+                except Exception as e:  # noqa: BLE001 - recorded for the caller (one bad text is not fatal)
+                    errors[lo + k] = e
+    return values, has
+
+
+def _minhash_into(texts: Sequence[str], cfg: CurateConfig, sigs: np.ndarray, has: np.ndarray) -> None:
+    """:func:`minhash_matrix` of a few texts, written into ``sigs`` (uint32 (n, num_perm), all
+    0xFFFFFFFF) and ``has`` (bool (n,)); nothing is written when the shingler raises."""
     hashes = [_shingle_hashes(t, cfg.shingle_words) for t in texts]
-    out = [np.zeros(0, dtype=np.uint32) for _ in texts]
-    idx = [i for i, h in enumerate(hashes) if len(h)]
-    if not idx:
-        return out
+    idx = np.fromiter((i for i, h in enumerate(hashes) if len(h)), dtype=np.int64)
+    if not len(idx):
+        return
     a, b = _permutations(cfg.num_perm)
     lens = np.fromiter((len(hashes[i]) for i in idx), dtype=np.int64, count=len(idx))
-    owner = np.repeat(np.arange(len(idx)), lens)  # row -> position in idx
+    owner = np.repeat(idx, lens)  # shingle row -> text
     rows = _fmix32(np.concatenate([hashes[i] for i in idx]))
-    sigs = np.full((len(idx), cfg.num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    del hashes
     buf = np.empty((cfg.num_perm, min(len(rows), _MINHASH_BLOCK)), dtype=np.uint32)
     a, b = a[:, None], b[:, None]
     for lo in range(0, len(rows), _MINHASH_BLOCK):
@@ -223,16 +261,70 @@ def minhash_signatures(texts: Sequence[str], cfg: CurateConfig) -> list[np.ndarr
         mins = np.minimum.reduceat(permuted, starts, axis=1).T
         who = seg[starts]
         sigs[who] = np.minimum(sigs[who], mins)  # a text cut by the block boundary: its running minimum
-    for k, i in enumerate(idx):
-        out[i] = sigs[k]
-    return out
+    has[idx] = True
 
 
-def _minhash(values: np.ndarray, num_perm: int):
-    """A signature as datasketch's ``LeanMinHash`` (for LSH and Jaccard; no permutations built)."""
-    from datasketch import LeanMinHash
+@functools.lru_cache(maxsize=16)
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """``(bands, rows per band)`` of datasketch's ``MinHashLSH`` for ``threshold`` (its optimum
+    for equal false-positive and false-negative weights; Leskovec, Rajaraman & Ullman, ch. 3.4)."""
+    from datasketch import MinHashLSH
 
-    return LeanMinHash(seed=_SEED, hashvalues=values, scheme="affine32")
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return lsh.b, lsh.r
+
+
+class BandIndex:
+    """Banded locality-sensitive hashing over the rows of one signature array, as datasketch's
+    ``MinHashLSH`` with its dict storage answers it: :meth:`query` gives the rows inserted so far
+    that equal row ``i`` on all ``r`` values of at least one of the ``b`` bands.
+
+    Held as arrays, not as per-row Python objects: a bucket id per (row, band) (the band's
+    values grouped by ``np.unique``, so two rows share a bucket exactly when their band values
+    are equal) and one linked list of inserted rows per bucket (``head`` per bucket, ``next``
+    per (row, band)). About ``12 * b`` bytes per row (int32) instead of datasketch's few
+    kilobytes (a ``bytes`` key and a set entry per band, a ``LeanMinHash`` per row).
+
+    Args:
+        values: uint32 (n, num_perm) signatures.
+        bands: ``(b, r)``, :func:`lsh_bands`.
+    """
+
+    def __init__(self, values: np.ndarray, bands: tuple[int, int]) -> None:
+        b, r = bands
+        n = len(values)
+        dtype = np.int32 if n * b < 2**31 - 1 else np.int64
+        self.bucket = np.empty((n, b), dtype=dtype)
+        total = 0
+        for k in range(b):
+            band = np.ascontiguousarray(values[:, k * r:(k + 1) * r]).view(np.dtype((np.void, 4 * r))).ravel()
+            _, inv = np.unique(band, return_inverse=True)
+            self.bucket[:, k] = inv.ravel() + total
+            total += int(inv.max()) + 1 if n else 0
+        self.head = np.full(total, -1, dtype=dtype)
+        self.next = np.full((n, b), -1, dtype=dtype)
+
+    def query(self, i: int) -> set[int]:
+        """Rows inserted before that share a band bucket with row ``i``."""
+        out: set[int] = set()
+        for k, bucket in enumerate(self.bucket[i].tolist()):
+            j = int(self.head[bucket])
+            while j >= 0:
+                out.add(j)
+                j = int(self.next[j, k])
+        return out
+
+    def insert(self, i: int) -> None:
+        """Add row ``i`` to its buckets."""
+        for k, bucket in enumerate(self.bucket[i].tolist()):
+            self.next[i, k] = self.head[bucket]
+            self.head[bucket] = i
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Estimated Jaccard similarity of two signatures: the share of equal values (datasketch's
+    ``MinHash.jaccard``, the same float)."""
+    return float(np.count_nonzero(a == b)) / float(len(a))
 
 
 # ------------------------------------------------------------------ boilerplate
@@ -541,6 +633,92 @@ class Member:
     preferred: bool = False
 
 
+_NO_SIGNATURE = np.zeros(0, dtype=np.uint32)
+_NO_SIGNATURE.setflags(write=False)
+
+
+class Signatures(Mapping):
+    """member id -> ``(text sha256, uint32 signature)`` of many members, held as one uint32
+    ``(n, width)`` array and two lists, not as a numpy object and a tuple per member (issue 12,
+    bounded memory: about 0.5 KB per chunk less at 128 permutations, and no Python int per value
+    when written or read back).
+
+    A member without a signature (a text without words, or ``curate.near_duplicates: false``)
+    maps to an empty array. A few entries can be added (:meth:`__setitem__`: the stored
+    signatures of carried aliases); they follow the array's rows when iterated and written.
+
+    Args:
+        ids: member ids, one per row.
+        shas: text sha256 (hex) per row.
+        values: uint32 (n, width) signatures (width 0: none).
+        has: bool (n,): rows holding a signature.
+    """
+
+    def __init__(self, ids: list[str] | None = None, shas: list[str] | None = None,
+                 values: np.ndarray | None = None, has: np.ndarray | None = None) -> None:
+        self.ids = ids if ids is not None else []
+        self.shas = shas if shas is not None else []
+        self.values = values if values is not None else np.zeros((len(self.ids), 0), dtype=np.uint32)
+        self.has = has if has is not None else np.zeros(len(self.ids), dtype=bool)
+        self._extra: dict[str, tuple[str, np.ndarray]] = {}
+        self._row: dict[str, int] | None = None
+
+    def _rows(self) -> dict[str, int]:
+        if self._row is None:
+            self._row = {m: r for r, m in enumerate(self.ids)}
+        return self._row
+
+    def __getitem__(self, member_id: str) -> tuple[str, np.ndarray]:
+        r = self._rows().get(member_id)
+        if r is None:
+            return self._extra[member_id]
+        return self.shas[r], (self.values[r] if self.has[r] else _NO_SIGNATURE)
+
+    def __setitem__(self, member_id: str, value: tuple[str, np.ndarray]) -> None:
+        if member_id in self._rows():
+            raise KeyError(f"{member_id} already has a signature row")
+        self._extra[member_id] = (value[0], np.asarray(value[1], dtype=np.uint32))
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of member ids
+        yield from self.ids
+        yield from self._extra
+
+    def __len__(self) -> int:
+        return len(self.ids) + len(self._extra)
+
+    def table(self, level: str, cfg: CurateConfig) -> pa.Table:
+        """``SIGNATURES_SCHEMA`` rows of every member (``level``; made with ``cfg`` and :data:`SHINGLER`),
+        built column by column from the arrays."""
+        ids, shas = self.ids + list(self._extra), self.shas + [v[0] for v in self._extra.values()]
+        lengths = np.concatenate([np.where(self.has, self.values.shape[1], 0),
+                                  np.fromiter((len(v[1]) for v in self._extra.values()), dtype=np.int64)])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        flat = np.concatenate([self.values[self.has].ravel(), *(v[1] for v in self._extra.values())]).astype(np.uint32)
+        n = len(ids)
+        return pa.Table.from_arrays(
+            [pa.array([level] * n, pa.string()), pa.array(ids, pa.string()), pa.array(shas, pa.string()),
+             pa.array(np.full(n, cfg.num_perm, dtype=np.int32)), pa.array(np.full(n, cfg.shingle_words, dtype=np.int32)),
+             pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.uint32())),
+             pa.array([SHINGLER] * n, pa.string())],
+            schema=SIGNATURES_SCHEMA)
+
+    @classmethod
+    def from_table(cls, table: pa.Table, width: int | None = None) -> "Signatures":
+        """The signatures of ``SIGNATURES_SCHEMA`` rows, read column by column. Rows whose
+        signature is neither empty nor ``width`` long (default: the longest) are left out."""
+        lengths = table.column("hashvalues").combine_chunks().value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+        width = int(lengths.max()) if width is None and len(lengths) else (width or 0)
+        ok = (lengths == 0) | (lengths == width)
+        if not ok.all():
+            table, lengths = table.filter(pa.array(ok)), lengths[ok]
+        has = lengths > 0
+        values = np.zeros((table.num_rows, width), dtype=np.uint32)
+        if has.any():
+            flat = table.column("hashvalues").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            values[has] = flat.astype(np.uint32, copy=False).reshape(-1, width)
+        return cls(table.column("member_id").to_pylist(), table.column("text_sha256").to_pylist(), values, has)
+
+
 @dataclass
 class Clusters:
     """Result of :func:`find_duplicates` for one level.
@@ -548,7 +726,7 @@ class Clusters:
     Attributes:
         rows: ``DUPLICATES_SCHEMA`` rows (dicts) of clusters with two or more members.
         aliases: member id -> canonical member id, for non-canonical members.
-        signatures: member id -> (text sha256, uint32 signature) of every member.
+        signatures: member id -> (text sha256, uint32 signature) of every member (:class:`Signatures`).
         errors: member id -> ``(error type, message)`` of a member whose shingles could not be
             computed; it is left out of every cluster and of ``signatures`` (its document is
             quarantined, see :func:`curate_chunks`).
@@ -556,7 +734,7 @@ class Clusters:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
-    signatures: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    signatures: Signatures = field(default_factory=Signatures)
     errors: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def count(self, method: str) -> int:
@@ -583,65 +761,62 @@ def find_duplicates(
     stored = stored or {}
     order = sorted(range(len(members)), key=lambda i: (not members[i].preferred, i))
     shas = [content_sha256(m.text) for m in members]
-    sigs: list[np.ndarray | None] = [None] * len(members)
     out = Clusters()
+    width = cfg.num_perm if cfg.near_duplicates else 0
+    values = np.zeros((len(members), width), dtype=np.uint32)  # row i: member i's signature (when has[i])
+    has = np.zeros(len(members), dtype=bool)
+    bad: dict[int, Exception] = {}
     if cfg.near_duplicates:
         todo = []
         for i, m in enumerate(members):
-            s = stored.get(m.member_id)
+            s = stored.get(m.member_id) if stored else None
             if s is not None and s[0] == shas[i] and len(s[1]) in (0, cfg.num_perm):
-                sigs[i] = s[1]
+                if len(s[1]):
+                    values[i], has[i] = s[1], True
             else:
                 todo.append(i)
-        try:
-            for i, sig in zip(todo, minhash_signatures([members[i].text for i in todo], cfg)):
-                sigs[i] = sig
-        except Exception:  # noqa: BLE001 - find the bad text one by one below
-            for i in todo:
-                try:
-                    sigs[i] = minhash_signatures([members[i].text], cfg)[0]
-                except Exception as e:  # noqa: BLE001 - one bad text is quarantined, never fatal
-                    out.errors[members[i].member_id] = (type(e).__name__, collapse(str(e)) or type(e).__name__)
-        out.signatures = {m.member_id: (shas[i], sigs[i]) for i, m in enumerate(members)
-                          if m.member_id not in out.errors}
-    else:
-        out.signatures = {m.member_id: (shas[i], np.zeros(0, dtype=np.uint32)) for i, m in enumerate(members)}
-    lsh = None
-    if cfg.near_duplicates:
-        from datasketch import MinHashLSH
-
-        lsh = MinHashLSH(threshold=cfg.near_duplicate_threshold, num_perm=cfg.num_perm)
+        if len(todo) == len(members):  # nothing stored (a full build): computed in place
+            values, has = minhash_matrix([m.text for m in members], cfg, errors=bad)
+        elif todo:
+            computed, computed_has = minhash_matrix([members[i].text for i in todo], cfg, errors=bad)
+            values[todo], has[todo] = computed, computed_has
+            del computed
+            bad = {todo[k]: e for k, e in bad.items()}
+        for i, e in bad.items():  # one bad text is quarantined, never fatal
+            out.errors[members[i].member_id] = (type(e).__name__, collapse(str(e)) or type(e).__name__)
+    kept = [i for i in range(len(members)) if i not in bad]
+    out.signatures = (Signatures([m.member_id for m in members], shas, values, has) if not bad else
+                      Signatures([members[i].member_id for i in kept], [shas[i] for i in kept], values[kept], has[kept]))
+    index = BandIndex(values, lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm)) if cfg.near_duplicates else None
     by_sha: dict[str, tuple[int, float]] = {}
     cluster_of: dict[int, int] = {}
-    hashes: dict[int, Any] = {}
     members_of: dict[int, list[tuple[int, float, str]]] = defaultdict(list)
     for i in order:
         m = members[i]
-        if m.member_id in out.errors:  # its document is quarantined: in no cluster
+        if i in bad:  # its document is quarantined: in no cluster
             continue
         hit = by_sha.get(shas[i])
         if hit is not None:  # an exact copy of a canonical member, or of a near copy (then its cluster)
             members_of[hit[0]].append((i, hit[1], "exact"))
             continue
-        if lsh is not None and len(sigs[i]):
-            mh = _minhash(sigs[i], cfg.num_perm)
+        if index is not None and has[i]:
+            sig = values[i]
             best, best_sim = None, -1.0
-            for key in lsh.query(mh):
-                j = int(key)
-                sim = float(mh.jaccard(hashes[j]))
+            for j in index.query(i):
+                sim = jaccard(sig, values[j])
                 if sim >= cfg.near_duplicate_threshold and (sim > best_sim or (sim == best_sim and j < best)):
                     best, best_sim = j, sim
-            hashes[i] = mh
-            lsh.insert(str(i), mh)  # near copies are indexed too: a copy of a copy joins the same cluster
+            index.insert(i)  # near copies are indexed too: a copy of a copy joins the same cluster
             if best is not None:
                 canon = cluster_of[best]
-                sim = best_sim if canon == best else float(mh.jaccard(hashes[canon]))
+                sim = best_sim if canon == best else jaccard(sig, values[canon])
                 members_of[canon].append((i, sim, "near"))
                 cluster_of[i] = canon
                 by_sha.setdefault(shas[i], (canon, sim))
                 continue
             cluster_of[i] = i
         by_sha[shas[i]] = (i, 1.0)
+    del index
     for c, mem in sorted(members_of.items()):
         cm = members[c]
         out.rows.append({"cluster_id": cm.member_id, "level": level, "member_id": cm.member_id, "doc_id": cm.doc_id,
@@ -698,12 +873,9 @@ class Curation:
         return pa.Table.from_pylist(rows, schema=DUPLICATES_SCHEMA)
 
     def signatures_table(self) -> pa.Table:
-        """``SIGNATURES_SCHEMA`` table of every document and chunk signature."""
-        rows = [{"level": lvl, "member_id": mid, "text_sha256": sha, "num_perm": self.config.num_perm,
-                 "shingle_words": self.config.shingle_words, "hashvalues": sig.tolist(), "shingler": SHINGLER}
-                for lvl, cl in (("document", self.documents), ("chunk", self.chunks))
-                for mid, (sha, sig) in cl.signatures.items()]
-        return pa.Table.from_pylist(rows, schema=SIGNATURES_SCHEMA)
+        """``SIGNATURES_SCHEMA`` table of every document and chunk signature (documents first)."""
+        return pa.concat_tables([cl.signatures.table(lvl, self.config)
+                                 for lvl, cl in (("document", self.documents), ("chunk", self.chunks))])
 
     def counts(self) -> dict[str, Any]:
         """Counts by rule (what ``curation.json`` and ``ragline index show`` report)."""
@@ -742,42 +914,61 @@ class Curation:
 
 @dataclass
 class ParentCuration:
-    """The curation files of a parent version (empty when it has none)."""
+    """The curation files of a parent version (empty when it has none).
+
+    Attributes:
+        duplicates: its ``DUPLICATES_SCHEMA`` table.
+        signatures: its ``SIGNATURES_SCHEMA`` table, kept as Arrow columns (a signature becomes
+            a numpy row only in :meth:`stored` / :meth:`signatures_of`, never a Python int per value).
+        boilerplate_keys: group -> boilerplate keys detected.
+    """
 
     duplicates: pa.Table
-    signatures: dict[tuple[str, str], tuple[str, np.ndarray]]
+    signatures: pa.Table
     boilerplate_keys: dict[str, list[str]]
-    #: (num_perm, shingle_words, shingler) the signatures were made with
-    made_with: dict[tuple[str, str], tuple[int, int, str | None]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, folder: str | Path | None) -> "ParentCuration":
         """Read a version folder's curation files; missing files give empty state."""
-        empty = cls(DUPLICATES_SCHEMA.empty_table(), {}, {})
+        empty = cls(DUPLICATES_SCHEMA.empty_table(), SIGNATURES_SCHEMA.empty_table(), {})
         if folder is None:
             return empty
         folder = Path(folder)
         dup = (read_table(folder / DUPLICATES_FILE, DUPLICATES_SCHEMA) if (folder / DUPLICATES_FILE).exists()
                else DUPLICATES_SCHEMA.empty_table())
-        sigs: dict[tuple[str, str], tuple[str, np.ndarray]] = {}
-        made: dict[tuple[str, str], tuple[int, int, str | None]] = {}
-        if (folder / SIGNATURES_FILE).exists():
-            t = read_table(folder / SIGNATURES_FILE, SIGNATURES_SCHEMA)
-            for lvl, mid, sha, n, w, hv, how in zip(*(t.column(c).to_pylist() for c in (
-                    "level", "member_id", "text_sha256", "num_perm", "shingle_words", "hashvalues", "shingler"))):
-                sigs[(lvl, mid)] = (sha, np.asarray(hv, dtype=np.uint32))
-                made[(lvl, mid)] = (n, w, how)
+        sigs = (read_table(folder / SIGNATURES_FILE, SIGNATURES_SCHEMA) if (folder / SIGNATURES_FILE).exists()
+                else SIGNATURES_SCHEMA.empty_table())
         keys = {}
         if (folder / CURATION_FILE).exists():
             keys = json.loads((folder / CURATION_FILE).read_text(encoding="utf-8")).get("boilerplate_keys", {})
-        return cls(dup, sigs, keys, made)
+        return cls(dup, sigs, keys)
 
-    def stored(self, level: str, cfg: CurateConfig) -> dict[str, tuple[str, np.ndarray]]:
+    def stored(self, level: str, cfg: CurateConfig) -> Signatures:
         """member id -> (sha256, signature) of one level, made with ``cfg``'s num_perm and shingle_words
         and this :data:`SHINGLER` (signatures made another way are recomputed)."""
-        want = (cfg.num_perm, cfg.shingle_words, SHINGLER)
-        return {mid: v for (lvl, mid), v in self.signatures.items()
-                if lvl == level and self.made_with.get((lvl, mid)) == want}
+        import pyarrow.compute as pc
+
+        t = self.signatures
+        mask = pc.and_(pc.and_(pc.equal(t.column("level"), level), pc.equal(t.column("num_perm"), cfg.num_perm)),
+                       pc.and_(pc.equal(t.column("shingle_words"), cfg.shingle_words),
+                               pc.equal(t.column("shingler"), SHINGLER)))
+        return Signatures.from_table(t.filter(pc.fill_null(mask, False)), cfg.num_perm)
+
+    def signatures_of(self, level: str, member_ids: Iterable[str]) -> dict[str, tuple[str, np.ndarray]]:
+        """member id -> (sha256, signature) of the given members of one level, however made."""
+        import pyarrow.compute as pc
+
+        ids = sorted(set(member_ids))
+        if not ids:
+            return {}
+        t = self.signatures
+        t = t.filter(pc.and_(pc.equal(t.column("level"), level), pc.is_in(t.column("member_id"), pa.array(ids))))
+        return {mid: (sha, np.asarray(hv, dtype=np.uint32)) for mid, sha, hv in
+                zip(*(t.column(c).to_pylist() for c in ("member_id", "text_sha256", "hashvalues")))}
+
+    def member_ids(self) -> set[str]:
+        """Ids of every member with a stored signature (both levels)."""
+        return set(self.signatures.column("member_id").to_pylist())
 
     def rows(self) -> list[dict[str, Any]]:
         """The parent's duplicate rows as dicts."""
@@ -812,7 +1003,7 @@ def curate_chunks(
     t0 = time.perf_counter()
     parent = parent or ParentCuration.read(None)
     # members indexed in the parent stay canonical (stable across refreshes)
-    preferred = {mid for (_, mid) in parent.signatures} - {r["member_id"] for r in parent.rows() if not r["canonical"]}
+    preferred = parent.member_ids() - {r["member_id"] for r in parent.rows() if not r["canonical"]}
     fixed_docs = {r["member_id"] for r in fixed_aliases if r["level"] == "document"}
     d_ids, d_uris, d_texts, d_shas = (documents.column(c).to_pylist() for c in ("doc_id", "uri", "text", "sha256"))
     cur = Curation(cfg, boilerplate=boilerplate or BoilerplateReport(), carried=list(fixed_aliases))
@@ -829,7 +1020,7 @@ def curate_chunks(
         cur.documents = find_duplicates(doc_members, cfg, "document", doc_stored)
         doc_errors |= cur.documents.errors
         failed |= {d: e for d, e in cur.documents.errors.items() if d not in failed}
-        doc_stored = {**doc_stored, **cur.documents.signatures}  # the next round recomputes nothing
+        doc_stored = ChainMap(cur.documents.signatures, doc_stored)  # the next round recomputes nothing
         keep = np.fromiter((d not in failed for d in c_doc), dtype=bool, count=len(c_doc))
         if drop_copies:
             alias_docs = set(cur.documents.aliases)
@@ -839,7 +1030,7 @@ def curate_chunks(
         rows = np.flatnonzero(keep)
         ch_members = [Member(c_ids[r], c_doc[r], c_uris[r], c_texts[r], c_ids[r] in preferred) for r in rows]
         cur.chunks = find_duplicates(ch_members, cfg, "chunk", chunk_stored)
-        chunk_stored = {**chunk_stored, **cur.chunks.signatures}
+        chunk_stored = ChainMap(cur.chunks.signatures, chunk_stored)
         chunk_errors |= cur.chunks.errors
         owner = dict(zip(c_ids, c_doc))
         new = {owner[c]: e for c, e in cur.chunks.errors.items() if owner[c] not in failed}
@@ -854,8 +1045,10 @@ def curate_chunks(
     cur.quarantine = [QuarantineRecord(where[d][0], STAGE, etype, f"curate: the shingler failed on {where[d][0]} "
                                        f"({etype}: {msg}); the document is not indexed", where[d][1] or "")
                       for d, (etype, msg) in sorted(failed.items(), key=lambda kv: where[kv[0]][0])]
+    carried_sigs = {lvl: parent.signatures_of(lvl, (r["member_id"] for r in fixed_aliases if r["level"] == lvl))
+                    for lvl in ("document", "chunk")}
     for r in fixed_aliases:  # carried aliases keep their stored signatures for the next refresh
-        sig = parent.signatures.get((r["level"], r["member_id"]))
+        sig = carried_sigs[r["level"]].get(r["member_id"])
         target = cur.documents if r["level"] == "document" else cur.chunks
         if sig is not None and r["member_id"] not in target.signatures:
             target.signatures[r["member_id"]] = sig
@@ -876,8 +1069,9 @@ def without_quarantined(documents: pa.Table, curation: "Curation | None") -> pa.
 
 
 def take_rows(chunks: pa.Table, keep: np.ndarray) -> pa.Table:
-    """The kept rows of a ``CHUNKS_SCHEMA`` table, ``row`` renumbered 0..n-1 (the FAISS ids)."""
-    out = chunks.filter(pa.array(keep, type=pa.bool_()))
+    """The kept rows of a ``CHUNKS_SCHEMA`` table, ``row`` renumbered 0..n-1 (the FAISS ids).
+    When every row is kept, the columns are ``chunks``' own (Arrow's filter would copy them all)."""
+    out = chunks if bool(np.all(keep)) else chunks.filter(pa.array(keep, type=pa.bool_()))
     return out.set_column(0, "row", pa.array(np.arange(out.num_rows, dtype=np.int64))).cast(CHUNKS_SCHEMA)
 
 

@@ -665,18 +665,19 @@ def test_minhash_signatures_equal_datasketch_minhash_bulk(monkeypatch: pytest.Mo
     from ragline.pipelines import curate as c
 
     texts = _real_texts()
-    for num_perm, words, block in ((128, 3, c._MINHASH_BLOCK), (64, 1, 7), (256, 5, 1000)):
+    for num_perm, words, block, n_texts in ((128, 3, c._MINHASH_BLOCK, c._MINHASH_TEXTS), (64, 1, 7, 3),
+                                            (256, 5, 1000, 1)):
         monkeypatch.setattr(c, "_MINHASH_BLOCK", block)
+        monkeypatch.setattr(c, "_MINHASH_TEXTS", n_texts)  # texts hashed a few at a time: the same rows
         cfg = CurateConfig(num_perm=num_perm, shingle_words=words)
-        got = c.minhash_signatures(texts, cfg)
+        values, has = c.minhash_matrix(texts, cfg)
+        assert values.dtype == np.uint32 and values.shape == (len(texts), num_perm)
         sets = [c.shingles(t, words) for t in texts]
         want = [m.hashvalues for m in MinHash.bulk([list(s) for s in sets], num_perm=num_perm, seed=1, scheme="affine32")]
-        for s, g, w in zip(sets, got, want):
-            assert g.dtype == np.uint32
+        assert has.tolist() == [bool(s) for s in sets]
+        for s, g, w in zip(sets, values, want):
             if s:
                 assert g.tolist() == w.tolist()
-            else:
-                assert len(g) == 0
 
 
 def test_gated_strip_markup_and_split_collapse_equal_the_regex_reference() -> None:
