@@ -55,6 +55,7 @@ import pyarrow as pa
 
 from ragline.core.hashing import sha256_text
 from ragline.core.io import write_json_atomic
+from ragline.core.memory import release_unused_memory
 from ragline.core.records import Document, ElementSpan, QuarantineRecord
 from ragline.core.schemas import CHUNKS_SCHEMA, DUPLICATES_SCHEMA, SIGNATURES_SCHEMA, read_table, write_table
 from ragline.pipelines.config import CurateConfig
@@ -63,6 +64,9 @@ STAGE = "curate"
 DUPLICATES_FILE = "duplicates.parquet"
 CURATION_FILE = "curation.json"
 SIGNATURES_FILE = "signatures.parquet"
+#: rows per Parquet row group of ``signatures.parquet``: the writer encodes one group at a time
+#: (4 MiB of values at 128 permutations, not the whole table's; issue 12, bounded memory)
+SIGNATURES_ROW_GROUP = 8_192
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _DIGITS = re.compile(r"\d+")
@@ -159,8 +163,9 @@ def shingles(text: str, n: int) -> set[bytes]:
     return {g.encode() for g in word_grams(text, n)}
 
 
-#: MinHash rows (shingles) permuted at a time: 65,536 x num_perm uint32, 32 MiB at 128 permutations
-_MINHASH_BLOCK = 1 << 16
+#: MinHash rows (shingles) permuted at a time: 8,192 x num_perm uint32, 4 MiB at 128 permutations
+#: (as fast as 65,536 rows, which took 32 MiB: the block stays in the CPU caches)
+_MINHASH_BLOCK = 1 << 13
 
 
 @functools.lru_cache(maxsize=4)
@@ -193,7 +198,7 @@ def _shingle_hashes(text: str, n: int) -> np.ndarray:
 
 #: texts shingled and hashed at a time by :func:`minhash_matrix`: its temporaries (the shingle
 #: hashes, about 4 bytes per shingle, several copies) stay bounded whatever the corpus size
-_MINHASH_TEXTS = 4096
+_MINHASH_TEXTS = 1024
 
 
 def minhash_matrix(
@@ -615,6 +620,50 @@ class StreamedBoilerplate:
 
 
 # ------------------------------------------------------------------ clustering
+class ColumnTexts(Sequence):
+    """The strings of an Arrow string column at some rows, made Python strings a slice at a
+    time (:data:`_MINHASH_TEXTS` rows), so clustering a corpus never holds every text as a
+    Python object at once (issue 12, bounded memory). :func:`find_duplicates` takes it in
+    place of the members' own ``text``.
+
+    Args:
+        column: an Arrow string column (array or chunked array).
+        rows: int64 (n,) rows of ``column``, in member order (default: all).
+    """
+
+    def __init__(self, column: pa.Array | pa.ChunkedArray, rows: np.ndarray | None = None) -> None:
+        self.column = column
+        self.rows = np.arange(len(column), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k):  # noqa: ANN001, ANN204 - an int or a slice, as a list
+        if isinstance(k, slice):
+            return self.column.take(pa.array(self.rows[k], type=pa.int64())).to_pylist()
+        return self.column[int(self.rows[k])].as_py()
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of str
+        for lo in range(0, len(self.rows), _MINHASH_TEXTS):
+            yield from self[lo:lo + _MINHASH_TEXTS]
+
+    def subset(self, idx: Sequence[int]) -> "ColumnTexts":
+        """The texts at positions ``idx`` of this sequence."""
+        return ColumnTexts(self.column, self.rows[np.asarray(idx, dtype=np.int64)])
+
+
+def _shared_strings(column: pa.Array | pa.ChunkedArray) -> list[str]:
+    """``column.to_pylist()`` with one ``str`` object per distinct value (a document's id and
+    URI repeated on each of its chunks are one object, not one per chunk)."""
+    enc = column.dictionary_encode()
+    chunks = enc.chunks if isinstance(enc, pa.ChunkedArray) else [enc]
+    out: list[str] = []
+    for ch in chunks:
+        values = ch.dictionary.to_pylist()
+        out += [values[i] for i in ch.indices.to_numpy(zero_copy_only=False).tolist()]
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     """One document or chunk to cluster.
@@ -622,7 +671,7 @@ class Member:
     Attributes:
         member_id: doc id or chunk id.
         doc_id, uri: the document it belongs to.
-        text: its text.
+        text: its text (unused when :func:`find_duplicates` is given the texts apart).
         preferred: True when it was canonical in the parent version (visited first).
     """
 
@@ -693,12 +742,15 @@ class Signatures(Mapping):
         lengths = np.concatenate([np.where(self.has, self.values.shape[1], 0),
                                   np.fromiter((len(v[1]) for v in self._extra.values()), dtype=np.int64)])
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        flat = np.concatenate([self.values[self.has].ravel(), *(v[1] for v in self._extra.values())]).astype(np.uint32)
+        flat = self.values.reshape(-1) if self.has.all() else self.values[self.has].reshape(-1)  # a view when all have one
+        if self._extra:
+            flat = np.concatenate([flat, *(v[1] for v in self._extra.values())]).astype(np.uint32, copy=False)
         n = len(ids)
         return pa.Table.from_arrays(
             [pa.array([level] * n, pa.string()), pa.array(ids, pa.string()), pa.array(shas, pa.string()),
              pa.array(np.full(n, cfg.num_perm, dtype=np.int32)), pa.array(np.full(n, cfg.shingle_words, dtype=np.int32)),
-             pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.uint32())),
+             pa.ListArray.from_arrays(pa.array(offsets), pa.Array.from_buffers(  # the values not copied
+                 pa.uint32(), len(flat), [None, pa.py_buffer(np.ascontiguousarray(flat))])),
              pa.array([SHINGLER] * n, pa.string())],
             schema=SIGNATURES_SCHEMA)
 
@@ -744,7 +796,7 @@ class Clusters:
 
 def find_duplicates(
     members: Sequence[Member], cfg: CurateConfig, level: str,
-    stored: Mapping[str, tuple[str, np.ndarray]] | None = None,
+    stored: Mapping[str, tuple[str, np.ndarray]] | None = None, texts: ColumnTexts | None = None,
 ) -> Clusters:
     """Cluster exact and near-duplicate members (see the module docstring for the order and method).
 
@@ -754,13 +806,15 @@ def find_duplicates(
         level: ``document`` or ``chunk`` (recorded in the rows).
         stored: member id -> (text sha256, signature) from the parent version; reused when the
             sha256 still matches (nothing is recomputed for unchanged members).
+        texts: the members' texts (:class:`ColumnTexts`), read in place of ``Member.text``.
 
     Returns:
         The clusters.
     """
     stored = stored or {}
     order = sorted(range(len(members)), key=lambda i: (not members[i].preferred, i))
-    shas = [content_sha256(m.text) for m in members]
+    texts = texts if texts is not None else [m.text for m in members]
+    shas = [content_sha256(t) for t in texts]
     out = Clusters()
     width = cfg.num_perm if cfg.near_duplicates else 0
     values = np.zeros((len(members), width), dtype=np.uint32)  # row i: member i's signature (when has[i])
@@ -776,9 +830,10 @@ def find_duplicates(
             else:
                 todo.append(i)
         if len(todo) == len(members):  # nothing stored (a full build): computed in place
-            values, has = minhash_matrix([m.text for m in members], cfg, errors=bad)
+            values, has = minhash_matrix(texts, cfg, errors=bad)
         elif todo:
-            computed, computed_has = minhash_matrix([members[i].text for i in todo], cfg, errors=bad)
+            picked = texts.subset(todo) if isinstance(texts, ColumnTexts) else [texts[i] for i in todo]
+            computed, computed_has = minhash_matrix(picked, cfg, errors=bad)
             values[todo], has[todo] = computed, computed_has
             del computed
             bad = {todo[k]: e for k, e in bad.items()}
@@ -908,7 +963,8 @@ class Curation:
         """Write ``duplicates.parquet``, ``signatures.parquet`` and ``curation.json`` into ``folder``."""
         folder = Path(folder)
         write_table(self.duplicates_table(), folder / DUPLICATES_FILE, DUPLICATES_SCHEMA)
-        write_table(self.signatures_table(), folder / SIGNATURES_FILE, SIGNATURES_SCHEMA)
+        write_table(self.signatures_table(), folder / SIGNATURES_FILE, SIGNATURES_SCHEMA,
+                    row_group_size=SIGNATURES_ROW_GROUP)
         write_json_atomic(folder / CURATION_FILE, self.to_json())
 
 
@@ -998,6 +1054,14 @@ def curate_chunks(
     Returns:
         ``(curation, keep)``: keep is bool (n_chunks,), the rows to index.
     """
+    out = _curate_chunks(documents, chunks, cfg, boilerplate, parent, fixed_aliases)
+    release_unused_memory()  # the clustering's temporaries (texts, member lists, band index) go back to the OS
+    return out
+
+
+def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boilerplate: BoilerplateReport | None,
+                   parent: ParentCuration | None, fixed_aliases: Sequence[dict[str, Any]]) -> tuple[Curation, np.ndarray]:
+    """:func:`curate_chunks` (its temporaries freed when this returns)."""
     import time
 
     t0 = time.perf_counter()
@@ -1005,19 +1069,20 @@ def curate_chunks(
     # members indexed in the parent stay canonical (stable across refreshes)
     preferred = parent.member_ids() - {r["member_id"] for r in parent.rows() if not r["canonical"]}
     fixed_docs = {r["member_id"] for r in fixed_aliases if r["level"] == "document"}
-    d_ids, d_uris, d_texts, d_shas = (documents.column(c).to_pylist() for c in ("doc_id", "uri", "text", "sha256"))
+    d_ids, d_uris, d_shas = (documents.column(c).to_pylist() for c in ("doc_id", "uri", "sha256"))
     cur = Curation(cfg, boilerplate=boilerplate or BoilerplateReport(), carried=list(fixed_aliases))
-    c_doc = chunks.column("doc_id").to_pylist()
-    c_ids, c_uris, c_texts = (chunks.column(c).to_pylist() for c in ("chunk_id", "uri", "text"))
+    c_doc, c_uris = _shared_strings(chunks.column("doc_id")), _shared_strings(chunks.column("uri"))
+    c_ids = chunks.column("chunk_id").to_pylist()
     drop_copies = cfg.duplicates != "keep_all"
     doc_stored, chunk_stored = parent.stored("document", cfg), parent.stored("chunk", cfg)
     doc_errors: dict[str, tuple[str, str]] = {}
     chunk_errors: dict[str, tuple[str, str]] = {}
     failed: dict[str, tuple[str, str]] = {}  # doc id -> the shingler's error (document or one of its chunks)
     while True:  # a chunk the shingler fails on quarantines its document: cluster again without it
-        doc_members = [Member(i, i, u, t, i in preferred) for i, u, t in zip(d_ids, d_uris, d_texts)
-                       if i not in fixed_docs and i not in failed]
-        cur.documents = find_duplicates(doc_members, cfg, "document", doc_stored)
+        d_rows = [r for r, i in enumerate(d_ids) if i not in fixed_docs and i not in failed]
+        doc_members = [Member(d_ids[r], d_ids[r], d_uris[r], "", d_ids[r] in preferred) for r in d_rows]
+        cur.documents = find_duplicates(doc_members, cfg, "document", doc_stored,
+                                        texts=ColumnTexts(documents.column("text"), np.array(d_rows, dtype=np.int64)))
         doc_errors |= cur.documents.errors
         failed |= {d: e for d, e in cur.documents.errors.items() if d not in failed}
         doc_stored = ChainMap(cur.documents.signatures, doc_stored)  # the next round recomputes nothing
@@ -1028,8 +1093,8 @@ def curate_chunks(
         if not cfg.chunk_level:
             break
         rows = np.flatnonzero(keep)
-        ch_members = [Member(c_ids[r], c_doc[r], c_uris[r], c_texts[r], c_ids[r] in preferred) for r in rows]
-        cur.chunks = find_duplicates(ch_members, cfg, "chunk", chunk_stored)
+        ch_members = [Member(c_ids[r], c_doc[r], c_uris[r], "", c_ids[r] in preferred) for r in rows]
+        cur.chunks = find_duplicates(ch_members, cfg, "chunk", chunk_stored, texts=ColumnTexts(chunks.column("text"), rows))
         chunk_stored = ChainMap(cur.chunks.signatures, chunk_stored)
         chunk_errors |= cur.chunks.errors
         owner = dict(zip(c_ids, c_doc))
