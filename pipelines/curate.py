@@ -1202,7 +1202,7 @@ def curate_refresh(
     need, carried_vec = assembly.need_embed, assembly.carried_vectors
     fixed: list[dict[str, Any]] = []
     if parent is not None:
-        parent_sha = dict(zip(parent.documents.column("doc_id").to_pylist(), parent.documents.column("sha256").to_pylist()))
+        parent_sha = parent.document_shas()
         new_chunk_docs = set(np.asarray(chunks.column("doc_id").to_pylist(), dtype=object)[need].tolist()) \
             if chunks.num_rows else set()
         carried_ids = {d for d, s in zip(docs.column("doc_id").to_pylist(), docs.column("sha256").to_pylist())
@@ -1226,8 +1226,10 @@ def curate_refresh(
                         [carried_vec, np.zeros((fresh.num_rows, carried_vec.shape[1]), dtype=np.float32)])
     cur, keep = curate_chunks(docs, chunks, cfg, boilerplate=boilerplate, parent=state, fixed_aliases=fixed)
     cur.boilerplate.keys = {**state.boilerplate_keys, **cur.boilerplate.keys}
+    all_kept = bool(keep.all())  # then the carried vectors are not copied
     assembly = replace(assembly, documents=without_quarantined(docs, cur), chunks=take_rows(chunks, keep),
-                       need_embed=need[keep], carried_vectors=None if carried_vec is None else carried_vec[keep],
+                       need_embed=need[keep],
+                       carried_vectors=None if carried_vec is None else carried_vec if all_kept else carried_vec[keep],
                        quarantine=list(assembly.quarantine) + cur.quarantine)
     return assembly, cur
 
