@@ -17,7 +17,8 @@ lists what each rule removed; ``duplicates.parquet`` lists every member of every
 - **Exact duplicates**: documents (and chunks) whose whitespace-collapsed text has the same
   sha256.
 - **Near-duplicates**: MinHash signatures over word shingles and locality-sensitive hashing
-  (datasketch's ``MinHash`` / ``MinHashLSH``) find candidates whose estimated Jaccard
+  (the values and bands of datasketch's ``MinHash`` / ``MinHashLSH``, computed with numpy and
+  held as arrays: :func:`minhash_matrix`, :class:`BandIndex`) find candidates whose estimated Jaccard
   similarity is at least ``near_duplicate_threshold``. Sources: A. Broder, "On the
   resemblance and containment of documents" (Compression and Complexity of Sequences, 1997);
   Leskovec, Rajaraman & Ullman, *Mining of Massive Datasets*, ch. 3 (banded LSH).
@@ -52,6 +53,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ragline.core.hashing import sha256_text
 from ragline.core.io import write_json_atomic
@@ -754,21 +756,46 @@ class Signatures(Mapping):
              pa.array([SHINGLER] * n, pa.string())],
             schema=SIGNATURES_SCHEMA)
 
+    def __contains__(self, member_id: object) -> bool:
+        return member_id in self._rows() or member_id in self._extra
+
     @classmethod
-    def from_table(cls, table: pa.Table, width: int | None = None) -> "Signatures":
-        """The signatures of ``SIGNATURES_SCHEMA`` rows, read column by column. Rows whose
-        signature is neither empty nor ``width`` long (default: the longest) are left out."""
-        lengths = table.column("hashvalues").combine_chunks().value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    def from_table(cls, table: pa.Table, width: int | None = None, mask: np.ndarray | None = None) -> "Signatures":
+        """The signatures of ``SIGNATURES_SCHEMA`` rows (those of ``mask``, bool (n,), when given),
+        read a Parquet row group (column chunk) at a time into one array: no copy of the table
+        and no Python int per value. Rows whose signature is neither empty nor ``width`` long
+        (default: the longest) are left out."""
+        col = table.column("hashvalues")
+        lengths = (np.concatenate([ch.value_lengths().fill_null(0).to_numpy(zero_copy_only=False) for ch in col.chunks])
+                   if col.num_chunks else np.zeros(0, dtype=np.int64))
         width = int(lengths.max()) if width is None and len(lengths) else (width or 0)
-        ok = (lengths == 0) | (lengths == width)
-        if not ok.all():
-            table, lengths = table.filter(pa.array(ok)), lengths[ok]
-        has = lengths > 0
-        values = np.zeros((table.num_rows, width), dtype=np.uint32)
-        if has.any():
-            flat = table.column("hashvalues").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            values[has] = flat.astype(np.uint32, copy=False).reshape(-1, width)
-        return cls(table.column("member_id").to_pylist(), table.column("text_sha256").to_pylist(), values, has)
+        sel = (lengths == 0) | (lengths == width)
+        if mask is not None:
+            sel &= mask
+        rows = np.flatnonzero(sel)
+        has = lengths[rows] > 0
+        values = np.zeros((len(rows), width), dtype=np.uint32)
+        at, start = 0, 0  # rows of earlier chunks placed; the first table row of this chunk
+        for ch in col.chunks:
+            mine = rows[at:at + int(np.searchsorted(rows[at:], start + len(ch)))] - start
+            full = mine[lengths[mine + start] > 0]
+            if len(full):
+                flat = ch.values.to_numpy(zero_copy_only=False)  # the chunk's values (``offsets`` index them)
+                offs = ch.offsets.to_numpy(zero_copy_only=False)
+                dst = at + np.flatnonzero(lengths[mine + start] > 0)
+                if (lengths[start:start + len(ch)] == width).all():  # every row full: a (rows, width) view
+                    block = flat[offs[0]:offs[0] + len(ch) * width].reshape(len(ch), width)
+                    if full[-1] - full[0] + 1 == len(full) and dst[-1] - dst[0] + 1 == len(dst):
+                        values[dst[0]:dst[-1] + 1] = block[full[0]:full[-1] + 1]
+                    else:
+                        values[dst] = block[full]
+                else:  # gathered a few rows at a time
+                    for lo in range(0, len(full), 1024):
+                        values[dst[lo:lo + 1024]] = flat[offs[full[lo:lo + 1024]][:, None] + np.arange(width)]
+            at += len(mine)
+            start += len(ch)
+        picked = table.select(["member_id", "text_sha256"]).take(pa.array(rows, type=pa.int64()))
+        return cls(picked.column("member_id").to_pylist(), picked.column("text_sha256").to_pylist(), values, has)
 
 
 @dataclass
@@ -1002,18 +1029,14 @@ class ParentCuration:
     def stored(self, level: str, cfg: CurateConfig) -> Signatures:
         """member id -> (sha256, signature) of one level, made with ``cfg``'s num_perm and shingle_words
         and this :data:`SHINGLER` (signatures made another way are recomputed)."""
-        import pyarrow.compute as pc
-
         t = self.signatures
         mask = pc.and_(pc.and_(pc.equal(t.column("level"), level), pc.equal(t.column("num_perm"), cfg.num_perm)),
                        pc.and_(pc.equal(t.column("shingle_words"), cfg.shingle_words),
                                pc.equal(t.column("shingler"), SHINGLER)))
-        return Signatures.from_table(t.filter(pc.fill_null(mask, False)), cfg.num_perm)
+        return Signatures.from_table(t, cfg.num_perm, pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
 
     def signatures_of(self, level: str, member_ids: Iterable[str]) -> dict[str, tuple[str, np.ndarray]]:
         """member id -> (sha256, signature) of the given members of one level, however made."""
-        import pyarrow.compute as pc
-
         ids = sorted(set(member_ids))
         if not ids:
             return {}
@@ -1067,7 +1090,7 @@ def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boi
     t0 = time.perf_counter()
     parent = parent or ParentCuration.read(None)
     # members indexed in the parent stay canonical (stable across refreshes)
-    preferred = parent.member_ids() - {r["member_id"] for r in parent.rows() if not r["canonical"]}
+    not_canonical = {r["member_id"] for r in parent.rows() if not r["canonical"]}
     fixed_docs = {r["member_id"] for r in fixed_aliases if r["level"] == "document"}
     d_ids, d_uris, d_shas = (documents.column(c).to_pylist() for c in ("doc_id", "uri", "sha256"))
     cur = Curation(cfg, boilerplate=boilerplate or BoilerplateReport(), carried=list(fixed_aliases))
@@ -1075,12 +1098,19 @@ def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boi
     c_ids = chunks.column("chunk_id").to_pylist()
     drop_copies = cfg.duplicates != "keep_all"
     doc_stored, chunk_stored = parent.stored("document", cfg), parent.stored("chunk", cfg)
+    if len(doc_stored) + len(chunk_stored) == parent.signatures.num_rows:  # every stored member is in one of them
+        in_parent: Callable[[str], bool] = lambda m: m in doc_stored or m in chunk_stored  # noqa: E731
+    else:  # some were made another way: the ids of every row
+        in_parent = parent.member_ids().__contains__
+
+    def preferred(m: str) -> bool:
+        return in_parent(m) and m not in not_canonical
     doc_errors: dict[str, tuple[str, str]] = {}
     chunk_errors: dict[str, tuple[str, str]] = {}
     failed: dict[str, tuple[str, str]] = {}  # doc id -> the shingler's error (document or one of its chunks)
     while True:  # a chunk the shingler fails on quarantines its document: cluster again without it
         d_rows = [r for r, i in enumerate(d_ids) if i not in fixed_docs and i not in failed]
-        doc_members = [Member(d_ids[r], d_ids[r], d_uris[r], "", d_ids[r] in preferred) for r in d_rows]
+        doc_members = [Member(d_ids[r], d_ids[r], d_uris[r], "", preferred(d_ids[r])) for r in d_rows]
         cur.documents = find_duplicates(doc_members, cfg, "document", doc_stored,
                                         texts=ColumnTexts(documents.column("text"), np.array(d_rows, dtype=np.int64)))
         doc_errors |= cur.documents.errors
@@ -1093,7 +1123,7 @@ def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boi
         if not cfg.chunk_level:
             break
         rows = np.flatnonzero(keep)
-        ch_members = [Member(c_ids[r], c_doc[r], c_uris[r], "", c_ids[r] in preferred) for r in rows]
+        ch_members = [Member(c_ids[r], c_doc[r], c_uris[r], "", preferred(c_ids[r])) for r in rows]
         cur.chunks = find_duplicates(ch_members, cfg, "chunk", chunk_stored, texts=ColumnTexts(chunks.column("text"), rows))
         chunk_stored = ChainMap(cur.chunks.signatures, chunk_stored)
         chunk_errors |= cur.chunks.errors
@@ -1203,7 +1233,7 @@ def curate_refresh(
     fixed: list[dict[str, Any]] = []
     if parent is not None:
         parent_sha = parent.document_shas()
-        new_chunk_docs = set(np.asarray(chunks.column("doc_id").to_pylist(), dtype=object)[need].tolist()) \
+        new_chunk_docs = set(pc.unique(chunks.column("doc_id").filter(pa.array(need, type=pa.bool_()))).to_pylist()) \
             if chunks.num_rows else set()
         carried_ids = {d for d, s in zip(docs.column("doc_id").to_pylist(), docs.column("sha256").to_pylist())
                        if parent_sha.get(d) == s and d not in new_chunk_docs}
