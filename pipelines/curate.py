@@ -690,22 +690,23 @@ _NO_SIGNATURE.setflags(write=False)
 
 class Signatures(Mapping):
     """member id -> ``(text sha256, uint32 signature)`` of many members, held as one uint32
-    ``(n, width)`` array and two lists, not as a numpy object and a tuple per member (issue 12,
-    bounded memory: about 0.5 KB per chunk less at 128 permutations, and no Python int per value
-    when written or read back).
+    ``(n, width)`` array and two string columns (Python lists, or Arrow arrays for signatures
+    read back from a version), not as a numpy object and a tuple per member (issue 12, bounded
+    memory: about 0.5 KB per chunk less at 128 permutations, and no Python int per value when
+    written or read back).
 
     A member without a signature (a text without words, or ``curate.near_duplicates: false``)
     maps to an empty array. A few entries can be added (:meth:`__setitem__`: the stored
     signatures of carried aliases); they follow the array's rows when iterated and written.
 
     Args:
-        ids: member ids, one per row.
-        shas: text sha256 (hex) per row.
+        ids: member ids, one per row (a list, or an Arrow string array).
+        shas: text sha256 (hex) per row (the same).
         values: uint32 (n, width) signatures (width 0: none).
         has: bool (n,): rows holding a signature.
     """
 
-    def __init__(self, ids: list[str] | None = None, shas: list[str] | None = None,
+    def __init__(self, ids: list[str] | pa.Array | None = None, shas: list[str] | pa.Array | None = None,
                  values: np.ndarray | None = None, has: np.ndarray | None = None) -> None:
         self.ids = ids if ids is not None else []
         self.shas = shas if shas is not None else []
@@ -714,33 +715,61 @@ class Signatures(Mapping):
         self._extra: dict[str, tuple[str, np.ndarray]] = {}
         self._row: dict[str, int] | None = None
 
+    def _id_list(self) -> list[str]:
+        return self.ids if isinstance(self.ids, list) else self.ids.to_pylist()
+
     def _rows(self) -> dict[str, int]:
         if self._row is None:
-            self._row = {m: r for r, m in enumerate(self.ids)}
+            self._row = {m: r for r, m in enumerate(self._id_list())}
         return self._row
+
+    def _sha(self, r: int) -> str:
+        return self.shas[r] if isinstance(self.shas, list) else self.shas[r].as_py()
 
     def __getitem__(self, member_id: str) -> tuple[str, np.ndarray]:
         r = self._rows().get(member_id)
         if r is None:
             return self._extra[member_id]
-        return self.shas[r], (self.values[r] if self.has[r] else _NO_SIGNATURE)
+        return self._sha(r), (self.values[r] if self.has[r] else _NO_SIGNATURE)
 
     def __setitem__(self, member_id: str, value: tuple[str, np.ndarray]) -> None:
         if member_id in self._rows():
             raise KeyError(f"{member_id} already has a signature row")
         self._extra[member_id] = (value[0], np.asarray(value[1], dtype=np.uint32))
 
+    def __contains__(self, member_id: object) -> bool:
+        return member_id in self._rows() or member_id in self._extra
+
     def __iter__(self):  # noqa: ANN204 - an iterator of member ids
-        yield from self.ids
+        yield from self._id_list()
         yield from self._extra
 
     def __len__(self) -> int:
         return len(self.ids) + len(self._extra)
 
+    def rows_of(self, member_ids: Sequence[str]) -> np.ndarray:
+        """int64 (len(member_ids),): the array row of each member id, -1 where it has none
+        (added entries included as -1); looked up with Arrow, no dict of the ids built."""
+        ids = self.ids if isinstance(self.ids, pa.Array) else pa.array(self.ids, pa.string())
+        found = pc.index_in(pa.array(list(member_ids), pa.string()), value_set=ids)
+        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def shas_at(self, rows: np.ndarray) -> list[str]:
+        """The text sha256 of the given array rows."""
+        if isinstance(self.shas, list):
+            return [self.shas[r] for r in rows.tolist()]
+        return self.shas.take(pa.array(rows, type=pa.int64())).to_pylist()
+
     def table(self, level: str, cfg: CurateConfig) -> pa.Table:
         """``SIGNATURES_SCHEMA`` rows of every member (``level``; made with ``cfg`` and :data:`SHINGLER`),
         built column by column from the arrays."""
-        ids, shas = self.ids + list(self._extra), self.shas + [v[0] for v in self._extra.values()]
+        def column(base: list[str] | pa.Array, more: list[str]) -> pa.Array:
+            if isinstance(base, list):
+                return pa.array(base + more, pa.string())
+            return pa.concat_arrays([base.cast(pa.string()), pa.array(more, pa.string())])
+
+        ids = column(self.ids, list(self._extra))
+        shas = column(self.shas, [v[0] for v in self._extra.values()])
         lengths = np.concatenate([np.where(self.has, self.values.shape[1], 0),
                                   np.fromiter((len(v[1]) for v in self._extra.values()), dtype=np.int64)])
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
@@ -749,15 +778,12 @@ class Signatures(Mapping):
             flat = np.concatenate([flat, *(v[1] for v in self._extra.values())]).astype(np.uint32, copy=False)
         n = len(ids)
         return pa.Table.from_arrays(
-            [pa.array([level] * n, pa.string()), pa.array(ids, pa.string()), pa.array(shas, pa.string()),
+            [pa.array([level] * n, pa.string()), ids, shas,
              pa.array(np.full(n, cfg.num_perm, dtype=np.int32)), pa.array(np.full(n, cfg.shingle_words, dtype=np.int32)),
              pa.ListArray.from_arrays(pa.array(offsets), pa.Array.from_buffers(  # the values not copied
                  pa.uint32(), len(flat), [None, pa.py_buffer(np.ascontiguousarray(flat))])),
              pa.array([SHINGLER] * n, pa.string())],
             schema=SIGNATURES_SCHEMA)
-
-    def __contains__(self, member_id: object) -> bool:
-        return member_id in self._rows() or member_id in self._extra
 
     @classmethod
     def from_table(cls, table: pa.Table, width: int | None = None, mask: np.ndarray | None = None) -> "Signatures":
@@ -794,8 +820,9 @@ class Signatures(Mapping):
                         values[dst[lo:lo + 1024]] = flat[offs[full[lo:lo + 1024]][:, None] + np.arange(width)]
             at += len(mine)
             start += len(ch)
-        picked = table.select(["member_id", "text_sha256"]).take(pa.array(rows, type=pa.int64()))
-        return cls(picked.column("member_id").to_pylist(), picked.column("text_sha256").to_pylist(), values, has)
+        picked = table.select(["member_id", "text_sha256"]).take(pa.array(rows, type=pa.int64())).combine_chunks()
+        return cls(picked.column("member_id").chunk(0) if picked.num_rows else pa.array([], pa.string()),
+                   picked.column("text_sha256").chunk(0) if picked.num_rows else pa.array([], pa.string()), values, has)
 
 
 @dataclass
@@ -847,7 +874,24 @@ def find_duplicates(
     values = np.zeros((len(members), width), dtype=np.uint32)  # row i: member i's signature (when has[i])
     has = np.zeros(len(members), dtype=bool)
     bad: dict[int, Exception] = {}
-    if cfg.near_duplicates:
+    if cfg.near_duplicates and isinstance(stored, Signatures) and not stored._extra:
+        # the parent's signatures (one array): matched by id with Arrow, copied row blocks at a time
+        at = stored.rows_of([m.member_id for m in members])
+        found = np.flatnonzero(at >= 0)
+        same = np.fromiter((a == shas[i] for i, a in zip(found.tolist(), stored.shas_at(at[found]))),
+                           dtype=bool, count=len(found))
+        idx = found[same]
+        src = at[idx]
+        if stored.values.shape[1] != cfg.num_perm:  # only empty ones are usable
+            idx, src = idx[~stored.has[src]], src[~stored.has[src]]
+        has[idx] = stored.has[src]
+        if stored.values.shape[1] == cfg.num_perm:
+            for lo in range(0, len(idx), _MINHASH_BLOCK):  # no temporary of every reused row
+                values[idx[lo:lo + _MINHASH_BLOCK]] = stored.values[src[lo:lo + _MINHASH_BLOCK]]
+        reused = np.zeros(len(members), dtype=bool)
+        reused[idx] = True
+        todo = np.flatnonzero(~reused).tolist()
+    elif cfg.near_duplicates:
         todo = []
         for i, m in enumerate(members):
             s = stored.get(m.member_id) if stored else None
@@ -856,6 +900,7 @@ def find_duplicates(
                     values[i], has[i] = s[1], True
             else:
                 todo.append(i)
+    if cfg.near_duplicates:
         if len(todo) == len(members):  # nothing stored (a full build): computed in place
             values, has = minhash_matrix(texts, cfg, errors=bad)
         elif todo:
@@ -866,9 +911,11 @@ def find_duplicates(
             bad = {todo[k]: e for k, e in bad.items()}
         for i, e in bad.items():  # one bad text is quarantined, never fatal
             out.errors[members[i].member_id] = (type(e).__name__, collapse(str(e)) or type(e).__name__)
-    kept = [i for i in range(len(members)) if i not in bad]
-    out.signatures = (Signatures([m.member_id for m in members], shas, values, has) if not bad else
-                      Signatures([members[i].member_id for i in kept], [shas[i] for i in kept], values[kept], has[kept]))
+    if not bad:
+        out.signatures = Signatures([m.member_id for m in members], shas, values, has)
+    else:
+        kept = [i for i in range(len(members)) if i not in bad]
+        out.signatures = Signatures([members[i].member_id for i in kept], [shas[i] for i in kept], values[kept], has[kept])
     index = BandIndex(values, lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm)) if cfg.near_duplicates else None
     by_sha: dict[str, tuple[int, float]] = {}
     cluster_of: dict[int, int] = {}
@@ -1045,10 +1092,6 @@ class ParentCuration:
         return {mid: (sha, np.asarray(hv, dtype=np.uint32)) for mid, sha, hv in
                 zip(*(t.column(c).to_pylist() for c in ("member_id", "text_sha256", "hashvalues")))}
 
-    def member_ids(self) -> set[str]:
-        """Ids of every member with a stored signature (both levels)."""
-        return set(self.signatures.column("member_id").to_pylist())
-
     def rows(self) -> list[dict[str, Any]]:
         """The parent's duplicate rows as dicts."""
         return self.duplicates.to_pylist()
@@ -1098,19 +1141,21 @@ def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boi
     c_ids = chunks.column("chunk_id").to_pylist()
     drop_copies = cfg.duplicates != "keep_all"
     doc_stored, chunk_stored = parent.stored("document", cfg), parent.stored("chunk", cfg)
-    if len(doc_stored) + len(chunk_stored) == parent.signatures.num_rows:  # every stored member is in one of them
-        in_parent: Callable[[str], bool] = lambda m: m in doc_stored or m in chunk_stored  # noqa: E731
-    else:  # some were made another way: the ids of every row
-        in_parent = parent.member_ids().__contains__
+    parent_ids = parent.signatures.column("member_id").combine_chunks()
 
-    def preferred(m: str) -> bool:
-        return in_parent(m) and m not in not_canonical
+    def preferred(ids: Sequence[str]) -> list[bool]:
+        """Which of ``ids`` have a stored signature (of either level) and are no alias there."""
+        if not len(parent_ids) or not len(ids):
+            return [False] * len(ids)
+        flags = pc.is_in(pa.array(list(ids), pa.string()), value_set=parent_ids).to_pylist()
+        return [f and m not in not_canonical for f, m in zip(flags, ids)]
     doc_errors: dict[str, tuple[str, str]] = {}
     chunk_errors: dict[str, tuple[str, str]] = {}
     failed: dict[str, tuple[str, str]] = {}  # doc id -> the shingler's error (document or one of its chunks)
     while True:  # a chunk the shingler fails on quarantines its document: cluster again without it
         d_rows = [r for r, i in enumerate(d_ids) if i not in fixed_docs and i not in failed]
-        doc_members = [Member(d_ids[r], d_ids[r], d_uris[r], "", preferred(d_ids[r])) for r in d_rows]
+        doc_members = [Member(d_ids[r], d_ids[r], d_uris[r], "", f)
+                       for r, f in zip(d_rows, preferred([d_ids[r] for r in d_rows]))]
         cur.documents = find_duplicates(doc_members, cfg, "document", doc_stored,
                                         texts=ColumnTexts(documents.column("text"), np.array(d_rows, dtype=np.int64)))
         doc_errors |= cur.documents.errors
@@ -1123,7 +1168,8 @@ def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boi
         if not cfg.chunk_level:
             break
         rows = np.flatnonzero(keep)
-        ch_members = [Member(c_ids[r], c_doc[r], c_uris[r], "", preferred(c_ids[r])) for r in rows]
+        ch_members = [Member(c_ids[r], c_doc[r], c_uris[r], "", f)
+                      for r, f in zip(rows.tolist(), preferred([c_ids[r] for r in rows.tolist()]))]
         cur.chunks = find_duplicates(ch_members, cfg, "chunk", chunk_stored, texts=ColumnTexts(chunks.column("text"), rows))
         chunk_stored = ChainMap(cur.chunks.signatures, chunk_stored)
         chunk_errors |= cur.chunks.errors

@@ -102,6 +102,18 @@ def test_find_duplicates_reads_column_texts_like_member_texts() -> None:
     stored = {k: v for j, (k, v) in enumerate(want.signatures.items()) if j % 2}
     again = c.find_duplicates(blind, cfg, "chunk", stored, texts=c.ColumnTexts(column, rows))
     assert again.rows == want.rows
+    # ... and read back from a table (matched by id with Arrow): the same, a changed text recomputed
+    table = want.signatures.table("chunk", cfg)
+    table = table.filter(pa.array([j % 2 == 1 for j in range(table.num_rows)]))
+    poisoned = c.Signatures.from_table(table, cfg.num_perm)
+    poisoned.values[:] = 0  # reused rows keep these values: a recomputed one would not be 0
+    first = poisoned.ids[0].as_py()
+    poisoned.shas = pa.array(["0" * 64] + poisoned.shas.to_pylist()[1:])  # its text changed: recomputed
+    got = c.find_duplicates(blind, cfg, "chunk", poisoned, texts=c.ColumnTexts(column, rows))
+    for k in want.signatures:
+        reused = k in poisoned and k != first and want.signatures[k][1].size
+        assert (got.signatures[k][1] == 0).all() if reused else \
+            got.signatures[k][1].tolist() == want.signatures[k][1].tolist(), k
 
 
 def test_signatures_table_and_read_back_make_no_python_int_per_value(tmp_path: Path) -> None:
