@@ -59,7 +59,8 @@ from ragline.core.hashing import sha256_text
 from ragline.core.io import write_json_atomic
 from ragline.core.memory import release_unused_memory
 from ragline.core.records import Document, ElementSpan, QuarantineRecord
-from ragline.core.schemas import CHUNKS_SCHEMA, DUPLICATES_SCHEMA, SIGNATURES_SCHEMA, read_table, write_table
+from ragline.core.schemas import (CHUNKS_SCHEMA, DUPLICATES_SCHEMA, SIGNATURES_SCHEMA, parquet_write_options,
+                                  read_table, write_table)
 from ragline.pipelines.config import CurateConfig
 
 STAGE = "curate"
@@ -763,19 +764,31 @@ class Signatures(Mapping):
     def table(self, level: str, cfg: CurateConfig) -> pa.Table:
         """``SIGNATURES_SCHEMA`` rows of every member (``level``; made with ``cfg`` and :data:`SHINGLER`),
         built column by column from the arrays."""
+        return pa.concat_tables(list(self.tables(level, cfg)))
+
+    def tables(self, level: str, cfg: CurateConfig, rows: int = 1 << 62) -> Iterable[pa.Table]:
+        """:meth:`table` as tables of at most ``rows`` array rows each (the added entries in the last):
+        a writer needs only one of them at a time."""
+        n = len(self.ids)
+        for lo in range(0, max(n, 1), rows):
+            yield self._table(level, cfg, lo, min(n, lo + rows), lo + rows >= n)
+
+    def _table(self, level: str, cfg: CurateConfig, lo: int, hi: int, last: bool) -> pa.Table:
         def column(base: list[str] | pa.Array, more: list[str]) -> pa.Array:
             if isinstance(base, list):
-                return pa.array(base + more, pa.string())
-            return pa.concat_arrays([base.cast(pa.string()), pa.array(more, pa.string())])
+                return pa.array(base[lo:hi] + more, pa.string())
+            return pa.concat_arrays([base[lo:hi].cast(pa.string()), pa.array(more, pa.string())])
 
-        ids = column(self.ids, list(self._extra))
-        shas = column(self.shas, [v[0] for v in self._extra.values()])
-        lengths = np.concatenate([np.where(self.has, self.values.shape[1], 0),
-                                  np.fromiter((len(v[1]) for v in self._extra.values()), dtype=np.int64)])
+        extra = self._extra if last else {}
+        ids = column(self.ids, list(extra))
+        shas = column(self.shas, [v[0] for v in extra.values()])
+        has, values = self.has[lo:hi], self.values[lo:hi]
+        lengths = np.concatenate([np.where(has, values.shape[1], 0),
+                                  np.fromiter((len(v[1]) for v in extra.values()), dtype=np.int64)])
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        flat = self.values.reshape(-1) if self.has.all() else self.values[self.has].reshape(-1)  # a view when all have one
-        if self._extra:
-            flat = np.concatenate([flat, *(v[1] for v in self._extra.values())]).astype(np.uint32, copy=False)
+        flat = values.reshape(-1) if has.all() else values[has].reshape(-1)  # a view when all have one
+        if extra:
+            flat = np.concatenate([flat, *(v[1] for v in extra.values())]).astype(np.uint32, copy=False)
         n = len(ids)
         return pa.Table.from_arrays(
             [pa.array([level] * n, pa.string()), ids, shas,
@@ -784,6 +797,13 @@ class Signatures(Mapping):
                  pa.uint32(), len(flat), [None, pa.py_buffer(np.ascontiguousarray(flat))])),
              pa.array([SHINGLER] * n, pa.string())],
             schema=SIGNATURES_SCHEMA)
+
+    def nbytes(self) -> int:
+        """About the bytes of :meth:`table` (the zstd level of the file depends on it)."""
+        ids, shas = self.ids, self.shas
+        strings = (ids.nbytes + shas.nbytes) if isinstance(ids, pa.Array) else 8 * len(ids) + sum(map(len, ids)) + \
+            sum(map(len, shas))
+        return int(self.has.sum()) * self.values.shape[1] * 4 + strings + 32 * len(self)
 
     @classmethod
     def from_table(cls, table: pa.Table, width: int | None = None, mask: np.ndarray | None = None) -> "Signatures":
@@ -1006,6 +1026,19 @@ class Curation:
         return pa.concat_tables([cl.signatures.table(lvl, self.config)
                                  for lvl, cl in (("document", self.documents), ("chunk", self.chunks))])
 
+    def write_signatures(self, path: str | Path) -> None:
+        """Write :meth:`signatures_table` as Parquet, :data:`SIGNATURES_ROW_GROUP` rows at a time
+        (the whole table is never built: issue 12, bounded memory)."""
+        import pyarrow.parquet as pq
+
+        parts = (("document", self.documents.signatures), ("chunk", self.chunks.signatures))
+        options = parquet_write_options(nbytes=sum(sig.nbytes() for _, sig in parts))
+        with pq.ParquetWriter(str(path), SIGNATURES_SCHEMA, **options) as writer:
+            for level, sig in parts:
+                for t in sig.tables(level, self.config, SIGNATURES_ROW_GROUP):
+                    if t.num_rows:
+                        writer.write_table(t, row_group_size=SIGNATURES_ROW_GROUP)
+
     def counts(self) -> dict[str, Any]:
         """Counts by rule (what ``curation.json`` and ``ragline index show`` report)."""
         carried = Counter((r["level"], r["method"]) for r in self.carried if not r["canonical"])
@@ -1037,8 +1070,7 @@ class Curation:
         """Write ``duplicates.parquet``, ``signatures.parquet`` and ``curation.json`` into ``folder``."""
         folder = Path(folder)
         write_table(self.duplicates_table(), folder / DUPLICATES_FILE, DUPLICATES_SCHEMA)
-        write_table(self.signatures_table(), folder / SIGNATURES_FILE, SIGNATURES_SCHEMA,
-                    row_group_size=SIGNATURES_ROW_GROUP)
+        self.write_signatures(folder / SIGNATURES_FILE)
         write_json_atomic(folder / CURATION_FILE, self.to_json())
 
 

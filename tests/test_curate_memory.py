@@ -172,3 +172,24 @@ def test_take_rows_keeps_the_columns_when_every_row_is_kept() -> None:
     out = c.take_rows(chunks, some)
     assert out.num_rows == 49 and out.column("row").to_pylist() == list(range(49))
     assert "c3" not in out.column("chunk_id").to_pylist()
+
+
+@pytest.mark.parametrize("n", [0, 5, 23])
+def test_signatures_file_written_a_row_group_at_a_time_reads_as_the_table(tmp_path: Path, n: int,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
+    from ragline.core.schemas import SIGNATURES_SCHEMA, read_table
+
+    monkeypatch.setattr(c, "SIGNATURES_ROW_GROUP", 4)
+    cfg = CurateConfig()
+    rng = np.random.default_rng(n)
+    cur = c.Curation(cfg)
+    cur.chunks.signatures = c.Signatures([f"m{i}" for i in range(n)], [f"{i:064x}" for i in range(n)],
+                                         rng.integers(0, 2**32, (n, cfg.num_perm), dtype=np.uint32), rng.random(n) > 0.3)
+    cur.chunks.signatures["carried"] = ("f" * 64, np.arange(cfg.num_perm, dtype=np.uint32))  # a carried alias's
+    cur.documents = c.find_duplicates(_members(["alpha beta gamma delta", ""]), cfg, "document")
+    cur.write(tmp_path)
+    got = read_table(tmp_path / c.SIGNATURES_FILE, SIGNATURES_SCHEMA)
+    assert got.to_pylist() == cur.signatures_table().to_pylist() and got.num_rows == n + 3
+    assert pq.ParquetFile(tmp_path / c.SIGNATURES_FILE).num_row_groups == 1 + max(1, -(-n // 4))  # documents, chunks
