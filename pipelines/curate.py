@@ -1038,6 +1038,10 @@ class Curation:
                 for t in sig.tables(level, self.config, SIGNATURES_ROW_GROUP):
                     if t.num_rows:
                         writer.write_table(t, row_group_size=SIGNATURES_ROW_GROUP)
+                        del t
+                        # the writer's freed level and page buffers stay in Arrow's allocator otherwise:
+                        # about 40 MB at 27k rows (4 row groups), 10 MB with this
+                        release_unused_memory()
 
     def counts(self) -> dict[str, Any]:
         """Counts by rule (what ``curation.json`` and ``ragline index show`` report)."""
