@@ -685,6 +685,13 @@ class Member:
     preferred: bool = False
 
 
+def _list_lengths(pieces: Sequence[pa.ListArray]) -> np.ndarray:
+    """int64 values per row of a list column given as pieces (a null row: 0)."""
+    if not len(pieces):
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([p.value_lengths().fill_null(0).to_numpy(zero_copy_only=False) for p in pieces]).astype(np.int64)
+
+
 _NO_SIGNATURE = np.zeros(0, dtype=np.uint32)
 _NO_SIGNATURE.setflags(write=False)
 
@@ -806,14 +813,16 @@ class Signatures(Mapping):
         return int(self.has.sum()) * self.values.shape[1] * 4 + strings + 32 * len(self)
 
     @classmethod
-    def from_table(cls, table: pa.Table, width: int | None = None, mask: np.ndarray | None = None) -> "Signatures":
+    def from_table(cls, table: pa.Table, width: int | None = None, mask: np.ndarray | None = None, *,
+                   lengths: np.ndarray | None = None, hashvalues: Iterable[pa.ListArray] | None = None) -> "Signatures":
         """The signatures of ``SIGNATURES_SCHEMA`` rows (those of ``mask``, bool (n,), when given),
         read a Parquet row group (column chunk) at a time into one array: no copy of the table
         and no Python int per value. Rows whose signature is neither empty nor ``width`` long
-        (default: the longest) are left out."""
-        col = table.column("hashvalues")
-        lengths = (np.concatenate([ch.value_lengths().fill_null(0).to_numpy(zero_copy_only=False) for ch in col.chunks])
-                   if col.num_chunks else np.zeros(0, dtype=np.int64))
+        (default: the longest) are left out. ``hashvalues`` (the column's pieces, in row order)
+        and ``lengths`` (values per row) stand for a ``hashvalues`` column ``table`` lacks."""
+        if hashvalues is None:
+            hashvalues = table.column("hashvalues").chunks
+            lengths = _list_lengths(hashvalues)
         width = int(lengths.max()) if width is None and len(lengths) else (width or 0)
         sel = (lengths == 0) | (lengths == width)
         if mask is not None:
@@ -822,7 +831,7 @@ class Signatures(Mapping):
         has = lengths[rows] > 0
         values = np.zeros((len(rows), width), dtype=np.uint32)
         at, start = 0, 0  # rows of earlier chunks placed; the first table row of this chunk
-        for ch in col.chunks:
+        for ch in hashvalues:
             mine = rows[at:at + int(np.searchsorted(rows[at:], start + len(ch)))] - start
             full = mine[lengths[mine + start] > 0]
             if len(full):
@@ -1084,30 +1093,48 @@ class ParentCuration:
 
     Attributes:
         duplicates: its ``DUPLICATES_SCHEMA`` table.
-        signatures: its ``SIGNATURES_SCHEMA`` table, kept as Arrow columns (a signature becomes
-            a numpy row only in :meth:`stored` / :meth:`signatures_of`, never a Python int per value).
+        signatures: its ``SIGNATURES_SCHEMA`` table without the ``hashvalues`` column: the
+            signatures are read from :attr:`path` a row group at a time, straight into the
+            arrays of :meth:`stored` (no copy of them held beside those; never a Python int per value).
         boilerplate_keys: group -> boilerplate keys detected.
+        lengths: int64 (signatures rows,): values in each row's signature.
+        path: its ``signatures.parquet`` (``None``: none).
     """
 
     duplicates: pa.Table
     signatures: pa.Table
     boilerplate_keys: dict[str, list[str]]
+    lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    path: Path | None = None
 
     @classmethod
     def read(cls, folder: str | Path | None) -> "ParentCuration":
         """Read a version folder's curation files; missing files give empty state."""
-        empty = cls(DUPLICATES_SCHEMA.empty_table(), SIGNATURES_SCHEMA.empty_table(), {})
+        empty = cls(DUPLICATES_SCHEMA.empty_table(), SIGNATURES_SCHEMA.empty_table().drop_columns(["hashvalues"]), {})
         if folder is None:
             return empty
         folder = Path(folder)
         dup = (read_table(folder / DUPLICATES_FILE, DUPLICATES_SCHEMA) if (folder / DUPLICATES_FILE).exists()
                else DUPLICATES_SCHEMA.empty_table())
-        sigs = (read_table(folder / SIGNATURES_FILE, SIGNATURES_SCHEMA) if (folder / SIGNATURES_FILE).exists()
-                else SIGNATURES_SCHEMA.empty_table())
         keys = {}
         if (folder / CURATION_FILE).exists():
             keys = json.loads((folder / CURATION_FILE).read_text(encoding="utf-8")).get("boilerplate_keys", {})
-        return cls(dup, sigs, keys)
+        if not (folder / SIGNATURES_FILE).exists():
+            return cls(dup, empty.signatures, keys)
+        full = read_table(folder / SIGNATURES_FILE, SIGNATURES_SCHEMA)  # (checked against the schema)
+        lengths = _list_lengths(full.column("hashvalues").chunks)
+        sigs = full.drop_columns(["hashvalues"])
+        del full
+        release_unused_memory()
+        return cls(dup, sigs, keys, lengths, folder / SIGNATURES_FILE)
+
+    def _batches(self, columns: list[str]) -> Iterable[pa.RecordBatch]:
+        """``columns`` of the signatures file, a row group at a time, in row order."""
+        if self.path is None:
+            return iter(())
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.path).iter_batches(batch_size=SIGNATURES_ROW_GROUP, columns=columns)
 
     def stored(self, level: str, cfg: CurateConfig) -> Signatures:
         """member id -> (sha256, signature) of one level, made with ``cfg``'s num_perm and shingle_words
@@ -1116,17 +1143,22 @@ class ParentCuration:
         mask = pc.and_(pc.and_(pc.equal(t.column("level"), level), pc.equal(t.column("num_perm"), cfg.num_perm)),
                        pc.and_(pc.equal(t.column("shingle_words"), cfg.shingle_words),
                                pc.equal(t.column("shingler"), SHINGLER)))
-        return Signatures.from_table(t, cfg.num_perm, pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
+        mask = pc.fill_null(mask, False).to_numpy(zero_copy_only=False) if t.num_rows else np.zeros(0, dtype=bool)
+        return Signatures.from_table(t, cfg.num_perm, mask, lengths=self.lengths,
+                                     hashvalues=(b.column(0) for b in self._batches(["hashvalues"])))
 
     def signatures_of(self, level: str, member_ids: Iterable[str]) -> dict[str, tuple[str, np.ndarray]]:
         """member id -> (sha256, signature) of the given members of one level, however made."""
-        ids = sorted(set(member_ids))
-        if not ids:
-            return {}
-        t = self.signatures
-        t = t.filter(pc.and_(pc.equal(t.column("level"), level), pc.is_in(t.column("member_id"), pa.array(ids))))
-        return {mid: (sha, np.asarray(hv, dtype=np.uint32)) for mid, sha, hv in
-                zip(*(t.column(c).to_pylist() for c in ("member_id", "text_sha256", "hashvalues")))}
+        ids = pa.array(sorted(set(member_ids)), pa.string())
+        out: dict[str, tuple[str, np.ndarray]] = {}
+        if not len(ids):
+            return out
+        for b in self._batches(["level", "member_id", "text_sha256", "hashvalues"]):
+            t = pa.Table.from_batches([b])
+            t = t.filter(pc.and_(pc.equal(t.column("level"), level), pc.is_in(t.column("member_id"), ids)))
+            out.update({mid: (sha, np.asarray(hv, dtype=np.uint32)) for mid, sha, hv in
+                        zip(*(t.column(c).to_pylist() for c in ("member_id", "text_sha256", "hashvalues")))})
+        return out
 
     def rows(self) -> list[dict[str, Any]]:
         """The parent's duplicate rows as dicts."""

@@ -139,6 +139,11 @@ def test_signatures_table_and_read_back_make_no_python_int_per_value(tmp_path: P
     assert peak < 3 * values.nbytes  # per-value Python ints were about 10x the array
     np.testing.assert_array_equal(stored.values, values)
     assert stored["c000042"][0] == f"{42:064x}" and stored["c000042"][1].tolist() == values[42].tolist()
+    # the parent's state holds no copy of the values beside those arrays: they are read from the file
+    assert "hashvalues" not in state.signatures.column_names and state.lengths.tolist() == [cfg.num_perm] * n
+    carried = state.signatures_of("chunk", ["c000007", "c002999", "missing"])
+    assert set(carried) == {"c000007", "c002999"} and carried["c002999"][1].tolist() == values[2999].tolist()
+    assert state.signatures_of("document", ["c000007"]) == {}
 
 
 def test_find_duplicates_holds_no_object_per_member_and_band() -> None:
