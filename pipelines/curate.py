@@ -929,6 +929,7 @@ def find_duplicates(
                     values[i], has[i] = s[1], True
             else:
                 todo.append(i)
+    stored = None  # copied: the caller may hold no other reference (then it is freed now)
     if cfg.near_duplicates:
         if len(todo) == len(members):  # nothing stored (a full build): computed in place
             values, has = minhash_matrix(texts, cfg, errors=bad)
@@ -1208,7 +1209,8 @@ def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boi
     c_doc, c_uris = _shared_strings(chunks.column("doc_id")), _shared_strings(chunks.column("uri"))
     c_ids = chunks.column("chunk_id").to_pylist()
     drop_copies = cfg.duplicates != "keep_all"
-    doc_stored, chunk_stored = parent.stored("document", cfg), parent.stored("chunk", cfg)
+    doc_stored = parent.stored("document", cfg)
+    chunk_rounds: list[Signatures] = []  # chunk signatures of earlier rounds (reused by the next)
     parent_ids = parent.signatures.column("member_id").combine_chunks()
 
     def preferred(ids: Sequence[str]) -> list[bool]:
@@ -1238,8 +1240,13 @@ def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boi
         rows = np.flatnonzero(keep)
         ch_members = [Member(c_ids[r], c_doc[r], c_uris[r], "", f)
                       for r, f in zip(rows.tolist(), preferred([c_ids[r] for r in rows.tolist()]))]
-        cur.chunks = find_duplicates(ch_members, cfg, "chunk", chunk_stored, texts=ColumnTexts(chunks.column("text"), rows))
-        chunk_stored = ChainMap(cur.chunks.signatures, chunk_stored)
+        # the parent's chunk signatures are read for the call only: find_duplicates drops them
+        # once it has copied the rows it reuses (they are not held while it clusters)
+        cur.chunks = find_duplicates(
+            ch_members, cfg, "chunk",
+            ChainMap(*reversed(chunk_rounds), parent.stored("chunk", cfg)) if chunk_rounds else parent.stored("chunk", cfg),
+            texts=ColumnTexts(chunks.column("text"), rows))
+        chunk_rounds.append(cur.chunks.signatures)
         chunk_errors |= cur.chunks.errors
         owner = dict(zip(c_ids, c_doc))
         new = {owner[c]: e for c, e in cur.chunks.errors.items() if owner[c] not in failed}

@@ -198,3 +198,31 @@ def test_signatures_file_written_a_row_group_at_a_time_reads_as_the_table(tmp_pa
     got = read_table(tmp_path / c.SIGNATURES_FILE, SIGNATURES_SCHEMA)
     assert got.to_pylist() == cur.signatures_table().to_pylist() and got.num_rows == n + 3
     assert pq.ParquetFile(tmp_path / c.SIGNATURES_FILE).num_row_groups == 1 + max(1, -(-n // 4))  # documents, chunks
+
+
+def test_stored_signatures_are_dropped_before_clustering(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a refresh passes the parent's signatures for the call only: once the reused rows are copied,
+    # find_duplicates holds no reference, so they are not held beside its own while it clusters
+    import weakref
+
+    cfg = CurateConfig()
+    texts = _near_copies(30, seed=11)
+    want = c.find_duplicates(_members(texts), cfg, "chunk")
+    refs = []
+
+    def parent_signatures() -> c.Signatures:
+        s = c.Signatures.from_table(want.signatures.table("chunk", cfg), cfg.num_perm)
+        refs.append(weakref.ref(s))
+        return s
+
+    seen = []
+
+    class Probe(c.BandIndex):
+        def __init__(self, values, bands) -> None:  # noqa: ANN001
+            seen.append(refs[0]() is None)
+            super().__init__(values, bands)
+
+    monkeypatch.setattr(c, "BandIndex", Probe)
+    got = c.find_duplicates(_members(texts), cfg, "chunk", parent_signatures())
+    assert seen == [True] and got.rows == want.rows
+    np.testing.assert_array_equal(got.signatures.values[got.signatures.has], want.signatures.values[want.signatures.has])
