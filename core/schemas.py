@@ -178,9 +178,10 @@ PARQUET_SMALL_BYTES = 4 * 2**20
 PARQUET_WRITE_OPTIONS: dict = {"compression": "zstd", "use_dictionary": False, "write_statistics": False}
 
 
-def parquet_write_options(table: pa.Table) -> dict:
-    """The ``pq.write_table`` options for ``table`` (:data:`PARQUET_WRITE_OPTIONS` and its zstd level)."""
-    small = table.nbytes <= PARQUET_SMALL_BYTES
+def parquet_write_options(table: pa.Table | None = None, *, nbytes: int | None = None) -> dict:
+    """The ``pq.write_table`` options for ``table`` (:data:`PARQUET_WRITE_OPTIONS` and its zstd
+    level), or for a table of ``nbytes`` Arrow bytes written piece by piece."""
+    small = (table.nbytes if nbytes is None else nbytes) <= PARQUET_SMALL_BYTES
     return {**PARQUET_WRITE_OPTIONS, "compression_level": PARQUET_SMALL_ZSTD_LEVEL if small else PARQUET_ZSTD_LEVEL}
 
 

@@ -17,7 +17,8 @@ lists what each rule removed; ``duplicates.parquet`` lists every member of every
 - **Exact duplicates**: documents (and chunks) whose whitespace-collapsed text has the same
   sha256.
 - **Near-duplicates**: MinHash signatures over word shingles and locality-sensitive hashing
-  (datasketch's ``MinHash`` / ``MinHashLSH``) find candidates whose estimated Jaccard
+  (the values and bands of datasketch's ``MinHash`` / ``MinHashLSH``, computed with numpy and
+  held as arrays: :func:`minhash_matrix`, :class:`BandIndex`) find candidates whose estimated Jaccard
   similarity is at least ``near_duplicate_threshold``. Sources: A. Broder, "On the
   resemblance and containment of documents" (Compression and Complexity of Sequences, 1997);
   Leskovec, Rajaraman & Ullman, *Mining of Massive Datasets*, ch. 3 (banded LSH).
@@ -45,24 +46,30 @@ import functools
 import hashlib
 import json
 import re
-from collections import Counter, defaultdict
+from collections import ChainMap, Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ragline.core.hashing import sha256_text
 from ragline.core.io import write_json_atomic
+from ragline.core.memory import release_unused_memory
 from ragline.core.records import Document, ElementSpan, QuarantineRecord
-from ragline.core.schemas import CHUNKS_SCHEMA, DUPLICATES_SCHEMA, SIGNATURES_SCHEMA, read_table, write_table
+from ragline.core.schemas import (CHUNKS_SCHEMA, DUPLICATES_SCHEMA, SIGNATURES_SCHEMA, parquet_write_options,
+                                  read_table, write_table)
 from ragline.pipelines.config import CurateConfig
 
 STAGE = "curate"
 DUPLICATES_FILE = "duplicates.parquet"
 CURATION_FILE = "curation.json"
 SIGNATURES_FILE = "signatures.parquet"
+#: rows per Parquet row group of ``signatures.parquet``: the writer encodes one group at a time
+#: (4 MiB of values at 128 permutations, not the whole table's; issue 12, bounded memory)
+SIGNATURES_ROW_GROUP = 8_192
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _DIGITS = re.compile(r"\d+")
@@ -159,8 +166,9 @@ def shingles(text: str, n: int) -> set[bytes]:
     return {g.encode() for g in word_grams(text, n)}
 
 
-#: MinHash rows (shingles) permuted at a time: 65,536 x num_perm uint32, 32 MiB at 128 permutations
-_MINHASH_BLOCK = 1 << 16
+#: MinHash rows (shingles) permuted at a time: 8,192 x num_perm uint32, 4 MiB at 128 permutations
+#: (as fast as 65,536 rows, which took 32 MiB: the block stays in the CPU caches)
+_MINHASH_BLOCK = 1 << 13
 
 
 @functools.lru_cache(maxsize=4)
@@ -191,26 +199,64 @@ def _shingle_hashes(text: str, n: int) -> np.ndarray:
                          dtype="<u4").astype(np.uint32)
 
 
-def minhash_signatures(texts: Sequence[str], cfg: CurateConfig) -> list[np.ndarray]:
-    """MinHash signatures (uint32 (num_perm,)) of word shingles; an empty array for a text without words.
+#: texts shingled and hashed at a time by :func:`minhash_matrix`: its temporaries (the shingle
+#: hashes, about 4 bytes per shingle, several copies) stay bounded whatever the corpus size
+_MINHASH_TEXTS = 1024
+
+
+def minhash_matrix(
+    texts: Sequence[str], cfg: CurateConfig, *, errors: dict[int, Exception] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """MinHash signatures of word shingles, one row per text.
 
     Source: Broder 1997; the signatures of datasketch's ``MinHash`` (seed 1, scheme affine32,
     its default ``sha1_hash32``): a permuted hash is ``a * fmix32(h) + b`` modulo 2^32 and the
     signature is its minimum over the shingles. Computed here with numpy over the shingles of
-    many texts at once (blocks of :data:`_MINHASH_BLOCK` rows), instead of one ``MinHash``
-    object and one Python call per shingle: the same values (``tests/test_curate.py`` compares
-    them with ``MinHash.bulk``) at a fraction of the CPU.
+    many texts at once (blocks of :data:`_MINHASH_BLOCK` rows, :data:`_MINHASH_TEXTS` texts
+    at a time), instead of one ``MinHash`` object and one Python call per shingle: the same
+    values (``tests/test_curate.py`` compares them with ``MinHash.bulk``) at a fraction of the
+    CPU, in one array instead of one numpy object per text.
+
+    Args:
+        texts: the texts.
+        cfg: the ``curate:`` params (``num_perm``, ``shingle_words``).
+        errors: when given, a text the shingler fails on is recorded here (text index ->
+            exception; its row has no words) and the others are still computed; when ``None``,
+            the error is raised.
+
+    Returns:
+        ``(values, has_words)``: uint32 (n, num_perm) and bool (n,); the row of a text without
+        words (or that failed) is not a signature (all 0xFFFFFFFF) and ``has_words`` is False.
     """
+    values = np.full((len(texts), cfg.num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    has = np.zeros(len(texts), dtype=bool)
+    for lo in range(0, len(texts), _MINHASH_TEXTS):
+        part = texts[lo:lo + _MINHASH_TEXTS]
+        try:
+            _minhash_into(part, cfg, values[lo:lo + len(part)], has[lo:lo + len(part)])
+        except Exception:
+            if errors is None:
+                raise
+            for k, text in enumerate(part):  # find the bad text one by one
+                try:
+                    _minhash_into([text], cfg, values[lo + k:lo + k + 1], has[lo + k:lo + k + 1])
+                except Exception as e:  # noqa: BLE001 - recorded for the caller (one bad text is not fatal)
+                    errors[lo + k] = e
+    return values, has
+
+
+def _minhash_into(texts: Sequence[str], cfg: CurateConfig, sigs: np.ndarray, has: np.ndarray) -> None:
+    """:func:`minhash_matrix` of a few texts, written into ``sigs`` (uint32 (n, num_perm), all
+    0xFFFFFFFF) and ``has`` (bool (n,)); nothing is written when the shingler raises."""
     hashes = [_shingle_hashes(t, cfg.shingle_words) for t in texts]
-    out = [np.zeros(0, dtype=np.uint32) for _ in texts]
-    idx = [i for i, h in enumerate(hashes) if len(h)]
-    if not idx:
-        return out
+    idx = np.fromiter((i for i, h in enumerate(hashes) if len(h)), dtype=np.int64)
+    if not len(idx):
+        return
     a, b = _permutations(cfg.num_perm)
     lens = np.fromiter((len(hashes[i]) for i in idx), dtype=np.int64, count=len(idx))
-    owner = np.repeat(np.arange(len(idx)), lens)  # row -> position in idx
+    owner = np.repeat(idx, lens)  # shingle row -> text
     rows = _fmix32(np.concatenate([hashes[i] for i in idx]))
-    sigs = np.full((len(idx), cfg.num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    del hashes
     buf = np.empty((cfg.num_perm, min(len(rows), _MINHASH_BLOCK)), dtype=np.uint32)
     a, b = a[:, None], b[:, None]
     for lo in range(0, len(rows), _MINHASH_BLOCK):
@@ -223,28 +269,70 @@ def minhash_signatures(texts: Sequence[str], cfg: CurateConfig) -> list[np.ndarr
         mins = np.minimum.reduceat(permuted, starts, axis=1).T
         who = seg[starts]
         sigs[who] = np.minimum(sigs[who], mins)  # a text cut by the block boundary: its running minimum
-    for k, i in enumerate(idx):
-        out[i] = sigs[k]
-    return out
+    has[idx] = True
 
 
-@functools.lru_cache(maxsize=8)
-def _lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
-    """The bands and rows ``(b, r)`` datasketch's ``MinHashLSH`` chooses for ``threshold`` and
-    ``num_perm`` (equal weights of false positives and negatives), found once per process: it
-    integrates both error probabilities numerically for every (b, r) pair (scipy ``quad``, 0.16
-    CPU-s), and an ingest clusters documents and chunks with the same settings."""
+@functools.lru_cache(maxsize=16)
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """``(bands, rows per band)`` of datasketch's ``MinHashLSH`` for ``threshold`` (its optimum
+    for equal false-positive and false-negative weights; Leskovec, Rajaraman & Ullman, ch. 3.4)."""
     from datasketch import MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     return lsh.b, lsh.r
 
 
-def _minhash(values: np.ndarray, num_perm: int):
-    """A signature as datasketch's ``LeanMinHash`` (for LSH and Jaccard; no permutations built)."""
-    from datasketch import LeanMinHash
+class BandIndex:
+    """Banded locality-sensitive hashing over the rows of one signature array, as datasketch's
+    ``MinHashLSH`` with its dict storage answers it: :meth:`query` gives the rows inserted so far
+    that equal row ``i`` on all ``r`` values of at least one of the ``b`` bands.
 
-    return LeanMinHash(seed=_SEED, hashvalues=values, scheme="affine32")
+    Held as arrays, not as per-row Python objects: a bucket id per (row, band) (the band's
+    values grouped by ``np.unique``, so two rows share a bucket exactly when their band values
+    are equal) and one linked list of inserted rows per bucket (``head`` per bucket, ``next``
+    per (row, band)). About ``12 * b`` bytes per row (int32) instead of datasketch's few
+    kilobytes (a ``bytes`` key and a set entry per band, a ``LeanMinHash`` per row).
+
+    Args:
+        values: uint32 (n, num_perm) signatures.
+        bands: ``(b, r)``, :func:`lsh_bands`.
+    """
+
+    def __init__(self, values: np.ndarray, bands: tuple[int, int]) -> None:
+        b, r = bands
+        n = len(values)
+        dtype = np.int32 if n * b < 2**31 - 1 else np.int64
+        self.bucket = np.empty((n, b), dtype=dtype)
+        total = 0
+        for k in range(b):
+            band = np.ascontiguousarray(values[:, k * r:(k + 1) * r]).view(np.dtype((np.void, 4 * r))).ravel()
+            _, inv = np.unique(band, return_inverse=True)
+            self.bucket[:, k] = inv.ravel() + total
+            total += int(inv.max()) + 1 if n else 0
+        self.head = np.full(total, -1, dtype=dtype)
+        self.next = np.full((n, b), -1, dtype=dtype)
+
+    def query(self, i: int) -> set[int]:
+        """Rows inserted before that share a band bucket with row ``i``."""
+        out: set[int] = set()
+        for k, bucket in enumerate(self.bucket[i].tolist()):
+            j = int(self.head[bucket])
+            while j >= 0:
+                out.add(j)
+                j = int(self.next[j, k])
+        return out
+
+    def insert(self, i: int) -> None:
+        """Add row ``i`` to its buckets."""
+        for k, bucket in enumerate(self.bucket[i].tolist()):
+            self.next[i, k] = self.head[bucket]
+            self.head[bucket] = i
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Estimated Jaccard similarity of two signatures: the share of equal values (datasketch's
+    ``MinHash.jaccard``, the same float)."""
+    return float(np.count_nonzero(a == b)) / float(len(a))
 
 
 # ------------------------------------------------------------------ boilerplate
@@ -535,6 +623,50 @@ class StreamedBoilerplate:
 
 
 # ------------------------------------------------------------------ clustering
+class ColumnTexts(Sequence):
+    """The strings of an Arrow string column at some rows, made Python strings a slice at a
+    time (:data:`_MINHASH_TEXTS` rows), so clustering a corpus never holds every text as a
+    Python object at once (issue 12, bounded memory). :func:`find_duplicates` takes it in
+    place of the members' own ``text``.
+
+    Args:
+        column: an Arrow string column (array or chunked array).
+        rows: int64 (n,) rows of ``column``, in member order (default: all).
+    """
+
+    def __init__(self, column: pa.Array | pa.ChunkedArray, rows: np.ndarray | None = None) -> None:
+        self.column = column
+        self.rows = np.arange(len(column), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k):  # noqa: ANN001, ANN204 - an int or a slice, as a list
+        if isinstance(k, slice):
+            return self.column.take(pa.array(self.rows[k], type=pa.int64())).to_pylist()
+        return self.column[int(self.rows[k])].as_py()
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of str
+        for lo in range(0, len(self.rows), _MINHASH_TEXTS):
+            yield from self[lo:lo + _MINHASH_TEXTS]
+
+    def subset(self, idx: Sequence[int]) -> "ColumnTexts":
+        """The texts at positions ``idx`` of this sequence."""
+        return ColumnTexts(self.column, self.rows[np.asarray(idx, dtype=np.int64)])
+
+
+def _shared_strings(column: pa.Array | pa.ChunkedArray) -> list[str]:
+    """``column.to_pylist()`` with one ``str`` object per distinct value (a document's id and
+    URI repeated on each of its chunks are one object, not one per chunk)."""
+    enc = column.dictionary_encode()
+    chunks = enc.chunks if isinstance(enc, pa.ChunkedArray) else [enc]
+    out: list[str] = []
+    for ch in chunks:
+        values = ch.dictionary.to_pylist()
+        out += [values[i] for i in ch.indices.to_numpy(zero_copy_only=False).tolist()]
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     """One document or chunk to cluster.
@@ -542,7 +674,7 @@ class Member:
     Attributes:
         member_id: doc id or chunk id.
         doc_id, uri: the document it belongs to.
-        text: its text.
+        text: its text (unused when :func:`find_duplicates` is given the texts apart).
         preferred: True when it was canonical in the parent version (visited first).
     """
 
@@ -553,6 +685,175 @@ class Member:
     preferred: bool = False
 
 
+def _list_lengths(pieces: Sequence[pa.ListArray]) -> np.ndarray:
+    """int64 values per row of a list column given as pieces (a null row: 0)."""
+    if not len(pieces):
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([p.value_lengths().fill_null(0).to_numpy(zero_copy_only=False) for p in pieces]).astype(np.int64)
+
+
+_NO_SIGNATURE = np.zeros(0, dtype=np.uint32)
+_NO_SIGNATURE.setflags(write=False)
+
+
+class Signatures(Mapping):
+    """member id -> ``(text sha256, uint32 signature)`` of many members, held as one uint32
+    ``(n, width)`` array and two string columns (Python lists, or Arrow arrays for signatures
+    read back from a version), not as a numpy object and a tuple per member (issue 12, bounded
+    memory: about 0.5 KB per chunk less at 128 permutations, and no Python int per value when
+    written or read back).
+
+    A member without a signature (a text without words, or ``curate.near_duplicates: false``)
+    maps to an empty array. A few entries can be added (:meth:`__setitem__`: the stored
+    signatures of carried aliases); they follow the array's rows when iterated and written.
+
+    Args:
+        ids: member ids, one per row (a list, or an Arrow string array).
+        shas: text sha256 (hex) per row (the same).
+        values: uint32 (n, width) signatures (width 0: none).
+        has: bool (n,): rows holding a signature.
+    """
+
+    def __init__(self, ids: list[str] | pa.Array | None = None, shas: list[str] | pa.Array | None = None,
+                 values: np.ndarray | None = None, has: np.ndarray | None = None) -> None:
+        self.ids = ids if ids is not None else []
+        self.shas = shas if shas is not None else []
+        self.values = values if values is not None else np.zeros((len(self.ids), 0), dtype=np.uint32)
+        self.has = has if has is not None else np.zeros(len(self.ids), dtype=bool)
+        self._extra: dict[str, tuple[str, np.ndarray]] = {}
+        self._row: dict[str, int] | None = None
+
+    def _id_list(self) -> list[str]:
+        return self.ids if isinstance(self.ids, list) else self.ids.to_pylist()
+
+    def _rows(self) -> dict[str, int]:
+        if self._row is None:
+            self._row = {m: r for r, m in enumerate(self._id_list())}
+        return self._row
+
+    def _sha(self, r: int) -> str:
+        return self.shas[r] if isinstance(self.shas, list) else self.shas[r].as_py()
+
+    def __getitem__(self, member_id: str) -> tuple[str, np.ndarray]:
+        r = self._rows().get(member_id)
+        if r is None:
+            return self._extra[member_id]
+        return self._sha(r), (self.values[r] if self.has[r] else _NO_SIGNATURE)
+
+    def __setitem__(self, member_id: str, value: tuple[str, np.ndarray]) -> None:
+        if member_id in self._rows():
+            raise KeyError(f"{member_id} already has a signature row")
+        self._extra[member_id] = (value[0], np.asarray(value[1], dtype=np.uint32))
+
+    def __contains__(self, member_id: object) -> bool:
+        return member_id in self._rows() or member_id in self._extra
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of member ids
+        yield from self._id_list()
+        yield from self._extra
+
+    def __len__(self) -> int:
+        return len(self.ids) + len(self._extra)
+
+    def rows_of(self, member_ids: Sequence[str]) -> np.ndarray:
+        """int64 (len(member_ids),): the array row of each member id, -1 where it has none
+        (added entries included as -1); looked up with Arrow, no dict of the ids built."""
+        ids = self.ids if isinstance(self.ids, pa.Array) else pa.array(self.ids, pa.string())
+        found = pc.index_in(pa.array(list(member_ids), pa.string()), value_set=ids)
+        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def shas_at(self, rows: np.ndarray) -> list[str]:
+        """The text sha256 of the given array rows."""
+        if isinstance(self.shas, list):
+            return [self.shas[r] for r in rows.tolist()]
+        return self.shas.take(pa.array(rows, type=pa.int64())).to_pylist()
+
+    def table(self, level: str, cfg: CurateConfig) -> pa.Table:
+        """``SIGNATURES_SCHEMA`` rows of every member (``level``; made with ``cfg`` and :data:`SHINGLER`),
+        built column by column from the arrays."""
+        return pa.concat_tables(list(self.tables(level, cfg)))
+
+    def tables(self, level: str, cfg: CurateConfig, rows: int = 1 << 62) -> Iterable[pa.Table]:
+        """:meth:`table` as tables of at most ``rows`` array rows each (the added entries in the last):
+        a writer needs only one of them at a time."""
+        n = len(self.ids)
+        for lo in range(0, max(n, 1), rows):
+            yield self._table(level, cfg, lo, min(n, lo + rows), lo + rows >= n)
+
+    def _table(self, level: str, cfg: CurateConfig, lo: int, hi: int, last: bool) -> pa.Table:
+        def column(base: list[str] | pa.Array, more: list[str]) -> pa.Array:
+            if isinstance(base, list):
+                return pa.array(base[lo:hi] + more, pa.string())
+            return pa.concat_arrays([base[lo:hi].cast(pa.string()), pa.array(more, pa.string())])
+
+        extra = self._extra if last else {}
+        ids = column(self.ids, list(extra))
+        shas = column(self.shas, [v[0] for v in extra.values()])
+        has, values = self.has[lo:hi], self.values[lo:hi]
+        lengths = np.concatenate([np.where(has, values.shape[1], 0),
+                                  np.fromiter((len(v[1]) for v in extra.values()), dtype=np.int64)])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        flat = values.reshape(-1) if has.all() else values[has].reshape(-1)  # a view when all have one
+        if extra:
+            flat = np.concatenate([flat, *(v[1] for v in extra.values())]).astype(np.uint32, copy=False)
+        n = len(ids)
+        return pa.Table.from_arrays(
+            [pa.array([level] * n, pa.string()), ids, shas,
+             pa.array(np.full(n, cfg.num_perm, dtype=np.int32)), pa.array(np.full(n, cfg.shingle_words, dtype=np.int32)),
+             pa.ListArray.from_arrays(pa.array(offsets), pa.Array.from_buffers(  # the values not copied
+                 pa.uint32(), len(flat), [None, pa.py_buffer(np.ascontiguousarray(flat))])),
+             pa.array([SHINGLER] * n, pa.string())],
+            schema=SIGNATURES_SCHEMA)
+
+    def nbytes(self) -> int:
+        """About the bytes of :meth:`table` (the zstd level of the file depends on it)."""
+        ids, shas = self.ids, self.shas
+        strings = (ids.nbytes + shas.nbytes) if isinstance(ids, pa.Array) else 8 * len(ids) + sum(map(len, ids)) + \
+            sum(map(len, shas))
+        return int(self.has.sum()) * self.values.shape[1] * 4 + strings + 32 * len(self)
+
+    @classmethod
+    def from_table(cls, table: pa.Table, width: int | None = None, mask: np.ndarray | None = None, *,
+                   lengths: np.ndarray | None = None, hashvalues: Iterable[pa.ListArray] | None = None) -> "Signatures":
+        """The signatures of ``SIGNATURES_SCHEMA`` rows (those of ``mask``, bool (n,), when given),
+        read a Parquet row group (column chunk) at a time into one array: no copy of the table
+        and no Python int per value. Rows whose signature is neither empty nor ``width`` long
+        (default: the longest) are left out. ``hashvalues`` (the column's pieces, in row order)
+        and ``lengths`` (values per row) stand for a ``hashvalues`` column ``table`` lacks."""
+        if hashvalues is None:
+            hashvalues = table.column("hashvalues").chunks
+            lengths = _list_lengths(hashvalues)
+        width = int(lengths.max()) if width is None and len(lengths) else (width or 0)
+        sel = (lengths == 0) | (lengths == width)
+        if mask is not None:
+            sel &= mask
+        rows = np.flatnonzero(sel)
+        has = lengths[rows] > 0
+        values = np.zeros((len(rows), width), dtype=np.uint32)
+        at, start = 0, 0  # rows of earlier chunks placed; the first table row of this chunk
+        for ch in hashvalues:
+            mine = rows[at:at + int(np.searchsorted(rows[at:], start + len(ch)))] - start
+            full = mine[lengths[mine + start] > 0]
+            if len(full):
+                flat = ch.values.to_numpy(zero_copy_only=False)  # the chunk's values (``offsets`` index them)
+                offs = ch.offsets.to_numpy(zero_copy_only=False)
+                dst = at + np.flatnonzero(lengths[mine + start] > 0)
+                if (lengths[start:start + len(ch)] == width).all():  # every row full: a (rows, width) view
+                    block = flat[offs[0]:offs[0] + len(ch) * width].reshape(len(ch), width)
+                    if full[-1] - full[0] + 1 == len(full) and dst[-1] - dst[0] + 1 == len(dst):
+                        values[dst[0]:dst[-1] + 1] = block[full[0]:full[-1] + 1]
+                    else:
+                        values[dst] = block[full]
+                else:  # gathered a few rows at a time
+                    for lo in range(0, len(full), 1024):
+                        values[dst[lo:lo + 1024]] = flat[offs[full[lo:lo + 1024]][:, None] + np.arange(width)]
+            at += len(mine)
+            start += len(ch)
+        picked = table.select(["member_id", "text_sha256"]).take(pa.array(rows, type=pa.int64())).combine_chunks()
+        return cls(picked.column("member_id").chunk(0) if picked.num_rows else pa.array([], pa.string()),
+                   picked.column("text_sha256").chunk(0) if picked.num_rows else pa.array([], pa.string()), values, has)
+
+
 @dataclass
 class Clusters:
     """Result of :func:`find_duplicates` for one level.
@@ -560,7 +861,7 @@ class Clusters:
     Attributes:
         rows: ``DUPLICATES_SCHEMA`` rows (dicts) of clusters with two or more members.
         aliases: member id -> canonical member id, for non-canonical members.
-        signatures: member id -> (text sha256, uint32 signature) of every member.
+        signatures: member id -> (text sha256, uint32 signature) of every member (:class:`Signatures`).
         errors: member id -> ``(error type, message)`` of a member whose shingles could not be
             computed; it is left out of every cluster and of ``signatures`` (its document is
             quarantined, see :func:`curate_chunks`).
@@ -568,7 +869,7 @@ class Clusters:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
-    signatures: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    signatures: Signatures = field(default_factory=Signatures)
     errors: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def count(self, method: str) -> int:
@@ -578,7 +879,7 @@ class Clusters:
 
 def find_duplicates(
     members: Sequence[Member], cfg: CurateConfig, level: str,
-    stored: Mapping[str, tuple[str, np.ndarray]] | None = None,
+    stored: Mapping[str, tuple[str, np.ndarray]] | None = None, texts: ColumnTexts | None = None,
 ) -> Clusters:
     """Cluster exact and near-duplicate members (see the module docstring for the order and method).
 
@@ -588,73 +889,93 @@ def find_duplicates(
         level: ``document`` or ``chunk`` (recorded in the rows).
         stored: member id -> (text sha256, signature) from the parent version; reused when the
             sha256 still matches (nothing is recomputed for unchanged members).
+        texts: the members' texts (:class:`ColumnTexts`), read in place of ``Member.text``.
 
     Returns:
         The clusters.
     """
     stored = stored or {}
     order = sorted(range(len(members)), key=lambda i: (not members[i].preferred, i))
-    shas = [content_sha256(m.text) for m in members]
-    sigs: list[np.ndarray | None] = [None] * len(members)
+    texts = texts if texts is not None else [m.text for m in members]
+    shas = [content_sha256(t) for t in texts]
     out = Clusters()
-    if cfg.near_duplicates:
+    width = cfg.num_perm if cfg.near_duplicates else 0
+    values = np.zeros((len(members), width), dtype=np.uint32)  # row i: member i's signature (when has[i])
+    has = np.zeros(len(members), dtype=bool)
+    bad: dict[int, Exception] = {}
+    if cfg.near_duplicates and isinstance(stored, Signatures) and not stored._extra:
+        # the parent's signatures (one array): matched by id with Arrow, copied row blocks at a time
+        at = stored.rows_of([m.member_id for m in members])
+        found = np.flatnonzero(at >= 0)
+        same = np.fromiter((a == shas[i] for i, a in zip(found.tolist(), stored.shas_at(at[found]))),
+                           dtype=bool, count=len(found))
+        idx = found[same]
+        src = at[idx]
+        if stored.values.shape[1] != cfg.num_perm:  # only empty ones are usable
+            idx, src = idx[~stored.has[src]], src[~stored.has[src]]
+        has[idx] = stored.has[src]
+        if stored.values.shape[1] == cfg.num_perm:
+            for lo in range(0, len(idx), _MINHASH_BLOCK):  # no temporary of every reused row
+                values[idx[lo:lo + _MINHASH_BLOCK]] = stored.values[src[lo:lo + _MINHASH_BLOCK]]
+        reused = np.zeros(len(members), dtype=bool)
+        reused[idx] = True
+        todo = np.flatnonzero(~reused).tolist()
+    elif cfg.near_duplicates:
         todo = []
         for i, m in enumerate(members):
-            s = stored.get(m.member_id)
+            s = stored.get(m.member_id) if stored else None
             if s is not None and s[0] == shas[i] and len(s[1]) in (0, cfg.num_perm):
-                sigs[i] = s[1]
+                if len(s[1]):
+                    values[i], has[i] = s[1], True
             else:
                 todo.append(i)
-        try:
-            for i, sig in zip(todo, minhash_signatures([members[i].text for i in todo], cfg)):
-                sigs[i] = sig
-        except Exception:  # noqa: BLE001 - find the bad text one by one below
-            for i in todo:
-                try:
-                    sigs[i] = minhash_signatures([members[i].text], cfg)[0]
-                except Exception as e:  # noqa: BLE001 - one bad text is quarantined, never fatal
-                    out.errors[members[i].member_id] = (type(e).__name__, collapse(str(e)) or type(e).__name__)
-        out.signatures = {m.member_id: (shas[i], sigs[i]) for i, m in enumerate(members)
-                          if m.member_id not in out.errors}
-    else:
-        out.signatures = {m.member_id: (shas[i], np.zeros(0, dtype=np.uint32)) for i, m in enumerate(members)}
-    lsh = None
+    stored = None  # copied: the caller may hold no other reference (then it is freed now)
     if cfg.near_duplicates:
-        from datasketch import MinHashLSH
-
-        lsh = MinHashLSH(threshold=cfg.near_duplicate_threshold, num_perm=cfg.num_perm,
-                         params=_lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm))
+        if len(todo) == len(members):  # nothing stored (a full build): computed in place
+            values, has = minhash_matrix(texts, cfg, errors=bad)
+        elif todo:
+            picked = texts.subset(todo) if isinstance(texts, ColumnTexts) else [texts[i] for i in todo]
+            computed, computed_has = minhash_matrix(picked, cfg, errors=bad)
+            values[todo], has[todo] = computed, computed_has
+            del computed
+            bad = {todo[k]: e for k, e in bad.items()}
+        for i, e in bad.items():  # one bad text is quarantined, never fatal
+            out.errors[members[i].member_id] = (type(e).__name__, collapse(str(e)) or type(e).__name__)
+    if not bad:
+        out.signatures = Signatures([m.member_id for m in members], shas, values, has)
+    else:
+        kept = [i for i in range(len(members)) if i not in bad]
+        out.signatures = Signatures([members[i].member_id for i in kept], [shas[i] for i in kept], values[kept], has[kept])
+    index = BandIndex(values, lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm)) if cfg.near_duplicates else None
     by_sha: dict[str, tuple[int, float]] = {}
     cluster_of: dict[int, int] = {}
-    hashes: dict[int, Any] = {}
     members_of: dict[int, list[tuple[int, float, str]]] = defaultdict(list)
     for i in order:
         m = members[i]
-        if m.member_id in out.errors:  # its document is quarantined: in no cluster
+        if i in bad:  # its document is quarantined: in no cluster
             continue
         hit = by_sha.get(shas[i])
         if hit is not None:  # an exact copy of a canonical member, or of a near copy (then its cluster)
             members_of[hit[0]].append((i, hit[1], "exact"))
             continue
-        if lsh is not None and len(sigs[i]):
-            mh = _minhash(sigs[i], cfg.num_perm)
+        if index is not None and has[i]:
+            sig = values[i]
             best, best_sim = None, -1.0
-            for key in lsh.query(mh):
-                j = int(key)
-                sim = float(mh.jaccard(hashes[j]))
+            for j in index.query(i):
+                sim = jaccard(sig, values[j])
                 if sim >= cfg.near_duplicate_threshold and (sim > best_sim or (sim == best_sim and j < best)):
                     best, best_sim = j, sim
-            hashes[i] = mh
-            lsh.insert(str(i), mh)  # near copies are indexed too: a copy of a copy joins the same cluster
+            index.insert(i)  # near copies are indexed too: a copy of a copy joins the same cluster
             if best is not None:
                 canon = cluster_of[best]
-                sim = best_sim if canon == best else float(mh.jaccard(hashes[canon]))
+                sim = best_sim if canon == best else jaccard(sig, values[canon])
                 members_of[canon].append((i, sim, "near"))
                 cluster_of[i] = canon
                 by_sha.setdefault(shas[i], (canon, sim))
                 continue
             cluster_of[i] = i
         by_sha[shas[i]] = (i, 1.0)
+    del index
     for c, mem in sorted(members_of.items()):
         cm = members[c]
         out.rows.append({"cluster_id": cm.member_id, "level": level, "member_id": cm.member_id, "doc_id": cm.doc_id,
@@ -711,12 +1032,26 @@ class Curation:
         return pa.Table.from_pylist(rows, schema=DUPLICATES_SCHEMA)
 
     def signatures_table(self) -> pa.Table:
-        """``SIGNATURES_SCHEMA`` table of every document and chunk signature."""
-        rows = [{"level": lvl, "member_id": mid, "text_sha256": sha, "num_perm": self.config.num_perm,
-                 "shingle_words": self.config.shingle_words, "hashvalues": sig.tolist(), "shingler": SHINGLER}
-                for lvl, cl in (("document", self.documents), ("chunk", self.chunks))
-                for mid, (sha, sig) in cl.signatures.items()]
-        return pa.Table.from_pylist(rows, schema=SIGNATURES_SCHEMA)
+        """``SIGNATURES_SCHEMA`` table of every document and chunk signature (documents first)."""
+        return pa.concat_tables([cl.signatures.table(lvl, self.config)
+                                 for lvl, cl in (("document", self.documents), ("chunk", self.chunks))])
+
+    def write_signatures(self, path: str | Path) -> None:
+        """Write :meth:`signatures_table` as Parquet, :data:`SIGNATURES_ROW_GROUP` rows at a time
+        (the whole table is never built: issue 12, bounded memory)."""
+        import pyarrow.parquet as pq
+
+        parts = (("document", self.documents.signatures), ("chunk", self.chunks.signatures))
+        options = parquet_write_options(nbytes=sum(sig.nbytes() for _, sig in parts))
+        with pq.ParquetWriter(str(path), SIGNATURES_SCHEMA, **options) as writer:
+            for level, sig in parts:
+                for t in sig.tables(level, self.config, SIGNATURES_ROW_GROUP):
+                    if t.num_rows:
+                        writer.write_table(t, row_group_size=SIGNATURES_ROW_GROUP)
+                        del t
+                        # the writer's freed level and page buffers stay in Arrow's allocator otherwise:
+                        # about 40 MB at 27k rows (4 row groups), 10 MB with this
+                        release_unused_memory()
 
     def counts(self) -> dict[str, Any]:
         """Counts by rule (what ``curation.json`` and ``ragline index show`` report)."""
@@ -749,48 +1084,82 @@ class Curation:
         """Write ``duplicates.parquet``, ``signatures.parquet`` and ``curation.json`` into ``folder``."""
         folder = Path(folder)
         write_table(self.duplicates_table(), folder / DUPLICATES_FILE, DUPLICATES_SCHEMA)
-        write_table(self.signatures_table(), folder / SIGNATURES_FILE, SIGNATURES_SCHEMA)
+        self.write_signatures(folder / SIGNATURES_FILE)
         write_json_atomic(folder / CURATION_FILE, self.to_json())
 
 
 @dataclass
 class ParentCuration:
-    """The curation files of a parent version (empty when it has none)."""
+    """The curation files of a parent version (empty when it has none).
+
+    Attributes:
+        duplicates: its ``DUPLICATES_SCHEMA`` table.
+        signatures: its ``SIGNATURES_SCHEMA`` table without the ``hashvalues`` column: the
+            signatures are read from :attr:`path` a row group at a time, straight into the
+            arrays of :meth:`stored` (no copy of them held beside those; never a Python int per value).
+        boilerplate_keys: group -> boilerplate keys detected.
+        lengths: int64 (signatures rows,): values in each row's signature.
+        path: its ``signatures.parquet`` (``None``: none).
+    """
 
     duplicates: pa.Table
-    signatures: dict[tuple[str, str], tuple[str, np.ndarray]]
+    signatures: pa.Table
     boilerplate_keys: dict[str, list[str]]
-    #: (num_perm, shingle_words, shingler) the signatures were made with
-    made_with: dict[tuple[str, str], tuple[int, int, str | None]] = field(default_factory=dict)
+    lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    path: Path | None = None
 
     @classmethod
     def read(cls, folder: str | Path | None) -> "ParentCuration":
         """Read a version folder's curation files; missing files give empty state."""
-        empty = cls(DUPLICATES_SCHEMA.empty_table(), {}, {})
+        empty = cls(DUPLICATES_SCHEMA.empty_table(), SIGNATURES_SCHEMA.empty_table().drop_columns(["hashvalues"]), {})
         if folder is None:
             return empty
         folder = Path(folder)
         dup = (read_table(folder / DUPLICATES_FILE, DUPLICATES_SCHEMA) if (folder / DUPLICATES_FILE).exists()
                else DUPLICATES_SCHEMA.empty_table())
-        sigs: dict[tuple[str, str], tuple[str, np.ndarray]] = {}
-        made: dict[tuple[str, str], tuple[int, int, str | None]] = {}
-        if (folder / SIGNATURES_FILE).exists():
-            t = read_table(folder / SIGNATURES_FILE, SIGNATURES_SCHEMA)
-            for lvl, mid, sha, n, w, hv, how in zip(*(t.column(c).to_pylist() for c in (
-                    "level", "member_id", "text_sha256", "num_perm", "shingle_words", "hashvalues", "shingler"))):
-                sigs[(lvl, mid)] = (sha, np.asarray(hv, dtype=np.uint32))
-                made[(lvl, mid)] = (n, w, how)
         keys = {}
         if (folder / CURATION_FILE).exists():
             keys = json.loads((folder / CURATION_FILE).read_text(encoding="utf-8")).get("boilerplate_keys", {})
-        return cls(dup, sigs, keys, made)
+        if not (folder / SIGNATURES_FILE).exists():
+            return cls(dup, empty.signatures, keys)
+        full = read_table(folder / SIGNATURES_FILE, SIGNATURES_SCHEMA)  # (checked against the schema)
+        lengths = _list_lengths(full.column("hashvalues").chunks)
+        sigs = full.drop_columns(["hashvalues"])
+        del full
+        release_unused_memory()
+        return cls(dup, sigs, keys, lengths, folder / SIGNATURES_FILE)
 
-    def stored(self, level: str, cfg: CurateConfig) -> dict[str, tuple[str, np.ndarray]]:
+    def _batches(self, columns: list[str]) -> Iterable[pa.RecordBatch]:
+        """``columns`` of the signatures file, a row group at a time, in row order."""
+        if self.path is None:
+            return iter(())
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.path).iter_batches(batch_size=SIGNATURES_ROW_GROUP, columns=columns)
+
+    def stored(self, level: str, cfg: CurateConfig) -> Signatures:
         """member id -> (sha256, signature) of one level, made with ``cfg``'s num_perm and shingle_words
         and this :data:`SHINGLER` (signatures made another way are recomputed)."""
-        want = (cfg.num_perm, cfg.shingle_words, SHINGLER)
-        return {mid: v for (lvl, mid), v in self.signatures.items()
-                if lvl == level and self.made_with.get((lvl, mid)) == want}
+        t = self.signatures
+        mask = pc.and_(pc.and_(pc.equal(t.column("level"), level), pc.equal(t.column("num_perm"), cfg.num_perm)),
+                       pc.and_(pc.equal(t.column("shingle_words"), cfg.shingle_words),
+                               pc.equal(t.column("shingler"), SHINGLER)))
+        mask = pc.fill_null(mask, False).to_numpy(zero_copy_only=False) if t.num_rows else np.zeros(0, dtype=bool)
+        return Signatures.from_table(t, cfg.num_perm, mask, lengths=self.lengths,
+                                     hashvalues=(b.column(0) for b in self._batches(["hashvalues"])))
+
+    def signatures_of(self, level: str, member_ids: Iterable[str]) -> dict[str, tuple[str, np.ndarray]]:
+        """member id -> (sha256, signature) of the given members of one level, however made."""
+        ids = pa.array(sorted(set(member_ids)), pa.string())
+        out: dict[str, tuple[str, np.ndarray]] = {}
+        if not len(ids):
+            return out
+        for b in self._batches(["level", "member_id", "text_sha256", "hashvalues"]):
+            t = pa.Table.from_batches([b])
+            t = t.filter(pc.and_(pc.equal(t.column("level"), level), pc.is_in(t.column("member_id"), ids)))
+            out.update({mid: (sha, np.asarray(hv, dtype=np.uint32)) for mid, sha, hv in
+                        zip(*(t.column(c).to_pylist() for c in ("member_id", "text_sha256", "hashvalues")))})
+        return out
 
     def rows(self) -> list[dict[str, Any]]:
         """The parent's duplicate rows as dicts."""
@@ -820,29 +1189,48 @@ def curate_chunks(
     Returns:
         ``(curation, keep)``: keep is bool (n_chunks,), the rows to index.
     """
+    out = _curate_chunks(documents, chunks, cfg, boilerplate, parent, fixed_aliases)
+    release_unused_memory()  # the clustering's temporaries (texts, member lists, band index) go back to the OS
+    return out
+
+
+def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boilerplate: BoilerplateReport | None,
+                   parent: ParentCuration | None, fixed_aliases: Sequence[dict[str, Any]]) -> tuple[Curation, np.ndarray]:
+    """:func:`curate_chunks` (its temporaries freed when this returns)."""
     import time
 
     t0 = time.perf_counter()
     parent = parent or ParentCuration.read(None)
     # members indexed in the parent stay canonical (stable across refreshes)
-    preferred = {mid for (_, mid) in parent.signatures} - {r["member_id"] for r in parent.rows() if not r["canonical"]}
+    not_canonical = {r["member_id"] for r in parent.rows() if not r["canonical"]}
     fixed_docs = {r["member_id"] for r in fixed_aliases if r["level"] == "document"}
-    d_ids, d_uris, d_texts, d_shas = (documents.column(c).to_pylist() for c in ("doc_id", "uri", "text", "sha256"))
+    d_ids, d_uris, d_shas = (documents.column(c).to_pylist() for c in ("doc_id", "uri", "sha256"))
     cur = Curation(cfg, boilerplate=boilerplate or BoilerplateReport(), carried=list(fixed_aliases))
-    c_doc = chunks.column("doc_id").to_pylist()
-    c_ids, c_uris, c_texts = (chunks.column(c).to_pylist() for c in ("chunk_id", "uri", "text"))
+    c_doc, c_uris = _shared_strings(chunks.column("doc_id")), _shared_strings(chunks.column("uri"))
+    c_ids = chunks.column("chunk_id").to_pylist()
     drop_copies = cfg.duplicates != "keep_all"
-    doc_stored, chunk_stored = parent.stored("document", cfg), parent.stored("chunk", cfg)
+    doc_stored = parent.stored("document", cfg)
+    chunk_rounds: list[Signatures] = []  # chunk signatures of earlier rounds (reused by the next)
+    parent_ids = parent.signatures.column("member_id").combine_chunks()
+
+    def preferred(ids: Sequence[str]) -> list[bool]:
+        """Which of ``ids`` have a stored signature (of either level) and are no alias there."""
+        if not len(parent_ids) or not len(ids):
+            return [False] * len(ids)
+        flags = pc.is_in(pa.array(list(ids), pa.string()), value_set=parent_ids).to_pylist()
+        return [f and m not in not_canonical for f, m in zip(flags, ids)]
     doc_errors: dict[str, tuple[str, str]] = {}
     chunk_errors: dict[str, tuple[str, str]] = {}
     failed: dict[str, tuple[str, str]] = {}  # doc id -> the shingler's error (document or one of its chunks)
     while True:  # a chunk the shingler fails on quarantines its document: cluster again without it
-        doc_members = [Member(i, i, u, t, i in preferred) for i, u, t in zip(d_ids, d_uris, d_texts)
-                       if i not in fixed_docs and i not in failed]
-        cur.documents = find_duplicates(doc_members, cfg, "document", doc_stored)
+        d_rows = [r for r, i in enumerate(d_ids) if i not in fixed_docs and i not in failed]
+        doc_members = [Member(d_ids[r], d_ids[r], d_uris[r], "", f)
+                       for r, f in zip(d_rows, preferred([d_ids[r] for r in d_rows]))]
+        cur.documents = find_duplicates(doc_members, cfg, "document", doc_stored,
+                                        texts=ColumnTexts(documents.column("text"), np.array(d_rows, dtype=np.int64)))
         doc_errors |= cur.documents.errors
         failed |= {d: e for d, e in cur.documents.errors.items() if d not in failed}
-        doc_stored = {**doc_stored, **cur.documents.signatures}  # the next round recomputes nothing
+        doc_stored = ChainMap(cur.documents.signatures, doc_stored)  # the next round recomputes nothing
         keep = np.fromiter((d not in failed for d in c_doc), dtype=bool, count=len(c_doc))
         if drop_copies:
             alias_docs = set(cur.documents.aliases)
@@ -850,9 +1238,15 @@ def curate_chunks(
         if not cfg.chunk_level:
             break
         rows = np.flatnonzero(keep)
-        ch_members = [Member(c_ids[r], c_doc[r], c_uris[r], c_texts[r], c_ids[r] in preferred) for r in rows]
-        cur.chunks = find_duplicates(ch_members, cfg, "chunk", chunk_stored)
-        chunk_stored = {**chunk_stored, **cur.chunks.signatures}
+        ch_members = [Member(c_ids[r], c_doc[r], c_uris[r], "", f)
+                      for r, f in zip(rows.tolist(), preferred([c_ids[r] for r in rows.tolist()]))]
+        # the parent's chunk signatures are read for the call only: find_duplicates drops them
+        # once it has copied the rows it reuses (they are not held while it clusters)
+        cur.chunks = find_duplicates(
+            ch_members, cfg, "chunk",
+            ChainMap(*reversed(chunk_rounds), parent.stored("chunk", cfg)) if chunk_rounds else parent.stored("chunk", cfg),
+            texts=ColumnTexts(chunks.column("text"), rows))
+        chunk_rounds.append(cur.chunks.signatures)
         chunk_errors |= cur.chunks.errors
         owner = dict(zip(c_ids, c_doc))
         new = {owner[c]: e for c, e in cur.chunks.errors.items() if owner[c] not in failed}
@@ -867,8 +1261,10 @@ def curate_chunks(
     cur.quarantine = [QuarantineRecord(where[d][0], STAGE, etype, f"curate: the shingler failed on {where[d][0]} "
                                        f"({etype}: {msg}); the document is not indexed", where[d][1] or "")
                       for d, (etype, msg) in sorted(failed.items(), key=lambda kv: where[kv[0]][0])]
+    carried_sigs = {lvl: parent.signatures_of(lvl, (r["member_id"] for r in fixed_aliases if r["level"] == lvl))
+                    for lvl in ("document", "chunk")}
     for r in fixed_aliases:  # carried aliases keep their stored signatures for the next refresh
-        sig = parent.signatures.get((r["level"], r["member_id"]))
+        sig = carried_sigs[r["level"]].get(r["member_id"])
         target = cur.documents if r["level"] == "document" else cur.chunks
         if sig is not None and r["member_id"] not in target.signatures:
             target.signatures[r["member_id"]] = sig
@@ -889,8 +1285,9 @@ def without_quarantined(documents: pa.Table, curation: "Curation | None") -> pa.
 
 
 def take_rows(chunks: pa.Table, keep: np.ndarray) -> pa.Table:
-    """The kept rows of a ``CHUNKS_SCHEMA`` table, ``row`` renumbered 0..n-1 (the FAISS ids)."""
-    out = chunks.filter(pa.array(keep, type=pa.bool_()))
+    """The kept rows of a ``CHUNKS_SCHEMA`` table, ``row`` renumbered 0..n-1 (the FAISS ids).
+    When every row is kept, the columns are ``chunks``' own (Arrow's filter would copy them all)."""
+    out = chunks if bool(np.all(keep)) else chunks.filter(pa.array(keep, type=pa.bool_()))
     return out.set_column(0, "row", pa.array(np.arange(out.num_rows, dtype=np.int64))).cast(CHUNKS_SCHEMA)
 
 
@@ -956,8 +1353,8 @@ def curate_refresh(
     need, carried_vec = assembly.need_embed, assembly.carried_vectors
     fixed: list[dict[str, Any]] = []
     if parent is not None:
-        parent_sha = dict(zip(parent.documents.column("doc_id").to_pylist(), parent.documents.column("sha256").to_pylist()))
-        new_chunk_docs = set(np.asarray(chunks.column("doc_id").to_pylist(), dtype=object)[need].tolist()) \
+        parent_sha = parent.document_shas()
+        new_chunk_docs = set(pc.unique(chunks.column("doc_id").filter(pa.array(need, type=pa.bool_()))).to_pylist()) \
             if chunks.num_rows else set()
         carried_ids = {d for d, s in zip(docs.column("doc_id").to_pylist(), docs.column("sha256").to_pylist())
                        if parent_sha.get(d) == s and d not in new_chunk_docs}
@@ -980,8 +1377,10 @@ def curate_refresh(
                         [carried_vec, np.zeros((fresh.num_rows, carried_vec.shape[1]), dtype=np.float32)])
     cur, keep = curate_chunks(docs, chunks, cfg, boilerplate=boilerplate, parent=state, fixed_aliases=fixed)
     cur.boilerplate.keys = {**state.boilerplate_keys, **cur.boilerplate.keys}
+    all_kept = bool(keep.all())  # then the carried vectors are not copied
     assembly = replace(assembly, documents=without_quarantined(docs, cur), chunks=take_rows(chunks, keep),
-                       need_embed=need[keep], carried_vectors=None if carried_vec is None else carried_vec[keep],
+                       need_embed=need[keep],
+                       carried_vectors=None if carried_vec is None else carried_vec if all_kept else carried_vec[keep],
                        quarantine=list(assembly.quarantine) + cur.quarantine)
     return assembly, cur
 

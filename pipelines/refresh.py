@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from ragline.core.errors import ConfigError
 from ragline.core.hashing import FileHashes, sha256_text
+from ragline.core.memory import release_unused_memory
 from ragline.indexers.embedders import Embedder, EmbedderInfo
 from ragline.indexers.faiss_index import build_settings
 from ragline.indexers.manifest import Manifest
@@ -204,10 +205,15 @@ class ParentData:
 
     def release(self) -> None:
         """Drop the tables, vectors and opened index read so far (read again if asked for): once
-        the new version's rows are assembled and curated, a refresh does not hold the parent's
-        data while it embeds and publishes."""
+        the new version's rows are assembled, a refresh does not hold the parent's data while it
+        curates, embeds and publishes."""
         for name in ("documents", "_published", "vectors"):
             self.__dict__.pop(name, None)
+
+    def document_shas(self) -> dict[str, str]:
+        """doc id -> content sha256 of every live document (two columns read, not the texts)."""
+        t = self.registry.live_table(self.name, self.version, "documents", columns=["doc_id", "sha256"])
+        return dict(zip(t.column("doc_id").to_pylist(), t.column("sha256").to_pylist()))
 
     @functools.cached_property
     def doc_locations(self) -> dict[str, tuple[str, str]]:
@@ -941,6 +947,11 @@ def _assemble_full(plan: RefreshPlan, parent: ParentData | None, new_docs: Seque
         src = np.fromiter((r for s, r in sources if s is RowSource.PARENT), dtype=np.int64)[~need[kind == RowSource.PARENT]]
         for lo in range(0, len(dst), VECTOR_COPY_ROWS):  # no (n, dim) temporary beside the two arrays
             carried_vectors[dst[lo:lo + VECTOR_COPY_ROWS]] = parent.vectors[src[lo:lo + VECTOR_COPY_ROWS]]
+        # copied: the parent's tables and its mapped index and vectors are not held while the new
+        # rows are curated (curation reads two columns of the parent's documents again), nor the
+        # freed concatenation of the parent's and the new rows (core/memory.py)
+        parent.release()
+        release_unused_memory()
     return Assembly(documents, chunks, carried_vectors, need, quarantine, kept_previous,
                     carried_docs=len(carried_set), compaction=compaction)
 

@@ -77,7 +77,7 @@ def test_lsh_bands_are_found_once_per_setting_and_are_datasketchs(monkeypatch: p
     calls: list[tuple] = []
     real = lsh._optimal_param
     monkeypatch.setattr(lsh, "_optimal_param", lambda *a: calls.append(a) or real(*a))
-    curate._lsh_bands.cache_clear()
+    curate.lsh_bands.cache_clear()
     base = _text(11)
     members = [Member("a", "a", "x/a", base), Member("c", "c", "x/c", _edit(base, 0.01)), Member("e", "e", "x/e", _text(12))]
     for cfg in (CurateConfig(), CurateConfig(), CurateConfig(near_duplicate_threshold=0.5)):
@@ -85,7 +85,7 @@ def test_lsh_bands_are_found_once_per_setting_and_are_datasketchs(monkeypatch: p
     assert [a[:2] for a in calls] == [(0.9, 128), (0.5, 128)]
     for t in (0.9, 0.5):
         own = MinHashLSH(threshold=t, num_perm=128)
-        assert curate._lsh_bands(t, 128) == (own.b, own.r)
+        assert curate.lsh_bands(t, 128) == (own.b, own.r)
 
 
 def test_preferred_member_stays_canonical_and_stored_signatures_are_reused() -> None:
@@ -687,18 +687,19 @@ def test_minhash_signatures_equal_datasketch_minhash_bulk(monkeypatch: pytest.Mo
     from ragline.pipelines import curate as c
 
     texts = _real_texts()
-    for num_perm, words, block in ((128, 3, c._MINHASH_BLOCK), (64, 1, 7), (256, 5, 1000)):
+    for num_perm, words, block, n_texts in ((128, 3, c._MINHASH_BLOCK, c._MINHASH_TEXTS), (64, 1, 7, 3),
+                                            (256, 5, 1000, 1)):
         monkeypatch.setattr(c, "_MINHASH_BLOCK", block)
+        monkeypatch.setattr(c, "_MINHASH_TEXTS", n_texts)  # texts hashed a few at a time: the same rows
         cfg = CurateConfig(num_perm=num_perm, shingle_words=words)
-        got = c.minhash_signatures(texts, cfg)
+        values, has = c.minhash_matrix(texts, cfg)
+        assert values.dtype == np.uint32 and values.shape == (len(texts), num_perm)
         sets = [c.shingles(t, words) for t in texts]
         want = [m.hashvalues for m in MinHash.bulk([list(s) for s in sets], num_perm=num_perm, seed=1, scheme="affine32")]
-        for s, g, w in zip(sets, got, want):
-            assert g.dtype == np.uint32
+        assert has.tolist() == [bool(s) for s in sets]
+        for s, g, w in zip(sets, values, want):
             if s:
                 assert g.tolist() == w.tolist()
-            else:
-                assert len(g) == 0
 
 
 def test_gated_strip_markup_and_split_collapse_equal_the_regex_reference() -> None:

@@ -58,3 +58,41 @@ def test_parent_release_drops_what_was_read_and_reads_it_again(tmp_path) -> None
     assert not {"documents", "_published", "vectors"} & set(vars(parent))
     assert parent.documents.equals(docs) and parent.chunks.equals(chunks)
     np.testing.assert_array_equal(parent.vectors, vectors)
+
+
+def test_curated_refresh_assembles_without_holding_the_parent(light_workspace, prefect_harness) -> None:
+    # a curated refresh rewrites one segment from the parent's rows and vectors: once they are copied,
+    # the parent's tables, mapped index and vectors are released before curation runs (issue 12,
+    # the curated refresh peaked above the ingest that built its parent); curation then reads
+    # the parent's doc ids and hashes only, and keeps the carried vectors without a copy
+    from pathlib import Path
+
+    from ragline.indexers.registry import IndexRegistry
+    from ragline.pipelines.curate import curate_refresh, read_parent_curation
+    from ragline.pipelines.flows import ingest_flow
+    from ragline.pipelines.load import load_documents
+    from ragline.pipelines.refresh import assemble, plan_refresh, read_parent
+    from tests.refresh.conftest import params_here
+
+    p = params_here()
+    assert p.curate.enabled
+    ingest_flow([], p.to_dict())
+    doc = sorted(Path("data/sample").glob("*.md"))[0]
+    doc.write_text(doc.read_text(encoding="utf-8") + "\n\nA new closing paragraph about smokers.\n", encoding="utf-8")
+    reg = IndexRegistry(p.index.root)
+    plan = plan_refresh(p, reg)
+    parent = read_parent(reg, p.index.name, plan.parent_version)
+    want_shas = dict(zip(parent.documents.column("doc_id").to_pylist(), parent.documents.column("sha256").to_pylist()))
+    parent.release()
+    docs, bad = load_documents(plan.to_load(), p.load)
+    assembly = assemble(plan, parent, docs, bad, p)
+    assert assembly.shared is None and "curate.enabled" in assembly.compaction  # one segment rewritten
+    assert assembly.carried_vectors is not None and (~assembly.need_embed).sum() > 0
+    assert not {"documents", "_published", "vectors"} & set(vars(parent))
+    assert parent.document_shas() == want_shas and "documents" not in vars(parent)
+    out, cur = curate_refresh(assembly, parent, p, state=read_parent_curation(reg, p.index.name, parent.version))
+    if out.chunks.num_rows == assembly.chunks.num_rows:  # every row kept: the carried array itself
+        assert out.carried_vectors is assembly.carried_vectors
+    else:
+        assert not np.shares_memory(out.carried_vectors, assembly.carried_vectors)
+    assert out.carried_vectors.shape == (out.chunks.num_rows, assembly.carried_vectors.shape[1])
