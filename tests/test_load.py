@@ -454,5 +454,6 @@ def test_without_keep_a_delivered_document_is_not_held_by_the_pool(tmp_path: Pat
 
     docs, bad = load_documents(files, LoadConfig(workers=1), deliver=deliver, keep=False)
     assert docs == [] and bad == [] and len(live) == 24
-    # the pool may run ahead of deliveries (finished, not yet delivered); delivered ones are let go
-    assert live[-1] <= 2 and live[-1] < live[0], live
+    # the pool may run ahead of deliveries (finished, not yet delivered); delivered ones are let go,
+    # so at the last delivery only that one is alive (a pool holding its futures: all 24)
+    assert live[-1] <= 2, live
