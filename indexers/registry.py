@@ -226,8 +226,6 @@ class SegmentHold:
 
     def add(self, seg: str) -> None:
         """Hold segment ``seg`` (the file is replaced atomically)."""
-        from ragline.core.io import write_json_atomic
-
         self.ids.append(seg)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, self.ids, compact=True)

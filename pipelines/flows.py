@@ -601,7 +601,8 @@ def ingest_flush(params: Params, holds: list) -> Callable | None:
     def flush(documents, chunks, vectors):
         seg, _, inputs = write_segment(registry, params, documents, chunks, vectors, first[0] if first else None,
                                        hold)
-        first[:] = first or [seg]
+        if not first:
+            first.append(seg)
         return seg, inputs
 
     return flush

@@ -95,8 +95,8 @@ def input_records(documents: pa.Table) -> list[dict[str, Any]]:
 
 
 def write_segment(registry: IndexRegistry, params: Params, documents: pa.Table, chunks: pa.Table,
-                  vectors: np.ndarray, trained_from: SegmentRef | None = None,
-                  hold: SegmentHold | None = None) -> tuple[SegmentRef, dict[str, Any], list[dict[str, Any]]]:
+                  vectors: np.ndarray, trained_from: SegmentRef | None = None, hold: SegmentHold | None = None,
+                  inputs: list[dict[str, Any]] | None = None) -> tuple[SegmentRef, dict[str, Any], list[dict[str, Any]]]:
     """Write one segment of these rows into ``params.index.name`` (no version lists it yet).
 
     Args:
@@ -106,6 +106,7 @@ def write_segment(registry: IndexRegistry, params: Params, documents: pa.Table, 
         trained_from: a segment whose training (IVF centroids, PQ codebooks) a kind that needs
             training reuses, rather than training on these rows.
         hold: keeps the segment from gc until a version lists it (an ingest's flushed segments).
+        inputs: the documents' :func:`input_records` when the caller has them already.
 
     Returns:
         ``(segment, index record, inputs records of documents)``.
@@ -115,7 +116,7 @@ def write_segment(registry: IndexRegistry, params: Params, documents: pa.Table, 
         LockTimeoutError: another process held the index too long.
     """
     name = params.index.name
-    inputs = input_records(documents)
+    inputs = input_records(documents) if inputs is None else inputs
     record: dict[str, Any] = {}
     trained = registry.segment_dir(name, trained_from.id) / INDEX_FILE if trained_from is not None else None
     seg = registry.add_segment(name, lambda d: record.update(write_segment_files(
@@ -202,7 +203,8 @@ def publish_index(
         record: dict[str, Any] = {}
         if documents.num_rows or chunks.num_rows or not segments:
             # a kind that needs training reuses the first shared segment's training (compaction retrains)
-            seg, made, _ = write_segment(registry, params, documents, chunks, vectors, segments[0] if segments else None)
+            seg, made, _ = write_segment(registry, params, documents, chunks, vectors, segments[0] if segments else None,
+                                         inputs=new_inputs)
             record.update(made)
             if seg.id in {r.id for r in segments}:
                 raise RuntimeError(f"segment {seg.id} is already listed by the parent with live rows")

@@ -77,7 +77,6 @@ class StreamResult:
         n_documents: documents parsed (and kept by curation), chunked or not.
         flushed: what the ``flush`` callable returned for each part written out before the end
             (in file order); ``chunks``, ``vectors`` and ``documents_table`` hold only the rows after them.
-        flushed_chunks: chunk rows handed to ``flush``.
         seconds: where the wall time went, overlapping: ``load`` (start to the last file
             parsed), ``chunk`` (chunking, in the calling thread), ``load-model`` (start to the
             embedder ready), ``embed`` (inside the embedder and its cache), ``embed-idle``
@@ -97,7 +96,6 @@ class StreamResult:
     documents_table: pa.Table = field(default_factory=DOCUMENTS_SCHEMA.empty_table)
     n_documents: int = 0
     flushed: list[Any] = field(default_factory=list)
-    flushed_chunks: int = 0
 
 
 _DONE = object()
@@ -188,7 +186,7 @@ def load_chunk_embed(
     vectors_of: dict[int, np.ndarray] = {}  # file -> vectors of its embedded (non-copy) rows
     first_of: dict[str, int] = {}  # exact-duplicate key -> lowest file index chunked with it
     q: queue.Queue = queue.Queue(maxsize=QUEUE_DOCUMENTS)
-    state: dict = {"embedded": 0, "error": None, "dim": 0, "parsed": 0, "flushed_chunks": 0}
+    state: dict = {"embedded": 0, "error": None, "dim": 0, "parsed": 0}
     failed: set[int] = set()  # files that failed to load
     cut = {"start": 0, "scan": 0, "rows": 0}  # flush: first file not flushed, first not yet ready, rows between
     flushed: list[Any] = []
@@ -328,7 +326,6 @@ def load_chunk_embed(
                 flushed_bad.extend(made.pop(i)[1])
             cut["start"], cut["rows"] = scan, 0
             flushed.append(flush(documents, chunks, vectors))
-            state["flushed_chunks"] += chunks.num_rows
             del documents, chunks, vectors
             release_unused_memory()
 
@@ -402,7 +399,7 @@ def load_chunk_embed(
     release_unused_memory()  # the per-file parts and the parsing's transient buffers (core/memory.py)
     return StreamResult(docs, load_bad + chunk_bad, chunks, vectors, state["embedded"], chunk_bad,
                         {k: round(v, 3) for k, v in seconds.items()}, not_embedded, after, documents, n_documents,
-                        flushed, state["flushed_chunks"])
+                        flushed)
 
 
 def embed_rows(
