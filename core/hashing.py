@@ -117,7 +117,7 @@ class FileHashes:
         Raises:
             OSError: the folder cannot be created or written.
         """
-        if self.path is None:
+        if self.path is None or self._new == self._old:  # nothing changed: the state file stays as it is
             return
         import io
 

@@ -511,7 +511,7 @@ def scan_sources(sources: Sequence[str | Path], params: Params, parent_inputs: S
             remote.append(f)
             continue
         try:
-            sha = "" if f.skip_type else hashes.sha256(f.path, f.uri)
+            sha = "" if f.skip_type else hashes.sha256(f.uri, f.uri)  # a local file's uri is its path as a str
         except OSError:
             sha = ""
         out.append(ScannedFile(f, doc_id_for(f.uri), sha))

@@ -88,7 +88,10 @@ def test_file_hashes_reuse_only_files_unchanged_since_hashed(tmp_path: Path, mon
     assert shas() == first and sorted(reads) == ["a.txt", "b.txt", "c.txt"]  # just written: racily clean
     monkeypatch.setattr(hashing, "RACY_NS", 0)
     reads.clear()
+    state = lambda: (lambda st: (st.st_ino, st.st_mtime_ns))(os.stat(hash_state_path(params)))  # noqa: E731
+    written = state()
     assert shas() == first and reads == []  # unchanged: nothing read
+    assert state() == written  # and the state file is not written again (a no-change refresh writes nothing)
 
     st = os.stat(docs / "a.txt")
     (docs / "a.txt").write_text("wasp a.txt\n")  # same size
@@ -99,6 +102,7 @@ def test_file_hashes_reuse_only_files_unchanged_since_hashed(tmp_path: Path, mon
     got = shas()
     assert sorted(reads) == ["a.txt", "b.old", "b.txt"]  # b.old: a new name (its inode was b.txt's)
     assert got["a.txt"] == sha256_bytes(b"wasp a.txt\n") != first["a.txt"] and got["b.txt"] == first["b.txt"]
+    assert state() != written  # files hashed again: their new stats are recorded
 
     hash_state_path(params).write_bytes(b"not parquet")
     reads.clear()
