@@ -38,7 +38,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from contextlib import contextmanager, nullcontext
 
@@ -654,6 +654,18 @@ def _ingest(sources: list[str], params: dict[str, Any], inputs: list[dict[str, A
         t0 = head.t0  # the run's seconds count from its start
     with _timed(times, "discover"):
         files = pinned_task(inputs, p) if inputs is not None else discover_task(list(p.load.sources), p, head)
+    return _build(p, files, holds, times, t0, head)
+
+
+def _build(p: Params, files: list, holds: list, times: dict[str, float], t0: float, head: "_HeadStart | None" = None,
+           stats: dict[str, Any] | None = None, scanned: Sequence[Any] = ()) -> IngestSummary:
+    """Load, chunk, embed and publish ``files`` as a new version without a parent (an ingest, or
+    a refresh of an index that has no version yet): one stream that writes a segment per
+    ``index.segment_chunks`` rows, so memory does not grow with the corpus. ``times`` gets
+    the stage seconds; ``stats`` is added to the manifest's stats; ``scanned``: a refresh's
+    scanned files, whose sha256 the records of files that failed to load keep
+    (:func:`pipelines.refresh.with_scanned_sha`); the segment holds taken go in ``holds``
+    (the caller releases them)."""
     boilerplate = None
     not_embedded = None  # rows of exact copies the streamed ingest did not embed
     clustered = None  # (documents, (indexed chunks, curation, keep)) found while the stream embedded
@@ -709,6 +721,11 @@ def _ingest(sources: list[str], params: dict[str, Any], inputs: list[dict[str, A
                 streamed.chunks, streamed.vectors = chunks, vectors
             documents = curation_stage.without_quarantined(documents, curation)  # the shingler failed on them
             quarantine = list(quarantine) + curation.quarantine
+    if scanned:
+        from ragline.pipelines.refresh import with_scanned_sha
+
+        quarantine = with_scanned_sha([q for q in quarantine if q.stage != "chunk"], scanned) + \
+            [q for q in quarantine if q.stage == "chunk"]
     n_chunks = chunks.num_rows + (flushed.live_chunks if flushed is not None else 0)
     summary = IngestSummary(p.index.name, None, n_docs, n_chunks, computed, max(0, n_chunks - computed), quarantine,
                             times)
@@ -720,7 +737,7 @@ def _ingest(sources: list[str], params: dict[str, Any], inputs: list[dict[str, A
         return summary
     with _timed(times, "publish"):
         manifest = publish_task(p, documents, chunks, vectors, quarantine, embedder,
-                                {"stage_seconds": times, "embedded": computed,
+                                {"stage_seconds": times, "embedded": computed, **(stats or {}),
                                  **({"copies_not_embedded": int(not_embedded.sum())} if not_embedded is not None else {})},
                                 curation, flushed)
     summary.version = manifest.version
@@ -868,7 +885,6 @@ def _refresh_flow_fn(
     from ragline.indexers.faults import crash_point
     from ragline.pipelines.errors import FailureRateExceeded
     from ragline.pipelines.refresh import Prechunked, RefreshSummary, embedder_info_for, refresh_params, resolve_sources
-    from ragline.pipelines.promote import PromotionRefused, promote
 
     p = refresh_params(params, params_file, index, sources if params is not None else None)
     registry = IndexRegistry(p.index.root, p.index.lock_timeout_s)
@@ -891,6 +907,8 @@ def _refresh_flow_fn(
             return summary
         parent = read_parent_task(p, plan.parent_version) if plan.parent_version else None
         files = plan.to_load()
+        if parent is None and p.runner.kind != "dask" and not p.curate.enabled:
+            return _first_build(p, plan, files, summary, times, t0)
         prechunked = None
         if files and p.runner.kind == "dask":  # load, chunk and embed the change per partition on the cluster
             with _timed(times, "cluster"):
@@ -949,19 +967,47 @@ def _refresh_flow_fn(
         if p.drift.on_refresh and plan.parent_version:
             with _timed(times, "drift"):
                 summary.drift = parent_drift(registry, p, plan.parent_version, manifest.version)
-        for alias in p.refresh.promote_aliases:
-            blocked = drift_block(p, summary.drift, alias)
-            if blocked:
-                summary.promotions.append({"alias": alias, "moved": False, "reason": blocked})
-                continue
-            try:
-                move, gate = promote(registry, p, p.index.name, manifest.version, alias)
-                summary.promotions.append({"alias": alias, "moved": True, "from": move.from_version,
-                                           "to": move.to_version, "reason": gate.reason})
-            except PromotionRefused as e:
-                summary.promotions.append({"alias": alias, "moved": False, "reason": str(e)})
+        _promote_new(registry, p, summary)
     summary.total_seconds = round(time.perf_counter() - t0, 3)
     return _record(summary)
+
+
+def _first_build(p: Params, plan: Any, files: list, summary: Any, times: dict[str, float], t0: float) -> Any:
+    """A refresh of an index with no version yet builds as an ingest does (:func:`_build`: one
+    stream writing segments as it goes, so memory does not grow with the corpus), then moves
+    ``refresh.promote_aliases``. Returns the filled :class:`pipelines.refresh.RefreshSummary`."""
+    holds: list = []
+    try:
+        built = _build(p, files, holds, times, t0, stats={"refresh": summary.counts(), "reasons": summary.reasons},
+                       scanned=plan.files)
+    finally:
+        for hold in holds:
+            hold.release()
+    summary.version, summary.failed, summary.quarantine = built.version, built.failed, built.quarantine
+    summary.documents, summary.chunks, summary.embedded_chunks, summary.computed = \
+        built.documents, built.chunks, built.chunks, built.embedded
+    if built.version is not None:
+        _promote_new(IndexRegistry(p.index.root, p.index.lock_timeout_s), p, summary)
+    summary.total_seconds = round(time.perf_counter() - t0, 3)
+    return _record(summary)
+
+
+def _promote_new(registry: IndexRegistry, p: Params, summary: Any) -> None:
+    """Move each of ``refresh.promote_aliases`` to the refresh's new version (through the
+    promotion gate, unless drift blocks it); each outcome goes in ``summary.promotions``."""
+    from ragline.pipelines.promote import PromotionRefused, promote
+
+    for alias in p.refresh.promote_aliases:
+        blocked = drift_block(p, summary.drift, alias)
+        if blocked:
+            summary.promotions.append({"alias": alias, "moved": False, "reason": blocked})
+            continue
+        try:
+            move, gate = promote(registry, p, p.index.name, summary.version, alias)
+            summary.promotions.append({"alias": alias, "moved": True, "from": move.from_version,
+                                       "to": move.to_version, "reason": gate.reason})
+        except PromotionRefused as e:
+            summary.promotions.append({"alias": alias, "moved": False, "reason": str(e)})
 
 
 def parent_drift(registry: IndexRegistry, p: Params, parent: str, version: str) -> dict[str, Any]:

@@ -707,6 +707,14 @@ class Prechunked:
         return self.chunks.column("chunk_id").to_pylist(), self.vectors
 
 
+def with_scanned_sha(quarantine: Sequence[QuarantineRecord], files: Sequence[ScannedFile]) -> list[QuarantineRecord]:
+    """``quarantine`` (records of files that failed to load) with the sha256 the scan saw filled
+    in where a record has none, so that the next refresh recognises an unchanged bad file
+    (``still_quarantined``) instead of trying it again."""
+    scanned = {f.uri: f for f in files}
+    return [q if q.sha256 or q.path not in scanned else replace(q, sha256=scanned[q.path].sha256) for q in quarantine]
+
+
 def _chunk_new(plan: RefreshPlan, new_docs: Sequence[Document], load_quarantine: Sequence[QuarantineRecord],
                params: Params, embed_fn: Callable[[Sequence[str]], np.ndarray] | None,
                progress: Callable[[int], None] | None, prechunked: Prechunked | None = None,
@@ -715,9 +723,7 @@ def _chunk_new(plan: RefreshPlan, new_docs: Sequence[Document], load_quarantine:
     of the chunked ones)``. Records of files that failed now carry the sha256 the scan saw, so an
     unchanged bad file is recognised as such by the next refresh and not retried. With
     ``prechunked``, its chunks and chunk quarantine are taken as they are."""
-    scanned = {f.uri: f for f in plan.files}
-    quarantine = [q if q.sha256 or q.path not in scanned else replace(q, sha256=scanned[q.path].sha256)
-                  for q in load_quarantine]
+    quarantine = with_scanned_sha(load_quarantine, plan.files)
     if prechunked is not None:
         new_chunks, chunk_bad = prechunked.chunks, list(prechunked.quarantine)
     else:

@@ -312,6 +312,30 @@ def test_an_ingest_flushes_segments_that_score_as_one_segment_and_refresh_on(lig
         sorted({x.id for v in kept for x in reg.segments("sample", v)})
 
 
+def test_a_refresh_of_an_empty_index_streams_segments_as_an_ingest_does(light_workspace: Path,
+                                                                         prefect_harness) -> None:
+    """A refresh that finds no version builds through the ingest's stream (bounded memory): the
+    same segments as an ingest of the same files, holds released, and a file that failed to load
+    keeps the sha256 the scan saw, so the next refresh does not try it again."""
+    from ragline.pipelines.refresh import plan_refresh
+
+    write_params(light_workspace, index={"segment_chunks": 8})
+    bad = "data/sample/hive-anatomy.md"
+    Path(bad).write_bytes(b"# Hive\n\x00\x01binary garbage\x00")
+    s = refresh()
+    reg = IndexRegistry(params_here().index.root)
+    segs = reg.segments("sample", s.version)
+    assert len(segs) >= 3 and [x.id for x in segs] == [x.id for x in reg.segments("other", full_build("other"))]
+    assert s.chunks == sum(x.chunks for x in segs) == s.embedded_chunks and s.added and not s.changed
+    assert reg.manifest("sample", s.version).stats["refresh"] == s.counts()
+    assert not list(reg.segments_dir("sample").glob(".hold-*"))
+    [rec] = s.quarantine
+    assert rec.path == bad and rec.error_type == "BinaryContent" and rec.sha256
+    p = params_here()
+    plan = plan_refresh(p, IndexRegistry(p.index.root))
+    assert plan.nothing_to_do and plan.diff.still_quarantined == (bad,)
+
+
 def test_gc_keeps_the_segments_a_running_ingest_holds(light_workspace: Path, prefect_harness) -> None:
     import json
     import subprocess
