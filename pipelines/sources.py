@@ -588,6 +588,8 @@ def discover(sources: Sequence[str | Path], cfg: "LoadConfig") -> list["SourceFi
     from ragline.pipelines.load import discover_files
 
     local = [local_path(s) for s in sources if not is_remote(s)]
+    if len(local) == len(sources):  # (discover_files returns them sorted by URI, each once)
+        return discover_files(local, cfg.include, cfg.exclude, follow_symlinks=cfg.follow_symlinks)
     found = {f.uri: f for f in discover_files(local, cfg.include, cfg.exclude, follow_symlinks=cfg.follow_symlinks)} \
         if local else {}
     for s in sources:
