@@ -955,7 +955,8 @@ class IndexRegistry:
 
     # ---------- maintenance ----------
     def leftovers(self, name: str) -> list[Path]:
-        """Staging/trash folders and alias temp files left by processes that no longer run.
+        """Staging/trash folders, dead holds, and alias and hold temp files left by processes that
+        no longer run.
 
         A ``vNNNN`` folder without a valid manifest is never a leftover: it may be what an
         alias points at (see :meth:`damaged_versions`).
@@ -973,9 +974,8 @@ class IndexRegistry:
                 m = SEGMENT_LEFTOVER_RE.match(p.name)
                 if m and not _pid_alive(int(m.group(2))):
                     found.append(p)
-        adir = d / "aliases"
-        if adir.is_dir():
-            for p in sorted(adir.glob(".*.tmp")):
+        for folder in (d / "aliases", sdir):  # temporaries of alias and hold files (core.io.temp_path)
+            for p in sorted(folder.glob(".*.tmp")) if folder.is_dir() else ():
                 pid = p.name.rsplit(".", 2)[-2]
                 if pid.isdigit() and not _pid_alive(int(pid)):
                     found.append(p)

@@ -365,5 +365,9 @@ def test_gc_keeps_the_segments_a_running_ingest_holds(light_workspace: Path, pre
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = reg.segments_dir("sample") / f".hold-{int(dead.stdout)}-1"
     stale.write_text(json.dumps([seg2.id]))
+    pid = int(dead.stdout)
+    torn = reg.segments_dir("sample") / f"..hold-{pid}-2.{pid}.tmp"  # a hold file's rewrite cut short by a crash
+    torn.write_text("[")
     report = reg.gc("sample", keep=0)
     assert report.segments_deleted == [seg2.id] and stale.name in report.leftovers and not stale.exists()
+    assert torn.name in report.leftovers and not torn.exists()
