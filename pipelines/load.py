@@ -569,13 +569,46 @@ def _html_drop(selectors: Sequence[str]) -> Iterator[None]:
         html_partition.etree = saved
 
 
-def _partition_html(text: str, html_drop: Sequence[str], languages: list[str]) -> list:
+@functools.lru_cache(maxsize=1)
+def _html_partitioner() -> tuple[Callable[..., list], Callable[[list], list], Callable[[list], list]]:
+    """unstructured's ``partition_html`` without its decorators (``inspect.unwrap``), and the two
+    steps of its ``apply_metadata`` decorator whose output ragline reads:
+    ``_uniqueify_elements_and_metadata`` and ``set_element_hierarchy`` (``parent_id``).
+
+    Raises:
+        RuntimeError: the pinned unstructured (0.27.x) no longer has them.
+    """
+    import inspect
+
+    from unstructured.partition.common import metadata
     from unstructured.partition.html import partition_html
 
+    raw = inspect.unwrap(partition_html)
+    steps = [getattr(metadata, name, None) for name in ("_uniqueify_elements_and_metadata", "set_element_hierarchy")]
+    if raw is partition_html or not all(callable(f) for f in steps):
+        raise RuntimeError("unstructured's partition_html is no longer a decorated function beside "
+                           "_uniqueify_elements_and_metadata and set_element_hierarchy: the pinned unstructured "
+                           "version changed; update pipelines/load.py _html_partitioner")
+    return raw, steps[0], steps[1]
+
+
+def _partition_html(text: str, html_drop: Sequence[str], languages: list[str]) -> list:
+    """Elements of an HTML page: unstructured's ``partition_html`` (with ``load.html_drop``,
+    :func:`_html_drop`), of which ragline reads each element's category, text, id,
+    ``metadata.page_number`` and ``metadata.parent_id`` (``pipelines/formats.py``'s contract).
+
+    Its ``apply_metadata`` decorator's steps that set nothing of those are skipped (a fifth of
+    the partitioner's CPU on the Python docs): the ``languages`` metadata (given or detected per
+    document: ``languages`` is not used here), the ``filetype`` metadata (a new
+    ``ElementMetadata`` merged into every element's), and the sha256 element ids (ids only link
+    parents, as ``unique_element_ids=True`` gave them). Its steps that do (instances made unique,
+    ``set_element_hierarchy``) run as the decorator runs them (:func:`_html_partitioner`);
+    ``tests/test_load.py`` compares the elements with ``partition_html``'s.
+    """
+    partition, uniqueify, hierarchy = _html_partitioner()
     with _html_drop(html_drop):
-        # unique_element_ids: ragline reads element ids only to follow parent links
-        # (_section_paths), so unstructured's sha256 of every element (its default ids) is skipped
-        return partition_html(text=text, languages=languages, unique_element_ids=True)
+        elements = partition(text=text)
+    return hierarchy(uniqueify(elements))
 
 
 def _partition_plain(text: str, languages: list[str]) -> list:
