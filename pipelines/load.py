@@ -569,6 +569,50 @@ def _html_drop(selectors: Sequence[str]) -> Iterator[None]:
         html_partition.etree = saved
 
 
+#: what a page holds when a class attribute of it can hold ``katex`` once parsed: the word, or a
+#: numeric character reference to one of its letters (no named reference stands for an ASCII
+#: letter: ``html.entities``; checked by the tests)
+_KATEX_POSSIBLE = re.compile(r"katex|&#0*(?:107|97|116|101|120)(?!\d)|&#[xX]0*(?:6[bB]|61|74|65|78)(?![0-9a-fA-F])")
+
+
+class _NoKatexMath:
+    """``Math`` as unstructured's ``partition_html`` uses it (``Math._normalize_katex(root)``,
+    its only use there), for a page that cannot hold KaTeX: nothing to normalize."""
+
+    @staticmethod
+    def _normalize_katex(root) -> None:  # noqa: ANN001 - an lxml element
+        return None
+
+
+@contextlib.contextmanager
+def _katex_gate(text: str) -> Iterator[None]:
+    """Within the block, unstructured's ``partition_html`` skips its KaTeX clean-up
+    (``Math._normalize_katex``: an XPath matching the class token ``katex`` on every element,
+    5% of its CPU on the Python docs) when ``text`` cannot hold that class
+    (:data:`_KATEX_POSSIBLE`): it would find nothing.
+
+    The hook: the ``Math`` name of ``unstructured.partition.html.partition`` (0.27.x), swapped
+    and restored; parsing workers are single-threaded.
+
+    Raises:
+        RuntimeError: the pinned unstructured no longer has that name.
+    """
+    if _KATEX_POSSIBLE.search(text):
+        yield
+        return
+    from unstructured.partition.html import partition as html_partition
+
+    if not hasattr(getattr(html_partition, "Math", None), "_normalize_katex"):
+        raise RuntimeError("unstructured.partition.html.partition has no Math._normalize_katex: the pinned "
+                           "unstructured version changed; update pipelines/load.py _katex_gate")
+    saved = html_partition.Math
+    html_partition.Math = _NoKatexMath
+    try:
+        yield
+    finally:
+        html_partition.Math = saved
+
+
 @functools.lru_cache(maxsize=1)
 def _html_partitioner() -> tuple[Callable[..., list], Callable[[list], list], Callable[[list], list]]:
     """unstructured's ``partition_html`` without its decorators (``inspect.unwrap``), and the two
@@ -602,11 +646,12 @@ def _partition_html(text: str, html_drop: Sequence[str], languages: list[str]) -
     document: ``languages`` is not used here), the ``filetype`` metadata (a new
     ``ElementMetadata`` merged into every element's), and the sha256 element ids (ids only link
     parents, as ``unique_element_ids=True`` gave them). Its steps that do (instances made unique,
-    ``set_element_hierarchy``) run as the decorator runs them (:func:`_html_partitioner`);
+    ``set_element_hierarchy``) run as the decorator runs them (:func:`_html_partitioner`). Its
+    KaTeX clean-up runs only on a page that can hold KaTeX (:func:`_katex_gate`).
     ``tests/test_load.py`` compares the elements with ``partition_html``'s.
     """
     partition, uniqueify, hierarchy = _html_partitioner()
-    with _html_drop(html_drop):
+    with _html_drop(html_drop), _katex_gate(text):
         elements = partition(text=text)
     return hierarchy(uniqueify(elements))
 

@@ -338,6 +338,68 @@ def test_html_drop_in_the_parsed_tree_equals_strip_then_partition() -> None:
             assert view(_partition_html(page, drop, ["eng"])) == want, page[:200]
 
 
+_KATEX_PAGE = ('<html><body><p>Area is <span class="katex"><span class="katex-mathml"><math><semantics><mrow><mi>x'
+               '</mi></mrow><annotation encoding="application/x-tex">\\pi r^2</annotation></semantics></math></span>'
+               '<span class="katex-html" aria-hidden="true">VISUAL</span></span> here.</p></body></html>')
+
+
+def test_partition_html_without_unread_metadata_equals_partition_html() -> None:
+    """``_partition_html`` (unstructured's partitioner unwrapped, its language and file-type
+    metadata skipped, its KaTeX clean-up only where a page can hold KaTeX) gives the elements
+    ``partition_html`` gives: categories, texts, page numbers and parent links (by position),
+    on the sample pages, Python-docs pages when installed, and KaTeX pages (the class written
+    plainly or through character references)."""
+    from unstructured.partition.html import partition_html
+
+    from ragline.pipelines.load import _html_drop, _KATEX_POSSIBLE, _partition_html, element_types
+    from ragline.pipelines.offline import install_unstructured_nlp
+
+    install_unstructured_nlp()
+    drop = list(LoadConfig().html_drop)
+    katex = [_KATEX_PAGE, _KATEX_PAGE.replace('class="katex"', 'class="&#107;atex"'),
+             _KATEX_PAGE.replace('class="katex"', "class='k&#x61;tex'"),
+             _KATEX_PAGE.replace('class="katex"', 'class="kat&#0101;x other"')]
+    pages = [p.read_text(encoding="utf-8") for p in sorted(SAMPLE.glob("*.html"))] + [PAGE] + katex + [
+        "<html><body><h1>T</h1><div data-page-number='3'><h2>U</h2><p>in page three</p></div><p>after</p></body></html>",
+        "<html><body><p class='KaTeX katexish'>not KaTeX, a near name</p></body></html>"]
+    pydocs = Path("/usr/share/doc/python3.11-doc/html")
+    if pydocs.is_dir():
+        pages += [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::40]]
+
+    def view(elements: list) -> list:
+        at = {e.id: i for i, e in enumerate(elements)}
+        return [(e.category, e.text, e.metadata.page_number, at.get(e.metadata.parent_id)) for e in elements]
+
+    with element_types("markup"):
+        for page in pages:
+            with _html_drop(drop):
+                want = partition_html(text=page, languages=["eng"], unique_element_ids=True)
+            assert view(_partition_html(page, drop, ["eng"])) == view(want), page[:200]
+        assert any(e.metadata.parent_id for e in want)  # (the last page) the parent links were compared
+    assert all(_KATEX_POSSIBLE.search(p) for p in katex)
+    if pydocs.is_dir():  # the gate skips the clean-up on these pages: the comparison above covered skipping
+        assert not any(_KATEX_POSSIBLE.search(p.read_text(encoding="utf-8")) for p in sorted(pydocs.rglob("*.html"))[::40])
+
+
+def test_katex_gate_skips_only_what_would_find_nothing() -> None:
+    """The KaTeX clean-up changes a KaTeX page (so skipping it there would show), and no named
+    character reference stands for a letter of ``katex`` (the gate looks for numeric ones only)."""
+    import html.entities
+
+    from unstructured.partition.html import partition_html
+
+    from ragline.pipelines.load import _katex_gate, _partition_html
+    from ragline.pipelines.offline import install_unstructured_nlp
+
+    install_unstructured_nlp()
+    assert [k for k, v in html.entities.html5.items() if v in set("katex")] == []
+    assert [k for k, v in html.entities.name2codepoint.items() if chr(v) in set("katex")] == []
+    with _katex_gate("<p>no such class</p>"):  # the gate closed: the visual copy stays
+        skipped = [e.text for e in partition_html(text=_KATEX_PAGE, languages=["eng"], unique_element_ids=True)]
+    assert skipped == ["Area is \\pi r^2VISUAL here."]
+    assert [e.text for e in _partition_html(_KATEX_PAGE, [], ["eng"])] == ["Area is \\pi r^2 here."]
+
+
 def test_gated_paragraph_rules_equal_unstructured_s() -> None:
     """The address, e-mail and letter-share rules of ``element_types: markup`` answer as
     unstructured's own functions, on the sample and Python-docs paragraphs and on texts made
