@@ -473,6 +473,24 @@ def test_fork_server_preloads_the_cli_for_the_ragline_command() -> None:
     assert "ragline.pipelines.cli" not in out and "ragline.pipelines.load_preload" in out
 
 
+def test_fork_server_preload_builds_the_default_html_path() -> None:
+    """The fork server's preload builds what ragline's HTML path would build in every new worker:
+    the default ``load.html_drop`` selector (cssselect imported, XPath compiled) and the
+    unwrapped partitioner, so a forked worker finds them built."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ragline.pipelines.load_preload\n"
+            "from ragline.pipelines import load\n"
+            "from ragline.pipelines.config import LoadConfig\n"
+            "n = load._selector.cache_info().currsize\n"
+            "load._selector(tuple(LoadConfig().html_drop)); load._html_partitioner()\n"
+            "print(n, load._selector.cache_info().hits, load._html_partitioner.cache_info().hits, "
+            "'cssselect' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "1", "1", "True"]
+
+
 def test_one_worker_delivers_files_in_file_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files that finish within one wait of the pool are delivered in file order (a set of
     futures has no order): with one worker, arrival order is file order, which the stream's
