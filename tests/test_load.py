@@ -305,6 +305,42 @@ def test_html_drop_keeps_the_text_after_a_dropped_element() -> None:
     assert strip_html(page, ["aside"]) is page  # nothing matched: the page itself, offsets untouched
 
 
+def test_grouped_html_drop_selector_matches_what_lxml_cssselector_matches() -> None:
+    """``_selector`` (simple selectors grouped by element, one walk each) selects the elements
+    lxml's ``CSSSelector`` of the same list selects, in the same order, for the default
+    ``load.html_drop`` and for lists mixing every kind of selector, on the sample pages,
+    Python-docs pages when installed and a page made to hit them; a pseudo-element keeps its own walk."""
+    import lxml.html
+    from lxml.cssselect import CSSSelector
+
+    from ragline.pipelines.load import _grouped_xpath, _selector
+
+    lists = [tuple(LoadConfig().html_drop),
+             ("nav", "[role=navigation]", "[ROLE=search]", "a.headerlink", ".x.y", "#top", "div[data-x]",
+              "[data-x~=y]", "a:not(.b)", "p:first-child", "body > header", "main footer", "A.B", "*|aside", "li + li",
+              "[lang|=en]", "span[title^=Fo]"),
+             ("a", "a.headerlink"), ("*",), ("[role=banner]", "[role]")]
+    page = ("<html><body><header id='top'>h</header><nav role='navigation'>n</nav><main><p class='x y'>xy</p>"
+            "<p class='y x z'>yx</p><div data-x='a y b'>d</div><a class='b'>b</a><a>plain</a><a class='B'>B</a>"
+            "<ul><li>1</li><li lang='en-GB'>2</li></ul><span title='Foo'>t</span><aside role='banner'>s</aside>"
+            "<footer>f</footer><a class='headerlink other'>¶</a></main><footer role='contentinfo'>site</footer></body></html>")
+    pages = [page] + [p.read_text(encoding="utf-8") for p in sorted(SAMPLE.glob("*.html"))]
+    pydocs = Path("/usr/share/doc/python3.11-doc/html")
+    if pydocs.is_dir():
+        pages += [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::30]]
+    trees = [lxml.html.document_fromstring(p.encode("utf-8")) for p in pages]
+    matched = 0
+    for sels in lists:
+        assert "CSSSelector" not in type(_selector(sels)).__name__  # grouped, not the fallback
+        want = CSSSelector(", ".join(sels), translator="html")
+        for tree in trees:
+            got = _selector(sels)(tree)
+            assert got == want(tree), (sels, [e.tag for e in got])
+            matched += len(got)
+    assert matched > 100
+    assert _grouped_xpath(["nav", "a::before"]).count("descendant-or-self::") == 2  # its own walk
+
+
 def test_html_drop_in_the_parsed_tree_equals_strip_then_partition() -> None:
     """Dropping ``load.html_drop`` elements from the tree unstructured parses (one parse) gives
     the elements that stripping the page, serializing it and partitioning that gave (two parses),
