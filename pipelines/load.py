@@ -18,11 +18,12 @@ import mimetypes
 import os
 import re
 import stat
+import types
 import unicodedata
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ragline.core.hashing import doc_id_for, sha256_bytes
 from ragline.core.records import Document, ElementSpan, QuarantineRecord
@@ -665,6 +666,40 @@ def _katex_gate(text: str) -> Iterator[None]:
         html_partition.Math = saved
 
 
+def _no_annotations(annotations) -> Mapping:  # noqa: ANN001 - an iterable of mappings, not read
+    """unstructured's ``_consolidate_annotations`` for :func:`_unread_annotations`: none."""
+    return _NO_ANNOTATIONS
+
+
+_NO_ANNOTATIONS: Mapping = types.MappingProxyType({})
+
+
+@contextlib.contextmanager
+def _unread_annotations() -> Iterator[None]:
+    """Within the block, unstructured's HTML parser merges no text-segment annotations into its
+    elements' metadata (``_consolidate_annotations``: the ``link_texts``, ``link_urls`` and
+    ``emphasized_text_*`` fields, which ragline does not read; a twelfth of the partitioner's
+    CPU on the Python docs). Categories and texts do not depend on them.
+
+    The hook: ``unstructured.partition.html.parser._consolidate_annotations`` (0.27.x), swapped
+    and restored; parsing workers are single-threaded.
+
+    Raises:
+        RuntimeError: the pinned unstructured no longer has it.
+    """
+    from unstructured.partition.html import parser
+
+    if not callable(getattr(parser, "_consolidate_annotations", None)):
+        raise RuntimeError("unstructured.partition.html.parser has no _consolidate_annotations: the pinned "
+                           "unstructured version changed; update pipelines/load.py _unread_annotations")
+    saved = parser._consolidate_annotations
+    parser._consolidate_annotations = _no_annotations
+    try:
+        yield
+    finally:
+        parser._consolidate_annotations = saved
+
+
 @functools.lru_cache(maxsize=1)
 def _html_partitioner() -> tuple[Callable[..., list], Callable[[list], list], Callable[[list], list]]:
     """unstructured's ``partition_html`` without its decorators (``inspect.unwrap``), and the two
@@ -699,11 +734,12 @@ def _partition_html(text: str, html_drop: Sequence[str], languages: list[str]) -
     ``ElementMetadata`` merged into every element's), and the sha256 element ids (ids only link
     parents, as ``unique_element_ids=True`` gave them). Its steps that do (instances made unique,
     ``set_element_hierarchy``) run as the decorator runs them (:func:`_html_partitioner`). Its
-    KaTeX clean-up runs only on a page that can hold KaTeX (:func:`_katex_gate`).
+    KaTeX clean-up runs only on a page that can hold KaTeX (:func:`_katex_gate`), and the link
+    and emphasis metadata of its elements are not gathered (:func:`_unread_annotations`).
     ``tests/test_load.py`` compares the elements with ``partition_html``'s.
     """
     partition, uniqueify, hierarchy = _html_partitioner()
-    with _html_drop(html_drop), _katex_gate(text):
+    with _html_drop(html_drop), _katex_gate(text), _unread_annotations():
         elements = partition(text=text)
     return hierarchy(uniqueify(elements))
 

@@ -380,8 +380,8 @@ _KATEX_PAGE = ('<html><body><p>Area is <span class="katex"><span class="katex-ma
 
 
 def test_partition_html_without_unread_metadata_equals_partition_html() -> None:
-    """``_partition_html`` (unstructured's partitioner unwrapped, its language and file-type
-    metadata skipped, its KaTeX clean-up only where a page can hold KaTeX) gives the elements
+    """``_partition_html`` (unstructured's partitioner unwrapped, its language, file-type, link and
+    emphasis metadata skipped, its KaTeX clean-up only where a page can hold KaTeX) gives the elements
     ``partition_html`` gives: categories, texts, page numbers and parent links (by position),
     on the sample pages, Python-docs pages when installed, and KaTeX pages (the class written
     plainly or through character references)."""
@@ -415,6 +415,23 @@ def test_partition_html_without_unread_metadata_equals_partition_html() -> None:
     assert all(_KATEX_POSSIBLE.search(p) for p in katex)
     if pydocs.is_dir():  # the gate skips the clean-up on these pages: the comparison above covered skipping
         assert not any(_KATEX_POSSIBLE.search(p.read_text(encoding="utf-8")) for p in sorted(pydocs.rglob("*.html"))[::40])
+
+
+def test_html_elements_carry_no_link_or_emphasis_metadata() -> None:
+    """The annotations ragline does not read (links, emphasis) are not gathered into the
+    elements' metadata; the elements' categories and texts are those unstructured gives with them."""
+    from unstructured.partition.html import partition_html
+
+    from ragline.pipelines.load import _partition_html
+
+    page = ("<html><body><h1>Hive <em>care</em></h1><p>See <a href='https://bees.example/x'>the <b>guide</b></a> "
+            "and <i>rest</i>.</p><ul><li><a href='#y'>item</a></li></ul></body></html>")
+    want = partition_html(text=page, languages=["eng"], unique_element_ids=True)
+    got = _partition_html(page, [], ["eng"])
+    assert [(e.category, e.text) for e in got] == [(e.category, e.text) for e in want]
+    assert any(e.metadata.link_urls for e in want) and any(e.metadata.emphasized_text_tags for e in want)
+    assert not any(e.metadata.link_urls or e.metadata.link_texts or e.metadata.emphasized_text_contents
+                   for e in got)
 
 
 def test_katex_gate_skips_only_what_would_find_nothing() -> None:
