@@ -674,30 +674,40 @@ def _no_annotations(annotations) -> Mapping:  # noqa: ANN001 - an iterable of ma
 _NO_ANNOTATIONS: Mapping = types.MappingProxyType({})
 
 
+def _no_segment_annotation(self, text: str, emphasis: str) -> Mapping:  # noqa: ANN001 - a Phrasing element
+    """unstructured's ``Phrasing._annotation`` (a text segment's emphasis) for :func:`_unread_annotations`: none."""
+    return _NO_ANNOTATIONS
+
+
 @contextlib.contextmanager
 def _unread_annotations() -> Iterator[None]:
-    """Within the block, unstructured's HTML parser merges no text-segment annotations into its
-    elements' metadata (``_consolidate_annotations``: the ``link_texts``, ``link_urls`` and
-    ``emphasized_text_*`` fields, which ragline does not read; a twelfth of the partitioner's
-    CPU on the Python docs). Categories and texts do not depend on them.
+    """Within the block, unstructured's HTML parser makes no text-segment annotations
+    (``Phrasing._annotation``) and merges none into its elements' metadata
+    (``_consolidate_annotations``): the ``link_texts``, ``link_urls`` and ``emphasized_text_*``
+    fields, which ragline does not read (a tenth of the partitioner's CPU on the Python docs).
+    Categories and texts do not depend on them.
 
-    The hook: ``unstructured.partition.html.parser._consolidate_annotations`` (0.27.x), swapped
-    and restored; parsing workers are single-threaded.
+    The hooks: ``unstructured.partition.html.parser._consolidate_annotations`` and
+    ``Phrasing._annotation`` (0.27.x), swapped and restored; parsing workers are single-threaded.
 
     Raises:
         RuntimeError: the pinned unstructured no longer has it.
     """
     from unstructured.partition.html import parser
 
-    if not callable(getattr(parser, "_consolidate_annotations", None)):
-        raise RuntimeError("unstructured.partition.html.parser has no _consolidate_annotations: the pinned "
-                           "unstructured version changed; update pipelines/load.py _unread_annotations")
-    saved = parser._consolidate_annotations
+    phrasing = getattr(parser, "Phrasing", None)
+    if not callable(getattr(parser, "_consolidate_annotations", None)) or \
+            not callable(getattr(phrasing, "_annotation", None)):
+        raise RuntimeError("unstructured.partition.html.parser has no _consolidate_annotations or "
+                           "Phrasing._annotation: the pinned unstructured version changed; update "
+                           "pipelines/load.py _unread_annotations")
+    saved = parser._consolidate_annotations, phrasing.__dict__["_annotation"]
     parser._consolidate_annotations = _no_annotations
+    phrasing._annotation = _no_segment_annotation
     try:
         yield
     finally:
-        parser._consolidate_annotations = saved
+        parser._consolidate_annotations, phrasing._annotation = saved
 
 
 @functools.lru_cache(maxsize=1)
