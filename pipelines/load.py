@@ -23,7 +23,7 @@ import unicodedata
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ragline.core.hashing import doc_id_for, sha256_bytes
 from ragline.core.records import Document, ElementSpan, QuarantineRecord
@@ -711,6 +711,54 @@ def _unread_annotations() -> Iterator[None]:
 
 
 @functools.lru_cache(maxsize=1)
+def _lean_fields() -> tuple[type, frozenset[str]]:
+    """unstructured's ``ElementMetadata`` and the fields :func:`lean_metadata` sets directly: those
+    its constructor assigns as given (every parameter but ``filename``/``file_directory``, which
+    it splits, and the debug fields it drops)."""
+    import inspect
+
+    from unstructured.documents.elements import ElementMetadata
+
+    names = set(inspect.signature(ElementMetadata.__init__).parameters) - {"self", "filename", "file_directory"}
+    return ElementMetadata, frozenset(names - set(ElementMetadata.DEBUG_FIELD_NAMES))
+
+
+def lean_metadata(**fields: Any):  # -> unstructured ElementMetadata
+    """``ElementMetadata(**fields)`` without its constructor's 49 attribute assignments (each
+    through its ``__setattr__``): the instance's ``__dict__`` holds the fields that are not
+    ``None``, as the constructor leaves it. Any other field: the constructor itself."""
+    cls, lean = _lean_fields()
+    if not fields.keys() <= lean:
+        return cls(**fields)
+    md = object.__new__(cls)
+    md.__dict__.update({k: v for k, v in fields.items() if v is not None})
+    return md
+
+
+@contextlib.contextmanager
+def _lean_element_metadata() -> Iterator[None]:
+    """Within the block, unstructured's HTML parser builds its elements' metadata with
+    :func:`lean_metadata` (the same objects; its constructor was a tenth of the parser's CPU).
+
+    The hook: the ``ElementMetadata`` name of ``unstructured.partition.html.parser`` (0.27.x),
+    swapped and restored; parsing workers are single-threaded.
+
+    Raises:
+        RuntimeError: the pinned unstructured no longer has that name.
+    """
+    from unstructured.partition.html import parser
+
+    if getattr(parser, "ElementMetadata", None) is not _lean_fields()[0]:
+        raise RuntimeError("unstructured.partition.html.parser has no ElementMetadata: the pinned unstructured "
+                           "version changed; update pipelines/load.py _lean_element_metadata")
+    parser.ElementMetadata = lean_metadata
+    try:
+        yield
+    finally:
+        parser.ElementMetadata = _lean_fields()[0]
+
+
+@functools.lru_cache(maxsize=1)
 def _html_partitioner() -> tuple[Callable[..., list], Callable[[list], list], Callable[[list], list]]:
     """unstructured's ``partition_html`` without its decorators (``inspect.unwrap``), and the two
     steps of its ``apply_metadata`` decorator whose output ragline reads:
@@ -745,11 +793,12 @@ def _partition_html(text: str, html_drop: Sequence[str], languages: list[str]) -
     parents, as ``unique_element_ids=True`` gave them). Its steps that do (instances made unique,
     ``set_element_hierarchy``) run as the decorator runs them (:func:`_html_partitioner`). Its
     KaTeX clean-up runs only on a page that can hold KaTeX (:func:`_katex_gate`), and the link
-    and emphasis metadata of its elements are not gathered (:func:`_unread_annotations`).
+    and emphasis metadata of its elements are not gathered (:func:`_unread_annotations`); their
+    metadata objects are built without the constructor's per-field assignments (:func:`lean_metadata`).
     ``tests/test_load.py`` compares the elements with ``partition_html``'s.
     """
     partition, uniqueify, hierarchy = _html_partitioner()
-    with _html_drop(html_drop), _katex_gate(text), _unread_annotations():
+    with _html_drop(html_drop), _katex_gate(text), _unread_annotations(), _lean_element_metadata():
         elements = partition(text=text)
     return hierarchy(uniqueify(elements))
 

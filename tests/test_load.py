@@ -434,6 +434,25 @@ def test_html_elements_carry_no_link_or_emphasis_metadata() -> None:
                    for e in got)
 
 
+def test_lean_metadata_is_the_constructors_object() -> None:
+    """``lean_metadata`` leaves the ``__dict__`` unstructured's ``ElementMetadata`` constructor
+    leaves (fields given ``None`` absent, equality and attribute reads alike), and hands
+    ``filename`` and ``file_directory`` (which the constructor combines) to the constructor."""
+    from unstructured.documents.elements import ElementMetadata
+
+    from ragline.pipelines.load import lean_metadata
+
+    cases = [{}, {"page_number": 3}, {"category_depth": 0, "page_number": None},
+             {"category_depth": 2, "page_number": 1, "text_as_html": "<table/>", "link_urls": ["u"], "languages": None},
+             {"filename": "/x/y/page.html", "page_number": 2}, {"file_directory": "/d", "page_number": None},
+             {"image_base64": "AAAA", "image_mime_type": "image/png", "emphasized_text_tags": ["b"]}]
+    for kw in cases:
+        got, want = lean_metadata(**kw), ElementMetadata(**kw)
+        assert type(got) is ElementMetadata and got.__dict__ == want.__dict__ and got == want, kw
+        assert got.page_number == want.page_number and got.parent_id is None and got.to_dict() == want.to_dict()
+    assert lean_metadata(filename="/x/y/page.html").file_directory == "/x/y"
+
+
 def test_katex_gate_skips_only_what_would_find_nothing() -> None:
     """The KaTeX clean-up changes a KaTeX page (so skipping it there would show), and no named
     character reference stands for a letter of ``katex`` (the gate looks for numeric ones only)."""
