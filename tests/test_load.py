@@ -609,3 +609,21 @@ def test_without_keep_a_delivered_document_is_not_held_by_the_pool(tmp_path: Pat
     # the pool may run ahead of deliveries (finished, not yet delivered); delivered ones are let go,
     # so at the last delivery only that one is alive (a pool holding its futures: all 24)
     assert live[-1] <= 2, live
+
+
+def test_documents_round_trip_through_pickle_with_their_spans() -> None:
+    """A parsing worker pickles each Document (its ElementSpans by their constructor's
+    arguments, ``ElementSpan.__reduce__``) and the ingest process gets the same records."""
+    import pickle
+
+    from ragline.core.records import ElementSpan
+    from ragline.pipelines.load import Document, load_document
+
+    docs = [load_document(f, CFG) for f in discover_files([SAMPLE])]
+    docs = [d for d in docs if isinstance(d, Document)]
+    spans = [ElementSpan("Title", 0, 4), ElementSpan("Table", 6, 9, 2, ("A", "B")), ElementSpan("Text", 1, 1, None, ())]
+    for protocol in (2, pickle.HIGHEST_PROTOCOL):
+        assert pickle.loads(pickle.dumps(spans, protocol)) == spans
+        back = pickle.loads(pickle.dumps(docs, protocol))
+        assert back == docs and sum(len(d.elements) for d in back) > 20
+        assert all(type(e) is ElementSpan for d in back for e in d.elements)
