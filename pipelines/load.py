@@ -710,6 +710,43 @@ def _unread_annotations() -> Iterator[None]:
         parser._consolidate_annotations, phrasing._annotation = saved
 
 
+#: the attribute unstructured's HTML parser reads page numbers from (names are case-insensitive in HTML)
+_PAGE_ATTR = re.compile("data-page-number", re.IGNORECASE)
+_NO_PAGE = property(lambda self: None, doc="No page number: the page has no data-page-number attribute.")
+
+
+@contextlib.contextmanager
+def _page_numbers(text: str) -> Iterator[None]:
+    """Within the block, unstructured's HTML parser looks for no page number when ``text`` has no
+    ``data-page-number`` attribute (it would walk from every element up to the root to find none:
+    5% of its CPU on the Python docs); with one, it does as before.
+
+    The hooks: the ``_page_number`` properties of ``Flow`` and ``Math`` in
+    ``unstructured.partition.html.parser`` (0.27.x), swapped and restored; parsing workers are
+    single-threaded.
+
+    Raises:
+        RuntimeError: the pinned unstructured no longer has them.
+    """
+    if _PAGE_ATTR.search(text):
+        yield
+        return
+    from unstructured.partition.html import parser
+
+    classes = [getattr(parser, name, None) for name in ("Flow", "Math")]
+    if not all(c is not None and "_page_number" in c.__dict__ for c in classes):
+        raise RuntimeError("unstructured.partition.html.parser's Flow or Math has no _page_number: the pinned "
+                           "unstructured version changed; update pipelines/load.py _page_numbers")
+    saved = [c.__dict__["_page_number"] for c in classes]
+    for c in classes:
+        c._page_number = _NO_PAGE
+    try:
+        yield
+    finally:
+        for c, old in zip(classes, saved):
+            c._page_number = old
+
+
 @functools.lru_cache(maxsize=1)
 def _lean_fields() -> tuple[type, frozenset[str]]:
     """unstructured's ``ElementMetadata`` and the fields :func:`lean_metadata` sets directly: those
@@ -794,11 +831,13 @@ def _partition_html(text: str, html_drop: Sequence[str], languages: list[str]) -
     ``set_element_hierarchy``) run as the decorator runs them (:func:`_html_partitioner`). Its
     KaTeX clean-up runs only on a page that can hold KaTeX (:func:`_katex_gate`), and the link
     and emphasis metadata of its elements are not gathered (:func:`_unread_annotations`); their
-    metadata objects are built without the constructor's per-field assignments (:func:`lean_metadata`).
+    metadata objects are built without the constructor's per-field assignments (:func:`lean_metadata`),
+    and a page without page-number attributes is not searched for them (:func:`_page_numbers`).
     ``tests/test_load.py`` compares the elements with ``partition_html``'s.
     """
     partition, uniqueify, hierarchy = _html_partitioner()
-    with _html_drop(html_drop), _katex_gate(text), _unread_annotations(), _lean_element_metadata():
+    with _html_drop(html_drop), _katex_gate(text), _page_numbers(text), _unread_annotations(), \
+            _lean_element_metadata():
         elements = partition(text=text)
     return hierarchy(uniqueify(elements))
 

@@ -382,13 +382,14 @@ _KATEX_PAGE = ('<html><body><p>Area is <span class="katex"><span class="katex-ma
 
 def test_partition_html_without_unread_metadata_equals_partition_html() -> None:
     """``_partition_html`` (unstructured's partitioner unwrapped, its language, file-type, link and
-    emphasis metadata skipped, its KaTeX clean-up only where a page can hold KaTeX) gives the elements
+    emphasis metadata skipped, its KaTeX clean-up and page-number search only where a page can hold
+    them) gives the elements
     ``partition_html`` gives: categories, texts, page numbers and parent links (by position),
     on the sample pages, Python-docs pages when installed, and KaTeX pages (the class written
-    plainly or through character references)."""
+    plainly or through character references) and pages with page numbers (any case)."""
     from unstructured.partition.html import partition_html
 
-    from ragline.pipelines.load import _html_drop, _KATEX_POSSIBLE, _partition_html, element_types
+    from ragline.pipelines.load import _html_drop, _KATEX_POSSIBLE, _PAGE_ATTR, _partition_html, element_types
     from ragline.pipelines.offline import install_unstructured_nlp
 
     install_unstructured_nlp()
@@ -399,6 +400,8 @@ def test_partition_html_without_unread_metadata_equals_partition_html() -> None:
     pages = [p.read_text(encoding="utf-8") for p in sorted(SAMPLE.glob("*.html"))] + [PAGE] + katex + [
         "<html><body><h1>T</h1><div data-page-number='3'><h2>U</h2><p>in page three</p></div>"
         "<p>after</p></body></html>",
+        "<html><body><DIV DATA-PAGE-NUMBER='7'><p>page <b>seven</b></p><table><tr><td>c</td></tr></table></DIV>"
+        "<p>after</p></body></html>",
         "<html><body><p class='KaTeX katexish'>not KaTeX, a near name</p></body></html>"]
     pydocs = Path("/usr/share/doc/python3.11-doc/html")
     if pydocs.is_dir():
@@ -408,16 +411,19 @@ def test_partition_html_without_unread_metadata_equals_partition_html() -> None:
         at = {e.id: i for i, e in enumerate(elements)}
         return [(e.category, e.text, e.metadata.page_number, at.get(e.metadata.parent_id)) for e in elements]
 
+    numbers: set = set()
     with element_types("markup"):
         for page in pages:
             with _html_drop(drop):
                 want = partition_html(text=page, languages=["eng"], unique_element_ids=True)
             assert view(_partition_html(page, drop, ["eng"])) == view(want), page[:200]
+            numbers |= {e.metadata.page_number for e in want}
         assert any(e.metadata.parent_id for e in want)  # (the last page) the parent links were compared
+    assert {3, 7} <= numbers  # page numbers were compared too
     assert all(_KATEX_POSSIBLE.search(p) for p in katex)
     if pydocs.is_dir():  # the gate skips the clean-up on these pages: the comparison above covered skipping
-        sampled = sorted(pydocs.rglob("*.html"))[::40]
-        assert not any(_KATEX_POSSIBLE.search(p.read_text(encoding="utf-8")) for p in sampled)
+        sampled = [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::40]]
+        assert not any(_KATEX_POSSIBLE.search(p) or _PAGE_ATTR.search(p) for p in sampled)
 
 
 def test_html_elements_carry_no_link_or_emphasis_metadata() -> None:
