@@ -622,10 +622,14 @@ def _html_drop(selectors: Sequence[str]) -> Iterator[None]:
         html_partition.etree = saved
 
 
-#: what a page holds when a class attribute of it can hold ``katex`` once parsed: the word, or a
-#: numeric character reference to one of its letters (no named reference stands for an ASCII
-#: letter: ``html.entities``; checked by the tests)
-_KATEX_POSSIBLE = re.compile(r"katex|&#0*(?:107|97|116|101|120)(?!\d)|&#[xX]0*(?:6[bB]|61|74|65|78)(?![0-9a-fA-F])")
+_KATEX_REF = re.compile(r"&#(?:0*(?:107|97|116|101|120)(?!\d)|[xX]0*(?:6[bB]|61|74|65|78)(?![0-9a-fA-F]))")
+
+
+def _katex_possible(text: str) -> bool:
+    """Whether a class attribute of the page ``text`` can hold ``katex`` once parsed: the word, or
+    a numeric character reference to one of its letters (no named reference stands for an
+    ASCII letter: ``html.entities``; checked by the tests)."""
+    return "katex" in text or _KATEX_REF.search(text) is not None
 
 
 class _NoKatexMath:
@@ -642,7 +646,7 @@ def _katex_gate(text: str) -> Iterator[None]:
     """Within the block, unstructured's ``partition_html`` skips its KaTeX clean-up
     (``Math._normalize_katex``: an XPath matching the class token ``katex`` on every element,
     5% of its CPU on the Python docs) when ``text`` cannot hold that class
-    (:data:`_KATEX_POSSIBLE`): it would find nothing.
+    (:func:`_katex_possible`): it would find nothing.
 
     The hook: the ``Math`` name of ``unstructured.partition.html.partition`` (0.27.x), swapped
     and restored; parsing workers are single-threaded.
@@ -650,7 +654,7 @@ def _katex_gate(text: str) -> Iterator[None]:
     Raises:
         RuntimeError: the pinned unstructured no longer has that name.
     """
-    if _KATEX_POSSIBLE.search(text):
+    if _katex_possible(text):
         yield
         return
     from unstructured.partition.html import partition as html_partition
@@ -710,8 +714,10 @@ def _unread_annotations() -> Iterator[None]:
         parser._consolidate_annotations, phrasing._annotation = saved
 
 
-#: the attribute unstructured's HTML parser reads page numbers from (names are case-insensitive in HTML)
-_PAGE_ATTR = re.compile("data-page-number", re.IGNORECASE)
+#: what the attribute unstructured's HTML parser reads page numbers from holds, in any case
+#: (``data-page-number``: names are case-insensitive in HTML); the literal ``-`` first makes the
+#: search of a page that holds none fast (a scan for ``-``, not a case-folded match at every character)
+_PAGE_ATTR = re.compile(r"-(?i:page-number)")
 _NO_PAGE = property(lambda self: None, doc="No page number: the page has no data-page-number attribute.")
 
 

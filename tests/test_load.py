@@ -389,7 +389,7 @@ def test_partition_html_without_unread_metadata_equals_partition_html() -> None:
     plainly or through character references) and pages with page numbers (any case)."""
     from unstructured.partition.html import partition_html
 
-    from ragline.pipelines.load import _html_drop, _KATEX_POSSIBLE, _PAGE_ATTR, _partition_html, element_types
+    from ragline.pipelines.load import _PAGE_ATTR, _html_drop, _katex_possible, _partition_html, element_types
     from ragline.pipelines.offline import install_unstructured_nlp
 
     install_unstructured_nlp()
@@ -420,10 +420,10 @@ def test_partition_html_without_unread_metadata_equals_partition_html() -> None:
             numbers |= {e.metadata.page_number for e in want}
         assert any(e.metadata.parent_id for e in want)  # (the last page) the parent links were compared
     assert {3, 7} <= numbers  # page numbers were compared too
-    assert all(_KATEX_POSSIBLE.search(p) for p in katex)
+    assert all(_katex_possible(p) for p in katex)
     if pydocs.is_dir():  # the gate skips the clean-up on these pages: the comparison above covered skipping
         sampled = [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::40]]
-        assert not any(_KATEX_POSSIBLE.search(p) or _PAGE_ATTR.search(p) for p in sampled)
+        assert not any(_katex_possible(p) or _PAGE_ATTR.search(p) for p in sampled)
 
 
 def test_html_elements_carry_no_link_or_emphasis_metadata() -> None:
@@ -473,6 +473,17 @@ def test_katex_gate_skips_only_what_would_find_nothing() -> None:
     from ragline.pipelines.offline import install_unstructured_nlp
 
     install_unstructured_nlp()
+    from ragline.pipelines.load import _PAGE_ATTR, _katex_possible
+
+    for text in ("<p class='katex'>", "<p class='&#107;atex'>", "<p class='k&#X61;tex'>", "<p class='kate&#0120;'>",
+                 "<p class='ka&#x0074;ex'>", "<p class=kat&#101x>"):
+        assert _katex_possible(text), text
+    for text, want in (("<p class='KaTeX'>", False), ("<p>&#1070; &#x6b0; &#107", True), ("<p>&#1071;</p>", False),
+                       ("<p>&#x6bf; &#97</p>", True), ("<p>&#9;&#x0a;</p>", False)):
+        assert _katex_possible(text) == want, text
+    for text in ("<div data-page-number=2>", "<DIV DATA-PAGE-NUMBER=2>", "<div Data-Page-Number='2'>"):
+        assert _PAGE_ATTR.search(text), text
+    assert not _PAGE_ATTR.search("<div data-page=2 page number>")
     assert [k for k, v in html.entities.html5.items() if v in set("katex")] == []
     assert [k for k, v in html.entities.name2codepoint.items() if chr(v) in set("katex")] == []
     with _katex_gate("<p>no such class</p>"):  # the gate closed: the visual copy stays
