@@ -89,9 +89,7 @@ def main() -> int:
     stripper.finish = timed("boilerplate finish", stripper.finish)
 
     @functools.partial(timed, "clusters")
-    def cluster(parsed, chunks, bad):  # as pipelines/flows.py's ingest hands it to the stream
-        failed = {q.path for q in bad}
-        table = load.documents_to_table([d for d in parsed if d.uri not in failed])
+    def cluster(table, chunks, bad):  # as pipelines/flows.py's ingest hands it to the stream (the chunked documents)
         return curate.curate_chunks(table, chunks, p.curate, boilerplate=stripper.report)
 
     load.prestart_parsers()  # the fork server's preload is paid before, as in the ingest

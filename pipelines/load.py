@@ -18,11 +18,12 @@ import mimetypes
 import os
 import re
 import stat
+import types
 import unicodedata
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ragline.core.hashing import doc_id_for, sha256_bytes
 from ragline.core.records import Document, ElementSpan, QuarantineRecord
@@ -309,10 +310,62 @@ def drop_matches(root, selectors: Sequence[str]) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _selector(selectors: tuple[str, ...]):  # -> lxml.cssselect.CSSSelector
+def _selector(selectors: tuple[str, ...]):  # -> lxml.etree.XPath
+    """The elements matching any of the CSS ``selectors``, as one XPath (lxml's ``CSSSelector``
+    of the selector list, cssselect's HTML translation) with the simple selectors (no
+    combinator) grouped by element name: each group walks the tree once, its conditions joined
+    by ``or`` behind a test that the element has an attribute one of them needs (``@role``,
+    ``@class``...; libxml2 compares an attribute on every element otherwise). The same elements,
+    in document order, at 1/2 to 2/3 of the cost of one walk per selector. Selectors this
+    cannot group (pseudo-elements, an attribute name XPath cannot spell) keep their own walk;
+    a selector list the grouping fails on is lxml's ``CSSSelector`` itself."""
+    from lxml import etree
     from lxml.cssselect import CSSSelector
 
-    return CSSSelector(", ".join(selectors), translator="html")
+    plain = CSSSelector(", ".join(selectors), translator="html")  # (raises as before for a bad selector)
+    try:
+        return etree.XPath(_grouped_xpath(selectors))
+    except Exception:  # noqa: BLE001 - any surprise of cssselect's internals: the plain translation
+        return plain
+
+
+_XPATH_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
+
+
+def _grouped_xpath(selectors: Sequence[str]) -> str:
+    """The XPath of :func:`_selector` (cssselect's parsed selectors and ``HTMLTranslator``)."""
+    import cssselect
+    from cssselect import HTMLTranslator
+    from cssselect import parser as css
+
+    tr = HTMLTranslator()
+    groups: dict[str, list[tuple[str, str | None]]] = {}  # element -> (condition, an attribute it needs)
+    walks: list[str] = []
+    for text in selectors:
+        for sel in cssselect.parse(text):
+            xpath = tr.xpath(sel.parsed_tree)
+            if sel.pseudo_element is not None or isinstance(sel.parsed_tree, css.CombinedSelector) or xpath.path:
+                walks.append(tr.selector_to_xpath(sel, prefix="descendant-or-self::"))
+                continue
+            need, node = None, sel.parsed_tree
+            while need is None and not isinstance(node, css.Element):  # the selector's own chain (not inside :not)
+                if isinstance(node, css.Class):
+                    need = "class"
+                elif isinstance(node, css.Hash):
+                    need = "id"
+                elif isinstance(node, css.Attrib) and node.namespace is None:
+                    need = node.attrib.lower()
+                node = node.selector
+            groups.setdefault(xpath.element, []).append(
+                (xpath.condition, need if need and _XPATH_NAME.match(need) else None))
+    for element, members in groups.items():
+        step = f"descendant-or-self::{element}"
+        if all(cond for cond, _ in members):
+            if all(need for _, need in members):
+                step += "[" + " or ".join(sorted({f"@{need}" for _, need in members})) + "]"
+            step += "[" + " or ".join(f"({cond})" for cond, _ in members) + "]"
+        walks.append(step)
+    return " | ".join(walks)
 
 
 @functools.lru_cache(maxsize=1)
@@ -572,13 +625,230 @@ def _html_drop(selectors: Sequence[str]) -> Iterator[None]:
         html_partition.etree = saved
 
 
-def _partition_html(text: str, html_drop: Sequence[str], languages: list[str]) -> list:
+_KATEX_REF = re.compile(r"&#(?:0*(?:107|97|116|101|120)(?!\d)|[xX]0*(?:6[bB]|61|74|65|78)(?![0-9a-fA-F]))")
+
+
+def _katex_possible(text: str) -> bool:
+    """Whether a class attribute of the page ``text`` can hold ``katex`` once parsed: the word, or
+    a numeric character reference to one of its letters (no named reference stands for an
+    ASCII letter: ``html.entities``; checked by the tests)."""
+    return "katex" in text or _KATEX_REF.search(text) is not None
+
+
+class _NoKatexMath:
+    """``Math`` as unstructured's ``partition_html`` uses it (``Math._normalize_katex(root)``,
+    its only use there), for a page that cannot hold KaTeX: nothing to normalize."""
+
+    @staticmethod
+    def _normalize_katex(root) -> None:  # noqa: ANN001 - an lxml element
+        return None
+
+
+@contextlib.contextmanager
+def _katex_gate(text: str) -> Iterator[None]:
+    """Within the block, unstructured's ``partition_html`` skips its KaTeX clean-up
+    (``Math._normalize_katex``: an XPath matching the class token ``katex`` on every element,
+    5% of its CPU on the Python docs) when ``text`` cannot hold that class
+    (:func:`_katex_possible`): it would find nothing.
+
+    The hook: the ``Math`` name of ``unstructured.partition.html.partition`` (0.27.x), swapped
+    and restored; parsing workers are single-threaded.
+
+    Raises:
+        RuntimeError: the pinned unstructured no longer has that name.
+    """
+    if _katex_possible(text):
+        yield
+        return
+    from unstructured.partition.html import partition as html_partition
+
+    if not hasattr(getattr(html_partition, "Math", None), "_normalize_katex"):
+        raise RuntimeError("unstructured.partition.html.partition has no Math._normalize_katex: the pinned "
+                           "unstructured version changed; update pipelines/load.py _katex_gate")
+    saved = html_partition.Math
+    html_partition.Math = _NoKatexMath
+    try:
+        yield
+    finally:
+        html_partition.Math = saved
+
+
+def _no_annotations(annotations) -> Mapping:  # noqa: ANN001 - an iterable of mappings, not read
+    """unstructured's ``_consolidate_annotations`` for :func:`_unread_annotations`: none."""
+    return _NO_ANNOTATIONS
+
+
+_NO_ANNOTATIONS: Mapping = types.MappingProxyType({})
+
+
+def _no_segment_annotation(self, text: str, emphasis: str) -> Mapping:  # noqa: ANN001 - a Phrasing element
+    """unstructured's ``Phrasing._annotation`` (a text segment's emphasis) for :func:`_unread_annotations`: none."""
+    return _NO_ANNOTATIONS
+
+
+@contextlib.contextmanager
+def _unread_annotations() -> Iterator[None]:
+    """Within the block, unstructured's HTML parser makes no text-segment annotations
+    (``Phrasing._annotation``) and merges none into its elements' metadata
+    (``_consolidate_annotations``): the ``link_texts``, ``link_urls`` and ``emphasized_text_*``
+    fields, which ragline does not read (a tenth of the partitioner's CPU on the Python docs).
+    Categories and texts do not depend on them.
+
+    The hooks: ``unstructured.partition.html.parser._consolidate_annotations`` and
+    ``Phrasing._annotation`` (0.27.x), swapped and restored; parsing workers are single-threaded.
+
+    Raises:
+        RuntimeError: the pinned unstructured no longer has it.
+    """
+    from unstructured.partition.html import parser
+
+    phrasing = getattr(parser, "Phrasing", None)
+    if not callable(getattr(parser, "_consolidate_annotations", None)) or \
+            not callable(getattr(phrasing, "_annotation", None)):
+        raise RuntimeError("unstructured.partition.html.parser has no _consolidate_annotations or "
+                           "Phrasing._annotation: the pinned unstructured version changed; update "
+                           "pipelines/load.py _unread_annotations")
+    saved = parser._consolidate_annotations, phrasing.__dict__["_annotation"]
+    parser._consolidate_annotations = _no_annotations
+    phrasing._annotation = _no_segment_annotation
+    try:
+        yield
+    finally:
+        parser._consolidate_annotations, phrasing._annotation = saved
+
+
+#: what the attribute unstructured's HTML parser reads page numbers from holds, in any case
+#: (``data-page-number``: names are case-insensitive in HTML); the literal ``-`` first makes the
+#: search of a page that holds none fast (a scan for ``-``, not a case-folded match at every character)
+_PAGE_ATTR = re.compile(r"-(?i:page-number)")
+_NO_PAGE = property(lambda self: None, doc="No page number: the page has no data-page-number attribute.")
+
+
+@contextlib.contextmanager
+def _page_numbers(text: str) -> Iterator[None]:
+    """Within the block, unstructured's HTML parser looks for no page number when ``text`` has no
+    ``data-page-number`` attribute (it would walk from every element up to the root to find none:
+    5% of its CPU on the Python docs); with one, it does as before.
+
+    The hooks: the ``_page_number`` properties of ``Flow`` and ``Math`` in
+    ``unstructured.partition.html.parser`` (0.27.x), swapped and restored; parsing workers are
+    single-threaded.
+
+    Raises:
+        RuntimeError: the pinned unstructured no longer has them.
+    """
+    if _PAGE_ATTR.search(text):
+        yield
+        return
+    from unstructured.partition.html import parser
+
+    classes = [getattr(parser, name, None) for name in ("Flow", "Math")]
+    if not all(c is not None and "_page_number" in c.__dict__ for c in classes):
+        raise RuntimeError("unstructured.partition.html.parser's Flow or Math has no _page_number: the pinned "
+                           "unstructured version changed; update pipelines/load.py _page_numbers")
+    saved = [c.__dict__["_page_number"] for c in classes]
+    for c in classes:
+        c._page_number = _NO_PAGE
+    try:
+        yield
+    finally:
+        for c, old in zip(classes, saved):
+            c._page_number = old
+
+
+@functools.lru_cache(maxsize=1)
+def _lean_fields() -> tuple[type, frozenset[str]]:
+    """unstructured's ``ElementMetadata`` and the fields :func:`lean_metadata` sets directly: those
+    its constructor assigns as given (every parameter but ``filename``/``file_directory``, which
+    it splits, and the debug fields it drops)."""
+    import inspect
+
+    from unstructured.documents.elements import ElementMetadata
+
+    names = set(inspect.signature(ElementMetadata.__init__).parameters) - {"self", "filename", "file_directory"}
+    return ElementMetadata, frozenset(names - set(ElementMetadata.DEBUG_FIELD_NAMES))
+
+
+def lean_metadata(**fields: Any):  # -> unstructured ElementMetadata
+    """``ElementMetadata(**fields)`` without its constructor's 49 attribute assignments (each
+    through its ``__setattr__``): the instance's ``__dict__`` holds the fields that are not
+    ``None``, as the constructor leaves it. Any other field: the constructor itself."""
+    cls, lean = _lean_fields()
+    if not fields.keys() <= lean:
+        return cls(**fields)
+    md = object.__new__(cls)
+    md.__dict__.update({k: v for k, v in fields.items() if v is not None})
+    return md
+
+
+@contextlib.contextmanager
+def _lean_element_metadata() -> Iterator[None]:
+    """Within the block, unstructured's HTML parser builds its elements' metadata with
+    :func:`lean_metadata` (the same objects; its constructor was a tenth of the parser's CPU).
+
+    The hook: the ``ElementMetadata`` name of ``unstructured.partition.html.parser`` (0.27.x),
+    swapped and restored; parsing workers are single-threaded.
+
+    Raises:
+        RuntimeError: the pinned unstructured no longer has that name.
+    """
+    from unstructured.partition.html import parser
+
+    if getattr(parser, "ElementMetadata", None) is not _lean_fields()[0]:
+        raise RuntimeError("unstructured.partition.html.parser has no ElementMetadata: the pinned unstructured "
+                           "version changed; update pipelines/load.py _lean_element_metadata")
+    parser.ElementMetadata = lean_metadata
+    try:
+        yield
+    finally:
+        parser.ElementMetadata = _lean_fields()[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _html_partitioner() -> tuple[Callable[..., list], Callable[[list], list], Callable[[list], list]]:
+    """unstructured's ``partition_html`` without its decorators (``inspect.unwrap``), and the two
+    steps of its ``apply_metadata`` decorator whose output ragline reads:
+    ``_uniqueify_elements_and_metadata`` and ``set_element_hierarchy`` (``parent_id``).
+
+    Raises:
+        RuntimeError: the pinned unstructured (0.27.x) no longer has them.
+    """
+    import inspect
+
+    from unstructured.partition.common import metadata
     from unstructured.partition.html import partition_html
 
-    with _html_drop(html_drop):
-        # unique_element_ids: ragline reads element ids only to follow parent links
-        # (_section_paths), so unstructured's sha256 of every element (its default ids) is skipped
-        return partition_html(text=text, languages=languages, unique_element_ids=True)
+    raw = inspect.unwrap(partition_html)
+    steps = [getattr(metadata, name, None) for name in ("_uniqueify_elements_and_metadata", "set_element_hierarchy")]
+    if raw is partition_html or not all(callable(f) for f in steps):
+        raise RuntimeError("unstructured's partition_html is no longer a decorated function beside "
+                           "_uniqueify_elements_and_metadata and set_element_hierarchy: the pinned unstructured "
+                           "version changed; update pipelines/load.py _html_partitioner")
+    return raw, steps[0], steps[1]
+
+
+def _partition_html(text: str, html_drop: Sequence[str], languages: list[str]) -> list:
+    """Elements of an HTML page: unstructured's ``partition_html`` (with ``load.html_drop``,
+    :func:`_html_drop`), of which ragline reads each element's category, text, id,
+    ``metadata.page_number`` and ``metadata.parent_id`` (``pipelines/formats.py``'s contract).
+
+    Its ``apply_metadata`` decorator's steps that set nothing of those are skipped (a fifth of
+    the partitioner's CPU on the Python docs): the ``languages`` metadata (given or detected per
+    document: ``languages`` is not used here), the ``filetype`` metadata (a new
+    ``ElementMetadata`` merged into every element's), and the sha256 element ids (ids only link
+    parents, as ``unique_element_ids=True`` gave them). Its steps that do (instances made unique,
+    ``set_element_hierarchy``) run as the decorator runs them (:func:`_html_partitioner`). Its
+    KaTeX clean-up runs only on a page that can hold KaTeX (:func:`_katex_gate`), and the link
+    and emphasis metadata of its elements are not gathered (:func:`_unread_annotations`); their
+    metadata objects are built without the constructor's per-field assignments (:func:`lean_metadata`),
+    and a page without page-number attributes is not searched for them (:func:`_page_numbers`).
+    ``tests/test_load.py`` compares the elements with ``partition_html``'s.
+    """
+    partition, uniqueify, hierarchy = _html_partitioner()
+    with _html_drop(html_drop), _katex_gate(text), _page_numbers(text), _unread_annotations(), \
+            _lean_element_metadata():
+        elements = partition(text=text)
+    return hierarchy(uniqueify(elements))
 
 
 def _partition_plain(text: str, languages: list[str]) -> list:

@@ -28,3 +28,12 @@ import ragline.pipelines.load  # noqa: E402,F401
 unstructured.partition.md.partition_md(text="# Warm-up\n\nDrones are the male bees of the colony.\n")
 unstructured.partition.text.partition_text(text="Warm-up\n\nWorkers are the female bees. They forage.\n")
 unstructured.partition.html.partition_html(text="<html><body><h1>Warm-up</h1><p>Queens lay eggs.</p></body></html>")
+
+# ragline's own HTML path with the default ``load.html_drop``: its CSS selector (importing
+# cssselect, compiled to XPath: about 10 ms in every new worker otherwise) and the unwrapped
+# partitioner are built here, once.
+from ragline.pipelines.config import LoadConfig  # noqa: E402
+
+ragline.pipelines.load._partition_html(
+    "<html><body><nav>Menu</nav><h1>Warm-up<a class='headerlink'>¶</a></h1><p>Bees dance.</p></body></html>",
+    LoadConfig().html_drop, list(LoadConfig().languages))

@@ -305,6 +305,43 @@ def test_html_drop_keeps_the_text_after_a_dropped_element() -> None:
     assert strip_html(page, ["aside"]) is page  # nothing matched: the page itself, offsets untouched
 
 
+def test_grouped_html_drop_selector_matches_what_lxml_cssselector_matches() -> None:
+    """``_selector`` (simple selectors grouped by element, one walk each) selects the elements
+    lxml's ``CSSSelector`` of the same list selects, in the same order, for the default
+    ``load.html_drop`` and for lists mixing every kind of selector, on the sample pages,
+    Python-docs pages when installed and a page made to hit them; a pseudo-element keeps its own walk."""
+    import lxml.html
+    from lxml.cssselect import CSSSelector
+
+    from ragline.pipelines.load import _grouped_xpath, _selector
+
+    lists = [tuple(LoadConfig().html_drop),
+             ("nav", "[role=navigation]", "[ROLE=search]", "a.headerlink", ".x.y", "#top", "div[data-x]",
+              "[data-x~=y]", "a:not(.b)", "p:first-child", "body > header", "main footer", "A.B", "*|aside", "li + li",
+              "[lang|=en]", "span[title^=Fo]"),
+             ("a", "a.headerlink"), ("*",), ("[role=banner]", "[role]")]
+    page = ("<html><body><header id='top'>h</header><nav role='navigation'>n</nav><main><p class='x y'>xy</p>"
+            "<p class='y x z'>yx</p><div data-x='a y b'>d</div><a class='b'>b</a><a>plain</a><a class='B'>B</a>"
+            "<ul><li>1</li><li lang='en-GB'>2</li></ul><span title='Foo'>t</span><aside role='banner'>s</aside>"
+            "<footer>f</footer><a class='headerlink other'>¶</a></main>"
+            "<footer role='contentinfo'>site</footer></body></html>")
+    pages = [page] + [p.read_text(encoding="utf-8") for p in sorted(SAMPLE.glob("*.html"))]
+    pydocs = Path("/usr/share/doc/python3.11-doc/html")
+    if pydocs.is_dir():
+        pages += [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::30]]
+    trees = [lxml.html.document_fromstring(p.encode("utf-8")) for p in pages]
+    matched = 0
+    for sels in lists:
+        assert "CSSSelector" not in type(_selector(sels)).__name__  # grouped, not the fallback
+        want = CSSSelector(", ".join(sels), translator="html")
+        for tree in trees:
+            got = _selector(sels)(tree)
+            assert got == want(tree), (sels, [e.tag for e in got])
+            matched += len(got)
+    assert matched > 100
+    assert _grouped_xpath(["nav", "a::before"]).count("descendant-or-self::") == 2  # its own walk
+
+
 def test_html_drop_in_the_parsed_tree_equals_strip_then_partition() -> None:
     """Dropping ``load.html_drop`` elements from the tree unstructured parses (one parse) gives
     the elements that stripping the page, serializing it and partitioning that gave (two parses),
@@ -336,6 +373,123 @@ def test_html_drop_in_the_parsed_tree_equals_strip_then_partition() -> None:
         for page in pages:
             want = view(partition_html(text=strip_html(page, drop), languages=["eng"], unique_element_ids=True))
             assert view(_partition_html(page, drop, ["eng"])) == want, page[:200]
+
+
+_KATEX_PAGE = ('<html><body><p>Area is <span class="katex"><span class="katex-mathml"><math><semantics><mrow><mi>x'
+               '</mi></mrow><annotation encoding="application/x-tex">\\pi r^2</annotation></semantics></math></span>'
+               '<span class="katex-html" aria-hidden="true">VISUAL</span></span> here.</p></body></html>')
+
+
+def test_partition_html_without_unread_metadata_equals_partition_html() -> None:
+    """``_partition_html`` (unstructured's partitioner unwrapped, its language, file-type, link and
+    emphasis metadata skipped, its KaTeX clean-up and page-number search only where a page can hold
+    them) gives the elements
+    ``partition_html`` gives: categories, texts, page numbers and parent links (by position),
+    on the sample pages, Python-docs pages when installed, and KaTeX pages (the class written
+    plainly or through character references) and pages with page numbers (any case)."""
+    from unstructured.partition.html import partition_html
+
+    from ragline.pipelines.load import _PAGE_ATTR, _html_drop, _katex_possible, _partition_html, element_types
+    from ragline.pipelines.offline import install_unstructured_nlp
+
+    install_unstructured_nlp()
+    drop = list(LoadConfig().html_drop)
+    katex = [_KATEX_PAGE, _KATEX_PAGE.replace('class="katex"', 'class="&#107;atex"'),
+             _KATEX_PAGE.replace('class="katex"', "class='k&#x61;tex'"),
+             _KATEX_PAGE.replace('class="katex"', 'class="kat&#0101;x other"')]
+    pages = [p.read_text(encoding="utf-8") for p in sorted(SAMPLE.glob("*.html"))] + [PAGE] + katex + [
+        "<html><body><h1>T</h1><div data-page-number='3'><h2>U</h2><p>in page three</p></div>"
+        "<p>after</p></body></html>",
+        "<html><body><DIV DATA-PAGE-NUMBER='7'><p>page <b>seven</b></p><table><tr><td>c</td></tr></table></DIV>"
+        "<p>after</p></body></html>",
+        "<html><body><p class='KaTeX katexish'>not KaTeX, a near name</p></body></html>"]
+    pydocs = Path("/usr/share/doc/python3.11-doc/html")
+    if pydocs.is_dir():
+        pages += [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::40]]
+
+    def view(elements: list) -> list:
+        at = {e.id: i for i, e in enumerate(elements)}
+        return [(e.category, e.text, e.metadata.page_number, at.get(e.metadata.parent_id)) for e in elements]
+
+    numbers: set = set()
+    with element_types("markup"):
+        for page in pages:
+            with _html_drop(drop):
+                want = partition_html(text=page, languages=["eng"], unique_element_ids=True)
+            assert view(_partition_html(page, drop, ["eng"])) == view(want), page[:200]
+            numbers |= {e.metadata.page_number for e in want}
+        assert any(e.metadata.parent_id for e in want)  # (the last page) the parent links were compared
+    assert {3, 7} <= numbers  # page numbers were compared too
+    assert all(_katex_possible(p) for p in katex)
+    if pydocs.is_dir():  # the gate skips the clean-up on these pages: the comparison above covered skipping
+        sampled = [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::40]]
+        assert not any(_katex_possible(p) or _PAGE_ATTR.search(p) for p in sampled)
+
+
+def test_html_elements_carry_no_link_or_emphasis_metadata() -> None:
+    """The annotations ragline does not read (links, emphasis) are not gathered into the
+    elements' metadata; the elements' categories and texts are those unstructured gives with them."""
+    from unstructured.partition.html import partition_html
+
+    from ragline.pipelines.load import _partition_html
+
+    page = ("<html><body><h1>Hive <em>care</em></h1><p>See <a href='https://bees.example/x'>the <b>guide</b></a> "
+            "and <i>rest</i>.</p><ul><li><a href='#y'>item</a></li></ul></body></html>")
+    want = partition_html(text=page, languages=["eng"], unique_element_ids=True)
+    got = _partition_html(page, [], ["eng"])
+    assert [(e.category, e.text) for e in got] == [(e.category, e.text) for e in want]
+    assert any(e.metadata.link_urls for e in want) and any(e.metadata.emphasized_text_tags for e in want)
+    assert not any(e.metadata.link_urls or e.metadata.link_texts or e.metadata.emphasized_text_contents
+                   for e in got)
+
+
+def test_lean_metadata_is_the_constructors_object() -> None:
+    """``lean_metadata`` leaves the ``__dict__`` unstructured's ``ElementMetadata`` constructor
+    leaves (fields given ``None`` absent, equality and attribute reads alike), and hands
+    ``filename`` and ``file_directory`` (which the constructor combines) to the constructor."""
+    from unstructured.documents.elements import ElementMetadata
+
+    from ragline.pipelines.load import lean_metadata
+
+    cases = [{}, {"page_number": 3}, {"category_depth": 0, "page_number": None},
+             {"category_depth": 2, "page_number": 1, "text_as_html": "<table/>", "link_urls": ["u"], "languages": None},
+             {"filename": "/x/y/page.html", "page_number": 2}, {"file_directory": "/d", "page_number": None},
+             {"image_base64": "AAAA", "image_mime_type": "image/png", "emphasized_text_tags": ["b"]}]
+    for kw in cases:
+        got, want = lean_metadata(**kw), ElementMetadata(**kw)
+        assert type(got) is ElementMetadata and got.__dict__ == want.__dict__ and got == want, kw
+        assert got.page_number == want.page_number and got.parent_id is None and got.to_dict() == want.to_dict()
+    assert lean_metadata(filename="/x/y/page.html").file_directory == "/x/y"
+
+
+def test_katex_gate_skips_only_what_would_find_nothing() -> None:
+    """The KaTeX clean-up changes a KaTeX page (so skipping it there would show), and no named
+    character reference stands for a letter of ``katex`` (the gate looks for numeric ones only)."""
+    import html.entities
+
+    from unstructured.partition.html import partition_html
+
+    from ragline.pipelines.load import _katex_gate, _partition_html
+    from ragline.pipelines.offline import install_unstructured_nlp
+
+    install_unstructured_nlp()
+    from ragline.pipelines.load import _PAGE_ATTR, _katex_possible
+
+    for text in ("<p class='katex'>", "<p class='&#107;atex'>", "<p class='k&#X61;tex'>", "<p class='kate&#0120;'>",
+                 "<p class='ka&#x0074;ex'>", "<p class=kat&#101x>"):
+        assert _katex_possible(text), text
+    for text, want in (("<p class='KaTeX'>", False), ("<p>&#1070; &#x6b0; &#107", True), ("<p>&#1071;</p>", False),
+                       ("<p>&#x6bf; &#97</p>", True), ("<p>&#9;&#x0a;</p>", False)):
+        assert _katex_possible(text) == want, text
+    for text in ("<div data-page-number=2>", "<DIV DATA-PAGE-NUMBER=2>", "<div Data-Page-Number='2'>"):
+        assert _PAGE_ATTR.search(text), text
+    assert not _PAGE_ATTR.search("<div data-page=2 page number>")
+    assert [k for k, v in html.entities.html5.items() if v in set("katex")] == []
+    assert [k for k, v in html.entities.name2codepoint.items() if chr(v) in set("katex")] == []
+    with _katex_gate("<p>no such class</p>"):  # the gate closed: the visual copy stays
+        skipped = [e.text for e in partition_html(text=_KATEX_PAGE, languages=["eng"], unique_element_ids=True)]
+    assert skipped == ["Area is \\pi r^2VISUAL here."]
+    assert [e.text for e in _partition_html(_KATEX_PAGE, [], ["eng"])] == ["Area is \\pi r^2 here."]
 
 
 def test_gated_paragraph_rules_equal_unstructured_s() -> None:
@@ -411,6 +565,24 @@ def test_fork_server_preloads_the_cli_for_the_ragline_command() -> None:
     assert "ragline.pipelines.cli" not in out and "ragline.pipelines.load_preload" in out
 
 
+def test_fork_server_preload_builds_the_default_html_path() -> None:
+    """The fork server's preload builds what ragline's HTML path would build in every new worker:
+    the default ``load.html_drop`` selector (cssselect imported, XPath compiled) and the
+    unwrapped partitioner, so a forked worker finds them built."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ragline.pipelines.load_preload\n"
+            "from ragline.pipelines import load\n"
+            "from ragline.pipelines.config import LoadConfig\n"
+            "n = load._selector.cache_info().currsize\n"
+            "load._selector(tuple(LoadConfig().html_drop)); load._html_partitioner()\n"
+            "print(n, load._selector.cache_info().hits, load._html_partitioner.cache_info().hits, "
+            "'cssselect' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "1", "1", "True"]
+
+
 def test_one_worker_delivers_files_in_file_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files that finish within one wait of the pool are delivered in file order (a set of
     futures has no order): with one worker, arrival order is file order, which the stream's
@@ -457,3 +629,21 @@ def test_without_keep_a_delivered_document_is_not_held_by_the_pool(tmp_path: Pat
     # the pool may run ahead of deliveries (finished, not yet delivered); delivered ones are let go,
     # so at the last delivery only that one is alive (a pool holding its futures: all 24)
     assert live[-1] <= 2, live
+
+
+def test_documents_round_trip_through_pickle_with_their_spans() -> None:
+    """A parsing worker pickles each Document (its ElementSpans by their constructor's
+    arguments, ``ElementSpan.__reduce__``) and the ingest process gets the same records."""
+    import pickle
+
+    from ragline.core.records import ElementSpan
+    from ragline.pipelines.load import Document, load_document
+
+    docs = [load_document(f, CFG) for f in discover_files([SAMPLE])]
+    docs = [d for d in docs if isinstance(d, Document)]
+    spans = [ElementSpan("Title", 0, 4), ElementSpan("Table", 6, 9, 2, ("A", "B")), ElementSpan("Text", 1, 1, None, ())]
+    for protocol in (2, pickle.HIGHEST_PROTOCOL):
+        assert pickle.loads(pickle.dumps(spans, protocol)) == spans
+        back = pickle.loads(pickle.dumps(docs, protocol))
+        assert back == docs and sum(len(d.elements) for d in back) > 20
+        assert all(type(e) is ElementSpan for d in back for e in d.elements)
