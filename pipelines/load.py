@@ -478,6 +478,32 @@ _ELEMENT_FROM_TEXT: list = []
 
 
 @contextlib.contextmanager
+def _swapped(hooks: Sequence[tuple[Any, str, Any]], caller: str) -> Iterator[None]:
+    """Within the block, each ``(owner, name, replacement)`` of ``hooks`` (an attribute of a module
+    or class of the pinned unstructured, in the owner's own namespace) is set to its
+    replacement, and restored after; parsing workers are single-threaded. The one way
+    ragline hooks into unstructured (the functions below name their hooks).
+
+    Raises:
+        RuntimeError: an owner no longer has that name (the pinned unstructured changed); names
+            ``caller``, the function of this module to update.
+    """
+    for owner, name, _ in hooks:
+        if name not in vars(owner):
+            where = owner.__name__ if isinstance(owner, types.ModuleType) else f"{owner.__module__}.{owner.__qualname__}"
+            raise RuntimeError(f"{where} has no {name}: the pinned unstructured version changed; "
+                               f"update pipelines/load.py {caller}")
+    saved = [vars(owner)[name] for owner, name, _ in hooks]
+    for owner, name, new in hooks:
+        setattr(owner, name, new)
+    try:
+        yield
+    finally:
+        for (owner, name, _), old in zip(hooks, saved):
+            setattr(owner, name, old)
+
+
+@contextlib.contextmanager
 def element_types(mode: str) -> Iterator[None]:
     """Within the block, unstructured's HTML parser (HTML, Markdown, e-mail bodies, pandoc
     formats) types untyped paragraphs by :func:`_markup_element_type`, and its plain-text
@@ -497,21 +523,11 @@ def element_types(mode: str) -> Iterator[None]:
     from unstructured.partition import text as ut
     from unstructured.partition.html import parser
 
-    hooks = ((parser, "derive_element_type_from_text", _markup_element_type), (ut, "element_from_text", _plain_element))
-    for module, name, _ in hooks:
-        if not hasattr(module, name):
-            raise RuntimeError(f"{module.__name__} has no {name}: the pinned unstructured version changed; "
-                               "update pipelines/load.py element_types")
-    saved = [getattr(module, name) for module, name, _ in hooks]
-    if not _ELEMENT_FROM_TEXT:
+    if not _ELEMENT_FROM_TEXT and hasattr(ut, "element_from_text"):
         _ELEMENT_FROM_TEXT.append(ut.element_from_text)
-    for module, name, hook in hooks:
-        setattr(module, name, hook)
-    try:
+    with _swapped(((parser, "derive_element_type_from_text", _markup_element_type),
+                   (ut, "element_from_text", _plain_element)), "element_types"):
         yield
-    finally:
-        for (module, name, _), old in zip(hooks, saved):
-            setattr(module, name, old)
 
 
 def _partition(path: Path, suffix: str, data: bytes, strategy: str, html_drop: Sequence[str] = (),
@@ -614,15 +630,9 @@ def _html_drop(selectors: Sequence[str]) -> Iterator[None]:
         return
     from unstructured.partition.html import partition as html_partition
 
-    if not hasattr(getattr(html_partition, "etree", None), "fromstring"):
-        raise RuntimeError("unstructured.partition.html.partition has no etree.fromstring: the pinned unstructured "
-                           "version changed; update pipelines/load.py _html_drop")
-    saved = html_partition.etree
-    html_partition.etree = _DroppingEtree(saved, selectors)
-    try:
+    with _swapped(((html_partition, "etree", _DroppingEtree(getattr(html_partition, "etree", None), selectors)),),
+                  "_html_drop"):
         yield
-    finally:
-        html_partition.etree = saved
 
 
 _KATEX_REF = re.compile(r"&#(?:0*(?:107|97|116|101|120)(?!\d)|[xX]0*(?:6[bB]|61|74|65|78)(?![0-9a-fA-F]))")
@@ -662,15 +672,12 @@ def _katex_gate(text: str) -> Iterator[None]:
         return
     from unstructured.partition.html import partition as html_partition
 
-    if not hasattr(getattr(html_partition, "Math", None), "_normalize_katex"):
+    math = getattr(html_partition, "Math", None)
+    if not hasattr(math, "_normalize_katex"):  # (what _NoKatexMath stands in for)
         raise RuntimeError("unstructured.partition.html.partition has no Math._normalize_katex: the pinned "
                            "unstructured version changed; update pipelines/load.py _katex_gate")
-    saved = html_partition.Math
-    html_partition.Math = _NoKatexMath
-    try:
+    with _swapped(((html_partition, "Math", _NoKatexMath),), "_katex_gate"):
         yield
-    finally:
-        html_partition.Math = saved
 
 
 def _no_annotations(annotations) -> Mapping:  # noqa: ANN001 - an iterable of mappings, not read
@@ -702,19 +709,9 @@ def _unread_annotations() -> Iterator[None]:
     """
     from unstructured.partition.html import parser
 
-    phrasing = getattr(parser, "Phrasing", None)
-    if not callable(getattr(parser, "_consolidate_annotations", None)) or \
-            not callable(getattr(phrasing, "_annotation", None)):
-        raise RuntimeError("unstructured.partition.html.parser has no _consolidate_annotations or "
-                           "Phrasing._annotation: the pinned unstructured version changed; update "
-                           "pipelines/load.py _unread_annotations")
-    saved = parser._consolidate_annotations, phrasing.__dict__["_annotation"]
-    parser._consolidate_annotations = _no_annotations
-    phrasing._annotation = _no_segment_annotation
-    try:
+    with _swapped(((parser, "_consolidate_annotations", _no_annotations),
+                   (parser.Phrasing, "_annotation", _no_segment_annotation)), "_unread_annotations"):
         yield
-    finally:
-        parser._consolidate_annotations, phrasing._annotation = saved
 
 
 #: what the attribute unstructured's HTML parser reads page numbers from holds, in any case
@@ -742,18 +739,9 @@ def _page_numbers(text: str) -> Iterator[None]:
         return
     from unstructured.partition.html import parser
 
-    classes = [getattr(parser, name, None) for name in ("Flow", "Math")]
-    if not all(c is not None and "_page_number" in c.__dict__ for c in classes):
-        raise RuntimeError("unstructured.partition.html.parser's Flow or Math has no _page_number: the pinned "
-                           "unstructured version changed; update pipelines/load.py _page_numbers")
-    saved = [c.__dict__["_page_number"] for c in classes]
-    for c in classes:
-        c._page_number = _NO_PAGE
-    try:
+    with _swapped(((parser.Flow, "_page_number", _NO_PAGE), (parser.Math, "_page_number", _NO_PAGE)),
+                  "_page_numbers"):
         yield
-    finally:
-        for c, old in zip(classes, saved):
-            c._page_number = old
 
 
 @functools.lru_cache(maxsize=1)
@@ -794,14 +782,11 @@ def _lean_element_metadata() -> Iterator[None]:
     """
     from unstructured.partition.html import parser
 
-    if getattr(parser, "ElementMetadata", None) is not _lean_fields()[0]:
+    if getattr(parser, "ElementMetadata", None) is not _lean_fields()[0]:  # (the class lean_metadata builds)
         raise RuntimeError("unstructured.partition.html.parser has no ElementMetadata: the pinned unstructured "
                            "version changed; update pipelines/load.py _lean_element_metadata")
-    parser.ElementMetadata = lean_metadata
-    try:
+    with _swapped(((parser, "ElementMetadata", lean_metadata),), "_lean_element_metadata"):
         yield
-    finally:
-        parser.ElementMetadata = _lean_fields()[0]
 
 
 @functools.lru_cache(maxsize=1)

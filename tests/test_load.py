@@ -647,3 +647,23 @@ def test_documents_round_trip_through_pickle_with_their_spans() -> None:
         back = pickle.loads(pickle.dumps(docs, protocol))
         assert back == docs and sum(len(d.elements) for d in back) > 20
         assert all(type(e) is ElementSpan for d in back for e in d.elements)
+
+
+def test_unstructured_hooks_are_restored_and_a_missing_one_is_named() -> None:
+    """pipelines.load._swapped, the one way ragline hooks into unstructured: each hook is set
+    within the block and restored after it, also when the block raises; an owner that lacks the
+    name (the pinned unstructured changed) is a RuntimeError naming the function to update."""
+    import types
+
+    from ragline.pipelines.load import _swapped
+
+    mod = types.ModuleType("fake_unstructured")
+    mod.f = original = object()
+    with pytest.raises(ValueError), _swapped(((mod, "f", "hook"),), "caller_fn"):
+        assert mod.f == "hook"
+        raise ValueError("inside")
+    assert mod.f is original
+    with pytest.raises(RuntimeError, match=r"fake_unstructured has no g: .*update pipelines/load.py caller_fn"):
+        with _swapped(((mod, "f", "hook"), (mod, "g", "hook")), "caller_fn"):
+            pass
+    assert mod.f is original  # nothing was set
