@@ -721,11 +721,10 @@ def _build(p: Params, files: list, holds: list, times: dict[str, float], t0: flo
                 streamed.chunks, streamed.vectors = chunks, vectors
             documents = curation_stage.without_quarantined(documents, curation)  # the shingler failed on them
             quarantine = list(quarantine) + curation.quarantine
-    if scanned:
+    if scanned:  # (the chunker's records carry their document's sha256 already)
         from ragline.pipelines.refresh import with_scanned_sha
 
-        quarantine = with_scanned_sha([q for q in quarantine if q.stage != "chunk"], scanned) + \
-            [q for q in quarantine if q.stage == "chunk"]
+        quarantine = with_scanned_sha(quarantine, scanned)
     n_chunks = chunks.num_rows + (flushed.live_chunks if flushed is not None else 0)
     summary = IngestSummary(p.index.name, None, n_docs, n_chunks, computed, max(0, n_chunks - computed), quarantine,
                             times)
@@ -908,7 +907,7 @@ def _refresh_flow_fn(
         parent = read_parent_task(p, plan.parent_version) if plan.parent_version else None
         files = plan.to_load()
         if parent is None and p.runner.kind != "dask" and not p.curate.enabled:
-            return _first_build(p, plan, files, summary, times, t0)
+            return _first_build(registry, p, plan, files, summary, times, t0)
         prechunked = None
         if files and p.runner.kind == "dask":  # load, chunk and embed the change per partition on the cluster
             with _timed(times, "cluster"):
@@ -972,7 +971,8 @@ def _refresh_flow_fn(
     return _record(summary)
 
 
-def _first_build(p: Params, plan: Any, files: list, summary: Any, times: dict[str, float], t0: float) -> Any:
+def _first_build(registry: IndexRegistry, p: Params, plan: Any, files: list, summary: Any, times: dict[str, float],
+                 t0: float) -> Any:
     """A refresh of an index with no version yet builds as an ingest does (:func:`_build`: one
     stream writing segments as it goes, so memory does not grow with the corpus), then moves
     ``refresh.promote_aliases``. Returns the filled :class:`pipelines.refresh.RefreshSummary`."""
@@ -987,7 +987,7 @@ def _first_build(p: Params, plan: Any, files: list, summary: Any, times: dict[st
     summary.documents, summary.chunks, summary.embedded_chunks, summary.computed = \
         built.documents, built.chunks, built.chunks, built.embedded
     if built.version is not None:
-        _promote_new(IndexRegistry(p.index.root, p.index.lock_timeout_s), p, summary)
+        _promote_new(registry, p, summary)
     summary.total_seconds = round(time.perf_counter() - t0, 3)
     return _record(summary)
 

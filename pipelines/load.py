@@ -200,8 +200,7 @@ def discover_files(
                     rel = path.relative_to(root).as_posix()
                 is_link = entry.is_symlink()
                 if not is_link and entry.is_file(follow_symlinks=False):  # d_type: no stat call
-                    if included(rel) is not None and excluded(rel) is None:  # add()'s fast path: most entries
-                        found[uri] = SourceFile(path, uri)
+                    add(path, rel, uri=uri)
                     continue
                 if is_link:
                     target = os.readlink(path)
