@@ -21,14 +21,16 @@ Prints the refresh/full wall-time ratio (target <= 0.02), the disk the refresh a
 segment + version folder) against the bytes of the added documents (target <= 3x), and the
 no-change refresh wall time (target <= 2 s at 100k documents).
 
-    .venv/bin/python benchmarks/scale.py [--docs 20000] [--change 0.01] [--workdir DIR] [--json]
+    .venv/bin/python benchmarks/scale.py [--docs 20000] [--change 0.01] [--workdir DIR] [--curate] [--json]
+
+The build and refresh run without curation unless ``--curate`` (then duplicate clusters are
+decided over the whole version, and the refresh still writes only the changed documents).
 
 Memory (issue 12, bounded memory): ``--memory 1000,5000`` measures, at each corpus size, the
 peak RSS of each phase in a child process of its own (``VmHWM`` after the Prefect API started,
 reset through ``/proc/self/clear_refs``): an ingest (``ragline ingest``; ``curate.enabled``
 false, then true, each into its own index), then a refresh of each after ``--change`` of the
-corpus changed (curate off: one new segment; curate on: one segment rewritten from the
-parent's vectors). Prints the peaks side by side, peak(largest)/peak(smallest) per phase
+corpus changed (each writes one new segment beside its parent's). Prints the peaks side by side, peak(largest)/peak(smallest) per phase
 (target at 100k/10k documents: <= 1.5) and refresh peak / ingest peak (target <= 1).
 
     .venv/bin/python benchmarks/scale.py --memory 1000,5000 [--workdir DIR] [--json]
@@ -246,6 +248,8 @@ def main() -> int:
                     help="index.segment_chunks of the full build (default: params.yaml's)")
     ap.add_argument("--memory", default=None, help="comma-separated corpus sizes: per-phase peak RSS instead")
     ap.add_argument("--phases", default=",".join(PHASES), help="with --memory: the phases to run (comma-separated)")
+    ap.add_argument("--curate", action="store_true",
+                    help="curate.enabled true (the params default): the refresh decides clusters over the whole version")
     ap.add_argument("--no-change-runs", type=int, default=5, help="no-change refreshes to time (median reported)")
     ap.add_argument("--no-change-only", action="store_true",
                     help="with --workdir of a finished run (kept): time only the no-change refreshes")
@@ -291,7 +295,7 @@ def main() -> int:
     params["paths"].update(cache=str(work / "cache"))
     params["promote"].update(gate="none")
     params["drift"].update(on_refresh=False)
-    params.setdefault("curate", {}).update(enabled=False)  # curated refreshes rewrite one segment (curate.enabled)
+    params.setdefault("curate", {}).update(enabled=args.curate)  # curation off unless --curate
 
     @flow(name="warm-up")
     def warm_up() -> None:

@@ -190,10 +190,11 @@ class CurateConfig(_Section):
     """``curate:`` — duplicate and boilerplate removal between load and chunk (:mod:`pipelines.curate`).
 
     Attributes:
-        enabled: run curation (``false``: no duplicate clusters and no boilerplate removal; a
-            refresh then writes one new segment and shares the parent's others). With it, a
-            refresh decides duplicate clusters over the whole version, so it writes the
-            version as one segment (the parent's vectors reused; nothing is embedded again).
+        enabled: run curation (``false``: no duplicate clusters and no boilerplate removal).
+            Either way a refresh writes one new segment and shares the parent's others; with
+            curation it decides duplicate clusters over the whole version first, and a document
+            whose indexed rows change (a copy promoted to canonical) moves into the new segment
+            (:func:`pipelines.refresh.split_curated`).
         duplicates: ``link`` (default) indexes one canonical copy of each duplicate cluster and
             lists the other copies' sources on its hits; ``keep_first`` indexes the canonical
             copy only; ``keep_all`` indexes every copy (clusters are still recorded, and queries

@@ -883,7 +883,8 @@ def _refresh_flow_fn(
     """
     from ragline.indexers.faults import crash_point
     from ragline.pipelines.errors import FailureRateExceeded
-    from ragline.pipelines.refresh import Prechunked, RefreshSummary, embedder_info_for, refresh_params, resolve_sources
+    from ragline.pipelines.refresh import (Prechunked, RefreshSummary, embedder_info_for, refresh_params,
+                                          resolve_sources, split_curated)
 
     p = refresh_params(params, params_file, index, sources if params is not None else None)
     registry = IndexRegistry(p.index.root, p.index.lock_timeout_s)
@@ -935,6 +936,7 @@ def _refresh_flow_fn(
         if p.curate.enabled:
             with _timed(times, "curate"):  # [curate hook] re-cluster; a copy whose canonical went is re-chunked
                 assembly, curation = curate_refresh_task(assembly, parent, p, cur_state, boilerplate, embedder)
+                assembly = split_curated(assembly, parent, p)  # a new segment; the parent's others shared
         summary.quarantine, summary.kept_previous = assembly.quarantine, assembly.kept_previous
         summary.documents, summary.chunks = assembly.version_documents, assembly.version_chunks
         summary.carried_chunks = assembly.carried_chunks

@@ -245,6 +245,10 @@ class Assembly:
         quarantine: quarantine records of the new version.
         kept_previous: URIs whose new content failed and whose parent version was kept.
         carried_docs: documents taken from the parent without parsing.
+        deferred: a curated refresh's whole version, assembled without the parent's vectors
+            (``carried_vectors`` is ``None``): once curation has decided the clusters,
+            :func:`split_curated` makes it a new segment beside the parent's (or, when
+            compaction is due, copies the parent's vectors).
     """
 
     documents: pa.Table
@@ -256,6 +260,7 @@ class Assembly:
     carried_docs: int
     shared: SharedSegments | None = None
     compaction: str | None = None
+    deferred: bool = False
 
     @property
     def carried_chunks(self) -> int:
@@ -770,8 +775,24 @@ def assemble_increment(
         quarantine = [_kept_note(q, parent.version) if q.path in kp and "previous version" not in q.message else q
                       for q in quarantine]
     scanned_uris = {f.uri for f in plan.files}
-    dead_uris = {u for u in where if u not in scanned_uris or u in new_by_uri}
-    # tombstones: the parent's, plus the documents replaced or removed now (with their chunk rows)
+    shared = _shared_without(parent, {u for u in where if u not in scanned_uris or u in new_by_uri})
+
+    new_doc_table = documents_to_table([new_by_uri[f.uri] for f in plan.files if f.uri in new_by_uri])
+    rows_of = _rows_by_uri(new_chunks)
+    order = [r for f in plan.files if f.uri in new_by_uri for r in rows_of.get(f.uri, [])]
+    chunks = new_chunks.cast(CHUNKS_SCHEMA).take(pa.array(order, type=pa.int64())) if order else CHUNKS_SCHEMA.empty_table()
+    chunks = chunks.set_column(0, "row", pa.array(np.arange(chunks.num_rows, dtype=np.int64)))
+    dim = int(parent.manifest.embedding.get("dim") or 0)
+    return Assembly(new_doc_table.cast(DOCUMENTS_SCHEMA), chunks, np.zeros((chunks.num_rows, dim), dtype=np.float32),
+                    np.ones(chunks.num_rows, dtype=bool), quarantine, kept_previous,
+                    carried_docs=len(shared.inputs), shared=shared)
+
+
+def _shared_without(parent: ParentData, dead_uris: set[str]) -> SharedSegments:
+    """The parent's segments with the documents at ``dead_uris`` (replaced or removed now)
+    tombstoned besides the parent's own tombstones; segments left without a live document
+    are dropped from the list."""
+    where = parent.doc_locations
     tombstones = {k: {"doc_ids": list(v.get("doc_ids") or []), "chunks": int(v.get("chunks") or 0)}
                   for k, v in parent.manifest.tombstones.items()}
     by_segment: dict[str, list[str]] = {}
@@ -789,17 +810,7 @@ def assemble_increment(
     kept_ids = {r.id for r in segments}
     tombstones = {k: v for k, v in tombstones.items() if k in kept_ids}
     inputs = [r for r in parent.manifest.inputs if r["uri"] not in dead_uris]
-    shared = SharedSegments(segments, tombstones, inputs)
-
-    new_doc_table = documents_to_table([new_by_uri[f.uri] for f in plan.files if f.uri in new_by_uri])
-    rows_of = _rows_by_uri(new_chunks)
-    order = [r for f in plan.files if f.uri in new_by_uri for r in rows_of.get(f.uri, [])]
-    chunks = new_chunks.cast(CHUNKS_SCHEMA).take(pa.array(order, type=pa.int64())) if order else CHUNKS_SCHEMA.empty_table()
-    chunks = chunks.set_column(0, "row", pa.array(np.arange(chunks.num_rows, dtype=np.int64)))
-    dim = int(parent.manifest.embedding.get("dim") or 0)
-    return Assembly(new_doc_table.cast(DOCUMENTS_SCHEMA), chunks, np.zeros((chunks.num_rows, dim), dtype=np.float32),
-                    np.ones(chunks.num_rows, dtype=bool), quarantine, kept_previous,
-                    carried_docs=len(inputs), shared=shared)
+    return SharedSegments(segments, tombstones, inputs)
 
 
 #: parent vector rows copied at a time into a curated refresh's segment (:func:`_assemble_full`)
@@ -859,26 +870,32 @@ def assemble(
     """
     compaction = None
     if parent is not None and not (plan.reload_all or plan.rechunk_all or plan.reembed_all or plan.reindex):
+        if params.curate.enabled:  # [curate hook] clusters span the whole version: split_curated after curation
+            return _assemble_full(plan, parent, new_docs, load_quarantine, params, embed_fn, progress, None,
+                                  prechunked, deferred=True)
         inc = assemble_increment(plan, parent, new_docs, load_quarantine, params, embed_fn, progress, prechunked)
-        sh = inc.shared
-        n_seg = len(sh.segments) + (1 if inc.documents.num_rows else 0)
-        total = sum(r.chunks for r in sh.segments) + inc.chunks.num_rows
-        dead = sum(int(t.get("chunks") or 0) for t in sh.tombstones.values())
-        compaction = compaction_due(n_seg, dead / total if total else 0.0, params.index.compact_max_segments,
-                                    params.index.compact_max_tombstone_ratio)
-        if compaction is None and params.curate.enabled:  # [curate hook] clusters span the whole version
-            compaction = ("curate.enabled: duplicate clusters are decided over the whole version "
-                          "(curate.enabled: false shares the parent's segments)")
+        compaction = _compaction_of(inc, params)
         if compaction is None:
             return inc
     return _assemble_full(plan, parent, new_docs, load_quarantine, params, embed_fn, progress, compaction, prechunked)
 
 
+def _compaction_of(inc: Assembly, params: Params) -> str | None:
+    """Why an incremental assembly must be compacted instead (:func:`compaction_due`), else ``None``."""
+    sh = inc.shared
+    n_seg = len(sh.segments) + (1 if inc.documents.num_rows else 0)
+    total = sum(r.chunks for r in sh.segments) + inc.chunks.num_rows
+    dead = sum(int(t.get("chunks") or 0) for t in sh.tombstones.values())
+    return compaction_due(n_seg, dead / total if total else 0.0, params.index.compact_max_segments,
+                          params.index.compact_max_tombstone_ratio)
+
+
 def _assemble_full(plan: RefreshPlan, parent: ParentData | None, new_docs: Sequence[Document],
                    load_quarantine: Sequence[QuarantineRecord], params: Params,
                    embed_fn: Callable[[Sequence[str]], np.ndarray] | None, progress: Callable[[int], None] | None,
-                   compaction: str | None, prechunked: Prechunked | None = None) -> Assembly:
-    """Every live row of the new version in one segment (see :func:`assemble`)."""
+                   compaction: str | None, prechunked: Prechunked | None = None, deferred: bool = False) -> Assembly:
+    """Every live row of the new version in one segment (see :func:`assemble`); with ``deferred``
+    (a curated refresh), without copying the parent's vectors (:func:`split_curated`)."""
     quarantine, new_chunks, failed_now, new_by_uri = _chunk_new(plan, new_docs, load_quarantine, params, embed_fn,
                                                                  progress, prechunked)
 
@@ -946,20 +963,85 @@ def _assemble_full(plan: RefreshPlan, parent: ParentData | None, new_docs: Seque
     chunks = chunks.set_column(0, "row", pa.array(np.arange(chunks.num_rows, dtype=np.int64)))
     need = np.array([s is not RowSource.PARENT or plan.reembed_all for s, _ in sources], dtype=bool)
     carried_vectors = None
-    if parent is not None:
-        carried_vectors = np.zeros((len(sources), parent.vectors.shape[1]), dtype=np.float32)
+    if parent is not None and not deferred:
         kind = np.fromiter((s for s, _ in sources), dtype=np.int8, count=len(sources))
-        dst = np.flatnonzero((kind == RowSource.PARENT) & ~need)
-        src = np.fromiter((r for s, r in sources if s is RowSource.PARENT), dtype=np.int64)[~need[kind == RowSource.PARENT]]
-        for lo in range(0, len(dst), VECTOR_COPY_ROWS):  # no (n, dim) temporary beside the two arrays
-            carried_vectors[dst[lo:lo + VECTOR_COPY_ROWS]] = parent.vectors[src[lo:lo + VECTOR_COPY_ROWS]]
-        # copied: the parent's tables and its mapped index and vectors are not held while the new
-        # rows are curated (curation reads two columns of the parent's documents again), nor the
-        # freed concatenation of the parent's and the new rows (core/memory.py)
-        parent.release()
-        release_unused_memory()
+        src = np.full(len(sources), -1, dtype=np.int64)
+        src[kind == RowSource.PARENT] = np.fromiter((r for s, r in sources if s is RowSource.PARENT), dtype=np.int64)
+        carried_vectors = _parent_vectors(parent, np.where(need, -1, src))
     return Assembly(documents, chunks, carried_vectors, need, quarantine, kept_previous,
-                    carried_docs=len(carried_set), compaction=compaction)
+                    carried_docs=len(carried_set), compaction=compaction, deferred=deferred)
+
+
+def _parent_vectors(parent: ParentData, src: np.ndarray) -> np.ndarray:
+    """float32 (len(src), parent dim): row i the parent's live vector ``src[i]``, zero where
+    ``src[i]`` is -1. Then the parent's tables, mapped index and vectors are released: they are
+    not held while the new rows are curated, embedded and published (core/memory.py)."""
+    out = np.zeros((len(src), parent.vectors.shape[1]), dtype=np.float32)
+    dst = np.flatnonzero(src >= 0)
+    for lo in range(0, len(dst), VECTOR_COPY_ROWS):  # no (n, dim) temporary beside the two arrays
+        rows = dst[lo:lo + VECTOR_COPY_ROWS]
+        out[rows] = parent.vectors[src[rows]]
+    parent.release()
+    release_unused_memory()
+    return out
+
+
+def split_curated(assembly: Assembly, parent: ParentData | None, params: Params) -> Assembly:
+    """A curated refresh's whole version (:attr:`Assembly.deferred`), once curation has decided
+    the clusters, as a new segment beside the parent's segments.
+
+    A document stays where it is (in a segment shared with the parent) when it has the URI,
+    doc id and content sha256 it has in the parent, none of its chunk rows is new (parsed,
+    re-chunked or promoted to canonical now), and it keeps as many indexed chunk rows as the
+    parent indexes (curation only removes rows, so these are the same rows). Every other
+    document of the version goes into the new segment with all its rows, and its parent copy,
+    like a removed document's, is tombstoned. So a document's rows are always in one segment,
+    and tombstones stay per document. The carried rows of a moved document (a copy promoted
+    when its canonical copy went) are embedded again, through the embedding cache.
+
+    When the result calls for compaction (``index.compact_*``), the version stays one segment
+    and the parent's vectors are copied for its carried rows instead.
+
+    Returns:
+        ``assembly`` itself unless it is deferred; else an incremental assembly (``shared``
+        set) or a compacted one (``compaction`` set, ``carried_vectors`` filled).
+    """
+    if not assembly.deferred or parent is None:
+        return assembly
+    from ragline.pipelines.curate import take_rows
+
+    docs, chunks, need = assembly.documents, assembly.chunks, assembly.need_embed
+    where, shas = parent.doc_locations, parent.document_shas()
+    parent_rows = _row_counts(parent.chunks.column("doc_id"))
+    rows = _row_counts(chunks.column("doc_id"))
+    redone = set(pc.unique(chunks.column("doc_id").filter(pa.array(need, type=pa.bool_()))).to_pylist()) \
+        if need.any() else set()
+    stay = {u for u, d, s in zip(docs.column("uri").to_pylist(), docs.column("doc_id").to_pylist(),
+                                 docs.column("sha256").to_pylist())
+            if u in where and where[u][1] == d and shas.get(d) == s and d not in redone
+            and rows.get(d, 0) == parent_rows.get(d, 0)}
+    shared = _shared_without(parent, {u for u in where if u not in stay})
+    moved = pc.invert(pc.is_in(docs.column("uri"), value_set=pa.array(sorted(stay), pa.string())))
+    new_docs = docs.filter(moved)
+    in_new = pc.is_in(chunks.column("doc_id"), value_set=new_docs.column("doc_id"))
+    keep = np.asarray(in_new.to_numpy(zero_copy_only=False), dtype=bool)
+    n, dim = int(keep.sum()), int(parent.manifest.embedding.get("dim") or 0)
+    inc = replace(assembly, documents=new_docs, chunks=take_rows(chunks, keep),
+                  carried_vectors=np.zeros((n, dim), dtype=np.float32), need_embed=np.ones(n, dtype=bool),
+                  shared=shared, deferred=False)
+    compaction = _compaction_of(inc, params)
+    if compaction is None:
+        return inc
+    src = pc.index_in(chunks.column("chunk_id"), value_set=parent.chunks.column("chunk_id")).fill_null(-1)
+    src = np.where(need, -1, np.asarray(src.to_numpy(zero_copy_only=False), dtype=np.int64))
+    return replace(assembly, carried_vectors=_parent_vectors(parent, src), need_embed=src < 0,
+                   compaction=compaction, deferred=False)
+
+
+def _row_counts(doc_ids: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    """doc id -> number of rows of a ``doc_id`` column."""
+    vc = pc.value_counts(doc_ids)
+    return dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
 
 
 def _take_sources(tables: dict[RowSource, pa.Table | None], sources: list[tuple[RowSource, int]],

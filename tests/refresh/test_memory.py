@@ -61,17 +61,17 @@ def test_parent_release_drops_what_was_read_and_reads_it_again(tmp_path) -> None
 
 
 def test_curated_refresh_assembles_without_holding_the_parent(light_workspace, prefect_harness) -> None:
-    # a curated refresh rewrites one segment from the parent's rows and vectors: once they are copied,
-    # the parent's tables, mapped index and vectors are released before curation runs (issue 12,
-    # the curated refresh peaked above the ingest that built its parent); curation then reads
-    # the parent's doc ids and hashes only, and keeps the carried vectors without a copy
+    # a curated refresh assembles the whole version to decide clusters, but without the parent's
+    # vectors (issue 12: the curated refresh peaked above the ingest that built its parent); after
+    # curation only the changed document goes into a new segment, the parent's is shared, and
+    # the parent's vectors were never read
     from pathlib import Path
 
     from ragline.indexers.registry import IndexRegistry
     from ragline.pipelines.curate import curate_refresh, read_parent_curation
     from ragline.pipelines.flows import ingest_flow
     from ragline.pipelines.load import load_documents
-    from ragline.pipelines.refresh import assemble, plan_refresh, read_parent
+    from ragline.pipelines.refresh import assemble, plan_refresh, read_parent, split_curated
     from tests.refresh.conftest import params_here
 
     p = params_here()
@@ -82,17 +82,16 @@ def test_curated_refresh_assembles_without_holding_the_parent(light_workspace, p
     reg = IndexRegistry(p.index.root)
     plan = plan_refresh(p, reg)
     parent = read_parent(reg, p.index.name, plan.parent_version)
-    want_shas = dict(zip(parent.documents.column("doc_id").to_pylist(), parent.documents.column("sha256").to_pylist()))
-    parent.release()
     docs, bad = load_documents(plan.to_load(), p.load)
     assembly = assemble(plan, parent, docs, bad, p)
-    assert assembly.shared is None and "curate.enabled" in assembly.compaction  # one segment rewritten
-    assert assembly.carried_vectors is not None and (~assembly.need_embed).sum() > 0
-    assert not {"documents", "_published", "vectors"} & set(vars(parent))
-    assert parent.document_shas() == want_shas and "documents" not in vars(parent)
+    assert assembly.deferred and assembly.shared is None and assembly.compaction is None
+    assert assembly.carried_vectors is None and (~assembly.need_embed).sum() > 0
     out, cur = curate_refresh(assembly, parent, p, state=read_parent_curation(reg, p.index.name, parent.version))
-    if out.chunks.num_rows == assembly.chunks.num_rows:  # every row kept: the carried array itself
-        assert out.carried_vectors is assembly.carried_vectors
-    else:
-        assert not np.shares_memory(out.carried_vectors, assembly.carried_vectors)
-    assert out.carried_vectors.shape == (out.chunks.num_rows, assembly.carried_vectors.shape[1])
+    inc = split_curated(out, parent, p)
+    assert not inc.deferred and inc.compaction is None and inc.carried_vectors.shape[0] == inc.chunks.num_rows
+    assert inc.documents.column("uri").to_pylist() == [str(doc)] and inc.need_embed.all()
+    assert set(inc.chunks.column("doc_id").to_pylist()) == set(inc.documents.column("doc_id").to_pylist())
+    (seg,) = reg.segments(p.index.name, plan.parent_version)
+    assert inc.shared.segments == [seg] and len(inc.shared.tombstones[seg.id]["doc_ids"]) == 1
+    assert inc.version_chunks == out.chunks.num_rows and inc.version_documents == out.documents.num_rows
+    assert "vectors" not in vars(parent)  # never read: the shared rows keep theirs in the parent's segment

@@ -56,22 +56,71 @@ def change_files() -> None:
 
 @pytest.fixture(autouse=True)
 def no_curation(light_workspace: Path) -> None:
-    """Curation decides duplicate clusters over a whole version, so a refresh shares the parent's
-    segments only with ``curate.enabled: false`` (the curated case: the test after this one)."""
+    """Most tests here build without curation; the curated case has its own tests below."""
     write_params(light_workspace, curate={"enabled": False})
 
 
-def test_with_curation_a_refresh_writes_the_version_as_one_segment(light_workspace: Path, prefect_harness) -> None:
+def test_with_curation_a_refresh_shares_the_parents_segment_and_scores_as_a_fresh_build(
+        light_workspace: Path, prefect_harness) -> None:
+    """A curated refresh decides clusters over the whole version, then writes only the documents
+    that changed (or whose indexed rows changed) into a new segment and shares the parent's."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
     write_params(light_workspace, curate={"enabled": True})
+    shutil.copy(SRC / "swarming.md", SRC / "zz-swarming-copy.md")  # an exact copy, not indexed
     assert refresh().version == "v0001"
+    reg = IndexRegistry(params_here().index.root)
+    (s1,) = reg.segments("sample", "v0001")
     change_files()
     s = refresh()
-    reg = IndexRegistry(params_here().index.root)
-    (only,) = reg.segments("sample", s.version)
-    assert only not in reg.segments("sample", "v0001") and not reg.manifest("sample", s.version).tombstones
-    assert "curate.enabled" in reg.manifest("sample", s.version).stats["compaction"]
-    assert s.computed < s.chunks  # the parent's vectors are reused: only the new text is embedded
+    a, b = reg.segments("sample", s.version)
+    m = reg.manifest("sample", s.version)
+    assert a == s1 and "compaction" not in m.stats  # shared, not rewritten
+    # swarming changed (one sentence added: its copy stays a near-duplicate, not indexed, and stays
+    # where it is), wintering removed, drones added
+    dead = m.tombstones[s1.id]
+    assert len(dead["doc_ids"]) == 2 and b.documents == 2
+    new_docs = pq.read_table(reg.segment_dir("sample", b.id) / "documents.parquet").column("uri").to_pylist()
+    assert sorted(Path(u).name for u in new_docs) == ["drones.md", "swarming.md"]
+    assert s.computed < s.chunks  # only the new text is embedded
     assert (reg.version_dir("sample", s.version) / "duplicates.parquet").is_file()
+    full_build("full")
+    seg, one = Retriever.open(reg, f"sample@{s.version}"), Retriever.open(reg, "full@latest")
+    assert sorted(seg.chunks.column("chunk_id").to_pylist()) == sorted(one.chunks.column("chunk_id").to_pylist())
+    for q in QUERIES:
+        x, y = bm25_by_chunk(seg, q), bm25_by_chunk(one, q)
+        assert x.keys() == y.keys() and any(x.values())
+        np.testing.assert_allclose([x[c] for c in sorted(x)], [y[c] for c in sorted(x)], rtol=1e-6)
+        for mode in ("dense", "hybrid"):
+            cfg = RetrievalConfig(mode=mode, k=5)
+            assert [h.score for h in seg.search(q, cfg)] == pytest.approx([h.score for h in one.search(q, cfg)],
+                                                                         rel=1e-5, abs=1e-6)
+
+
+def test_with_curation_a_promoted_copy_moves_to_the_new_segment(light_workspace: Path, prefect_harness) -> None:
+    """Deleting the canonical copy promotes a carried copy: that document moves, whole, into the
+    new segment (re-chunked from its stored text); every other document stays shared."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    write_params(light_workspace, curate={"enabled": True})
+    shutil.copy(SRC / "swarming.md", SRC / "zz-swarming-copy.md")
+    assert refresh().version == "v0001"
+    reg = IndexRegistry(params_here().index.root)
+    (s1,) = reg.segments("sample", "v0001")
+    n1 = PublishedIndex.open(reg, "sample@v0001").chunks.num_rows
+    (SRC / "swarming.md").unlink()
+    s = refresh()
+    a, b = reg.segments("sample", s.version)
+    assert a == s1 and len(reg.manifest("sample", s.version).tombstones[s1.id]["doc_ids"]) == 2
+    moved = pq.read_table(reg.segment_dir("sample", b.id) / "documents.parquet").column("uri").to_pylist()
+    assert [Path(u).name for u in moved] == ["zz-swarming-copy.md"]
+    chunks = PublishedIndex.open(reg, f"sample@{s.version}").chunks
+    assert chunks.num_rows == n1 == s.chunks  # the same passages, now indexed from the copy
+    assert sum(u.endswith("zz-swarming-copy.md") for u in chunks.column("uri").to_pylist()) == b.chunks > 0
 
 
 @pytest.fixture()
@@ -169,8 +218,9 @@ def test_damaged_segment_refuses_serving_and_compaction_naming_it(segmented: Ind
     assert "sample@v0002 is damaged" in msg and segmented.versions("sample") == ["v0001", "v0002"]
 
 
-def test_refresh_compacts_past_the_policy(light_workspace: Path, prefect_harness) -> None:
-    write_params(light_workspace, index={"compact_max_segments": 2})
+@pytest.mark.parametrize("curate", [False, True], ids=["plain", "curated"])
+def test_refresh_compacts_past_the_policy(light_workspace: Path, prefect_harness, curate: bool) -> None:
+    write_params(light_workspace, index={"compact_max_segments": 2}, curate={"enabled": curate})
     refresh()
     for i, doc in enumerate(sorted(p for p in SRC.iterdir() if p.suffix in (".md", ".txt"))[:2]):
         doc.write_text(doc.read_text() + f"\n\nNote {i} on swarms.\n")  # another document each time
@@ -182,6 +232,11 @@ def test_refresh_compacts_past_the_policy(light_workspace: Path, prefect_harness
         else:  # a third segment would pass compact_max_segments 2: everything merged, nothing re-embedded
             assert len(m.segments) == 1 and m.tombstones == {} and "segments > index.compact_max_segments" in m.stats["compaction"]
             assert 0 < s.computed <= s.embedded_chunks and s.carried_chunks == s.chunks - s.embedded_chunks
+            one = PublishedIndex.open(reg, f"sample@{s.version}")
+            full_build("full")
+            fresh = PublishedIndex.open(reg, "full@latest")
+            assert one.chunks.column("chunk_id").to_pylist() == fresh.chunks.column("chunk_id").to_pylist()
+            np.testing.assert_allclose(one.vectors(), fresh.vectors(), rtol=1e-5, atol=1e-6)
 
 
 def test_compaction_policy() -> None:
