@@ -104,8 +104,10 @@ DUPLICATES_SCHEMA = pa.schema(
 )
 
 
-#: ``signatures.parquet``: the MinHash signature of every document and indexed chunk of a
-#: version, so a refresh compares new content without recomputing the unchanged.
+#: ``signatures.parquet``: the MinHash signature of every document and clustered chunk, so a
+#: refresh compares new content without recomputing the unchanged. Each segment holds the rows
+#: its refresh or ingest added (a version's signatures are its segments' live rows); versions
+#: written before that hold one file of all their rows.
 SIGNATURES_SCHEMA = pa.schema(
     [
         ("level", pa.string()),          # document | chunk
@@ -117,6 +119,9 @@ SIGNATURES_SCHEMA = pa.schema(
         # added later: how the text was turned into words (pipelines.curate.SHINGLER); null in
         # older tables, whose signatures are then recomputed rather than compared
         pa.field("shingler", pa.string(), metadata=_OPTIONAL),
+        # added later: the document a member belongs to (a segment's file: its tombstones apply);
+        # null in version-level tables written before signatures moved into segments
+        pa.field("doc_id", pa.string(), metadata=_OPTIONAL),
     ],
     metadata=_META,
 )

@@ -63,12 +63,16 @@ INDEX_FILE = "index.faiss"
 CHUNK_ROWS_FILE = "chunks.arrow"
 #: The manifest ``inputs`` records of the segment's documents (a JSON list sorted by uri).
 INPUTS_FILE = "inputs.json"
+#: A curated segment's MinHash signatures (``core.schemas.SIGNATURES_SCHEMA``): those of its
+#: documents and their chunks that the segments it was published beside did not hold
+#: (:meth:`pipelines.curate.Curation.segment_signatures`); the segment's tombstones apply by ``doc_id``.
+SIGNATURES_FILE = "signatures.parquet"
 #: Files a segment may hold (``chunks.arrow``, ``vectors.npy`` and ``inputs.json`` are absent in
 #: segments written before them; ``chunks.arrow`` in segments of at most
 #: :data:`core.schemas.SMALL_TABLE_ROWS` chunks; ``vectors.npy`` in segments whose index stores the
-#: vectors exactly).
+#: vectors exactly; ``signatures.parquet`` in segments of curated versions only).
 SEGMENT_FILES: tuple[str, ...] = (DOCUMENTS_FILE, CHUNKS_FILE, CHUNK_ROWS_FILE, INDEX_FILE, VECTORS_FILE,
-                                  BM25_ARRAYS_FILE, BM25_META_FILE, INPUTS_FILE)
+                                  BM25_ARRAYS_FILE, BM25_META_FILE, INPUTS_FILE, SIGNATURES_FILE)
 SEGMENT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 

@@ -49,7 +49,7 @@ import re
 from collections import ChainMap, Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -61,12 +61,12 @@ from ragline.core.memory import release_unused_memory
 from ragline.core.records import Document, ElementSpan, QuarantineRecord
 from ragline.core.schemas import (CHUNKS_SCHEMA, DUPLICATES_SCHEMA, SIGNATURES_SCHEMA, parquet_write_options,
                                   read_table, write_table)
+from ragline.indexers.segments import SIGNATURES_FILE
 from ragline.pipelines.config import CurateConfig
 
 STAGE = "curate"
 DUPLICATES_FILE = "duplicates.parquet"
 CURATION_FILE = "curation.json"
-SIGNATURES_FILE = "signatures.parquet"
 #: rows per Parquet row group of ``signatures.parquet``: the writer encodes one group at a time
 #: (4 MiB of values at 128 permutations, not the whole table's; issue 12, bounded memory)
 SIGNATURES_ROW_GROUP = 8_192
@@ -642,14 +642,29 @@ class ColumnTexts(Sequence):
     def __init__(self, column: pa.Array | pa.ChunkedArray, rows: np.ndarray | None = None) -> None:
         self.column = column
         self.rows = np.arange(len(column), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        self._starts = np.cumsum([0] + [len(c) for c in chunks[:-1]], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, k):  # noqa: ANN001, ANN204 - an int or a slice, as a list
-        if isinstance(k, slice):
-            return self.column.take(pa.array(self.rows[k], type=pa.int64())).to_pylist()
-        return self.column[int(self.rows[k])].as_py()
+        if not isinstance(k, slice):
+            return self.column[int(self.rows[k])].as_py()
+        rows = self.rows[k]
+        if len(rows) > 1 and bool(np.all(np.diff(rows) == 1)):  # a run of rows: a zero-copy slice
+            return self.column.slice(int(rows[0]), len(rows)).to_pylist()
+        if not isinstance(self.column, pa.ChunkedArray) or self.column.num_chunks < 2:
+            return self.column.take(pa.array(rows, type=pa.int64())).to_pylist()
+        # taken chunk by chunk: a chunked array's take would concatenate every chunk first
+        which = np.searchsorted(self._starts, rows, side="right") - 1
+        out: list = [None] * len(rows)
+        for c in np.unique(which).tolist():
+            at = np.flatnonzero(which == c)
+            got = self.column.chunk(c).take(pa.array(rows[at] - self._starts[c], type=pa.int64())).to_pylist()
+            for i, v in zip(at.tolist(), got):
+                out[i] = v
+        return out
 
     def __iter__(self):  # noqa: ANN204 - an iterator of str
         for lo in range(0, len(self.rows), _MINHASH_TEXTS):
@@ -807,8 +822,18 @@ class Signatures(Mapping):
              pa.array(np.full(n, cfg.num_perm, dtype=np.int32)), pa.array(np.full(n, cfg.shingle_words, dtype=np.int32)),
              pa.ListArray.from_arrays(pa.array(offsets), pa.Array.from_buffers(  # the values not copied
                  pa.uint32(), len(flat), [None, pa.py_buffer(np.ascontiguousarray(flat))])),
-             pa.array([SHINGLER] * n, pa.string())],
+             pa.array([SHINGLER] * n, pa.string()), pa.nulls(n, pa.string())],
             schema=SIGNATURES_SCHEMA)
+
+    def keys(self, level: str) -> pa.Array:
+        """``level/member_id/text_sha256`` of every member, in :meth:`tables` row order."""
+        def column(base: list[str] | pa.Array, more: list[str]) -> pa.Array:
+            base = base if isinstance(base, pa.Array) else pa.array(base, pa.string())
+            return pa.concat_arrays([base.cast(pa.string()), pa.array(more, pa.string())])
+
+        ids = column(self.ids, list(self._extra))
+        shas = column(self.shas, [v[0] for v in self._extra.values()])
+        return pc.binary_join_element_wise(pa.array([level] * len(ids), pa.string()), ids, shas, "/")
 
     def nbytes(self) -> int:
         """About the bytes of :meth:`table` (the zstd level of the file depends on it)."""
@@ -885,6 +910,7 @@ class Clusters:
 def find_duplicates(
     members: Sequence[Member], cfg: CurateConfig, level: str,
     stored: Mapping[str, tuple[str, np.ndarray]] | None = None, texts: ColumnTexts | None = None,
+    trusted: Collection[str] = (),
 ) -> Clusters:
     """Cluster exact and near-duplicate members (see the module docstring for the order and method).
 
@@ -895,6 +921,8 @@ def find_duplicates(
         stored: member id -> (text sha256, signature) from the parent version; reused when the
             sha256 still matches (nothing is recomputed for unchanged members).
         texts: the members' texts (:class:`ColumnTexts`), read in place of ``Member.text``.
+        trusted: ids of members whose text is the one their ``stored`` row was made from (a
+            refresh's carried rows): their stored sha256 is taken, their text not even read.
 
     Returns:
         The clusters.
@@ -902,7 +930,11 @@ def find_duplicates(
     stored = stored or {}
     order = sorted(range(len(members)), key=lambda i: (not members[i].preferred, i))
     texts = texts if texts is not None else [m.text for m in members]
-    shas = [content_sha256(t) for t in texts]
+    shas = _stored_shas(members, stored, trusted)
+    missing = [i for i, sha in enumerate(shas) if sha is None]
+    picked = texts.subset(missing) if isinstance(texts, ColumnTexts) else [texts[i] for i in missing]
+    for i, t in zip(missing, picked):
+        shas[i] = content_sha256(t)
     out = Clusters()
     width = cfg.num_perm if cfg.near_duplicates else 0
     values = np.zeros((len(members), width), dtype=np.uint32)  # row i: member i's signature (when has[i])
@@ -995,6 +1027,25 @@ def find_duplicates(
     return out
 
 
+def _stored_shas(members: Sequence[Member], stored: Mapping[str, tuple[str, np.ndarray]],
+                 trusted: Collection[str]) -> list[str | None]:
+    """Per member, the stored text sha256 of a ``trusted`` member, else ``None`` (to compute)."""
+    out: list[str | None] = [None] * len(members)
+    if not trusted or not len(members):
+        return out
+    if isinstance(stored, Signatures) and not stored._extra:
+        at = stored.rows_of([m.member_id for m in members])
+        ok = np.flatnonzero(at >= 0)
+        ok = ok[np.fromiter((members[i].member_id in trusted for i in ok.tolist()), dtype=bool, count=len(ok))]
+        for i, sha in zip(ok.tolist(), stored.shas_at(at[ok])):
+            out[i] = sha
+        return out
+    for i, m in enumerate(members):
+        if m.member_id in trusted and m.member_id in stored:
+            out[i] = stored[m.member_id][0]
+    return out
+
+
 # ------------------------------------------------------------------ the version's curation
 @dataclass
 class Curation:
@@ -1041,22 +1092,67 @@ class Curation:
         return pa.concat_tables([cl.signatures.table(lvl, self.config)
                                  for lvl, cl in (("document", self.documents), ("chunk", self.chunks))])
 
-    def write_signatures(self, path: str | Path) -> None:
+    def write_signatures(self, path: str | Path, new: Mapping[str, np.ndarray] | None = None,
+                         doc_of: Mapping[str, str] | None = None) -> None:
         """Write :meth:`signatures_table` as Parquet, :data:`SIGNATURES_ROW_GROUP` rows at a time
-        (the whole table is never built: issue 12, bounded memory)."""
+        (the whole table is never built: issue 12, bounded memory).
+
+        Args:
+            path: the file.
+            new: per level, bool (members,): the rows to write (:meth:`new_signature_rows`;
+                default: every row).
+            doc_of: chunk id -> doc id, for the ``doc_id`` column of chunk rows (a document
+                row's doc id is its member id); a chunk not in it gets null.
+        """
         import pyarrow.parquet as pq
 
         parts = (("document", self.documents.signatures), ("chunk", self.chunks.signatures))
         options = parquet_write_options(nbytes=sum(sig.nbytes() for _, sig in parts))
         with pq.ParquetWriter(str(path), SIGNATURES_SCHEMA, **options) as writer:
             for level, sig in parts:
+                lo = 0
                 for t in sig.tables(level, self.config, SIGNATURES_ROW_GROUP):
+                    if new is not None:  # (the rows of each table are the next ones of the mask)
+                        lo, mask = lo + t.num_rows, new[level][lo:lo + t.num_rows]
+                        t = t if mask.all() else t.filter(pa.array(mask, type=pa.bool_()))
                     if t.num_rows:
+                        ids = t.column("member_id")
+                        docs = ids if level == "document" else pa.array(
+                            [(doc_of or {}).get(m) for m in ids.to_pylist()], pa.string())
+                        t = t.set_column(t.schema.get_field_index("doc_id"), SIGNATURES_SCHEMA.field("doc_id"), docs)
                         writer.write_table(t, row_group_size=SIGNATURES_ROW_GROUP)
                         del t
                         # the writer's freed level and page buffers stay in Arrow's allocator otherwise:
                         # about 40 MB at 27k rows (4 row groups), 10 MB with this
                         release_unused_memory()
+
+    def new_signature_rows(self, kept: Sequence["SignaturePart"]) -> dict[str, np.ndarray]:
+        """Per level, bool (members,): the signature rows not already held, with the same text
+        sha256, by the live rows of ``kept`` (the segments a new version shares)."""
+        have = pa.concat_arrays([p.keys() for p in kept]) if kept else pa.array([], pa.string())
+        out = {}
+        for level, sig in (("document", self.documents.signatures), ("chunk", self.chunks.signatures)):
+            keys = sig.keys(level)
+            out[level] = (np.asarray(pc.invert(pc.is_in(keys, value_set=have)).to_numpy(zero_copy_only=False), dtype=bool)
+                          if len(have) else np.ones(len(keys), dtype=bool))
+        return out
+
+    def segment_signatures(self, chunks: pa.Table, kept: Sequence["SignaturePart"]) -> Callable[[Path], None] | None:
+        """What a new segment holds of this version's signatures: a writer of its
+        ``signatures.parquet`` (the rows that ``kept``, the shared segments, do not hold), or
+        ``None`` when they hold every row.
+
+        Args:
+            chunks: ``CHUNKS_SCHEMA`` rows of the new segment (their doc ids name their chunks').
+            kept: :func:`signature_parts` of the segments the version shares.
+        """
+        new = self.new_signature_rows(kept)
+        if not any(m.any() for m in new.values()):
+            return None
+        doc_of = dict(zip(chunks.column("chunk_id").to_pylist(), chunks.column("doc_id").to_pylist()))
+        dup = self.duplicates_table()
+        doc_of.update(zip(dup.column("member_id").to_pylist(), dup.column("doc_id").to_pylist()))
+        return lambda folder: self.write_signatures(Path(folder) / SIGNATURES_FILE, new, doc_of)
 
     def counts(self) -> dict[str, Any]:
         """Counts by rule (what ``curation.json`` and ``ragline index show`` report)."""
@@ -1086,11 +1182,125 @@ class Curation:
                                                                         **self.chunks.errors}.items()}}
 
     def write(self, folder: str | Path) -> None:
-        """Write ``duplicates.parquet``, ``signatures.parquet`` and ``curation.json`` into ``folder``."""
+        """Write ``duplicates.parquet`` and ``curation.json`` into the version ``folder`` (the
+        signatures go into segments: :meth:`segment_signatures`)."""
         folder = Path(folder)
         write_table(self.duplicates_table(), folder / DUPLICATES_FILE, DUPLICATES_SCHEMA)
-        self.write_signatures(folder / SIGNATURES_FILE)
         write_json_atomic(folder / CURATION_FILE, self.to_json())
+
+
+@dataclass(frozen=True)
+class SignaturePart:
+    """One ``signatures.parquet`` a version's signatures are read from.
+
+    Attributes:
+        path: the file (a segment's, or a version folder's written before signatures moved into segments).
+        live: bool (rows,): rows whose ``doc_id`` is not tombstoned in that segment; ``None``: all.
+    """
+
+    path: Path
+    live: np.ndarray | None = None
+
+    def keys(self) -> pa.Array:
+        """``level/member_id/text_sha256`` of the live rows."""
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(str(self.path), columns=["level", "member_id", "text_sha256"])
+        if self.live is not None:
+            t = t.filter(pa.array(self.live, type=pa.bool_()))
+        return pc.binary_join_element_wise(t.column("level"), t.column("member_id"), t.column("text_sha256"),
+                                           "/").combine_chunks()
+
+
+@dataclass(frozen=True)
+class CarriedCuration:
+    """A version's curation as it is, published again with a compaction of that version
+    (same interface as :class:`Curation` for :func:`pipelines.publish.publish_index`): its
+    ``duplicates.parquet`` and ``curation.json``, and the live rows of its signature files
+    written into the merged segment."""
+
+    folder: Path
+    parts: list[SignaturePart]
+
+    def write(self, folder: str | Path) -> None:
+        """Copy ``duplicates.parquet`` and ``curation.json`` into the new version ``folder``."""
+        import shutil
+
+        for fname in (DUPLICATES_FILE, CURATION_FILE):
+            if (self.folder / fname).exists():
+                shutil.copyfile(self.folder / fname, Path(folder) / fname)
+
+    def counts(self) -> dict[str, Any]:
+        """The counts of the carried ``curation.json`` (empty without one)."""
+        path = self.folder / CURATION_FILE
+        return json.loads(path.read_text(encoding="utf-8")).get("counts", {}) if path.exists() else {}
+
+    def segment_signatures(self, chunks: pa.Table, kept: Sequence[SignaturePart]) -> Callable[[Path], None] | None:
+        """A writer of the live signature rows that ``kept`` lacks (all of them: compaction
+        shares no segment), a row group at a time; ``None`` without any."""
+        if not self.parts:
+            return None
+        have = pa.concat_arrays([p.keys() for p in kept]) if kept else pa.array([], pa.string())
+        parts = self.parts
+
+        def write(folder: Path) -> None:
+            import pyarrow.parquet as pq
+
+            with pq.ParquetWriter(str(Path(folder) / SIGNATURES_FILE), SIGNATURES_SCHEMA,
+                                  **parquet_write_options(nbytes=sum(p.path.stat().st_size for p in parts))) as writer:
+                for part in parts:
+                    lo = 0
+                    for b in pq.ParquetFile(part.path).iter_batches(batch_size=SIGNATURES_ROW_GROUP):
+                        n, t = b.num_rows, pa.Table.from_batches([b])
+                        if part.live is not None:
+                            t = t.filter(pa.array(part.live[lo:lo + n], type=pa.bool_()))
+                        lo += n
+                        if len(have):
+                            keys = pc.binary_join_element_wise(t.column("level"), t.column("member_id"),
+                                                               t.column("text_sha256"), "/")
+                            t = t.filter(pc.invert(pc.is_in(keys, value_set=have)))
+                        if t.num_rows:
+                            writer.write_table(_as_signatures(t), row_group_size=SIGNATURES_ROW_GROUP)
+
+        return write
+
+
+def _as_signatures(t: pa.Table) -> pa.Table:
+    """``t`` with ``SIGNATURES_SCHEMA``'s columns (optional ones it lacks as nulls)."""
+    cols = [t.column(f.name) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in SIGNATURES_SCHEMA]
+    return pa.Table.from_arrays(cols, schema=SIGNATURES_SCHEMA)
+
+
+def carried_curation(registry: Any, name: str, version: str) -> CarriedCuration | None:
+    """``name@version``'s curation to carry into a compaction of it, or ``None`` when it has none."""
+    folder = registry.version_dir(name, version)
+    if not (folder / CURATION_FILE).exists():
+        return None
+    if (folder / SIGNATURES_FILE).exists():  # written before signatures moved into segments
+        return CarriedCuration(folder, [SignaturePart(folder / SIGNATURES_FILE)])
+    m = registry.manifest(name, version)
+    return CarriedCuration(folder, signature_parts(registry, name, registry.segments(name, version), m.tombstones))
+
+
+def signature_parts(registry: Any, name: str, segments: Sequence[Any],
+                    tombstones: Mapping[str, Mapping[str, Any]]) -> list[SignaturePart]:
+    """The segments' ``signatures.parquet`` files, newest segment first (a member found in two
+    is read from the newer), with the rows of tombstoned documents masked out."""
+    import pyarrow.parquet as pq
+
+    out = []
+    for ref in reversed(list(segments)):
+        path = registry.segment_dir(name, ref.id) / SIGNATURES_FILE
+        if not path.exists():
+            continue
+        dead = list((tombstones.get(ref.id) or {}).get("doc_ids") or [])
+        live = None
+        if dead:
+            docs = pq.read_table(str(path), columns=["doc_id"]).column("doc_id")
+            live = np.asarray(pc.invert(pc.fill_null(pc.is_in(docs, value_set=pa.array(dead, pa.string())), False))
+                              .to_numpy(zero_copy_only=False), dtype=bool)
+        out.append(SignaturePart(path, live))
+    return out
 
 
 @dataclass
@@ -1104,18 +1314,25 @@ class ParentCuration:
             arrays of :meth:`stored` (no copy of them held beside those; never a Python int per value).
         boilerplate_keys: group -> boilerplate keys detected.
         lengths: int64 (signatures rows,): values in each row's signature.
-        path: its ``signatures.parquet`` (``None``: none).
+        parts: the ``signatures.parquet`` files read (:class:`SignaturePart`; empty: none).
     """
 
     duplicates: pa.Table
     signatures: pa.Table
     boilerplate_keys: dict[str, list[str]]
     lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    path: Path | None = None
+    parts: list[SignaturePart] = field(default_factory=list)
 
     @classmethod
-    def read(cls, folder: str | Path | None) -> "ParentCuration":
-        """Read a version folder's curation files; missing files give empty state."""
+    def read(cls, folder: str | Path | None, parts: Sequence[SignaturePart] | None = None) -> "ParentCuration":
+        """Read a version folder's curation files; missing files give empty state.
+
+        Args:
+            folder: the version folder.
+            parts: where its signatures are (:func:`signature_parts` of its segments); default:
+                the folder's own ``signatures.parquet`` (versions written before signatures
+                moved into segments), when it has one.
+        """
         empty = cls(DUPLICATES_SCHEMA.empty_table(), SIGNATURES_SCHEMA.empty_table().drop_columns(["hashvalues"]), {})
         if folder is None:
             return empty
@@ -1125,22 +1342,33 @@ class ParentCuration:
         keys = {}
         if (folder / CURATION_FILE).exists():
             keys = json.loads((folder / CURATION_FILE).read_text(encoding="utf-8")).get("boilerplate_keys", {})
-        if not (folder / SIGNATURES_FILE).exists():
+        if (folder / SIGNATURES_FILE).exists() or parts is None:
+            parts = [SignaturePart(folder / SIGNATURES_FILE)] if (folder / SIGNATURES_FILE).exists() else []
+        if not parts:
             return cls(dup, empty.signatures, keys)
-        full = read_table(folder / SIGNATURES_FILE, SIGNATURES_SCHEMA)  # (checked against the schema)
-        lengths = _list_lengths(full.column("hashvalues").chunks)
-        sigs = full.drop_columns(["hashvalues"])
-        del full
-        release_unused_memory()
-        return cls(dup, sigs, keys, lengths, folder / SIGNATURES_FILE)
+        tables, lengths = [], []
+        for part in parts:
+            full = read_table(part.path, SIGNATURES_SCHEMA)  # (checked against the schema)
+            if part.live is not None:
+                full = full.filter(pa.array(part.live, type=pa.bool_()))
+            lengths.append(_list_lengths(full.column("hashvalues").chunks))
+            tables.append(full.drop_columns(["hashvalues"]))
+            del full
+            release_unused_memory()
+        return cls(dup, pa.concat_tables(tables), keys, np.concatenate(lengths), list(parts))
 
     def _batches(self, columns: list[str]) -> Iterable[pa.RecordBatch]:
-        """``columns`` of the signatures file, a row group at a time, in row order."""
-        if self.path is None:
-            return iter(())
+        """``columns`` of the live rows of the signature files, a row group at a time, in row order."""
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(self.path).iter_batches(batch_size=SIGNATURES_ROW_GROUP, columns=columns)
+        for part in self.parts:
+            lo = 0
+            for b in pq.ParquetFile(part.path).iter_batches(batch_size=SIGNATURES_ROW_GROUP, columns=columns):
+                n = b.num_rows
+                if part.live is not None:
+                    b = b.filter(pa.array(part.live[lo:lo + n], type=pa.bool_()))
+                lo += n
+                yield b
 
     def stored(self, level: str, cfg: CurateConfig) -> Signatures:
         """member id -> (sha256, signature) of one level, made with ``cfg``'s num_perm and shingle_words
@@ -1174,7 +1402,7 @@ class ParentCuration:
 def curate_chunks(
     documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, *,
     boilerplate: BoilerplateReport | None = None, parent: ParentCuration | None = None,
-    fixed_aliases: Sequence[dict[str, Any]] = (),
+    fixed_aliases: Sequence[dict[str, Any]] = (), trusted: Collection[str] = (),
 ) -> tuple[Curation, np.ndarray]:
     """Cluster documents and chunks and decide which chunk rows are indexed.
 
@@ -1186,6 +1414,8 @@ def curate_chunks(
         parent: the parent version's curation (signatures reused, its canonical members preferred).
         fixed_aliases: parent duplicate rows carried as they are (aliases of unchanged documents
             whose canonical is still indexed; their chunks are not in ``chunks``).
+        trusted: ids of documents and chunks carried unchanged from ``parent`` (their stored
+            text sha256 is used: :func:`find_duplicates`).
 
     A document the shingler fails on (its text, or the text of one of its chunks) is
     quarantined: it joins no cluster, none of its chunks is kept, and ``curation.quarantine``
@@ -1194,13 +1424,14 @@ def curate_chunks(
     Returns:
         ``(curation, keep)``: keep is bool (n_chunks,), the rows to index.
     """
-    out = _curate_chunks(documents, chunks, cfg, boilerplate, parent, fixed_aliases)
+    out = _curate_chunks(documents, chunks, cfg, boilerplate, parent, fixed_aliases, trusted)
     release_unused_memory()  # the clustering's temporaries (texts, member lists, band index) go back to the OS
     return out
 
 
 def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boilerplate: BoilerplateReport | None,
-                   parent: ParentCuration | None, fixed_aliases: Sequence[dict[str, Any]]) -> tuple[Curation, np.ndarray]:
+                   parent: ParentCuration | None, fixed_aliases: Sequence[dict[str, Any]],
+                   trusted: Collection[str] = ()) -> tuple[Curation, np.ndarray]:
     """:func:`curate_chunks` (its temporaries freed when this returns)."""
     import time
 
@@ -1232,7 +1463,8 @@ def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boi
         doc_members = [Member(d_ids[r], d_ids[r], d_uris[r], "", f)
                        for r, f in zip(d_rows, preferred([d_ids[r] for r in d_rows]))]
         cur.documents = find_duplicates(doc_members, cfg, "document", doc_stored,
-                                        texts=ColumnTexts(documents.column("text"), np.array(d_rows, dtype=np.int64)))
+                                        texts=ColumnTexts(documents.column("text"), np.array(d_rows, dtype=np.int64)),
+                                        trusted=trusted)
         doc_errors |= cur.documents.errors
         failed |= {d: e for d, e in cur.documents.errors.items() if d not in failed}
         doc_stored = ChainMap(cur.documents.signatures, doc_stored)  # the next round recomputes nothing
@@ -1250,7 +1482,7 @@ def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boi
         cur.chunks = find_duplicates(
             ch_members, cfg, "chunk",
             ChainMap(*reversed(chunk_rounds), parent.stored("chunk", cfg)) if chunk_rounds else parent.stored("chunk", cfg),
-            texts=ColumnTexts(chunks.column("text"), rows))
+            texts=ColumnTexts(chunks.column("text"), rows), trusted=trusted)
         chunk_rounds.append(cur.chunks.signatures)
         chunk_errors |= cur.chunks.errors
         owner = dict(zip(c_ids, c_doc))
@@ -1380,7 +1612,12 @@ def curate_refresh(
                 if carried_vec is not None:
                     carried_vec = np.concatenate(
                         [carried_vec, np.zeros((fresh.num_rows, carried_vec.shape[1]), dtype=np.float32)])
-    cur, keep = curate_chunks(docs, chunks, cfg, boilerplate=boilerplate, parent=state, fixed_aliases=fixed)
+    # carried rows: their text is the parent's, so is its sha256 (stored with its signature)
+    trusted: set[str] = set()
+    if parent is not None and chunks.num_rows:
+        trusted = carried_ids | set(chunks.column("chunk_id").filter(pa.array(~need, type=pa.bool_())).to_pylist())
+    cur, keep = curate_chunks(docs, chunks, cfg, boilerplate=boilerplate, parent=state, fixed_aliases=fixed,
+                              trusted=trusted)
     cur.boilerplate.keys = {**state.boilerplate_keys, **cur.boilerplate.keys}
     all_kept = bool(keep.all())  # then the carried vectors are not copied
     assembly = replace(assembly, documents=without_quarantined(docs, cur), chunks=take_rows(chunks, keep),
@@ -1431,8 +1668,13 @@ def curate_ingest(
 
 
 def read_parent_curation(registry: Any, name: str, version: str | None) -> ParentCuration:
-    """The curation files of ``name@version`` (empty state for ``None`` or a version without them)."""
-    return ParentCuration.read(registry.version_dir(name, version) if version else None)
+    """The curation files of ``name@version`` (empty state for ``None`` or a version without them):
+    its duplicates and boilerplate keys, and the signatures of its segments' live rows."""
+    if not version:
+        return ParentCuration.read(None)
+    m = registry.manifest(name, version)
+    return ParentCuration.read(registry.version_dir(name, version),
+                               signature_parts(registry, name, registry.segments(name, version), m.tombstones))
 
 
 # ------------------------------------------------------------------ reporting (index show / diff)

@@ -14,7 +14,7 @@ import datetime as dt
 import subprocess
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -96,7 +96,8 @@ def input_records(documents: pa.Table) -> list[dict[str, Any]]:
 
 def write_segment(registry: IndexRegistry, params: Params, documents: pa.Table, chunks: pa.Table,
                   vectors: np.ndarray, trained_from: SegmentRef | None = None, hold: SegmentHold | None = None,
-                  inputs: list[dict[str, Any]] | None = None) -> tuple[SegmentRef, dict[str, Any], list[dict[str, Any]]]:
+                  inputs: list[dict[str, Any]] | None = None, extra: Callable[[Path], None] | None = None,
+                  ) -> tuple[SegmentRef, dict[str, Any], list[dict[str, Any]]]:
     """Write one segment of these rows into ``params.index.name`` (no version lists it yet).
 
     Args:
@@ -107,6 +108,8 @@ def write_segment(registry: IndexRegistry, params: Params, documents: pa.Table, 
             training reuses, rather than training on these rows.
         hold: keeps the segment from gc until a version lists it (an ingest's flushed segments).
         inputs: the documents' :func:`input_records` when the caller has them already.
+        extra: writes more files into the segment's staging folder (its curation signatures:
+            :meth:`pipelines.curate.Curation.segment_signatures`).
 
     Returns:
         ``(segment, index record, inputs records of documents)``.
@@ -119,9 +122,13 @@ def write_segment(registry: IndexRegistry, params: Params, documents: pa.Table, 
     inputs = input_records(documents) if inputs is None else inputs
     record: dict[str, Any] = {}
     trained = registry.segment_dir(name, trained_from.id) / INDEX_FILE if trained_from is not None else None
-    seg = registry.add_segment(name, lambda d: record.update(write_segment_files(
-        d, documents, chunks, vectors, params.index.faiss_spec(), params.index.bm25_spec(), trained, inputs=inputs)),
-        hold=hold)
+    def write(folder: Path) -> None:
+        record.update(write_segment_files(folder, documents, chunks, vectors, params.index.faiss_spec(),
+                                          params.index.bm25_spec(), trained, inputs=inputs))
+        if extra is not None:
+            extra(folder)
+
+    seg = registry.add_segment(name, write, hold=hold)
     return seg, record, inputs
 
 
@@ -177,7 +184,8 @@ def publish_index(
         aliases: aliases moved to the new version once it is complete.
         dvc_stage_deps: ``{path: md5}`` of the DVC publish stage's data inputs (``ragline stage publish``).
         curation: :class:`pipelines.curate.Curation` of this version; its files
-            (``duplicates.parquet``, ``signatures.parquet``, ``curation.json``) are published with it.
+            (``duplicates.parquet``, ``curation.json``) are published with it, and the new segment
+            holds the signatures its shared segments lack (``signatures.parquet``).
         shared: segments taken over from the parent, or flushed earlier by this ingest
             (:func:`write_segment`); ``None``: one segment.
         extra_files: more per-version files (:func:`write_version_files`).
@@ -201,16 +209,21 @@ def publish_index(
     def write(folder: Path, version: str) -> Manifest:
         segments = list(shared.segments)
         record: dict[str, Any] = {}
-        if documents.num_rows or chunks.num_rows or not segments:
+        signatures = None
+        if hasattr(curation, "segment_signatures"):  # [curate hook] the signatures the shared segments lack
+            from ragline.pipelines.curate import signature_parts
+
+            signatures = curation.segment_signatures(chunks, signature_parts(registry, name, segments, shared.tombstones))
+        if documents.num_rows or chunks.num_rows or not segments or signatures is not None:
             # a kind that needs training reuses the first shared segment's training (compaction retrains)
             seg, made, _ = write_segment(registry, params, documents, chunks, vectors, segments[0] if segments else None,
-                                         inputs=new_inputs)
+                                         inputs=new_inputs, extra=signatures)
             record.update(made)
             if seg.id in {r.id for r in segments}:
                 raise RuntimeError(f"segment {seg.id} is already listed by the parent with live rows")
             segments.append(seg)
         write_version_files(folder, quarantine, extra_files)
-        if curation is not None:  # [curate hook] duplicates.parquet, signatures.parquet, curation.json
+        if curation is not None:  # [curate hook] duplicates.parquet, curation.json
             curation.write(folder)
         live = shared.live_chunks + chunks.num_rows
         # every segment records its documents' inputs: the manifest lists none (it grows with the change)
@@ -252,8 +265,9 @@ def compact_index(registry: IndexRegistry, params: Params, ref: str, aliases: Se
     from the segments (vectors kept in the segment, or reconstructed exactly from a
     flat-storage index), tombstoned rows left out, and one segment is written in document (URI)
     order, as a full build orders them, with the FAISS and BM25 settings of ``params``; the
-    per-version files (quarantine records) are carried. The new version's parent is the
-    compacted one; its inputs and counts are the same.
+    per-version files (quarantine records; a curated version's duplicates and curation counts)
+    are carried, and so are the live rows of its segments' curation signatures (into the merged
+    segment). The new version's parent is the compacted one; its inputs and counts are the same.
 
     Args:
         registry: the registry.
@@ -303,7 +317,10 @@ def compact_index(registry: IndexRegistry, params: Params, ref: str, aliases: Se
             run_params = Params.from_dict(m.params, f"{name}@{version} manifest params")
         except ConfigError:
             run_params = params.model_copy(update={"index": params.index.model_copy(update={"name": name})})
+        from ragline.pipelines.curate import carried_curation  # [curate hook] duplicates, counts, signatures
+
         return publish_index(registry, run_params, documents, chunks, vectors, quarantine,
                              _Info.from_manifest(m.embedding),
                              stats={**dict(stats or {}), "compacted_from": version, "segments_before": len(m.segments)},
-                             parent_version=version, aliases=tuple(aliases))
+                             parent_version=version, aliases=tuple(aliases),
+                             curation=carried_curation(registry, name, version))

@@ -191,12 +191,16 @@ class ParentData:
     def _published(self):  # noqa: ANN202 - a PublishedIndex
         from ragline.indexers.retriever import PublishedIndex
 
-        return PublishedIndex.open(self.registry, f"{self.name}@{self.version}")
+        # read_parent checked every file's sha256 already: sizes only here, not a second full read
+        checked = IndexRegistry(self.registry.root, self.registry.lock_timeout_s, verify="size")
+        return PublishedIndex.open(checked, f"{self.name}@{self.version}")
 
-    @property
+    @functools.cached_property
     def chunks(self) -> pa.Table:
-        """``CHUNKS_SCHEMA`` table of the live chunks (row i = vector i)."""
-        return self._published.chunks
+        """``CHUNKS_SCHEMA`` table of the live chunks (row i = vector i; ``row`` is the
+        segment-local FAISS id). Read from the segments' tables: no FAISS index or BM25
+        statistics are opened for it."""
+        return self.registry.live_table(self.name, self.version, "chunks").cast(CHUNKS_SCHEMA)
 
     @functools.cached_property
     def vectors(self) -> np.ndarray:
@@ -207,7 +211,7 @@ class ParentData:
         """Drop the tables, vectors and opened index read so far (read again if asked for): once
         the new version's rows are assembled, a refresh does not hold the parent's data while it
         curates, embeds and publishes."""
-        for name in ("documents", "_published", "vectors"):
+        for name in ("documents", "chunks", "_published", "vectors"):
             self.__dict__.pop(name, None)
 
     def document_shas(self) -> dict[str, str]:

@@ -351,12 +351,13 @@ def test_changing_curate_params_makes_refresh_redo_curation(light_workspace: Pat
 
 
 def test_stored_signatures_are_reused_only_when_made_the_same_way(tmp_path: Path) -> None:
-    from ragline.pipelines.curate import Curation, ParentCuration
+    from ragline.pipelines.curate import SIGNATURES_FILE, Curation, ParentCuration
 
     cfg = CurateConfig()
     cur = Curation(cfg)
     cur.documents = find_duplicates([Member("a", "a", "x/a", _text(1))], cfg, "document")
     cur.write(tmp_path)
+    cur.write_signatures(tmp_path / SIGNATURES_FILE)  # a version folder's file (before segments held them)
     state = ParentCuration.read(tmp_path)
     assert set(state.stored("document", cfg)) == {"a"}
     assert state.stored("document", CurateConfig(shingle_words=5)) == {}
@@ -588,8 +589,9 @@ def test_signatures_made_by_another_shingler_are_recomputed(tmp_path: Path) -> N
     cur = Curation(cfg)
     cur.documents = find_duplicates([Member("a", "a", "x/a", _text(1))], cfg, "document")
     cur.write(tmp_path)
+    cur.write_signatures(tmp_path / SIGNATURES_FILE)
     assert set(ParentCuration.read(tmp_path).stored("document", cfg)) == {"a"}
-    old = pq.read_table(tmp_path / SIGNATURES_FILE).drop_columns(["shingler"])  # as written before the column
+    old = pq.read_table(tmp_path / SIGNATURES_FILE).drop_columns(["shingler", "doc_id"])  # as written before them
     pq.write_table(old, tmp_path / SIGNATURES_FILE)
     assert ParentCuration.read(tmp_path).stored("document", cfg) == {}
 

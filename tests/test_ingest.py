@@ -47,12 +47,13 @@ def test_ingest_publishes_a_complete_version(ingested: Path) -> None:
     assert len(m.params_hash) == 64
     assert sorted(i["uri"] for i in m.inputs) == sorted(f"data/sample/{p.name}" for p in Path("data/sample").iterdir())
     # per-version files (quarantine, curation); the data is in the one segment
-    assert set(m.files) == {"quarantine.parquet", "duplicates.parquet", "signatures.parquet", "curation.json"}
+    assert set(m.files) == {"quarantine.parquet", "duplicates.parquet", "curation.json"}
     (seg,) = m.segments
     # a Flat index holds the exact vectors (no vectors.npy beside it), a small segment's chunk texts
-    # are in chunks.parquet only (no chunks.arrow); the segment records its inputs
+    # are in chunks.parquet only (no chunks.arrow); the segment records its inputs and its
+    # documents' and chunks' MinHash signatures (curation)
     assert set(seg["files"]) == {"documents.parquet", "chunks.parquet", "index.faiss", "bm25.npz", "bm25.json",
-                                 "inputs.json"}
+                                 "inputs.json", "signatures.parquet"}
     manifest_text = (Path("indexes/sample/v0001") / "manifest.json").read_text()
     assert m.inputs_in_segments and json.loads(manifest_text)["inputs"] == []
     assert manifest_text.count("\n") == 1  # compact JSON: one line

@@ -53,9 +53,9 @@ def test_parent_release_drops_what_was_read_and_reads_it_again(tmp_path) -> None
     m = publish_paragraphs(tmp_path, "ix", {"a.txt": [("alpha beta", None), ("gamma", None)], "b.txt": [("delta", None)]})
     parent = read_parent(IndexRegistry(tmp_path), "ix", m.version)
     docs, chunks, vectors = parent.documents, parent.chunks, parent.vectors.copy()
-    assert {"documents", "_published", "vectors"} <= set(vars(parent))
+    assert {"documents", "chunks", "_published", "vectors"} <= set(vars(parent))
     parent.release()
-    assert not {"documents", "_published", "vectors"} & set(vars(parent))
+    assert not {"documents", "chunks", "_published", "vectors"} & set(vars(parent))
     assert parent.documents.equals(docs) and parent.chunks.equals(chunks)
     np.testing.assert_array_equal(parent.vectors, vectors)
 

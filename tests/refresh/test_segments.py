@@ -97,6 +97,37 @@ def test_with_curation_a_refresh_shares_the_parents_segment_and_scores_as_a_fres
             cfg = RetrievalConfig(mode=mode, k=5)
             assert [h.score for h in seg.search(q, cfg)] == pytest.approx([h.score for h in one.search(q, cfg)],
                                                                          rel=1e-5, abs=1e-6)
+    # the MinHash signatures: the new segment holds only its documents' (the parent's file is
+    # shared, its tombstoned rows masked out), and the version's equal a fresh build's
+    added = pq.read_table(reg.segment_dir("sample", b.id) / "signatures.parquet")
+    assert set(added.column("doc_id").to_pylist()) <= set(pq.read_table(
+        reg.segment_dir("sample", b.id) / "documents.parquet").column("doc_id").to_pylist())
+    assert 0 < added.num_rows < pq.read_metadata(reg.segment_dir("sample", s1.id) / "signatures.parquet").num_rows
+    assert not (reg.version_dir("sample", s.version) / "signatures.parquet").exists()
+    assert _signatures(reg, "sample", s.version) == _signatures(reg, "full", "v0001")
+    # compaction carries the curation: duplicates, counts and every live signature, into one segment
+    out = cli_json("index", "compact")
+    (merged,) = reg.segments("sample", out["version"])
+    assert _signatures(reg, "sample", out["version"]) == _signatures(reg, "full", "v0001")
+    assert "signatures.parquet" in merged.files
+    assert reg.manifest("sample", out["version"]).stats["curation"] == m.stats["curation"]
+    assert (reg.version_dir("sample", out["version"]) / "duplicates.parquet").read_bytes() == \
+        (reg.version_dir("sample", s.version) / "duplicates.parquet").read_bytes()
+
+
+def _signatures(reg: IndexRegistry, name: str, version: str) -> dict[tuple[str, str], tuple]:
+    """(level, member id) -> (text sha256, signature) of a version, as a refresh of it reads them."""
+    from ragline.pipelines.curate import read_parent_curation
+
+    state = read_parent_curation(reg, name, version)
+    t = state.signatures
+    values = [b.column(0).to_pylist() for b in state._batches(["hashvalues"])]
+    flat = [v for chunk in values for v in chunk]
+    out = {(lv, mid): (sha, tuple(v)) for lv, mid, sha, v in zip(t.column("level").to_pylist(),
+                                                                  t.column("member_id").to_pylist(),
+                                                                  t.column("text_sha256").to_pylist(), flat)}
+    assert len(out) == t.num_rows  # no member twice
+    return out
 
 
 def test_with_curation_a_promoted_copy_moves_to_the_new_segment(light_workspace: Path, prefect_harness) -> None:
