@@ -832,8 +832,8 @@ class Signatures(Mapping):
             return pa.concat_arrays([base.cast(pa.string()), pa.array(more, pa.string())])
 
         ids = column(self.ids, list(self._extra))
-        shas = column(self.shas, [v[0] for v in self._extra.values()])
-        return pc.binary_join_element_wise(pa.array([level] * len(ids), pa.string()), ids, shas, "/")
+        return signature_keys(pa.array([level] * len(ids), pa.string()), ids,
+                              column(self.shas, [v[0] for v in self._extra.values()]))
 
     def nbytes(self) -> int:
         """About the bytes of :meth:`table` (the zstd level of the file depends on it)."""
@@ -1129,7 +1129,7 @@ class Curation:
     def new_signature_rows(self, kept: Sequence["SignaturePart"]) -> dict[str, np.ndarray]:
         """Per level, bool (members,): the signature rows not already held, with the same text
         sha256, by the live rows of ``kept`` (the segments a new version shares)."""
-        have = pa.concat_arrays([p.keys() for p in kept]) if kept else pa.array([], pa.string())
+        have = _held_keys(kept)
         out = {}
         for level, sig in (("document", self.documents.signatures), ("chunk", self.chunks.signatures)):
             keys = sig.keys(level)
@@ -1208,8 +1208,18 @@ class SignaturePart:
         t = pq.read_table(str(self.path), columns=["level", "member_id", "text_sha256"])
         if self.live is not None:
             t = t.filter(pa.array(self.live, type=pa.bool_()))
-        return pc.binary_join_element_wise(t.column("level"), t.column("member_id"), t.column("text_sha256"),
-                                           "/").combine_chunks()
+        return signature_keys(t.column("level"), t.column("member_id"), t.column("text_sha256")).combine_chunks()
+
+
+def signature_keys(level: Any, member_id: Any, text_sha256: Any) -> Any:
+    """``level/member_id/text_sha256`` per row of three Arrow string columns (a signature row's
+    identity: the same member made from the same text)."""
+    return pc.binary_join_element_wise(level, member_id, text_sha256, "/")
+
+
+def _held_keys(kept: Sequence[SignaturePart]) -> pa.Array:
+    """The :func:`signature_keys` of the live rows of ``kept``."""
+    return pa.concat_arrays([p.keys() for p in kept]) if kept else pa.array([], pa.string())
 
 
 @dataclass(frozen=True)
@@ -1240,7 +1250,7 @@ class CarriedCuration:
         shares no segment), a row group at a time; ``None`` without any."""
         if not self.parts:
             return None
-        have = pa.concat_arrays([p.keys() for p in kept]) if kept else pa.array([], pa.string())
+        have = _held_keys(kept)
         parts = self.parts
 
         def write(folder: Path) -> None:
@@ -1256,8 +1266,7 @@ class CarriedCuration:
                             t = t.filter(pa.array(part.live[lo:lo + n], type=pa.bool_()))
                         lo += n
                         if len(have):
-                            keys = pc.binary_join_element_wise(t.column("level"), t.column("member_id"),
-                                                               t.column("text_sha256"), "/")
+                            keys = signature_keys(t.column("level"), t.column("member_id"), t.column("text_sha256"))
                             t = t.filter(pc.invert(pc.is_in(keys, value_set=have)))
                         if t.num_rows:
                             writer.write_table(_as_signatures(t), row_group_size=SIGNATURES_ROW_GROUP)

@@ -817,7 +817,7 @@ def _shared_without(parent: ParentData, dead_uris: set[str]) -> SharedSegments:
     return SharedSegments(segments, tombstones, inputs)
 
 
-#: parent vector rows copied at a time into a curated refresh's segment (:func:`_assemble_full`)
+#: parent vector rows copied at a time into a merged segment (:func:`_parent_vectors`)
 VECTOR_COPY_ROWS = 65_536
 
 class RowSource(IntEnum):
