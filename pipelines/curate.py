@@ -975,6 +975,7 @@ def find_duplicates(
             computed, computed_has = minhash_matrix(picked, cfg, errors=bad)
             values[todo], has[todo] = computed, computed_has
             del computed
+            release_unused_memory()  # the shingle hashes of the texts: not held through the clustering
             bad = {todo[k]: e for k, e in bad.items()}
         for i, e in bad.items():  # one bad text is quarantined, never fatal
             out.errors[members[i].member_id] = (type(e).__name__, collapse(str(e)) or type(e).__name__)
@@ -1387,8 +1388,10 @@ class ParentCuration:
                        pc.and_(pc.equal(t.column("shingle_words"), cfg.shingle_words),
                                pc.equal(t.column("shingler"), SHINGLER)))
         mask = pc.fill_null(mask, False).to_numpy(zero_copy_only=False) if t.num_rows else np.zeros(0, dtype=bool)
-        return Signatures.from_table(t, cfg.num_perm, mask, lengths=self.lengths,
-                                     hashvalues=(b.column(0) for b in self._batches(["hashvalues"])))
+        out = Signatures.from_table(t, cfg.num_perm, mask, lengths=self.lengths,
+                                    hashvalues=(b.column(0) for b in self._batches(["hashvalues"])))
+        release_unused_memory()  # the Parquet reader's decoded pages
+        return out
 
     def signatures_of(self, level: str, member_ids: Iterable[str]) -> dict[str, tuple[str, np.ndarray]]:
         """member id -> (sha256, signature) of the given members of one level, however made."""
@@ -1587,8 +1590,9 @@ def curate_refresh(
         embed_fn: embedder callable, for a chunking strategy that needs one.
 
     Returns:
-        ``(assembly, curation)``: the assembly restricted to the indexed rows, without the
-        documents curation quarantined (their records added to ``assembly.quarantine``).
+        ``(assembly, curation)``: the assembly restricted to the indexed rows (a deferred one:
+        with them marked in ``kept``), without the documents curation quarantined (their records
+        added to ``assembly.quarantine``).
     """
     from ragline.pipelines.chunk import chunk_documents
     from ragline.pipelines.load import documents_from_table
@@ -1628,6 +1632,9 @@ def curate_refresh(
     cur, keep = curate_chunks(docs, chunks, cfg, boilerplate=boilerplate, parent=state, fixed_aliases=fixed,
                               trusted=trusted)
     cur.boilerplate.keys = {**state.boilerplate_keys, **cur.boilerplate.keys}
+    if getattr(assembly, "deferred", False):  # split_curated takes the kept rows it writes: no copy of all of them
+        return replace(assembly, documents=without_quarantined(docs, cur), chunks=chunks, need_embed=need, kept=keep,
+                       quarantine=list(assembly.quarantine) + cur.quarantine), cur
     all_kept = bool(keep.all())  # then the carried vectors are not copied
     assembly = replace(assembly, documents=without_quarantined(docs, cur), chunks=take_rows(chunks, keep),
                        need_embed=need[keep],

@@ -253,6 +253,8 @@ class Assembly:
             (``carried_vectors`` is ``None``): once curation has decided the clusters,
             :func:`split_curated` makes it a new segment beside the parent's (or, when
             compaction is due, copies the parent's vectors).
+        kept: a deferred assembly once curated: bool (n_chunks,), the rows curation indexes
+            (:func:`split_curated` takes them); ``None``: every row.
     """
 
     documents: pa.Table
@@ -265,6 +267,7 @@ class Assembly:
     shared: SharedSegments | None = None
     compaction: str | None = None
     deferred: bool = False
+    kept: np.ndarray | None = None
 
     @property
     def carried_chunks(self) -> int:
@@ -972,6 +975,9 @@ def _assemble_full(plan: RefreshPlan, parent: ParentData | None, new_docs: Seque
         src = np.full(len(sources), -1, dtype=np.int64)
         src[kind == RowSource.PARENT] = np.fromiter((r for s, r in sources if s is RowSource.PARENT), dtype=np.int64)
         carried_vectors = _parent_vectors(parent, np.where(need, -1, src))
+    elif parent is not None:  # the rows are taken: the parent's tables are not held while they are curated
+        parent.release()
+        release_unused_memory()
     return Assembly(documents, chunks, carried_vectors, need, quarantine, kept_previous,
                     carried_docs=len(carried_set), compaction=compaction, deferred=deferred)
 
@@ -1015,11 +1021,14 @@ def split_curated(assembly: Assembly, parent: ParentData | None, params: Params)
     from ragline.pipelines.curate import take_rows
 
     docs, chunks, need = assembly.documents, assembly.chunks, assembly.need_embed
+    kept = assembly.kept if assembly.kept is not None else np.ones(chunks.num_rows, dtype=bool)
     where, shas = parent.doc_locations, parent.document_shas()
-    parent_rows = _row_counts(parent.chunks.column("doc_id"))
-    rows = _row_counts(chunks.column("doc_id"))
-    redone = set(pc.unique(chunks.column("doc_id").filter(pa.array(need, type=pa.bool_()))).to_pylist()) \
-        if need.any() else set()
+    parent_rows = _row_counts(parent.registry.live_table(parent.name, parent.version, "chunks", columns=["doc_id"])
+                              .column("doc_id"))
+    doc_col = chunks.column("doc_id")
+    rows = _row_counts(doc_col.filter(pa.array(kept, type=pa.bool_())))
+    redone = set(pc.unique(doc_col.filter(pa.array(need & kept, type=pa.bool_()))).to_pylist()) \
+        if (need & kept).any() else set()
     stay = {u for u, d, s in zip(docs.column("uri").to_pylist(), docs.column("doc_id").to_pylist(),
                                  docs.column("sha256").to_pylist())
             if u in where and where[u][1] == d and shas.get(d) == s and d not in redone
@@ -1027,19 +1036,20 @@ def split_curated(assembly: Assembly, parent: ParentData | None, params: Params)
     shared = _shared_without(parent, {u for u in where if u not in stay})
     moved = pc.invert(pc.is_in(docs.column("uri"), value_set=pa.array(sorted(stay), pa.string())))
     new_docs = docs.filter(moved)
-    in_new = pc.is_in(chunks.column("doc_id"), value_set=new_docs.column("doc_id"))
-    keep = np.asarray(in_new.to_numpy(zero_copy_only=False), dtype=bool)
+    in_new = pc.is_in(doc_col, value_set=new_docs.column("doc_id"))
+    keep = kept & np.asarray(in_new.to_numpy(zero_copy_only=False), dtype=bool)
     n, dim = int(keep.sum()), int(parent.manifest.embedding.get("dim") or 0)
     inc = replace(assembly, documents=new_docs, chunks=take_rows(chunks, keep),
                   carried_vectors=np.zeros((n, dim), dtype=np.float32), need_embed=np.ones(n, dtype=bool),
-                  shared=shared, deferred=False)
+                  shared=shared, deferred=False, kept=None)
     compaction = _compaction_of(inc, params)
     if compaction is None:
         return inc
+    chunks, need = take_rows(chunks, kept), need[kept]
     src = pc.index_in(chunks.column("chunk_id"), value_set=parent.chunks.column("chunk_id")).fill_null(-1)
     src = np.where(need, -1, np.asarray(src.to_numpy(zero_copy_only=False), dtype=np.int64))
-    return replace(assembly, carried_vectors=_parent_vectors(parent, src), need_embed=src < 0,
-                   compaction=compaction, deferred=False)
+    return replace(assembly, chunks=chunks, carried_vectors=_parent_vectors(parent, src), need_embed=src < 0,
+                   compaction=compaction, deferred=False, kept=None)
 
 
 def _row_counts(doc_ids: pa.ChunkedArray | pa.Array) -> dict[str, int]:

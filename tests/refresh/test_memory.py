@@ -93,5 +93,6 @@ def test_curated_refresh_assembles_without_holding_the_parent(light_workspace, p
     assert set(inc.chunks.column("doc_id").to_pylist()) == set(inc.documents.column("doc_id").to_pylist())
     (seg,) = reg.segments(p.index.name, plan.parent_version)
     assert inc.shared.segments == [seg] and len(inc.shared.tombstones[seg.id]["doc_ids"]) == 1
-    assert inc.version_chunks == out.chunks.num_rows and inc.version_documents == out.documents.num_rows
+    assert out.kept is not None and out.chunks.num_rows == assembly.chunks.num_rows  # marked, not copied
+    assert inc.version_chunks == int(out.kept.sum()) and inc.version_documents == out.documents.num_rows
     assert "vectors" not in vars(parent)  # never read: the shared rows keep theirs in the parent's segment
