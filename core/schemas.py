@@ -105,9 +105,10 @@ DUPLICATES_SCHEMA = pa.schema(
 
 
 #: ``signatures.parquet``: the MinHash signature of every document and clustered chunk, so a
-#: refresh compares new content without recomputing the unchanged. Each segment holds the rows
-#: its refresh or ingest added (a version's signatures are its segments' live rows); versions
-#: written before that hold one file of all their rows.
+#: refresh compares new content without recomputing the unchanged. Each curated segment holds the
+#: rows of its own documents (so its tombstones mask them by ``doc_id``; a version's signatures are
+#: its segments' live rows); versions written before that hold one file of all their rows.
+SIGNATURES_FILE = "signatures.parquet"
 SIGNATURES_SCHEMA = pa.schema(
     [
         ("level", pa.string()),          # document | chunk

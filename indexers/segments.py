@@ -47,8 +47,8 @@ import pyarrow.parquet as pq
 
 from ragline.core.io import write_json_atomic
 from ragline.core.memory import release_unused_memory
-from ragline.core.schemas import (CHUNKS_ROW_GROUP, CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, SMALL_TABLE_ROWS, read_table,
-                                  write_row_file, write_table)
+from ragline.core.schemas import (CHUNKS_ROW_GROUP, CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, SIGNATURES_FILE, SMALL_TABLE_ROWS,
+                                  read_table, write_row_file, write_table)
 from ragline.indexers.bm25 import BM25_ARRAYS_FILE, BM25_META_FILE, BM25Index, BM25Spec
 from ragline.indexers.faiss_index import (VECTORS_FILE, FaissSpec, build_faiss_index, read_faiss_index,
                                           _never_trains, exact_vectors, index_record, read_vectors as read_vectors_file,
@@ -63,10 +63,6 @@ INDEX_FILE = "index.faiss"
 CHUNK_ROWS_FILE = "chunks.arrow"
 #: The manifest ``inputs`` records of the segment's documents (a JSON list sorted by uri).
 INPUTS_FILE = "inputs.json"
-#: A curated segment's MinHash signatures (``core.schemas.SIGNATURES_SCHEMA``): those of its
-#: documents and their chunks that the segments it was published beside did not hold
-#: (:meth:`pipelines.curate.Curation.segment_signatures`); the segment's tombstones apply by ``doc_id``.
-SIGNATURES_FILE = "signatures.parquet"
 #: Files a segment may hold (``chunks.arrow``, ``vectors.npy`` and ``inputs.json`` are absent in
 #: segments written before them; ``chunks.arrow`` in segments of at most
 #: :data:`core.schemas.SMALL_TABLE_ROWS` chunks; ``vectors.npy`` in segments whose index stores the

@@ -59,9 +59,9 @@ from ragline.core.hashing import sha256_text
 from ragline.core.io import write_json_atomic
 from ragline.core.memory import release_unused_memory
 from ragline.core.records import Document, ElementSpan, QuarantineRecord
-from ragline.core.schemas import (CHUNKS_SCHEMA, DUPLICATES_SCHEMA, SIGNATURES_SCHEMA, parquet_write_options,
+from ragline.core.schemas import (CHUNKS_SCHEMA, DUPLICATES_SCHEMA, SIGNATURES_FILE, SIGNATURES_SCHEMA,
+                                  parquet_write_options,
                                   read_table, write_table)
-from ragline.indexers.segments import SIGNATURES_FILE
 from ragline.pipelines.config import CurateConfig
 
 STAGE = "curate"
@@ -825,16 +825,6 @@ class Signatures(Mapping):
              pa.array([SHINGLER] * n, pa.string()), pa.nulls(n, pa.string())],
             schema=SIGNATURES_SCHEMA)
 
-    def keys(self, level: str) -> pa.Array:
-        """``level/member_id/text_sha256`` of every member, in :meth:`tables` row order."""
-        def column(base: list[str] | pa.Array, more: list[str]) -> pa.Array:
-            base = base if isinstance(base, pa.Array) else pa.array(base, pa.string())
-            return pa.concat_arrays([base.cast(pa.string()), pa.array(more, pa.string())])
-
-        ids = column(self.ids, list(self._extra))
-        return signature_keys(pa.array([level] * len(ids), pa.string()), ids,
-                              column(self.shas, [v[0] for v in self._extra.values()]))
-
     def nbytes(self) -> int:
         """About the bytes of :meth:`table` (the zstd level of the file depends on it)."""
         ids, shas = self.ids, self.shas
@@ -1093,17 +1083,17 @@ class Curation:
         return pa.concat_tables([cl.signatures.table(lvl, self.config)
                                  for lvl, cl in (("document", self.documents), ("chunk", self.chunks))])
 
-    def write_signatures(self, path: str | Path, new: Mapping[str, np.ndarray] | None = None,
-                         doc_of: Mapping[str, str] | None = None) -> None:
+    def write_signatures(self, path: str | Path, docs: pa.Array | None = None,
+                         doc_of: tuple[pa.Array, pa.Array] | None = None) -> None:
         """Write :meth:`signatures_table` as Parquet, :data:`SIGNATURES_ROW_GROUP` rows at a time
         (the whole table is never built: issue 12, bounded memory).
 
         Args:
             path: the file.
-            new: per level, bool (members,): the rows to write (:meth:`new_signature_rows`;
-                default: every row).
-            doc_of: chunk id -> doc id, for the ``doc_id`` column of chunk rows (a document
-                row's doc id is its member id); a chunk not in it gets null.
+            docs: write only the rows of these doc ids (a segment's documents); default: every row.
+            doc_of: ``(chunk ids, their doc ids)``: the ``doc_id`` column of chunk rows (a
+                document row's doc id is its member id); a chunk not in it gets null (and is
+                left out when ``docs`` is given).
         """
         import pyarrow.parquet as pq
 
@@ -1111,49 +1101,43 @@ class Curation:
         options = parquet_write_options(nbytes=sum(sig.nbytes() for _, sig in parts))
         with pq.ParquetWriter(str(path), SIGNATURES_SCHEMA, **options) as writer:
             for level, sig in parts:
-                lo = 0
                 for t in sig.tables(level, self.config, SIGNATURES_ROW_GROUP):
-                    if new is not None:  # (the rows of each table are the next ones of the mask)
-                        lo, mask = lo + t.num_rows, new[level][lo:lo + t.num_rows]
-                        t = t if mask.all() else t.filter(pa.array(mask, type=pa.bool_()))
+                    ids = t.column("member_id")
+                    if level == "document":
+                        owner = ids
+                    elif doc_of is not None:
+                        owner = doc_of[1].take(pc.index_in(ids, value_set=doc_of[0]))
+                    else:
+                        owner = pa.nulls(t.num_rows, pa.string())
+                    t = t.set_column(t.schema.get_field_index("doc_id"), SIGNATURES_SCHEMA.field("doc_id"), owner)
+                    if docs is not None:
+                        t = t.filter(pc.fill_null(pc.is_in(t.column("doc_id"), value_set=docs), False))
                     if t.num_rows:
-                        ids = t.column("member_id")
-                        docs = ids if level == "document" else pa.array(
-                            [(doc_of or {}).get(m) for m in ids.to_pylist()], pa.string())
-                        t = t.set_column(t.schema.get_field_index("doc_id"), SIGNATURES_SCHEMA.field("doc_id"), docs)
                         writer.write_table(t, row_group_size=SIGNATURES_ROW_GROUP)
                         del t
                         # the writer's freed level and page buffers stay in Arrow's allocator otherwise:
                         # about 40 MB at 27k rows (4 row groups), 10 MB with this
                         release_unused_memory()
 
-    def new_signature_rows(self, kept: Sequence["SignaturePart"]) -> dict[str, np.ndarray]:
-        """Per level, bool (members,): the signature rows not already held, with the same text
-        sha256, by the live rows of ``kept`` (the segments a new version shares)."""
-        have = _held_keys(kept)
-        out = {}
-        for level, sig in (("document", self.documents.signatures), ("chunk", self.chunks.signatures)):
-            keys = sig.keys(level)
-            out[level] = (np.asarray(pc.invert(pc.is_in(keys, value_set=have)).to_numpy(zero_copy_only=False), dtype=bool)
-                          if len(have) else np.ones(len(keys), dtype=bool))
-        return out
-
-    def segment_signatures(self, chunks: pa.Table, kept: Sequence["SignaturePart"]) -> Callable[[Path], None] | None:
-        """What a new segment holds of this version's signatures: a writer of its
-        ``signatures.parquet`` (the rows that ``kept``, the shared segments, do not hold), or
-        ``None`` when they hold every row.
+    def segment_signatures(self, documents: pa.Table, chunks: pa.Table) -> Callable[[Path], None] | None:
+        """A writer of a new segment's ``signatures.parquet``: the signatures of its documents
+        and of their chunks (each document's rows live in its document's segment, so its
+        tombstones mask them), or ``None`` when it has no documents.
 
         Args:
-            chunks: ``CHUNKS_SCHEMA`` rows of the new segment (their doc ids name their chunks').
-            kept: :func:`signature_parts` of the segments the version shares.
+            documents: ``DOCUMENTS_SCHEMA`` rows of the segment.
+            chunks: ``CHUNKS_SCHEMA`` rows of the segment (with the duplicate rows, they name
+                the document of each chunk member; a copy's chunks are not indexed).
         """
-        new = self.new_signature_rows(kept)
-        if not any(m.any() for m in new.values()):
+        if not documents.num_rows:
             return None
-        doc_of = dict(zip(chunks.column("chunk_id").to_pylist(), chunks.column("doc_id").to_pylist()))
-        dup = self.duplicates_table()
-        doc_of.update(zip(dup.column("member_id").to_pylist(), dup.column("doc_id").to_pylist()))
-        return lambda folder: self.write_signatures(Path(folder) / SIGNATURES_FILE, new, doc_of)
+        dup = self.duplicates_table().filter(pc.equal(pc.field("level"), "chunk"))
+        doc_of = (pa.concat_arrays([chunks.column("chunk_id").combine_chunks().cast(pa.string()),
+                                    dup.column("member_id").combine_chunks().cast(pa.string())]),
+                  pa.concat_arrays([chunks.column("doc_id").combine_chunks().cast(pa.string()),
+                                    dup.column("doc_id").combine_chunks().cast(pa.string())]))
+        docs = documents.column("doc_id").combine_chunks()
+        return lambda folder: self.write_signatures(Path(folder) / SIGNATURES_FILE, docs, doc_of)
 
     def counts(self) -> dict[str, Any]:
         """Counts by rule (what ``curation.json`` and ``ragline index show`` report)."""
@@ -1202,26 +1186,6 @@ class SignaturePart:
     path: Path
     live: np.ndarray | None = None
 
-    def keys(self) -> pa.Array:
-        """``level/member_id/text_sha256`` of the live rows."""
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(str(self.path), columns=["level", "member_id", "text_sha256"])
-        if self.live is not None:
-            t = t.filter(pa.array(self.live, type=pa.bool_()))
-        return signature_keys(t.column("level"), t.column("member_id"), t.column("text_sha256")).combine_chunks()
-
-
-def signature_keys(level: Any, member_id: Any, text_sha256: Any) -> Any:
-    """``level/member_id/text_sha256`` per row of three Arrow string columns (a signature row's
-    identity: the same member made from the same text)."""
-    return pc.binary_join_element_wise(level, member_id, text_sha256, "/")
-
-
-def _held_keys(kept: Sequence[SignaturePart]) -> pa.Array:
-    """The :func:`signature_keys` of the live rows of ``kept``."""
-    return pa.concat_arrays([p.keys() for p in kept]) if kept else pa.array([], pa.string())
-
 
 @dataclass(frozen=True)
 class CarriedCuration:
@@ -1246,12 +1210,22 @@ class CarriedCuration:
         path = self.folder / CURATION_FILE
         return json.loads(path.read_text(encoding="utf-8")).get("counts", {}) if path.exists() else {}
 
-    def segment_signatures(self, chunks: pa.Table, kept: Sequence[SignaturePart]) -> Callable[[Path], None] | None:
-        """A writer of the live signature rows that ``kept`` lacks (all of them: compaction
-        shares no segment), a row group at a time; ``None`` without any."""
+    def segment_signatures(self, documents: pa.Table, chunks: pa.Table) -> Callable[[Path], None] | None:
+        """A writer of the merged segment's ``signatures.parquet``: the live rows of the
+        version's signature files, a row group at a time, each with its document (a version
+        file written before segments held signatures has none: a document row's is its member
+        id, a chunk's comes from ``chunks`` and ``duplicates.parquet``); rows of no document of
+        ``documents`` are left out. ``None`` without signatures."""
         if not self.parts:
             return None
-        have = _held_keys(kept)
+        dup_path = self.folder / DUPLICATES_FILE
+        dup = read_table(dup_path, DUPLICATES_SCHEMA) if dup_path.exists() else DUPLICATES_SCHEMA.empty_table()
+        dup = dup.filter(pc.equal(pc.field("level"), "chunk"))
+        ids = pa.concat_arrays([chunks.column("chunk_id").combine_chunks().cast(pa.string()),
+                                dup.column("member_id").combine_chunks().cast(pa.string())])
+        owners = pa.concat_arrays([chunks.column("doc_id").combine_chunks().cast(pa.string()),
+                                   dup.column("doc_id").combine_chunks().cast(pa.string())])
+        docs = documents.column("doc_id").combine_chunks()
         parts = self.parts
 
         def write(folder: Path) -> None:
@@ -1259,18 +1233,15 @@ class CarriedCuration:
 
             with pq.ParquetWriter(str(Path(folder) / SIGNATURES_FILE), SIGNATURES_SCHEMA,
                                   **parquet_write_options(nbytes=sum(p.path.stat().st_size for p in parts))) as writer:
-                for part in parts:
-                    lo = 0
-                    for b in pq.ParquetFile(part.path).iter_batches(batch_size=SIGNATURES_ROW_GROUP):
-                        n, t = b.num_rows, pa.Table.from_batches([b])
-                        if part.live is not None:
-                            t = t.filter(pa.array(part.live[lo:lo + n], type=pa.bool_()))
-                        lo += n
-                        if len(have):
-                            keys = signature_keys(t.column("level"), t.column("member_id"), t.column("text_sha256"))
-                            t = t.filter(pc.invert(pc.is_in(keys, value_set=have)))
-                        if t.num_rows:
-                            writer.write_table(_as_signatures(t), row_group_size=SIGNATURES_ROW_GROUP)
+                for b in _live_batches(parts, None):
+                    t = _as_signatures(pa.Table.from_batches([b]))
+                    found = pc.if_else(pc.equal(t.column("level"), "document"), t.column("member_id"),
+                                       owners.take(pc.index_in(t.column("member_id"), value_set=ids)))
+                    t = t.set_column(t.schema.get_field_index("doc_id"), SIGNATURES_SCHEMA.field("doc_id"),
+                                     pc.coalesce(t.column("doc_id"), found))
+                    t = t.filter(pc.fill_null(pc.is_in(t.column("doc_id"), value_set=docs), False))
+                    if t.num_rows:
+                        writer.write_table(t, row_group_size=SIGNATURES_ROW_GROUP)
 
         return write
 
@@ -1281,15 +1252,35 @@ def _as_signatures(t: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=SIGNATURES_SCHEMA)
 
 
+def _live_batches(parts: Sequence[SignaturePart], columns: list[str] | None) -> Iterable[pa.RecordBatch]:
+    """``columns`` (default: all) of the live rows of ``parts``' files, a row group at a time, in order."""
+    import pyarrow.parquet as pq
+
+    for part in parts:
+        lo = 0
+        for b in pq.ParquetFile(part.path).iter_batches(batch_size=SIGNATURES_ROW_GROUP, columns=columns):
+            n = b.num_rows
+            if part.live is not None:
+                b = b.filter(pa.array(part.live[lo:lo + n], type=pa.bool_()))
+            lo += n
+            yield b
+
+
 def carried_curation(registry: Any, name: str, version: str) -> CarriedCuration | None:
     """``name@version``'s curation to carry into a compaction of it, or ``None`` when it has none."""
     folder = registry.version_dir(name, version)
     if not (folder / CURATION_FILE).exists():
         return None
-    if (folder / SIGNATURES_FILE).exists():  # written before signatures moved into segments
-        return CarriedCuration(folder, [SignaturePart(folder / SIGNATURES_FILE)])
-    m = registry.manifest(name, version)
-    return CarriedCuration(folder, signature_parts(registry, name, registry.segments(name, version), m.tombstones))
+    return CarriedCuration(folder, version_signature_parts(registry, name, version))
+
+
+def version_signature_parts(registry: Any, name: str, version: str) -> list[SignaturePart]:
+    """Where ``name@version``'s signatures are: its segments' files (:func:`signature_parts`),
+    or the version folder's one file when it was written before segments held them."""
+    folder = registry.version_dir(name, version)
+    if (folder / SIGNATURES_FILE).exists():
+        return [SignaturePart(folder / SIGNATURES_FILE)]
+    return signature_parts(registry, name, registry.segments(name, version), registry.manifest(name, version).tombstones)
 
 
 def signature_parts(registry: Any, name: str, segments: Sequence[Any],
@@ -1339,9 +1330,8 @@ class ParentCuration:
 
         Args:
             folder: the version folder.
-            parts: where its signatures are (:func:`signature_parts` of its segments); default:
-                the folder's own ``signatures.parquet`` (versions written before signatures
-                moved into segments), when it has one.
+            parts: where its signatures are (:func:`version_signature_parts`); default: the
+                folder's own ``signatures.parquet``, when it has one.
         """
         empty = cls(DUPLICATES_SCHEMA.empty_table(), SIGNATURES_SCHEMA.empty_table().drop_columns(["hashvalues"]), {})
         if folder is None:
@@ -1352,7 +1342,7 @@ class ParentCuration:
         keys = {}
         if (folder / CURATION_FILE).exists():
             keys = json.loads((folder / CURATION_FILE).read_text(encoding="utf-8")).get("boilerplate_keys", {})
-        if (folder / SIGNATURES_FILE).exists() or parts is None:
+        if parts is None:
             parts = [SignaturePart(folder / SIGNATURES_FILE)] if (folder / SIGNATURES_FILE).exists() else []
         if not parts:
             return cls(dup, empty.signatures, keys)
@@ -1369,16 +1359,7 @@ class ParentCuration:
 
     def _batches(self, columns: list[str]) -> Iterable[pa.RecordBatch]:
         """``columns`` of the live rows of the signature files, a row group at a time, in row order."""
-        import pyarrow.parquet as pq
-
-        for part in self.parts:
-            lo = 0
-            for b in pq.ParquetFile(part.path).iter_batches(batch_size=SIGNATURES_ROW_GROUP, columns=columns):
-                n = b.num_rows
-                if part.live is not None:
-                    b = b.filter(pa.array(part.live[lo:lo + n], type=pa.bool_()))
-                lo += n
-                yield b
+        return _live_batches(self.parts, columns)
 
     def stored(self, level: str, cfg: CurateConfig) -> Signatures:
         """member id -> (sha256, signature) of one level, made with ``cfg``'s num_perm and shingle_words
@@ -1627,8 +1608,9 @@ def curate_refresh(
                         [carried_vec, np.zeros((fresh.num_rows, carried_vec.shape[1]), dtype=np.float32)])
     # carried rows: their text is the parent's, so is its sha256 (stored with its signature)
     trusted: set[str] = set()
-    if parent is not None and chunks.num_rows:
-        trusted = carried_ids | set(chunks.column("chunk_id").filter(pa.array(~need, type=pa.bool_())).to_pylist())
+    if parent is not None:
+        trusted = carried_ids | (set(chunks.column("chunk_id").filter(pa.array(~need, type=pa.bool_())).to_pylist())
+                                 if chunks.num_rows else set())
     cur, keep = curate_chunks(docs, chunks, cfg, boilerplate=boilerplate, parent=state, fixed_aliases=fixed,
                               trusted=trusted)
     cur.boilerplate.keys = {**state.boilerplate_keys, **cur.boilerplate.keys}
@@ -1688,9 +1670,7 @@ def read_parent_curation(registry: Any, name: str, version: str | None) -> Paren
     its duplicates and boilerplate keys, and the signatures of its segments' live rows."""
     if not version:
         return ParentCuration.read(None)
-    m = registry.manifest(name, version)
-    return ParentCuration.read(registry.version_dir(name, version),
-                               signature_parts(registry, name, registry.segments(name, version), m.tombstones))
+    return ParentCuration.read(registry.version_dir(name, version), version_signature_parts(registry, name, version))
 
 
 # ------------------------------------------------------------------ reporting (index show / diff)

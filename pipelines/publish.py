@@ -185,7 +185,7 @@ def publish_index(
         dvc_stage_deps: ``{path: md5}`` of the DVC publish stage's data inputs (``ragline stage publish``).
         curation: :class:`pipelines.curate.Curation` of this version; its files
             (``duplicates.parquet``, ``curation.json``) are published with it, and the new segment
-            holds the signatures its shared segments lack (``signatures.parquet``).
+            holds its documents' signatures (``signatures.parquet``).
         shared: segments taken over from the parent, or flushed earlier by this ingest
             (:func:`write_segment`); ``None``: one segment.
         extra_files: more per-version files (:func:`write_version_files`).
@@ -209,12 +209,9 @@ def publish_index(
     def write(folder: Path, version: str) -> Manifest:
         segments = list(shared.segments)
         record: dict[str, Any] = {}
-        signatures = None
-        if hasattr(curation, "segment_signatures"):  # [curate hook] the signatures the shared segments lack
-            from ragline.pipelines.curate import signature_parts
-
-            signatures = curation.segment_signatures(chunks, signature_parts(registry, name, segments, shared.tombstones))
-        if documents.num_rows or chunks.num_rows or not segments or signatures is not None:
+        # [curate hook] the new segment holds its documents' MinHash signatures
+        signatures = curation.segment_signatures(documents, chunks) if hasattr(curation, "segment_signatures") else None
+        if documents.num_rows or chunks.num_rows or not segments:
             # a kind that needs training reuses the first shared segment's training (compaction retrains)
             seg, made, _ = write_segment(registry, params, documents, chunks, vectors, segments[0] if segments else None,
                                          inputs=new_inputs, extra=signatures)

@@ -41,7 +41,7 @@ from ragline.indexers.faiss_index import build_settings
 from ragline.indexers.manifest import Manifest
 from ragline.indexers.segments import CHUNKS_FILE, DOCUMENTS_FILE, dead_doc_ids, read_live_table
 from ragline.indexers.registry import DEFAULT_ALIAS, IndexRef, IndexRegistry, RegistryError
-from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, read_table
+from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, SIGNATURES_FILE, read_table
 from ragline.pipelines.chunk import chunk_documents, chunker_record
 from ragline.pipelines.config import Params, load_params
 from ragline.pipelines.embed import embed_chunks, index_embedder
@@ -1009,7 +1009,8 @@ def split_curated(assembly: Assembly, parent: ParentData | None, params: Params)
     and tombstones stay per document. The carried rows of a moved document (a copy promoted
     when its canonical copy went) are embedded again, through the embedding cache.
 
-    When the result calls for compaction (``index.compact_*``), the version stays one segment
+    When the result calls for compaction (``index.compact_*``), or a shared segment lacks its
+    documents' signatures (written before segments held them), the version stays one segment
     and the parent's vectors are copied for its carried rows instead.
 
     Returns:
@@ -1043,6 +1044,10 @@ def split_curated(assembly: Assembly, parent: ParentData | None, params: Params)
                   carried_vectors=np.zeros((n, dim), dtype=np.float32), need_embed=np.ones(n, dtype=bool),
                   shared=shared, deferred=False, kept=None)
     compaction = _compaction_of(inc, params)
+    if compaction is None and any(SIGNATURES_FILE not in r.files for r in shared.segments):
+        # a segment without its documents' signatures (written before segments held them, or by
+        # `ragline stage publish`): the version is written again once, with every signature
+        compaction = "curation signatures move into the segments (a shared segment has none)"
     if compaction is None:
         return inc
     chunks, need = take_rows(chunks, kept), need[kept]

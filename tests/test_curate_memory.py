@@ -195,18 +195,19 @@ def test_signatures_file_written_a_row_group_at_a_time_reads_as_the_table(tmp_pa
     cur.chunks.signatures["carried"] = ("f" * 64, np.arange(cfg.num_perm, dtype=np.uint32))  # a carried alias's
     cur.documents = c.find_duplicates(_members(["alpha beta gamma delta", ""]), cfg, "document")
     doc_of = {f"m{i}": f"d{i % 3}" for i in range(n)}  # the carried alias's doc unknown: null
-    cur.write_signatures(tmp_path / c.SIGNATURES_FILE, doc_of=doc_of)
+    owners = (pa.array(list(doc_of), pa.string()), pa.array(list(doc_of.values()), pa.string()))
+    cur.write_signatures(tmp_path / c.SIGNATURES_FILE, doc_of=owners)
     got = read_table(tmp_path / c.SIGNATURES_FILE, SIGNATURES_SCHEMA)
     want = cur.signatures_table().to_pylist()
     for r in want:
         r["doc_id"] = r["member_id"] if r["level"] == "document" else doc_of.get(r["member_id"])
     assert got.to_pylist() == want and got.num_rows == n + 3
     assert pq.ParquetFile(tmp_path / c.SIGNATURES_FILE).num_row_groups == 1 + max(1, -(-n // 4))  # documents, chunks
-    # only the rows a new segment lacks: the masks select rows across row groups and the carried entry
-    new = {"document": np.array([False, True]), "chunk": np.arange(n + 1) % 2 == 0}
-    cur.write_signatures(tmp_path / "part.parquet", new, doc_of)
+    # a segment's file: the rows of its documents only, across row groups (a chunk of no known document left out)
+    docs = pa.array(["d1", cur.documents.signatures.ids[0]], pa.string())
+    cur.write_signatures(tmp_path / "part.parquet", docs, owners)
     part = read_table(tmp_path / "part.parquet", SIGNATURES_SCHEMA).to_pylist()
-    assert part == [r for r, k in zip(want, np.concatenate([new["document"], new["chunk"]])) if k]
+    assert part == [r for r in want if r["doc_id"] in set(docs.to_pylist())] and len(part) == 1 + len(range(1, n, 3))
 
 
 def test_stored_signatures_are_dropped_before_clustering(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -457,3 +457,36 @@ def test_gc_keeps_the_segments_a_running_ingest_holds(light_workspace: Path, pre
     report = reg.gc("sample", keep=0)
     assert report.segments_deleted == [seg2.id] and stale.name in report.leftovers and not stale.exists()
     assert torn.name in report.leftovers and not torn.exists()
+
+
+def test_with_curation_a_parent_without_segment_signatures_is_written_again_once(
+        light_workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version whose segments hold no signatures (written before segments held them) is
+    written again as one segment with every signature by its first refresh; the refreshes after
+    share segments, a removal-only one writes none, and the signatures stay a fresh build's."""
+    from ragline.pipelines.curate import Curation
+
+    # (the sample corpus is small: one removal would pass the default tombstone policy)
+    write_params(light_workspace, curate={"enabled": True}, index={"compact_max_tombstone_ratio": 0.9})
+    with monkeypatch.context() as m:
+        m.setattr(Curation, "segment_signatures", lambda self, documents, chunks: None)
+        assert refresh().version == "v0001"
+    reg = IndexRegistry(params_here().index.root)
+    (s1,) = reg.segments("sample", "v0001")
+    assert "signatures.parquet" not in s1.files
+    change_files()
+    s2 = refresh()
+    (merged,) = reg.segments("sample", s2.version)
+    assert "signatures move into the segments" in reg.manifest("sample", s2.version).stats["compaction"]
+    assert "signatures.parquet" in merged.files
+    full_build("full")
+    assert _signatures(reg, "sample", s2.version) == _signatures(reg, "full", "v0001")
+    (SRC / "hive-anatomy.md").write_text((SRC / "hive-anatomy.md").read_text() + "\n\nA late note on frames.\n")
+    s3 = refresh()
+    assert reg.segments("sample", s3.version)[0] == merged and len(reg.segments("sample", s3.version)) == 2
+    (SRC / "seasonal-calendar.txt").unlink()  # removal only: a tombstone, no new segment
+    s4 = refresh()
+    assert reg.segments("sample", s4.version) == reg.segments("sample", s3.version), \
+        reg.manifest("sample", s4.version).stats.get("compaction")
+    full_build("full2")
+    assert _signatures(reg, "sample", s4.version) == _signatures(reg, "full2", "v0001")
