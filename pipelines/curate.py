@@ -1102,16 +1102,7 @@ class Curation:
         with pq.ParquetWriter(str(path), SIGNATURES_SCHEMA, **options) as writer:
             for level, sig in parts:
                 for t in sig.tables(level, self.config, SIGNATURES_ROW_GROUP):
-                    ids = t.column("member_id")
-                    if level == "document":
-                        owner = ids
-                    elif doc_of is not None:
-                        owner = doc_of[1].take(pc.index_in(ids, value_set=doc_of[0]))
-                    else:
-                        owner = pa.nulls(t.num_rows, pa.string())
-                    t = t.set_column(t.schema.get_field_index("doc_id"), SIGNATURES_SCHEMA.field("doc_id"), owner)
-                    if docs is not None:
-                        t = t.filter(pc.fill_null(pc.is_in(t.column("doc_id"), value_set=docs), False))
+                    t = _with_owners(t, doc_of, docs)
                     if t.num_rows:
                         writer.write_table(t, row_group_size=SIGNATURES_ROW_GROUP)
                         del t
@@ -1131,11 +1122,7 @@ class Curation:
         """
         if not documents.num_rows:
             return None
-        dup = self.duplicates_table().filter(pc.equal(pc.field("level"), "chunk"))
-        doc_of = (pa.concat_arrays([chunks.column("chunk_id").combine_chunks().cast(pa.string()),
-                                    dup.column("member_id").combine_chunks().cast(pa.string())]),
-                  pa.concat_arrays([chunks.column("doc_id").combine_chunks().cast(pa.string()),
-                                    dup.column("doc_id").combine_chunks().cast(pa.string())]))
+        doc_of = _chunk_owners(chunks, self.duplicates_table())
         docs = documents.column("doc_id").combine_chunks()
         return lambda folder: self.write_signatures(Path(folder) / SIGNATURES_FILE, docs, doc_of)
 
@@ -1219,12 +1206,8 @@ class CarriedCuration:
         if not self.parts:
             return None
         dup_path = self.folder / DUPLICATES_FILE
-        dup = read_table(dup_path, DUPLICATES_SCHEMA) if dup_path.exists() else DUPLICATES_SCHEMA.empty_table()
-        dup = dup.filter(pc.equal(pc.field("level"), "chunk"))
-        ids = pa.concat_arrays([chunks.column("chunk_id").combine_chunks().cast(pa.string()),
-                                dup.column("member_id").combine_chunks().cast(pa.string())])
-        owners = pa.concat_arrays([chunks.column("doc_id").combine_chunks().cast(pa.string()),
-                                   dup.column("doc_id").combine_chunks().cast(pa.string())])
+        doc_of = _chunk_owners(chunks, read_table(dup_path, DUPLICATES_SCHEMA) if dup_path.exists()
+                               else DUPLICATES_SCHEMA.empty_table())
         docs = documents.column("doc_id").combine_chunks()
         parts = self.parts
 
@@ -1234,16 +1217,32 @@ class CarriedCuration:
             with pq.ParquetWriter(str(Path(folder) / SIGNATURES_FILE), SIGNATURES_SCHEMA,
                                   **parquet_write_options(nbytes=sum(p.path.stat().st_size for p in parts))) as writer:
                 for b in _live_batches(parts, None):
-                    t = _as_signatures(pa.Table.from_batches([b]))
-                    found = pc.if_else(pc.equal(t.column("level"), "document"), t.column("member_id"),
-                                       owners.take(pc.index_in(t.column("member_id"), value_set=ids)))
-                    t = t.set_column(t.schema.get_field_index("doc_id"), SIGNATURES_SCHEMA.field("doc_id"),
-                                     pc.coalesce(t.column("doc_id"), found))
-                    t = t.filter(pc.fill_null(pc.is_in(t.column("doc_id"), value_set=docs), False))
+                    t = _with_owners(_as_signatures(pa.Table.from_batches([b])), doc_of, docs)
                     if t.num_rows:
                         writer.write_table(t, row_group_size=SIGNATURES_ROW_GROUP)
 
         return write
+
+
+def _chunk_owners(chunks: pa.Table, duplicates: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """``(chunk member ids, their doc ids)``: the indexed ``chunks`` and the chunk rows of
+    ``duplicates`` (the copies, which are not indexed)."""
+    dup = duplicates.filter(pc.equal(pc.field("level"), "chunk"))
+    return tuple(pa.concat_arrays([chunks.column(a).combine_chunks().cast(pa.string()),
+                                   dup.column(b).combine_chunks().cast(pa.string())])
+                 for a, b in (("chunk_id", "member_id"), ("doc_id", "doc_id")))
+
+
+def _with_owners(t: pa.Table, doc_of: tuple[pa.Array, pa.Array] | None, docs: pa.Array | None) -> pa.Table:
+    """``SIGNATURES_SCHEMA`` rows with their ``doc_id`` filled where null (a document row's is
+    its member id, a chunk's is looked up in ``doc_of``), only the rows of ``docs`` when given."""
+    ids = t.column("member_id")
+    chunk_owner = (doc_of[1].take(pc.index_in(ids, value_set=doc_of[0])) if doc_of is not None
+                   else pa.nulls(t.num_rows, pa.string()))
+    found = pc.if_else(pc.equal(t.column("level"), "document"), ids, chunk_owner)
+    t = t.set_column(t.schema.get_field_index("doc_id"), SIGNATURES_SCHEMA.field("doc_id"),
+                     pc.coalesce(t.column("doc_id"), found))
+    return t if docs is None else t.filter(pc.fill_null(pc.is_in(t.column("doc_id"), value_set=docs), False))
 
 
 def _as_signatures(t: pa.Table) -> pa.Table:
