@@ -1284,12 +1284,12 @@ def version_signature_parts(registry: Any, name: str, version: str) -> list[Sign
 
 def signature_parts(registry: Any, name: str, segments: Sequence[Any],
                     tombstones: Mapping[str, Mapping[str, Any]]) -> list[SignaturePart]:
-    """The segments' ``signatures.parquet`` files, newest segment first (a member found in two
-    is read from the newer), with the rows of tombstoned documents masked out."""
+    """The segments' ``signatures.parquet`` files, in segment order (each holds the rows of its
+    own documents), with the rows of tombstoned documents masked out."""
     import pyarrow.parquet as pq
 
     out = []
-    for ref in reversed(list(segments)):
+    for ref in segments:
         path = registry.segment_dir(name, ref.id) / SIGNATURES_FILE
         if not path.exists():
             continue

@@ -122,6 +122,7 @@ def write_segment(registry: IndexRegistry, params: Params, documents: pa.Table, 
     inputs = input_records(documents) if inputs is None else inputs
     record: dict[str, Any] = {}
     trained = registry.segment_dir(name, trained_from.id) / INDEX_FILE if trained_from is not None else None
+
     def write(folder: Path) -> None:
         record.update(write_segment_files(folder, documents, chunks, vectors, params.index.faiss_spec(),
                                           params.index.bm25_spec(), trained, inputs=inputs))
