@@ -46,6 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ragline.indexers.backends import cpu_matrix_units, fastest_backend_for  # noqa: E402
 from ragline.pipelines.offline import set_offline_env  # noqa: E402
 
 set_offline_env()
@@ -118,6 +119,9 @@ def throughput(arms: list[str], texts: list[str], slices: int) -> None:
             loads.append(os.getloadavg()[0])
     print(f"{len(texts)} chunks (token 200, chunking-eval corpora, shuffled), 2 threads, {len(pieces)} slices x 2 passes; "
           f"load average {min(loads):.1f}-{max(loads):.1f}")
+    units = cpu_matrix_units()
+    print(f"CPU matrix units: {', '.join(sorted(units)) or 'none found'}; "
+          f"measured fastest for them: {fastest_backend_for(units)} (README: the default needs AMX)")
     base = {p: {b: len(texts) / spent[p][b] for b in ("torch", "onnx") if b in runs} for p in (1, 2)}
     head = f"{'arm':<27} {'c/s p1':>7} {'x torch':>7} {'x onnx':>6}   {'c/s p2':>7} {'x torch':>7} {'x onnx':>6}"
     print(head + "\n" + "-" * len(head))

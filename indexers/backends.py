@@ -112,6 +112,53 @@ def query_backend_for(embedding: Mapping[str, Any], requested: str = AUTO, fp32_
     return quantization.split("/", 1)[0] if quantization else fp32_default
 
 
+#: CPU flags (Linux ``/proc/cpuinfo``) of the matrix units the reduced-precision backends run on.
+MATRIX_FLAGS: tuple[str, ...] = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx_vnni")
+
+
+def cpu_matrix_units(cpuinfo: str | None = None) -> frozenset[str]:
+    """The :data:`MATRIX_FLAGS` this CPU reports.
+
+    Args:
+        cpuinfo: the text of ``/proc/cpuinfo`` (default: read it; empty where it cannot be
+            read, e.g. off Linux).
+
+    Returns:
+        The flags of the first ``flags`` line that are in :data:`MATRIX_FLAGS`.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split()) & frozenset(MATRIX_FLAGS)
+    return frozenset()
+
+
+def fastest_backend_for(units: frozenset[str] | set[str]) -> str:
+    """The backend measured fastest, within 0.5 chunking-eval recall points of fp32, on a CPU
+    with matrix ``units`` (:func:`cpu_matrix_units`); the README's "Embedding backends" shows the runs.
+
+    - AMX (``amx_bf16``): ``openvino-bf16`` (3.6-5.3x ONNX Runtime fp32 in the model call;
+      ``openvino-int8`` 3.6-4.3x);
+    - AVX-512 VNNI or AVX-VNNI without AMX: ``openvino-int8`` (2.7-3.0x; ``openvino-bf16``
+      0.83-0.96x there: without AMX its bf16 products are no faster than fp32);
+    - neither: ``onnx`` (fp32).
+
+    Source: ``benchmarks/embed_throughput.py`` on the two kinds of machine; OpenVINO's CPU
+    plugin runs bf16 inference on AMX where present, int8 on VNNI.
+    """
+    if "amx_bf16" in units:
+        return "openvino-bf16"
+    if units & {"avx512_vnni", "avx_vnni"}:
+        return "openvino-int8"
+    return "onnx"
+
+
 #: Real text the vectors of every backend are compared on: the calibration passages and two
 #: queries (the calibration set itself is what static int8 was tuned on; the benchmark
 #: measures agreement on the Python docs too).

@@ -65,6 +65,26 @@ def test_every_listed_backend_is_installed_here() -> None:
 
 
 # ---------------------------------------------------------------- identity (fast)
+#: ``flags`` lines of /proc/cpuinfo on the two kinds of machine the backends were measured on
+AMX_FLAGS = "fpu sse avx2 avx512f avx512_vnni avx_vnni avx512_bf16 amx_bf16 amx_tile amx_int8 arch_lbr"
+VNNI_FLAGS = "fpu sse avx2 avx512f avx512_vnni avx_vnni avx512_bf16 arch_capabilities"
+
+
+@pytest.mark.parametrize("flags,units,fastest", [
+    (AMX_FLAGS, {"avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"}, "openvino-bf16"),
+    (VNNI_FLAGS, {"avx512_vnni", "avx_vnni", "avx512_bf16"}, "openvino-int8"),
+    ("fpu sse sse2 avx2 fma", set(), "onnx"),
+])
+def test_cpu_matrix_units_name_the_backend_measured_fastest_on_them(flags: str, units: set[str], fastest: str) -> None:
+    cpuinfo = f"processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: {flags}\nbugs\t\t: spectre_v1\n"
+    assert backends.cpu_matrix_units(cpuinfo) == units
+    assert backends.fastest_backend_for(backends.cpu_matrix_units(cpuinfo)) == fastest
+    assert backends.cpu_matrix_units("processor\t: 0\n") == frozenset()  # no flags line (not Linux x86)
+    here = backends.cpu_matrix_units()  # this machine's, read from /proc/cpuinfo
+    assert here <= set(backends.MATRIX_FLAGS)
+    assert backends.fastest_backend_for(here) in BACKENDS
+
+
 def test_fp32_cache_key_is_unchanged_and_quantization_gets_its_own() -> None:
     fp32 = EmbedderInfo("all-MiniLM-L6-v2", "sha256:ab", 384, True)
     old = hashlib.sha256("all-MiniLM-L6-v2\x1fsha256:ab\x1f1".encode()).hexdigest()[:16]
