@@ -147,7 +147,7 @@ def fastest_backend_for(units: frozenset[str] | set[str]) -> str:
       ``openvino-int8`` 3.6-4.3x);
     - AVX-512 VNNI or AVX-VNNI without AMX: ``openvino-int8`` (2.7-3.0x; ``openvino-bf16``
       0.83-0.96x there: without AMX its bf16 products are no faster than fp32);
-    - neither: ``onnx`` (fp32).
+    - neither: ``onnx`` (fp32; not measured on such a CPU: the fallback that needs no matrix unit).
 
     Source: ``benchmarks/embed_throughput.py`` on the two kinds of machine; OpenVINO's CPU
     plugin runs bf16 inference on AMX where present, int8 on VNNI.
