@@ -46,7 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ragline.indexers.backends import cpu_matrix_units, fastest_backend_for  # noqa: E402
+from ragline.indexers.backends import cpu_matrix_units, fastest_backend_for, resolve_backend  # noqa: E402
 from ragline.pipelines.offline import set_offline_env  # noqa: E402
 
 set_offline_env()
@@ -121,7 +121,7 @@ def throughput(arms: list[str], texts: list[str], slices: int) -> None:
           f"load average {min(loads):.1f}-{max(loads):.1f}")
     units = cpu_matrix_units()
     print(f"CPU matrix units: {', '.join(sorted(units)) or 'none found'}; "
-          f"measured fastest for them: {fastest_backend_for(units)} (README: the default needs AMX)")
+          f"measured fastest for them (embed.backend auto on a new index): {fastest_backend_for(units)}")
     base = {p: {b: len(texts) / spent[p][b] for b in ("torch", "onnx") if b in runs} for p in (1, 2)}
     head = f"{'arm':<27} {'c/s p1':>7} {'x torch':>7} {'x onnx':>6}   {'c/s p2':>7} {'x torch':>7} {'x onnx':>6}"
     print(head + "\n" + "-" * len(head))
@@ -176,7 +176,7 @@ def main() -> int:
     ap.add_argument("--recall", action="store_true", help="also measure chunking-eval recall (minutes)")
     ap.add_argument("--recall-only", action="store_true", help="only the recall table")
     ap.add_argument("--recall-backends", nargs="+", default=None,
-                    help="default: onnx, the shipped embed.backend, openvino-bf16")
+                    help="default: onnx, the shipped embed.backend (auto: this CPU's), openvino-bf16")
     ap.add_argument("--limit-questions", type=int, default=None)
     args = ap.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -185,7 +185,7 @@ def main() -> int:
     if args.recall or args.recall_only:
         from ragline.pipelines.config import load_params
 
-        default = load_params(REPO / "params.yaml").embed.backend
+        default = resolve_backend(load_params(REPO / "params.yaml").embed.backend)  # auto: this CPU's fastest
         backends = args.recall_backends or list(dict.fromkeys(["onnx", default, "openvino-bf16"]))
         print()
         recall(backends, args.limit_questions)

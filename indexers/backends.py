@@ -33,7 +33,8 @@ from ragline.indexers.calibration import CALIBRATION_TEXTS
 
 #: Max |component| difference to fp32 (normalized vectors) under which a backend keeps the fp32 identity.
 IDENTITY_ATOL = 1e-4
-#: ``embed.backend`` / ``--query-backend`` value meaning "the backend the index was built with".
+#: ``embed.backend`` / ``--query-backend`` value: for queries, "the backend the index was built
+#: with"; for indexing, that of the index's latest version, else this CPU's fastest (:func:`resolve_backend`).
 AUTO = "auto"
 
 
@@ -157,6 +158,41 @@ def fastest_backend_for(units: frozenset[str] | set[str]) -> str:
     if units & {"avx512_vnni", "avx_vnni"}:
         return "openvino-int8"
     return "onnx"
+
+
+def resolve_backend(requested: str, recorded: Mapping[str, Any] | None = None,
+                    units: frozenset[str] | set[str] | None = None) -> str:
+    """The backend that embeds chunks for ``embed.backend: requested``.
+
+    An explicit name is returned as it is. ``auto`` gives, in this order:
+
+    1. the backend the index's latest version was built with, when ``recorded`` (that
+       version's manifest: ``{"params": ..., "embedding": ...}``) names one that is installed:
+       its ``params.embed.backend``, else the backend its ``embedding.quantization`` names
+       (:func:`query_backend_for`). So a refresh never re-embeds a corpus because it runs on
+       another kind of CPU, and its vectors never mix identities;
+    2. :func:`fastest_backend_for` this CPU's matrix ``units`` (default :func:`cpu_matrix_units`),
+       when installed;
+    3. ``onnx``.
+
+    Args:
+        requested: an ``embed.backend`` value (:data:`AUTO` or a :data:`BACKENDS` name).
+        recorded: the latest version's manifest fields, or ``None`` (no version yet).
+        units: the CPU's matrix units (tests pass them; default: read ``/proc/cpuinfo``).
+
+    Returns:
+        A :data:`BACKENDS` name.
+    """
+    if requested != AUTO:
+        return requested
+    if recorded:
+        named = str(((recorded.get("params") or {}).get("embed") or {}).get("backend") or "")
+        if named == AUTO or named not in BACKENDS:
+            named = query_backend_for(recorded.get("embedding") or {})
+        if named in BACKENDS and BACKENDS[named].installed:
+            return named
+    fastest = fastest_backend_for(cpu_matrix_units() if units is None else units)
+    return fastest if BACKENDS[fastest].installed else "onnx"
 
 
 #: Real text the vectors of every backend are compared on: the calibration passages and two

@@ -355,6 +355,7 @@ def make_embedder(model: str, normalize: bool = True, backend: str = "torch",
             (:class:`indexers.onnx_embedder.OnnxEmbedder`), ``openvino`` / ``openvino-bf16`` /
             ``openvino-int8`` (:class:`indexers.openvino_embedder.OpenVinoEmbedder`). The
             fp32 ones give the same vectors within 1e-4; bf16/int8 carry a ``quantization``.
+            ``auto``: this CPU's fastest (:func:`indexers.backends.resolve_backend`).
         cache_dir: exports, quantized models and agreement records (default ``.ragline/cache``).
         threads: runtime intra-op threads (ONNX Runtime, OpenVINO; ``None``: 2, or 1 on one core).
         streams, pad_multiple, static_shapes: OpenVINO backends only (``embed.streams``,
@@ -365,12 +366,12 @@ def make_embedder(model: str, normalize: bool = True, backend: str = "torch",
         FileNotFoundError: the model is not the packaged one and not a local folder.
         ConfigError: unknown backend, or its runtime is not installed (names the installed ones).
     """
-    from ragline.indexers.backends import require_backend
+    from ragline.indexers.backends import require_backend, resolve_backend
 
     if model == HASHING_MODEL or model.startswith(HASHING_MODEL + ":"):
         dim = int(model.split(":", 1)[1]) if ":" in model else 256
         return HashingEmbedder(dim=dim, normalize=normalize)
-    require_backend(backend)
+    backend = require_backend(resolve_backend(backend))
     if backend in ("onnx", "onnx-int8"):
         from ragline.indexers.onnx_embedder import OnnxEmbedder
 

@@ -375,10 +375,10 @@ def stage_chunk(params_file: Path = ParamsOpt) -> None:
     from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, read_table, write_table
     from ragline.pipelines import curate
     from ragline.pipelines.chunk import chunk_documents
-    from ragline.pipelines.embed import index_embedder
+    from ragline.pipelines.embed import index_embedder, with_embed_backend
     from ragline.pipelines.load import documents_from_table, documents_to_table
 
-    p = load_params(params_file)
+    p = with_embed_backend(load_params(params_file))  # auto: recorded as the backend used
     docs = documents_from_table(read_table(p.paths.documents, DOCUMENTS_SCHEMA))
     docs, boilerplate = curate.curate_documents(docs, p)  # [curate hook] before the text is chunked
     embed_fn = None
@@ -405,14 +405,14 @@ def stage_embed(params_file: Path = ParamsOpt) -> None:
     import pyarrow.parquet as pq
 
     from ragline.core.schemas import CHUNKS_SCHEMA, read_table
-    from ragline.pipelines.embed import embed_chunks, index_embedder, vectors_to_table
+    from ragline.pipelines.embed import embed_chunks, index_embedder, vectors_to_table, with_embed_backend
 
-    p = load_params(params_file)
+    p = with_embed_backend(load_params(params_file))  # auto: recorded as the backend used
     chunks = read_table(p.paths.chunks, CHUNKS_SCHEMA)
     embedder = index_embedder(p)
     vectors, computed = embed_chunks(chunks, embedder, p.paths.cache, p.embed.batch_size)
     _mkparent(p.paths.embeddings)
-    pq.write_table(vectors_to_table(chunks.column("chunk_id").to_pylist(), vectors), p.paths.embeddings)
+    pq.write_table(vectors_to_table(chunks.column("chunk_id").to_pylist(), vectors, p.embed.backend), p.paths.embeddings)
     out.print(f"embed: {chunks.num_rows} vectors ({computed} embedded now) → {p.paths.embeddings}")
 
 
@@ -424,13 +424,15 @@ def stage_publish(params_file: Path = ParamsOpt) -> None:
 
     from ragline.indexers.embedders import info_of
     from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, read_table
-    from ragline.pipelines.embed import index_embedder, vectors_from_table
+    from ragline.pipelines.embed import backend_of_table, index_embedder, vectors_from_table, with_embed_backend
     from ragline.pipelines.lineage import dvc_stage_deps
     from ragline.pipelines.publish import publish_index
 
     p = load_params(params_file)
     chunks = read_table(p.paths.chunks, CHUNKS_SCHEMA)
     emb = pq.read_table(p.paths.embeddings)
+    # auto: the backend the embed stage used (its file says; DVC may have restored it from another machine)
+    p = with_embed_backend(p, made_by=backend_of_table(emb))
     if emb.column("chunk_id").to_pylist() != chunks.column("chunk_id").to_pylist():
         raise PipelineError(f"{p.paths.embeddings} does not match {p.paths.chunks}; run `dvc repro`")
     embedder = index_embedder(p)

@@ -242,9 +242,12 @@ class EmbedConfig(_Section):
             ``torch-bf16``, ``openvino-bf16``, ``onnx-int8`` and ``openvino-int8`` give their
             own (their identity and cache key carry the backend and recipe; queries of such an
             index are embedded by the same backend). Measured side by side in
-            ``benchmarks/embed_backends.py`` and ``benchmarks/embed_throughput.py``; the default
-            (``openvino-bf16`` with 2 streams) is the fastest whose chunking-eval recall is
-            within 0.5 points of fp32. Unknown or not-installed backends are refused.
+            ``benchmarks/embed_backends.py`` and ``benchmarks/embed_throughput.py``. The default,
+            ``auto``, picks per run (:func:`indexers.backends.resolve_backend`): the backend of
+            the index's latest version, else the fastest measured on this CPU whose
+            chunking-eval recall is within 0.5 points of fp32 (``openvino-bf16`` with AMX,
+            ``openvino-int8`` with VNNI but no AMX, else ``onnx``); the manifest records the
+            one used. Unknown or not-installed backends are refused.
         streams: OpenVINO backends, bulk embedding (ingest, refresh, eval): inference streams
             run in parallel (``PERFORMANCE_HINT: THROUGHPUT``, an ``AsyncInferQueue`` of that
             many requests), at most one per thread; 1 = ``LATENCY``, synchronous calls. Query
@@ -261,7 +264,7 @@ class EmbedConfig(_Section):
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(default=64, ge=1, le=4096)
     normalize: bool = True
-    backend: str = "openvino-bf16"
+    backend: str = "auto"
     streams: int = Field(default=2, ge=1, le=64)
     pad_multiple: int = Field(default=16, ge=1, le=512)
     static_shapes: int = Field(default=6, ge=0, le=64)
@@ -271,7 +274,7 @@ class EmbedConfig(_Section):
     def _installed_backend(cls, v: str) -> str:
         from ragline.indexers.backends import require_backend
 
-        return require_backend(v)
+        return require_backend(v, allow_auto=True)
 
 
 class IndexConfig(_Section):

@@ -397,10 +397,12 @@ _WARMED: dict[str, Embedder] = {}
 
 def _ingest_params(sources: list[str], params: dict[str, Any]) -> Params:
     """The params of an ingest of ``sources`` (the manifest records the sources read:
-    ``load.sources``, as given and normalized)."""
+    ``load.sources``, as given and normalized, and the embedding backend used)."""
+    from ragline.pipelines.embed import with_embed_backend
     from ragline.pipelines.refresh import normalize_sources, refresh_params
 
-    return refresh_params(params, None, None, normalize_sources(sources)) if sources else Params.from_dict(params)
+    p = refresh_params(params, None, None, normalize_sources(sources)) if sources else Params.from_dict(params)
+    return with_embed_backend(p)  # embed.backend auto: the index's latest version's, else this CPU's fastest
 
 
 def _stream_curation(files: list, p: Params) -> tuple[Any, Callable | None]:
@@ -885,6 +887,7 @@ def _refresh_flow_fn(
     from ragline.pipelines.errors import FailureRateExceeded
     from ragline.pipelines.refresh import (Prechunked, RefreshSummary, embedder_info_for, refresh_params,
                                           resolve_sources, split_curated)
+    from ragline.pipelines.embed import with_embed_backend
 
     p = refresh_params(params, params_file, index, sources if params is not None else None)
     registry = IndexRegistry(p.index.root, p.index.lock_timeout_s)
@@ -893,6 +896,7 @@ def _refresh_flow_fn(
     with registry.lock(p.index.name):
         if params is None:  # a scheduled run: the sources the index was built from, unless others are given
             p = resolve_sources(p, registry, sources)
+        p = with_embed_backend(p, registry)  # auto: the parent's backend (run_refresh resolved it already)
         planned = PLANNED.get()
         if planned is not None and planned[0] == p.to_dict():  # run_refresh planned it under this lock
             plan, times["plan"] = planned[1], planned[2]

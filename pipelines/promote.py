@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ragline.pipelines.embed import index_embedder
+from ragline.pipelines.embed import index_embedder, with_embed_backend
 from ragline.indexers.registry import AliasMove, IndexRegistry
 from ragline.indexers.retrieval import RetrievalConfig
 from ragline.indexers.retriever import Retriever
@@ -82,7 +82,8 @@ def evaluate_gate(registry: IndexRegistry, params: Params, name: str, version: s
         return GateResult(name, version, alias, gated=False, passed=True, reason=f"no gate ({why})")
     questions = load_questions(cfg.questions)
     m = registry.manifest(name, version)
-    embedder = index_embedder(params, m.params.get("embed", {}).get("model"), bool(m.embedding["normalize"]))
+    embedder = index_embedder(with_embed_backend(params, manifest=m),  # auto: the version's own backend
+                              m.params.get("embed", {}).get("model"), bool(m.embedding["normalize"]))
     retriever = Retriever.open(registry, f"{name}@{version}", embedder=embedder)
     result = doc_recall_at_k(retriever, questions, params.retrieval)
     passed = result.recall >= cfg.min_doc_recall

@@ -44,7 +44,7 @@ from ragline.indexers.registry import DEFAULT_ALIAS, IndexRef, IndexRegistry, Re
 from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, QUARANTINE_SCHEMA, SIGNATURES_FILE, read_table
 from ragline.pipelines.chunk import chunk_documents, chunker_record
 from ragline.pipelines.config import Params, load_params
-from ragline.pipelines.embed import embed_chunks, index_embedder
+from ragline.pipelines.embed import embed_chunks, index_embedder, with_embed_backend
 from ragline.pipelines.publish import SharedSegments
 from ragline.pipelines.load import (
     SUPPORTED_TYPES,
@@ -1178,6 +1178,7 @@ def run_refresh(params: Params, reporter: Any = None, *, sources: Sequence[str |
     registry = IndexRegistry(params.index.root, params.index.lock_timeout_s, verify=params.index.verify)
     with registry.lock(params.index.name):
         params = resolve_sources(params, registry, sources, replace_sources)
+        params = with_embed_backend(params, registry)  # auto: the parent's backend, else this CPU's fastest
         t_plan = time.perf_counter()
         plan = plan_refresh(params, registry)
         plan_s = round(time.perf_counter() - t_plan, 3)

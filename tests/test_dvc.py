@@ -49,6 +49,16 @@ def test_repro_then_chunk_param_change_reruns_from_chunk(dvc_copy: Path) -> None
     assert set(_ran_stages(first)) >= {"load", "chunk", "embed", "publish"}
     published = json.loads((dvc_copy / "build" / "published.json").read_text())
     assert published["version"] == "v0001" and published["counts"]["documents"] == 12
+    # embed.backend auto: the embed stage's file names the backend it used, and the manifest records that one
+    import pyarrow.parquet as pq
+
+    from ragline.indexers.backends import resolve_backend
+    from ragline.pipelines.embed import backend_of_table
+
+    made_by = backend_of_table(pq.read_table(dvc_copy / "build" / "embeddings.parquet"))
+    assert made_by == resolve_backend("auto")
+    manifest = json.loads((dvc_copy / "indexes" / "sample" / "v0001" / "manifest.json").read_text())
+    assert manifest["params"]["embed"]["backend"] == made_by
 
     again = _run([str(BIN / "dvc"), "repro", "publish"], dvc_copy)
     assert _ran_stages(again) == []

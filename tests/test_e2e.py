@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ragline.indexers.backends import resolve_backend
 from ragline.indexers.embedders import SentenceTransformerEmbedder
 from ragline.indexers.registry import IndexRegistry
 from ragline.indexers.retrieval import RetrievalConfig
@@ -80,10 +81,12 @@ def test_sample_corpus_offline_every_question_finds_its_document(
 
     params = load_params("params.yaml")
     fp32 = info_of(SentenceTransformerEmbedder())
-    built = info_of(index_embedder(params))  # embed.backend of params.yaml (the default)
+    built = info_of(index_embedder(params))  # embed.backend of params.yaml (the default, auto: this CPU's fastest)
     assert published.manifest.embedding == built.to_manifest()
     assert (built.model_id, built.revision, built.dim, built.normalize) == (fp32.model_id, fp32.revision, 384, True)
-    assert built.quantization.startswith(params.embed.backend + "/") if params.embed.backend not in ("torch", "onnx", "openvino") \
+    used = published.manifest.params["embed"]["backend"]
+    assert params.embed.backend == "auto" and used == resolve_backend("auto")
+    assert built.quantization.startswith(used + "/") if used not in ("torch", "onnx", "openvino") \
         else built.quantization == ""
     embedder = embedder_for(published.manifest, cache_dir=params.paths.cache)  # queries: the index's identity
     published.check_embedder(embedder)

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ragline.indexers.embedders import HashingEmbedder
+from ragline.indexers.backends import resolve_backend
 from ragline.indexers.registry import IndexRegistry
 from ragline.indexers.retriever import PublishedIndex
 from ragline.core.schemas import QUARANTINE_SCHEMA, read_table
@@ -43,7 +44,10 @@ def test_ingest_publishes_a_complete_version(ingested: Path) -> None:
                         "segments": 1}
     assert m.embedding == {"model_id": "hashing", "revision": "hashing-v2-d256", "dim": 256, "normalize": True}
     assert m.chunker["strategy"] == "token" and len(m.chunker["fingerprint"]) == 16
-    assert m.params == load_params("params.yaml").to_dict()
+    shipped = load_params("params.yaml").to_dict()
+    assert shipped["embed"]["backend"] == "auto"  # recorded as the backend used: this CPU's fastest (no earlier version)
+    shipped["embed"]["backend"] = resolve_backend("auto")
+    assert m.params == shipped
     assert len(m.params_hash) == 64
     assert sorted(i["uri"] for i in m.inputs) == sorted(f"data/sample/{p.name}" for p in Path("data/sample").iterdir())
     # per-version files (quarantine, curation); the data is in the one segment

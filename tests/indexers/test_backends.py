@@ -46,7 +46,7 @@ def test_unknown_backend_is_a_config_error_naming_it_and_the_installed_ones() ->
         Params.from_dict({"embed": {"backend": "tensorflow"}})
     assert require_backend(AUTO, allow_auto=True) == AUTO
     with pytest.raises(ConfigError):
-        require_backend(AUTO)  # not an embed.backend: only queries may follow the index
+        require_backend(AUTO)  # where a concrete backend is needed (an embedder): resolve_backend first
 
 
 def test_a_backend_whose_runtime_is_missing_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,6 +83,45 @@ def test_cpu_matrix_units_name_the_backend_measured_fastest_on_them(flags: str, 
     here = backends.cpu_matrix_units()  # this machine's, read from /proc/cpuinfo
     assert here <= set(backends.MATRIX_FLAGS)
     assert backends.fastest_backend_for(here) in BACKENDS
+
+
+def test_auto_resolves_to_the_recorded_backend_else_this_cpus_fastest_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    amx, vnni = frozenset({"amx_bf16", "avx512_vnni"}), frozenset({"avx512_vnni"})
+    assert backends.resolve_backend("onnx-int8", units=amx) == "onnx-int8"  # explicit: as it is
+    assert [backends.resolve_backend(AUTO, units=u) for u in (amx, vnni, frozenset())] == \
+        ["openvino-bf16", "openvino-int8", "onnx"]
+    # the latest version's backend wins over the CPU's: its params, else its vectors' quantization
+    assert backends.resolve_backend(AUTO, {"params": {"embed": {"backend": "torch"}}, "embedding": {}}, units=vnni) == "torch"
+    recorded = {"params": {"embed": {"backend": AUTO}}, "embedding": {"quantization": "openvino-bf16/ov-x"}}
+    assert backends.resolve_backend(AUTO, recorded, units=vnni) == "openvino-bf16"
+    fp32_made = {"params": {}, "embedding": {"model_id": "m"}}  # fp32 vectors, backend not recorded: onnx reproduces them
+    assert backends.resolve_backend(AUTO, fp32_made, units=amx) == "onnx"
+    assert backends.resolve_backend(AUTO, {"params": {"embed": {"backend": "tensorflow"}}}, units=vnni) == "onnx"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    # a runtime that is not installed here is never chosen: the recorded one, then the CPU's, fall back
+    assert backends.resolve_backend(AUTO, recorded, units=amx) == "onnx"
+    e = make_embedder("all-MiniLM-L6-v2", backend=AUTO)  # an embedder given auto runs what resolve_backend says
+    assert type(e).__name__ == "OnnxEmbedder" and e.precision == "fp32"
+
+
+def test_the_backend_that_made_the_vectors_wins_when_they_are_published(tmp_path) -> None:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from ragline.pipelines.config import Params
+    from ragline.pipelines.embed import backend_of_table, vectors_to_table, with_embed_backend
+
+    path = tmp_path / "embeddings.parquet"
+    pq.write_table(vectors_to_table(["a", "b"], np.eye(2, 3, dtype=np.float32), "onnx-int8"), path)
+    assert backend_of_table(pq.read_table(path)) == "onnx-int8"
+    assert backend_of_table(pq.read_table(path)) is not None and backend_of_table(vectors_to_table(["a"], np.ones((1, 3)))) is None
+    auto = Params.from_dict({"index": {"root": str(tmp_path / "indexes")}})
+    assert auto.embed.backend == AUTO
+    assert with_embed_backend(auto, made_by="onnx-int8").embed.backend == "onnx-int8"
+    assert with_embed_backend(auto).embed.backend == backends.resolve_backend(AUTO)  # no version yet: this CPU's
+    pinned = Params.from_dict({"embed": {"backend": "onnx"}})
+    assert with_embed_backend(pinned, made_by="onnx-int8") is pinned  # an explicit backend is never replaced
 
 
 def test_fp32_cache_key_is_unchanged_and_quantization_gets_its_own() -> None:

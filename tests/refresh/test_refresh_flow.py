@@ -184,6 +184,29 @@ def test_refresh_redoes_only_added_and_changed_and_equals_full_build(light_works
     assert m.parent_version == "v0001" and m.stats["refresh"] == s.counts()
 
 
+def test_auto_backend_follows_the_parent_version_and_the_manifest_records_the_one_used(
+        light_workspace: Path, prefect_harness) -> None:
+    from ragline.indexers.backends import resolve_backend
+    from ragline.pipelines.embed import with_embed_backend
+
+    this_cpu = resolve_backend("auto")
+    assert this_cpu != "onnx-int8"  # never the fastest (openvino-int8 beats it): the parent's choice is visible
+    write_params(light_workspace, embed={"backend": "onnx-int8"})
+    refresh()
+    write_params(light_workspace, embed={"backend": "auto"})  # the shipped default
+    (SRC / "drones.md").write_text("# Drones\n\nDrones are male honey bees that mate with queens in flight.\n")
+    s = refresh()
+    assert (s.version, s.parent_version, s.added) == ("v0002", "v0001", ["data/sample/drones.md"])
+    reg = IndexRegistry("indexes")
+    assert [reg.manifest("sample", v).params["embed"]["backend"] for v in ("v0001", "v0002")] == ["onnx-int8"] * 2
+    # what follows one version (a promotion gate searching it) gets that version's backend
+    assert with_embed_backend(params_here(), manifest=reg.manifest("sample", "v0001")).embed.backend == "onnx-int8"
+    # a new index (no version yet) gets this CPU's fastest; the manifest names it, never "auto"
+    write_params(light_workspace, index={"name": "fresh"})
+    refresh()
+    assert reg.manifest("fresh", "v0001").params["embed"]["backend"] == this_cpu
+
+
 def test_removal_only_refresh_loads_no_model_and_embeds_nothing(light_workspace: Path, prefect_harness) -> None:
     refresh()
     (SRC / "swarming.md").unlink()
