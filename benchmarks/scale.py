@@ -23,8 +23,8 @@ no-change refresh wall time (target <= 2 s at 100k documents).
 
     .venv/bin/python benchmarks/scale.py [--docs 20000] [--change 0.01] [--workdir DIR] [--curate] [--json]
 
-The build and refresh run without curation unless ``--curate`` (then duplicate clusters are
-decided over the whole version, and the refresh still writes only the changed documents).
+The build and refresh run without curation unless ``--curate`` (then the refresh clusters its
+new documents and chunks against the version's, and still writes only the changed documents).
 
 Memory (issue 12, bounded memory): ``--memory 1000,5000`` measures, at each corpus size, the
 peak RSS of each phase in a child process of its own (``VmHWM`` after the Prefect API started,
@@ -249,7 +249,7 @@ def main() -> int:
     ap.add_argument("--memory", default=None, help="comma-separated corpus sizes: per-phase peak RSS instead")
     ap.add_argument("--phases", default=",".join(PHASES), help="with --memory: the phases to run (comma-separated)")
     ap.add_argument("--curate", action="store_true",
-                    help="curate.enabled true (the params default): the refresh decides clusters over the whole version")
+                    help="curate.enabled true (the params default): the refresh clusters its change against the version")
     ap.add_argument("--no-change-runs", type=int, default=5, help="no-change refreshes to time (median reported)")
     ap.add_argument("--no-change-only", action="store_true",
                     help="with --workdir of a finished run (kept): time only the no-change refreshes")

@@ -123,6 +123,9 @@ SIGNATURES_SCHEMA = pa.schema(
         # added later: the document a member belongs to (a segment's file: its tombstones apply);
         # null in version-level tables written before signatures moved into segments
         pa.field("doc_id", pa.string(), metadata=_OPTIONAL),
+        # added later: one uint32 key per LSH band of hashvalues (pipelines.curate.band_keys), so a
+        # refresh finds near-duplicate candidates without reading every signature; empty without one
+        pa.field("bands", pa.list_(pa.uint32()), metadata=_OPTIONAL),
     ],
     metadata=_META,
 )

@@ -192,8 +192,10 @@ class CurateConfig(_Section):
     Attributes:
         enabled: run curation (``false``: no duplicate clusters and no boilerplate removal).
             Either way a refresh writes one new segment and shares the parent's others; with
-            curation it decides duplicate clusters over the whole version first, and a document
-            whose indexed rows change (a copy promoted to canonical) moves into the new segment
+            curation it clusters its new documents and chunks against the version's
+            (:func:`pipelines.curate.curate_increment`), or, when a copy loses its canonical
+            copy, decides the clusters over the whole version first, and a document whose
+            indexed rows change (a copy promoted to canonical) moves into the new segment
             (:func:`pipelines.refresh.split_curated`).
         duplicates: ``link`` (default) indexes one canonical copy of each duplicate cluster and
             lists the other copies' sources on its hits; ``keep_first`` indexes the canonical

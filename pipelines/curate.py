@@ -716,6 +716,18 @@ _NO_SIGNATURE = np.zeros(0, dtype=np.uint32)
 _NO_SIGNATURE.setflags(write=False)
 
 
+def _bands_column(values: np.ndarray, lengths: np.ndarray, cfg: CurateConfig, extra: Sequence[np.ndarray]) -> pa.Array:
+    """The ``bands`` column of signature rows: :func:`band_keys` of each full signature
+    (``values``: uint32 (rows with one, num_perm), then the ``extra`` rows'), empty elsewhere."""
+    full = lengths == cfg.num_perm
+    bands = lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm)
+    sigs = [values] if values.shape[1] == cfg.num_perm else []
+    sigs += [np.asarray(v, dtype=np.uint32).reshape(1, -1) for v in extra if len(v) == cfg.num_perm]
+    keys = np.concatenate([band_keys(v, bands) for v in sigs] or [np.zeros((0, bands[0]), np.uint32)])
+    offsets = np.concatenate([[0], np.cumsum(np.where(full, bands[0], 0))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys.reshape(-1), pa.uint32()))
+
+
 class Signatures(Mapping):
     """member id -> ``(text sha256, uint32 signature)`` of many members, held as one uint32
     ``(n, width)`` array and two string columns (Python lists, or Arrow arrays for signatures
@@ -822,7 +834,8 @@ class Signatures(Mapping):
              pa.array(np.full(n, cfg.num_perm, dtype=np.int32)), pa.array(np.full(n, cfg.shingle_words, dtype=np.int32)),
              pa.ListArray.from_arrays(pa.array(offsets), pa.Array.from_buffers(  # the values not copied
                  pa.uint32(), len(flat), [None, pa.py_buffer(np.ascontiguousarray(flat))])),
-             pa.array([SHINGLER] * n, pa.string()), pa.nulls(n, pa.string())],
+             pa.array([SHINGLER] * n, pa.string()), pa.nulls(n, pa.string()),
+             _bands_column(values if has.all() else values[has], lengths, cfg, [v[1] for v in extra.values()])],
             schema=SIGNATURES_SCHEMA)
 
     def nbytes(self) -> int:
@@ -1309,32 +1322,56 @@ class ParentCuration:
 
     Attributes:
         duplicates: its ``DUPLICATES_SCHEMA`` table.
-        signatures: its ``SIGNATURES_SCHEMA`` table without the ``hashvalues`` column: the
-            signatures are read from :attr:`path` a row group at a time, straight into the
-            arrays of :meth:`stored` (no copy of them held beside those; never a Python int per value).
         boilerplate_keys: group -> boilerplate keys detected.
-        lengths: int64 (signatures rows,): values in each row's signature.
-        parts: the ``signatures.parquet`` files read (:class:`SignaturePart`; empty: none).
+        parts: the ``signatures.parquet`` files (:class:`SignaturePart`; empty: none).
+        signatures: (read on first use) the live rows of those files without the
+            ``hashvalues`` column: the signatures are read a row group at a time, straight into
+            the arrays of :meth:`stored` (no copy of them held beside those; never a Python int
+            per value). A refresh that clusters only its change never reads them
+            (:func:`curate_increment` scans the files once instead).
+        lengths: (read with ``signatures``) int64 (signatures rows,): values in each row's signature.
     """
 
     duplicates: pa.Table
-    signatures: pa.Table
     boilerplate_keys: dict[str, list[str]]
-    lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     parts: list[SignaturePart] = field(default_factory=list)
+    _loaded: tuple[pa.Table, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def signatures(self) -> pa.Table:
+        return self._load()[0]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self._load()[1]
+
+    def _load(self) -> tuple[pa.Table, np.ndarray]:
+        if self._loaded is None:
+            empty = SIGNATURES_SCHEMA.empty_table().drop_columns(["hashvalues"])
+            tables, lengths = [empty], [np.zeros(0, dtype=np.int64)]
+            for part in self.parts:
+                full = read_table(part.path, SIGNATURES_SCHEMA)  # (checked against the schema)
+                if part.live is not None:
+                    full = full.filter(pa.array(part.live, type=pa.bool_()))
+                lengths.append(_list_lengths(full.column("hashvalues").chunks))
+                tables.append(full.drop_columns(["hashvalues"]))
+                del full
+                release_unused_memory()
+            self._loaded = (pa.concat_tables(tables), np.concatenate(lengths))
+        return self._loaded
 
     @classmethod
     def read(cls, folder: str | Path | None, parts: Sequence[SignaturePart] | None = None) -> "ParentCuration":
-        """Read a version folder's curation files; missing files give empty state.
+        """Read a version folder's curation files; missing files give empty state (its
+        signatures are read when first used).
 
         Args:
             folder: the version folder.
             parts: where its signatures are (:func:`version_signature_parts`); default: the
                 folder's own ``signatures.parquet``, when it has one.
         """
-        empty = cls(DUPLICATES_SCHEMA.empty_table(), SIGNATURES_SCHEMA.empty_table().drop_columns(["hashvalues"]), {})
         if folder is None:
-            return empty
+            return cls(DUPLICATES_SCHEMA.empty_table(), {})
         folder = Path(folder)
         dup = (read_table(folder / DUPLICATES_FILE, DUPLICATES_SCHEMA) if (folder / DUPLICATES_FILE).exists()
                else DUPLICATES_SCHEMA.empty_table())
@@ -1343,18 +1380,7 @@ class ParentCuration:
             keys = json.loads((folder / CURATION_FILE).read_text(encoding="utf-8")).get("boilerplate_keys", {})
         if parts is None:
             parts = [SignaturePart(folder / SIGNATURES_FILE)] if (folder / SIGNATURES_FILE).exists() else []
-        if not parts:
-            return cls(dup, empty.signatures, keys)
-        tables, lengths = [], []
-        for part in parts:
-            full = read_table(part.path, SIGNATURES_SCHEMA)  # (checked against the schema)
-            if part.live is not None:
-                full = full.filter(pa.array(part.live, type=pa.bool_()))
-            lengths.append(_list_lengths(full.column("hashvalues").chunks))
-            tables.append(full.drop_columns(["hashvalues"]))
-            del full
-            release_unused_memory()
-        return cls(dup, pa.concat_tables(tables), keys, np.concatenate(lengths), list(parts))
+        return cls(dup, keys, list(parts))
 
     def _batches(self, columns: list[str]) -> Iterable[pa.RecordBatch]:
         """``columns`` of the live rows of the signature files, a row group at a time, in row order."""
@@ -1579,6 +1605,8 @@ def curate_refresh(
 
     cfg = params.curate
     state = state or ParentCuration.read(None)
+    if parent is not None and assembly.shared is not None and not getattr(assembly, "deferred", False):
+        return curate_increment(assembly, parent, params, state=state, boilerplate=boilerplate)  # only the change
     docs, chunks = assembly.documents, assembly.chunks
     need, carried_vec = assembly.need_embed, assembly.carried_vectors
     fixed: list[dict[str, Any]] = []
@@ -1622,6 +1650,365 @@ def curate_refresh(
                        carried_vectors=None if carried_vec is None else carried_vec if all_kept else carried_vec[keep],
                        quarantine=list(assembly.quarantine) + cur.quarantine)
     return assembly, cur
+
+
+# ------------------------------------------------------------------ refresh: only the change
+def band_keys(values: np.ndarray, bands: tuple[int, int]) -> np.ndarray:
+    """uint32 (n, b): one key per LSH band of each uint32 (n, num_perm) signature row; rows
+    whose ``r`` values of a band are equal get equal keys (a polynomial over the values modulo
+    2^64, FNV-1's prime, folded to 32 bits). A key collision of unequal bands only adds a
+    candidate, which :func:`jaccard` then rejects. Stored with the signatures (``bands``)."""
+    b, r = bands
+    keys = np.zeros((len(values), b), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(r):  # column j of every band at once: (n, b) temporaries only
+            keys *= np.uint64(0x100000001B3)
+            keys += values[:, j:b * r:r]
+    return (keys ^ (keys >> np.uint64(32))).astype(np.uint32)
+
+
+@dataclass
+class _Fixed:
+    """Live carried members of one level that a new member may join (:func:`_scan_fixed`):
+    those with a text sha256 or an LSH band key of the new members, with their signatures."""
+
+    by_sha: dict[str, str] = field(default_factory=dict)          # text sha256 -> first member id
+    ids: list[str] = field(default_factory=list)
+    docs: list[str] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)        # uint32 (num_perm,) or empty
+    by_key: list[dict[int, list[int]]] = field(default_factory=list)  # per band: key -> rows
+
+    def candidates(self, keys: np.ndarray) -> list[int]:
+        """Rows sharing at least one band key with ``keys`` (uint64 (b,)), ascending."""
+        out: set[int] = set()
+        for band, key in enumerate(keys.tolist()):
+            out.update(self.by_key[band].get(key, ()))
+        return sorted(out)
+
+
+def _scan_fixed(parts: Sequence[SignaturePart], dead: set[str], wanted: Mapping[str, tuple[Collection[str], np.ndarray | None]],
+                bands: tuple[int, int] | None, num_perm: int) -> dict[str, _Fixed]:
+    """One pass over the live rows of the parent's signature files, a row group at a time: per
+    level of ``wanted`` (level -> (the new members' text sha256s, their band keys: uint32 (n, b),
+    or ``None`` for exact copies only)), the members outside the ``dead`` documents whose text
+    sha256 is one of those or one of whose band keys is, with their signatures. The stored band
+    keys (``bands``) are compared; only a row group holding a candidate has its signatures and
+    member ids read (files written before ``bands`` existed have them computed from the signatures)."""
+    import pyarrow.parquet as pq
+
+    out = {lv: _Fixed(by_key=[{} for _ in range(bands[0] if bands else 0)]) for lv in wanted}
+    want_sha = {lv: pa.array(sorted(set(sh)), pa.string()) for lv, (sh, _) in wanted.items()}
+    want_keys = {lv: [np.unique(k[:, j]) for j in range(k.shape[1])] if k is not None and len(k) else None
+                 for lv, (_, k) in wanted.items()}
+    near_wanted = bands is not None and any(k is not None for k in want_keys.values())
+    dead_ids = pa.array(sorted(dead), pa.string())
+
+    def mask(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+    def rows_of(lists: pa.ListArray, rows: np.ndarray, width: int) -> np.ndarray:
+        """uint32 (len(rows), width): the values of list ``rows`` that all hold ``width``."""
+        flat = lists.values.to_numpy(zero_copy_only=False)
+        return flat[np.asarray(lists.offsets.to_numpy(zero_copy_only=False))[rows][:, None] + np.arange(width)]
+
+    for part in parts:
+        pf, lo = pq.ParquetFile(part.path), 0
+        stored = "bands" in pf.schema_arrow.names
+        for g in range(pf.num_row_groups):
+            cols = ["level", "text_sha256"] + (["doc_id"] if dead else []) + (["bands"] if stored else [])
+            t = pf.read_row_group(g, columns=cols)
+            n = t.num_rows
+            live = np.ones(n, dtype=bool) if part.live is None else part.live[lo:lo + n].copy()
+            lo += n
+            if dead:
+                live &= ~mask(pc.is_in(t.column("doc_id"), value_set=dead_ids))
+            hv = None
+            keyed = np.zeros(0, dtype=np.int64)
+            row_keys = None
+            if near_wanted:
+                bl = t.column("bands").combine_chunks() if stored else None
+                if bl is not None and not bl.null_count:
+                    keyed = np.flatnonzero(live & (np.asarray(bl.value_lengths().to_numpy(zero_copy_only=False)) == bands[0]))
+                    row_keys = rows_of(bl, keyed, bands[0])
+                else:  # no stored keys: from the signatures
+                    hv = pf.read_row_group(g, columns=["hashvalues"]).column("hashvalues").combine_chunks()
+                    keyed = np.flatnonzero(live & (np.asarray(hv.value_lengths().fill_null(0).to_numpy(
+                        zero_copy_only=False)) == num_perm))
+                    row_keys = band_keys(rows_of(hv, keyed, num_perm), bands)
+            picked: list[tuple[str, np.ndarray]] = []
+            for level in out:
+                take = live & mask(pc.equal(t.column("level"), level))
+                hit = take & mask(pc.is_in(t.column("text_sha256"), value_set=want_sha[level]))
+                if row_keys is not None and want_keys[level] is not None and len(keyed):
+                    near = np.zeros(len(keyed), dtype=bool)
+                    for k, keys in enumerate(want_keys[level]):
+                        near |= np.isin(row_keys[:, k], keys)
+                    hit[keyed[near]] |= take[keyed[near]]
+                if hit.any():
+                    picked.append((level, np.flatnonzero(hit)))
+            if not picked:
+                continue
+            extra = pf.read_row_group(g, columns=["member_id", "hashvalues"])
+            hv = extra.column("hashvalues").combine_chunks()
+            lengths = np.asarray(hv.value_lengths().fill_null(0).to_numpy(zero_copy_only=False))
+            pos = np.full(n, -1, dtype=np.int64)
+            pos[keyed] = np.arange(len(keyed))
+            for level, rows in picked:
+                fx = out[level]
+                idx = pa.array(rows)
+                full = rows[lengths[rows] == num_perm]
+                sig = dict(zip(full.tolist(), rows_of(hv, full, num_perm))) if len(full) else {}
+                for r, mid, sha, doc in zip(rows.tolist(), extra.column("member_id").take(idx).to_pylist(),
+                                            t.column("text_sha256").take(idx).to_pylist(),
+                                            pf.read_row_group(g, columns=["doc_id"]).column("doc_id").take(idx).to_pylist()
+                                            if not dead else t.column("doc_id").take(idx).to_pylist()):
+                    fx.by_sha.setdefault(sha, mid)
+                    row = len(fx.ids)
+                    fx.ids.append(mid)
+                    fx.docs.append(doc)
+                    fx.values.append(sig.get(r, _NO_SIGNATURE))
+                    if row_keys is not None and pos[r] >= 0:
+                        for k, key in enumerate(row_keys[pos[r]].tolist()):
+                            fx.by_key[k].setdefault(key, []).append(row)
+    return out
+
+
+@dataclass
+class _Pending:
+    """A refresh's new members of one level, shingled once (:func:`curate_increment`)."""
+
+    members: list[Member]
+    shas: list[str]
+    values: np.ndarray            # uint32 (n, num_perm), or (n, 0) without near-duplicate detection
+    has: np.ndarray               # bool (n,)
+    keys: np.ndarray | None       # uint64 (n, b) band keys, or None
+    errors: dict[int, Exception]  # row -> the shingler's error
+
+    @classmethod
+    def of(cls, members: list[Member], texts: Sequence[str], cfg: CurateConfig,
+           bands: tuple[int, int] | None) -> "_Pending":
+        texts = list(texts)
+        bad: dict[int, Exception] = {}
+        if cfg.near_duplicates:
+            values, has = minhash_matrix(texts, cfg, errors=bad)
+            keys = band_keys(values, bands)
+        else:
+            values, has, keys = np.zeros((len(texts), 0), dtype=np.uint32), np.zeros(len(texts), dtype=bool), None
+        return cls(members, [content_sha256(t) for t in texts], values, has, keys, bad)
+
+    def wanted(self) -> tuple[list[str], np.ndarray | None]:
+        """(text sha256s, band keys of the rows with a signature) to look for among the carried members."""
+        return self.shas, (self.keys[self.has] if self.keys is not None else None)
+
+
+def _cluster_change(pend: _Pending, rows: Sequence[int], fixed: _Fixed, cfg: CurateConfig, level: str,
+                    state: ParentCuration, canon_of: Mapping[tuple[str, str], tuple[str, float]],
+                    canon_doc: Mapping[tuple[str, str], str], uri_of: Mapping[str, str]) -> Clusters:
+    """Cluster a refresh's new members of one level (the ``rows`` of ``pend``, in source order)
+    against the version's live carried members (``fixed``: :func:`_scan_fixed`), which keep
+    their clusters (see :func:`curate_increment`).
+
+    Each new member, in source order: an exact copy (text sha256) of a carried member joins
+    that member's cluster, else of an earlier new member; else the most similar member with
+    estimated Jaccard >= the threshold among the carried ones sharing an LSH band with it
+    (preferred on ties, as the parent's canonical members are visited first in a whole-version
+    clustering) and the earlier new ones (:class:`BandIndex`) gives its cluster; else it is
+    canonical. A copy of a carried alias joins that alias's canonical member.
+    """
+    thr = cfg.near_duplicate_threshold
+    rows = np.asarray(rows, dtype=np.int64)
+    members = [pend.members[r] for r in rows.tolist()]
+    shas = [pend.shas[r] for r in rows.tolist()]
+    values, has = pend.values[rows], pend.has[rows]
+    keys = pend.keys[rows] if pend.keys is not None else None
+    bands = lsh_bands(thr, cfg.num_perm) if cfg.near_duplicates else None
+    out = Clusters()
+    index = BandIndex(values, bands) if cfg.near_duplicates else None
+    cluster_of: dict[int, tuple[str, Any]] = {}
+    by_sha: dict[str, tuple[tuple[str, Any], float | None]] = {}
+    members_of: dict[tuple[str, Any], list[list]] = defaultdict(list)  # [i, similarity (None: to compute), method]
+    fixed_sig = {m: v for m, v in zip(fixed.ids, fixed.values) if len(v)}
+
+    def fixed_cluster(f: str, sim: float) -> tuple[tuple[str, Any], float | None]:
+        """The cluster of carried member ``f``, and ``sim`` when ``f`` is its canonical member
+        (``None``: the similarity to that member is computed once its signature is read)."""
+        canon = canon_of.get((level, f), (f, 1.0))[0]
+        return ("fixed", canon), (sim if canon == f else None)
+
+    for i in range(len(members)):
+        f = fixed.by_sha.get(shas[i])
+        if f is not None:  # an exact copy: the similarity its carried twin has to their canonical member
+            members_of[fixed_cluster(f, 1.0)[0]].append([i, canon_of.get((level, f), (f, 1.0))[1], "exact"])
+            continue
+        hit = by_sha.get(shas[i])
+        if hit is not None:
+            members_of[hit[0]].append([i, hit[1], "exact"])
+            continue
+        if index is not None and has[i]:
+            best, best_sim = None, -1.0
+            for j in fixed.candidates(keys[i]):
+                if len(fixed.values[j]):
+                    sim = jaccard(values[i], fixed.values[j])
+                    if sim >= thr and sim > best_sim:
+                        best, best_sim = ("fixed", j), sim
+            for j in sorted(index.query(i)):
+                sim = jaccard(values[i], values[j])
+                if sim >= thr and sim > best_sim:
+                    best, best_sim = ("new", j), sim
+            index.insert(i)  # near copies are indexed too: a copy of a copy joins the same cluster
+            if best is not None:
+                if best[0] == "fixed":
+                    key, sim = fixed_cluster(fixed.ids[best[1]], best_sim)
+                else:
+                    key = cluster_of[best[1]]
+                    sim = best_sim if key == ("new", best[1]) else (
+                        jaccard(values[i], values[key[1]]) if key[0] == "new" else None)
+                members_of[key].append([i, sim, "near"])
+                cluster_of[i] = key
+                by_sha.setdefault(shas[i], (key, sim))
+                continue
+        cluster_of[i] = ("new", i)
+        by_sha[shas[i]] = (("new", i), 1.0)
+    need = {k[1] for k, mem in members_of.items() if k[0] == "fixed" and any(x[1] is None for x in mem)}
+    sigs = {**fixed_sig, **{m: v for m, (_, v) in state.signatures_of(level, need - set(fixed_sig)).items()}} \
+        if need else fixed_sig
+    for key, mem in sorted(members_of.items(), key=lambda kv: min(x[0] for x in kv[1])):
+        if key[0] == "new":
+            cm = members[key[1]]
+            cid, cdoc, curi = cm.member_id, cm.doc_id, cm.uri
+        else:
+            cid = key[1]
+            cdoc = canon_doc.get((level, cid)) or fixed.docs[fixed.ids.index(cid)]
+            curi = uri_of.get(cdoc, "")
+        out.rows.append({"cluster_id": cid, "level": level, "member_id": cid, "doc_id": cdoc, "uri": curi,
+                         "canonical": True, "canonical_id": cid, "similarity": 1.0, "method": "canonical"})
+        for i, sim, method in mem:
+            if sim is None:
+                sim = jaccard(values[i], sigs[cid]) if cid in sigs and len(sigs[cid]) else 0.0
+            m = members[i]
+            out.aliases[m.member_id] = cid
+            out.rows.append({"cluster_id": cid, "level": level, "member_id": m.member_id, "doc_id": m.doc_id,
+                             "uri": m.uri, "canonical": False, "canonical_id": cid,
+                             "similarity": round(sim, 4), "method": method})
+    out.signatures = Signatures([m.member_id for m in members], shas, values, has)
+    return out
+
+
+def increment_blocker(state: ParentCuration, parent: Any, dead_uris: Collection[str], cfg: CurateConfig) -> str | None:
+    """Why a curated refresh must cluster the whole version (``None``: it clusters only its change,
+    :func:`curate_increment`).
+
+    Args:
+        state: the parent's curation files.
+        parent: :class:`pipelines.refresh.ParentData`.
+        dead_uris: URIs whose parent documents the refresh may tombstone (changed, removed).
+        cfg: the ``curate:`` params (equal to the parent's: else the plan re-chunks everything).
+
+    Returns:
+        ``None``, or the reason: a segment without signatures (or signatures kept per version,
+        written before segments held them), signatures made another way, or a copy whose
+        canonical copy changes or goes (it may become canonical: its rows must be made).
+    """
+    import pyarrow.parquet as pq
+
+    if any(SIGNATURES_FILE not in r.files for r in parent.segments) or not state.parts or \
+            (parent.registry.version_dir(parent.name, parent.version) / SIGNATURES_FILE).exists():
+        return "a segment of the parent has no signatures"
+    for part in state.parts:
+        t = pq.read_table(str(part.path), columns=["num_perm", "shingle_words", "shingler", "doc_id"])
+        if t.column("doc_id").null_count or not t.num_rows:
+            return "signatures without their documents"
+        made = pc.and_(pc.and_(pc.equal(t.column("num_perm"), cfg.num_perm), pc.equal(t.column("shingle_words"), cfg.shingle_words)),
+                       pc.equal(t.column("shingler"), SHINGLER))
+        if not pc.all(pc.fill_null(made, False)).as_py():
+            return "signatures made another way"
+    where = parent.doc_locations
+    dead = {where[u][1] for u in dead_uris if u in where}
+    d = state.duplicates
+    if d.num_rows and dead:
+        canonical = d.filter(pc.equal(d.column("canonical"), True))
+        gone = canonical.filter(pc.is_in(canonical.column("doc_id"), value_set=pa.array(sorted(dead), pa.string())))
+        if gone.num_rows:
+            aliases = d.filter(pc.and_(pc.equal(d.column("canonical"), False),
+                                       pc.is_in(d.column("cluster_id"), value_set=gone.column("cluster_id"))))
+            if pc.any(pc.invert(pc.is_in(aliases.column("doc_id"), value_set=pa.array(sorted(dead), pa.string())))).as_py():
+                return "a copy whose canonical copy changed or went"
+    return None
+
+
+def curate_increment(assembly: Any, parent: Any, params: Any, *, state: ParentCuration,
+                     boilerplate: BoilerplateReport | None = None) -> tuple[Any, Curation]:
+    """Curate an incremental refresh's new segment (:func:`pipelines.refresh.assemble_increment`):
+    its documents and chunks are clustered against the version's live carried members, which
+    keep their clusters (:func:`_cluster_change`); nothing else of the version is read but one
+    pass over the parent's signature files (:func:`_scan_fixed`). Only used when
+    :func:`increment_blocker` finds nothing that needs the whole version.
+
+    Returns:
+        ``(assembly, curation)``: the new segment's rows restricted to the indexed ones (a copy's
+        rows left out under ``link``/``keep_first``), without the documents the shingler failed
+        on (quarantined, as :func:`curate_chunks` does); the curation lists the parent's duplicate
+        rows of live documents plus the new ones.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    cfg = params.curate
+    drop = cfg.duplicates != "keep_all"
+    docs, chunks = assembly.documents, assembly.chunks
+    where = parent.doc_locations
+    uri_of = {d: u for u, (_, d) in where.items()}
+    dead = set(uri_of) - {i["doc_id"] for i in assembly.shared.inputs}
+    rows = [r for r in state.rows() if r["doc_id"] not in dead]
+    canon_of = {(r["level"], r["member_id"]): (r["canonical_id"], r["similarity"]) for r in rows if not r["canonical"]}
+    canon_doc = {(r["level"], r["member_id"]): r["doc_id"] for r in rows if r["canonical"]}
+    d_ids, d_uris, d_shas = (docs.column(c).to_pylist() for c in ("doc_id", "uri", "sha256"))
+    c_ids, c_doc = chunks.column("chunk_id").to_pylist(), chunks.column("doc_id").to_pylist()
+    c_uris = chunks.column("uri").to_pylist()
+    bands = lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm) if cfg.near_duplicates else None
+    pend_d = _Pending.of([Member(d, d, u, "") for d, u in zip(d_ids, d_uris)], ColumnTexts(docs.column("text")), cfg, bands)
+    pend_c = _Pending.of([Member(c, d, u, "") for c, d, u in zip(c_ids, c_doc, c_uris)] if cfg.chunk_level else [],
+                         ColumnTexts(chunks.column("text")) if cfg.chunk_level else [], cfg, bands)
+    fixed = _scan_fixed(state.parts, dead, {"document": pend_d.wanted(), "chunk": pend_c.wanted()}, bands, cfg.num_perm)
+    error = {lv: {p.members[i].member_id: (type(e).__name__, collapse(str(e)) or type(e).__name__)
+                  for i, e in p.errors.items()} for lv, p in (("document", pend_d), ("chunk", pend_c))}
+    failed: dict[str, tuple[str, str]] = dict(error["document"])
+    while True:  # a chunk the shingler fails on quarantines its document: cluster again without it
+        doc_cl = _cluster_change(pend_d, [r for r, d in enumerate(d_ids) if d not in failed], fixed["document"], cfg,
+                                 "document", state, canon_of, canon_doc, uri_of)
+        keep = np.fromiter((d not in failed and not (drop and d in doc_cl.aliases) for d in c_doc),
+                           dtype=bool, count=len(c_doc))
+        # (as a whole-version clustering does, only the chunks of indexed documents are shingled for it)
+        new = {c_doc[r]: error["chunk"][c_ids[r]] for r in np.flatnonzero(keep).tolist() if c_ids[r] in error["chunk"]}
+        if not new:
+            break
+        failed |= new
+    doc_cl.errors = {d: e for d, e in error["document"].items()}
+    ch_cl = Clusters()
+    if cfg.chunk_level:
+        ch_cl = _cluster_change(pend_c, np.flatnonzero(keep), fixed["chunk"], cfg, "chunk", state,
+                                canon_of, canon_doc, uri_of)
+    owner = dict(zip(c_ids, c_doc)) if error["chunk"] else {}
+    ch_cl.errors = {c: e for c, e in error["chunk"].items() if owner[c] in failed}
+    if drop:
+        keep &= np.fromiter((c not in ch_cl.aliases for c in c_ids), dtype=bool, count=len(c_ids))
+    clusters = {(r["level"], r["cluster_id"]) for r in rows + doc_cl.rows + ch_cl.rows if not r["canonical"]}
+    carried = [r for r in rows if not r["canonical"] or (r["level"], r["cluster_id"]) in clusters]
+    cur = Curation(cfg, documents=doc_cl, chunks=ch_cl, boilerplate=boilerplate or BoilerplateReport(), carried=carried)
+    cur.boilerplate.keys = {**state.boilerplate_keys, **cur.boilerplate.keys}
+    at = {d: (u, s) for d, u, s in zip(d_ids, d_uris, d_shas)}
+    cur.quarantine = [QuarantineRecord(at[d][0], STAGE, etype, f"curate: the shingler failed on {at[d][0]} "
+                                       f"({etype}: {msg}); the document is not indexed", at[d][1] or "")
+                      for d, (etype, msg) in sorted(failed.items(), key=lambda kv: at[kv[0]][0])]
+    cur.removed_chunks = int((~keep).sum()) - sum(1 for d in c_doc if d in failed)
+    cur.removed_documents = (len(doc_cl.aliases) + sum(1 for r in carried if r["level"] == "document"
+                                                       and not r["canonical"])) if drop else 0
+    cur.seconds = time.perf_counter() - t0
+    kept = take_rows(chunks, keep)
+    n, dim = kept.num_rows, assembly.carried_vectors.shape[1]
+    return replace(assembly, documents=without_quarantined(docs, cur), chunks=kept,
+                   carried_vectors=np.zeros((n, dim), dtype=np.float32), need_embed=np.ones(n, dtype=bool),
+                   quarantine=list(assembly.quarantine) + cur.quarantine), cur
 
 
 def removed_rows_check(documents: pa.Table, chunks: pa.Table, curation: Curation) -> list[str]:

@@ -825,14 +825,15 @@ def read_parent_task(params: Params, version: str):
 
 
 @_task(name="assemble", cache_policy=NO_CACHE)
-def assemble_task(plan, parent, docs, quarantine, params: Params, embedder: Embedder | None, prechunked=None):
+def assemble_task(plan, parent, docs, quarantine, params: Params, embedder: Embedder | None, prechunked=None,
+                  curation_state=None):
     from ragline.pipelines.refresh import assemble
 
     embed_fn = ((lambda texts: embedder.embed(list(texts)))
                 if params.chunk.needs_embedder and embedder is not None else None)
     with REPORTER.get().stage("chunk", len(docs)) as advance:
         return assemble(plan, parent, docs, quarantine, params, embed_fn=embed_fn, progress=advance,
-                        prechunked=prechunked)
+                        prechunked=prechunked, curation_state=curation_state)
 
 
 @_task(name="embed-new", cache_policy=NO_CACHE)
@@ -936,9 +937,9 @@ def _refresh_flow_fn(
             with _timed(times, "load-model"):
                 embedder = load_model_task(p)
         with _timed(times, "chunk"):
-            assembly = assemble_task(plan, parent, docs, bad, p, embedder, prechunked)
+            assembly = assemble_task(plan, parent, docs, bad, p, embedder, prechunked, cur_state)
         if p.curate.enabled:
-            with _timed(times, "curate"):  # [curate hook] re-cluster; a copy whose canonical went is re-chunked
+            with _timed(times, "curate"):  # [curate hook] cluster the change (or the version, when a copy's canonical went)
                 assembly, curation = curate_refresh_task(assembly, parent, p, cur_state, boilerplate, embedder)
                 assembly = split_curated(assembly, parent, p)  # a new segment; the parent's others shared
         summary.quarantine, summary.kept_previous = assembly.quarantine, assembly.kept_previous

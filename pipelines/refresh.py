@@ -851,6 +851,7 @@ def assemble(
     embed_fn: Callable[[Sequence[str]], np.ndarray] | None = None,
     progress: Callable[[int], None] | None = None,
     prechunked: Prechunked | None = None,
+    curation_state: Any = None,
 ) -> Assembly:
     """Build the new version's documents and chunks from new documents and the parent.
 
@@ -868,16 +869,30 @@ def assemble(
         embed_fn: embedder callable for the semantic chunking strategy.
         progress: called with 1 per chunked document.
         prechunked: ``new_docs`` already chunked on a cluster (their chunks are used as they are).
+        curation_state: the parent's curation files (:class:`pipelines.curate.ParentCuration`)
+            of a curated refresh.
 
     Returns:
         The assembly; ``need_embed`` marks the rows the embed stage must fill. When nothing but
         documents changed, this is :func:`assemble_increment` (a new segment, the rest shared)
         unless the result would call for compaction (``index.compact_*``): then every live
-        row goes into one new segment, the parent's vectors reused.
+        row goes into one new segment, the parent's vectors reused. A curated refresh does the
+        same when only its change needs clustering (:func:`pipelines.curate.increment_blocker`;
+        :func:`pipelines.curate.curate_increment` then curates the new segment); otherwise it
+        assembles the whole version (``deferred``) for :func:`split_curated`.
     """
     compaction = None
     if parent is not None and not (plan.reload_all or plan.rechunk_all or plan.reembed_all or plan.reindex):
-        if params.curate.enabled:  # [curate hook] clusters span the whole version: split_curated after curation
+        if params.curate.enabled:  # [curate hook] only the change is clustered, unless a copy's canonical went
+            from ragline.pipelines.curate import increment_blocker
+
+            scanned = {f.uri for f in plan.files}
+            dead = {u for u in parent.doc_locations if u not in scanned} | {s.uri for s in plan.to_load()}
+            if curation_state is not None and increment_blocker(curation_state, parent, dead, params.curate) is None:
+                inc = assemble_increment(plan, parent, new_docs, load_quarantine, params, embed_fn, progress, prechunked)
+                if _compaction_of(inc, params) is None:
+                    return inc
+            # clusters span the whole version: split_curated after curation
             return _assemble_full(plan, parent, new_docs, load_quarantine, params, embed_fn, progress, None,
                                   prechunked, deferred=True)
         inc = assemble_increment(plan, parent, new_docs, load_quarantine, params, embed_fn, progress, prechunked)

@@ -748,3 +748,40 @@ def test_rebuild_equals_rebuilding_every_span() -> None:
             assert got == want and got.text == want.text, drop
             kept = [e for i, e in enumerate(d.elements) if i not in drop]
             assert [g is k for g, k in zip(got.elements, kept)] == [g == k for g, k in zip(got.elements, kept)]
+
+
+def test_stored_band_keys_find_the_same_candidates_as_the_signatures(tmp_path: Path) -> None:
+    """A refresh's one pass over the parent's signature files (``_scan_fixed``) compares the
+    stored LSH band keys; a file written before they were stored gives the same candidates
+    from its signatures; tombstoned documents' rows are never candidates."""
+    import numpy as np
+
+    from ragline.pipelines import curate as c
+
+    cfg = CurateConfig()
+    bands = c.lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm)
+    rng = np.random.default_rng(7)
+    n = 40
+    values = rng.integers(0, 2**32, (n, cfg.num_perm), dtype=np.uint32)
+    has = np.ones(n, dtype=bool)
+    has[5] = False  # a text without words: no signature, no band keys
+    new = rng.integers(0, 2**32, (1, cfg.num_perm), dtype=np.uint32)
+    new[0, 2 * bands[1]:3 * bands[1]] = values[3, 2 * bands[1]:3 * bands[1]]  # shares band 2 with c3 only
+    ids = [f"c{i}" for i in range(n)]
+    cur = c.Curation(cfg)
+    cur.chunks.signatures = c.Signatures(ids, [f"{i:064x}" for i in range(n)], values, has)
+    path = tmp_path / "with-bands.parquet"
+    cur.write_signatures(path, doc_of=(pa.array(ids), pa.array([f"d{i // 10}" for i in range(n)])))
+    t = pq.read_table(path)
+    keys = c.band_keys(values, bands)
+    assert t.column("bands").to_pylist() == [[] if i == 5 else keys[i].tolist() for i in range(n)]
+    old = tmp_path / "before-bands.parquet"
+    pq.write_table(t.drop_columns(["bands"]), old)
+    wanted = {"chunk": ([f"{7:064x}"], c.band_keys(new, bands)), "document": ([], None)}
+    for p in (path, old):
+        fx = c._scan_fixed([c.SignaturePart(p)], set(), wanted, bands, cfg.num_perm)
+        assert fx["chunk"].ids == ["c3", "c7"] and fx["document"].ids == []
+        assert fx["chunk"].by_sha[f"{7:064x}"] == "c7" and fx["chunk"].docs == ["d0", "d0"]
+        np.testing.assert_array_equal(fx["chunk"].values[0], values[3])
+        assert fx["chunk"].candidates(c.band_keys(new, bands)[0]) == [0]  # c3 (c7 is an exact copy only)
+        assert c._scan_fixed([c.SignaturePart(p)], {"d0"}, wanted, bands, cfg.num_perm)["chunk"].ids == []

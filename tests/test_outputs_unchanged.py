@@ -85,7 +85,7 @@ def outputs(files: list) -> dict[str, Any]:
         "keep": _sha(keep.astype(int).tolist()),
         "duplicates": _sha(cur.duplicates_table().to_pylist()),
         # (the doc_id column, filled only where a segment's file is written, is not part of the pin)
-        "signatures": _sha(cur.signatures_table().drop_columns(["doc_id"]).to_pylist()),
+        "signatures": _sha(cur.signatures_table().drop_columns(["doc_id", "bands"]).to_pylist()),
         "counts": {k: v for k, v in cur.counts().items() if k != "seconds"},
     }
     return out

@@ -130,6 +130,72 @@ def _signatures(reg: IndexRegistry, name: str, version: str) -> dict[tuple[str, 
     return out
 
 
+def _clusters(reg: IndexRegistry, name: str, version: str) -> set[tuple]:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(reg.version_dir(name, version) / "duplicates.parquet")
+    return set(zip(*(t.column(c).to_pylist() for c in ("level", "member_id", "doc_id", "uri", "canonical",
+                                                          "canonical_id", "similarity", "method"))))
+
+
+def test_with_curation_a_refresh_clusters_only_its_change_as_a_fresh_build_would(
+        light_workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When no copy loses its canonical copy, a curated refresh clusters only its new documents
+    and chunks against the version's (one pass over the parent's signature files, never the
+    whole version): the clusters, signatures, indexed rows and scores equal a fresh build's."""
+    import shutil
+
+    from ragline.pipelines import curate
+
+    write_params(light_workspace, curate={"enabled": True})
+    shutil.copy(SRC / "swarming.md", SRC / "zz-swarming-copy.md")  # a cluster the change leaves alone
+    assert refresh().version == "v0001"
+    reg = IndexRegistry(params_here().index.root)
+    (s1,) = reg.segments("sample", "v0001")
+    shutil.copy(SRC / "hive-anatomy.md", SRC / "zz-hive-anatomy-copy.md")  # an exact copy of a carried document
+    text = (SRC / "protective-equipment.txt").read_text()
+    assert text.count("single most important") == 1
+    (SRC / "zz-protective-near.txt").write_text(text.replace("single most important", "single most vital"))
+    (SRC / "seasonal-calendar.txt").write_text((SRC / "seasonal-calendar.txt").read_text() + "\n\nOrder foundation in winter.\n")
+    (SRC / "wintering.html").unlink()
+    (SRC / "drones.md").write_text("# Drones\n\nDrones are male honey bees that mate with queens in flight.\n")
+    shutil.copy(SRC / "drones.md", SRC / "zz-drones-copy.md")  # a copy of another new document
+    whole = curate._curate_chunks
+    monkeypatch.setattr(curate, "_curate_chunks", lambda *a, **k: pytest.fail("the whole version was clustered"))
+    s = refresh()
+    monkeypatch.setattr(curate, "_curate_chunks", whole)
+    a, b = reg.segments("sample", s.version)
+    m = reg.manifest("sample", s.version)
+    assert a == s1 and "compaction" not in m.stats and s.computed < s.chunks
+    v1 = reg.live_table("sample", "v0001", "documents", columns=["uri", "doc_id"])
+    assert b.documents == 5 and sorted(m.tombstones[s1.id]["doc_ids"]) == sorted(
+        d for u, d in zip(*(v1.column(c).to_pylist() for c in ("uri", "doc_id")))
+        if u.endswith(("wintering.html", "seasonal-calendar.txt")))
+    full_build("full")
+    got, want = _clusters(reg, "sample", s.version), _clusters(reg, "full", "v0001")
+    assert got == want
+    aliases = {(Path(u).name, meth) for lv, _mid, _d, u, canonical, _cid, _s, meth in got
+               if lv == "document" and not canonical}
+    assert aliases == {("zz-swarming-copy.md", "exact"), ("zz-hive-anatomy-copy.md", "exact"),
+                       ("zz-protective-near.txt", "near"), ("zz-drones-copy.md", "exact")}
+    assert _signatures(reg, "sample", s.version) == _signatures(reg, "full", "v0001")
+    full_m = reg.manifest("full", "v0001")
+    for key in ("documents", "chunks", "removed_documents"):
+        assert m.stats["curation"][key] == full_m.stats["curation"][key], key
+    seg, one = Retriever.open(reg, f"sample@{s.version}"), Retriever.open(reg, "full@latest")
+    assert sorted(seg.chunks.column("chunk_id").to_pylist()) == sorted(one.chunks.column("chunk_id").to_pylist())
+    for q in QUERIES:
+        for mode in ("dense", "hybrid"):
+            cfg = RetrievalConfig(mode=mode, k=5)
+            assert [h.score for h in seg.search(q, cfg)] == pytest.approx([h.score for h in one.search(q, cfg)],
+                                                                         rel=1e-5, abs=1e-6)
+    # a copy of a document the next change removes: that refresh clusters the whole version again
+    called = []
+    monkeypatch.setattr(curate, "_curate_chunks", lambda *a, **k: called.append(1) or whole(*a, **k))
+    (SRC / "hive-anatomy.md").unlink()
+    assert refresh().version is not None and called
+
+
 def test_with_curation_a_promoted_copy_moves_to_the_new_segment(light_workspace: Path, prefect_harness) -> None:
     """Deleting the canonical copy promotes a carried copy: that document moves, whole, into the
     new segment (re-chunked from its stored text); every other document stays shared."""
