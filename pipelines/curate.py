@@ -1748,7 +1748,8 @@ def _scan_fixed(parts: Sequence[SignaturePart], dead: set[str], wanted: Mapping[
                     picked.append((level, np.flatnonzero(hit)))
             if not picked:
                 continue
-            extra = pf.read_row_group(g, columns=["member_id", "hashvalues"])
+            extra = pf.read_row_group(g, columns=["member_id", "hashvalues"] + ([] if dead else ["doc_id"]))
+            doc_col = (t if dead else extra).column("doc_id")
             hv = extra.column("hashvalues").combine_chunks()
             lengths = np.asarray(hv.value_lengths().fill_null(0).to_numpy(zero_copy_only=False))
             pos = np.full(n, -1, dtype=np.int64)
@@ -1760,8 +1761,7 @@ def _scan_fixed(parts: Sequence[SignaturePart], dead: set[str], wanted: Mapping[
                 sig = dict(zip(full.tolist(), rows_of(hv, full, num_perm))) if len(full) else {}
                 for r, mid, sha, doc in zip(rows.tolist(), extra.column("member_id").take(idx).to_pylist(),
                                             t.column("text_sha256").take(idx).to_pylist(),
-                                            pf.read_row_group(g, columns=["doc_id"]).column("doc_id").take(idx).to_pylist()
-                                            if not dead else t.column("doc_id").take(idx).to_pylist()):
+                                            doc_col.take(idx).to_pylist()):
                     fx.by_sha.setdefault(sha, mid)
                     row = len(fx.ids)
                     fx.ids.append(mid)
