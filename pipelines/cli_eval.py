@@ -97,7 +97,8 @@ def eval_chunking(
         _print_json({**result.to_dict(), "telemetry": telemetry})
         return
     t = Table(title=f"{config_label(result.chunk)}, {retrieval_label(result.retrieval)} on {data.name}: k={k}, {result.overall.questions} questions, "
-                    f"{result.embedder['model_id']}")
+                    f"{result.embedder['model_id']}"
+                    + (f" ({result.embedder['quantization'].split('/')[0]})" if result.embedder.get("quantization") else ""))
     t.box = box.SIMPLE_HEAD
     for col in ("corpus", "n", "recall", "prec", "IoU", "prec_Ω", "chunks", "tokens"):
         t.add_column(col, justify="left" if col == "corpus" else "right", no_wrap=col == "corpus")

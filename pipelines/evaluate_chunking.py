@@ -470,7 +470,8 @@ def evaluate_chunking(
         dataset=dataset.root, k=k,
         chunk={"strategy": params.chunk.strategy, "options": record["options"], "context": params.chunk.context},
         fingerprint=record["fingerprint"],
-        embedder={"model_id": info.model_id, "revision": info.revision, "dim": info.dim},
+        embedder={"model_id": info.model_id, "revision": info.revision, "dim": info.dim,
+                  **({"quantization": info.quantization} if info.quantization else {})},  # bf16/int8: which backend
         overall=MetricMeans.of(per_question), corpora=tuple(corpora), chunks=chunks.num_rows,
         mean_chunk_tokens=float(tokens.mean()) if len(tokens) else 0.0,
         corpus_bytes=sum(len(t.encode("utf-8")) for t in dataset.corpora.values()),

@@ -50,6 +50,17 @@ def test_every_mode_gives_metrics(tmp_path: Path, mini_dataset: Path, ev: dict, 
         assert 0.0 < getattr(result.overall, key) <= 1.0
 
 
+def test_the_result_names_the_quantization_of_the_vectors(tmp_path: Path, mini_dataset: Path) -> None:
+    class Int8(HashingEmbedder):  # what embed.backend auto gives on a CPU with VNNI and no AMX
+        quantization = "openvino-int8/nncf-x"
+
+    data = load_dataset(mini_dataset, limit_questions=3)
+    quantized = evaluate_chunking(data, _params(tmp_path), k=3, embedder=Int8(dim=64))
+    assert quantized.embedder["quantization"] == "openvino-int8/nncf-x"
+    assert quantized.to_dict()["embedder"]["quantization"] == "openvino-int8/nncf-x"
+    assert "quantization" not in evaluate_chunking(data, _params(tmp_path), k=3, embedder=HashingEmbedder(dim=64)).embedder
+
+
 def _setup(tmp_path: Path, mini_dataset: Path):
     data = load_dataset(mini_dataset)
     chunks, bad = chunk_documents(corpus_documents(data), Params.from_dict({"chunk": CHUNK}).chunk)
