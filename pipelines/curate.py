@@ -1316,6 +1316,14 @@ def signature_parts(registry: Any, name: str, segments: Sequence[Any],
     return out
 
 
+def made_with(t: pa.Table, cfg: CurateConfig) -> pa.ChunkedArray:
+    """bool per row of a ``SIGNATURES_SCHEMA`` table (null where ``shingler`` is): the signature
+    was made with ``cfg``'s ``num_perm`` and ``shingle_words`` and this :data:`SHINGLER`, so it
+    can be compared with new ones (rows made another way are recomputed)."""
+    return pc.and_(pc.and_(pc.equal(t.column("num_perm"), cfg.num_perm), pc.equal(t.column("shingle_words"), cfg.shingle_words)),
+                   pc.equal(t.column("shingler"), SHINGLER))
+
+
 @dataclass
 class ParentCuration:
     """The curation files of a parent version (empty when it has none).
@@ -1390,9 +1398,7 @@ class ParentCuration:
         """member id -> (sha256, signature) of one level, made with ``cfg``'s num_perm and shingle_words
         and this :data:`SHINGLER` (signatures made another way are recomputed)."""
         t = self.signatures
-        mask = pc.and_(pc.and_(pc.equal(t.column("level"), level), pc.equal(t.column("num_perm"), cfg.num_perm)),
-                       pc.and_(pc.equal(t.column("shingle_words"), cfg.shingle_words),
-                               pc.equal(t.column("shingler"), SHINGLER)))
+        mask = pc.and_(pc.equal(t.column("level"), level), made_with(t, cfg))
         mask = pc.fill_null(mask, False).to_numpy(zero_copy_only=False) if t.num_rows else np.zeros(0, dtype=bool)
         out = Signatures.from_table(t, cfg.num_perm, mask, lengths=self.lengths,
                                     hashvalues=(b.column(0) for b in self._batches(["hashvalues"])))
@@ -1748,9 +1754,10 @@ def _scan_fixed(parts: Sequence[SignaturePart], dead: set[str], wanted: Mapping[
                     picked.append((level, np.flatnonzero(hit)))
             if not picked:
                 continue
-            extra = pf.read_row_group(g, columns=["member_id", "hashvalues"] + ([] if dead else ["doc_id"]))
+            extra = pf.read_row_group(g, columns=["member_id"] + ([] if hv is not None else ["hashvalues"])
+                                      + ([] if dead else ["doc_id"]))  # (the signatures: when not read above)
             doc_col = (t if dead else extra).column("doc_id")
-            hv = extra.column("hashvalues").combine_chunks()
+            hv = hv if hv is not None else extra.column("hashvalues").combine_chunks()
             lengths = np.asarray(hv.value_lengths().fill_null(0).to_numpy(zero_copy_only=False))
             pos = np.full(n, -1, dtype=np.int64)
             pos[keyed] = np.arange(len(keyed))
@@ -1918,9 +1925,7 @@ def increment_blocker(state: ParentCuration, parent: Any, dead_uris: Collection[
         t = pq.read_table(str(part.path), columns=["num_perm", "shingle_words", "shingler", "doc_id"])
         if t.column("doc_id").null_count or not t.num_rows:
             return "signatures without their documents"
-        made = pc.and_(pc.and_(pc.equal(t.column("num_perm"), cfg.num_perm), pc.equal(t.column("shingle_words"), cfg.shingle_words)),
-                       pc.equal(t.column("shingler"), SHINGLER))
-        if not pc.all(pc.fill_null(made, False)).as_py():
+        if not pc.all(pc.fill_null(made_with(t, cfg), False)).as_py():
             return "signatures made another way"
     where = parent.doc_locations
     dead = {where[u][1] for u in dead_uris if u in where}
