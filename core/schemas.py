@@ -116,7 +116,9 @@ SIGNATURES_SCHEMA = pa.schema(
         ("text_sha256", pa.string()),    # sha256 of the whitespace-collapsed text
         ("num_perm", pa.int32()),
         ("shingle_words", pa.int32()),
-        ("hashvalues", pa.list_(pa.uint32())),  # empty when the text has no words
+        # empty when the text has no words; null in a segment's file when the segment holds the
+        # text (made again from it when needed: pipelines.curate.signatures_from_texts)
+        ("hashvalues", pa.list_(pa.uint32())),
         # added later: how the text was turned into words (pipelines.curate.SHINGLER); null in
         # older tables, whose signatures are then recomputed rather than compared
         pa.field("shingler", pa.string(), metadata=_OPTIONAL),

@@ -55,6 +55,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ragline.core.errors import CorruptRegistryError
 from ragline.core.hashing import sha256_text
 from ragline.core.io import write_json_atomic
 from ragline.core.memory import release_unused_memory
@@ -296,21 +297,34 @@ class BandIndex:
     Args:
         values: uint32 (n, num_perm) signatures.
         bands: ``(b, r)``, :func:`lsh_bands`.
+        keys: uint32 (n, b) band keys (:func:`band_keys`) to bucket by instead of the band
+            values (then ``values`` is not read): rows share a bucket when their keys are
+            equal, so a 32-bit collision of unequal bands adds a candidate (rejected by
+            :func:`jaccard` unless the rows are near copies anyway).
     """
 
-    def __init__(self, values: np.ndarray, bands: tuple[int, int]) -> None:
+    def __init__(self, values: np.ndarray, bands: tuple[int, int], keys: np.ndarray | None = None) -> None:
         b, r = bands
-        n = len(values)
+        n = len(values) if keys is None else len(keys)
         dtype = np.int32 if n * b < 2**31 - 1 else np.int64
         self.bucket = np.empty((n, b), dtype=dtype)
         total = 0
         for k in range(b):
-            band = np.ascontiguousarray(values[:, k * r:(k + 1) * r]).view(np.dtype((np.void, 4 * r))).ravel()
+            band = keys[:, k] if keys is not None else \
+                np.ascontiguousarray(values[:, k * r:(k + 1) * r]).view(np.dtype((np.void, 4 * r))).ravel()
             _, inv = np.unique(band, return_inverse=True)
             self.bucket[:, k] = inv.ravel() + total
             total += int(inv.max()) + 1 if n else 0
         self.head = np.full(total, -1, dtype=dtype)
         self.next = np.full((n, b), -1, dtype=dtype)
+
+    def shared(self, rows: np.ndarray) -> np.ndarray:
+        """bool (n,): which of ``rows`` (bool (n,)) share a bucket of some band with another of them."""
+        out = np.zeros(len(rows), dtype=bool)
+        for k in range(self.bucket.shape[1]):
+            counts = np.bincount(self.bucket[rows, k], minlength=len(self.head))
+            out |= counts[self.bucket[:, k]] >= 2
+        return out & rows
 
     def query(self, i: int) -> set[int]:
         """Rows inserted before that share a band bucket with row ``i``."""
@@ -706,25 +720,20 @@ class Member:
 
 
 def _list_lengths(pieces: Sequence[pa.ListArray]) -> np.ndarray:
-    """int64 values per row of a list column given as pieces (a null row: 0)."""
+    """int64 values per row of a list column given as pieces (a null row: -1)."""
     if not len(pieces):
         return np.zeros(0, dtype=np.int64)
-    return np.concatenate([p.value_lengths().fill_null(0).to_numpy(zero_copy_only=False) for p in pieces]).astype(np.int64)
+    return np.concatenate([p.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False) for p in pieces]).astype(np.int64)
 
 
 _NO_SIGNATURE = np.zeros(0, dtype=np.uint32)
 _NO_SIGNATURE.setflags(write=False)
 
 
-def _bands_column(values: np.ndarray, lengths: np.ndarray, cfg: CurateConfig, extra: Sequence[np.ndarray]) -> pa.Array:
-    """The ``bands`` column of signature rows: :func:`band_keys` of each full signature
-    (``values``: uint32 (rows with one, num_perm), then the ``extra`` rows'), empty elsewhere."""
-    full = lengths == cfg.num_perm
-    bands = lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm)
-    sigs = [values] if values.shape[1] == cfg.num_perm else []
-    sigs += [np.asarray(v, dtype=np.uint32).reshape(1, -1) for v in extra if len(v) == cfg.num_perm]
-    keys = np.concatenate([band_keys(v, bands) for v in sigs] or [np.zeros((0, bands[0]), np.uint32)])
-    offsets = np.concatenate([[0], np.cumsum(np.where(full, bands[0], 0))]).astype(np.int32)
+def _bands_column(keys: np.ndarray, with_keys: np.ndarray) -> pa.Array:
+    """The ``bands`` column of signature rows: row ``i`` of ``with_keys`` (bool (n,)) holds the
+    next row of ``keys`` (uint32 (with_keys.sum(), b), :func:`band_keys`), the others an empty list."""
+    offsets = np.concatenate([[0], np.cumsum(np.where(with_keys, keys.shape[1], 0))]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys.reshape(-1), pa.uint32()))
 
 
@@ -739,21 +748,57 @@ class Signatures(Mapping):
     maps to an empty array. A few entries can be added (:meth:`__setitem__`: the stored
     signatures of carried aliases); they follow the array's rows when iterated and written.
 
+    A row can be *lazy*: it has a signature whose values were left out of its file
+    (:func:`_without_held`), so only its LSH band keys are held; :func:`find_duplicates` makes
+    the values again from the text only for rows that share a band bucket with another, and
+    a lazy row is written back as it was read (null values, its keys). ``self[m]`` of a lazy
+    row raises ``KeyError`` (a caller recomputes it).
+
     Args:
         ids: member ids, one per row (a list, or an Arrow string array).
         shas: text sha256 (hex) per row (the same).
         values: uint32 (n, width) signatures (width 0: none).
         has: bool (n,): rows holding a signature.
+        keys: uint32 (n, b) LSH band keys (:func:`band_keys`) of the lazy rows (other rows' are
+            computed from ``values`` when written); ``None`` without lazy rows.
+        lazy: bool (n,): rows whose values are not held; ``None``: none.
+        texts: the rows' texts (:class:`ColumnTexts`, row order), to make a lazy row's values
+            when it is written where its text is not held (:meth:`materialize`).
     """
 
     def __init__(self, ids: list[str] | pa.Array | None = None, shas: list[str] | pa.Array | None = None,
-                 values: np.ndarray | None = None, has: np.ndarray | None = None) -> None:
+                 values: np.ndarray | None = None, has: np.ndarray | None = None, *,
+                 keys: np.ndarray | None = None, lazy: np.ndarray | None = None,
+                 texts: "ColumnTexts | None" = None) -> None:
         self.ids = ids if ids is not None else []
         self.shas = shas if shas is not None else []
         self.values = values if values is not None else np.zeros((len(self.ids), 0), dtype=np.uint32)
         self.has = has if has is not None else np.zeros(len(self.ids), dtype=bool)
+        self.keys = keys
+        self.lazy = lazy if lazy is not None and lazy.any() else None
+        self.texts = texts
         self._extra: dict[str, tuple[str, np.ndarray]] = {}
         self._row: dict[str, int] | None = None
+
+    def materialize(self, rows: np.ndarray, cfg: CurateConfig) -> None:
+        """Make the values of the lazy ones of ``rows`` (int64) from :attr:`texts`.
+
+        Raises:
+            ValueError: a lazy row to make and no texts to make it from.
+        """
+        if self.lazy is None:
+            return
+        rows = np.asarray(rows, dtype=np.int64)
+        rows = rows[self.lazy[rows]]
+        if not len(rows):
+            return
+        if self.texts is None:
+            raise ValueError(f"signatures of {len(rows)} members were left out and no texts are at hand to make them")
+        texts = self.texts
+        values, has = minhash_matrix(texts.subset(rows) if isinstance(texts, ColumnTexts)
+                                     else [texts[i] for i in rows.tolist()], cfg)
+        self.values[rows], self.has[rows] = values, has
+        self.lazy[rows] = False
 
     def _id_list(self) -> list[str]:
         return self.ids if isinstance(self.ids, list) else self.ids.to_pylist()
@@ -770,6 +815,8 @@ class Signatures(Mapping):
         r = self._rows().get(member_id)
         if r is None:
             return self._extra[member_id]
+        if self.lazy is not None and self.lazy[r]:
+            raise KeyError(member_id)  # its values are not held: the caller makes them again
         return self._sha(r), (self.values[r] if self.has[r] else _NO_SIGNATURE)
 
     def __setitem__(self, member_id: str, value: tuple[str, np.ndarray]) -> None:
@@ -822,20 +869,33 @@ class Signatures(Mapping):
         ids = column(self.ids, list(extra))
         shas = column(self.shas, [v[0] for v in extra.values()])
         has, values = self.has[lo:hi], self.values[lo:hi]
-        lengths = np.concatenate([np.where(has, values.shape[1], 0),
-                                  np.fromiter((len(v[1]) for v in extra.values()), dtype=np.int64)])
+        lazy = self.lazy[lo:hi] if self.lazy is not None else np.zeros(hi - lo, dtype=bool)
+        held = has & ~lazy  # rows whose values are written
+        more = [np.asarray(v[1], dtype=np.uint32) for v in extra.values()]
+        lengths = np.concatenate([np.where(held, values.shape[1], 0), np.fromiter(map(len, more), dtype=np.int64)])
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        flat = values.reshape(-1) if has.all() else values[has].reshape(-1)  # a view when all have one
+        flat = values.reshape(-1) if held.all() else values[held].reshape(-1)  # a view when all have one
         if extra:
-            flat = np.concatenate([flat, *(v[1] for v in extra.values())]).astype(np.uint32, copy=False)
+            flat = np.concatenate([flat, *more]).astype(np.uint32, copy=False)
         n = len(ids)
+        bands = lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm)
+        keys = np.zeros((hi - lo, bands[0]), dtype=np.uint32)
+        keyed = has if values.shape[1] == cfg.num_perm else np.zeros(hi - lo, dtype=bool)
+        if keyed.any():
+            keys[held] = band_keys(values if held.all() else values[held], bands)
+            if lazy.any():
+                keys[lazy] = self.keys[lo:hi][lazy]
+        full = [v for v in more if len(v) == cfg.num_perm]
+        keys = np.concatenate([keys[keyed]] + [band_keys(v.reshape(1, -1), bands) for v in full])
         return pa.Table.from_arrays(
             [pa.array([level] * n, pa.string()), ids, shas,
              pa.array(np.full(n, cfg.num_perm, dtype=np.int32)), pa.array(np.full(n, cfg.shingle_words, dtype=np.int32)),
              pa.ListArray.from_arrays(pa.array(offsets), pa.Array.from_buffers(  # the values not copied
-                 pa.uint32(), len(flat), [None, pa.py_buffer(np.ascontiguousarray(flat))])),
+                 pa.uint32(), len(flat), [None, pa.py_buffer(np.ascontiguousarray(flat))]),
+                 mask=pa.array(np.concatenate([lazy, np.zeros(len(more), dtype=bool)])) if lazy.any() else None),
              pa.array([SHINGLER] * n, pa.string()), pa.nulls(n, pa.string()),
-             _bands_column(values if has.all() else values[has], lengths, cfg, [v[1] for v in extra.values()])],
+             _bands_column(keys, np.concatenate([keyed, np.fromiter((len(v) == cfg.num_perm for v in more), dtype=bool,
+                                                                     count=len(more))]))],
             schema=SIGNATURES_SCHEMA)
 
     def nbytes(self) -> int:
@@ -847,21 +907,35 @@ class Signatures(Mapping):
 
     @classmethod
     def from_table(cls, table: pa.Table, width: int | None = None, mask: np.ndarray | None = None, *,
-                   lengths: np.ndarray | None = None, hashvalues: Iterable[pa.ListArray] | None = None) -> "Signatures":
+                   lengths: np.ndarray | None = None, hashvalues: Iterable[pa.ListArray] | None = None,
+                   lazy_bands: int = 0) -> "Signatures":
         """The signatures of ``SIGNATURES_SCHEMA`` rows (those of ``mask``, bool (n,), when given),
         read a Parquet row group (column chunk) at a time into one array: no copy of the table
         and no Python int per value. Rows whose signature is neither empty nor ``width`` long
         (default: the longest) are left out. ``hashvalues`` (the column's pieces, in row order)
-        and ``lengths`` (values per row) stand for a ``hashvalues`` column ``table`` lacks."""
+        and ``lengths`` (values per row, -1 where null) stand for a ``hashvalues`` column
+        ``table`` lacks. With ``lazy_bands`` (b > 0: the band keys were made with this
+        :func:`lsh_bands`), a row whose values were left out but holds ``b`` band keys is a lazy
+        row (see the class); without it, such a row is left out too."""
         if hashvalues is None:
             hashvalues = table.column("hashvalues").chunks
             lengths = _list_lengths(hashvalues)
         width = int(lengths.max()) if width is None and len(lengths) else (width or 0)
         sel = (lengths == 0) | (lengths == width)
+        bands = None
+        if lazy_bands and width and "bands" in table.column_names:  # rows left out with their keys: lazy
+            bands = table.column("bands").combine_chunks()
+            sel |= (lengths == -1) & (_list_lengths([bands]) == lazy_bands)
         if mask is not None:
             sel &= mask
         rows = np.flatnonzero(sel)
-        has = lengths[rows] > 0
+        lazy = lengths[rows] == -1
+        has = (lengths[rows] > 0) | lazy
+        keys = None
+        if lazy.any():
+            keys = np.zeros((len(rows), lazy_bands), dtype=np.uint32)
+            flat, offs = bands.values.to_numpy(zero_copy_only=False), bands.offsets.to_numpy(zero_copy_only=False)
+            keys[lazy] = flat[offs[rows[lazy]][:, None] + np.arange(lazy_bands)]
         values = np.zeros((len(rows), width), dtype=np.uint32)
         at, start = 0, 0  # rows of earlier chunks placed; the first table row of this chunk
         for ch in hashvalues:
@@ -884,7 +958,8 @@ class Signatures(Mapping):
             start += len(ch)
         picked = table.select(["member_id", "text_sha256"]).take(pa.array(rows, type=pa.int64())).combine_chunks()
         return cls(picked.column("member_id").chunk(0) if picked.num_rows else pa.array([], pa.string()),
-                   picked.column("text_sha256").chunk(0) if picked.num_rows else pa.array([], pa.string()), values, has)
+                   picked.column("text_sha256").chunk(0) if picked.num_rows else pa.array([], pa.string()), values, has,
+                   keys=keys, lazy=lazy)
 
 
 @dataclass
@@ -898,12 +973,14 @@ class Clusters:
         errors: member id -> ``(error type, message)`` of a member whose shingles could not be
             computed; it is left out of every cluster and of ``signatures`` (its document is
             quarantined, see :func:`curate_chunks`).
+        remade: lazy stored signatures made again from their texts (they shared an LSH bucket).
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
     signatures: Signatures = field(default_factory=Signatures)
     errors: dict[str, tuple[str, str]] = field(default_factory=dict)
+    remade: int = 0
 
     def count(self, method: str) -> int:
         """Non-canonical members found by ``method`` (``exact`` or ``near``)."""
@@ -942,6 +1019,7 @@ def find_duplicates(
     width = cfg.num_perm if cfg.near_duplicates else 0
     values = np.zeros((len(members), width), dtype=np.uint32)  # row i: member i's signature (when has[i])
     has = np.zeros(len(members), dtype=bool)
+    lazy, keys = None, None  # rows reused without their values (lazy in ``stored``), and their band keys
     bad: dict[int, Exception] = {}
     if cfg.near_duplicates and isinstance(stored, Signatures) and not stored._extra:
         # the parent's signatures (one array): matched by id with Arrow, copied row blocks at a time
@@ -957,6 +1035,12 @@ def find_duplicates(
         if stored.values.shape[1] == cfg.num_perm:
             for lo in range(0, len(idx), _MINHASH_BLOCK):  # no temporary of every reused row
                 values[idx[lo:lo + _MINHASH_BLOCK]] = stored.values[src[lo:lo + _MINHASH_BLOCK]]
+            if stored.lazy is not None and stored.lazy[src].any():  # left out of their files: band keys only
+                lazy_src = stored.lazy[src]
+                lazy = np.zeros(len(members), dtype=bool)
+                lazy[idx[lazy_src]] = True
+                keys = np.zeros((len(members), stored.keys.shape[1]), dtype=np.uint32)
+                keys[idx[lazy_src]] = stored.keys[src[lazy_src]]
         reused = np.zeros(len(members), dtype=bool)
         reused[idx] = True
         todo = np.flatnonzero(~reused).tolist()
@@ -982,12 +1066,34 @@ def find_duplicates(
             bad = {todo[k]: e for k, e in bad.items()}
         for i, e in bad.items():  # one bad text is quarantined, never fatal
             out.errors[members[i].member_id] = (type(e).__name__, collapse(str(e)) or type(e).__name__)
+    bands = lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm)
+    index = None
+    if cfg.near_duplicates and lazy is not None:
+        # lazy rows: bucketed by band keys, and their values made again from the text only when
+        # they share a bucket with another row (only then are they compared)
+        for lo in range(0, len(members), _MINHASH_BLOCK):
+            rows = lo + np.flatnonzero(has[lo:lo + _MINHASH_BLOCK] & ~lazy[lo:lo + _MINHASH_BLOCK])
+            keys[rows] = band_keys(values[rows], bands)
+        index = BandIndex(values, bands, keys)
+        make = np.flatnonzero(lazy & index.shared(has))
+        if len(make):
+            made, made_has = minhash_matrix(texts.subset(make) if isinstance(texts, ColumnTexts)
+                                            else [texts[i] for i in make.tolist()], cfg)
+            values[make], has[make] = made, made_has
+            lazy[make] = False
+            out.remade = len(make)
+    elif cfg.near_duplicates:
+        index = BandIndex(values, bands)
+    lazy = lazy if lazy is not None and lazy.any() else None  # (the texts are held only for lazy rows)
     if not bad:
-        out.signatures = Signatures([m.member_id for m in members], shas, values, has)
+        out.signatures = Signatures([m.member_id for m in members], shas, values, has, keys=keys, lazy=lazy,
+                                    texts=texts if lazy is not None else None)
     else:
         kept = [i for i in range(len(members)) if i not in bad]
-        out.signatures = Signatures([members[i].member_id for i in kept], [shas[i] for i in kept], values[kept], has[kept])
-    index = BandIndex(values, lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm)) if cfg.near_duplicates else None
+        out.signatures = Signatures(
+            [members[i].member_id for i in kept], [shas[i] for i in kept], values[kept], has[kept],
+            keys=keys[kept] if lazy is not None else None, lazy=lazy[kept] if lazy is not None else None,
+            texts=None if lazy is None else texts.subset(kept) if isinstance(texts, ColumnTexts) else [texts[i] for i in kept])
     by_sha: dict[str, tuple[int, float]] = {}
     cluster_of: dict[int, int] = {}
     members_of: dict[int, list[tuple[int, float, str]]] = defaultdict(list)
@@ -1097,7 +1203,8 @@ class Curation:
                                  for lvl, cl in (("document", self.documents), ("chunk", self.chunks))])
 
     def write_signatures(self, path: str | Path, docs: pa.Array | None = None,
-                         doc_of: tuple[pa.Array, pa.Array] | None = None) -> None:
+                         doc_of: tuple[pa.Array, pa.Array] | None = None,
+                         held: tuple[pa.Array, pa.Array] | None = None) -> None:
         """Write :meth:`signatures_table` as Parquet, :data:`SIGNATURES_ROW_GROUP` rows at a time
         (the whole table is never built: issue 12, bounded memory).
 
@@ -1107,15 +1214,27 @@ class Curation:
             doc_of: ``(chunk ids, their doc ids)``: the ``doc_id`` column of chunk rows (a
                 document row's doc id is its member id); a chunk not in it gets null (and is
                 left out when ``docs`` is given).
+            held: ``(doc ids, chunk ids)`` whose texts the file's segment holds: their
+                signatures are left out (:func:`_without_held`); default: every one written.
         """
         import pyarrow.parquet as pq
 
         parts = (("document", self.documents.signatures), ("chunk", self.chunks.signatures))
+        for level, sig in parts:  # a lazy row written where its text is not held: its values are made now
+            if sig.lazy is not None:
+                ids = sig.ids if isinstance(sig.ids, pa.Array) else pa.array(sig.ids, pa.string())
+                owner = ids if level == "document" or doc_of is None else \
+                    doc_of[1].take(pc.index_in(ids, value_set=doc_of[0]))
+                out = pc.fill_null(pc.is_in(owner, value_set=docs), False) if docs is not None else \
+                    pa.array(np.ones(len(ids), dtype=bool))
+                if held is not None:
+                    out = pc.and_(out, pc.invert(pc.is_in(ids, value_set=held[0 if level == "document" else 1])))
+                sig.materialize(np.flatnonzero(np.asarray(out.to_numpy(zero_copy_only=False), dtype=bool)), self.config)
         options = parquet_write_options(nbytes=sum(sig.nbytes() for _, sig in parts))
         with pq.ParquetWriter(str(path), SIGNATURES_SCHEMA, **options) as writer:
             for level, sig in parts:
                 for t in sig.tables(level, self.config, SIGNATURES_ROW_GROUP):
-                    t = _with_owners(t, doc_of, docs)
+                    t = _without_held(_with_owners(t, doc_of, docs), held)
                     if t.num_rows:
                         writer.write_table(t, row_group_size=SIGNATURES_ROW_GROUP)
                         del t
@@ -1137,7 +1256,8 @@ class Curation:
             return None
         doc_of = _chunk_owners(chunks, self.duplicates_table())
         docs = documents.column("doc_id").combine_chunks()
-        return lambda folder: self.write_signatures(Path(folder) / SIGNATURES_FILE, docs, doc_of)
+        held = (docs, chunks.column("chunk_id").combine_chunks())
+        return lambda folder: self.write_signatures(Path(folder) / SIGNATURES_FILE, docs, doc_of, held)
 
     def counts(self) -> dict[str, Any]:
         """Counts by rule (what ``curation.json`` and ``ragline index show`` report)."""
@@ -1222,6 +1342,7 @@ class CarriedCuration:
         doc_of = _chunk_owners(chunks, read_table(dup_path, DUPLICATES_SCHEMA) if dup_path.exists()
                                else DUPLICATES_SCHEMA.empty_table())
         docs = documents.column("doc_id").combine_chunks()
+        held = (docs, chunks.column("chunk_id").combine_chunks())
         parts = self.parts
 
         def write(folder: Path) -> None:
@@ -1230,7 +1351,7 @@ class CarriedCuration:
             with pq.ParquetWriter(str(Path(folder) / SIGNATURES_FILE), SIGNATURES_SCHEMA,
                                   **parquet_write_options(nbytes=sum(p.path.stat().st_size for p in parts))) as writer:
                 for b in _live_batches(parts, None):
-                    t = _with_owners(_as_signatures(pa.Table.from_batches([b])), doc_of, docs)
+                    t = _without_held(_with_owners(_as_signatures(pa.Table.from_batches([b])), doc_of, docs), held)
                     if t.num_rows:
                         writer.write_table(t, row_group_size=SIGNATURES_ROW_GROUP)
 
@@ -1256,6 +1377,70 @@ def _with_owners(t: pa.Table, doc_of: tuple[pa.Array, pa.Array] | None, docs: pa
     t = t.set_column(t.schema.get_field_index("doc_id"), SIGNATURES_SCHEMA.field("doc_id"),
                      pc.coalesce(t.column("doc_id"), found))
     return t if docs is None else t.filter(pc.fill_null(pc.is_in(t.column("doc_id"), value_set=docs), False))
+
+
+def _without_held(t: pa.Table, held: tuple[pa.Array, pa.Array] | None) -> pa.Table:
+    """``SIGNATURES_SCHEMA`` rows with a null ``hashvalues`` where the segment holds the member's
+    text (a document row of ``held[0]``, a chunk row of ``held[1]``) and the signature is a full
+    one: readers recompute it from that text when they need it (:func:`signatures_from_texts`),
+    which a refresh does only for the few members sharing a text sha256 or an LSH band key with
+    its change. The sha256 and band keys stay (a row without band keys keeps its values: its
+    keys come from them). 128 uint32 values are about 0.5 KB of a member's 0.6 KB (issue 12:
+    the disk a refresh adds). A text without words keeps its empty list; ``held=None`` keeps
+    every signature."""
+    if held is None or not t.num_rows:
+        return t
+    ids, level, hv = t.column("member_id"), t.column("level"), t.column("hashvalues")
+    mine = pc.or_(pc.and_(pc.equal(level, "document"), pc.is_in(ids, value_set=held[0])),
+                  pc.and_(pc.equal(level, "chunk"), pc.is_in(ids, value_set=held[1])))
+    omit = pc.fill_null(pc.and_(pc.and_(mine, pc.greater(pc.list_value_length(hv), 0)),
+                                pc.is_valid(t.column("bands"))), False)
+    if not pc.any(omit).as_py():
+        return t
+    return t.set_column(t.schema.get_field_index("hashvalues"), SIGNATURES_SCHEMA.field("hashvalues"),
+                        pc.if_else(omit, pa.scalar(None, hv.type), hv))
+
+
+def signatures_from_texts(folder: Path, level: str, member_ids: Sequence[str], shas: Sequence[str],
+                          cfg: CurateConfig) -> list[np.ndarray]:
+    """The signatures a segment's ``signatures.parquet`` leaves out (null ``hashvalues``:
+    :func:`_without_held`), made again from the texts the segment holds (``documents.parquet``
+    for ``document`` members, ``chunks.parquet`` for ``chunk`` ones; only their row groups are
+    read, :class:`core.schemas.ParquetRows`).
+
+    Args:
+        folder: the segment folder.
+        level: ``document`` or ``chunk``.
+        member_ids: doc ids or chunk ids.
+        shas: their stored text sha256 (checked against the texts).
+        cfg: the ``num_perm`` and ``shingle_words`` they were made with.
+
+    Returns:
+        One uint32 (num_perm,) signature per member (empty for a text without words).
+
+    Raises:
+        CorruptRegistryError: a member's text is not in the segment, or is not the text its
+            signature was made from (the segment is damaged).
+    """
+    from ragline.core.schemas import DOCUMENTS_SCHEMA, ParquetRows
+    from ragline.indexers.segments import CHUNK_ROWS_FILE, CHUNKS_FILE, DOCUMENTS_FILE
+
+    if not len(member_ids):
+        return []
+    folder = Path(folder)
+    rows = (ParquetRows(folder / DOCUMENTS_FILE, DOCUMENTS_SCHEMA) if level == "document"
+            else ParquetRows(folder / CHUNKS_FILE, CHUNKS_SCHEMA, folder / CHUNK_ROWS_FILE))
+    at = pc.index_in(pa.array(list(member_ids), pa.string()),
+                     value_set=rows.column("doc_id" if level == "document" else "chunk_id"))
+    found = at.to_pylist()
+    got = iter(rows.take([r for r in found if r is not None], ["text"])["text"])
+    texts = [next(got) if r is not None else None for r in found]
+    bad = [m for m, t, sha in zip(member_ids, texts, shas) if t is None or content_sha256(t) != sha]
+    if bad:
+        raise CorruptRegistryError(f"{folder}: {level} {bad[0]} has no signature stored and not the text it was made "
+                                  "from in the segment; the segment is damaged")
+    values, has = minhash_matrix(texts, cfg)
+    return [values[i] if has[i] else _NO_SIGNATURE for i in range(len(texts))]
 
 
 def _as_signatures(t: pa.Table) -> pa.Table:
@@ -1337,12 +1522,17 @@ class ParentCuration:
             the arrays of :meth:`stored` (no copy of them held beside those; never a Python int
             per value). A refresh that clusters only its change never reads them
             (:func:`curate_increment` scans the files once instead).
-        lengths: (read with ``signatures``) int64 (signatures rows,): values in each row's signature.
+        lengths: (read with ``signatures``) int64 (signatures rows,): values in each row's
+            signature, -1 where the file left it out (:func:`_without_held`; :meth:`stored`
+            gives such a row as a lazy one, see :class:`Signatures`).
+        made_bands: the :func:`lsh_bands` its band keys were made with (its ``curation.json``
+            config; ``None``: unknown, or no near-duplicate detection).
     """
 
     duplicates: pa.Table
     boilerplate_keys: dict[str, list[str]]
     parts: list[SignaturePart] = field(default_factory=list)
+    made_bands: tuple[int, int] | None = None
     _loaded: tuple[pa.Table, np.ndarray] | None = field(default=None, repr=False)
 
     @property
@@ -1383,12 +1573,15 @@ class ParentCuration:
         folder = Path(folder)
         dup = (read_table(folder / DUPLICATES_FILE, DUPLICATES_SCHEMA) if (folder / DUPLICATES_FILE).exists()
                else DUPLICATES_SCHEMA.empty_table())
-        keys = {}
+        keys, made_bands = {}, None
         if (folder / CURATION_FILE).exists():
-            keys = json.loads((folder / CURATION_FILE).read_text(encoding="utf-8")).get("boilerplate_keys", {})
+            doc = json.loads((folder / CURATION_FILE).read_text(encoding="utf-8"))
+            keys, made = doc.get("boilerplate_keys", {}), doc.get("config") or {}
+            if made.get("near_duplicates") and made.get("near_duplicate_threshold") and made.get("num_perm"):
+                made_bands = lsh_bands(float(made["near_duplicate_threshold"]), int(made["num_perm"]))
         if parts is None:
             parts = [SignaturePart(folder / SIGNATURES_FILE)] if (folder / SIGNATURES_FILE).exists() else []
-        return cls(dup, keys, list(parts))
+        return cls(dup, keys, list(parts), made_bands)
 
     def _batches(self, columns: list[str]) -> Iterable[pa.RecordBatch]:
         """``columns`` of the live rows of the signature files, a row group at a time, in row order."""
@@ -1396,26 +1589,41 @@ class ParentCuration:
 
     def stored(self, level: str, cfg: CurateConfig) -> Signatures:
         """member id -> (sha256, signature) of one level, made with ``cfg``'s num_perm and shingle_words
-        and this :data:`SHINGLER` (signatures made another way are recomputed)."""
+        and this :data:`SHINGLER` (signatures made another way are recomputed); a signature its
+        file left out is a lazy row when its band keys were made with ``cfg``'s bands, else it
+        is left out too (made again from the text)."""
         t = self.signatures
         mask = pc.and_(pc.equal(t.column("level"), level), made_with(t, cfg))
         mask = pc.fill_null(mask, False).to_numpy(zero_copy_only=False) if t.num_rows else np.zeros(0, dtype=bool)
+        bands = lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm)
         out = Signatures.from_table(t, cfg.num_perm, mask, lengths=self.lengths,
-                                    hashvalues=(b.column(0) for b in self._batches(["hashvalues"])))
+                                    hashvalues=(b.column(0) for b in self._batches(["hashvalues"])),
+                                    lazy_bands=bands[0] if cfg.near_duplicates and self.made_bands == bands else 0)
         release_unused_memory()  # the Parquet reader's decoded pages
         return out
 
     def signatures_of(self, level: str, member_ids: Iterable[str]) -> dict[str, tuple[str, np.ndarray]]:
-        """member id -> (sha256, signature) of the given members of one level, however made."""
+        """member id -> (sha256, signature) of the given members of one level, however made (one
+        a segment left out is made again from the text it holds: :func:`signatures_from_texts`)."""
         ids = pa.array(sorted(set(member_ids)), pa.string())
         out: dict[str, tuple[str, np.ndarray]] = {}
         if not len(ids):
             return out
-        for b in self._batches(["level", "member_id", "text_sha256", "hashvalues"]):
-            t = pa.Table.from_batches([b])
-            t = t.filter(pc.and_(pc.equal(t.column("level"), level), pc.is_in(t.column("member_id"), ids)))
-            out.update({mid: (sha, np.asarray(hv, dtype=np.uint32)) for mid, sha, hv in
-                        zip(*(t.column(c).to_pylist() for c in ("member_id", "text_sha256", "hashvalues")))})
+        columns = ["level", "member_id", "text_sha256", "hashvalues", "num_perm", "shingle_words"]
+        for part in self.parts:
+            left: dict[tuple[int, int], list[tuple[str, str]]] = defaultdict(list)  # (num_perm, words) -> rows
+            for b in _live_batches([part], columns):
+                t = pa.Table.from_batches([b])
+                t = t.filter(pc.and_(pc.equal(t.column("level"), level), pc.is_in(t.column("member_id"), ids)))
+                for mid, sha, hv, n, w in zip(*(t.column(c).to_pylist() for c in columns[1:])):
+                    if hv is None:
+                        left[(n, w)].append((mid, sha))
+                    else:
+                        out[mid] = (sha, np.asarray(hv, dtype=np.uint32))
+            for (n, w), rows in left.items():
+                made = signatures_from_texts(part.path.parent, level, [m for m, _ in rows], [h for _, h in rows],
+                                             CurateConfig(num_perm=n, shingle_words=w))
+                out.update({m: (h, v) for (m, h), v in zip(rows, made)})
         return out
 
     def rows(self) -> list[dict[str, Any]]:
@@ -1463,7 +1671,9 @@ def _curate_chunks(documents: pa.Table, chunks: pa.Table, cfg: CurateConfig, boi
     parent = parent or ParentCuration.read(None)
     # members indexed in the parent stay canonical (stable across refreshes)
     not_canonical = {r["member_id"] for r in parent.rows() if not r["canonical"]}
-    fixed_docs = {r["member_id"] for r in fixed_aliases if r["level"] == "document"}
+    # the carried copies stay out (their clusters are carried), their canonical copies stay in:
+    # a new copy of one joins its cluster
+    fixed_docs = {r["member_id"] for r in fixed_aliases if r["level"] == "document" and not r["canonical"]}
     d_ids, d_uris, d_shas = (documents.column(c).to_pylist() for c in ("doc_id", "uri", "sha256"))
     cur = Curation(cfg, boilerplate=boilerplate or BoilerplateReport(), carried=list(fixed_aliases))
     c_doc, c_uris = _shared_strings(chunks.column("doc_id")), _shared_strings(chunks.column("uri"))
@@ -1693,15 +1903,18 @@ class _Fixed:
 
 
 def _scan_fixed(parts: Sequence[SignaturePart], dead: set[str], wanted: Mapping[str, tuple[Collection[str], np.ndarray | None]],
-                bands: tuple[int, int] | None, num_perm: int) -> dict[str, _Fixed]:
+                bands: tuple[int, int] | None, cfg: CurateConfig) -> dict[str, _Fixed]:
     """One pass over the live rows of the parent's signature files, a row group at a time: per
     level of ``wanted`` (level -> (the new members' text sha256s, their band keys: uint32 (n, b),
     or ``None`` for exact copies only)), the members outside the ``dead`` documents whose text
     sha256 is one of those or one of whose band keys is, with their signatures. The stored band
     keys (``bands``) are compared; only a row group holding a candidate has its signatures and
-    member ids read (files written before ``bands`` existed have them computed from the signatures)."""
+    member ids read (files written before ``bands`` existed have them computed from the signatures),
+    and a signature the file left out is made again from the segment's text
+    (:func:`signatures_from_texts`, once per file for all its candidates)."""
     import pyarrow.parquet as pq
 
+    num_perm = cfg.num_perm
     out = {lv: _Fixed(by_key=[{} for _ in range(bands[0] if bands else 0)]) for lv in wanted}
     want_sha = {lv: pa.array(sorted(set(sh)), pa.string()) for lv, (sh, _) in wanted.items()}
     want_keys = {lv: [np.unique(k[:, j]) for j in range(k.shape[1])] if k is not None and len(k) else None
@@ -1720,6 +1933,7 @@ def _scan_fixed(parts: Sequence[SignaturePart], dead: set[str], wanted: Mapping[
     for part in parts:
         pf, lo = pq.ParquetFile(part.path), 0
         stored = "bands" in pf.schema_arrow.names
+        left: dict[str, list[tuple[int, str, str]]] = defaultdict(list)  # level -> (row, id, sha) left out
         for g in range(pf.num_row_groups):
             cols = ["level", "text_sha256"] + (["doc_id"] if dead else []) + (["bands"] if stored else [])
             t = pf.read_row_group(g, columns=cols)
@@ -1758,7 +1972,7 @@ def _scan_fixed(parts: Sequence[SignaturePart], dead: set[str], wanted: Mapping[
                                       + ([] if dead else ["doc_id"]))  # (the signatures: when not read above)
             doc_col = (t if dead else extra).column("doc_id")
             hv = hv if hv is not None else extra.column("hashvalues").combine_chunks()
-            lengths = np.asarray(hv.value_lengths().fill_null(0).to_numpy(zero_copy_only=False))
+            lengths = np.asarray(hv.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False))
             pos = np.full(n, -1, dtype=np.int64)
             pos[keyed] = np.arange(len(keyed))
             for level, rows in picked:
@@ -1774,9 +1988,15 @@ def _scan_fixed(parts: Sequence[SignaturePart], dead: set[str], wanted: Mapping[
                     fx.ids.append(mid)
                     fx.docs.append(doc)
                     fx.values.append(sig.get(r, _NO_SIGNATURE))
+                    if lengths[r] < 0:
+                        left[level].append((row, mid, sha))
                     if row_keys is not None and pos[r] >= 0:
                         for k, key in enumerate(row_keys[pos[r]].tolist()):
                             fx.by_key[k].setdefault(key, []).append(row)
+        for level, rows in left.items():
+            made = signatures_from_texts(part.path.parent, level, [m for _, m, _ in rows], [h for *_, h in rows], cfg)
+            for (row, _, _), v in zip(rows, made):
+                out[level].values[row] = v
     return out
 
 
@@ -1974,7 +2194,7 @@ def curate_increment(assembly: Any, parent: Any, params: Any, *, state: ParentCu
     pend_d = _Pending.of([Member(d, d, u, "") for d, u in zip(d_ids, d_uris)], ColumnTexts(docs.column("text")), cfg, bands)
     pend_c = _Pending.of([Member(c, d, u, "") for c, d, u in zip(c_ids, c_doc, c_uris)] if cfg.chunk_level else [],
                          ColumnTexts(chunks.column("text")) if cfg.chunk_level else [], cfg, bands)
-    fixed = _scan_fixed(state.parts, dead, {"document": pend_d.wanted(), "chunk": pend_c.wanted()}, bands, cfg.num_perm)
+    fixed = _scan_fixed(state.parts, dead, {"document": pend_d.wanted(), "chunk": pend_c.wanted()}, bands, cfg)
     error = {lv: {p.members[i].member_id: (type(e).__name__, collapse(str(e)) or type(e).__name__)
                   for i, e in p.errors.items()} for lv, p in (("document", pend_d), ("chunk", pend_c))}
     failed: dict[str, tuple[str, str]] = dict(error["document"])

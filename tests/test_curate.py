@@ -779,9 +779,109 @@ def test_stored_band_keys_find_the_same_candidates_as_the_signatures(tmp_path: P
     pq.write_table(t.drop_columns(["bands"]), old)
     wanted = {"chunk": ([f"{7:064x}"], c.band_keys(new, bands)), "document": ([], None)}
     for p in (path, old):
-        fx = c._scan_fixed([c.SignaturePart(p)], set(), wanted, bands, cfg.num_perm)
+        fx = c._scan_fixed([c.SignaturePart(p)], set(), wanted, bands, cfg)
         assert fx["chunk"].ids == ["c3", "c7"] and fx["document"].ids == []
         assert fx["chunk"].by_sha[f"{7:064x}"] == "c7" and fx["chunk"].docs == ["d0", "d0"]
         np.testing.assert_array_equal(fx["chunk"].values[0], values[3])
         assert fx["chunk"].candidates(c.band_keys(new, bands)[0]) == [0]  # c3 (c7 is an exact copy only)
-        assert c._scan_fixed([c.SignaturePart(p)], {"d0"}, wanted, bands, cfg.num_perm)["chunk"].ids == []
+        assert c._scan_fixed([c.SignaturePart(p)], {"d0"}, wanted, bands, cfg)["chunk"].ids == []
+
+
+def test_a_segment_leaves_out_the_signatures_of_the_texts_it_holds_and_they_are_made_again(tmp_path: Path) -> None:
+    """A segment's ``signatures.parquet`` stores no values for members whose text the segment
+    holds (their sha256 and band keys stay); every reader makes them again from that text, equal
+    to the stored ones; a text that is gone or changed is a damaged segment, named."""
+    import numpy as np
+
+    from ragline.core.errors import CorruptRegistryError
+    from ragline.core.schemas import CHUNKS_SCHEMA, DOCUMENTS_SCHEMA, write_table
+    from ragline.pipelines import curate as c
+
+    cfg = CurateConfig()
+    bands = c.lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm)
+    words = [f"w{i}" for i in range(400)]
+    rng = random.Random(3)
+    texts = [" ".join(rng.choices(words, k=60)) for _ in range(6)] + ["", "  "]  # two without words
+    ids = [f"c{i}" for i in range(len(texts))]
+    values, has = c.minhash_matrix(texts, cfg)
+    cur = c.Curation(cfg)
+    cur.chunks.signatures = c.Signatures(ids, [c.content_sha256(t) for t in texts], values, has)
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    held = ids[:3] + ids[6:]  # the segment holds c0-c2 and the empty ones; c3-c5 (copies, say) it does not
+    write_table(pa.Table.from_pylist([{"chunk_id": i, "doc_id": "d0", "uri": "a.txt", "text": texts[int(i[1:])]}
+                                      for i in held], schema=CHUNKS_SCHEMA), seg / "chunks.parquet", CHUNKS_SCHEMA)
+    write_table(pa.Table.from_pylist([{"doc_id": "d0", "uri": "a.txt", "text": " ".join(texts)}], schema=DOCUMENTS_SCHEMA),
+                seg / "documents.parquet", DOCUMENTS_SCHEMA)
+    path = seg / c.SIGNATURES_FILE
+    cur.write_signatures(path, pa.array(["d0"]), (pa.array(ids), pa.array(["d0"] * len(ids))),
+                         (pa.array(["d0"]), pa.array(held)))
+    t = pq.read_table(path)
+    hv = t.column("hashvalues").to_pylist()
+    assert [v is None for v in hv] == [True] * 3 + [False] * 5  # a text without words keeps its empty list
+    assert hv[6] == [] and hv[3] == values[3].tolist()
+    assert t.column("bands").to_pylist()[0] == c.band_keys(values[:1], bands)[0].tolist()
+    state = c.ParentCuration(pa.Table.from_pylist([], schema=c.DUPLICATES_SCHEMA), {}, [c.SignaturePart(path)])
+    assert state.lengths.tolist() == [-1] * 3 + [cfg.num_perm] * 3 + [0, 0]
+    assert sorted(state.stored("chunk", cfg)) == ids[3:]  # c0-c2: made again from the texts by the clustering
+    got = state.signatures_of("chunk", ids)
+    assert [got[i][0] for i in ids] == [c.content_sha256(x) for x in texts]
+    assert [got[i][1].tolist() for i in ids] == [v.tolist() if h else [] for v, h in zip(values, has)]
+    near = values[1:2].copy()
+    near[0, bands[1]:] = 0  # shares band 0 with c1 only
+    fx = c._scan_fixed([c.SignaturePart(path)], set(), {"chunk": ([], c.band_keys(near, bands))}, bands, cfg)["chunk"]
+    assert fx.ids == ["c1"]
+    np.testing.assert_array_equal(fx.values[0], values[1])
+    # the segment's text changed under its signature (or went): refused, naming the segment and member
+    write_table(pa.Table.from_pylist([{"chunk_id": "c1", "doc_id": "d0", "uri": "a.txt", "text": texts[1] + " more"}],
+                                     schema=CHUNKS_SCHEMA), seg / "chunks.parquet", CHUNKS_SCHEMA)
+    for call in (lambda: state.signatures_of("chunk", ["c1"]),
+                 lambda: c._scan_fixed([c.SignaturePart(path)], set(), {"chunk": ([], c.band_keys(near, bands))}, bands, cfg)):
+        with pytest.raises(CorruptRegistryError, match=r"seg: chunk c1 has no signature stored.*damaged"):
+            call()
+    with pytest.raises(CorruptRegistryError, match="chunk c0"):
+        state.signatures_of("chunk", ["c0"])
+    # a row carried from a file without band keys keeps its values (its keys come from them)
+    full = cur.signatures_table()
+    keys = full.schema.get_field_index("bands")
+    old = full.set_column(keys, c.SIGNATURES_SCHEMA.field("bands"), pa.nulls(full.num_rows, pa.list_(pa.uint32())))
+    assert c._without_held(full, (pa.array(["d0"]), pa.array(held))).column("hashvalues").null_count == 3
+    assert c._without_held(old, (pa.array(["d0"]), pa.array(held))).column("hashvalues").null_count == 0
+
+
+def test_lazy_signatures_are_made_again_only_where_they_share_an_lsh_bucket() -> None:
+    """Stored signatures whose values were left out (lazy rows: band keys only) cluster as the
+    full values do; only the rows sharing a bucket with another member are made again from
+    their texts, and the others are written back without values."""
+    import numpy as np
+
+    from ragline.pipelines import curate as c
+
+    cfg = CurateConfig()
+    bands = c.lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm)
+    rng = random.Random(5)
+    words = [f"w{i}" for i in range(2000)]
+    carried = [" ".join(rng.choices(words, k=150)) for _ in range(20)]
+    new = [carried[3] + " one more line", carried[11], " ".join(rng.choices(words, k=150))]  # near, exact, other
+    texts = carried + new
+    members = [Member(f"m{i}", f"d{i}", f"u{i}", "", i < 20) for i in range(len(texts))]
+    values, has = c.minhash_matrix(carried, cfg)
+    stored = c.Signatures([f"m{i}" for i in range(20)], [c.content_sha256(t) for t in carried],
+                          np.zeros_like(values), has, keys=c.band_keys(values, bands), lazy=np.ones(20, dtype=bool))
+    with pytest.raises(KeyError):
+        stored["m3"]
+    got = find_duplicates(members, cfg, "chunk", stored, texts=c.ColumnTexts(pa.array(texts)),
+                          trusted={f"m{i}" for i in range(20)})
+    want = find_duplicates([Member(m.member_id, m.doc_id, m.uri, t, m.preferred) for m, t in zip(members, texts)],
+                           cfg, "chunk")
+    assert got.rows == want.rows and {r["method"] for r in got.rows} == {"canonical", "near", "exact"}
+    assert got.remade == 2  # m3 and m11, which share buckets with the new copies; the other 18 stay lazy
+    sig = got.signatures
+    assert sig.lazy.sum() == 18 and not sig.lazy[[3, 11]].any()
+    np.testing.assert_array_equal(sig.values[3], values[3])
+    table = sig.table("chunk", cfg)
+    assert table.column("hashvalues").null_count == 18
+    assert table.column("bands").to_pylist()[:20] == c.band_keys(values, bands).tolist()
+    sig.materialize(np.arange(20), cfg)  # written where the texts are not held: made from them
+    assert sig.lazy is None or not sig.lazy.any()
+    np.testing.assert_array_equal(sig.values[:20], values)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 
 from ragline.indexers.manifest import CorruptRegistryError
@@ -103,6 +104,10 @@ def test_with_curation_a_refresh_shares_the_parents_segment_and_scores_as_a_fres
     assert set(added.column("doc_id").to_pylist()) <= set(pq.read_table(
         reg.segment_dir("sample", b.id) / "documents.parquet").column("doc_id").to_pylist())
     assert 0 < added.num_rows < pq.read_metadata(reg.segment_dir("sample", s1.id) / "signatures.parquet").num_rows
+    # ... without the values of the signatures whose texts the segment holds (made again from them)
+    held = added.filter(pc.is_null(added.column("hashvalues")))
+    assert set(held.column("level").to_pylist()) == {"document", "chunk"}
+    assert pc.all(pc.greater(pc.list_value_length(held.column("bands")), 0)).as_py()
     assert not (reg.version_dir("sample", s.version) / "signatures.parquet").exists()
     assert _signatures(reg, "sample", s.version) == _signatures(reg, "full", "v0001")
     # compaction carries the curation: duplicates, counts and every live signature, into one segment
@@ -121,11 +126,10 @@ def _signatures(reg: IndexRegistry, name: str, version: str) -> dict[tuple[str, 
 
     state = read_parent_curation(reg, name, version)
     t = state.signatures
-    values = [b.column(0).to_pylist() for b in state._batches(["hashvalues"])]
-    flat = [v for chunk in values for v in chunk]
-    out = {(lv, mid): (sha, tuple(v)) for lv, mid, sha, v in zip(t.column("level").to_pylist(),
-                                                                  t.column("member_id").to_pylist(),
-                                                                  t.column("text_sha256").to_pylist(), flat)}
+    out = {}
+    for lv in ("document", "chunk"):  # (a signature a segment left out is made again from its text)
+        got = state.signatures_of(lv, t.filter(pc.equal(t.column("level"), lv)).column("member_id").to_pylist())
+        out.update({(lv, mid): (sha, tuple(v.tolist())) for mid, (sha, v) in got.items()})
     assert len(out) == t.num_rows  # no member twice
     return out
 
@@ -190,11 +194,31 @@ def test_with_curation_a_refresh_clusters_only_its_change_as_a_fresh_build_would
             cfg = RetrievalConfig(mode=mode, k=5)
             assert [h.score for h in seg.search(q, cfg)] == pytest.approx([h.score for h in one.search(q, cfg)],
                                                                          rel=1e-5, abs=1e-6)
-    # a copy of a document the next change removes: that refresh clusters the whole version again
-    called = []
+    # a copy of a document the next change removes: that refresh clusters the whole version again.
+    # The signatures the segments left out are made again from their texts only where they share
+    # an LSH bucket with another member (here: the carried documents a new near copy resembles)
+    called, lazy = [], []
     monkeypatch.setattr(c, "_curate_chunks", lambda *a, **k: called.append(1) or whole(*a, **k))
+    cluster = c.find_duplicates
+
+    def spy(members, cfg, level, stored=None, **k):  # noqa: ANN001, ANN202
+        lazy.append((int(stored.lazy.sum()) if isinstance(stored, c.Signatures) and stored.lazy is not None else 0,
+                     (out := cluster(members, cfg, level, stored, **k)).remade))
+        return out
+    monkeypatch.setattr(c, "find_duplicates", spy)
     (SRC / "hive-anatomy.md").unlink()
-    assert refresh().version is not None and called
+    swarm = (SRC / "swarming.md").read_text()
+    (SRC / "zz-swarming-near.md").write_text(swarm + "\n\nA late swarm is rarely worth keeping.\n")
+    s = refresh()
+    assert s.version is not None and called
+    fv = full_build("full")
+    got, want = _clusters(reg, "sample", s.version), _clusters(reg, "full", fv)
+    assert got == want
+    if not curate:
+        assert ("document", "near") in {(lv, meth) for lv, *_, meth in got}
+        (docs, docs_made), (chunks, chunks_made) = lazy[:2]  # (the refresh; then the fresh build)
+        assert 0 < docs_made < docs and chunks_made < chunks  # (the near copy's chunks are not clustered)
+    assert _signatures(reg, "sample", s.version) == _signatures(reg, "full", fv)
 
 
 def test_with_curation_a_promoted_copy_moves_to_the_new_segment(light_workspace: Path, prefect_harness) -> None:
