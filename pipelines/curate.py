@@ -1223,12 +1223,12 @@ class Curation:
         for level, sig in parts:  # a lazy row written where its text is not held: its values are made now
             if sig.lazy is not None:
                 ids = sig.ids if isinstance(sig.ids, pa.Array) else pa.array(sig.ids, pa.string())
-                owner = ids if level == "document" or doc_of is None else \
-                    doc_of[1].take(pc.index_in(ids, value_set=doc_of[0]))
+                levels = pa.array(np.full(len(ids), level, dtype=object), pa.string())
+                owner = ids if level == "document" else _chunk_owner(ids, doc_of)
                 out = pc.fill_null(pc.is_in(owner, value_set=docs), False) if docs is not None else \
                     pa.array(np.ones(len(ids), dtype=bool))
                 if held is not None:
-                    out = pc.and_(out, pc.invert(pc.is_in(ids, value_set=held[0 if level == "document" else 1])))
+                    out = pc.and_(out, pc.invert(_held(ids, levels, held)))
                 sig.materialize(np.flatnonzero(np.asarray(out.to_numpy(zero_copy_only=False), dtype=bool)), self.config)
         options = parquet_write_options(nbytes=sum(sig.nbytes() for _, sig in parts))
         with pq.ParquetWriter(str(path), SIGNATURES_SCHEMA, **options) as writer:
@@ -1371,12 +1371,26 @@ def _with_owners(t: pa.Table, doc_of: tuple[pa.Array, pa.Array] | None, docs: pa
     """``SIGNATURES_SCHEMA`` rows with their ``doc_id`` filled where null (a document row's is
     its member id, a chunk's is looked up in ``doc_of``), only the rows of ``docs`` when given."""
     ids = t.column("member_id")
-    chunk_owner = (doc_of[1].take(pc.index_in(ids, value_set=doc_of[0])) if doc_of is not None
-                   else pa.nulls(t.num_rows, pa.string()))
-    found = pc.if_else(pc.equal(t.column("level"), "document"), ids, chunk_owner)
+    found = pc.if_else(pc.equal(t.column("level"), "document"), ids, _chunk_owner(ids, doc_of))
     t = t.set_column(t.schema.get_field_index("doc_id"), SIGNATURES_SCHEMA.field("doc_id"),
                      pc.coalesce(t.column("doc_id"), found))
     return t if docs is None else t.filter(pc.fill_null(pc.is_in(t.column("doc_id"), value_set=docs), False))
+
+
+def _chunk_owner(ids: pa.Array | pa.ChunkedArray, doc_of: tuple[pa.Array, pa.Array] | None) -> pa.Array:
+    """The doc id of each chunk id, looked up in ``doc_of`` (``(chunk ids, their doc ids)``);
+    null where it is not there or ``doc_of`` is ``None``."""
+    if doc_of is None:
+        return pa.nulls(len(ids), pa.string())
+    return doc_of[1].take(pc.index_in(ids, value_set=doc_of[0]))
+
+
+def _held(ids: pa.Array | pa.ChunkedArray, level: pa.Array | pa.ChunkedArray,
+          held: tuple[pa.Array, pa.Array]) -> pa.Array | pa.ChunkedArray:
+    """Boolean mask: the segment holds the member's text (a ``"document"`` row whose id is in
+    ``held[0]``, a ``"chunk"`` row whose id is in ``held[1]``)."""
+    return pc.or_(pc.and_(pc.equal(level, "document"), pc.is_in(ids, value_set=held[0])),
+                  pc.and_(pc.equal(level, "chunk"), pc.is_in(ids, value_set=held[1])))
 
 
 def _without_held(t: pa.Table, held: tuple[pa.Array, pa.Array] | None) -> pa.Table:
@@ -1391,8 +1405,7 @@ def _without_held(t: pa.Table, held: tuple[pa.Array, pa.Array] | None) -> pa.Tab
     if held is None or not t.num_rows:
         return t
     ids, level, hv = t.column("member_id"), t.column("level"), t.column("hashvalues")
-    mine = pc.or_(pc.and_(pc.equal(level, "document"), pc.is_in(ids, value_set=held[0])),
-                  pc.and_(pc.equal(level, "chunk"), pc.is_in(ids, value_set=held[1])))
+    mine = _held(ids, level, held)
     omit = pc.fill_null(pc.and_(pc.and_(mine, pc.greater(pc.list_value_length(hv), 0)),
                                 pc.is_valid(t.column("bands"))), False)
     if not pc.any(omit).as_py():
