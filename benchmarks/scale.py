@@ -127,8 +127,9 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def memory_params(work: Path, curate: bool) -> dict:
-    """Params of a memory phase: hashing embedder, the corpus of ``work``, one index per curate setting."""
+def memory_params(work: Path, curate: bool, segment_chunks: int | None = None) -> dict:
+    """Params of a memory phase: hashing embedder, the corpus of ``work``, one index per curate
+    setting; ``segment_chunks``: ``index.segment_chunks`` (default: params.yaml's)."""
     from ragline.pipelines.config import Params
 
     params = Params().to_dict()
@@ -139,10 +140,12 @@ def memory_params(work: Path, curate: bool) -> dict:
     params["promote"].update(gate="none")
     params["drift"].update(on_refresh=False)
     params.setdefault("curate", {}).update(enabled=curate)
+    if segment_chunks:
+        params["index"].update(segment_chunks=segment_chunks)
     return params
 
 
-def run_phase(phase: str, work: Path) -> dict:
+def run_phase(phase: str, work: Path, segment_chunks: int | None = None) -> dict:
     """One memory phase in this process (``ingest``, ``ingest-curated``, ``refresh``,
     ``refresh-curated``): ``{"peak_rss_bytes", "process_peak_rss_bytes", "wall_s", "chunks"}``."""
     from prefect import flow
@@ -150,7 +153,7 @@ def run_phase(phase: str, work: Path) -> dict:
     from ragline.pipelines.flows import ingest_flow, refresh_flow
 
     curate = phase.endswith("-curated")
-    params = memory_params(work, curate)
+    params = memory_params(work, curate, segment_chunks)
 
     @flow(name="warm-up")
     def warm_up() -> None:
@@ -169,11 +172,12 @@ def run_phase(phase: str, work: Path) -> dict:
     return {"peak_rss_bytes": peak_rss(), "peak_reset": reset, "wall_s": round(wall, 2), "chunks": s.chunks}
 
 
-def child_phase(phase: str, work: Path) -> dict:
+def child_phase(phase: str, work: Path, segment_chunks: int | None = None) -> dict:
     """Run :func:`run_phase` in a fresh interpreter (so every phase's peak is its own)."""
     import subprocess
 
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--workdir", str(work)],
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--workdir", str(work)]
+                         + (["--segment-chunks", str(segment_chunks)] if segment_chunks else []),
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"error: phase {phase} in {work} failed:\n{out.stderr[-3000:]}")
@@ -184,7 +188,7 @@ PHASES = ("ingest", "ingest-curated", "refresh", "refresh-curated")
 
 
 def memory_main(sizes: list[int], change: float, seed: int, workdir: Path | None, as_json: bool,
-                phases: tuple[str, ...] = PHASES) -> int:
+                phases: tuple[str, ...] = PHASES, segment_chunks: int | None = None) -> int:
     """``--memory``: per-phase peak RSS at each corpus size, side by side (see the module docstring);
     ``phases``: a subset of :data:`PHASES` (a refresh phase needs its ingest phase)."""
     base = workdir or Path(tempfile.mkdtemp(prefix="ragline-scale-mem-"))
@@ -197,13 +201,13 @@ def memory_main(sizes: list[int], change: float, seed: int, workdir: Path | None
         (work / "docs").mkdir(parents=True)
         for i in range(n):
             write_doc(work / "docs", i, rng, words)
-        res = {ph: child_phase(ph, work) for ph in ("ingest", "ingest-curated") if ph in phases}
+        res = {ph: child_phase(ph, work, segment_chunks) for ph in ("ingest", "ingest-curated") if ph in phases}
         n_add = max(1, round(n * change / 2))
         for p in rng.sample(sorted((work / "docs").rglob("*.txt")), n_add):
             p.unlink()
         for j in range(n_add):
             write_doc(work / "docs", n + j, rng, words)
-        res.update({ph: child_phase(ph, work) for ph in ("refresh", "refresh-curated") if ph in phases})
+        res.update({ph: child_phase(ph, work, segment_chunks) for ph in ("refresh", "refresh-curated") if ph in phases})
         results[n] = res
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -245,7 +249,7 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="work here (default: a temp dir, deleted)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     ap.add_argument("--segment-chunks", type=int, default=None,
-                    help="index.segment_chunks of the full build (default: params.yaml's)")
+                    help="index.segment_chunks of the full build, or of each --memory phase (default: params.yaml's)")
     ap.add_argument("--memory", default=None, help="comma-separated corpus sizes: per-phase peak RSS instead")
     ap.add_argument("--phases", default=",".join(PHASES), help="with --memory: the phases to run (comma-separated)")
     ap.add_argument("--curate", action="store_true",
@@ -256,12 +260,12 @@ def main() -> int:
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)  # one memory phase (a child process)
     args = ap.parse_args()
     if args.phase:
-        print(json.dumps(run_phase(args.phase, args.workdir)))
+        print(json.dumps(run_phase(args.phase, args.workdir, args.segment_chunks)))
         return 0
     if args.memory:
         sizes = sorted({int(x) for x in args.memory.split(",") if x.strip()})
         phases = tuple(ph for ph in PHASES if ph in args.phases.split(","))
-        return memory_main(sizes, args.change, args.seed, args.workdir, args.json, phases)
+        return memory_main(sizes, args.change, args.seed, args.workdir, args.json, phases, args.segment_chunks)
 
     from prefect import flow
 

@@ -308,8 +308,9 @@ class IndexConfig(_Section):
             of the version's segments would be tombstoned (replaced or removed documents).
         segment_chunks: an ingest writes a segment each time this many chunk rows are
             chunked and embedded (in file order), so its memory does not grow with the corpus
-            (Lucene's flush); ``None``: one segment. Applies to an ingest without curation
-            (curation clusters the whole corpus before it keeps rows) on the local runner.
+            (Lucene's flush); ``None``: one segment. Applies to an ingest on the local runner;
+            with curation on, each part is clustered against the parts written before it
+            (:class:`pipelines.curate.StreamedCuration`).
     """
 
     name: str = "sample"

@@ -2188,15 +2188,46 @@ def curate_increment(assembly: Any, parent: Any, params: Any, *, state: ParentCu
         on (quarantined, as :func:`curate_chunks` does); the curation lists the parent's duplicate
         rows of live documents plus the new ones.
     """
+    docs, chunks = assembly.documents, assembly.chunks
+    uri_of = {d: u for u, (_, d) in parent.doc_locations.items()}
+    dead = set(uri_of) - {i["doc_id"] for i in assembly.shared.inputs}
+    cur, keep = curate_change(docs, chunks, params.curate, state, dead=dead, uri_of=uri_of, boilerplate=boilerplate)
+    kept = take_rows(chunks, keep)
+    n, dim = kept.num_rows, assembly.carried_vectors.shape[1]
+    return replace(assembly, documents=without_quarantined(docs, cur), chunks=kept,
+                   carried_vectors=np.zeros((n, dim), dtype=np.float32), need_embed=np.ones(n, dtype=bool),
+                   quarantine=list(assembly.quarantine) + cur.quarantine), cur
+
+
+def curate_change(docs: pa.Table, chunks: pa.Table, cfg: CurateConfig, state: ParentCuration, *,
+                  dead: Collection[str] = (), uri_of: Mapping[str, str],
+                  boilerplate: BoilerplateReport | None = None) -> tuple[Curation, np.ndarray]:
+    """Cluster new documents and their chunks against the live members of ``state`` (which keep
+    their clusters; :func:`_cluster_change`), reading nothing of those but one pass over
+    ``state``'s signature files (:func:`_scan_fixed`): a refresh's change
+    (:func:`curate_increment`), or a streamed ingest's part against the parts written before it
+    (:class:`StreamedCuration`).
+
+    Args:
+        docs: ``DOCUMENTS_SCHEMA`` rows of the new documents.
+        chunks: ``CHUNKS_SCHEMA`` rows of their chunks.
+        cfg: the ``curate:`` params (``state``'s signatures made with the same).
+        state: the members clustered before (their duplicate rows and signature files).
+        dead: doc ids of ``state`` that are gone (their rows are not carried, their members not matched).
+        uri_of: doc id -> URI of ``state``'s documents (the URI of a carried canonical member's row).
+        boilerplate: what boilerplate removal took from the new documents (recorded).
+
+    Returns:
+        ``(curation, keep)``: the curation lists ``state``'s duplicate rows of live documents
+        plus the new ones; keep is bool (chunks.num_rows,), the rows to index (a copy's rows left
+        out under ``link``/``keep_first``, none of a document the shingler failed on: those are
+        quarantined, as :func:`curate_chunks` does).
+    """
     import time
 
     t0 = time.perf_counter()
-    cfg = params.curate
     drop = cfg.duplicates != "keep_all"
-    docs, chunks = assembly.documents, assembly.chunks
-    where = parent.doc_locations
-    uri_of = {d: u for u, (_, d) in where.items()}
-    dead = set(uri_of) - {i["doc_id"] for i in assembly.shared.inputs}
+    dead = set(dead)
     rows = [r for r in state.rows() if r["doc_id"] not in dead]
     canon_of = {(r["level"], r["member_id"]): (r["canonical_id"], r["similarity"]) for r in rows if not r["canonical"]}
     canon_doc = {(r["level"], r["member_id"]): r["doc_id"] for r in rows if r["canonical"]}
@@ -2242,11 +2273,66 @@ def curate_increment(assembly: Any, parent: Any, params: Any, *, state: ParentCu
     cur.removed_documents = (len(doc_cl.aliases) + sum(1 for r in carried if r["level"] == "document"
                                                        and not r["canonical"])) if drop else 0
     cur.seconds = time.perf_counter() - t0
-    kept = take_rows(chunks, keep)
-    n, dim = kept.num_rows, assembly.carried_vectors.shape[1]
-    return replace(assembly, documents=without_quarantined(docs, cur), chunks=kept,
-                   carried_vectors=np.zeros((n, dim), dtype=np.float32), need_embed=np.ones(n, dtype=bool),
-                   quarantine=list(assembly.quarantine) + cur.quarantine), cur
+    return cur, keep
+
+
+class StreamedCuration:
+    """A streamed ingest's duplicate clustering, one part at a time (issue 12, bounded memory).
+
+    A streamed ingest writes a segment each time the files chunked and embedded so far, in file
+    order, hold ``index.segment_chunks`` rows (:func:`pipelines.stream.load_chunk_embed`'s
+    ``flush``). With curation on, each part is clustered against the parts written before it
+    as a refresh clusters its change against its parent (:func:`curate_change`): earlier parts'
+    members come first in file order, so they are the ones a whole-corpus clustering
+    (:func:`curate_chunks`) prefers too, and the clusters are the same. What is held between
+    parts is their duplicate rows and the doc ids' URIs; their signatures are read back from the
+    segments' ``signatures.parquet`` files, one pass per part.
+
+    Args:
+        cfg: the ``curate:`` params.
+    """
+
+    def __init__(self, cfg: CurateConfig) -> None:
+        self.cfg = cfg
+        bands = lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm) if cfg.near_duplicates else None
+        self.state = ParentCuration(DUPLICATES_SCHEMA.empty_table(), {}, [], bands)
+        self.uri_of: dict[str, str] = {}
+        self.parts = 0
+        self.removed_chunks = 0
+        self.quarantine: list[QuarantineRecord] = []
+        self.errors: tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str]]] = ({}, {})
+        self.seconds = 0.0
+
+    def cluster(self, documents: pa.Table, chunks: pa.Table,
+                boilerplate: BoilerplateReport | None = None) -> tuple[Curation, np.ndarray]:
+        """Cluster one part (``DOCUMENTS_SCHEMA`` and ``CHUNKS_SCHEMA`` rows, file order) against
+        the parts written before it: ``(curation, keep)`` as :func:`curate_change` gives them."""
+        cur, keep = curate_change(documents, chunks, self.cfg, self.state, uri_of=self.uri_of, boilerplate=boilerplate)
+        self.seconds += cur.seconds
+        self.removed_chunks += cur.removed_chunks
+        self.quarantine += cur.quarantine
+        self.errors[0].update(cur.documents.errors)
+        self.errors[1].update(cur.chunks.errors)
+        self.uri_of.update(zip(documents.column("doc_id").to_pylist(), documents.column("uri").to_pylist()))
+        self.parts += 1
+        return cur, keep
+
+    def written(self, cur: Curation, signatures: Path) -> None:
+        """The part ``cur`` clustered is written, its signatures in the file ``signatures``
+        (a part without documents writes none): the next part is clustered against it too."""
+        parts = self.state.parts + ([SignaturePart(Path(signatures))] if Path(signatures).exists() else [])
+        self.state = ParentCuration(cur.duplicates_table(), {}, parts, self.state.made_bands)
+
+    def finish(self, cur: Curation, boilerplate: BoilerplateReport | None) -> Curation:
+        """The version's curation: the last part's (``cur``, which lists the earlier parts'
+        duplicate rows), with the counts, errors and quarantine of every part and the
+        boilerplate removal of the whole ingest."""
+        cur.removed_chunks = self.removed_chunks
+        cur.quarantine = list(self.quarantine)
+        cur.documents.errors, cur.chunks.errors = dict(self.errors[0]), dict(self.errors[1])
+        cur.boilerplate = boilerplate or BoilerplateReport()
+        cur.seconds = self.seconds
+        return cur
 
 
 def removed_rows_check(documents: pa.Table, chunks: pa.Table, curation: Curation) -> list[str]:

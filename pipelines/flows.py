@@ -408,7 +408,9 @@ def _ingest_params(sources: list[str], params: dict[str, Any]) -> Params:
 def _stream_curation(files: list, p: Params) -> tuple[Any, Callable | None]:
     """The curation hooks of a streamed ingest: boilerplate removal that releases each document
     once its folder's frequencies decide it, and the duplicate clustering that runs, on the
-    chunks, while the embedder still works through its queue. ``(stripper, after_chunking)``."""
+    chunks, while the embedder still works through its queue (when the ingest writes no segment
+    before its end; else each part is clustered as it is written: :func:`ingest_flush`).
+    ``(stripper, after_chunking)``."""
     # [curate hook] boilerplate: each document released once its folder's frequencies decide it
     stripper = (curation_stage.StreamedBoilerplate([f.uri for f in files], p.curate)
                 if p.curate.enabled and p.curate.boilerplate else None)
@@ -442,7 +444,7 @@ class _HeadStart:
         self.params, self.files, self.t0 = p.to_dict(), files, t0
         self.stripper, after = _stream_curation(files, p)
         self.holds: list = []  # of the segments its stream flushes (the flow's run releases them)
-        flush = ingest_flush(p, self.holds)
+        flush = ingest_flush(p, self.holds, lambda: embedder)
         self.cancel = threading.Event()
         self.taken = False  # by the flow's tasks
         self.seconds = 0.0  # the stream's wall time, start to end
@@ -584,14 +586,29 @@ def load_chunk_embed_task(files, params: Params, embedder: Callable[[], Embedder
                                 cancel=cancel)
 
 
-def ingest_flush(params: Params, holds: list) -> Callable | None:
+@dataclass
+class _Flushed:
+    """What an ingest's ``flush`` wrote: the segment, its documents' input records, and with
+    curation on the part's :class:`pipelines.curate.StreamedCuration` and the embeddings it computed."""
+
+    segment: Any
+    inputs: list
+    curation: Any = None
+    embedded: int = 0
+
+
+def ingest_flush(params: Params, holds: list, embedder: Callable[[], Embedder]) -> Callable | None:
     """The stream's ``flush`` for an ingest (:func:`pipelines.stream.load_chunk_embed`): each
     part becomes a segment (:func:`pipelines.publish.write_segment`, held from gc by a hold
     appended to ``holds``, for the caller to release once the version lists it or the run
     failed; kinds that train reuse the first segment's training), so
-    memory does not grow with the corpus. ``None`` when ``index.segment_chunks`` is off or
-    curation is on (it keeps rows only once it has clustered every chunk)."""
-    if not params.index.segment_chunks or params.curate.enabled:
+    memory does not grow with the corpus. ``None`` when ``index.segment_chunks`` is off.
+
+    With curation on, each part is clustered against the parts written before it
+    (:class:`pipelines.curate.StreamedCuration`) and only its indexed rows are written, with
+    their signatures; a copy kept after all (its original was quarantined) is embedded then
+    (``embedder``). The parts' curation goes on in every :class:`_Flushed`'s ``curation``."""
+    if not params.index.segment_chunks:
         return None
     from ragline.pipelines.publish import write_segment
 
@@ -599,13 +616,23 @@ def ingest_flush(params: Params, holds: list) -> Callable | None:
     hold = registry.hold_segments(params.index.name)
     holds.append(hold)
     first: list = []
+    streamed = curation_stage.StreamedCuration(params.curate) if params.curate.enabled else None
 
-    def flush(documents, chunks, vectors):
+    def flush(documents, chunks, vectors, not_embedded):
+        cur, embedded = None, 0
+        if streamed is not None:  # [curate hook] the part's clusters, against the parts written before it
+            cur, keep = streamed.cluster(documents, chunks)
+            if (keep & not_embedded).any():  # a copy kept after all
+                embedded = embed_rows(chunks, vectors, keep & not_embedded, embedder(), params)
+            documents = curation_stage.without_quarantined(documents, cur)
+            chunks, vectors = curation_stage.take_rows(chunks, keep), vectors[keep]
         seg, _, inputs = write_segment(registry, params, documents, chunks, vectors, first[0] if first else None,
-                                       hold)
+                                       hold, extra=cur.segment_signatures(documents, chunks) if cur else None)
+        if streamed is not None:
+            streamed.written(cur, registry.segment_dir(params.index.name, seg.id) / curation_stage.SIGNATURES_FILE)
         if not first:
             first.append(seg)
-        return seg, inputs
+        return _Flushed(seg, inputs, streamed, embedded)
 
     return flush
 
@@ -682,15 +709,15 @@ def _build(p: Params, files: list, holds: list, times: dict[str, float], t0: flo
         # [curate hook] boilerplate removal and duplicate clusters, inside the stream
         stripper, cluster = (head.stripper, None) if head is not None else _stream_curation(files, p)
         model = load_model_task.submit(p)  # runs in the task runner's thread while files are parsed
-        flush = ingest_flush(p, holds) if head is None else None  # (a head start flushes in its own stream)
+        flush = ingest_flush(p, holds, model.result) if head is None else None  # (a head start flushes in its own stream)
         with _timed(times, "load-chunk-embed"):
             streamed = load_chunk_embed_task(files, p, model.result, stripper, after_chunking=cluster, flush=flush,
                                              head=head)
         if head is not None:  # the stream's own wall time, most of it before the flow
             times["load-chunk-embed"] = round(head.seconds, 3)
         if streamed.flushed:
-            flushed = SharedSegments([seg for seg, _ in streamed.flushed], {},
-                                     [r for _, recs in streamed.flushed for r in recs])
+            flushed = SharedSegments([f.segment for f in streamed.flushed], {},
+                                     [r for f in streamed.flushed for r in f.inputs])
         chunks, chunk_bad, quarantine = streamed.chunks, streamed.chunk_bad, streamed.quarantine
         n_docs = streamed.n_documents  # no Document is kept: each became its documents-table row when chunked
         embedder, vectors, computed = model.result(), streamed.vectors, streamed.embedded
@@ -713,7 +740,13 @@ def _build(p: Params, files: list, holds: list, times: dict[str, float], t0: flo
     if p.curate.enabled:
         with _timed(times, "curate"):  # [curate hook] duplicate clusters; only the indexed rows (and vectors) go on
             all_chunks = chunks if clustered is None else streamed.chunks
-            if clustered is None:  # a cluster build: duplicate clusters of the merged partitions
+            parts = streamed.flushed[-1].curation if p.runner.kind != "dask" and streamed.flushed else None
+            if parts is not None:  # the rows after the last segment written: clustered against the segments
+                curation, keep = parts.cluster(documents, chunks, boilerplate)
+                curation = parts.finish(curation, boilerplate)
+                computed += sum(f.embedded for f in streamed.flushed)
+                chunks = curation_stage.take_rows(chunks, keep)
+            elif clustered is None:  # a cluster build: duplicate clusters of the merged partitions
                 chunks, curation, keep = curate_task(documents, chunks, p, boilerplate)
             if not_embedded is not None and (keep & not_embedded).any():  # a copy kept after all
                 computed += embed_rows(all_chunks, vectors, keep & not_embedded, embedder, p)

@@ -125,7 +125,7 @@ def load_chunk_embed(
     skip_copies: bool = False,
     after_chunking: Callable[[pa.Table, pa.Table, list[QuarantineRecord]], Any] | None = None,
     keep_documents: bool = True,
-    flush: Callable[[pa.Table, pa.Table, np.ndarray], Any] | None = None,
+    flush: Callable[[pa.Table, pa.Table, np.ndarray, np.ndarray], Any] | None = None,
     flush_chunks: int | None = None,
     cancel: threading.Event | None = None,
 ) -> StreamResult:
@@ -153,17 +153,21 @@ def load_chunk_embed(
         after_chunking: called in the calling thread with ``(documents_table, chunks, chunk_bad)``
             (as in the result) once the last chunk is queued, while the embedder still embeds
             the queue (duplicate clustering needs the chunks, not their vectors); its return
-            value is :attr:`StreamResult.after_chunking`. Not called when the embedder failed.
+            value is :attr:`StreamResult.after_chunking`. Not called when the embedder failed,
+            nor with ``flush`` once the rows reach ``flush_chunks`` (a part was flushed or will
+            be: the caller then takes the rows after the last part as they are).
         keep_documents: False: a document's ``Document`` (text, elements) is dropped once it is
             chunked and its documents-table row built (:attr:`StreamResult.documents` is empty),
             so the parsed corpus is not held as Python objects to the end (issue 12, bounded memory).
-        flush: called in the calling thread with ``(documents_table, chunks, vectors)`` (as in
-            the result; ``row`` numbered from 0) each time the files chunked and embedded so far,
-            from the first not yet flushed, in file order, hold at least ``flush_chunks`` chunk
-            rows: those rows and vectors are then dropped here (the caller writes them as a
-            segment), so the stream's memory does not grow with the corpus (Lucene's flush).
-            Its return values are :attr:`StreamResult.flushed`. Only without ``curate``,
-            ``skip_copies`` and ``after_chunking`` (they need every chunk before rows are final).
+        flush: called in the calling thread with ``(documents_table, chunks, vectors,
+            not_embedded)`` (as in the result; ``row`` numbered from 0) each time the files
+            chunked and embedded so far, from the first not yet flushed, in file order, hold at
+            least ``flush_chunks`` chunk rows: those rows and vectors are then dropped here (the
+            caller curates them and writes them as a segment), so the stream's memory does not
+            grow with the corpus (Lucene's flush). Its return values are
+            :attr:`StreamResult.flushed`. A ``curate`` step must never hand back (``finish``) a
+            document it released before in another form (:class:`pipelines.curate.StreamedBoilerplate`
+            does not).
         flush_chunks: chunk rows per ``flush`` (at least; a part ends at a file boundary).
         cancel: once set, the next file delivered stops the run: the parsing workers are stopped,
             the embedder finishes what is queued, and :class:`StreamCancelled` is raised (an ingest
@@ -174,17 +178,19 @@ def load_chunk_embed(
 
     Raises:
         StreamCancelled: ``cancel`` was set.
-        ValueError: ``flush`` with ``curate``, ``skip_copies`` or ``after_chunking``, or without ``flush_chunks``.
+        ValueError: ``flush`` without ``flush_chunks``.
+        RuntimeError: ``curate`` handed back a document of a part already flushed.
         Whatever the embedder, the embedding cache or ``flush`` raise, once the parsing workers
         are done (chunking stops at the error; the files already scheduled are still parsed).
     """
-    if flush is not None and (curate is not None or skip_copies or after_chunking is not None or not flush_chunks):
-        raise ValueError("flush needs flush_chunks, and no curate, skip_copies or after_chunking")
+    if flush is not None and not flush_chunks:
+        raise ValueError("flush needs flush_chunks")
     n = len(files)
     made: dict[int, tuple[pa.Table, list[QuarantineRecord], np.ndarray]] = {}  # file -> chunks, chunker bad, copies
     doc_rows: dict[int, pa.Table] = {}  # file -> its documents-table row (documents chunked without error)
     vectors_of: dict[int, np.ndarray] = {}  # file -> vectors of its embedded (non-copy) rows
     first_of: dict[str, int] = {}  # exact-duplicate key -> lowest file index chunked with it
+    chunked: set[int] = set()  # files chunked (flushed ones included)
     q: queue.Queue = queue.Queue(maxsize=QUEUE_DOCUMENTS)
     state: dict = {"embedded": 0, "error": None, "dim": 0, "parsed": 0}
     failed: set[int] = set()  # files that failed to load
@@ -273,11 +279,12 @@ def load_chunk_embed(
         if skip_copies and not bad:
             key = content_sha256(doc.text)
             first = first_of.setdefault(key, i)
-            if first < i and first in made:  # an earlier file with this text is embedded: a copy
+            if first < i and first in chunked:  # an earlier file with this text is embedded: a copy
                 copies[:] = True
                 texts = []
             first_of[key] = min(first, i)
         made[i] = (table, bad, copies)
+        chunked.add(i)
         if any(q.path == doc.uri for q in bad):
             doc_rows.pop(i, None)
         else:
@@ -322,11 +329,12 @@ def load_chunk_embed(
             parts = [i for i in range(cut["start"], scan) if i in made]
             documents, chunks = tables_of(parts)
             vectors = vectors_of_files(parts)
+            copies = np.concatenate([made[i][2] for i in parts]) if parts else np.zeros(0, dtype=bool)
             for i in parts:  # the file's rows are the caller's now; its chunker quarantine stays
                 flushed_bad.extend(made.pop(i)[1])
             cut["start"], cut["rows"] = scan, 0
-            flushed.append(flush(documents, chunks, vectors))
-            del documents, chunks, vectors
+            flushed.append(flush(documents, chunks, vectors, copies))
+            del documents, chunks, vectors, copies
             release_unused_memory()
 
     def arrived(i: int, r: Document | QuarantineRecord) -> None:
@@ -338,19 +346,20 @@ def load_chunk_embed(
             if doc is None:
                 failed.add(i)
             chunk_and_queue(i, doc, 1)
-            if flush is not None and state["error"] is None and "flush_error" not in state:
-                try:
-                    maybe_flush()
-                except BaseException as e:  # chunking stops; raised once the embedder has finished the queue
-                    state["flush_error"] = e
-            return
-        t_curate = time.perf_counter()
-        ready = curate.add(i, doc)
-        seconds["curate"] += time.perf_counter() - t_curate
-        if doc is None:
-            put((None, [], 1))
-        for j, d in ready:
-            chunk_and_queue(j, d, 1)
+        else:
+            t_curate = time.perf_counter()
+            ready = curate.add(i, doc)
+            seconds["curate"] += time.perf_counter() - t_curate
+            if doc is None:
+                failed.add(i)
+                put((None, [], 1))
+            for j, d in ready:
+                chunk_and_queue(j, d, 1)
+        if flush is not None and state["error"] is None and "flush_error" not in state:
+            try:
+                maybe_flush()
+            except BaseException as e:  # chunking stops; raised once the embedder has finished the queue
+                state["flush_error"] = e
 
     worker = threading.Thread(target=embed_loop, name="ragline-embed", daemon=True)
     worker.start()
@@ -368,15 +377,21 @@ def load_chunk_embed(
             n_documents = sum(1 for d in final if d is not None)
             del final
             for i, d in again:  # not released before (a file not counted yet), or released in another form
+                if i < cut["start"]:
+                    raise RuntimeError(f"{d.uri}: curation changed a document of a segment already written")
                 chunk_and_queue(i, d, 0 if i in made else 1)
         state["producer_done"] = True
         put(_DONE)
         done_sent = True
-        if flush is None:  # (with flush, once every file is embedded, below)
+        # without flush, or when no part was flushed and none can be (fewer rows than a part):
+        # the rows are final now, while the embedder still works (else once every file is embedded, below)
+        whole = flush is None or (not flushed and cut["start"] == 0
+                                  and sum(t.num_rows for t, _, _ in made.values()) < flush_chunks)
+        if whole:
             order = sorted(made)
             documents, chunks = tables_of(order)
             chunk_bad = [q for i in order for q in made[i][1]]
-        if after_chunking is not None and state["error"] is None:  # overlaps the embedding of the queue
+        if after_chunking is not None and whole and state["error"] is None:  # overlaps the embedding of the queue
             t_after = time.perf_counter()
             after = after_chunking(documents, chunks, chunk_bad)
             seconds["after-chunking"] = time.perf_counter() - t_after
@@ -389,7 +404,7 @@ def load_chunk_embed(
         raise state["error"]
     if "flush_error" in state:
         raise state["flush_error"]
-    if flush is not None:
+    if not whole:
         maybe_flush()  # every file is embedded now: the parts the embedder had not reached
         order = sorted(made)
         documents, chunks = tables_of(order)

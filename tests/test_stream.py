@@ -241,8 +241,9 @@ def test_flush_hands_on_file_order_parts_that_concatenate_to_the_unflushed_resul
     assert whole.chunks.num_rows > 40
     parts: list = []
 
-    def flush(documents, chunks, vectors):
+    def flush(documents, chunks, vectors, not_embedded):
         assert chunks.column("row").to_pylist() == list(range(chunks.num_rows))
+        assert not_embedded.shape == (chunks.num_rows,) and not not_embedded.any()
         parts.append((documents, chunks, vectors))
         return len(parts)
 
@@ -266,11 +267,11 @@ def test_flush_hands_on_file_order_parts_that_concatenate_to_the_unflushed_resul
 def test_a_failed_flush_is_raised_after_the_embedder_finishes(tmp_path: Path) -> None:
     p = _params(tmp_path)
 
-    def flush(documents, chunks, vectors):
+    def flush(documents, chunks, vectors, not_embedded):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
         load_chunk_embed(discover_files([SAMPLE]), p, HashingEmbedder, keep_documents=False, flush=flush,
                          flush_chunks=10)
     with pytest.raises(ValueError, match="flush needs"):
-        load_chunk_embed([], p, HashingEmbedder, flush=flush, flush_chunks=10, skip_copies=True)
+        load_chunk_embed([], p, HashingEmbedder, flush=flush, flush_chunks=None)

@@ -581,3 +581,50 @@ def test_with_curation_a_parent_without_segment_signatures_is_written_again_once
         reg.manifest("sample", s4.version).stats.get("compaction")
     full_build("full2")
     assert _signatures(reg, "sample", s4.version) == _signatures(reg, "full2", "v0001")
+
+
+@pytest.mark.parametrize("curate", [{}, {"duplicates": "keep_all"}])
+def test_a_curated_ingest_clusters_each_segment_it_flushes_as_a_whole_build_would(
+        light_workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch, curate: dict) -> None:
+    """With curation on, an ingest still writes a segment per ``index.segment_chunks`` rows: each
+    part is clustered against the parts written before it (never the whole corpus at once), and
+    the clusters, signatures, counts, indexed rows and scores equal those of a build that
+    clusters every row together. Copies land in later parts than their originals, exact and near."""
+    import shutil
+
+    from ragline.pipelines import curate as c
+
+    write_params(light_workspace, curate={"enabled": True, **curate}, index={"segment_chunks": None})
+    shutil.copy(SRC / "hive-anatomy.md", SRC / "zz-hive-anatomy-copy.md")
+    shutil.copy(SRC / "swarming.md", SRC / "zz-swarming-copy.md")
+    text = (SRC / "protective-equipment.txt").read_text()
+    (SRC / "zz-protective-near.txt").write_text(text.replace("single most important", "single most vital"))
+    v_whole = full_build("whole")
+    write_params(light_workspace, curate={"enabled": True, **curate}, index={"segment_chunks": 8})
+    parts = []
+    cluster = c.curate_change
+    monkeypatch.setattr(c, "_curate_chunks", lambda *a, **k: pytest.fail("every row was clustered at once"))
+    monkeypatch.setattr(c, "curate_change", lambda docs, chunks, *a, **k: parts.append(docs.num_rows)
+                        or cluster(docs, chunks, *a, **k))
+    v = full_build("sample")
+    reg = IndexRegistry(params_here().index.root)
+    segs = reg.segments("sample", v)
+    assert len(segs) >= 3 and len(parts) == len(segs)  # each part clustered once, as it was written
+    assert all((reg.segment_dir("sample", s.id) / c.SIGNATURES_FILE).exists() for s in segs)
+    assert not list(reg.segments_dir("sample").glob(".hold-*"))
+    got, want = _clusters(reg, "sample", v), _clusters(reg, "whole", v_whole)
+    assert got == want
+    assert {(Path(u).name, meth) for lv, _m, _d, u, canonical, _c, _s, meth in got if lv == "document" and not canonical} \
+        == {("zz-hive-anatomy-copy.md", "exact"), ("zz-swarming-copy.md", "exact"), ("zz-protective-near.txt", "near")}
+    assert _signatures(reg, "sample", v) == _signatures(reg, "whole", v_whole)
+    m, mw = reg.manifest("sample", v), reg.manifest("whole", v_whole)
+    assert {k: x for k, x in m.stats["curation"].items() if k != "seconds"} == \
+        {k: x for k, x in mw.stats["curation"].items() if k != "seconds"}
+    assert m.counts == {**mw.counts, "segments": len(segs)} and m.inputs == mw.inputs
+    seg, one = Retriever.open(reg, "sample"), Retriever.open(reg, "whole")
+    assert sorted(seg.chunks.column("chunk_id").to_pylist()) == sorted(one.chunks.column("chunk_id").to_pylist())
+    for q in QUERIES:
+        for mode in ("dense", "hybrid"):
+            cfg = RetrievalConfig(mode=mode, k=5)
+            assert [h.score for h in seg.search(q, cfg)] == pytest.approx([h.score for h in one.search(q, cfg)],
+                                                                         rel=1e-5, abs=1e-6)
