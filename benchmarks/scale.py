@@ -33,7 +33,11 @@ false, then true, each into its own index), then a refresh of each after ``--cha
 corpus changed (each writes one new segment beside its parent's). Prints the peaks side by side, peak(largest)/peak(smallest) per phase
 (target at 100k/10k documents: <= 1.5) and refresh peak / ingest peak (target <= 1).
 
-    .venv/bin/python benchmarks/scale.py --memory 1000,5000 [--workdir DIR] [--json]
+    .venv/bin/python benchmarks/scale.py --memory 1000,5000 [--segment-chunks N] [--workdir DIR] [--json]
+
+``--segment-chunks N`` sets ``index.segment_chunks`` of every phase: ``--memory 1000,10000
+--segment-chunks 25000`` is the 10k/100k ratio at a tenth of the scale (the small ingest writes
+one segment, the large one about ten).
 
 It also prints the peak RSS of the full build and of the refresh (``VmHWM``, reset before
 each; the Prefect API already started), so running it at 10k and at 100k documents gives the

@@ -46,6 +46,7 @@ import functools
 import hashlib
 import json
 import re
+import sys
 from collections import ChainMap, Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -445,6 +446,76 @@ def _without(d: Document, idx: set[int]) -> Document:
     return _rebuild(d, idx)
 
 
+@dataclass(frozen=True, slots=True)
+class _Sketch:
+    """What the boilerplate rule (:func:`_boilerplate_drops`) reads of one document: its URI, the
+    keys of its edge-zone elements and its running headers' drop (:func:`_paged_drop`), not its
+    text. A streamed ingest holds this of a document it released, and the document no longer.
+
+    Attributes:
+        uri: the document's URI.
+        n: its number of elements.
+        keys: ``(element index, key)`` of its edge-zone elements (:func:`_element_key`, interned).
+        paged: :func:`_paged_drop`'s ``(group, keys, element indices)``.
+        released: the elements removed when it was released early (``None``: not released).
+        removed: ``(element texts, chars)`` that release removed (``None``: nothing).
+    """
+
+    uri: str
+    n: int
+    keys: tuple[tuple[int, str], ...]
+    paged: tuple[str, frozenset[str], frozenset[int]]
+    released: frozenset[int] | None = None
+    removed: tuple[tuple[str, ...], int] | None = None
+
+    @classmethod
+    def of(cls, d: Document, cfg: CurateConfig, known: Mapping[str, Sequence[str]]) -> "_Sketch":
+        edges = edge_zone(len(d.elements), cfg.boilerplate_edge_elements)
+        keys = tuple((i, sys.intern(_element_key(d.text[d.elements[i].char_start:d.elements[i].char_end])))
+                     for i in edges)
+        group, bad, idx = _paged_drop(d, cfg, known)
+        return cls(d.uri, len(d.elements), keys, (group, frozenset(bad), frozenset(idx)))
+
+    def effective(self, drop: Collection[int]) -> frozenset[int]:
+        """The elements ``drop`` removes from it: none when none or all would go (:func:`_without`)."""
+        return frozenset(drop) if 0 < len(drop) < self.n else frozenset()
+
+
+def _boilerplate_drops(sketches: Sequence[_Sketch], cfg: CurateConfig,
+                       known: Mapping[str, Sequence[str]]) -> tuple[dict[int, set[int]], dict[str, list[str]]]:
+    """The boilerplate rule over a corpus: ``(drop, keys)``, the element indices to remove per
+    document (position in ``sketches``) and the keys detected per group (running headers of one
+    paged document, then edge-zone elements repeated in ``boilerplate_min_share`` of a folder)."""
+    drop: dict[int, set[int]] = defaultdict(set)
+    keys: dict[str, list[str]] = {}
+    for di, sk in enumerate(sketches):  # running headers/footers of one paged document (PDF pages)
+        group, bad, idx = sk.paged
+        if bad:
+            keys[group] = sorted(bad)
+            drop[di] |= idx
+    # site boilerplate: elements repeated in the leading/trailing zone of the documents of one folder
+    groups: dict[str, list[int]] = defaultdict(list)
+    for di, sk in enumerate(sketches):
+        groups[_group_of(sk.uri)].append(di)
+    for group, members in groups.items():
+        bad = _frequent([{k for _, k in sketches[di].keys} for di in members], cfg) | set(known.get(group, ()))
+        if bad:
+            keys[group] = sorted(bad)
+            for di in members:
+                drop[di] |= {i for i, k in sketches[di].keys if k in bad}
+    return drop, keys
+
+
+def _removal(d: Document, idx: set[int]) -> tuple[Document, tuple[tuple[str, ...], int] | None]:
+    """``(d without the elements idx, (their texts, chars removed))``; ``(d, None)`` when
+    nothing goes (:func:`_without`)."""
+    out = _without(d, idx)
+    if out is d:
+        return d, None
+    return out, (tuple(d.text[d.elements[i].char_start:d.elements[i].char_end] for i in sorted(idx)),
+                 len(d.text) - len(out.text))
+
+
 def strip_boilerplate(
     docs: Sequence[Document], cfg: CurateConfig, known: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[list[Document], BoilerplateReport]:
@@ -464,36 +535,14 @@ def strip_boilerplate(
     report = BoilerplateReport()
     if not cfg.boilerplate or not docs:
         return list(docs), report
-    edges = [edge_zone(len(d.elements), cfg.boilerplate_edge_elements) for d in docs]
-    # keys of the edge-zone elements only: the folder rule never looks at the others
-    keys_of = [{i: _element_key(d.text[d.elements[i].char_start:d.elements[i].char_end]) for i in edge}
-               for d, edge in zip(docs, edges)]
-    drop: dict[int, set[int]] = defaultdict(set)
     known = known or {}
-    # running headers/footers of one paged document (PDF pages)
-    for di, d in enumerate(docs):
-        group, bad, idx = _paged_drop(d, cfg, known)
-        if bad:
-            report.keys[group] = sorted(bad)
-            drop[di] |= idx
-    # site boilerplate: elements repeated in the leading/trailing zone of the documents of one folder
-    groups: dict[str, list[int]] = defaultdict(list)
-    for di, d in enumerate(docs):
-        groups[_group_of(d.uri)].append(di)
-    for group, members in groups.items():
-        bad = _frequent([{keys_of[di][i] for i in edges[di]} for di in members], cfg) | set(known.get(group, ()))
-        if bad:
-            report.keys[group] = sorted(bad)
-            for di in members:
-                drop[di] |= {i for i in edges[di] if keys_of[di][i] in bad}
+    drop, report.keys = _boilerplate_drops([_Sketch.of(d, cfg, known) for d in docs], cfg, known)
     out = list(docs)
     for di, idx in drop.items():
-        d = docs[di]
-        out[di] = _without(d, idx)
-        if out[di] is d:
-            continue
-        report.removed[d.uri] = [d.text[d.elements[i].char_start:d.elements[i].char_end] for i in sorted(idx)]
-        report.chars += len(d.text) - len(out[di].text)
+        out[di], removed = _removal(docs[di], idx)
+        if removed is not None:
+            report.removed[docs[di].uri] = list(removed[0])
+            report.chars += removed[1]
     return out, report
 
 
@@ -512,18 +561,25 @@ class StreamedBoilerplate:
     parsed, a page's own title once ``1 - boilerplate_min_share`` of it is. Running headers of
     a PDF depend on that document only. So documents go on to chunking and embedding long
     before the last file is parsed (:func:`pipelines.stream.load_chunk_embed`), and
-    :meth:`finish` runs :func:`strip_boilerplate` on the whole corpus: the final documents and
-    the report are exactly the batch stage's (a document released early that differs from
-    them is handed back for chunking again; the decision rule above makes that not happen).
+    :meth:`finish` runs the batch stage's rule (:func:`_boilerplate_drops`) on the whole corpus:
+    the final documents and the report are exactly the batch stage's (a document released early
+    that differs from them is handed back for chunking again; the decision rule above makes that
+    not happen). Of a released document only its :class:`_Sketch` is held (edge keys, what its
+    release removed), unless ``keep``.
 
     Args:
         uris: the URI of every file to come, in file order (``SourceFile.uri``).
         cfg: the ``curate:`` params.
         known: group -> keys detected before (as :func:`strip_boilerplate`).
+        keep: hold every document to :meth:`finish`, which then gives them all; ``False``: a
+            released document is the caller's alone (a streamed ingest that writes segments as
+            it goes: its memory does not grow with the documents' text, issue 12).
     """
 
-    def __init__(self, uris: Sequence[str], cfg: CurateConfig, known: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(self, uris: Sequence[str], cfg: CurateConfig, known: Mapping[str, Sequence[str]] | None = None,
+                 keep: bool = True) -> None:
         self.cfg = cfg
+        self.keep = keep
         self.known = {g: set(k) for g, k in (known or {}).items()}
         self.report = BoilerplateReport()
         self._n = len(uris)
@@ -534,7 +590,8 @@ class StreamedBoilerplate:
         self._since: Counter[str] = Counter()  # folder -> arrivals since its documents were last decided
         self._parsed: Counter[str] = Counter()  # documents of each folder delivered
         self._counts: dict[str, Counter[str]] = defaultdict(Counter)  # folder -> edge key -> documents
-        self._docs: list[Document | None] = [None] * len(uris)
+        self._docs: list[Document | None] = [None] * len(uris)  # parsed (and, with keep, released) documents
+        self._sketch: dict[int, _Sketch] = {}  # parsed documents: what the rule reads of them
         self._edge_keys: dict[int, set[str]] = {}  # undecided documents: their edge-zone keys
         self._released: dict[int, Document] = {}
         self._limits: dict[str, tuple[tuple[int, int], int, int]] = {}  # folder -> ((m, r), bad_at, content_below)
@@ -569,13 +626,11 @@ class StreamedBoilerplate:
         keys = self._edge_keys[i]
         if any(not (k in known or counts[k] >= bad_at or counts[k] < content_below) for k in keys):
             return None
-        _, _, drop = _paged_drop(d, self.cfg, self.known)
-        edges = edge_zone(len(d.elements), self.cfg.boilerplate_edge_elements)
-        bad = {k for k in keys if k in known or counts[k] >= bad_at}
-        for j in edges:
-            if _element_key(d.text[d.elements[j].char_start:d.elements[j].char_end]) in bad:
-                drop.add(j)
-        return _without(d, drop)
+        sk = self._sketch[i]
+        drop = set(sk.paged[2]) | {j for j, k in sk.keys if k in known or counts[k] >= bad_at}
+        out, removed = _removal(d, drop)
+        self._sketch[i] = replace(sk, released=sk.effective(drop), removed=removed)
+        return out
 
     def add(self, i: int, doc: Document | None) -> list[tuple[int, Document]]:
         """File ``i`` was parsed into ``doc`` (``None``: it failed to load).
@@ -588,15 +643,17 @@ class StreamedBoilerplate:
         self._pending[group] -= 1
         if doc is not None:
             if not self.cfg.boilerplate:
-                self._docs[i] = self._released[i] = doc
+                if self.keep:
+                    self._docs[i] = self._released[i] = doc
+                self._sketch[i] = _Sketch(doc.uri, len(doc.elements), (), ("", frozenset(), frozenset()), frozenset())
                 return [(i, doc)]
             if _group_of(doc.uri) != group:  # not the folder of its file: its folder is decided at the end only
                 self._group[i] = group = _group_of(doc.uri)
                 self._blocked.add(group)
             self._docs[i] = doc
             self._parsed[group] += 1
-            edges = edge_zone(len(doc.elements), self.cfg.boilerplate_edge_elements)
-            keys = {_element_key(doc.text[doc.elements[j].char_start:doc.elements[j].char_end]) for j in edges}
+            self._sketch[i] = sk = _Sketch.of(doc, self.cfg, self.known)
+            keys = {k for _, k in sk.keys}
             self._counts[group].update(keys)
             self._edge_keys[i] = keys
             self._undecided[group].add(i)
@@ -613,7 +670,10 @@ class StreamedBoilerplate:
             if curated is not None:
                 undecided.discard(j)
                 del self._edge_keys[j]
-                self._released[j] = curated
+                if self.keep:
+                    self._released[j] = curated
+                else:  # the caller's alone now: its sketch says what the release removed
+                    self._docs[j] = None
                 out.append((j, curated))
         return out
 
@@ -622,22 +682,40 @@ class StreamedBoilerplate:
 
         Returns:
             ``(documents, again)``: the curated document of every file (``None`` for one that
-            failed to load), and ``(file index, document)`` of those not released before or
-            released in another form (to chunk now, replacing what was made of them).
+            failed to load; without ``keep``, also for one released before), and ``(file index,
+            document)`` of those not released before or released in another form (to chunk now,
+            replacing what was made of them).
+
+        Raises:
+            RuntimeError: without ``keep``, a document released before would have been released
+                in another form (the decision rule makes that not happen).
         """
-        idx = [i for i, d in enumerate(self._docs) if d is not None]
-        final, self.report = strip_boilerplate([self._docs[i] for i in idx], self.cfg,
-                                               {g: sorted(k) for g, k in self.known.items()})
+        idx = sorted(self._sketch)
+        known = {g: sorted(k) for g, k in self.known.items()}
+        self.report = BoilerplateReport()
+        drop: dict[int, set[int]] = {}
+        if self.cfg.boilerplate:
+            drop, self.report.keys = _boilerplate_drops([self._sketch[i] for i in idx], self.cfg, known)
         out: list[Document | None] = [None] * self._n
         again = []
-        for i, d in zip(idx, final):
-            out[i] = d
-            if self._released.get(i) != d:
-                again.append((i, d))
+        for k, i in enumerate(idx):
+            sk, d = self._sketch[i], self._docs[i]
+            removed = sk.removed
+            if d is not None:  # held: undecided, or kept
+                d, removed = _removal(d, drop.get(k, set()))
+                out[i] = d
+                if self._released.get(i) != d:
+                    again.append((i, d))
+            elif sk.effective(drop.get(k, ())) != sk.released:
+                raise RuntimeError(f"{sk.uri}: boilerplate removal released it in another form than the corpus gives")
+            if removed is not None:
+                self.report.removed[sk.uri] = list(removed[0])
+                self.report.chars += removed[1]
         self._edge_keys.clear()
         # decided: the parsed and released documents are the caller's now (they are not held to the run's end)
         self._docs = [None] * self._n
         self._released.clear()
+        self._sketch.clear()
         return out, again
 
 

@@ -412,7 +412,7 @@ def _stream_curation(files: list, p: Params) -> tuple[Any, Callable | None]:
     before its end; else each part is clustered as it is written: :func:`ingest_flush`).
     ``(stripper, after_chunking)``."""
     # [curate hook] boilerplate: each document released once its folder's frequencies decide it
-    stripper = (curation_stage.StreamedBoilerplate([f.uri for f in files], p.curate)
+    stripper = (curation_stage.StreamedBoilerplate([f.uri for f in files], p.curate, keep=False)
                 if p.curate.enabled and p.curate.boilerplate else None)
 
     def cluster(table, all_chunks, bad):  # [curate hook] duplicate clusters need chunks, not vectors:

@@ -374,8 +374,7 @@ def load_chunk_embed(
             final, again = curate.finish()
             seconds["curate"] += time.perf_counter() - t_curate
             docs = [d for d in final if d is not None] if keep_documents else []
-            n_documents = sum(1 for d in final if d is not None)
-            del final
+            del final  # (n_documents: boilerplate removal never drops a whole document)
             for i, d in again:  # not released before (a file not counted yet), or released in another form
                 if i < cut["start"]:
                     raise RuntimeError(f"{d.uri}: curation changed a document of a segment already written")

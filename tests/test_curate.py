@@ -618,12 +618,15 @@ def _site(rng: random.Random) -> list[Document | None]:
     return out
 
 
+@pytest.mark.parametrize("keep", [True, False])
 @pytest.mark.parametrize("seed", range(6))
-def test_streamed_boilerplate_releases_early_and_equals_the_batch_stage(seed: int) -> None:
+def test_streamed_boilerplate_releases_early_and_equals_the_batch_stage(seed: int, keep: bool) -> None:
     """Issue 16: boilerplate removal made chunking (and so embedding) wait for the last parsed file.
     StreamedBoilerplate releases a document once its folder's frequencies decide it; in any
     arrival order, with files failing to load, every released document equals the batch stage's
-    result and the report is the same."""
+    result and the report is the same. Without ``keep`` (issue 12), no released document is held."""
+    import gc
+
     from ragline.pipelines.curate import StreamedBoilerplate
 
     rng = random.Random(seed)
@@ -631,7 +634,7 @@ def test_streamed_boilerplate_releases_early_and_equals_the_batch_stage(seed: in
     uris = [d.uri if d else f"site/{('lib', 'ref', 'top')[i % 3]}/p{i:02d}.html" for i, d in enumerate(files)]
     cfg = CurateConfig(boilerplate_min_share=rng.choice([0.5, 0.7, 0.8]), boilerplate_min_docs=rng.choice([3, 5]))
     batch, report = strip_boilerplate([d for d in files if d is not None], cfg)
-    stream = StreamedBoilerplate(uris, cfg)
+    stream = StreamedBoilerplate(uris, cfg, keep=keep)
     order = list(range(len(files)))
     rng.shuffle(order)
     released: dict[int, Document] = {}
@@ -641,10 +644,20 @@ def test_streamed_boilerplate_releases_early_and_equals_the_batch_stage(seed: in
             assert j not in released
             released[j] = d
             before_last += n < len(order) - 1
+    if not keep:  # the stream holds a released document no more: only its caller does
+        gc.collect()
+        held = {id(o) for o in gc.get_referents(stream.__dict__, *stream.__dict__.values()) if isinstance(o, Document)}
+        assert not held & {id(d) for d in released.values()}
+        assert not held & {id(files[j]) for j in released}
     final, again = stream.finish()
-    assert [d for d in final if d is not None] == batch
-    assert again == [(i, final[i]) for i in sorted(set(range(len(files))) - set(released)) if final[i] is not None]
-    assert all(released[j] == final[j] for j in released)
+    by_uri = {d.uri: d for d in batch}
+    want = [by_uri[d.uri] if d is not None else None for d in files]
+    if keep:
+        assert [d for d in final if d is not None] == batch
+    else:  # the documents released before are not given back
+        assert final == [None if i in released else want[i] for i in range(len(files))]
+    assert again == [(i, want[i]) for i in sorted(set(range(len(files))) - set(released)) if want[i] is not None]
+    assert all(released[j] == want[j] for j in released)
     assert stream.report == report and report.removed
     assert before_last >= len(batch) // 2  # most documents go on before the last file is parsed
 
