@@ -142,6 +142,16 @@ def _clusters(reg: IndexRegistry, name: str, version: str) -> set[tuple]:
                                                           "canonical_id", "similarity", "method"))))
 
 
+def _same_rows_and_scores(a: Retriever, b: Retriever) -> None:
+    """Two versions index the same chunks and score every query alike (dense and hybrid)."""
+    assert sorted(a.chunks.column("chunk_id").to_pylist()) == sorted(b.chunks.column("chunk_id").to_pylist())
+    for q in QUERIES:
+        for mode in ("dense", "hybrid"):
+            cfg = RetrievalConfig(mode=mode, k=5)
+            assert [h.score for h in a.search(q, cfg)] == pytest.approx([h.score for h in b.search(q, cfg)],
+                                                                       rel=1e-5, abs=1e-6)
+
+
 @pytest.mark.parametrize("curate", [{}, {"near_duplicates": False, "duplicates": "keep_all"}])
 def test_with_curation_a_refresh_clusters_only_its_change_as_a_fresh_build_would(
         light_workspace: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch, curate: dict) -> None:
@@ -187,13 +197,7 @@ def test_with_curation_a_refresh_clusters_only_its_change_as_a_fresh_build_would
     full_m = reg.manifest("full", "v0001")
     for key in ("documents", "chunks", "removed_documents"):
         assert m.stats["curation"][key] == full_m.stats["curation"][key], key
-    seg, one = Retriever.open(reg, f"sample@{s.version}"), Retriever.open(reg, "full@latest")
-    assert sorted(seg.chunks.column("chunk_id").to_pylist()) == sorted(one.chunks.column("chunk_id").to_pylist())
-    for q in QUERIES:
-        for mode in ("dense", "hybrid"):
-            cfg = RetrievalConfig(mode=mode, k=5)
-            assert [h.score for h in seg.search(q, cfg)] == pytest.approx([h.score for h in one.search(q, cfg)],
-                                                                         rel=1e-5, abs=1e-6)
+    _same_rows_and_scores(Retriever.open(reg, f"sample@{s.version}"), Retriever.open(reg, "full@latest"))
     # a copy of a document the next change removes: that refresh clusters the whole version again.
     # The signatures the segments left out are made again from their texts only where they share
     # an LSH bucket with another member (here: the carried documents a new near copy resembles)
@@ -621,10 +625,4 @@ def test_a_curated_ingest_clusters_each_segment_it_flushes_as_a_whole_build_woul
     assert {k: x for k, x in m.stats["curation"].items() if k != "seconds"} == \
         {k: x for k, x in mw.stats["curation"].items() if k != "seconds"}
     assert m.counts == {**mw.counts, "segments": len(segs)} and m.inputs == mw.inputs
-    seg, one = Retriever.open(reg, "sample"), Retriever.open(reg, "whole")
-    assert sorted(seg.chunks.column("chunk_id").to_pylist()) == sorted(one.chunks.column("chunk_id").to_pylist())
-    for q in QUERIES:
-        for mode in ("dense", "hybrid"):
-            cfg = RetrievalConfig(mode=mode, k=5)
-            assert [h.score for h in seg.search(q, cfg)] == pytest.approx([h.score for h in one.search(q, cfg)],
-                                                                         rel=1e-5, abs=1e-6)
+    _same_rows_and_scores(Retriever.open(reg, "sample"), Retriever.open(reg, "whole"))
