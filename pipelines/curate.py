@@ -2105,7 +2105,8 @@ class _Pending:
     @classmethod
     def of(cls, members: list[Member], texts: Sequence[str], cfg: CurateConfig,
            bands: tuple[int, int] | None) -> "_Pending":
-        texts = list(texts)
+        # (a ColumnTexts stays one: its strings are made a slice at a time, not all held at once)
+        texts = texts if isinstance(texts, ColumnTexts) else list(texts)
         bad: dict[int, Exception] = {}
         if cfg.near_duplicates:
             values, has = minhash_matrix(texts, cfg, errors=bad)

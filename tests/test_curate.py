@@ -662,6 +662,24 @@ def test_streamed_boilerplate_releases_early_and_equals_the_batch_stage(seed: in
     assert before_last >= len(batch) // 2  # most documents go on before the last file is parsed
 
 
+def test_streamed_boilerplate_without_keep_refuses_a_release_the_corpus_contradicts() -> None:
+    """Without ``keep`` a released document cannot be chunked again, so a release that the
+    whole corpus's rule would make another way is an error naming the document, not a silent
+    difference (the decision rule never lets it happen; here a sketch is tampered with)."""
+    from dataclasses import replace
+
+    from ragline.pipelines.curate import StreamedBoilerplate
+
+    cfg = CurateConfig(boilerplate_min_share=0.5, boilerplate_min_docs=3)
+    docs = [_doc(f"site/p{i}.html", ["Navigation Home", f"body {i} text", f"more {i}", f"end {i}"]) for i in range(6)]
+    stream = StreamedBoilerplate([d.uri for d in docs], cfg, keep=False)
+    released = [j for i, d in enumerate(docs) for j, _ in stream.add(i, d)]
+    assert released == list(range(6)) and all(sk.released == {0} for sk in stream._sketch.values())
+    stream._sketch[2] = replace(stream._sketch[2], released=frozenset())  # as if released with its banner
+    with pytest.raises(RuntimeError, match="site/p2.html"):
+        stream.finish()
+
+
 # ---------------------------------------------------------------- the same decisions at less CPU (issue 16)
 def _real_texts() -> list[str]:
     """Texts curation meets: the sample corpus's documents, reST sources and pages of the Python
