@@ -1301,12 +1301,11 @@ class Curation:
         for level, sig in parts:  # a lazy row written where its text is not held: its values are made now
             if sig.lazy is not None:
                 ids = sig.ids if isinstance(sig.ids, pa.Array) else pa.array(sig.ids, pa.string())
-                levels = pa.array(np.full(len(ids), level, dtype=object), pa.string())
                 owner = ids if level == "document" else _chunk_owner(ids, doc_of)
                 out = pc.fill_null(pc.is_in(owner, value_set=docs), False) if docs is not None else \
                     pa.array(np.ones(len(ids), dtype=bool))
                 if held is not None:
-                    out = pc.and_(out, pc.invert(_held(ids, levels, held)))
+                    out = pc.and_(out, pc.invert(_held(ids, level, held)))
                 sig.materialize(np.flatnonzero(np.asarray(out.to_numpy(zero_copy_only=False), dtype=bool)), self.config)
         options = parquet_write_options(nbytes=sum(sig.nbytes() for _, sig in parts))
         with pq.ParquetWriter(str(path), SIGNATURES_SCHEMA, **options) as writer:
@@ -1463,10 +1462,10 @@ def _chunk_owner(ids: pa.Array | pa.ChunkedArray, doc_of: tuple[pa.Array, pa.Arr
     return doc_of[1].take(pc.index_in(ids, value_set=doc_of[0]))
 
 
-def _held(ids: pa.Array | pa.ChunkedArray, level: pa.Array | pa.ChunkedArray,
+def _held(ids: pa.Array | pa.ChunkedArray, level: str | pa.Array | pa.ChunkedArray,
           held: tuple[pa.Array, pa.Array]) -> pa.Array | pa.ChunkedArray:
     """Boolean mask: the segment holds the member's text (a ``"document"`` row whose id is in
-    ``held[0]``, a ``"chunk"`` row whose id is in ``held[1]``)."""
+    ``held[0]``, a ``"chunk"`` row whose id is in ``held[1]``); ``level``: per row, or one for all."""
     return pc.or_(pc.and_(pc.equal(level, "document"), pc.is_in(ids, value_set=held[0])),
                   pc.and_(pc.equal(level, "chunk"), pc.is_in(ids, value_set=held[1])))
 
@@ -2376,7 +2375,6 @@ class StreamedCuration:
         bands = lsh_bands(cfg.near_duplicate_threshold, cfg.num_perm) if cfg.near_duplicates else None
         self.state = ParentCuration(DUPLICATES_SCHEMA.empty_table(), {}, [], bands)
         self.uri_of: dict[str, str] = {}
-        self.parts = 0
         self.removed_chunks = 0
         self.quarantine: list[QuarantineRecord] = []
         self.errors: tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str]]] = ({}, {})
@@ -2393,7 +2391,6 @@ class StreamedCuration:
         self.errors[0].update(cur.documents.errors)
         self.errors[1].update(cur.chunks.errors)
         self.uri_of.update(zip(documents.column("doc_id").to_pylist(), documents.column("uri").to_pylist()))
-        self.parts += 1
         return cur, keep
 
     def written(self, cur: Curation, signatures: Path) -> None:
