@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import functools
 
+import numpy as np
 import pyarrow as pa
 
 
@@ -37,3 +38,27 @@ def release_unused_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def keep_rows(a: np.ndarray, keep: np.ndarray, block: int = 8192) -> np.ndarray:
+    """The rows of ``a`` where ``keep`` is true, moved to its front in place: a view of ``a``'s
+    first ``keep.sum()`` rows (``a[keep]`` without its copy: 384 MB for a 250k-row segment's
+    384-d float32 vectors); ``a`` itself when every row is kept.
+
+    Args:
+        a: (n, ...) array, C-contiguous, modified in place (rows after the kept ones are stale).
+        keep: bool (n,).
+        block: rows moved per step (the only copy made: ``block`` rows at a time).
+
+    Raises:
+        ValueError: ``keep`` does not have ``a``'s row count.
+    """
+    if len(keep) != len(a):
+        raise ValueError(f"keep has {len(keep)} rows, the array {len(a)}")
+    rows = np.flatnonzero(keep)
+    if len(rows) == len(a):
+        return a
+    for lo in range(0, len(rows), block):  # (row j of the result comes from rows[j] >= j: never overwritten before)
+        idx = rows[lo:lo + block]
+        a[lo:lo + len(idx)] = a[idx]
+    return a[:len(rows)]

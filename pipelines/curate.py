@@ -382,7 +382,7 @@ class BoilerplateReport:
         return BoilerplateReport({**self.removed, **other.removed}, keys, self.chars + other.chars)
 
 
-def _frequent(units: Sequence[set[str]], cfg: CurateConfig) -> set[str]:
+def _frequent(units: Sequence[set], cfg: CurateConfig) -> set:
     """Keys present in at least ``boilerplate_min_share`` of ``units`` (each a set of keys), at least two."""
     if len(units) < cfg.boilerplate_min_docs:
         return set()
@@ -446,16 +446,27 @@ def _without(d: Document, idx: set[int]) -> Document:
     return _rebuild(d, idx)
 
 
-@dataclass(frozen=True, slots=True)
+_NO_KEYS = np.zeros(0, dtype=np.int64)
+
+
+def _key_id(key: str) -> int:
+    """The id of an element key in :class:`_Sketch`: Python's (per-process salted) str hash, 64
+    bits. Sketches are only compared within the process that made them, never stored."""
+    return hash(key)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class _Sketch:
     """What the boilerplate rule (:func:`_boilerplate_drops`) reads of one document: its URI, the
-    keys of its edge-zone elements and its running headers' drop (:func:`_paged_drop`), not its
-    text. A streamed ingest holds this of a document it released, and the document no longer.
+    ids of its edge-zone elements' keys and its running headers' drop (:func:`_paged_drop`), not
+    its text. A streamed ingest holds this of a document it released, and the document no longer
+    (about 0.3 kB a document, issue 12: the keys themselves are held only for keys seen twice).
 
     Attributes:
         uri: the document's URI.
         n: its number of elements.
-        keys: ``(element index, key)`` of its edge-zone elements (:func:`_element_key`, interned).
+        keys: int64 (len(edge_zone(n, boilerplate_edge_elements)),): :func:`_key_id` of the
+            :func:`_element_key` of each edge-zone element, in :func:`edge_zone` order.
         paged: :func:`_paged_drop`'s ``(group, keys, element indices)``.
         released: the elements removed when it was released early (``None``: not released).
         removed: ``(element texts, chars)`` that release removed (``None``: nothing).
@@ -463,29 +474,43 @@ class _Sketch:
 
     uri: str
     n: int
-    keys: tuple[tuple[int, str], ...]
+    keys: np.ndarray
     paged: tuple[str, frozenset[str], frozenset[int]]
     released: frozenset[int] | None = None
     removed: tuple[tuple[str, ...], int] | None = None
 
     @classmethod
-    def of(cls, d: Document, cfg: CurateConfig, known: Mapping[str, Sequence[str]]) -> "_Sketch":
+    def of(cls, d: Document, cfg: CurateConfig, known: Mapping[str, Sequence[str]],
+           names: dict[int, str], seen: Collection[int] | None = None) -> "_Sketch":
+        """The sketch of ``d``; ``names`` (key id -> key) gets each of its edge keys that ``seen``
+        holds (every one when ``seen`` is ``None``): a key counts as boilerplate only when at
+        least two documents have it, so the second sighting names it."""
         edges = edge_zone(len(d.elements), cfg.boilerplate_edge_elements)
-        keys = tuple((i, sys.intern(_element_key(d.text[d.elements[i].char_start:d.elements[i].char_end])))
-                     for i in edges)
+        ids = []
+        for i in edges:
+            key = _element_key(d.text[d.elements[i].char_start:d.elements[i].char_end])
+            kid = _key_id(key)
+            if seen is None or kid in seen:
+                names.setdefault(kid, key)
+            ids.append(kid)
         group, bad, idx = _paged_drop(d, cfg, known)
-        return cls(d.uri, len(d.elements), keys, (group, frozenset(bad), frozenset(idx)))
+        return cls(d.uri, len(d.elements), np.array(ids, dtype=np.int64), (group, frozenset(bad), frozenset(idx)))
+
+    def edge_keys(self, cfg: CurateConfig) -> Iterable[tuple[int, int]]:
+        """``(element index, key id)`` of its edge-zone elements."""
+        return zip(edge_zone(self.n, cfg.boilerplate_edge_elements), self.keys.tolist())
 
     def effective(self, drop: Collection[int]) -> frozenset[int]:
         """The elements ``drop`` removes from it: none when none or all would go (:func:`_without`)."""
         return frozenset(drop) if 0 < len(drop) < self.n else frozenset()
 
 
-def _boilerplate_drops(sketches: Sequence[_Sketch], cfg: CurateConfig,
-                       known: Mapping[str, Sequence[str]]) -> tuple[dict[int, set[int]], dict[str, list[str]]]:
+def _boilerplate_drops(sketches: Sequence[_Sketch], cfg: CurateConfig, known: Mapping[str, Sequence[str]],
+                       names: Mapping[int, str]) -> tuple[dict[int, set[int]], dict[str, list[str]]]:
     """The boilerplate rule over a corpus: ``(drop, keys)``, the element indices to remove per
     document (position in ``sketches``) and the keys detected per group (running headers of one
-    paged document, then edge-zone elements repeated in ``boilerplate_min_share`` of a folder)."""
+    paged document, then edge-zone elements repeated in ``boilerplate_min_share`` of a folder;
+    ``names``: key id -> key, for every key of two or more sketches)."""
     drop: dict[int, set[int]] = defaultdict(set)
     keys: dict[str, list[str]] = {}
     for di, sk in enumerate(sketches):  # running headers/footers of one paged document (PDF pages)
@@ -498,11 +523,12 @@ def _boilerplate_drops(sketches: Sequence[_Sketch], cfg: CurateConfig,
     for di, sk in enumerate(sketches):
         groups[_group_of(sk.uri)].append(di)
     for group, members in groups.items():
-        bad = _frequent([{k for _, k in sketches[di].keys} for di in members], cfg) | set(known.get(group, ()))
+        named = {_key_id(k): k for k in known.get(group, ())}
+        bad = _frequent([set(sketches[di].keys.tolist()) for di in members], cfg) | set(named)
         if bad:
-            keys[group] = sorted(bad)
+            keys[group] = sorted({named.get(k) or names[k] for k in bad})
             for di in members:
-                drop[di] |= {i for i, k in sketches[di].keys if k in bad}
+                drop[di] |= {i for i, k in sketches[di].edge_keys(cfg) if k in bad}
     return drop, keys
 
 
@@ -536,7 +562,8 @@ def strip_boilerplate(
     if not cfg.boilerplate or not docs:
         return list(docs), report
     known = known or {}
-    drop, report.keys = _boilerplate_drops([_Sketch.of(d, cfg, known) for d in docs], cfg, known)
+    names: dict[int, str] = {}
+    drop, report.keys = _boilerplate_drops([_Sketch.of(d, cfg, known, names) for d in docs], cfg, known, names)
     out = list(docs)
     for di, idx in drop.items():
         out[di], removed = _removal(docs[di], idx)
@@ -581,18 +608,20 @@ class StreamedBoilerplate:
         self.cfg = cfg
         self.keep = keep
         self.known = {g: set(k) for g, k in (known or {}).items()}
+        self._known_ids = {g: {_key_id(k) for k in ks} for g, ks in self.known.items()}
         self.report = BoilerplateReport()
         self._n = len(uris)
-        self._group = [_group_of(u) for u in uris]
+        self._group = [sys.intern(_group_of(u)) for u in uris]
         self._pending: Counter[str] = Counter(self._group)  # files of each folder not delivered yet
         self._size: Counter[str] = Counter(self._group)  # files of each folder
         self._undecided: dict[str, set[int]] = defaultdict(set)  # folder -> documents not released yet
         self._since: Counter[str] = Counter()  # folder -> arrivals since its documents were last decided
         self._parsed: Counter[str] = Counter()  # documents of each folder delivered
-        self._counts: dict[str, Counter[str]] = defaultdict(Counter)  # folder -> edge key -> documents
+        self._counts: dict[str, Counter[int]] = defaultdict(Counter)  # open folder -> edge key id -> documents
+        self._names: dict[int, str] = {}  # edge key id -> key, for keys seen twice in a folder (_Sketch.of)
         self._docs: list[Document | None] = [None] * len(uris)  # parsed (and, with keep, released) documents
         self._sketch: dict[int, _Sketch] = {}  # parsed documents: what the rule reads of them
-        self._edge_keys: dict[int, set[str]] = {}  # undecided documents: their edge-zone keys
+        self._edge_keys: dict[int, set[int]] = {}  # undecided documents: their edge-zone key ids
         self._released: dict[int, Document] = {}
         self._limits: dict[str, tuple[tuple[int, int], int, int]] = {}  # folder -> ((m, r), bad_at, content_below)
         self._blocked: set[str] = set()  # folders whose size the file list does not tell
@@ -621,13 +650,13 @@ class StreamedBoilerplate:
         if group in self._blocked:
             return None
         bad_at, content_below = self._limits_of(group)
-        known = self.known.get(group, set())
+        known = self._known_ids.get(group, set())
         counts = self._counts[group]
         keys = self._edge_keys[i]
         if any(not (k in known or counts[k] >= bad_at or counts[k] < content_below) for k in keys):
             return None
         sk = self._sketch[i]
-        drop = set(sk.paged[2]) | {j for j, k in sk.keys if k in known or counts[k] >= bad_at}
+        drop = set(sk.paged[2]) | {j for j, k in sk.edge_keys(self.cfg) if k in known or counts[k] >= bad_at}
         out, removed = _removal(d, drop)
         self._sketch[i] = replace(sk, released=sk.effective(drop), removed=removed)
         return out
@@ -645,16 +674,20 @@ class StreamedBoilerplate:
             if not self.cfg.boilerplate:
                 if self.keep:
                     self._docs[i] = self._released[i] = doc
-                self._sketch[i] = _Sketch(doc.uri, len(doc.elements), (), ("", frozenset(), frozenset()), frozenset())
+                self._sketch[i] = _Sketch(doc.uri, len(doc.elements), _NO_KEYS, ("", frozenset(), frozenset()),
+                                          frozenset())
                 return [(i, doc)]
             if _group_of(doc.uri) != group:  # not the folder of its file: its folder is decided at the end only
-                self._group[i] = group = _group_of(doc.uri)
+                self._group[i] = group = sys.intern(_group_of(doc.uri))
                 self._blocked.add(group)
             self._docs[i] = doc
             self._parsed[group] += 1
-            self._sketch[i] = sk = _Sketch.of(doc, self.cfg, self.known)
-            keys = {k for _, k in sk.keys}
-            self._counts[group].update(keys)
+            counts = self._counts[group]
+            # (a blocked folder's counts may have been dropped: every key of its documents is named)
+            self._sketch[i] = sk = _Sketch.of(doc, self.cfg, self.known, self._names,
+                                              None if group in self._blocked else counts)
+            keys = set(sk.keys.tolist())
+            counts.update(keys)
             self._edge_keys[i] = keys
             self._undecided[group].add(i)
         # A folder's undecided documents are looked at again every 1% of its files (and at its
@@ -675,6 +708,9 @@ class StreamedBoilerplate:
                 else:  # the caller's alone now: its sketch says what the release removed
                     self._docs[j] = None
                 out.append((j, curated))
+        if not self._pending[group] and not undecided:  # the folder is decided: its counts are not needed again
+            for held in (self._counts, self._limits, self._undecided, self._since):
+                held.pop(group, None)
         return out
 
     def finish(self) -> tuple[list[Document | None], list[tuple[int, Document]]]:
@@ -695,7 +731,7 @@ class StreamedBoilerplate:
         self.report = BoilerplateReport()
         drop: dict[int, set[int]] = {}
         if self.cfg.boilerplate:
-            drop, self.report.keys = _boilerplate_drops([self._sketch[i] for i in idx], self.cfg, known)
+            drop, self.report.keys = _boilerplate_drops([self._sketch[i] for i in idx], self.cfg, known, self._names)
         out: list[Document | None] = [None] * self._n
         again = []
         for k, i in enumerate(idx):
@@ -712,6 +748,7 @@ class StreamedBoilerplate:
                 self.report.removed[sk.uri] = list(removed[0])
                 self.report.chars += removed[1]
         self._edge_keys.clear()
+        self._names.clear()
         # decided: the parsed and released documents are the caller's now (they are not held to the run's end)
         self._docs = [None] * self._n
         self._released.clear()
@@ -1319,7 +1356,8 @@ class Curation:
                         # about 40 MB at 27k rows (4 row groups), 10 MB with this
                         release_unused_memory()
 
-    def segment_signatures(self, documents: pa.Table, chunks: pa.Table) -> Callable[[Path], None] | None:
+    def segment_signatures(self, documents: pa.Table, chunks: pa.Table,
+                           release: bool = False) -> Callable[[Path], None] | None:
         """A writer of a new segment's ``signatures.parquet``: the signatures of its documents
         and of their chunks (each document's rows live in its document's segment, so its
         tombstones mask them), or ``None`` when it has no documents.
@@ -1328,13 +1366,22 @@ class Curation:
             documents: ``DOCUMENTS_SCHEMA`` rows of the segment.
             chunks: ``CHUNKS_SCHEMA`` rows of the segment (with the duplicate rows, they name
                 the document of each chunk member; a copy's chunks are not indexed).
+            release: once written, this curation's signatures are let go (a streamed ingest's
+                part: about 0.8 kB a chunk, not held while the segment's index is built; issue
+                12). The writer then writes once.
         """
         if not documents.num_rows:
             return None
         doc_of = _chunk_owners(chunks, self.duplicates_table())
         docs = documents.column("doc_id").combine_chunks()
         held = (docs, chunks.column("chunk_id").combine_chunks())
-        return lambda folder: self.write_signatures(Path(folder) / SIGNATURES_FILE, docs, doc_of, held)
+
+        def write(folder: Path) -> None:
+            self.write_signatures(Path(folder) / SIGNATURES_FILE, docs, doc_of, held)
+            if release:
+                self.documents.signatures, self.chunks.signatures = Signatures(), Signatures()
+
+        return write
 
     def counts(self) -> dict[str, Any]:
         """Counts by rule (what ``curation.json`` and ``ragline index show`` report)."""

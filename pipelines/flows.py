@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from contextlib import contextmanager, nullcontext
 
+from ragline.core.memory import keep_rows
 from ragline.core.offline import set_offline_env
 from ragline.pipelines.verbosity import quiet_libraries
 
@@ -625,9 +626,9 @@ def ingest_flush(params: Params, holds: list, embedder: Callable[[], Embedder]) 
             if (keep & not_embedded).any():  # a copy kept after all
                 embedded = embed_rows(chunks, vectors, keep & not_embedded, embedder(), params)
             documents = curation_stage.without_quarantined(documents, cur)
-            chunks, vectors = curation_stage.take_rows(chunks, keep), vectors[keep]
+            chunks, vectors = curation_stage.take_rows(chunks, keep), keep_rows(vectors, keep)  # (the stream's own array)
         seg, _, inputs = write_segment(registry, params, documents, chunks, vectors, first[0] if first else None,
-                                       hold, extra=cur.segment_signatures(documents, chunks) if cur else None)
+                                       hold, extra=cur.segment_signatures(documents, chunks, release=True) if cur else None)
         if streamed is not None:
             streamed.written(cur, registry.segment_dir(params.index.name, seg.id) / curation_stage.SIGNATURES_FILE)
         if not first:
@@ -750,7 +751,7 @@ def _build(p: Params, files: list, holds: list, times: dict[str, float], t0: flo
                 chunks, curation, keep = curate_task(documents, chunks, p, boilerplate)
             if not_embedded is not None and (keep & not_embedded).any():  # a copy kept after all
                 computed += embed_rows(all_chunks, vectors, keep & not_embedded, embedder, p)
-            vectors = vectors[keep]
+            vectors = keep_rows(vectors, keep)  # in place: the stream's (or the cluster build's) own array
             all_chunks = None
             if p.runner.kind != "dask":  # the uncurated rows and vectors are not held while publishing
                 streamed.chunks, streamed.vectors = chunks, vectors

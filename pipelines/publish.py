@@ -109,7 +109,7 @@ def write_segment(registry: IndexRegistry, params: Params, documents: pa.Table, 
         hold: keeps the segment from gc until a version lists it (an ingest's flushed segments).
         inputs: the documents' :func:`input_records` when the caller has them already.
         extra: writes more files into the segment's staging folder (its curation signatures:
-            :meth:`pipelines.curate.Curation.segment_signatures`).
+            :meth:`pipelines.curate.Curation.segment_signatures`), before the segment's own files.
 
     Returns:
         ``(segment, index record, inputs records of documents)``.
@@ -124,10 +124,10 @@ def write_segment(registry: IndexRegistry, params: Params, documents: pa.Table, 
     trained = registry.segment_dir(name, trained_from.id) / INDEX_FILE if trained_from is not None else None
 
     def write(folder: Path) -> None:
+        if extra is not None:  # first: what it holds may be let go before the index is built
+            extra(folder)
         record.update(write_segment_files(folder, documents, chunks, vectors, params.index.faiss_spec(),
                                           params.index.bm25_spec(), trained, inputs=inputs))
-        if extra is not None:
-            extra(folder)
 
     seg = registry.add_segment(name, write, hold=hold)
     return seg, record, inputs

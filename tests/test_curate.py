@@ -9,6 +9,7 @@ import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -678,6 +679,26 @@ def test_streamed_boilerplate_without_keep_refuses_a_release_the_corpus_contradi
     stream._sketch[2] = replace(stream._sketch[2], released=frozenset())  # as if released with its banner
     with pytest.raises(RuntimeError, match="site/p2.html"):
         stream.finish()
+
+
+def test_streamed_boilerplate_holds_the_text_only_of_keys_two_documents_share() -> None:
+    """Issue 12 (bounded memory): what a stream holds of a released document is its sketch, key
+    ids, not the edge elements' text: a key is named only once a second document of its folder
+    has it, and a decided folder's counts are dropped. The report still names every key."""
+    from ragline.pipelines.curate import StreamedBoilerplate
+
+    cfg = CurateConfig(boilerplate_min_share=0.5, boilerplate_min_docs=3)
+    docs = [_doc(f"site/{f}/p{i}.html", ["Navigation Home", f"Lead {f} {i}", f"body {i}", f"more {i}", f"Tail {f} {i}"])
+            for f in "ab" for i in range(6)]
+    stream = StreamedBoilerplate([d.uri for d in docs], cfg, keep=False)
+    released = [j for i, d in enumerate(docs) for j, _ in stream.add(i, d)]
+    assert released == list(range(len(docs)))
+    assert set(stream._names.values()) == {"navigation home"}  # no lead or tail line is held as text
+    assert not stream._counts and not stream._undecided
+    assert all(sk.keys.dtype == np.int64 and len(sk.keys) == 2 for sk in stream._sketch.values())
+    stream.finish()
+    assert stream.report.keys == {"site/a": ["navigation home"], "site/b": ["navigation home"]}
+    assert stream.report == strip_boilerplate(docs, cfg)[1]
 
 
 # ---------------------------------------------------------------- the same decisions at less CPU (issue 16)
