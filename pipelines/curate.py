@@ -1368,16 +1368,21 @@ class Curation:
                 the document of each chunk member; a copy's chunks are not indexed).
             release: once written, this curation's signatures are let go (a streamed ingest's
                 part: about 0.8 kB a chunk, not held while the segment's index is built; issue
-                12). The writer then writes once.
+                12). The writer then writes once: called again, it raises ``RuntimeError``
+                rather than write a file without them.
         """
         if not documents.num_rows:
             return None
         doc_of = _chunk_owners(chunks, self.duplicates_table())
         docs = documents.column("doc_id").combine_chunks()
         held = (docs, chunks.column("chunk_id").combine_chunks())
+        written: list[Path] = []
 
         def write(folder: Path) -> None:
+            if release and written:
+                raise RuntimeError(f"{written[0]}: these signatures were written and let go; they cannot be written again")
             self.write_signatures(Path(folder) / SIGNATURES_FILE, docs, doc_of, held)
+            written.append(Path(folder) / SIGNATURES_FILE)
             if release:
                 self.documents.signatures, self.chunks.signatures = Signatures(), Signatures()
 

@@ -701,6 +701,30 @@ def test_streamed_boilerplate_holds_the_text_only_of_keys_two_documents_share() 
     assert stream.report == strip_boilerplate(docs, cfg)[1]
 
 
+def test_a_segments_signatures_let_go_once_written_are_not_written_again(tmp_path: Path) -> None:
+    """Issue 12: a streamed ingest's part lets its signatures go once its segment holds them
+    (``release``); a second write would make a file without them, so it is refused."""
+    from ragline.pipelines.chunk import chunk_documents
+    from ragline.pipelines.curate import curate_chunks
+    from ragline.pipelines.load import documents_to_table
+
+    docs = [_doc("x/a.txt", [_text(31, 400)]), _doc("x/b.txt", [_text(31, 400)]), _doc("x/c.txt", [_text(32, 300)])]
+    p = Params.from_dict({"chunk": {"strategy": "token", "max_tokens": 200, "overlap_tokens": 0}})
+    chunks, _ = chunk_documents(docs, p.chunk)
+    documents = documents_to_table(docs)
+    kept, _ = curate_chunks(documents, chunks, p.curate)
+    let_go, _ = curate_chunks(documents, chunks, p.curate)
+    for cur, folder in ((kept, tmp_path / "kept"), (let_go, tmp_path / "let-go")):
+        folder.mkdir()
+        write = cur.segment_signatures(documents, chunks, release=cur is let_go)
+        write(folder)
+    assert pq.read_table(tmp_path / "kept" / "signatures.parquet").equals(
+        pq.read_table(tmp_path / "let-go" / "signatures.parquet"))
+    assert len(let_go.chunks.signatures) == 0 and len(kept.chunks.signatures) > 0  # (only indexed documents are shingled)
+    with pytest.raises(RuntimeError, match="let-go/signatures.parquet"):
+        write(tmp_path / "let-go")
+
+
 # ---------------------------------------------------------------- the same decisions at less CPU (issue 16)
 def _real_texts() -> list[str]:
     """Texts curation meets: the sample corpus's documents, reST sources and pages of the Python
