@@ -1397,6 +1397,11 @@ def _died(src: SourceFile, cfg: LoadConfig, exitcode: int | None) -> QuarantineR
 #: times a broken worker pool is replaced before the files still waiting are quarantined
 POOL_ROUNDS = 3
 
+#: files handed to the pool ahead of those delivered, per worker: parsing runs at most this far
+#: ahead of a ``deliver`` that is busy (a streamed ingest writing a segment), so the parsed but not
+#: yet delivered documents stay a few dozen, whatever the corpus size (issue 12, bounded memory)
+PREFETCH_PER_WORKER = 32
+
 
 class _TrackedContext:
     """The parsing workers' multiprocessing context, recording every worker process the pool
@@ -1459,21 +1464,30 @@ def _run_pool(
     ctx = _TrackedContext(_worker_context())
     pool = ProcessPool(max_workers=min(cfg.workers, len(todo)), max_tasks=cfg.max_tasks_per_child,
                        initializer=_worker_init, initargs=(nice,), context=ctx)
-    futures: dict = {}
+    futures: dict = {}  # scheduled and not yet delivered -> file index
     left: list[int] = []
-    try:
+    window = max(1, cfg.workers) * PREFETCH_PER_WORKER
+    at = 0  # todo[at:] not scheduled yet
+
+    def schedule() -> None:
+        nonlocal at
         try:
-            for i in todo:
+            while at < len(todo) and len(futures) < window:
+                i = todo[at]
                 env = _remote_env() if files[i].source else None
                 futures[pool.schedule(_load_in_worker, args=(files[i], cfg, fault, env), timeout=cfg.timeout_s)] = i
-        except (BrokenProcessPool, RuntimeError):
-            left = [i for i in todo if i not in set(futures.values())]
+                at += 1
+        except (BrokenProcessPool, RuntimeError):  # broken: the rest goes to a new pool
+            left.extend(todo[at:])
+            at = len(todo)
+
+    try:
         started = time.monotonic()
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+        schedule()
+        while futures:
+            finished, _ = wait(list(futures), timeout=1.0, return_when=FIRST_COMPLETED)
             if not finished and not pool.active:  # broken: queued tasks would never finish
-                left += [futures[f] for f in pending]
+                left += list(futures.values()) + todo[at:]
                 break
             # in file order (a set has none), so that one worker delivers the files in file order;
             # each future let go once delivered (it holds its Document: with keep=False nothing else does)
@@ -1481,7 +1495,8 @@ def _run_pool(
             del finished
             while batch:
                 fut = batch.pop()
-                i, src = futures[fut], files[futures[fut]]
+                i = futures.pop(fut)
+                src = files[i]
                 seconds = time.monotonic() - started  # upper bound, for files whose worker did not answer
                 try:
                     r, peak, seconds = fut.result()
@@ -1498,8 +1513,9 @@ def _run_pool(
                 except Exception as e:  # the result could not come back (pickling, ...)
                     r, peak = QuarantineRecord(src.uri, STAGE, "WorkerError",
                                                f"{src.uri}: {type(e).__name__}: {e}"), None
-                del futures[fut]
+                del fut
                 done(i, r, seconds, peak)
+            schedule()  # as many files again as were delivered (none while ``done`` is busy)
     finally:
         # stop, not close: every file is done (or will be resubmitted)
         _stop_pool(pool, ctx)
@@ -1535,6 +1551,8 @@ def load_documents(
         observe: called once per file with its :class:`FileLoadStats`.
         deliver: called once per file, in the calling thread, with its index in ``files`` and
             its result, as soon as it is parsed (completion order; :mod:`pipelines.stream`).
+            Parsing runs at most ``cfg.workers`` × :data:`PREFETCH_PER_WORKER` files ahead of
+            it, so a ``deliver`` that takes long (a segment written) does not pile up documents.
         nice: niceness added to the parsing workers (``os.nice``), so that work running beside
             them (the embedder) keeps the cores.
         keep: False: the documents are not kept once delivered (``deliver`` owns them; the

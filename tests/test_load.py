@@ -412,13 +412,15 @@ def test_partition_html_without_unread_metadata_equals_partition_html() -> None:
         return [(e.category, e.text, e.metadata.page_number, at.get(e.metadata.parent_id)) for e in elements]
 
     numbers: set = set()
+    linked = False
     with element_types("markup"):
         for page in pages:
             with _html_drop(drop):
                 want = partition_html(text=page, languages=["eng"], unique_element_ids=True)
             assert view(_partition_html(page, drop, ["eng"])) == view(want), page[:200]
             numbers |= {e.metadata.page_number for e in want}
-        assert any(e.metadata.parent_id for e in want)  # (the last page) the parent links were compared
+            linked |= any(e.metadata.parent_id for e in want)
+    assert linked  # parent links were compared (on some page; the Python docs are not always installed)
     assert {3, 7} <= numbers  # page numbers were compared too
     assert all(_katex_possible(p) for p in katex)
     if pydocs.is_dir():  # the gate skips the clean-up on these pages: the comparison above covered skipping
@@ -516,7 +518,9 @@ def test_gated_paragraph_rules_equal_unstructured_s() -> None:
         assert _is_us_city_state_zip(t) == tt.is_us_city_state_zip(t), t
         assert _is_email_address(t) == tt.is_email_address(t), t
         assert _under_non_alpha_ratio(t) == tt.under_non_alpha_ratio(t), t
-    assert sum(map(tt.is_us_city_state_zip, texts)) >= 2 and sum(map(tt.under_non_alpha_ratio, texts)) > 100
+    # each rule was hit (the sample alone hits the non-alpha rule 11 times; the Python docs, when installed, 100s)
+    assert sum(map(tt.is_us_city_state_zip, texts)) >= 2
+    assert sum(map(tt.under_non_alpha_ratio, texts)) > (100 if pydocs.is_dir() else 5)
 
 
 def test_memoized_section_paths_equal_the_walk_per_element() -> None:
@@ -535,7 +539,8 @@ def test_memoized_section_paths_equal_the_walk_per_element() -> None:
         pages += [p.read_text(encoding="utf-8") for p in sorted(pydocs.rglob("*.html"))[::60]]
     with element_types("markup"):
         docs = [partition_html(text=page, languages=["eng"]) for page in pages]
-    assert sum(len(e.metadata.parent_id or "") > 0 for d in docs for e in d) > 100
+    # parent links were compared (the sample alone has 42; with the Python docs installed, 100s)
+    assert sum(len(e.metadata.parent_id or "") > 0 for d in docs for e in d) > (100 if pydocs.is_dir() else 20)
     for els in docs:
         assert _section_paths(els) == _section_paths_walked(els, {e.id: e for e in els})
     a, b, c = Title("A"), Title("B"), NarrativeText("c")
@@ -632,6 +637,38 @@ def test_without_keep_a_delivered_document_is_not_held_by_the_pool(tmp_path: Pat
     # the pool may run ahead of deliveries (finished, not yet delivered); delivered ones are let go,
     # so at the last delivery only that one is alive (a pool holding its futures: all 24)
     assert live[-1] <= 2, live
+
+
+def test_parsing_runs_a_bounded_window_ahead_of_a_busy_deliver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While ``deliver`` is busy (a streamed ingest writing a segment), the workers parse at most
+    ``workers`` × ``PREFETCH_PER_WORKER`` files ahead of it, not the rest of the corpus: the
+    parsed, undelivered documents the pool holds stay that many (issue 12, bounded memory)."""
+    import gc
+    import time
+
+    from ragline.core.records import Document
+    from ragline.pipelines import load as load_mod
+
+    monkeypatch.setattr(load_mod, "PREFETCH_PER_WORKER", 2)
+    for i in range(24):
+        (tmp_path / f"n{i:02d}.txt").write_text(f"note {i}: the bees were calm today. " * 40)
+    files = discover_files([tmp_path])
+    gc.collect()
+    before = sum(isinstance(o, Document) for o in gc.get_objects())
+    delivered: list[int] = []
+    live: list[int] = []
+
+    def deliver(i, r):
+        delivered.append(i)
+        if len(delivered) == 1:  # busy: the whole rest would be parsed meanwhile without a window
+            time.sleep(2.0)
+            gc.collect()
+            live.append(sum(isinstance(o, Document) for o in gc.get_objects()) - before)
+
+    docs, bad = load_documents(files, LoadConfig(workers=1), deliver=deliver, keep=False)
+    assert docs == [] and bad == [] and sorted(delivered) == list(range(24))
+    assert delivered == list(range(24))  # one worker: still file order
+    assert live and 1 <= live[0] <= 1 + 2, live  # the one being delivered + at most the window
 
 
 def test_documents_round_trip_through_pickle_with_their_spans() -> None:
