@@ -235,7 +235,8 @@ def memory_main(sizes: list[int], change: float, seed: int, workdir: Path | None
         for ph in phases:
             print(f"  {ph:<16}" + "".join(f"{results[n][ph]['peak_rss_bytes'] / 1e6:>14.0f}" for n in sizes)
                   + f"{ratios[ph]:>13.3f}")
-        print(f"  {'chunks':<16}" + "".join(f"{results[n]['ingest']['chunks']:>14}" for n in sizes))
+        first = next((ph for ph in phases if ph.startswith("ingest")), phases[0])  # (an ingest's chunks)
+        print(f"  {'chunks':<16}" + "".join(f"{results[n][first]['chunks']:>14}" for n in sizes))
         print("ingest peak growth per added chunk: "
               + ", ".join(f"{ph} {v / 1e3:.1f} kB" for ph, v in per_chunk.items()))
         print("refresh peak / ingest peak (target <= 1): "
