@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -610,18 +611,31 @@ def test_one_worker_delivers_files_in_file_order(tmp_path: Path, monkeypatch: py
     assert arrived == list(range(12))
 
 
-def test_without_keep_a_delivered_document_is_not_held_by_the_pool(tmp_path: Path) -> None:
-    """``keep=False``: once delivered, a Document is the caller's alone (a finished future no
-    longer holds it), so a streamed ingest's memory does not grow with the files parsed."""
+def _notes_and_documents_alive(folder: Path, n: int = 24) -> tuple[list, Callable[[], int]]:
+    """``n`` small text files in ``folder`` (discovered), and a count of the ``Document`` objects
+    alive beyond those alive now (a scan of the heap: seconds, so not per delivery)."""
     import gc
 
     from ragline.core.records import Document
 
-    for i in range(24):
-        (tmp_path / f"n{i:02d}.txt").write_text(f"note {i}: the bees were calm today. " * 40)
-    files = discover_files([tmp_path])
+    for i in range(n):
+        (folder / f"n{i:02d}.txt").write_text(f"note {i}: the bees were calm today. " * 40)
     gc.collect()
     before = sum(isinstance(o, Document) for o in gc.get_objects())
+
+    def alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, Document) for o in gc.get_objects()) - before
+
+    return discover_files([folder]), alive
+
+
+def test_without_keep_a_delivered_document_is_not_held_by_the_pool(tmp_path: Path) -> None:
+    """``keep=False``: once delivered, a Document is the caller's alone (a finished future no
+    longer holds it), so a streamed ingest's memory does not grow with the files parsed."""
+    from ragline.core.records import Document
+
+    files, documents_alive = _notes_and_documents_alive(tmp_path)
     delivered: list[int] = []
     live: list[int] = []
 
@@ -629,8 +643,7 @@ def test_without_keep_a_delivered_document_is_not_held_by_the_pool(tmp_path: Pat
         assert isinstance(r, Document)
         delivered.append(i)
         if len(delivered) == len(files):  # (a scan of the heap per delivery would take seconds each)
-            gc.collect()
-            live.append(sum(isinstance(o, Document) for o in gc.get_objects()) - before)
+            live.append(documents_alive())
 
     docs, bad = load_documents(files, LoadConfig(workers=1), deliver=deliver, keep=False)
     assert docs == [] and bad == [] and sorted(delivered) == list(range(24)) and len(live) == 1
@@ -643,18 +656,12 @@ def test_parsing_runs_a_bounded_window_ahead_of_a_busy_deliver(tmp_path: Path, m
     """While ``deliver`` is busy (a streamed ingest writing a segment), the workers parse at most
     ``workers`` × ``PREFETCH_PER_WORKER`` files ahead of it, not the rest of the corpus: the
     parsed, undelivered documents the pool holds stay that many (issue 12, bounded memory)."""
-    import gc
     import time
 
-    from ragline.core.records import Document
     from ragline.pipelines import load as load_mod
 
     monkeypatch.setattr(load_mod, "PREFETCH_PER_WORKER", 2)
-    for i in range(24):
-        (tmp_path / f"n{i:02d}.txt").write_text(f"note {i}: the bees were calm today. " * 40)
-    files = discover_files([tmp_path])
-    gc.collect()
-    before = sum(isinstance(o, Document) for o in gc.get_objects())
+    files, documents_alive = _notes_and_documents_alive(tmp_path)
     delivered: list[int] = []
     live: list[int] = []
 
@@ -662,8 +669,7 @@ def test_parsing_runs_a_bounded_window_ahead_of_a_busy_deliver(tmp_path: Path, m
         delivered.append(i)
         if len(delivered) == 1:  # busy: the whole rest would be parsed meanwhile without a window
             time.sleep(2.0)
-            gc.collect()
-            live.append(sum(isinstance(o, Document) for o in gc.get_objects()) - before)
+            live.append(documents_alive())
 
     docs, bad = load_documents(files, LoadConfig(workers=1), deliver=deliver, keep=False)
     assert docs == [] and bad == [] and sorted(delivered) == list(range(24))
