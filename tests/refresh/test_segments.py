@@ -564,7 +564,7 @@ def test_with_curation_a_parent_without_segment_signatures_is_written_again_once
     # (the sample corpus is small: one removal would pass the default tombstone policy)
     write_params(light_workspace, curate={"enabled": True}, index={"compact_max_tombstone_ratio": 0.9})
     with monkeypatch.context() as m:
-        m.setattr(Curation, "segment_signatures", lambda self, documents, chunks: None)
+        m.setattr(Curation, "segment_signatures", lambda self, documents, chunks, release=False: None)
         assert refresh().version == "v0001"
     reg = IndexRegistry(params_here().index.root)
     (s1,) = reg.segments("sample", "v0001")
