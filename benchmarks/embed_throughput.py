@@ -15,7 +15,8 @@ Arms (all 2 threads, all-MiniLM-L6-v2, one process, models built beforehand unde
 - ``ov-bf16 s2 p16``: the same with ``embed.static_shapes: 6`` (the ``embed:`` params): a shape's
   32nd call (STATIC_AFTER) compiles a model for exactly that shape (the compilations are timed with the calls);
 - ``ov-bf16 onnx-graph s2 p16``: ``s2 p16 dyn`` on the ONNX export's graph (what the conversion adds);
-- ``ov-int8 s2 p16``: NNCF static int8 with the same settings.
+- ``ov-int8 s2 p16``: NNCF static int8 with the same settings;
+- ``ov-f32 s2 p16``: ``openvino`` (f32, the fp32 identity) with the same settings.
 
 Texts: token-200 chunks (default chunking, no context) of every chunking-eval corpus,
 shuffled with seed 0, the first ``--chunks``. They are timed in ``--slices`` slices, each slice
@@ -46,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ragline.indexers.backends import cpu_matrix_units, fastest_backend_for, resolve_backend  # noqa: E402
+from ragline.indexers.backends import cpu_units, fastest_backend_for, resolve_backend  # noqa: E402
 from ragline.pipelines.offline import set_offline_env  # noqa: E402
 
 set_offline_env()
@@ -55,7 +56,7 @@ DATASET = REPO.parent / "shared" / "datasets" / "chunking-eval"
 CACHE = REPO / "build" / "bench-embed-backends" / "models"
 MODEL = "all-MiniLM-L6-v2"
 ARMS = ("torch", "onnx", "onnx-int8", "ov-bf16 onnx-graph LAT", "ov-bf16 s1 p1", "ov-bf16 s2 p1", "ov-bf16 s2 p16 dyn",
-        "ov-bf16 s2 p16", "ov-bf16 onnx-graph s2 p16", "ov-int8 s2 p16")
+        "ov-bf16 s2 p16", "ov-bf16 onnx-graph s2 p16", "ov-int8 s2 p16", "ov-f32 s2 p16")
 
 
 def chunk_texts(n: int) -> list[str]:
@@ -80,7 +81,7 @@ def make_arm(name: str):
     if name in ("onnx", "onnx-int8"):
         e = make_embedder(MODEL, backend=name, cache_dir=CACHE, threads=2)
         return lambda ts: e.embed(ts)
-    precision = "openvino-int8" if "int8" in name else "openvino-bf16"
+    precision = "openvino-int8" if "int8" in name else "openvino" if "f32" in name else "openvino-bf16"
     streams = 2 if " s2" in name else 1
     pad = 16 if "p16" in name else 1
     static = 0 if name.endswith((" dyn", " p1")) or "onnx-graph" in name else 6
@@ -119,8 +120,8 @@ def throughput(arms: list[str], texts: list[str], slices: int) -> None:
             loads.append(os.getloadavg()[0])
     print(f"{len(texts)} chunks (token 200, chunking-eval corpora, shuffled), 2 threads, {len(pieces)} slices x 2 passes; "
           f"load average {min(loads):.1f}-{max(loads):.1f}")
-    units = cpu_matrix_units()
-    print(f"CPU matrix units: {', '.join(sorted(units)) or 'none found'}; "
+    units = cpu_units()
+    print(f"CPU units: {', '.join(sorted(units)) or 'none found'}; "
           f"measured fastest for them (embed.backend auto on a new index): {fastest_backend_for(units)}")
     base = {p: {b: len(texts) / spent[p][b] for b in ("torch", "onnx") if b in runs} for p in (1, 2)}
     head = f"{'arm':<27} {'c/s p1':>7} {'x torch':>7} {'x onnx':>6}   {'c/s p2':>7} {'x torch':>7} {'x onnx':>6}"

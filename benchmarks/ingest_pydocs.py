@@ -64,7 +64,7 @@ def main() -> int:
         print(f"error: {args.source} not found; apt-get install python3.11-doc", file=sys.stderr)
         return 2
 
-    from ragline.indexers.backends import cpu_matrix_units, fastest_backend_for, resolve_backend
+    from ragline.indexers.backends import cpu_units, fastest_backend_for, resolve_backend
     from ragline.indexers.embedders import SentenceTransformerEmbedder
     from ragline.indexers.registry import IndexRegistry
     from ragline.indexers.retriever import PublishedIndex
@@ -155,8 +155,8 @@ def main() -> int:
         # Prefect's own: the API start not overlapped with the run's work + the run records
         "prefect_overhead_s": round(ingest_s - summary.total_seconds, 2),
         "embed_backend": resolve_backend(p.embed.backend),
-        "cpu_matrix_units": sorted(cpu_matrix_units()),  # openvino-bf16 is fast only with amx_bf16 (README)
-        "fastest_backend_for_this_cpu": fastest_backend_for(cpu_matrix_units()),
+        "cpu_units": sorted(cpu_units()),  # openvino-bf16 is fast only with amx_bf16 (README)
+        "fastest_backend_for_this_cpu": fastest_backend_for(cpu_units()),
         "embed_only_torch_wall_s": None if torch_s is None else round(torch_s, 2),
         "ratio_torch_to_onnx_embed": None if torch_s is None else round(torch_s / embed_s, 3),
         "documents_per_s": round(summary.documents / ingest_s, 2),

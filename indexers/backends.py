@@ -115,17 +115,21 @@ def query_backend_for(embedding: Mapping[str, Any], requested: str = AUTO, fp32_
 
 #: CPU flags (Linux ``/proc/cpuinfo``) of the matrix units the reduced-precision backends run on.
 MATRIX_FLAGS: tuple[str, ...] = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx_vnni")
+#: CPU flags that choose the backend: the matrix units and AVX2 (the vector unit the fp32
+#: OpenVINO kernels were measured on where there is no matrix unit).
+UNIT_FLAGS: tuple[str, ...] = (*MATRIX_FLAGS, "avx2")
 
 
-def cpu_matrix_units(cpuinfo: str | None = None) -> frozenset[str]:
-    """The :data:`MATRIX_FLAGS` this CPU reports.
+def cpu_units(cpuinfo: str | None = None) -> frozenset[str]:
+    """The :data:`UNIT_FLAGS` this CPU reports.
 
     Args:
         cpuinfo: the text of ``/proc/cpuinfo`` (default: read it; empty where it cannot be
             read, e.g. off Linux).
 
     Returns:
-        The flags of the first ``flags`` line that are in :data:`MATRIX_FLAGS`.
+        The flags of the first ``flags`` line that are in :data:`UNIT_FLAGS` (empty off
+        Linux x86, whose ``/proc/cpuinfo`` has no ``flags`` line).
     """
     if cpuinfo is None:
         try:
@@ -136,27 +140,33 @@ def cpu_matrix_units(cpuinfo: str | None = None) -> frozenset[str]:
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "flags":
-            return frozenset(value.split()) & frozenset(MATRIX_FLAGS)
+            return frozenset(value.split()) & frozenset(UNIT_FLAGS)
     return frozenset()
 
 
 def fastest_backend_for(units: frozenset[str] | set[str]) -> str:
     """The backend measured fastest, within 0.5 chunking-eval recall points of fp32, on a CPU
-    with matrix ``units`` (:func:`cpu_matrix_units`); the README's "Embedding backends" shows the runs.
+    with ``units`` (:func:`cpu_units`); the README's "Embedding backends" shows the runs.
 
     - AMX (``amx_bf16``): ``openvino-bf16`` (3.6-5.3x ONNX Runtime fp32 in the model call;
       ``openvino-int8`` 3.6-4.3x);
     - AVX-512 VNNI or AVX-VNNI without AMX: ``openvino-int8`` (2.7-3.0x; ``openvino-bf16``
       0.83-0.96x there: without AMX its bf16 products are no faster than fp32);
-    - neither: ``onnx`` (fp32; not measured on such a CPU: the fallback that needs no matrix unit).
+    - AVX2 and no matrix unit: ``openvino`` (f32, 1.09-1.21x in the model call and 1.12x in
+      ``ragline eval chunking``'s ``embed_seconds``, measured on an AMD EPYC; its vectors are
+      within 1e-4 of fp32's, so it keeps the fp32 identity and embedding cache; ``openvino-int8``
+      0.58x there, ``onnx-int8`` 0.95-1.20x with a quantized identity);
+    - none of these (not Linux x86): ``onnx`` (not measured on such a CPU).
 
-    Source: ``benchmarks/embed_throughput.py`` on the two kinds of machine; OpenVINO's CPU
+    Source: ``benchmarks/embed_throughput.py`` on the three kinds of machine; OpenVINO's CPU
     plugin runs bf16 inference on AMX where present, int8 on VNNI.
     """
     if "amx_bf16" in units:
         return "openvino-bf16"
     if units & {"avx512_vnni", "avx_vnni"}:
         return "openvino-int8"
+    if "avx2" in units:
+        return "openvino"
     return "onnx"
 
 
@@ -171,14 +181,14 @@ def resolve_backend(requested: str, recorded: Mapping[str, Any] | None = None,
        its ``params.embed.backend``, else the backend its ``embedding.quantization`` names
        (:func:`query_backend_for`). So a refresh never re-embeds a corpus because it runs on
        another kind of CPU, and its vectors never mix identities;
-    2. :func:`fastest_backend_for` this CPU's matrix ``units`` (default :func:`cpu_matrix_units`),
+    2. :func:`fastest_backend_for` this CPU's ``units`` (default :func:`cpu_units`),
        when installed;
     3. ``onnx``.
 
     Args:
         requested: an ``embed.backend`` value (:data:`AUTO` or a :data:`BACKENDS` name).
         recorded: the latest version's manifest fields, or ``None`` (no version yet).
-        units: the CPU's matrix units (tests pass them; default: read ``/proc/cpuinfo``).
+        units: the CPU's :data:`UNIT_FLAGS` (tests pass them; default: read ``/proc/cpuinfo``).
 
     Returns:
         A :data:`BACKENDS` name.
@@ -191,7 +201,7 @@ def resolve_backend(requested: str, recorded: Mapping[str, Any] | None = None,
             named = query_backend_for(recorded.get("embedding") or {})
         if named in BACKENDS and BACKENDS[named].installed:
             return named
-    fastest = fastest_backend_for(cpu_matrix_units() if units is None else units)
+    fastest = fastest_backend_for(cpu_units() if units is None else units)
     return fastest if BACKENDS[fastest].installed else "onnx"
 
 

@@ -65,31 +65,34 @@ def test_every_listed_backend_is_installed_here() -> None:
 
 
 # ---------------------------------------------------------------- identity (fast)
-#: ``flags`` lines of /proc/cpuinfo on the two kinds of machine the backends were measured on
+#: ``flags`` lines of /proc/cpuinfo on the three kinds of machine the backends were measured on
 AMX_FLAGS = "fpu sse avx2 avx512f avx512_vnni avx_vnni avx512_bf16 amx_bf16 amx_tile amx_int8 arch_lbr"
 VNNI_FLAGS = "fpu sse avx2 avx512f avx512_vnni avx_vnni avx512_bf16 arch_capabilities"
+AVX2_FLAGS = "fpu sse sse2 avx avx2 fma sha_ni"  # AMD EPYC: no AVX-512, no VNNI, no AMX
 
 
 @pytest.mark.parametrize("flags,units,fastest", [
-    (AMX_FLAGS, {"avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"}, "openvino-bf16"),
-    (VNNI_FLAGS, {"avx512_vnni", "avx_vnni", "avx512_bf16"}, "openvino-int8"),
-    ("fpu sse sse2 avx2 fma", set(), "onnx"),
+    (AMX_FLAGS, {"avx2", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"}, "openvino-bf16"),
+    (VNNI_FLAGS, {"avx2", "avx512_vnni", "avx_vnni", "avx512_bf16"}, "openvino-int8"),
+    (AVX2_FLAGS, {"avx2"}, "openvino"),
+    ("fpu sse sse2 sse4_2", set(), "onnx"),  # no unit the backends were measured on
 ])
-def test_cpu_matrix_units_name_the_backend_measured_fastest_on_them(flags: str, units: set[str], fastest: str) -> None:
+def test_cpu_units_name_the_backend_measured_fastest_on_them(flags: str, units: set[str], fastest: str) -> None:
     cpuinfo = f"processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: {flags}\nbugs\t\t: spectre_v1\n"
-    assert backends.cpu_matrix_units(cpuinfo) == units
-    assert backends.fastest_backend_for(backends.cpu_matrix_units(cpuinfo)) == fastest
-    assert backends.cpu_matrix_units("processor\t: 0\n") == frozenset()  # no flags line (not Linux x86)
-    here = backends.cpu_matrix_units()  # this machine's, read from /proc/cpuinfo
-    assert here <= set(backends.MATRIX_FLAGS)
+    assert backends.cpu_units(cpuinfo) == units
+    assert backends.fastest_backend_for(backends.cpu_units(cpuinfo)) == fastest
+    assert backends.cpu_units("processor\t: 0\n") == frozenset()  # no flags line (not Linux x86)
+    assert backends.fastest_backend_for(frozenset()) == "onnx"
+    here = backends.cpu_units()  # this machine's, read from /proc/cpuinfo
+    assert here <= set(backends.UNIT_FLAGS)
     assert backends.fastest_backend_for(here) in BACKENDS
 
 
 def test_auto_resolves_to_the_recorded_backend_else_this_cpus_fastest_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     amx, vnni = frozenset({"amx_bf16", "avx512_vnni"}), frozenset({"avx512_vnni"})
     assert backends.resolve_backend("onnx-int8", units=amx) == "onnx-int8"  # explicit: as it is
-    assert [backends.resolve_backend(AUTO, units=u) for u in (amx, vnni, frozenset())] == \
-        ["openvino-bf16", "openvino-int8", "onnx"]
+    assert [backends.resolve_backend(AUTO, units=u) for u in (amx, vnni, frozenset({"avx2"}), frozenset())] == \
+        ["openvino-bf16", "openvino-int8", "openvino", "onnx"]
     # the latest version's backend wins over the CPU's: its params, else its vectors' quantization
     assert backends.resolve_backend(AUTO, {"params": {"embed": {"backend": "torch"}}, "embedding": {}}, units=vnni) == "torch"
     recorded = {"params": {"embed": {"backend": AUTO}}, "embedding": {"quantization": "openvino-bf16/ov-x"}}
@@ -228,7 +231,7 @@ def test_backend_vectors_agree_with_fp32_and_identity_says_when_they_differ(
     info, ref = info_of(e), info_of(make_embedder("all-MiniLM-L6-v2", backend="onnx", cache_dir=model_cache))
     record = e.model_record  # measured when the model was first built
     # OpenVINO runs the bf16 hint in f32 on a CPU without bf16 units (AVX2 only): measured equal, so fp32's identity
-    no_bf16 = not {"amx_bf16", "avx512_bf16"} & backends.cpu_matrix_units()
+    no_bf16 = not {"amx_bf16", "avx512_bf16"} & backends.cpu_units()
     if backend == "openvino" or (backend == "openvino-bf16" and no_bf16):
         assert info == ref and record["max_abs_diff"] <= 1e-4  # fp32: one identity, one embedding cache
         assert np.abs(v - fp32_vectors).max() <= 1e-4
