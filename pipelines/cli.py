@@ -207,6 +207,7 @@ def _print_summary(summary: Any) -> None:
     t.add_row("documents", str(summary.documents))
     t.add_row("chunks", str(summary.chunks))
     t.add_row("embedded now / from cache", f"{summary.embedded} / {summary.cache_hits}")
+    t.add_row("embedding backend", summary.embed_backend)
     t.add_row("quarantined files", str(len(summary.quarantine)))
     print_run_tail(t, summary)
 

@@ -112,6 +112,7 @@ def _print_refresh(s: Any) -> None:
     t.add_row("documents / chunks in version", f"{s.documents} / {s.chunks}")
     t.add_row("chunks carried over", str(s.carried_chunks))
     t.add_row("chunks embedded (model / cache)", f"{s.embedded_chunks} ({s.computed} / {s.embedded_chunks - s.computed})")
+    t.add_row("embedding backend", s.embed_backend)
     t.add_row("quarantined files", str(len(s.quarantine)))
     for why in s.reasons:
         t.add_row("redone", why)

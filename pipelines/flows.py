@@ -294,6 +294,7 @@ class IngestSummary:
     total_seconds: float = 0.0
     failed: str | None = None
     telemetry: dict[str, Any] | None = None  # run figures (pipelines.telemetry), set when the run ends
+    embed_backend: str = ""  # the embed.backend that embedded the chunks (auto resolved: indexers.backends.resolve_backend)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -763,7 +764,7 @@ def _build(p: Params, files: list, holds: list, times: dict[str, float], t0: flo
         quarantine = with_scanned_sha(quarantine, scanned)
     n_chunks = chunks.num_rows + (flushed.live_chunks if flushed is not None else 0)
     summary = IngestSummary(p.index.name, None, n_docs, n_chunks, computed, max(0, n_chunks - computed), quarantine,
-                            times)
+                            times, embed_backend=p.embed.backend)
     try:
         check_failure_rate(len(files), quarantine, p.load.max_failed_fraction)
     except Exception as e:  # FailureRateExceeded: report, publish nothing (vectors stay in the cache)
@@ -939,7 +940,7 @@ def _refresh_flow_fn(
             with _timed(times, "plan"):
                 plan = plan_refresh_task(p, [])
         crash_point("refresh:planned")
-        summary = RefreshSummary.from_plan(plan)
+        summary = RefreshSummary.from_plan(plan, p.embed.backend)
         summary.stage_seconds = times
         if plan.nothing_to_do:
             summary.total_seconds = round(time.perf_counter() - t0, 3)

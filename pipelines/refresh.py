@@ -317,6 +317,8 @@ class RefreshSummary:
         nothing_changed: nothing to do; nothing published.
         telemetry: the run's figures (:func:`pipelines.telemetry.run_figures`, with the metrics
             file written and the push result), set when the run ends.
+        embed_backend: the ``embed.backend`` that embeds this refresh's chunks (``auto`` resolved:
+            the parent's, :func:`indexers.backends.resolve_backend`).
     """
 
     index: str
@@ -344,16 +346,17 @@ class RefreshSummary:
     failed: str | None = None
     nothing_changed: bool = False
     telemetry: dict[str, Any] | None = None
+    embed_backend: str = ""
 
     @classmethod
-    def from_plan(cls, plan: RefreshPlan) -> "RefreshSummary":
+    def from_plan(cls, plan: RefreshPlan, embed_backend: str = "") -> "RefreshSummary":
         """A summary holding the plan's diff (and nothing done yet)."""
         d = plan.diff
         return cls(index=plan.index, version=None, parent_version=plan.parent_version,
                    added=list(d.added), changed=list(d.changed), removed=list(d.removed),
                    unchanged=len(d.unchanged), still_quarantined=list(d.still_quarantined),
                    skipped=list(d.skipped), sources=list(plan.sources),
-                   reasons=list(plan.reasons), nothing_changed=plan.nothing_to_do)
+                   reasons=list(plan.reasons), nothing_changed=plan.nothing_to_do, embed_backend=embed_backend)
 
     def counts(self) -> dict[str, int]:
         """Diff counts: added, changed, removed, unchanged, skipped."""
@@ -1198,7 +1201,7 @@ def run_refresh(params: Params, reporter: Any = None, *, sources: Sequence[str |
         plan = plan_refresh(params, registry)
         plan_s = round(time.perf_counter() - t_plan, 3)
         if plan.nothing_to_do:
-            summary = RefreshSummary.from_plan(plan)
+            summary = RefreshSummary.from_plan(plan, params.embed.backend)
             summary.stage_seconds = {"plan": plan_s}
             summary.total_seconds = round(time.perf_counter() - t0, 3)
             return summary

@@ -89,11 +89,16 @@ def test_second_ingest_reuses_the_embedding_cache_and_keeps_ids(ingested: Path) 
     summary = json.loads(result.stdout)
     assert summary["version"] == "v0002"
     assert summary["embedded"] == 0 and summary["cache_hits"] == summary["chunks"]
+    # the summary names the backend that embedded (auto resolved), the one the manifests record
+    recorded = IndexRegistry("indexes").manifest("sample", "v0001").params["embed"]["backend"]
+    assert summary["embed_backend"] == recorded == resolve_backend("auto") != "auto"
     reg = IndexRegistry("indexes")
     a = PublishedIndex.open(reg, "sample@v0001").chunks.column("chunk_id").to_pylist()
     b = PublishedIndex.open(reg, "sample@v0002").chunks.column("chunk_id").to_pylist()
     assert a == b
     assert reg.aliases("sample") == {"latest": "v0002"}
+    table = _ingest("data/sample").stdout  # the table a person reads names the backend too
+    assert "embedding backend" in table and f" {recorded} " in table
 
 
 def test_query_json_has_every_field(ingested: Path) -> None:

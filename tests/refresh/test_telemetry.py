@@ -176,6 +176,7 @@ def test_ingest_and_refresh_write_metrics_push_them_and_trace_their_stages(
     refresh = cli_json("refresh")
     rt = refresh["telemetry"]
     assert rt["kind"] == "refresh" and rt["version"] == "v0002" and rt["pushed"]
+    assert refresh["embed_backend"] == ingest["embed_backend"] != "auto"  # auto resolved: the parent's backend
     assert rt["cache_hits"] == refresh["embedded_chunks"] - refresh["computed"]
     assert rt["added"] == 1 and rt["carried_chunks"] == refresh["carried_chunks"]
     pushed = gateway.metrics()
