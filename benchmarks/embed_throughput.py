@@ -16,7 +16,8 @@ Arms (all 2 threads, all-MiniLM-L6-v2, one process, models built beforehand unde
   32nd call (STATIC_AFTER) compiles a model for exactly that shape (the compilations are timed with the calls);
 - ``ov-bf16 onnx-graph s2 p16``: ``s2 p16 dyn`` on the ONNX export's graph (what the conversion adds);
 - ``ov-int8 s2 p16``: NNCF static int8 with the same settings;
-- ``ov-f32 s2 p16``: ``openvino`` (f32, the fp32 identity) with the same settings.
+- ``ov-f32 s2 p16``: ``openvino`` (f32, the fp32 identity) with the same settings; ``ov-f32 s2 p16 dyn``
+  without static shapes, ``ov-f32 s1 p16`` with one LATENCY stream.
 
 Texts: token-200 chunks (default chunking, no context) of every chunking-eval corpus,
 shuffled with seed 0, the first ``--chunks``. They are timed in ``--slices`` slices, each slice
@@ -56,7 +57,8 @@ DATASET = REPO.parent / "shared" / "datasets" / "chunking-eval"
 CACHE = REPO / "build" / "bench-embed-backends" / "models"
 MODEL = "all-MiniLM-L6-v2"
 ARMS = ("torch", "onnx", "onnx-int8", "ov-bf16 onnx-graph LAT", "ov-bf16 s1 p1", "ov-bf16 s2 p1", "ov-bf16 s2 p16 dyn",
-        "ov-bf16 s2 p16", "ov-bf16 onnx-graph s2 p16", "ov-int8 s2 p16", "ov-f32 s2 p16")
+        "ov-bf16 s2 p16", "ov-bf16 onnx-graph s2 p16", "ov-int8 s2 p16", "ov-f32 s2 p16", "ov-f32 s2 p16 dyn",
+        "ov-f32 s1 p16")
 
 
 def chunk_texts(n: int) -> list[str]:
