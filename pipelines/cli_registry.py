@@ -190,6 +190,7 @@ def index_show(
         "index": name, "version": version, "created_at": m.created_at, "aliases": aliases,
         "parent_version": m.parent_version, "sources": m.sources, "counts": m.counts, "params_hash": m.params_hash,
         "chunker": m.chunker, "embedding": m.embedding, "faiss": m.index, "git_commit": m.git_commit,
+        "embed_backend": (m.params.get("embed") or {}).get("backend"),  # the backend that embedded (auto resolved)
         "dvc_lock_sha256": m.dvc_lock_sha256, "dvc_stage_deps": getattr(m, "dvc_stage_deps", {}),
         "files_intact": not damaged, "damaged_files": damaged, "stats": m.stats,
         "curation": m.stats.get("curation"),  # [curate hook]
@@ -229,7 +230,9 @@ def _show_table(info: dict[str, Any], m: Any, sel: str) -> Table:
         ("chunker", f"{ch.get('strategy')} ({kv(ch.get('options') or {})})"
                     + (", context" if ch.get("context") else "") + f"; fingerprint {ch.get('fingerprint')}"),
         ("embedding", f"{e.get('model_id')}, dim {e.get('dim')}, " + ("normalized" if e.get("normalize") else "not normalized")
-                      + f"; revision {str(e.get('revision'))[:16]}"),
+                      + f"; revision {str(e.get('revision'))[:16]}"
+                      + (f"; backend {info['embed_backend']}" if info["embed_backend"] else "")
+                      + (f" ({e['quantization']})" if e.get("quantization") else "")),
         ("faiss", f"{factory_in(fx)}, metric {fx.get('metric')}"
                   + "".join(f", {k} {v}" for k, v in fx.items() if k not in ("kind", "factory", "metric", "ntotal"))),
         ("params hash", info["params_hash"][:16]),

@@ -13,6 +13,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import ragline.pipelines.cli as pipelines_cli
+from ragline.indexers.registry import IndexRegistry
 from ragline.pipelines.cli import app
 from tests.refresh.conftest import VENV_BIN, params_here, publish_texts
 
@@ -107,9 +108,12 @@ def test_index_show_is_readable_defaults_to_the_index_given_and_has_json(two_ver
     assert r.exit_code == 0, r.output
     assert "other@v0001" in r.stdout and "{'" not in r.stdout and "': " not in r.stdout
     assert "1 documents, " in r.stdout and "files" in r.stdout and "intact" in r.stdout
+    recorded = IndexRegistry(p.index.root).manifest("other", "v0001").params["embed"]["backend"]
+    assert f"backend {recorded}" in " ".join(r.stdout.split())  # which backend embedded (rows may wrap)
     assert max(len(x) for x in r.stdout.splitlines()) <= 80
     j = json.loads(runner.invoke(app, ["index", "show", "--index", "other", "--json"]).stdout)
     assert (j["index"], j["version"], j["sources"], j["files_intact"]) == ("other", "v0001", ["data/sample"], True)
+    assert j["embed_backend"] == recorded
     j = json.loads(runner.invoke(app, ["index", "show", "v0001", "--json"]).stdout)
     assert (j["index"], j["counts"]["documents"]) == ("sample", 2)
     j = json.loads(runner.invoke(app, ["index", "show", "--index", "sample@v0001", "--json"]).stdout)

@@ -99,6 +99,8 @@ def test_second_ingest_reuses_the_embedding_cache_and_keeps_ids(ingested: Path) 
     assert reg.aliases("sample") == {"latest": "v0002"}
     table = _ingest("data/sample").stdout  # the table a person reads names the backend too
     assert "embedding backend" in table and f" {recorded} " in table
+    shown = runner.invoke(app, ["index", "show", "--json"])  # and so does `index show`
+    assert json.loads(shown.stdout)["embed_backend"] == recorded
 
 
 def test_query_json_has_every_field(ingested: Path) -> None:
