@@ -57,13 +57,13 @@ def pydocs_sample(pages: int, sample: int, work: Path) -> list[str]:
     """``sample`` chunk texts of the first ``pages`` HTML pages, chunked with the default params."""
     from ragline.pipelines.chunk import chunk_documents
     from ragline.pipelines.config import LoadConfig, Params
-    from ragline.pipelines.embed import embedding_texts
+    from ragline.core.schemas import indexed_texts
     from ragline.pipelines.load import discover_files, load_documents
 
     files = discover_files([DOCS], include=["**/*.html"])[:pages]
     docs, _ = load_documents(files, LoadConfig(sources=[str(DOCS)], include=["**/*.html"], workers=2))
     chunks, _ = chunk_documents(docs, Params().chunk)
-    texts = embedding_texts(chunks)
+    texts = indexed_texts(chunks)
     step = max(1, len(texts) // sample)
     return texts[::step][:sample]
 
