@@ -64,7 +64,7 @@ def main() -> int:
         print(f"error: {args.source} not found; apt-get install python3.11-doc", file=sys.stderr)
         return 2
 
-    from ragline.indexers.backends import cpu_units, fastest_backend_for, resolve_backend
+    from ragline.indexers.backends import cpu_units, fastest_backend_for
     from ragline.indexers.embedders import SentenceTransformerEmbedder
     from ragline.indexers.registry import IndexRegistry
     from ragline.indexers.retriever import PublishedIndex
@@ -131,7 +131,7 @@ def main() -> int:
     embed_after_s = embed_alone(texts)
     embed_s = embed_after_s if embed_before_s is None else (embed_before_s + embed_after_s) / 2
     torch_s = None
-    if args.compare_torch and resolve_backend(p.embed.backend) == "onnx":
+    if args.compare_torch and summary.embed_backend == "onnx":
         torch_embedder = SentenceTransformerEmbedder(p.embed.model, p.embed.normalize)
         t2 = time.perf_counter()
         torch_embedder.warm_up()
@@ -154,7 +154,7 @@ def main() -> int:
         "flow_body_s": summary.total_seconds,
         # Prefect's own: the API start not overlapped with the run's work + the run records
         "prefect_overhead_s": round(ingest_s - summary.total_seconds, 2),
-        "embed_backend": resolve_backend(p.embed.backend),
+        "embed_backend": summary.embed_backend,  # auto resolved, as the ingest used it
         "cpu_units": sorted(cpu_units()),  # openvino-bf16 is fast only with amx_bf16 (README)
         "fastest_backend_for_this_cpu": fastest_backend_for(cpu_units()),
         "embed_only_torch_wall_s": None if torch_s is None else round(torch_s, 2),
