@@ -1,17 +1,31 @@
 """Imported once by the fork server that forks ragline's parsing workers (:mod:`pipelines.load`).
 
 Every worker is forked from that server, so what is imported here is paid for once per
-ingest process instead of once per (recycled) worker: the packaged spaCy model and the
-unstructured partitioners of the text, HTML, Markdown, Office and e-mail formats. The PDF
-partitioner is not imported here: it imports torch and OpenCV, which start threads, and a
+ingest process instead of once per (recycled) worker: the packaged spaCy model (without
+torch, which its pipeline does not use) and the unstructured partitioners of the text, HTML,
+Markdown, Office and e-mail formats. The PDF partitioner is not imported here: it imports torch and OpenCV, which start threads, and a
 process with running native threads must not be forked; workers import it when they meet
 their first PDF.
 """
 
+import sys
+
 from ragline.pipelines.offline import install_unstructured_nlp, set_offline_env
 
 set_offline_env()
-install_unstructured_nlp()
+# spaCy imports thinc, and thinc imports torch whenever it is installed (1.2 of the preload's
+# 5 CPU-s here), only to offer torch-backed layers; unstructured's spaCy pipeline
+# (en_core_web_sm) runs on thinc's numpy ops. A None entry in sys.modules makes `import torch`
+# fail inside this import only (thinc records has_torch = False); it is removed right after,
+# so a worker that meets a PDF imports torch as usual. Tested: tests/test_load.py.
+_BLOCKED = "torch" not in sys.modules
+if _BLOCKED:
+    sys.modules["torch"] = None  # type: ignore[assignment]
+try:
+    install_unstructured_nlp()
+finally:
+    if _BLOCKED:
+        del sys.modules["torch"]
 
 import unstructured.partition.auto  # noqa: E402,F401
 import unstructured.partition.docx  # noqa: E402,F401

@@ -589,6 +589,36 @@ def test_fork_server_preload_builds_the_default_html_path() -> None:
     assert out == ["1", "1", "1", "True"]
 
 
+def test_fork_server_preload_leaves_torch_out_of_spacy() -> None:
+    """spaCy's import would pull torch in through thinc (1.2 CPU-s of the preload); the preload
+    keeps it out, and spaCy's pipeline splits and tags sentences (numpy ops) and unstructured
+    types elements exactly as with torch imported; torch still imports afterwards (a worker
+    meeting a PDF)."""
+    import subprocess
+    import sys
+
+    text = ("Bees fly. They forage for nectar. Hive scales\n\nWorkers forage for nectar all day long.\n\n"
+            "QUEEN REARING\n\n- frames\n- smoke")
+    probe = ("import sys, ragline.pipelines.load_preload\n"
+             "import thinc.compat, unstructured.nlp.tokenize as tok\n"
+             "from unstructured.partition.text import partition_text\n"
+             "print('torch' in sys.modules, thinc.compat.has_torch)\n"
+             f"print(tok.sent_tokenize({text!r}))\n"
+             f"print(tok.pos_tag({text!r}))\n"
+             f"print([(type(e).__name__, e.text) for e in partition_text(text={text!r})])\n")
+
+    def run(code: str) -> list[str]:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True).stdout.splitlines()
+
+    without = run(probe + "import torch\nprint(torch.ones(2).sum().item())\n")
+    with_torch = run("import torch\n" + probe)
+    assert without[0] == "False False" and with_torch[0] == "True True"
+    assert without[1:4] == with_torch[1:4]
+    assert "'They forage for nectar.'" in without[1] and "NarrativeText" in without[3]
+    assert without[4] == "2.0"
+
+
 def test_one_worker_delivers_files_in_file_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files that finish within one wait of the pool are delivered in file order (a set of
     futures has no order): with one worker, arrival order is file order, which the stream's
