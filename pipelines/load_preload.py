@@ -3,9 +3,9 @@
 Every worker is forked from that server, so what is imported here is paid for once per
 ingest process instead of once per (recycled) worker: the packaged spaCy model (without
 torch, which its pipeline does not use) and the unstructured partitioners of the text, HTML,
-Markdown, Office and e-mail formats. The PDF partitioner is not imported here: it imports torch and OpenCV, which start threads, and a
-process with running native threads must not be forked; workers import it when they meet
-their first PDF.
+Markdown, Office and e-mail formats. The PDF partitioner is not imported here: it imports
+torch and OpenCV, which start threads, and a process with running native threads must not be
+forked; workers import it when they meet their first PDF.
 """
 
 import sys
@@ -17,7 +17,7 @@ set_offline_env()
 # 5 CPU-s here), only to offer torch-backed layers; unstructured's spaCy pipeline
 # (en_core_web_sm) runs on thinc's numpy ops. A None entry in sys.modules makes `import torch`
 # fail inside this import only (thinc records has_torch = False); it is removed right after,
-# so a worker that meets a PDF imports torch as usual. Tested: tests/test_load.py.
+# so a worker whose parser needs torch (a PDF's) imports it as usual. Tested: tests/test_load.py.
 _BLOCKED = "torch" not in sys.modules
 if _BLOCKED:
     sys.modules["torch"] = None  # type: ignore[assignment]
