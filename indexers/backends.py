@@ -170,6 +170,22 @@ def fastest_backend_for(units: frozenset[str] | set[str]) -> str:
     return "onnx"
 
 
+def recorded_backend(recorded: Mapping[str, Any]) -> str:
+    """The backend a version's manifest says embedded its chunks: its ``params.embed.backend``
+    when that names a backend (runs that publish record the resolved one), else the backend its
+    ``embedding.quantization`` names (:func:`query_backend_for`: ``onnx`` for fp32 vectors; an
+    older manifest may record ``auto``).
+
+    Args:
+        recorded: the version's manifest fields ``{"params": ..., "embedding": ...}``.
+
+    Returns:
+        A backend name (installed or not).
+    """
+    named = str(((recorded.get("params") or {}).get("embed") or {}).get("backend") or "")
+    return named if named in BACKENDS else query_backend_for(recorded.get("embedding") or {})
+
+
 def resolve_backend(requested: str, recorded: Mapping[str, Any] | None = None,
                     units: frozenset[str] | set[str] | None = None) -> str:
     """The backend that embeds chunks for ``embed.backend: requested``.
@@ -196,9 +212,7 @@ def resolve_backend(requested: str, recorded: Mapping[str, Any] | None = None,
     if requested != AUTO:
         return requested
     if recorded:
-        named = str(((recorded.get("params") or {}).get("embed") or {}).get("backend") or "")
-        if named == AUTO or named not in BACKENDS:
-            named = query_backend_for(recorded.get("embedding") or {})
+        named = recorded_backend(recorded)
         if named in BACKENDS and BACKENDS[named].installed:
             return named
     fastest = fastest_backend_for(cpu_units() if units is None else units)

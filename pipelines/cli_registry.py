@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ragline.indexers.backends import recorded_backend
 from ragline.indexers.faiss_index import factory_in
 from ragline.indexers.registry import VERSION_RE, IndexRegistry, RegistryError, check_alias, check_name
 from ragline.indexers.segments import segment_summary
@@ -190,7 +191,7 @@ def index_show(
         "index": name, "version": version, "created_at": m.created_at, "aliases": aliases,
         "parent_version": m.parent_version, "sources": m.sources, "counts": m.counts, "params_hash": m.params_hash,
         "chunker": m.chunker, "embedding": m.embedding, "faiss": m.index, "git_commit": m.git_commit,
-        "embed_backend": (m.params.get("embed") or {}).get("backend"),  # the backend that embedded (auto resolved)
+        "embed_backend": recorded_backend({"params": m.params, "embedding": m.embedding}),  # the backend that embedded
         "dvc_lock_sha256": m.dvc_lock_sha256, "dvc_stage_deps": getattr(m, "dvc_stage_deps", {}),
         "files_intact": not damaged, "damaged_files": damaged, "stats": m.stats,
         "curation": m.stats.get("curation"),  # [curate hook]

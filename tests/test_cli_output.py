@@ -13,6 +13,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import ragline.pipelines.cli as pipelines_cli
+from ragline.indexers.backends import recorded_backend
 from ragline.indexers.registry import IndexRegistry
 from ragline.pipelines.cli import app
 from tests.refresh.conftest import VENV_BIN, params_here, publish_texts
@@ -108,7 +109,9 @@ def test_index_show_is_readable_defaults_to_the_index_given_and_has_json(two_ver
     assert r.exit_code == 0, r.output
     assert "other@v0001" in r.stdout and "{'" not in r.stdout and "': " not in r.stdout
     assert "1 documents, " in r.stdout and "files" in r.stdout and "intact" in r.stdout
-    recorded = IndexRegistry(p.index.root).manifest("other", "v0001").params["embed"]["backend"]
+    m = IndexRegistry(p.index.root).manifest("other", "v0001")
+    recorded = recorded_backend({"params": m.params, "embedding": m.embedding})
+    assert m.params["embed"]["backend"] == "auto" and recorded == "onnx"  # publish_texts records auto: fp32 vectors
     assert f"backend {recorded}" in " ".join(r.stdout.split())  # which backend embedded (rows may wrap)
     assert max(len(x) for x in r.stdout.splitlines()) <= 80
     j = json.loads(runner.invoke(app, ["index", "show", "--index", "other", "--json"]).stdout)

@@ -90,9 +90,9 @@ def test_second_ingest_reuses_the_embedding_cache_and_keeps_ids(ingested: Path) 
     assert summary["version"] == "v0002"
     assert summary["embedded"] == 0 and summary["cache_hits"] == summary["chunks"]
     # the summary names the backend that embedded (auto resolved), the one the manifests record
-    recorded = IndexRegistry("indexes").manifest("sample", "v0001").params["embed"]["backend"]
-    assert summary["embed_backend"] == recorded == resolve_backend("auto") != "auto"
     reg = IndexRegistry("indexes")
+    recorded = reg.manifest("sample", "v0001").params["embed"]["backend"]
+    assert summary["embed_backend"] == recorded == resolve_backend("auto") != "auto"
     a = PublishedIndex.open(reg, "sample@v0001").chunks.column("chunk_id").to_pylist()
     b = PublishedIndex.open(reg, "sample@v0002").chunks.column("chunk_id").to_pylist()
     assert a == b

@@ -108,6 +108,17 @@ def test_auto_resolves_to_the_recorded_backend_else_this_cpus_fastest_installed(
     assert type(e).__name__ == "OnnxEmbedder" and e.precision == "fp32"
 
 
+def test_recorded_backend_is_what_a_manifest_says_embedded_it() -> None:
+    """What ``index show`` prints and ``auto`` follows: the params' backend when it names one,
+    else the one the vectors' quantization names (``onnx`` for fp32), even when not installed."""
+    assert backends.recorded_backend({"params": {"embed": {"backend": "openvino"}}, "embedding": {}}) == "openvino"
+    assert backends.recorded_backend({"params": {"embed": {"backend": AUTO}},  # an older manifest
+                                      "embedding": {"quantization": "openvino-bf16/ov-x"}}) == "openvino-bf16"
+    assert backends.recorded_backend({"params": {"embed": {"backend": AUTO}}, "embedding": {"dim": 384}}) == "onnx"
+    assert backends.recorded_backend({"params": {"embed": {"backend": "tensorflow"}}}) == "onnx"
+    assert backends.recorded_backend({}) == "onnx"
+
+
 def test_the_backend_that_made_the_vectors_wins_when_they_are_published(tmp_path) -> None:
     import numpy as np
     import pyarrow.parquet as pq
